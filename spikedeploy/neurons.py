@@ -1,0 +1,274 @@
+"""Exact semantics of the integer-activation neurons (design notes §3).
+
+This module is the single definition of neuron dynamics. The trainable PyTorch modules in
+``spikedeploy.models.neurons`` call these functions (gradients pass straight through the rounding),
+and the IR reference executor calls the very same functions under ``torch.no_grad`` in float64.
+
+Every function takes the input current ``x`` with the time axis first, shape ``[T, B, ...]``, and
+returns a :class:`NeuronTrace`:
+
+* ``q``      — integer spike counts 0..D (stored in ``x``'s float dtype), shape ``[T, B, ...]``;
+* ``value``  — what the neuron emits downstream, ``q / norm``;
+* ``margin`` — distance of the pre-quantization membrane to the nearest decision boundary
+  (``k + 0.5`` for rounding quantizers, the threshold for the binary LIF); the equivalence engine uses
+  it to tell boundary ties from real mismatches;
+* ``d``      — the firing limit: an ``int``, or for DI-LIF a tensor of shape ``[T, B]``.
+
+The family of integer LIF neurons shares one membrane recurrence::
+
+    m_0 = x_0
+    m_t = (m_{t-1} - r * q_{t-1}) * lambda_t + x_t          (t >= 1)
+    q_t = Q(clamp(m_t, 0, D_t))
+
+with ``Q`` = round half to even (``torch.round``) or round half up (``floor(v + 0.5)``), leak
+``lambda_t`` (0 for the stateless MultiSpike, 0.25 for SpikeYOLO's I-LIF, 1 for the integer IF,
+``sigmoid(a_{t-1})`` for NI-LIF) and reset scale ``r`` (1 subtracts the integer spike, ``1/norm``
+subtracts the normalized spike as NI-LIF does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+
+__all__ = [
+    "ROUNDING_MODES",
+    "NeuronTrace",
+    "check_firing_limit",
+    "quantize",
+    "integer_lif",
+    "multispike",
+    "leaky_integer",
+    "nilif",
+    "integer_if",
+    "binary_lif",
+    "dynamic_firing_limit",
+    "dynamic_integer",
+]
+
+ROUNDING_MODES = ("half_even", "half_up")
+
+
+@dataclass(frozen=True)
+class NeuronTrace:
+    """Result of running a neuron over ``T`` steps (see module docstring)."""
+
+    q: torch.Tensor
+    value: torch.Tensor
+    margin: torch.Tensor
+    d: Union[int, torch.Tensor]
+
+
+def check_firing_limit(d, where: str = "neuron") -> int:
+    """Return ``d`` as a Python int after checking it is an integer >= 1.
+
+    Raises ValueError naming ``where`` otherwise (D = 0, 2.5, -1, True are all rejected).
+    """
+    if isinstance(d, bool) or not isinstance(d, (int,)) and not (
+        isinstance(d, float) and d.is_integer()
+    ):
+        raise ValueError(
+            f"{where}: firing limit D must be a positive integer, got {d!r}; "
+            "pass an int such as D=4"
+        )
+    if int(d) < 1:
+        raise ValueError(f"{where}: firing limit D must be >= 1, got {d!r}")
+    return int(d)
+
+
+class _QuantizeSTE(torch.autograd.Function):
+    """Q(clamp(m, 0, D)) forward. Backward: straight through inside [0, D], zero below 0; above D
+    the gradient goes to D itself when D is a tensor (DI-LIF's gate learns through it)."""
+
+    @staticmethod
+    def forward(ctx, m, d, half_up: bool):
+        ctx.d_is_tensor = isinstance(d, torch.Tensor)
+        d_t = torch.as_tensor(d, dtype=m.dtype, device=m.device)
+        c = torch.minimum(torch.clamp(m, min=0.0), d_t)
+        ctx.save_for_backward(m, d_t)
+        return torch.floor(c + 0.5) if half_up else torch.round(c)
+
+    @staticmethod
+    def backward(ctx, grad):
+        m, d_t = ctx.saved_tensors
+        inside = (m >= 0) & (m <= d_t)
+        grad_d = None
+        if ctx.d_is_tensor and ctx.needs_input_grad[1]:
+            above = grad * (m > d_t).to(grad.dtype)
+            extra = above.dim() - d_t.dim()
+            if extra:
+                above = above.sum(dim=tuple(range(extra)))
+            dims = tuple(i for i, n in enumerate(d_t.shape) if n == 1 and above.shape[i] != 1)
+            grad_d = above.sum(dim=dims, keepdim=True) if dims else above
+        return grad * inside.to(grad.dtype), grad_d, None
+
+
+def quantize(m: torch.Tensor, d, rounding: str = "half_even") -> torch.Tensor:
+    """``Q(clamp(m, 0, D))`` with a straight-through gradient; ``d`` may be an int or a tensor
+    broadcastable to ``m``."""
+    if rounding not in ROUNDING_MODES:
+        raise ValueError(f"unknown rounding mode {rounding!r}; expected one of {ROUNDING_MODES}")
+    return _QuantizeSTE.apply(m, d, rounding == "half_up")
+
+
+def _rounding_margin(m: torch.Tensor, d) -> torch.Tensor:
+    """Distance from ``m`` to the nearest rounding boundary in {0.5, 1.5, ..., D - 0.5}."""
+    d_t = torch.as_tensor(d, dtype=m.dtype, device=m.device)
+    nearest = torch.minimum(torch.clamp(torch.floor(m) + 0.5, min=0.5), d_t - 0.5)
+    return (m - nearest).abs()
+
+
+def _expand_d(d, x: torch.Tensor):
+    """Broadcast a per-(t, b) firing limit of shape [T, B] against x of shape [T, B, ...]."""
+    if isinstance(d, torch.Tensor):
+        return d.reshape(d.shape + (1,) * (x.dim() - d.dim())).to(x.dtype)
+    return d
+
+
+def integer_lif(
+    x: torch.Tensor,
+    *,
+    d,
+    leaks: Optional[Union[float, torch.Tensor]] = None,
+    reset_scale: float = 1.0,
+    norm: float,
+    rounding: str = "half_even",
+) -> NeuronTrace:
+    """The shared integer LIF recurrence (module docstring).
+
+    ``leaks``: None for a stateless neuron (every step quantizes its own input), a float used at
+    every step, or a tensor whose entry ``t - 1`` is the leak applied at step ``t`` (length >= T - 1).
+    ``d``: int, or a tensor ``[T, B]`` of per-step, per-sample limits (DI-LIF).
+    """
+    if x.dim() < 1:
+        raise ValueError("neuron input needs a leading time axis [T, ...]")
+    T = x.shape[0]
+    d_b = _expand_d(d, x)
+    if leaks is None:
+        q = quantize(x, d_b, rounding)
+        margin = _rounding_margin(x.detach(), d_b)
+        return NeuronTrace(q=q, value=q / norm, margin=margin, d=d)
+    if isinstance(leaks, torch.Tensor) and leaks.numel() < T - 1:
+        raise ValueError(f"neuron has {leaks.numel()} per-step leaks but the input has T={T} steps")
+    qs, margins = [], []
+    m_prev = q_prev = None
+    for t in range(T):
+        d_t = d_b[t] if isinstance(d_b, torch.Tensor) else d_b
+        if t == 0:
+            m = x[0]
+        else:
+            lam = leaks[t - 1] if isinstance(leaks, torch.Tensor) else leaks
+            m = (m_prev - reset_scale * q_prev.detach()) * lam + x[t]
+        q_t = quantize(m, d_t, rounding)
+        qs.append(q_t)
+        margins.append(_rounding_margin(m.detach(), d_t))
+        m_prev, q_prev = m, q_t
+    q = torch.stack(qs)
+    return NeuronTrace(q=q, value=q / norm, margin=torch.stack(margins), d=d)
+
+
+def multispike(x, *, d: int, norm: Optional[float] = None, rounding: str = "half_even") -> NeuronTrace:
+    """Stateless MultiSpike / I-LIF (SDT v3, SDTrack): ``q = Q(clamp(x, 0, D))``, ``out = q / Norm``.
+
+    ``norm`` defaults to D (heads use Norm = 1); ``rounding="half_up"`` is the SDT v3 large variant
+    ``floor(clamp(x, 0, D) + 0.5)``.
+    """
+    d = check_firing_limit(d, "MultiSpike")
+    return integer_lif(x, d=d, leaks=None, norm=float(norm if norm is not None else d), rounding=rounding)
+
+
+def leaky_integer(x, *, d: int, leak: float = 0.25) -> NeuronTrace:
+    """I-LIF with a fixed leak (SpikeYOLO): ``m_t = (m_{t-1} - q_{t-1}) * leak + x_t``,
+    ``q = round(clamp(m, 0, D))``, ``out = q`` (not normalized)."""
+    d = check_firing_limit(d, "leaky I-LIF")
+    return integer_lif(x, d=d, leaks=float(leak), reset_scale=1.0, norm=1.0)
+
+
+def nilif(x, *, d: int, decay: torch.Tensor, norm: Optional[float] = None) -> NeuronTrace:
+    """NI-LIF (SpikeTrack RGB): ``m_t = (m_{t-1} - s_{t-1}) * sigmoid(a_{t-1}) + x_t`` with the
+    normalized spike ``s = round(clamp(m, 0, D)) / Norm`` (Norm defaults to D) — the reset subtracts
+    the normalized spike. ``decay`` holds the learnable logits ``a``; entry ``t - 1`` acts at step t."""
+    d = check_firing_limit(d, "NI-LIF")
+    n = float(norm if norm is not None else d)
+    return integer_lif(x, d=d, leaks=torch.sigmoid(decay), reset_scale=1.0 / n, norm=n)
+
+
+def integer_if(x, *, d: int = 8) -> NeuronTrace:
+    """Integer IF (Spike2Former decoder): ``v += x; q = round(clamp(v, 0, D)); v -= q;
+    out = q / D`` (leak 1, subtract-q reset)."""
+    d = check_firing_limit(d, "integer IF")
+    return integer_lif(x, d=d, leaks=1.0, reset_scale=1.0, norm=float(d))
+
+
+class _HeavisideSTE(torch.autograd.Function):
+    """``[h > 0]`` forward; sigmoid surrogate gradient (slope 4) backward."""
+
+    @staticmethod
+    def forward(ctx, h):
+        ctx.save_for_backward(h)
+        return (h > 0).to(h.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (h,) = ctx.saved_tensors
+        s = torch.sigmoid(4.0 * h)
+        return grad * 4.0 * s * (1 - s)
+
+
+def binary_lif(x, *, beta: float, threshold: float = 1.0) -> NeuronTrace:
+    """Binary LIF with soft reset (SpikeVideoFormer): ``H_t = beta * U_{t-1} + X_t``,
+    ``S_t = [H_t > u_th]``, ``U_t = H_t - u_th * S_t``, ``U_{-1} = 0``. D = 1, out = S."""
+    if threshold <= 0:
+        raise ValueError(f"binary LIF: threshold must be > 0, got {threshold}")
+    qs, margins = [], []
+    u = torch.zeros_like(x[0])
+    for t in range(x.shape[0]):
+        h = beta * u + x[t]
+        s = _HeavisideSTE.apply(h - threshold)
+        qs.append(s)
+        margins.append((h.detach() - threshold).abs())
+        u = h - threshold * s
+    q = torch.stack(qs)
+    return NeuronTrace(q=q, value=q, margin=torch.stack(margins), d=1)
+
+
+class _RoundSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, v):
+        return torch.round(v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
+
+
+def dynamic_firing_limit(x: torch.Tensor, *, d_init: int, gate_w, gate_b) -> torch.Tensor:
+    """DI-LIF firing limit per step and sample (our documented choice; the paper omits it)::
+
+        mu[t, b]    = mean(x[t, b, ...])
+        alpha[t, b] = sigmoid(w * mu + b)
+        D[t, b]     = clamp(round(2 * alpha * D_init), 1, 2 * D_init)
+
+    so alpha = 0.5 gives D_init and D never exceeds ``D_max = 2 * D_init`` (the static spike window
+    used by the lowering). Returns a float tensor of integers, shape [T, B] (straight-through round
+    so ``w`` and ``b`` train).
+    """
+    mu = x.flatten(2).mean(dim=2)
+    alpha = torch.sigmoid(gate_w * mu + gate_b)
+    return torch.clamp(_RoundSTE.apply(2.0 * alpha * d_init), 1.0, 2.0 * d_init)
+
+
+def dynamic_integer(
+    x, *, d_init: int, gate_w, gate_b, leak: Optional[float] = None, rounding: str = "half_even"
+) -> NeuronTrace:
+    """DI-LIF (event SpikeTrack): an I-LIF whose limit D[t, b] comes from
+    :func:`dynamic_firing_limit`; ``q = Q(clamp(m, 0, D[t, b]))``, ``out = q / D_init`` (a fixed
+    Norm, so the 1/Norm factor stays foldable into downstream weights while D varies per frame).
+    ``leak=None`` is stateless; a float makes it leaky with subtract-q reset."""
+    d_init = check_firing_limit(d_init, "DI-LIF")
+    if x.dim() < 3:
+        raise ValueError("DI-LIF input needs shape [T, B, ...] with at least one feature axis")
+    d = dynamic_firing_limit(x, d_init=d_init, gate_w=gate_w, gate_b=gate_b)
+    return integer_lif(x, d=d, leaks=leak, reset_scale=1.0, norm=float(d_init), rounding=rounding)
