@@ -17,12 +17,12 @@ returns a :class:`NeuronTrace`:
 The family of integer LIF neurons shares one membrane recurrence::
 
     m_0 = x_0
-    m_t = (m_{t-1} - r * q_{t-1}) * lambda_t + x_t          (t >= 1)
+    m_t = (m_{t-1} - q_{t-1} / r) * lambda_t + x_t          (t >= 1)
     q_t = Q(clamp(m_t, 0, D_t))
 
 with ``Q`` = round half to even (``torch.round``) or round half up (``floor(v + 0.5)``), leak
 ``lambda_t`` (0 for the stateless MultiSpike, 0.25 for SpikeYOLO's I-LIF, 1 for the integer IF,
-``sigmoid(a_{t-1})`` for NI-LIF) and reset scale ``r`` (1 subtracts the integer spike, ``1/norm``
+``sigmoid(a_{t-1})`` for NI-LIF) and reset divisor ``r`` (1 subtracts the integer spike, ``norm``
 subtracts the normalized spike as NI-LIF does).
 """
 
@@ -132,7 +132,7 @@ def integer_lif(
     *,
     d,
     leaks: Optional[Union[float, torch.Tensor]] = None,
-    reset_scale: float = 1.0,
+    reset_norm: float = 1.0,
     norm: float,
     rounding: str = "half_even",
 ) -> NeuronTrace:
@@ -160,7 +160,7 @@ def integer_lif(
             m = x[0]
         else:
             lam = leaks[t - 1] if isinstance(leaks, torch.Tensor) else leaks
-            m = (m_prev - reset_scale * q_prev.detach()) * lam + x[t]
+            m = (m_prev - q_prev.detach() / reset_norm) * lam + x[t]
         q_t = quantize(m, d_t, rounding)
         qs.append(q_t)
         margins.append(_rounding_margin(m.detach(), d_t))
@@ -183,7 +183,7 @@ def leaky_integer(x, *, d: int, leak: float = 0.25) -> NeuronTrace:
     """I-LIF with a fixed leak (SpikeYOLO): ``m_t = (m_{t-1} - q_{t-1}) * leak + x_t``,
     ``q = round(clamp(m, 0, D))``, ``out = q`` (not normalized)."""
     d = check_firing_limit(d, "leaky I-LIF")
-    return integer_lif(x, d=d, leaks=float(leak), reset_scale=1.0, norm=1.0)
+    return integer_lif(x, d=d, leaks=float(leak), reset_norm=1.0, norm=1.0)
 
 
 def nilif(x, *, d: int, decay: torch.Tensor, norm: Optional[float] = None) -> NeuronTrace:
@@ -192,14 +192,14 @@ def nilif(x, *, d: int, decay: torch.Tensor, norm: Optional[float] = None) -> Ne
     the normalized spike. ``decay`` holds the learnable logits ``a``; entry ``t - 1`` acts at step t."""
     d = check_firing_limit(d, "NI-LIF")
     n = float(norm if norm is not None else d)
-    return integer_lif(x, d=d, leaks=torch.sigmoid(decay), reset_scale=1.0 / n, norm=n)
+    return integer_lif(x, d=d, leaks=torch.sigmoid(decay), reset_norm=n, norm=n)
 
 
 def integer_if(x, *, d: int = 8) -> NeuronTrace:
     """Integer IF (Spike2Former decoder): ``v += x; q = round(clamp(v, 0, D)); v -= q;
     out = q / D`` (leak 1, subtract-q reset)."""
     d = check_firing_limit(d, "integer IF")
-    return integer_lif(x, d=d, leaks=1.0, reset_scale=1.0, norm=float(d))
+    return integer_lif(x, d=d, leaks=1.0, reset_norm=1.0, norm=float(d))
 
 
 class _HeavisideSTE(torch.autograd.Function):
@@ -271,4 +271,4 @@ def dynamic_integer(
     if x.dim() < 3:
         raise ValueError("DI-LIF input needs shape [T, B, ...] with at least one feature axis")
     d = dynamic_firing_limit(x, d_init=d_init, gate_w=gate_w, gate_b=gate_b)
-    return integer_lif(x, d=d, leaks=leak, reset_scale=1.0, norm=float(d_init), rounding=rounding)
+    return integer_lif(x, d=d, leaks=leak, reset_norm=1.0, norm=float(d_init), rounding=rounding)

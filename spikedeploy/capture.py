@@ -1,0 +1,628 @@
+"""Capture a PyTorch model into the IR.
+
+The model is traced with ``torch.fx``; neurons, the spike attention core and standard layers are
+kept as leaf modules. The traced graph is then interpreted once on an example input so that every
+value's concrete shape is known, and each fx node is translated by a *rule*: one per module type
+(``register_module_rule``), per function (``register_function_rule``) or per tensor method
+(``register_method_rule``). Registries reject duplicates. An fx node without a rule raises
+:class:`~spikedeploy.errors.CaptureError` naming it and saying how to add a rule.
+
+Layouts. IR values are ``[T, B, *s]``. Models written in the SDT style merge time and batch for
+stateless layers (``conv(x.flatten(0, 1)).reshape(T, B, ...)``). The capture tracks, for each
+tensor, whether it is in the *time-batch* layout ``[T, B, *s]`` or the *merged* layout
+``[T*B, *s]`` from the concrete shapes (the example uses a batch size B >= 2 that differs from T,
+so the two are never confused); reshapes that only merge or split T and B become no-ops, reshapes
+of the per-step part become ``Reshape`` nodes, and a reshape that mixes T or B with feature axes
+is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+
+from spikedeploy.errors import CaptureError
+from spikedeploy.ir import ops as O
+from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate
+
+TB, MERGED, CONST, META = "TB", "merged", "const", "meta"
+
+
+@dataclass
+class CValue:
+    """A captured fx value: an IR value name (tensors), its layout and concrete shape, or a
+    constant tensor (parameters/buffers), or a plain Python value (shapes, ints)."""
+
+    layout: str
+    name: Optional[str] = None
+    shape: Tuple[int, ...] = ()
+    const: Any = None
+
+    @property
+    def step_shape(self) -> Tuple[int, ...]:
+        return self.shape[2:] if self.layout == TB else self.shape[1:]
+
+
+class CaptureContext:
+    """Passed to rules: emits IR nodes and knows T and B of the capture example."""
+
+    def __init__(self, T: int, B: int):
+        self.T, self.B = T, B
+        self.nodes: List[Node] = []
+        self.names: set = set()
+
+    def fresh(self, base: str) -> str:
+        base = base.replace("/", ".") or "node"
+        name, k = base, 1
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
+
+    def emit(self, base: str, op: O.Op, inputs: Sequence[CValue], source: str, layout: str, shape) -> CValue:
+        for v in inputs:
+            if v.name is None:
+                raise CaptureError(f"{source}: expected a tensor input, got a constant or Python value")
+        name = self.fresh(base)
+        self.nodes.append(Node(name=name, op=op, inputs=tuple(v.name for v in inputs), source=source))
+        return CValue(layout=layout, name=name, shape=tuple(shape))
+
+    def alias(self, v: CValue, layout: str, shape) -> CValue:
+        return CValue(layout=layout, name=v.name, shape=tuple(shape))
+
+
+ModuleRule = Callable[[CaptureContext, nn.Module, str, List[Any], Dict[str, Any], Any], CValue]
+
+MODULE_RULES: Dict[type, ModuleRule] = {}
+FUNCTION_RULES: Dict[Any, Callable] = {}
+METHOD_RULES: Dict[str, Callable] = {}
+
+
+def _register(table, key, what):
+    def deco(fn):
+        if key in table:
+            raise ValueError(f"a capture rule for {what} {key!r} is already registered")
+        table[key] = fn
+        return fn
+
+    return deco
+
+
+def register_module_rule(module_type: type):
+    """Decorator: ``rule(ctx, module, qualname, args, kwargs, out) -> CValue`` for ``module_type``
+    (``args`` are CValues or Python values, ``out`` the concrete output of the example run)."""
+    return _register(MODULE_RULES, module_type, "module type")
+
+
+def register_function_rule(fn):
+    """Decorator: ``rule(ctx, node_name, args, kwargs, out) -> CValue`` for a Python function."""
+    return _register(FUNCTION_RULES, fn, "function")
+
+
+def register_method_rule(name: str):
+    """Decorator: ``rule(ctx, node_name, self_value, args, kwargs, out) -> CValue`` for a tensor method."""
+    return _register(METHOD_RULES, name, "tensor method")
+
+
+def _module_rule(module: nn.Module) -> Optional[ModuleRule]:
+    for cls in type(module).__mro__:
+        if cls in MODULE_RULES:
+            return MODULE_RULES[cls]
+    return None
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if _module_rule(m) is not None:
+            return True
+        return super().is_leaf_module(m, qualname)
+
+
+class _Recorder(fx.Interpreter):
+    """Runs the traced graph once and keeps every node's concrete result."""
+
+    def __init__(self, gm):
+        super().__init__(gm)
+        self.results: Dict[str, Any] = {}
+
+    def run_node(self, n):
+        out = super().run_node(n)
+        self.results[n.name] = out
+        return out
+
+
+def _shape_of(out) -> Tuple[int, ...]:
+    if not isinstance(out, torch.Tensor):
+        raise CaptureError(f"expected a tensor result, got {type(out).__name__}")
+    return tuple(int(d) for d in out.shape)
+
+
+def _layout_for(ctx: CaptureContext, shape: Tuple[int, ...], where: str) -> str:
+    if len(shape) >= 2 and shape[0] == ctx.T and shape[1] == ctx.B:
+        return TB
+    if len(shape) >= 1 and shape[0] == ctx.T * ctx.B:
+        return MERGED
+    raise CaptureError(
+        f"{where}: result of shape {list(shape)} keeps neither the time/batch axes [T={ctx.T}, "
+        f"B={ctx.B}, ...] nor the merged axis [T*B={ctx.T * ctx.B}, ...]; reshapes may only merge "
+        "or split T and B, never mix them with feature axes"
+    )
+
+
+def _step(shape, layout):
+    return tuple(shape[2:]) if layout == TB else tuple(shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------
+# the capture
+# ---------------------------------------------------------------------------------------------
+
+
+def capture(
+    model: nn.Module,
+    example: torch.Tensor,
+    *,
+    name: str = "",
+    input_name: str = "x",
+) -> Graph:
+    """Capture ``model`` (called as ``model(x)`` with ``x`` of shape ``[T, B, *s]``) into an IR
+    graph. ``example`` fixes T and the per-step shape; its batch size is replaced by one that
+    cannot be confused with T. The model is run in eval mode (its mode is restored)."""
+    if example.dim() < 3:
+        raise CaptureError(f"example input must have shape [T, B, ...], got {list(example.shape)}")
+    T = int(example.shape[0])
+    B = 2 if T != 2 else 3
+    x = torch.randn((T, B) + tuple(example.shape[2:]), dtype=example.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        try:
+            graph = _Tracer().trace(model)
+        except CaptureError:
+            raise
+        except Exception as e:  # fx raises many types for untraceable Python
+            raise CaptureError(
+                f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}. "
+                "Data-dependent control flow must live inside a leaf module with a capture rule."
+            ) from None
+        gm = fx.GraphModule(model, graph)
+        rec = _Recorder(gm)
+        with torch.no_grad():
+            rec.run(x)
+        return _translate(gm, rec.results, T, B, name or type(model).__name__, input_name)
+    finally:
+        model.train(was_training)
+
+
+def _translate(gm, results, T, B, model_name, input_name) -> Graph:
+    ctx = CaptureContext(T, B)
+    env: Dict[str, Any] = {}
+    inputs: List[TensorSpec] = []
+    outputs: List[str] = []
+
+    def val(a):
+        return fx.node.map_arg(a, lambda n: env[n.name])
+
+    for node in gm.graph.nodes:
+        out = results.get(node.name)
+        where = f"fx node {node.name!r} ({node.op} {node.target})"
+        if node.op == "placeholder":
+            if inputs:
+                raise CaptureError("only single-input models are supported by capture(); wrap the model")
+            shape = _shape_of(out)
+            ctx.names.add(input_name)
+            inputs.append(TensorSpec(input_name, shape[2:]))
+            env[node.name] = CValue(TB, input_name, shape)
+        elif node.op == "get_attr":
+            env[node.name] = CValue(CONST, const=out)
+        elif node.op == "call_module":
+            module = gm.get_submodule(node.target)
+            rule = _module_rule(module)
+            if rule is None:
+                raise CaptureError(
+                    f"no capture rule for module {node.target!r} of type {type(module).__module__}."
+                    f"{type(module).__name__}; add one with "
+                    "@spikedeploy.capture.register_module_rule(ThatType) (see docs/architecture.md)"
+                )
+            env[node.name] = rule(ctx, module, str(node.target), val(node.args), val(node.kwargs), out)
+        elif node.op == "call_function":
+            rule = FUNCTION_RULES.get(node.target)
+            if rule is None:
+                fname = getattr(node.target, "__qualname__", str(node.target))
+                mod = getattr(node.target, "__module__", "") or ""
+                raise CaptureError(
+                    f"no capture rule for function {mod + '.' if mod else ''}{fname} "
+                    f"(fx node {node.name!r}, in {_stack(node)}); add one with "
+                    "@spikedeploy.capture.register_function_rule(fn), or move it into a leaf module"
+                )
+            env[node.name] = rule(ctx, node.name, val(node.args), val(node.kwargs), out)
+        elif node.op == "call_method":
+            rule = METHOD_RULES.get(node.target)
+            if rule is None:
+                raise CaptureError(
+                    f"no capture rule for tensor method .{node.target}() (fx node {node.name!r}, in "
+                    f"{_stack(node)}); add one with @spikedeploy.capture.register_method_rule"
+                    f"({node.target!r})"
+                )
+            args = val(node.args)
+            env[node.name] = rule(ctx, node.name, args[0], list(args[1:]), val(node.kwargs), out)
+        elif node.op == "output":
+            res = val(node.args[0])
+            flat = list(res) if isinstance(res, (tuple, list)) else [res]
+            for v in flat:
+                if not isinstance(v, CValue) or v.name is None:
+                    raise CaptureError("model outputs must be tensors computed from the input")
+                if v.layout != TB:
+                    raise CaptureError(
+                        f"model output {v.name!r} has the merged [T*B, ...] layout; reshape it to [T, B, ...]"
+                    )
+                outputs.append(v.name)
+        else:  # pragma: no cover
+            raise CaptureError(f"{where}: unexpected fx node kind")
+    g = Graph(
+        inputs=tuple(inputs),
+        nodes=tuple(ctx.nodes),
+        outputs=tuple(outputs),
+        meta=(("capture_T", T), ("model", model_name)),
+    )
+    validate(g)
+    return g
+
+
+def _stack(node) -> str:
+    stack = node.meta.get("nn_module_stack")
+    if stack:
+        path = list(stack.keys())[-1] if isinstance(stack, dict) else str(stack)
+        return f"module {path!r}"
+    return "the model's forward"
+
+
+# ---------------------------------------------------------------------------------------------
+# module rules
+# ---------------------------------------------------------------------------------------------
+
+
+def _p(t) -> Optional[np.ndarray]:
+    return None if t is None else O.as_param(t.detach().cpu().double().numpy())
+
+
+def _tensor_arg(args, where) -> CValue:
+    if not args or not isinstance(args[0], CValue) or args[0].name is None:
+        raise CaptureError(f"{where}: expected a tensor argument")
+    return args[0]
+
+
+def _stateless(ctx, where, op, x: CValue, out) -> CValue:
+    shape = _shape_of(out)
+    return ctx.emit(where, op, [x], source=where, layout=x.layout, shape=shape)
+
+
+@register_module_rule(nn.Conv2d)
+def _conv2d(ctx, m, where, args, kwargs, out):
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise CaptureError(
+            f"{where}: Conv2d with padding={m.padding!r}, padding_mode={m.padding_mode!r} is not "
+            "supported; use integer zero padding"
+        )
+    op = O.Conv2d(
+        weight=_p(m.weight), bias=_p(m.bias), stride=tuple(m.stride), padding=tuple(m.padding),
+        dilation=tuple(m.dilation), groups=m.groups,
+    )
+    return _stateless(ctx, where, op, _tensor_arg(args, where), out)
+
+
+@register_module_rule(nn.Conv1d)
+def _conv1d(ctx, m, where, args, kwargs, out):
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise CaptureError(f"{where}: Conv1d with padding={m.padding!r}/{m.padding_mode!r} is not supported")
+    op = O.Conv1d(
+        weight=_p(m.weight), bias=_p(m.bias), stride=int(m.stride[0]), padding=int(m.padding[0]),
+        dilation=int(m.dilation[0]), groups=m.groups,
+    )
+    return _stateless(ctx, where, op, _tensor_arg(args, where), out)
+
+
+@register_module_rule(nn.Linear)
+def _linear(ctx, m, where, args, kwargs, out):
+    return _stateless(ctx, where, O.Linear(weight=_p(m.weight), bias=_p(m.bias)), _tensor_arg(args, where), out)
+
+
+def _bn(ctx, m, where, args, out):
+    x = _tensor_arg(args, where)
+    if x.layout != MERGED:
+        raise CaptureError(f"{where}: BatchNorm must see the merged [T*B, C, ...] layout")
+    op = O.BatchNorm(
+        mean=_p(m.running_mean), var=_p(m.running_var), weight=_p(m.weight), bias=_p(m.bias), eps=float(m.eps)
+    )
+    return _stateless(ctx, where, op, x, out)
+
+
+@register_module_rule(nn.modules.batchnorm._BatchNorm)
+def _batchnorm(ctx, m, where, args, kwargs, out):
+    if not m.track_running_stats or m.running_mean is None:
+        raise CaptureError(f"{where}: BatchNorm without running statistics cannot be captured")
+    if not m.affine:
+        ones = torch.ones_like(m.running_mean)
+        m = type("AffineView", (), dict(running_mean=m.running_mean, running_var=m.running_var,
+                                        weight=ones, bias=torch.zeros_like(ones), eps=m.eps))
+    return _bn(ctx, m, where, args, out)
+
+
+@register_module_rule(nn.AvgPool2d)
+def _avgpool(ctx, m, where, args, kwargs, out):
+    if m.ceil_mode or not m.count_include_pad or m.divisor_override is not None:
+        raise CaptureError(f"{where}: AvgPool2d with ceil_mode/count_include_pad=False/divisor_override is not supported")
+    op = O.AvgPool2d(kernel=O._pair(m.kernel_size), stride=O._pair(m.stride or m.kernel_size), padding=O._pair(m.padding))
+    return _stateless(ctx, where, op, _tensor_arg(args, where), out)
+
+
+@register_module_rule(nn.Identity)
+def _identity(ctx, m, where, args, kwargs, out):
+    return _tensor_arg(args, where)
+
+
+@register_module_rule(nn.Dropout)
+def _dropout(ctx, m, where, args, kwargs, out):
+    return _tensor_arg(args, where)  # eval mode: identity
+
+
+@register_module_rule(nn.Flatten)
+def _flatten_module(ctx, m, where, args, kwargs, out):
+    return _reshape_like(ctx, where, _tensor_arg(args, where), out)
+
+
+# ---------------------------------------------------------------------------------------------
+# tensor functions and methods
+# ---------------------------------------------------------------------------------------------
+
+
+def _reshape_like(ctx, where, x: CValue, out) -> CValue:
+    shape = _shape_of(out)
+    layout = _layout_for(ctx, shape, where)
+    step = _step(shape, layout)
+    if step == x.step_shape:
+        return ctx.alias(x, layout, shape)
+    return ctx.emit(where, O.Reshape(shape=step), [x], source=where, layout=layout, shape=shape)
+
+
+for _m in ("flatten", "reshape", "view", "unsqueeze", "squeeze"):
+    register_method_rule(_m)(lambda ctx, where, x, args, kwargs, out: _reshape_like(ctx, where, x, out))
+register_function_rule(torch.flatten)(lambda ctx, where, args, kwargs, out: _reshape_like(ctx, where, args[0], out))
+register_function_rule(torch.reshape)(lambda ctx, where, args, kwargs, out: _reshape_like(ctx, where, args[0], out))
+
+for _m in ("contiguous", "clone", "detach"):
+    register_method_rule(_m)(lambda ctx, where, x, args, kwargs, out: x)
+
+
+def _permute_full(ctx, where, x: CValue, perm: List[int], out) -> CValue:
+    lead = 2 if x.layout == TB else 1
+    n = len(x.shape)
+    perm = [p % n for p in perm]
+    if perm[:lead] != list(range(lead)):
+        raise CaptureError(
+            f"{where}: a transpose/permute that moves the time or batch axis is not supported "
+            f"(permutation {perm} on layout {x.layout})"
+        )
+    step_perm = tuple(p - lead for p in perm[lead:])
+    shape = _shape_of(out)
+    if step_perm == tuple(range(len(step_perm))):
+        return ctx.alias(x, x.layout, shape)
+    return ctx.emit(where, O.Permute(perm=step_perm), [x], source=where, layout=x.layout, shape=shape)
+
+
+@register_method_rule("transpose")
+def _transpose(ctx, where, x, args, kwargs, out):
+    n = len(x.shape)
+    a, b = (int(v) % n for v in args[:2])
+    perm = list(range(n))
+    perm[a], perm[b] = perm[b], perm[a]
+    return _permute_full(ctx, where, x, perm, out)
+
+
+@register_method_rule("permute")
+def _permute(ctx, where, x, args, kwargs, out):
+    perm = list(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else list(args)
+    return _permute_full(ctx, where, x, [int(p) for p in perm], out)
+
+
+def _const_step_value(ctx, where, c, x: CValue) -> np.ndarray:
+    """A constant added to x, as a per-step array (it may not vary over T or B)."""
+    arr = c.detach().cpu().double().numpy() if isinstance(c, torch.Tensor) else np.asarray(c, dtype=np.float64)
+    full = arr.reshape((1,) * (len(x.shape) - arr.ndim) + arr.shape) if arr.ndim <= len(x.shape) else arr
+    lead = 2 if x.layout == TB else 1
+    if full.ndim != len(x.shape) or any(d != 1 for d in full.shape[:lead]):
+        raise CaptureError(f"{where}: a constant added to a tensor may not vary over time or batch")
+    return full.reshape(full.shape[lead:])
+
+
+def _add(ctx, where, a, b, out):
+    ta, tb = isinstance(a, CValue) and a.name, isinstance(b, CValue) and b.name
+    if ta and tb:
+        if a.layout != b.layout or a.shape != b.shape:
+            raise CaptureError(f"{where}: adding tensors of shapes {list(a.shape)} and {list(b.shape)} (broadcasting between activations is not supported)")
+        return ctx.emit(where, O.Add(), [a, b], source=where, layout=a.layout, shape=_shape_of(out))
+    if not (ta or tb):
+        raise CaptureError(f"{where}: an addition without any activation input")
+    x, c = (a, b) if ta else (b, a)
+    const = c.const if isinstance(c, CValue) else c
+    value = _const_step_value(ctx, where, const, x)
+    return ctx.emit(where, O.AddConstant(value=O.as_param(value)), [x], source=where, layout=x.layout, shape=_shape_of(out))
+
+
+register_function_rule(operator.add)(lambda ctx, where, args, kwargs, out: _add(ctx, where, args[0], args[1], out))
+register_function_rule(operator.iadd)(lambda ctx, where, args, kwargs, out: _add(ctx, where, args[0], args[1], out))
+register_function_rule(torch.add)(lambda ctx, where, args, kwargs, out: _add(ctx, where, args[0], args[1], out))
+register_method_rule("add")(lambda ctx, where, x, args, kwargs, out: _add(ctx, where, x, args[0], out))
+
+
+def _scale(ctx, where, x, factor, out):
+    if not isinstance(x, CValue) or x.name is None or not isinstance(factor, (int, float)):
+        raise CaptureError(f"{where}: only multiplication/division of an activation by a Python number is supported")
+    return ctx.emit(where, O.Scale(factor=float(factor)), [x], source=where, layout=x.layout, shape=_shape_of(out))
+
+
+@register_function_rule(operator.mul)
+def _mul(ctx, where, args, kwargs, out):
+    a, b = args
+    if not _has_activation(args):
+        return _meta(ctx, where, out)
+    return _scale(ctx, where, a, b, out) if isinstance(a, CValue) else _scale(ctx, where, b, a, out)
+
+
+@register_function_rule(operator.truediv)
+def _div(ctx, where, args, kwargs, out):
+    a, b = args
+    if not isinstance(b, (int, float)) or b == 0:
+        raise CaptureError(f"{where}: only division by a non-zero Python number is supported")
+    return _scale(ctx, where, a, 1.0 / b, out)
+
+
+def _mean(ctx, where, x: CValue, dim, keepdim, out):
+    n = len(x.shape)
+    dims = [dim] if isinstance(dim, int) else list(dim) if dim is not None else None
+    if dims is None:
+        raise CaptureError(f"{where}: mean over all axes would mix time and batch; give the axes")
+    lead = 2 if x.layout == TB else 1
+    dims = sorted(d % n for d in dims)
+    if dims[0] < lead:
+        raise CaptureError(f"{where}: mean over the time or batch axis is not supported")
+    op = O.MeanReduce(axes=tuple(d - lead for d in dims), keepdim=bool(keepdim))
+    return ctx.emit(where, op, [x], source=where, layout=x.layout, shape=_shape_of(out))
+
+
+@register_method_rule("mean")
+def _mean_method(ctx, where, x, args, kwargs, out):
+    dim = args[0] if args else kwargs.get("dim")
+    keep = args[1] if len(args) > 1 else kwargs.get("keepdim", False)
+    return _mean(ctx, where, x, dim, keep, out)
+
+
+@register_function_rule(torch.mean)
+def _mean_fn(ctx, where, args, kwargs, out):
+    dim = args[1] if len(args) > 1 else kwargs.get("dim")
+    keep = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+    return _mean(ctx, where, args[0], dim, keep, out)
+
+
+@register_function_rule(torch.cat)
+def _cat(ctx, where, args, kwargs, out):
+    xs = list(args[0])
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if not all(isinstance(v, CValue) and v.name for v in xs) or len({v.layout for v in xs}) != 1:
+        raise CaptureError(f"{where}: torch.cat needs activations of one layout")
+    lead = 2 if xs[0].layout == TB else 1
+    axis = int(dim) % len(xs[0].shape)
+    if axis < lead:
+        raise CaptureError(f"{where}: concatenation along the time or batch axis is not supported")
+    return ctx.emit(where, O.Concat(axis=axis - lead), xs, source=where, layout=xs[0].layout, shape=_shape_of(out))
+
+
+def _meta(ctx, where, out):
+    return CValue(META, const=out)
+
+
+register_function_rule(getattr)(lambda ctx, where, args, kwargs, out: _meta(ctx, where, out))
+register_method_rule("size")(lambda ctx, where, x, args, kwargs, out: _meta(ctx, where, out))
+register_method_rule("dim")(lambda ctx, where, x, args, kwargs, out: _meta(ctx, where, out))
+
+
+@register_function_rule(operator.getitem)
+def _getitem(ctx, where, args, kwargs, out):
+    obj = args[0]
+    if isinstance(obj, CValue) and obj.layout == META:
+        return _meta(ctx, where, out)
+    raise CaptureError(f"{where}: indexing/slicing an activation is not supported; use a leaf module")
+
+
+def _has_activation(args) -> bool:
+    return any(isinstance(a, CValue) and a.name for a in args)
+
+
+def _meta_arith(fn):
+    def rule(ctx, where, args, kwargs, out):
+        if not _has_activation(args):
+            return _meta(ctx, where, out)
+        raise CaptureError(f"{where}: {fn.__name__} on activations is not supported")
+
+    return rule
+
+
+register_function_rule(operator.floordiv)(_meta_arith(operator.floordiv))
+register_function_rule(operator.sub)(_meta_arith(operator.sub))
+
+
+# ---------------------------------------------------------------------------------------------
+# spikedeploy's own leaf modules: neurons and the spike attention core
+# ---------------------------------------------------------------------------------------------
+
+
+def _neuron(ctx, where, x: CValue, op, out):
+    if x.layout != TB:
+        raise CaptureError(
+            f"{where}: neuron {op.label} receives the merged [T*B, ...] layout; neurons need [T, B, ...] "
+            "(reshape before calling it)"
+        )
+    return ctx.emit(where, op, [x], source=where, layout=TB, shape=_shape_of(out))
+
+
+def _register_model_rules():
+    from spikedeploy.models import layers as L
+    from spikedeploy.models import neurons as MN
+
+    @register_module_rule(MN.MultiSpike)
+    def _multispike(ctx, m, where, args, kwargs, out):
+        op = O.IntegerLIF(d=int(m.d), norm=float(m.norm), leak=None, rounding=m.rounding,
+                          label="MultiSpike" if m.rounding == "half_even" else "MultiSpike(half-up)")
+        return _neuron(ctx, where, _tensor_arg(args, where), op, out)
+
+    @register_module_rule(MN.LeakyIntegerLIF)
+    def _leaky(ctx, m, where, args, kwargs, out):
+        op = O.IntegerLIF(d=int(m.d), norm=1.0, leak=float(m.leak), reset_norm=1.0, label="I-LIF(leak)")
+        return _neuron(ctx, where, _tensor_arg(args, where), op, out)
+
+    @register_module_rule(MN.NILIF)
+    def _nilif(ctx, m, where, args, kwargs, out):
+        leaks = tuple(float(v) for v in torch.sigmoid(m.decay.detach()).cpu().tolist())
+        op = O.IntegerLIF(d=int(m.d), norm=float(m.norm), leak=leaks, reset_norm=float(m.norm), label="NI-LIF")
+        return _neuron(ctx, where, _tensor_arg(args, where), op, out)
+
+    @register_module_rule(MN.IntegerIF)
+    def _intif(ctx, m, where, args, kwargs, out):
+        op = O.IntegerLIF(d=int(m.d), norm=float(m.norm), leak=1.0, reset_norm=1.0, label="IF")
+        return _neuron(ctx, where, _tensor_arg(args, where), op, out)
+
+    @register_module_rule(MN.BinaryLIF)
+    def _blif(ctx, m, where, args, kwargs, out):
+        op = O.BinaryLIF(beta=float(m.beta), threshold=float(m.threshold))
+        return _neuron(ctx, where, _tensor_arg(args, where), op, out)
+
+    @register_module_rule(MN.DILIF)
+    def _dilif(ctx, m, where, args, kwargs, out):
+        op = O.DynamicIntegerLIF(
+            d_init=int(m.d_init), gate_w=float(m.gate_w.detach()), gate_b=float(m.gate_b.detach()),
+            leak=None if m.leak is None else float(m.leak),
+        )
+        return _neuron(ctx, where, _tensor_arg(args, where), op, out)
+
+    @register_module_rule(L.SpikeLinearAttention)
+    def _attention(ctx, m, where, args, kwargs, out):
+        q, k, v = (list(args) + [kwargs[n] for n in ("q", "k", "v")[len(args):]])[:3]
+        for t in (q, k, v):
+            if not isinstance(t, CValue) or t.layout != TB:
+                raise CaptureError(f"{where}: attention inputs must be [T, B, C, N] activations")
+        op = O.SpikeLinearAttention(num_heads=int(m.num_heads), scale=float(m.scale))
+        return ctx.emit(where, op, [q, k, v], source=where, layout=TB, shape=_shape_of(out))
+
+    @register_module_rule(L._FrozenBatchNorm)
+    def _frozen_bn(ctx, m, where, args, kwargs, out):
+        return _bn(ctx, m, where, args, out)
+
+
+_register_model_rules()

@@ -1,0 +1,460 @@
+"""IR ops: small frozen dataclasses, one per op, with the math in the docstring.
+
+Conventions shared by every op:
+
+* Every IR value has the layout ``[T, B, *s]``: ``T`` macro-steps (the model's time axis), batch
+  ``B``, and a *per-step shape* ``s``. Shapes in this module always mean per-step shapes.
+* Stateless ops act on each (t, b) slice independently; neuron ops carry state along ``T``.
+* Channel-wise ops (BatchNorm, bias) use axis 0 of the per-step shape as the channel axis.
+* Array parameters are read-only float64 numpy arrays; scalars are Python numbers; sequences are
+  tuples, so every op is immutable and can be serialized without pickle.
+* ``infer_shape`` checks input shapes and returns the output's per-step shape; it raises
+  ``ValueError`` with a readable reason (the validator adds the node name).
+
+The reference semantics of each op live in :mod:`spikedeploy.reference` (one rule per op class).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import ClassVar, Optional, Tuple, Union
+
+import numpy as np
+
+Shape = Tuple[int, ...]
+
+ENCODINGS = ("binary", "graded")
+
+
+def as_param(a) -> np.ndarray:
+    """Convert to a read-only float64 array (the storage format of every IR parameter)."""
+    arr = np.array(a, dtype=np.float64, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
+def _pair(v) -> Tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, (int, np.integer)) else tuple(int(x) for x in v)
+
+
+def _conv_out(n: int, k: int, stride: int, pad: int, dil: int) -> int:
+    return (n + 2 * pad - dil * (k - 1) - 1) // stride + 1
+
+
+@dataclass(frozen=True, eq=False)
+class Op:
+    """Base class. ``arity`` is the number of inputs (None = one or more)."""
+
+    arity: ClassVar[Optional[int]] = 1
+    #: ops whose output is emitted as spikes after lowering
+    is_neuron: ClassVar[bool] = False
+
+    @property
+    def kind(self) -> str:
+        return type(self).__name__
+
+    def arrays(self) -> dict:
+        """The op's array parameters by field name (None entries skipped)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), np.ndarray)
+        }
+
+    def infer_shape(self, *shapes: Shape) -> Shape:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------
+# Synaptic (linear, weighted) ops
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2d(Op):
+    """2-D convolution on a per-step input ``[C_in, H, W]``::
+
+        y[o, i, j] = bias[o] + sum_{c, u, v} weight[o, c, u, v] * x[g(o)*C_in/groups + c,
+                                                                     i*stride - pad + u*dil,
+                                                                     j*stride - pad + v*dil]
+
+    with zero padding; ``weight`` has shape ``[C_out, C_in/groups, kh, kw]``.
+    """
+
+    weight: np.ndarray
+    bias: Optional[np.ndarray] = None
+    stride: Tuple[int, int] = (1, 1)
+    padding: Tuple[int, int] = (0, 0)
+    dilation: Tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def infer_shape(self, s):
+        if len(s) != 3:
+            raise ValueError(f"Conv2d expects per-step shape [C, H, W], got {list(s)}")
+        co, cig, kh, kw = self.weight.shape
+        if s[0] != cig * self.groups:
+            raise ValueError(f"Conv2d expects {cig * self.groups} input channels, got {s[0]}")
+        if self.bias is not None and self.bias.shape != (co,):
+            raise ValueError(f"Conv2d bias shape {self.bias.shape} != ({co},)")
+        h = _conv_out(s[1], kh, self.stride[0], self.padding[0], self.dilation[0])
+        w = _conv_out(s[2], kw, self.stride[1], self.padding[1], self.dilation[1])
+        if h < 1 or w < 1:
+            raise ValueError(f"Conv2d output would be empty for input {list(s)}")
+        return (co, h, w)
+
+
+@dataclass(frozen=True, eq=False)
+class Conv1d(Op):
+    """1-D convolution on a per-step input ``[C_in, L]``::
+
+        y[o, i] = bias[o] + sum_{c, u} weight[o, c, u] * x[g(o)*C_in/groups + c, i*stride - pad + u*dil]
+
+    ``weight`` has shape ``[C_out, C_in/groups, k]`` (a 1x1 Conv1d is a per-token linear layer).
+    """
+
+    weight: np.ndarray
+    bias: Optional[np.ndarray] = None
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+
+    def infer_shape(self, s):
+        if len(s) != 2:
+            raise ValueError(f"Conv1d expects per-step shape [C, L], got {list(s)}")
+        co, cig, k = self.weight.shape
+        if s[0] != cig * self.groups:
+            raise ValueError(f"Conv1d expects {cig * self.groups} input channels, got {s[0]}")
+        if self.bias is not None and self.bias.shape != (co,):
+            raise ValueError(f"Conv1d bias shape {self.bias.shape} != ({co},)")
+        n = _conv_out(s[1], k, self.stride, self.padding, self.dilation)
+        if n < 1:
+            raise ValueError(f"Conv1d output would be empty for input {list(s)}")
+        return (co, n)
+
+
+@dataclass(frozen=True, eq=False)
+class Linear(Op):
+    """Dense layer on the last axis: ``y[..., o] = bias[o] + sum_i weight[o, i] * x[..., i]``."""
+
+    weight: np.ndarray
+    bias: Optional[np.ndarray] = None
+
+    def infer_shape(self, s):
+        if not s or s[-1] != self.weight.shape[1]:
+            raise ValueError(f"Linear expects last axis {self.weight.shape[1]}, got shape {list(s)}")
+        if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"Linear bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        return tuple(s[:-1]) + (self.weight.shape[0],)
+
+
+# ---------------------------------------------------------------------------------------------
+# Weightless linear ops
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class AvgPool2d(Op):
+    """Average pooling on ``[C, H, W]``: ``y[c, i, j] = mean_{u, v < k} x[c, i*s - p + u, j*s - p + v]``
+    (zero padding counted in the mean, PyTorch's ``count_include_pad=True``)."""
+
+    kernel: Tuple[int, int]
+    stride: Tuple[int, int]
+    padding: Tuple[int, int] = (0, 0)
+
+    def infer_shape(self, s):
+        if len(s) != 3:
+            raise ValueError(f"AvgPool2d expects [C, H, W], got {list(s)}")
+        h = _conv_out(s[1], self.kernel[0], self.stride[0], self.padding[0], 1)
+        w = _conv_out(s[2], self.kernel[1], self.stride[1], self.padding[1], 1)
+        return (s[0], h, w)
+
+
+@dataclass(frozen=True, eq=False)
+class MeanReduce(Op):
+    """Mean over per-step axes: ``y = mean_{axes} x`` (axes removed unless ``keepdim``)."""
+
+    axes: Tuple[int, ...]
+    keepdim: bool = False
+
+    def infer_shape(self, s):
+        for a in self.axes:
+            if not 0 <= a < len(s):
+                raise ValueError(f"MeanReduce axis {a} out of range for shape {list(s)}")
+        if self.keepdim:
+            return tuple(1 if i in self.axes else n for i, n in enumerate(s))
+        return tuple(n for i, n in enumerate(s) if i not in self.axes)
+
+
+@dataclass(frozen=True, eq=False)
+class Scale(Op):
+    """Multiply by a constant: ``y = factor * x``."""
+
+    factor: float
+
+    def infer_shape(self, s):
+        return tuple(s)
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNorm(Op):
+    """Inference batch norm over channel axis 0 (BatchNorm1d/2d, frozen or not)::
+
+        y[c, ...] = (x[c, ...] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    weight: np.ndarray
+    bias: np.ndarray
+    eps: float = 1e-5
+
+    def infer_shape(self, s):
+        if not s or s[0] != self.mean.shape[0]:
+            raise ValueError(f"BatchNorm over {self.mean.shape[0]} channels, got shape {list(s)}")
+        return tuple(s)
+
+    def scale_shift(self) -> Tuple[np.ndarray, np.ndarray]:
+        """The affine form ``y = a * x + b``: a = weight / sqrt(var + eps), b = bias - mean * a."""
+        a = self.weight / np.sqrt(self.var + self.eps)
+        return a, self.bias - self.mean * a
+
+
+@dataclass(frozen=True, eq=False)
+class Add(Op):
+    """Element-wise sum of two values of the same per-step shape: ``y = a + b`` (membrane shortcut)."""
+
+    arity: ClassVar[Optional[int]] = 2
+
+    def infer_shape(self, a, b):
+        if tuple(a) != tuple(b):
+            raise ValueError(f"Add needs equal shapes, got {list(a)} and {list(b)}")
+        return tuple(a)
+
+
+@dataclass(frozen=True, eq=False)
+class AddConstant(Op):
+    """Add a constant tensor (e.g. a position embedding) broadcast over T and B: ``y = x + value``.
+    ``value`` has the per-step shape of ``x`` or broadcasts to it."""
+
+    value: np.ndarray
+
+    def infer_shape(self, s):
+        try:
+            out = np.broadcast_shapes(tuple(s), self.value.shape)
+        except ValueError:
+            raise ValueError(f"AddConstant value {list(self.value.shape)} does not broadcast to {list(s)}")
+        if tuple(out) != tuple(s):
+            raise ValueError(f"AddConstant value {list(self.value.shape)} would grow shape {list(s)}")
+        return tuple(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Routing ops (no arithmetic; spikes pass through unchanged)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Reshape(Op):
+    """Row-major reshape of the per-step tensor to ``shape``."""
+
+    shape: Shape
+
+    def infer_shape(self, s):
+        if math.prod(s) != math.prod(self.shape):
+            raise ValueError(f"cannot reshape {list(s)} to {list(self.shape)}")
+        return tuple(self.shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Permute(Op):
+    """Axis permutation of the per-step tensor: ``y.shape[i] = x.shape[perm[i]]``."""
+
+    perm: Tuple[int, ...]
+
+    def infer_shape(self, s):
+        if sorted(self.perm) != list(range(len(s))):
+            raise ValueError(f"permutation {self.perm} does not fit shape {list(s)}")
+        return tuple(s[p] for p in self.perm)
+
+
+@dataclass(frozen=True, eq=False)
+class Concat(Op):
+    """Concatenation along per-step ``axis``."""
+
+    arity: ClassVar[Optional[int]] = None
+    axis: int = 0
+
+    def infer_shape(self, *shapes):
+        first = shapes[0]
+        for s in shapes[1:]:
+            if len(s) != len(first) or any(
+                a != b for i, (a, b) in enumerate(zip(s, first)) if i != self.axis
+            ):
+                raise ValueError(f"Concat shapes differ off axis {self.axis}: {[list(x) for x in shapes]}")
+        return tuple(
+            sum(s[self.axis] for s in shapes) if i == self.axis else n for i, n in enumerate(first)
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Neurons
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_encoding(encoding):
+    if encoding is not None and encoding not in ENCODINGS:
+        raise ValueError(f"unknown spike encoding {encoding!r}; expected one of {ENCODINGS}")
+
+
+@dataclass(frozen=True, eq=False)
+class IntegerLIF(Op):
+    """The integer LIF family (MultiSpike/I-LIF, SpikeYOLO I-LIF, NI-LIF, integer IF)::
+
+        m_0 = x_0
+        m_t = (m_{t-1} - q_{t-1} / reset_norm) * leak_t + x_t        (t >= 1)
+        q_t = Q(clamp(m_t, 0, D))       Q = round half to even | round half up
+        emitted = q_t / norm            (encoding None: the integer-activation network)
+        emitted = q_t unit spikes       (encoding "binary": the first q of D sub-steps;
+                                         "graded": one event with payload q; 1/norm is folded
+                                         into the consumers by the ExpandSpikes pass)
+
+    ``leak`` is None (stateless: m_t = x_t), a float, or a tuple whose entry t-1 is leak_t.
+    ``label`` names the source neuron type for reports ("MultiSpike", "NI-LIF", ...).
+    """
+
+    is_neuron: ClassVar[bool] = True
+    d: int
+    norm: float
+    leak: Union[None, float, Tuple[float, ...]] = None
+    reset_norm: float = 1.0
+    rounding: str = "half_even"
+    label: str = "I-LIF"
+    encoding: Optional[str] = None
+
+    def __post_init__(self):
+        if isinstance(self.d, bool) or not isinstance(self.d, (int, np.integer)) or self.d < 1:
+            raise ValueError(f"firing limit D must be a positive integer, got {self.d!r}")
+        if self.rounding not in ("half_even", "half_up"):
+            raise ValueError(f"unknown rounding {self.rounding!r}")
+        _check_encoding(self.encoding)
+
+    @property
+    def window(self) -> int:
+        """Sub-steps per macro-step in binary encoding (= D)."""
+        return int(self.d)
+
+    def infer_shape(self, s):
+        return tuple(s)
+
+
+@dataclass(frozen=True, eq=False)
+class DynamicIntegerLIF(Op):
+    """DI-LIF: an integer LIF whose limit changes per step and sample::
+
+        D[t, b] = clamp(round(2 * sigmoid(gate_w * mean(x[t, b]) + gate_b) * d_init), 1, 2 * d_init)
+        m_t as IntegerLIF (leak None = stateless, reset subtracts q), q_t = Q(clamp(m_t, 0, D[t, b]))
+        emitted = q_t / d_init
+
+    Binary encoding uses a static window of ``2 * d_init`` sub-steps; a frame whose D is smaller
+    leaves the trailing sub-steps silent.
+    """
+
+    is_neuron: ClassVar[bool] = True
+    d_init: int
+    gate_w: float
+    gate_b: float
+    leak: Optional[float] = None
+    rounding: str = "half_even"
+    label: str = "DI-LIF"
+    encoding: Optional[str] = None
+
+    def __post_init__(self):
+        if isinstance(self.d_init, bool) or not isinstance(self.d_init, (int, np.integer)) or self.d_init < 1:
+            raise ValueError(f"DI-LIF d_init must be a positive integer, got {self.d_init!r}")
+        _check_encoding(self.encoding)
+
+    @property
+    def norm(self) -> float:
+        return float(self.d_init)
+
+    @property
+    def d(self) -> int:
+        """Static upper bound of the dynamic limit."""
+        return 2 * int(self.d_init)
+
+    @property
+    def window(self) -> int:
+        return self.d
+
+    def infer_shape(self, s):
+        if not s:
+            raise ValueError("DI-LIF needs at least one feature axis")
+        return tuple(s)
+
+
+@dataclass(frozen=True, eq=False)
+class BinaryLIF(Op):
+    """Binary LIF with soft reset (SpikeVideoFormer)::
+
+        H_t = beta * U_{t-1} + x_t,   S_t = [H_t > threshold],   U_t = H_t - threshold * S_t
+
+    D = 1 and norm = 1: the emitted value is already a unit spike.
+    """
+
+    is_neuron: ClassVar[bool] = True
+    beta: float
+    threshold: float = 1.0
+    label: str = "LIF"
+    encoding: Optional[str] = None
+
+    d: ClassVar[int] = 1
+    norm: ClassVar[float] = 1.0
+    window: ClassVar[int] = 1
+
+    def __post_init__(self):
+        if not self.threshold > 0:
+            raise ValueError(f"binary LIF threshold must be > 0, got {self.threshold}")
+        _check_encoding(self.encoding)
+
+    def infer_shape(self, s):
+        return tuple(s)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spike x spike products
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class SpikeLinearAttention(Op):
+    """Linear spike attention on q, k ``[C, N]`` and v ``[Cv, N]`` (channels, tokens)::
+
+        per head h (channels split into num_heads contiguous groups):
+            kv_h  = K_h^T V_h                 [C/H, Cv/H]   (sum over tokens)
+            out_h = scale * Q_h kv_h          [N, Cv/H]
+        y = concat_h(out_h) transposed back to [Cv, N]
+
+    After spike lowering q, k and v are unit-spike counts and ``scale`` absorbs their three 1/norm
+    factors; kv is then an integer count of co-occurring unit spikes (spike-driven form: each pair
+    of a k spike and a v spike on the same token increments one memory cell; q spikes read rows).
+    """
+
+    arity: ClassVar[Optional[int]] = 3
+    num_heads: int
+    scale: float
+
+    def infer_shape(self, q, k, v):
+        if len(q) != 2 or tuple(q) != tuple(k) or len(v) != 2 or v[1] != q[1]:
+            raise ValueError(f"attention needs q, k [C, N] and v [Cv, N]; got {list(q)}, {list(k)}, {list(v)}")
+        if q[0] % self.num_heads or v[0] % self.num_heads:
+            raise ValueError(f"channels {q[0]}/{v[0]} not divisible by {self.num_heads} heads")
+        return tuple(v)
+
+
+#: ops whose spike inputs are accumulated sub-step by sub-step (synapses, including weightless ones)
+SYNAPTIC_OPS = (Conv2d, Conv1d, Linear, AvgPool2d, MeanReduce)
+#: ops that move spikes without arithmetic
+ROUTING_OPS = (Reshape, Permute, Concat)
+NEURON_OPS = (IntegerLIF, DynamicIntegerLIF, BinaryLIF)

@@ -1,0 +1,452 @@
+"""Reference execution of the IR: the oracle every backend is checked against.
+
+One executor, one rule per op class (``RULES``). What a graph computes depends only on the graph:
+
+* an **integer** graph (neurons with ``encoding=None``) computes what the trained model computes:
+  every neuron emits ``q / norm``;
+* a **lowered** graph (after :class:`spikedeploy.passes.ExpandSpikes`) has neurons that emit unit
+  spikes (``encoding="binary"``: q spikes inside a window of D sub-steps, thermometer code) or one
+  graded event carrying q (``encoding="graded"``), with 1/norm folded into the consumers.
+
+Spike-carrying values are :class:`SpikeValue` objects. Synaptic ops (conv, linear, pooling, mean)
+consume them sub-step by sub-step and add their bias once per macro-step::
+
+    binary:  y = sum_{k < window} op_nobias(s_k) + bias,   s_k = [q > k]
+    graded:  y = op_nobias(q) + bias
+
+so a receiving neuron integrates all D sub-steps before it fires. Routing ops (reshape, permute,
+concat) move spikes unchanged; any other op receives the decoded count ``q`` (a graded
+accumulator). :func:`execute` runs a graph in ``"integer"``, ``"binary"`` or ``"graded"`` mode,
+lowering it first when needed. Float64 is the default dtype: the spike-mode sums are then exact up
+to ~1e-16 relative error, so only values within a tiny epsilon of a rounding boundary can differ.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Mapping, Optional, Tuple, Type, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spikedeploy import neurons as N
+from spikedeploy.errors import SpikedeployError, UnsupportedOpError
+from spikedeploy.ir import ops as O
+from spikedeploy.ir.graph import Graph, validate
+
+MODES = ("integer", "binary", "graded")
+
+
+@dataclass(frozen=True)
+class SpikeValue:
+    """Spikes on an edge: integer counts ``q`` ``[T, B, *s]`` (float dtype), emitted with
+    ``encoding`` inside a window of ``window`` sub-steps per macro-step."""
+
+    q: torch.Tensor
+    encoding: str
+    window: int
+
+    def substeps(self):
+        """Yield the binary sub-step tensors s_k = [q > k] (thermometer code)."""
+        for k in range(self.window):
+            yield (self.q > k).to(self.q.dtype)
+
+    def with_q(self, q: torch.Tensor) -> "SpikeValue":
+        return SpikeValue(q=q, encoding=self.encoding, window=self.window)
+
+
+Value = Union[torch.Tensor, SpikeValue]
+
+
+@dataclass
+class NodeRecord:
+    """What a run recorded for one node. ``value`` is the real output (for spike outputs the
+    decoded count q); neurons also record ``q``, ``margin`` and the firing limit ``d``."""
+
+    value: torch.Tensor
+    q: Optional[torch.Tensor] = None
+    margin: Optional[torch.Tensor] = None
+    d: Union[None, int, torch.Tensor] = None
+    spikes: Optional[SpikeValue] = None
+
+
+@dataclass
+class RunResult:
+    graph: Graph
+    mode: str
+    dtype: torch.dtype
+    records: Dict[str, NodeRecord]
+    outputs: Dict[str, torch.Tensor]
+
+    def neuron_q(self, name: str) -> torch.Tensor:
+        rec = self.records[name]
+        if rec.q is None:
+            raise KeyError(f"{name!r} is not a neuron")
+        return rec.q
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _param(a: Optional[np.ndarray], dtype) -> Optional[torch.Tensor]:
+    return None if a is None else torch.tensor(np.asarray(a), dtype=dtype)
+
+
+def _per_sample(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Apply a stateless op written for ``[N, *s]`` to ``[T, B, *s]``."""
+    T, B = x.shape[:2]
+    y = fn(x.reshape((T * B,) + tuple(x.shape[2:])))
+    return y.reshape((T, B) + tuple(y.shape[1:]))
+
+
+def decode(v: Value) -> torch.Tensor:
+    """The real value of an edge: a tensor as is, spikes as their count q."""
+    return v.q if isinstance(v, SpikeValue) else v
+
+
+# ---------------------------------------------------------------------------------------------
+# rules
+# ---------------------------------------------------------------------------------------------
+
+
+class Rule:
+    """Reference semantics of one op class. ``linear`` computes the op without its bias/offset
+    (so it can be applied to each spike sub-step), ``offset`` adds what is added once per
+    macro-step. Ops that are not synaptic override ``__call__`` directly."""
+
+    synaptic = False
+
+    def linear(self, op, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def offset(self, op, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def __call__(self, op, inputs, ctx: "_Ctx") -> Value:
+        (x,) = inputs
+        if isinstance(x, SpikeValue):
+            if x.encoding == "graded":
+                acc = self.linear(op, x.q)
+            else:
+                acc = None
+                for s_k in x.substeps():
+                    term = self.linear(op, s_k)
+                    acc = term if acc is None else acc + term
+            return self.offset(op, acc)
+        return self.offset(op, self.linear(op, x))
+
+
+class ConvRule(Rule):
+    synaptic = True
+
+    def __init__(self, fn, dims: int):
+        self.fn, self.dims = fn, dims
+
+    def linear(self, op, x):
+        w = _param(op.weight, x.dtype)
+        return _per_sample(
+            lambda z: self.fn(z, w, None, op.stride, op.padding, op.dilation, op.groups), x
+        )
+
+    def offset(self, op, y):
+        if op.bias is None:
+            return y
+        b = _param(op.bias, y.dtype)
+        return y + b.reshape((-1,) + (1,) * self.dims)
+
+
+class LinearRule(Rule):
+    synaptic = True
+
+    def linear(self, op, x):
+        return F.linear(x, _param(op.weight, x.dtype))
+
+    def offset(self, op, y):
+        return y if op.bias is None else y + _param(op.bias, y.dtype)
+
+
+class AvgPoolRule(Rule):
+    synaptic = True
+
+    def linear(self, op, x):
+        return _per_sample(lambda z: F.avg_pool2d(z, op.kernel, op.stride, op.padding), x)
+
+
+class MeanRule(Rule):
+    synaptic = True
+
+    def linear(self, op, x):
+        return x.mean(dim=tuple(a + 2 for a in op.axes), keepdim=op.keepdim)
+
+
+def _real_inputs(inputs):
+    return [decode(v) for v in inputs]
+
+
+class ScaleRule(Rule):
+    def __call__(self, op, inputs, ctx):
+        return decode(inputs[0]) * op.factor
+
+
+class BatchNormRule(Rule):
+    def __call__(self, op, inputs, ctx):
+        x = decode(inputs[0])
+        args = [_param(a, x.dtype) for a in (op.mean, op.var, op.weight, op.bias)]
+        return _per_sample(lambda z: F.batch_norm(z, *args, training=False, eps=op.eps), x)
+
+
+class AddRule(Rule):
+    def __call__(self, op, inputs, ctx):
+        a, b = _real_inputs(inputs)
+        return a + b
+
+
+class AddConstantRule(Rule):
+    def __call__(self, op, inputs, ctx):
+        x = decode(inputs[0])
+        return x + _param(op.value, x.dtype)
+
+
+class ReshapeRule(Rule):
+    def _apply(self, op, x):
+        return x.reshape(tuple(x.shape[:2]) + tuple(op.shape))
+
+    def __call__(self, op, inputs, ctx):
+        (x,) = inputs
+        if isinstance(x, SpikeValue):
+            return x.with_q(self._apply(op, x.q))
+        return self._apply(op, x)
+
+
+class PermuteRule(ReshapeRule):
+    def _apply(self, op, x):
+        return x.permute((0, 1) + tuple(p + 2 for p in op.perm))
+
+
+class ConcatRule(Rule):
+    def __call__(self, op, inputs, ctx):
+        if all(isinstance(v, SpikeValue) for v in inputs):
+            first = inputs[0]
+            if all(v.encoding == first.encoding and v.window == first.window for v in inputs):
+                return first.with_q(torch.cat([v.q for v in inputs], dim=op.axis + 2))
+        return torch.cat(_real_inputs(inputs), dim=op.axis + 2)
+
+
+class NeuronRule(Rule):
+    """Run the neuron dynamics on the real input current; emit q/norm or spikes."""
+
+    def dynamics(self, op, x: torch.Tensor) -> N.NeuronTrace:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, op, inputs, ctx):
+        x = decode(inputs[0])
+        trace = self.dynamics(op, x)
+        ctx.neuron = trace
+        if op.encoding is None:
+            return trace.value
+        return SpikeValue(q=trace.q, encoding=op.encoding, window=op.window)
+
+
+class IntegerLIFRule(NeuronRule):
+    def dynamics(self, op, x):
+        leak = op.leak
+        if isinstance(leak, tuple):
+            leak = torch.tensor(leak, dtype=x.dtype)
+        return N.integer_lif(
+            x, d=op.d, leaks=leak, reset_norm=op.reset_norm, norm=op.norm, rounding=op.rounding
+        )
+
+
+class DynamicIntegerLIFRule(NeuronRule):
+    def dynamics(self, op, x):
+        return N.dynamic_integer(
+            x, d_init=op.d_init, gate_w=op.gate_w, gate_b=op.gate_b, leak=op.leak, rounding=op.rounding
+        )
+
+
+class BinaryLIFRule(NeuronRule):
+    def dynamics(self, op, x):
+        return N.binary_lif(x, beta=op.beta, threshold=op.threshold)
+
+
+class AttentionRule(Rule):
+    """Integer mode: the trained model's float product ``(q @ (k^T v)) * scale``.
+
+    Spike modes (q, k, v are spike counts): ``kv = k^T v`` counts co-occurring unit-spike pairs
+    (an exact integer), then the q spikes of each sub-step read rows of that memory:
+    ``y = scale * sum_k s_k(q) @ kv``. Integer operands keep this exact in float64.
+    """
+
+    @staticmethod
+    def _heads(x: torch.Tensor, h: int) -> torch.Tensor:
+        T, B, C, Nt = x.shape
+        return x.transpose(-1, -2).reshape(T, B, Nt, h, C // h).permute(0, 1, 3, 2, 4)
+
+    @staticmethod
+    def _merge(x: torch.Tensor) -> torch.Tensor:
+        T, B, H, Nt, c = x.shape
+        return x.permute(0, 1, 3, 2, 4).reshape(T, B, Nt, H * c).transpose(-1, -2)
+
+    def __call__(self, op, inputs, ctx):
+        q, k, v = inputs
+        spiking = [isinstance(t, SpikeValue) for t in inputs]
+        if any(spiking) and not all(spiking):
+            raise UnsupportedOpError(
+                f"attention node {ctx.node_name!r}: q, k, v must all be spikes or all be real"
+            )
+        h = op.num_heads
+        if not all(spiking):
+            qh, kh, vh = (self._heads(t, h) for t in (q, k, v))
+            return self._merge((qh @ (kh.transpose(-2, -1) @ vh)) * op.scale)
+        kv = self._heads(k.q, h).transpose(-2, -1) @ self._heads(v.q, h)
+        if q.encoding == "graded":
+            acc = self._heads(q.q, h) @ kv
+        else:
+            acc = None
+            for s_k in q.substeps():
+                term = self._heads(s_k, h) @ kv
+                acc = term if acc is None else acc + term
+        return self._merge(acc * op.scale)
+
+
+RULES: Dict[Type[O.Op], Rule] = {}
+
+
+def register_rule(op_type: Type[O.Op], rule: Rule) -> None:
+    """Register the reference rule for an op class; duplicates are rejected."""
+    if op_type in RULES:
+        raise ValueError(f"a reference rule for {op_type.__name__} is already registered")
+    RULES[op_type] = rule
+
+
+for _t, _r in [
+    (O.Conv2d, ConvRule(F.conv2d, 2)),
+    (O.Conv1d, ConvRule(F.conv1d, 1)),
+    (O.Linear, LinearRule()),
+    (O.AvgPool2d, AvgPoolRule()),
+    (O.MeanReduce, MeanRule()),
+    (O.Scale, ScaleRule()),
+    (O.BatchNorm, BatchNormRule()),
+    (O.Add, AddRule()),
+    (O.AddConstant, AddConstantRule()),
+    (O.Reshape, ReshapeRule()),
+    (O.Permute, PermuteRule()),
+    (O.Concat, ConcatRule()),
+    (O.IntegerLIF, IntegerLIFRule()),
+    (O.DynamicIntegerLIF, DynamicIntegerLIFRule()),
+    (O.BinaryLIF, BinaryLIFRule()),
+    (O.SpikeLinearAttention, AttentionRule()),
+]:
+    register_rule(_t, _r)
+
+
+# ---------------------------------------------------------------------------------------------
+# executor
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    node_name: str = ""
+    neuron: Optional[N.NeuronTrace] = None
+
+
+def _as_inputs(graph: Graph, inputs) -> Dict[str, torch.Tensor]:
+    if isinstance(inputs, (torch.Tensor, np.ndarray)):
+        if len(graph.inputs) != 1:
+            raise SpikedeployError(
+                f"graph has {len(graph.inputs)} inputs ({[s.name for s in graph.inputs]}); pass a dict"
+            )
+        inputs = {graph.inputs[0].name: inputs}
+    out = {}
+    for spec in graph.inputs:
+        if spec.name not in inputs:
+            raise SpikedeployError(f"missing graph input {spec.name!r}")
+        x = torch.as_tensor(inputs[spec.name])
+        if x.dim() != len(spec.shape) + 2 or tuple(x.shape[2:]) != tuple(spec.shape):
+            raise SpikedeployError(
+                f"input {spec.name!r} must have shape [T, B, {', '.join(map(str, spec.shape))}], "
+                f"got {list(x.shape)}"
+            )
+        if not torch.isfinite(x).all():
+            raise SpikedeployError(f"input {spec.name!r} contains NaN or Inf")
+        out[spec.name] = x
+    return out
+
+
+def run(
+    graph: Graph,
+    inputs,
+    *,
+    dtype: torch.dtype = torch.float64,
+    teacher: Optional[RunResult] = None,
+    mode: str = "",
+) -> RunResult:
+    """Execute ``graph`` as it is (integer or lowered) on ``inputs`` (``[T, B, *s]`` tensor, or a
+    dict by input name).
+
+    ``teacher``: teacher forcing. Wherever a node reads the output of a neuron that the teacher
+    run also has (same node name), it reads the teacher's output instead (spikes rebuilt from the
+    teacher's q), so every neuron layer is checked on the reference's own upstream spikes.
+    """
+    validate(graph)
+    values: Dict[str, Value] = {k: v.to(dtype) for k, v in _as_inputs(graph, inputs).items()}
+    records: Dict[str, NodeRecord] = {}
+    with torch.no_grad():
+        for node in graph.nodes:
+            rule = RULES.get(type(node.op))
+            if rule is None:
+                raise UnsupportedOpError(
+                    f"node {node.name!r}: no reference rule for op {node.op.kind}; "
+                    "register one with spikedeploy.reference.register_rule"
+                )
+            args = [_teacher_value(teacher, i, values[i], dtype) for i in node.inputs]
+            ctx = _Ctx(node_name=node.name)
+            out = rule(node.op, args, ctx)
+            values[node.name] = out
+            rec = NodeRecord(value=decode(out), spikes=out if isinstance(out, SpikeValue) else None)
+            if ctx.neuron is not None:
+                rec.q, rec.margin, rec.d = ctx.neuron.q, ctx.neuron.margin, ctx.neuron.d
+            records[node.name] = rec
+    outputs = {o: decode(values[o]) for o in graph.outputs}
+    return RunResult(graph=graph, mode=mode or graph_mode(graph), dtype=dtype, records=records, outputs=outputs)
+
+
+def _teacher_value(teacher: Optional[RunResult], name: str, own: Value, dtype) -> Value:
+    """Teacher forcing acts on neuron outputs only: between two neuron layers the lowered graph
+    computes its own values (after lowering they carry other scale factors than the integer
+    graph's), from the teacher's spikes."""
+    if teacher is None or name not in teacher.records or teacher.records[name].q is None:
+        return own
+    rec = teacher.records[name]
+    if isinstance(own, SpikeValue):
+        return own.with_q(rec.q.to(dtype))
+    return rec.value.to(dtype)
+
+
+def graph_mode(graph: Graph) -> str:
+    encodings = {getattr(n.op, "encoding", None) for n in graph.neurons()}
+    if encodings <= {None}:
+        return "integer"
+    if len(encodings) == 1:
+        return encodings.pop()
+    return "mixed"
+
+
+def execute(graph: Graph, inputs, mode: str = "integer", *, dtype=torch.float64, teacher=None) -> RunResult:
+    """Run ``graph`` in ``mode`` ("integer", "binary" or "graded"), lowering it first if the graph
+    is an integer graph and a spike mode is asked for."""
+    if mode not in MODES:
+        raise SpikedeployError(f"unknown execution mode {mode!r}; expected one of {MODES}")
+    current = graph_mode(graph)
+    if current != mode:
+        if current != "integer":
+            raise SpikedeployError(f"graph is already lowered to {current!r}; cannot run it as {mode!r}")
+        from spikedeploy.passes import ExpandSpikes
+
+        graph = ExpandSpikes(mode).apply(graph)
+    return run(graph, inputs, dtype=dtype, teacher=teacher, mode=mode)
