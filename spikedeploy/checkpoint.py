@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from collections.abc import Mapping
 from typing import Dict, Optional
 
@@ -28,6 +27,22 @@ def _listing(items, limit: int = _MAX_LISTED) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
+def _load_hint(exc: Exception) -> str:
+    detail = " ".join(str(exc).split())
+    detail = detail.split(". ")[0][:160]
+    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc):
+        return (
+            "it stores Python objects other than tensors and plain containers, which "
+            "weights_only loading refuses (training checkpoints often hold optimizer stats or "
+            "settings objects); if you trust the file, extract the weights once and re-save them, "
+            "e.g. torch.save({'net': torch.load(path, weights_only=False)['net']}, new_path)"
+        )
+    return (
+        f"{type(exc).__name__}: {detail}; the file may be truncated or corrupt, "
+        "or not a PyTorch checkpoint"
+    )
+
+
 def load_checkpoint(
     path, *, key: Optional[str] = None, strip_prefix: Optional[str] = None
 ) -> Dict[str, torch.Tensor]:
@@ -44,12 +59,8 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path!r}: is a directory, expected a file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"checkpoint {path!r}: cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
-            "the file may be truncated or corrupt, or not a PyTorch checkpoint "
-            "(only tensors and plain containers are accepted: weights_only=True)"
-        ) from exc
+    except Exception as exc:  # torch, zip and pickle raise many types for a bad file
+        raise CheckpointError(f"checkpoint {path!r}: cannot be read: {_load_hint(exc)}") from exc
 
     if key is not None:
         if not isinstance(obj, Mapping):
