@@ -144,7 +144,7 @@ def test_training_reduces_loss(kind):
     neuron = mn.make_neuron(kind)
     lin = torch.nn.Linear(6, 6)
     x = torch.randn(3, 8, 6)
-    target = (torch.rand(3, 8, 6) < 0.5).float() * float(neuron(torch.full((1, 1, 1), 100.0)).max())
+    target = (torch.rand(3, 8, 6) < 0.5).float() * float(neuron(torch.full((1, 1, 1), 100.0)).max().detach())
     params = list(lin.parameters()) + list(neuron.parameters())
     opt = torch.optim.Adam(params, lr=0.05)
 
