@@ -17,6 +17,11 @@ Every Lava import in spikedeploy goes through this module: call :func:`import_la
 :func:`install` first and then import ``lava.*`` as usual). If lava-nc is missing an
 :class:`ImportError` says how to install it; if the source does not look like lava-nc 0.10.0
 a :class:`LavaCompatError` names the file and the pattern that was expected.
+
+A second Lava quirk on every Python: importing Lava's runtime calls
+``multiprocessing.set_start_method('fork')``, which raises ``RuntimeError: context has already
+been set`` if anything set a start method before. :func:`import_lava` imports that module
+eagerly and turns the failure into a :class:`LavaCompatError` that says what to do.
 """
 from __future__ import annotations
 
@@ -31,6 +36,8 @@ __all__ = ["TARGET_MODULE", "LavaCompatError", "install", "import_lava", "patch_
 
 #: The one module whose source is rewritten before it executes.
 TARGET_MODULE = "lava.magma.compiler.var_model"
+#: Lava's message infrastructure; importing it sets the multiprocessing start method to 'fork'.
+_LAVA_MULTIPROCESSING = "lava.magma.runtime.message_infrastructure.multiprocessing"
 
 INSTALL_HINT = (
     "lava-nc is not installed. spikedeploy's Lava exporter/runtime needs lava-nc 0.10.0, which "
@@ -129,11 +136,19 @@ def install() -> None:
 def import_lava() -> tuple[ModuleType, ModuleType]:
     """Install the hook and import Lava's core; return ``(run_configs, run_conditions)``.
 
-    Also imports the patched :data:`TARGET_MODULE`, so a failure of the fix shows up here
-    rather than later inside Lava's compiler.
+    Also imports the patched :data:`TARGET_MODULE` and Lava's multiprocessing module, so a
+    failure of the fix or a start-method clash shows up here rather than later inside Lava.
     """
     install()
     importlib.import_module(TARGET_MODULE)
+    try:
+        importlib.import_module(_LAVA_MULTIPROCESSING)
+    except RuntimeError as exc:
+        raise LavaCompatError(
+            f"importing {_LAVA_MULTIPROCESSING} failed ({exc}): Lava sets the multiprocessing "
+            "start method to 'fork' when its runtime is first imported, so something set a "
+            "start method earlier. Call spikedeploy.lava_compat.import_lava() before that code."
+        ) from exc
     run_configs = importlib.import_module("lava.magma.core.run_configs")
     run_conditions = importlib.import_module("lava.magma.core.run_conditions")
     return run_configs, run_conditions

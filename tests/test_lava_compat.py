@@ -104,6 +104,17 @@ def test_fresh_interpreter_needs_and_gets_the_fix():
     assert fixed.stdout.split() == ["Loihi2SimCfg", "RunSteps"]
 
 
+def test_start_method_clash_is_explained():
+    clash = _python("""
+        import multiprocessing
+        multiprocessing.set_start_method("spawn")
+        from spikedeploy import lava_compat
+        lava_compat.import_lava()
+    """)
+    assert clash.returncode != 0
+    assert "LavaCompatError" in clash.stderr and "import_lava() before" in clash.stderr
+
+
 # --------------------------------------------------------------------------------------------
 # Tiny networks in the CPU simulator
 # --------------------------------------------------------------------------------------------
