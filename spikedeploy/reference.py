@@ -49,9 +49,15 @@ class SpikeValue:
     window: int
 
     def substeps(self):
-        """Yield the binary sub-step tensors s_k = [q > k] (thermometer code)."""
+        """Yield the binary sub-step tensors s_k = [q > k] (thermometer code), always at least one.
+
+        Sub-steps after the last one in which any neuron fires are all-zero; they are skipped
+        (their synaptic contribution is exactly zero)."""
         for k in range(self.window):
-            yield (self.q > k).to(self.q.dtype)
+            s_k = self.q > k
+            if k > 0 and not bool(s_k.any()):
+                return
+            yield s_k.to(self.q.dtype)
 
     def with_q(self, q: torch.Tensor) -> "SpikeValue":
         return SpikeValue(q=q, encoding=self.encoding, window=self.window)

@@ -1,0 +1,438 @@
+"""The Python API. Every CLI subcommand is a thin wrapper around one function here.
+
+    from spikedeploy import api
+    report = api.verify(model="sdt-test", neuron="nilif", timesteps=3, num_inputs=256)
+    report.write("out/verify")          # report.md + report.json, written atomically
+    assert report.passed
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from spikedeploy.capture import capture
+from spikedeploy.equivalence import EquivalenceReport, compare_runs
+from spikedeploy.errors import ConfigError, SpikedeployError
+from spikedeploy.fsutil import atomic_directory
+from spikedeploy.ir.graph import Graph
+from spikedeploy.passes import default_pipeline
+from spikedeploy.reference import execute, run
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+SPIKE_MODES = ("binary", "graded")
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    module: nn.Module
+    name: str
+    input_shape: Tuple[int, ...]
+    weights: str  #: "checkpoint <path>" or "random (seed N)"
+
+
+def build_model(
+    model: str = "sdt-test",
+    *,
+    neuron: Optional[str] = None,
+    timesteps: int = 1,
+    checkpoint: Optional[str] = None,
+    checkpoint_key: Optional[str] = None,
+    seed: int = 0,
+    input_shape: Optional[Sequence[int]] = None,
+    model_kwargs: Optional[Dict] = None,
+) -> LoadedModel:
+    """Build ``model`` — a built-in name (see ``spikedeploy.models.BUILTIN_MODELS``) or
+    ``package.module:factory`` — load ``checkpoint`` strictly if given, else give built-in models
+    deterministic random weights that fire (seed ``seed``)."""
+    from spikedeploy.models import BUILTIN_MODELS, get_model
+
+    if isinstance(timesteps, bool) or not isinstance(timesteps, int) or timesteps < 1:
+        raise ConfigError(f"--timesteps must be a positive integer, got {timesteps!r}")
+    kwargs = dict(model_kwargs or {})
+    if neuron is not None:
+        kwargs["neuron"] = neuron
+    if model in BUILTIN_MODELS:
+        if model == "sdt-test":
+            kwargs.setdefault("time_steps", max(4, timesteps))
+        try:
+            module = get_model(model, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"cannot build model {model!r} with {kwargs}: {e}") from None
+    elif ":" in model:
+        mod_name, _, fn_name = model.partition(":")
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as e:
+            raise ConfigError(f"cannot import {mod_name!r} for --model {model!r}: {e}") from None
+        factory = getattr(mod, fn_name, None)
+        if not callable(factory):
+            raise ConfigError(f"{mod_name!r} has no callable {fn_name!r} (from --model {model!r})")
+        module = factory(**kwargs)
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"--model {model!r} returned {type(module).__name__}, not a torch.nn.Module")
+    else:
+        raise ConfigError(
+            f"unknown model {model!r}; use a built-in name ({', '.join(sorted(BUILTIN_MODELS))}) "
+            "or 'package.module:factory'"
+        )
+    if checkpoint is not None:
+        from spikedeploy.checkpoint import apply_state_dict, load_checkpoint
+
+        state = load_checkpoint(checkpoint, key=checkpoint_key)
+        apply_state_dict(module, state, source=str(checkpoint))
+        weights = f"checkpoint {checkpoint}"
+    elif model == "sdt-test":
+        from spikedeploy.models.sdt_test import init_for_spiking
+
+        init_for_spiking(module, seed=seed)
+        weights = f"random (seed {seed})"
+    else:
+        weights = "as constructed (no checkpoint)"
+    shape = tuple(input_shape) if input_shape else _model_input_shape(module, model)
+    module.eval()
+    return LoadedModel(module=module, name=model, input_shape=shape, weights=weights)
+
+
+def _model_input_shape(module: nn.Module, name: str) -> Tuple[int, ...]:
+    shape = getattr(module, "input_shape", None)
+    if shape is None and hasattr(module, "image_size") and hasattr(module, "in_channels"):
+        shape = (module.in_channels, module.image_size, module.image_size)
+    if shape is None:
+        raise ConfigError(
+            f"model {name!r} does not declare its per-step input shape; give it an 'input_shape' "
+            "attribute or pass --input-shape C,H,W"
+        )
+    return tuple(int(s) for s in shape)
+
+
+def make_inputs(loaded: LoadedModel, *, timesteps: int, num_inputs: int, seed: int = 0, input_file=None) -> torch.Tensor:
+    """Random N(0, 1) inputs ``[T, num_inputs, *input_shape]`` (seeded), or the array in
+    ``input_file`` (.npy, shape ``[T, N, *input_shape]``)."""
+    if input_file is not None:
+        path = Path(input_file)
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            raise SpikedeployError(f"input file {path} does not exist") from None
+        except (ValueError, OSError) as e:
+            raise SpikedeployError(f"cannot read input file {path} as .npy: {e}") from None
+        x = torch.as_tensor(arr, dtype=torch.float32)
+        if x.dim() != len(loaded.input_shape) + 2 or tuple(x.shape[2:]) != loaded.input_shape:
+            raise SpikedeployError(
+                f"input file {path} has shape {list(x.shape)}; expected [T, N, "
+                f"{', '.join(map(str, loaded.input_shape))}]"
+            )
+        return x
+    if num_inputs < 1:
+        raise ConfigError(f"--inputs must be >= 1, got {num_inputs}")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((timesteps, num_inputs) + loaded.input_shape, generator=gen)
+
+
+# ---------------------------------------------------------------------------------------------
+# verification
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CaptureCheck:
+    """The captured graph run by the reference vs the PyTorch model itself (same float64 inputs)."""
+
+    neuron_layers: int
+    mismatched_layers: Tuple[str, ...]
+    mismatched_values: int
+    max_output_error: float
+    spikes: int
+
+    @property
+    def passed(self) -> bool:
+        return not self.mismatched_layers and self.max_output_error == 0.0 and self.spikes > 0
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    description: str
+    passed: bool
+    report: object  #: CaptureCheck or EquivalenceReport
+
+
+@dataclass(frozen=True)
+class VerificationReport:
+    model: str
+    weights: str
+    timesteps: int
+    num_inputs: int
+    dtype: str
+    graph_nodes: int
+    lowered_nodes: int
+    neuron_layers: int
+    stages: Tuple[Stage, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.stages)
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        d = {k: v for k, v in self.__dict__.items() if k != "stages"}
+        d["passed"] = self.passed
+        d["stages"] = []
+        for s in self.stages:
+            rep = s.report.to_dict() if hasattr(s.report, "to_dict") else dict(asdict(s.report), passed=s.report.passed)
+            d["stages"].append({"name": s.name, "description": s.description, "passed": s.passed, "report": rep})
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# spikedeploy verification — {'SUCCESS' if self.passed else 'FAIL'}",
+            "",
+            f"- Model: `{self.model}`, weights: {self.weights}",
+            f"- Inputs: {self.num_inputs} random inputs, T = {self.timesteps}, arithmetic {self.dtype}",
+            f"- IR: {self.graph_nodes} nodes captured, {self.lowered_nodes} after folding/fusion, "
+            f"{self.neuron_layers} neuron layers",
+            "",
+            "| stage | what is compared | result |",
+            "|---|---|---|",
+        ]
+        for s in self.stages:
+            lines.append(f"| {s.name} | {s.description} | {'SUCCESS' if s.passed else '**FAIL**'} |")
+        lines.append("")
+        for s in self.stages:
+            lines.append(f"## Stage: {s.name}")
+            lines.append("")
+            r = s.report
+            if isinstance(r, CaptureCheck):
+                lines += [
+                    f"- Neuron layers compared: {r.neuron_layers}; layers with differences: "
+                    f"{', '.join(r.mismatched_layers) or 'none'} ({r.mismatched_values} values)",
+                    f"- Max |output error| vs the PyTorch model: {r.max_output_error:.3e} (must be 0: same float64 ops)",
+                    f"- Unit spikes in the run: {r.spikes}",
+                    "",
+                ]
+            else:
+                lines.append(r.to_markdown())
+        lines += [
+            "## How to read this",
+            "",
+            "*Teacher-forced*: every neuron layer of the second run is fed the first run's spikes from "
+            "upstream; its integer outputs must match exactly, except boundary ties (membrane within "
+            "tie ε of a rounding boundary; ε from the floating-point accumulation bound, see "
+            "docs/architecture.md). *Free-running*: both networks run on their own outputs; `exact` "
+            "means every spike count matched, `tie-cascade` that the first difference was a boundary "
+            "tie (its downstream spread is listed), `mismatch` a real difference.",
+            "",
+        ]
+        return "\n".join(lines)
+
+    def write(self, output, *, overwrite: bool = True) -> Path:
+        """Write ``report.md`` and ``report.json`` into the directory ``output`` atomically."""
+        with atomic_directory(output, overwrite=overwrite) as tmp:
+            (tmp / "report.md").write_text(self.to_markdown(), encoding="utf-8")
+            (tmp / "report.json").write_text(self.to_json(), encoding="utf-8")
+        return Path(output)
+
+
+def check_capture(model: nn.Module, graph: Graph, x: torch.Tensor) -> CaptureCheck:
+    """Run the PyTorch model and the captured graph on the same float64 input; compare every
+    neuron layer's emitted values (matched by module path) and the outputs exactly."""
+    from spikedeploy.models.neurons import SpikingNeuron
+
+    m64 = copy.deepcopy(model).double().eval()
+    x64 = x.to(torch.float64)
+    seen: Dict[str, torch.Tensor] = {}
+    hooks = [
+        mod.register_forward_hook(lambda mod, i, o, name=name: seen.__setitem__(name, o.detach()))
+        for name, mod in m64.named_modules()
+        if isinstance(mod, SpikingNeuron)
+    ]
+    try:
+        with torch.no_grad():
+            y = m64(x64)
+    finally:
+        for h in hooks:
+            h.remove()
+    r = run(graph, x64, dtype=torch.float64)
+    bad, nbad, spikes = [], 0, 0
+    for n in graph.neurons():
+        rec = r.records[n.name]
+        spikes += int(rec.q.sum())
+        ref = seen.get(n.name)
+        if ref is None or ref.shape != rec.value.shape:
+            bad.append(n.name)
+            continue
+        k = int((ref != rec.value).sum())
+        if k:
+            bad.append(n.name)
+            nbad += k
+    ys = list(y) if isinstance(y, (tuple, list)) else [y]
+    err = max(float((a - r.outputs[o]).abs().max()) for a, o in zip(ys, graph.outputs))
+    return CaptureCheck(len(graph.neurons()), tuple(bad), nbad, err, spikes)
+
+
+def verify(
+    model: str = "sdt-test",
+    *,
+    neuron: Optional[str] = None,
+    timesteps: int = 1,
+    checkpoint: Optional[str] = None,
+    checkpoint_key: Optional[str] = None,
+    num_inputs: int = 64,
+    input_file=None,
+    seed: int = 0,
+    modes: Sequence[str] = SPIKE_MODES,
+    dtype: str = "float64",
+    input_shape: Optional[Sequence[int]] = None,
+    model_kwargs: Optional[Dict] = None,
+    output=None,
+    progress: bool = False,
+) -> VerificationReport:
+    """Capture the model, fold/fuse, lower to each spike encoding in ``modes`` and prove each stage
+    equivalent to the previous one (see :class:`VerificationReport`). Writes the report to
+    ``output`` (a directory) when given."""
+    from tqdm.auto import tqdm
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown --dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    for m in modes:
+        if m not in SPIKE_MODES:
+            raise ConfigError(f"unknown spike mode {m!r}; expected one of {SPIKE_MODES}")
+    dt = DTYPES[dtype]
+    loaded = build_model(
+        model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint, checkpoint_key=checkpoint_key,
+        seed=seed, input_shape=input_shape, model_kwargs=model_kwargs,
+    )
+    x = make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=seed + 1, input_file=input_file)
+    steps = ["capture", "fold+fuse"] + list(modes)
+    bar = tqdm(total=len(steps), desc="verify", disable=not progress, unit="stage")
+    stages: List[Stage] = []
+
+    bar.set_postfix_str("capture")
+    graph = capture(loaded.module, x[:, :1], name=loaded.name)
+    cap = check_capture(loaded.module, graph, x)
+    stages.append(Stage("capture", "PyTorch model vs captured IR (integer mode, float64)", cap.passed, cap))
+    bar.update()
+
+    bar.set_postfix_str("fold+fuse")
+    folded = default_pipeline().apply(graph)
+    r_raw = execute(graph, x, "integer", dtype=dt)
+    r_fold = execute(folded, x, "integer", dtype=dt)
+    r_fold_tf = run(folded, x, dtype=dt, teacher=r_raw)
+    rep = compare_runs(r_raw, r_fold, r_fold_tf, model=loaded.name)
+    stages.append(Stage("fold+fuse", "captured IR vs BatchNorm-folded, chain-fused IR (integer mode)", rep.passed, rep))
+    bar.update()
+
+    lowered_nodes = len(folded.nodes)
+    for mode in modes:
+        bar.set_postfix_str(mode)
+        rb = execute(folded, x, mode, dtype=dt)
+        rt = execute(folded, x, mode, dtype=dt, teacher=r_fold)
+        rep = compare_runs(r_fold, rb, rt, model=loaded.name)
+        lowered_nodes = len(rb.graph.nodes)
+        stages.append(Stage(mode, f"integer IR vs {mode}-spike IR (teacher-forced and free-running)", rep.passed, rep))
+        bar.update()
+    bar.close()
+    report = VerificationReport(
+        model=loaded.name + (f" (neuron={neuron})" if neuron else ""),
+        weights=loaded.weights,
+        timesteps=int(x.shape[0]),
+        num_inputs=int(x.shape[1]),
+        dtype=dtype,
+        graph_nodes=len(graph.nodes),
+        lowered_nodes=lowered_nodes,
+        neuron_layers=len(graph.neurons()),
+        stages=tuple(stages),
+    )
+    if output is not None:
+        report.write(output)
+    return report
+
+
+def inspect(model: str = "sdt-test", *, neuron=None, timesteps: int = 1, checkpoint=None, checkpoint_key=None,
+            seed: int = 0, input_shape=None, model_kwargs=None, encoding: Optional[str] = None) -> str:
+    """The IR graph of ``model`` as text: captured, then after folding/fusion (and lowering to
+    ``encoding`` if given)."""
+    loaded = build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
+                         checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape, model_kwargs=model_kwargs)
+    x = torch.zeros((timesteps, 1) + loaded.input_shape)
+    g = capture(loaded.module, x, name=loaded.name)
+    out = ["# captured", g.summary(), "", "# after " + ", ".join(p.name for p in default_pipeline(encoding).passes)]
+    out.append(default_pipeline(encoding).apply(g).summary())
+    return "\n".join(out)
+
+
+#: the bundled default: the SDT-v3-style test model with each neuron type and its usual T
+DEMO_CASES = (
+    ("nilif", 3), ("ilif", 1), ("ilif_half_up", 1), ("leaky_ilif", 3),
+    ("integer_if", 3), ("binary_lif", 3), ("dilif", 2),
+)
+
+
+def demo(output="out/demo", *, num_inputs: int = 128, progress: bool = True, cases=DEMO_CASES) -> int:
+    """The main job until the tracker lands: verify the lowering of the bundled test model for every
+    neuron type and write ``report.md``/``report.json`` (plus one folder per neuron type) into
+    ``output``. Prints a summary and the report's path; returns the exit code."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    rows, reports = [], {}
+    t0 = time.perf_counter()
+    for kind, T in tqdm(cases, desc="demo", unit="neuron type", disable=not progress):
+        t = time.perf_counter()
+        rep = verify("sdt-test", neuron=kind, timesteps=T, num_inputs=num_inputs, seed=0)
+        reports[kind] = rep
+        spikes = {s.name: sum(l.spikes_a for l in s.report.teacher_forced) for s in rep.stages if s.name in SPIKE_MODES}
+        rows.append((kind, T, rep, spikes, time.perf_counter() - t))
+    passed = all(r.passed for _, _, r, _, _ in rows)
+    lines = [
+        f"# spikedeploy demo — exact spike lowering of the bundled test model — {'SUCCESS' if passed else 'FAIL'}",
+        "",
+        f"SDT-v3-style test model (stem conv+BN on pixels, spiking downsampling, separable-conv block, conv block "
+        f"with membrane shortcuts, linear spike attention + MLP, spiking head), random weights that fire, "
+        f"{num_inputs} random inputs per neuron type, float64 reference arithmetic.",
+        "",
+        "| neuron | T | capture | fold+fuse | binary | graded | unit spikes (binary) | non-tie mismatches | time |",
+        "|---|---:|---|---|---|---|---:|---:|---:|",
+    ]
+    for kind, T, rep, spikes, secs in rows:
+        st = {s.name: s for s in rep.stages}
+        mism = sum(l.mismatches for s in rep.stages if hasattr(s.report, "teacher_forced") for l in s.report.teacher_forced)
+        lines.append(
+            f"| [{kind}]({kind}/report.md) | {T} | "
+            + " | ".join("SUCCESS" if st[n].passed else "**FAIL**" for n in ("capture", "fold+fuse", "binary", "graded"))
+            + f" | {spikes.get('binary', 0)} | {mism} | {secs:.1f} s |"
+        )
+    lines += ["", f"Total time {time.perf_counter() - t0:.1f} s. Each neuron type's full report is in its folder.", ""]
+    summary = "\n".join(lines)
+    with atomic_directory(output, overwrite=True) as tmp:
+        (tmp / "report.md").write_text(summary, encoding="utf-8")
+        (tmp / "report.json").write_text(
+            json.dumps({"passed": passed, "cases": {k: r.to_dict() for k, r in reports.items()}}, indent=2),
+            encoding="utf-8",
+        )
+        for kind, rep in reports.items():
+            (tmp / kind).mkdir()
+            (tmp / kind / "report.md").write_text(rep.to_markdown(), encoding="utf-8")
+            (tmp / kind / "report.json").write_text(rep.to_json(), encoding="utf-8")
+    print(summary)
+    print(f"report: {Path(output) / 'report.md'}")
+    return 0 if passed else 1

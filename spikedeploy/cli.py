@@ -1,0 +1,167 @@
+"""Command-line interface: ``spikedeploy <command> [options]``; ``spikedeploy <command> --help``
+explains every option. Each command calls one function of :mod:`spikedeploy.api`.
+
+Exit codes: 0 success; 1 a verification that ran but failed, or an internal error; 2 bad input
+(unknown model or option value, unreadable checkpoint, unsupported op). Errors print one line
+``spikedeploy: error: ...`` without a traceback (``SPIKEDEPLOY_DEBUG=1`` shows it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from spikedeploy.errors import SpikedeployError
+
+DEMO_KINDS = ("ilif", "ilif_half_up", "leaky_ilif", "nilif", "integer_if", "binary_lif", "dilif")
+
+
+def _shape(text: str):
+    try:
+        dims = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 3,16,16, got {text!r}")
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"shape dimensions must be positive, got {text!r}")
+    return dims
+
+
+def _kv(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    for cast in (int, float):
+        try:
+            return k, cast(v)
+        except ValueError:
+            pass
+    return k, {"true": True, "false": False, "none": None}.get(v.lower(), v)
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="sdt-test",
+                   help="built-in model name (sdt-test) or 'package.module:factory' returning a torch.nn.Module "
+                        "(default: %(default)s)")
+    g.add_argument("--neuron", default=None,
+                   help="neuron kind for built-in models: ilif, ilif_half_up, leaky_ilif, nilif, integer_if, "
+                        "binary_lif, dilif (default: the model's own, ilif for sdt-test)")
+    g.add_argument("--timesteps", "-T", type=int, default=1,
+                   help="macro-steps T of the model's time axis (default: %(default)s)")
+    g.add_argument("--checkpoint", default=None,
+                   help="state-dict checkpoint to load strictly (torch.load weights_only=True); without it "
+                        "built-in models get deterministic random weights")
+    g.add_argument("--checkpoint-key", default=None,
+                   help="key of the state dict inside the checkpoint file, e.g. 'net' for SpikeTrack")
+    g.add_argument("--model-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="extra keyword argument for the model constructor (repeatable), e.g. --model-arg image_size=32")
+    g.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
+                   help="per-step input shape, for models that do not declare 'input_shape'")
+    g.add_argument("--seed", type=int, default=0, help="seed for random weights and inputs (default: %(default)s)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spikedeploy",
+        description="Deploy integer-activation spiking networks exactly: capture a PyTorch model into an IR, "
+                    "lower integer activations to binary or graded spikes, and prove the lowering exact.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="command")
+    sub.required = True
+
+    v = sub.add_parser("verify", help="prove capture, folding and spike lowering equivalent; write a report",
+                       description="Capture the model, fold BatchNorm and fuse linear chains, lower to binary and "
+                                   "graded spikes, and compare every stage with the previous one: per neuron layer "
+                                   "teacher-forced (exact except boundary ties) and free-running. Writes report.md "
+                                   "and report.json. Exit code 0 if every stage succeeds, 1 otherwise.")
+    _model_options(v)
+    g = v.add_argument_group("verification")
+    g.add_argument("--inputs", type=int, default=64, dest="num_inputs",
+                   help="number of random N(0,1) inputs (default: %(default)s)")
+    g.add_argument("--input-file", default=None,
+                   help=".npy file of inputs with shape [T, N, *input_shape] instead of random inputs")
+    g.add_argument("--modes", default="binary,graded",
+                   help="spike encodings to verify, comma-separated: binary (q unit spikes in D sub-steps), "
+                        "graded (one event with payload q) (default: %(default)s)")
+    g.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                   help="arithmetic of the reference runs (default: %(default)s; float64 makes ties vanishingly rare)")
+    g.add_argument("-o", "--output", default="out/verify",
+                   help="report directory, replaced atomically (default: %(default)s)")
+    g.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+    i = sub.add_parser("inspect", help="print the IR graph of a model before and after the passes",
+                       description="Capture the model and print its IR graph, then the graph after BatchNorm "
+                                   "folding and chain fusion (and spike expansion with --encoding).")
+    _model_options(i)
+    i.add_argument("--encoding", choices=["binary", "graded"], default=None,
+                   help="also lower the graph to this spike encoding")
+
+    d = sub.add_parser("demo", help="the main job on the bundled default model: verify every neuron type",
+                       description="Verify the lowering of the bundled SDT-v3-style test model for every neuron "
+                                   "type (random weights that fire, random inputs) and write one report.")
+    d.add_argument("-o", "--output", default="out/demo", help="report directory (default: %(default)s)")
+    d.add_argument("--inputs", type=int, default=128, dest="num_inputs",
+                   help="random inputs per neuron type (default: %(default)s)")
+    d.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    return p
+
+
+def _model_kwargs(args) -> dict:
+    return dict(
+        model=args.model, neuron=args.neuron, timesteps=args.timesteps, checkpoint=args.checkpoint,
+        checkpoint_key=args.checkpoint_key, seed=args.seed, input_shape=args.input_shape,
+        model_kwargs=dict(args.model_arg),
+    )
+
+
+def _cmd_verify(args) -> int:
+    from spikedeploy import api
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    report = api.verify(
+        **_model_kwargs(args), num_inputs=args.num_inputs, input_file=args.input_file, modes=modes,
+        dtype=args.dtype, output=args.output, progress=not args.no_progress,
+    )
+    for s in report.stages:
+        print(f"{s.name:<10} {'SUCCESS' if s.passed else 'FAIL'}  {s.description}")
+    print(f"report: {Path(args.output) / 'report.md'}")
+    return 0 if report.passed else 1
+
+
+def _cmd_inspect(args) -> int:
+    from spikedeploy import api
+
+    print(api.inspect(**_model_kwargs(args), encoding=args.encoding))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from spikedeploy import api
+
+    return api.demo(output=args.output, num_inputs=args.num_inputs, progress=not args.no_progress)
+
+
+COMMANDS = {"verify": _cmd_verify, "inspect": _cmd_inspect, "demo": _cmd_demo}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except SpikedeployError as e:
+        if os.environ.get("SPIKEDEPLOY_DEBUG"):
+            raise
+        print(f"spikedeploy: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("spikedeploy: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

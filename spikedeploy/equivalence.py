@@ -1,0 +1,284 @@
+"""Equivalence engine: does the spike-expanded network reproduce the integer-trained one?
+
+Two judgements, both in every report (design notes §4):
+
+1. **Teacher-forced, per neuron layer.** The lowered graph is run with every neuron layer fed the
+   reference run's spikes from upstream (:func:`spikedeploy.reference.run` ``teacher=``). Each
+   layer's integer outputs q must equal the reference's exactly, except *boundary ties*: positions
+   whose membrane lies within ``tie_eps`` of a rounding boundary in either run.
+2. **Free-running.** Both graphs run on their own outputs. The report gives, per layer, the
+   mismatch count and where the first difference appears. Verdict ``exact`` (no difference),
+   ``tie-cascade`` (the first differing layer differs only at ties; the spread downstream is
+   reported, not hidden) or ``mismatch`` (a real difference: a bug).
+
+Tie epsilon. For a neuron fed by synapses with fan-in K, a spike window W and weights w, the
+membrane is a sum of at most ``n = K * W + R`` floating-point terms (R = 16 covers bias, BatchNorm,
+residual adds and the leak recurrence). The classic bound for a recursive sum is
+``|error| <= gamma_n * S`` with ``gamma_n = n u / (1 - n u)`` (u = unit round-off of the dtype) and
+``S`` the sum of the magnitudes of the terms, which we bound by
+``S <= sum over feeding synapses of W * K * max|w| + max|membrane input|``. Two runs may then
+differ by twice that; we use ``tie_eps = 4 * gamma_n * S`` (float64 on the test model: ~1e-12).
+A real lowering bug moves a membrane by a whole weight, far beyond this epsilon, so ties cannot
+hide bugs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from spikedeploy.ir import ops as O
+from spikedeploy.ir.graph import Graph
+from spikedeploy.reference import RunResult, execute, graph_mode, run
+
+#: Float outputs of two spike/integer runs of the same graph, float64: the lowering reorders sums of
+#: at most ~1e5 terms, so agreement to 1e-9 relative (plus 1e-12 absolute for values near zero) is
+#: a loose bound on legitimate round-off, still far below any real error.
+OUTPUT_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+OUTPUT_ATOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+_REST_TERMS = 16
+_SYNAPSES = (O.Conv2d, O.Conv1d, O.Linear)
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One neuron layer in one comparison."""
+
+    name: str
+    label: str
+    elements: int
+    mismatches: int  #: positions where q differs and neither run was at a tie
+    ties: int  #: positions where q differs at a boundary tie
+    max_abs_error: float  #: of the emitted values
+    spikes_a: int  #: unit spikes (sum of q) in run a
+    spikes_b: int
+    firing_rate: float  #: mean q in run a (the papers' firing-rate definition)
+    tie_eps: float
+
+
+@dataclass(frozen=True)
+class OutputReport:
+    name: str
+    max_abs_error: float
+    rtol: float
+    atol: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class EquivalenceReport:
+    model: str
+    a: str
+    b: str
+    dtype: str
+    n_inputs: int
+    T: int
+    teacher_forced: Tuple[LayerReport, ...]
+    free_running: Tuple[LayerReport, ...]
+    outputs: Tuple[OutputReport, ...]
+    free_verdict: str  #: "exact", "tie-cascade" or "mismatch"
+    first_divergence: Optional[str]
+
+    @property
+    def teacher_forced_ok(self) -> bool:
+        return all(l.mismatches == 0 for l in self.teacher_forced)
+
+    @property
+    def spikes_occurred(self) -> bool:
+        return sum(l.spikes_a for l in self.teacher_forced) > 0
+
+    @property
+    def passed(self) -> bool:
+        outputs_ok = self.free_verdict != "exact" or all(o.ok for o in self.outputs)
+        return (
+            self.teacher_forced_ok
+            and self.free_verdict in ("exact", "tie-cascade")
+            and outputs_ok
+            and self.spikes_occurred
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(passed=self.passed, teacher_forced_ok=self.teacher_forced_ok, spikes_occurred=self.spikes_occurred)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_markdown(self) -> str:
+        tf_mis = sum(l.mismatches for l in self.teacher_forced)
+        tf_ties = sum(l.ties for l in self.teacher_forced)
+        fr_mis = sum(l.mismatches + l.ties for l in self.free_running)
+        lines = [
+            f"### {self.a} vs {self.b} — {'SUCCESS' if self.passed else 'FAIL'}",
+            "",
+            f"Model `{self.model}`, {self.n_inputs} inputs, T = {self.T}, {self.dtype}.",
+            "",
+            f"- Teacher-forced: {tf_mis} non-tie mismatches, {tf_ties} boundary ties "
+            f"over {len(self.teacher_forced)} neuron layers — **{'OK' if self.teacher_forced_ok else 'FAIL'}**",
+            f"- Free-running: **{self.free_verdict}**"
+            + (f" (first difference in `{self.first_divergence}`, {fr_mis} differing values downstream)"
+               if self.first_divergence else ""),
+            f"- Spikes occurred: {'yes' if self.spikes_occurred else 'NO (an all-zero comparison proves nothing)'}",
+        ]
+        for o in self.outputs:
+            lines.append(
+                f"- Output `{o.name}`: max |error| {o.max_abs_error:.3e} "
+                f"(rtol {o.rtol:g}, atol {o.atol:g}) — {'OK' if o.ok else 'FAIL'}"
+            )
+        lines += [
+            "",
+            "| layer | neuron | elements | mismatches (TF) | ties (TF) | mismatches (free) | spikes a | spikes b | firing rate | tie ε |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        free = {l.name: l for l in self.free_running}
+        for l in self.teacher_forced:
+            f = free.get(l.name)
+            lines.append(
+                f"| `{l.name}` | {l.label} | {l.elements} | {l.mismatches} | {l.ties} | "
+                f"{(f.mismatches + f.ties) if f else '—'} | {l.spikes_a} | {l.spikes_b} | "
+                f"{l.firing_rate:.4f} | {l.tie_eps:.1e} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _unit_roundoff(dtype: torch.dtype) -> float:
+    return float(torch.finfo(dtype).eps) / 2
+
+
+def _feeding_synapses(graph: Graph, name: str) -> list:
+    """Synaptic ops (and attention) whose sums reach ``name`` without crossing a neuron."""
+    nodes = graph.node_map()
+    found, stack, seen = [], [name], set()
+    while stack:
+        v = stack.pop()
+        if v in seen or v not in nodes:
+            continue
+        seen.add(v)
+        n = nodes[v]
+        if isinstance(n.op, O.NEURON_OPS) and v != name:
+            continue
+        if isinstance(n.op, _SYNAPSES + (O.SpikeLinearAttention,)):
+            found.append(n)
+            continue
+        stack.extend(n.inputs)
+    return found
+
+
+def _fan_in(node, shapes) -> Tuple[int, float]:
+    """(fan-in K, max |weight|) of one feeding op."""
+    op = node.op
+    if isinstance(op, (O.Conv2d, O.Conv1d, O.Linear)):
+        return int(np.prod(op.weight.shape[1:])), float(np.abs(op.weight).max(initial=0.0))
+    # attention: each output sums C/h products of q with kv entries that are sums over N tokens
+    c, n = shapes[node.inputs[0]]
+    return int(n * (c // op.num_heads)), abs(op.scale)
+
+
+def tie_epsilons(graph: Graph, run_result: RunResult) -> Dict[str, float]:
+    """The tie epsilon of every neuron layer (module docstring)."""
+    shapes = graph.shapes()
+    u = _unit_roundoff(run_result.dtype)
+    window_of = {n.name: n.op.window for n in graph.neurons()}
+    out = {}
+    for nrn in graph.neurons():
+        inp = nrn.inputs[0]
+        terms, mag = _REST_TERMS, 0.0
+        for syn in _feeding_synapses(graph, inp):
+            k, wmax = _fan_in(syn, shapes)
+            src = syn.inputs[0]
+            window = window_of.get(src, 1)
+            terms += k * window
+            mag += window * k * wmax * max(1.0, float(run_result.records[src].value.abs().max()) if src in run_result.records else 1.0)
+        rec = run_result.records.get(inp)
+        if rec is not None:
+            mag += float(rec.value.abs().max())
+        nu = terms * u
+        gamma = nu / (1 - nu) if nu < 1 else float("inf")
+        out[nrn.name] = 4.0 * gamma * max(mag, 1.0)
+    return out
+
+
+def _compare_layers(ga: Graph, ra: RunResult, rb: RunResult, eps: Dict[str, float]) -> List[LayerReport]:
+    layers = []
+    for n in ga.neurons():
+        if n.name not in rb.records or rb.records[n.name].q is None:
+            continue
+        a, b = ra.records[n.name], rb.records[n.name]
+        qa, qb = a.q, b.q.to(a.q.dtype)
+        diff = qa != qb
+        tie = (a.margin < eps[n.name]) | (b.margin.to(a.margin.dtype) < eps[n.name])
+        va = a.value
+        vb = b.value.to(va.dtype) / n.op.norm if b.spikes is not None else b.value.to(va.dtype)
+        layers.append(
+            LayerReport(
+                name=n.name,
+                label=getattr(n.op, "label", n.op.kind),
+                elements=int(qa.numel()),
+                mismatches=int((diff & ~tie).sum()),
+                ties=int((diff & tie).sum()),
+                max_abs_error=float((va - vb).abs().max()) if va.numel() else 0.0,
+                spikes_a=int(qa.sum()),
+                spikes_b=int(qb.sum()),
+                firing_rate=float(qa.mean()) if qa.numel() else 0.0,
+                tie_eps=float(eps[n.name]),
+            )
+        )
+    return layers
+
+
+def compare_runs(ra: RunResult, rb: RunResult, rb_teacher: Optional[RunResult] = None, *, model: str = "") -> EquivalenceReport:
+    """Build a report from a reference run ``ra``, a free-running run ``rb`` and, if given, a
+    teacher-forced run ``rb_teacher`` of the other graph. Neuron layers are matched by name and
+    graph outputs by position."""
+    eps = tie_epsilons(rb.graph, rb)
+    eps_a = tie_epsilons(ra.graph, ra)
+    eps = {k: max(v, eps_a.get(k, 0.0)) for k, v in eps.items()}
+    free = _compare_layers(ra.graph, ra, rb, eps)
+    tf = _compare_layers(ra.graph, ra, rb_teacher, eps) if rb_teacher is not None else []
+    first = next((l for l in free if l.mismatches or l.ties), None)
+    if first is None:
+        verdict = "exact"
+    elif first.mismatches == 0:
+        verdict = "tie-cascade"
+    else:
+        verdict = "mismatch"
+    outs = []
+    rtol, atol = OUTPUT_RTOL.get(ra.dtype, 1e-4), OUTPUT_ATOL.get(ra.dtype, 1e-5)
+    for (na, ya), (nb, yb) in zip(ra.outputs.items(), rb.outputs.items()):
+        yb = yb.to(ya.dtype)
+        err = float((ya - yb).abs().max()) if ya.numel() else 0.0
+        ok = bool(torch.allclose(ya, yb, rtol=rtol, atol=atol))
+        outs.append(OutputReport(name=na, max_abs_error=err, rtol=rtol, atol=atol, ok=ok))
+    x0 = next(iter(ra.records.values())).value
+    return EquivalenceReport(
+        model=model or str(ra.graph.meta_dict().get("model", "")),
+        a=ra.mode,
+        b=rb.mode,
+        dtype=str(ra.dtype).replace("torch.", ""),
+        n_inputs=int(x0.shape[1]),
+        T=int(x0.shape[0]),
+        teacher_forced=tuple(tf),
+        free_running=tuple(free),
+        outputs=tuple(outs),
+        free_verdict=verdict,
+        first_divergence=first.name if first else None,
+    )
+
+
+def verify_modes(graph: Graph, inputs, a: str = "integer", b: str = "binary", *, dtype=torch.float64, model: str = "") -> EquivalenceReport:
+    """Run ``graph`` in modes ``a`` and ``b`` on the same inputs and compare them (teacher-forced
+    and free-running)."""
+    ra = execute(graph, inputs, a, dtype=dtype)
+    rb = execute(graph, inputs, b, dtype=dtype)
+    rt = execute(graph, inputs, b, dtype=dtype, teacher=ra)
+    return compare_runs(ra, rb, rt, model=model)

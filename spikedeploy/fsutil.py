@@ -1,0 +1,74 @@
+"""Atomic file output: nothing half-written is ever left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Union
+
+from spikedeploy.errors import SpikedeployError
+
+PathLike = Union[str, os.PathLike]
+
+
+def _check_parent(path: Path) -> None:
+    """Create missing parent directories; fail clearly if the parent cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise SpikedeployError(f"cannot write {path}: {parent} is not a directory") from None
+    except PermissionError:
+        raise SpikedeployError(f"cannot write {path}: no permission to create {parent}") from None
+    if not os.access(parent, os.W_OK):
+        raise SpikedeployError(f"cannot write {path}: directory {parent} is not writable")
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    _check_parent(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: PathLike, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_directory(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it is renamed to ``path``.
+
+    On any error the temporary directory is removed and ``path`` is untouched. An existing ``path``
+    is an error unless ``overwrite`` (then it is replaced only after the new one is complete)."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise SpikedeployError(f"output {path} already exists; choose another path or pass --overwrite")
+    if path.exists() and not path.is_dir():
+        raise SpikedeployError(f"output {path} exists and is not a directory")
+    _check_parent(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or "."))
+    try:
+        yield tmp
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent or "."))
+            os.replace(path, old / "x")
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
