@@ -22,7 +22,7 @@ from torch import nn
 from spikedeploy.capture import capture
 from spikedeploy.equivalence import EquivalenceReport, compare_runs
 from spikedeploy.errors import ConfigError, SpikedeployError
-from spikedeploy.fsutil import atomic_directory
+from spikedeploy.fsutil import atomic_directory, check_output_dir
 from spikedeploy.ir.graph import Graph
 from spikedeploy.passes import default_pipeline
 from spikedeploy.reference import execute, run
@@ -316,6 +316,8 @@ def verify(
         if m not in SPIKE_MODES:
             raise ConfigError(f"unknown spike mode {m!r}; expected one of {SPIKE_MODES}")
     dt = DTYPES[dtype]
+    if output is not None:
+        check_output_dir(output)
     loaded = build_model(
         model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint, checkpoint_key=checkpoint_key,
         seed=seed, input_shape=input_shape, model_kwargs=model_kwargs,
@@ -394,6 +396,7 @@ def demo(output="out/demo", *, num_inputs: int = 128, progress: bool = True, cas
 
     from tqdm.auto import tqdm
 
+    check_output_dir(output)
     rows, reports = [], {}
     t0 = time.perf_counter()
     for kind, T in tqdm(cases, desc="demo", unit="neuron type", disable=not progress):

@@ -5,7 +5,8 @@ Two judgements, both in every report (design notes §4):
 1. **Teacher-forced, per neuron layer.** The lowered graph is run with every neuron layer fed the
    reference run's spikes from upstream (:func:`spikedeploy.reference.run` ``teacher=``). Each
    layer's integer outputs q must equal the reference's exactly, except *boundary ties*: positions
-   whose membrane lies within ``tie_eps`` of a rounding boundary in either run.
+   where the membranes of *both* runs lie within ``tie_eps`` of a rounding boundary and the counts
+   differ by exactly one.
 2. **Free-running.** Both graphs run on their own outputs. The report gives, per layer, the
    mismatch count and where the first difference appears. Verdict ``exact`` (no difference),
    ``tie-cascade`` (the first differing layer differs only at ties; the spread downstream is
@@ -216,7 +217,9 @@ def _compare_layers(ga: Graph, ra: RunResult, rb: RunResult, eps: Dict[str, floa
         a, b = ra.records[n.name], rb.records[n.name]
         qa, qb = a.q, b.q.to(a.q.dtype)
         diff = qa != qb
-        tie = (a.margin < eps[n.name]) | (b.margin.to(a.margin.dtype) < eps[n.name])
+        # a tie: both membranes within eps of a rounding boundary and the counts one apart (both
+        # runs sit on the same boundary); anything else that differs is a real mismatch
+        tie = (a.margin < eps[n.name]) & (b.margin.to(a.margin.dtype) < eps[n.name]) & ((qa - qb).abs() == 1)
         va = a.value
         vb = b.value.to(va.dtype) / n.op.norm if b.spikes is not None else b.value.to(va.dtype)
         layers.append(

@@ -47,6 +47,22 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def check_output_dir(path: PathLike, *, overwrite: bool = True) -> Path:
+    """Fail early (before any long computation) if ``path`` cannot become an output directory."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SpikedeployError(f"output {path} exists and is not a directory")
+    if path.exists() and not overwrite:
+        raise SpikedeployError(f"output {path} already exists; choose another path or pass --overwrite")
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise SpikedeployError(f"cannot write {path}: {probe} is not a writable directory")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_directory(path: PathLike, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it is renamed to ``path``.
