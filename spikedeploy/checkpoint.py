@@ -5,15 +5,16 @@ Every failure raises :class:`~spikedeploy.errors.CheckpointError` whose message 
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from typing import Dict, Optional
 
 import torch
 from torch import nn
 
+from spikedeploy.fsutil import atomic_write_bytes
 from spikedeploy.errors import CheckpointError
 
 __all__ = ["load_checkpoint", "apply_state_dict", "save_checkpoint"]
@@ -141,18 +142,8 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping, *, source: str = "<c
 
 
 def save_checkpoint(state_dict: Mapping, path) -> None:
-    """Write ``state_dict`` to ``path`` atomically (temporary file in the same directory, then
-    ``os.replace``), so a crash never leaves a truncated checkpoint behind."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(state_dict), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``state_dict`` to ``path`` atomically (temporary file in the same directory, fsync,
+    then ``os.replace``), so a crash never leaves a truncated checkpoint behind."""
+    buf = io.BytesIO()
+    torch.save(dict(state_dict), buf)
+    atomic_write_bytes(path, buf.getvalue())
