@@ -1,0 +1,95 @@
+"""Deployment targets: the contract between the core and the backends.
+
+Each target is one exporter module (``spikedeploy.exporters.<name>``) and one runtime module
+(``spikedeploy.runtimes.<name>``):
+
+exporter module
+    ``RULES``: dict mapping IR op classes to the function that translates one node (the per-op
+    rule table; an op missing from it is unsupported on that target).
+    ``ENCODINGS``: the graph kinds it accepts: a subset of ("integer", "binary", "graded").
+    ``export(graph, path, *, encoding) -> pathlib.Path``: write the artifact for ``graph``
+    (already folded/fused; ``encoding`` says which kind: "integer" = un-lowered). Writes
+    atomically (temporary path, then rename); never leaves a partial artifact. An op the target
+    cannot express raises :func:`unsupported` (exit code 2, naming op, node and target).
+    ``load(path) -> artifact``: re-load an artifact without the original PyTorch code.
+
+runtime module
+    ``run(artifact, x, *, progress=False) -> TargetRun``: execute on inputs ``x`` of shape
+    ``[T, B, *s]``; return the graph outputs and the spike counts q ``[T, B, *s]`` of every neuron
+    node it can observe (keyed by IR node name).
+
+Targets are looked up lazily by name (importing a target's dependencies, e.g. Lava, happens only
+when that target is used).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Dict, Optional, Tuple
+
+import torch
+
+from spikedeploy.errors import ConfigError, UnsupportedOpError
+
+GRAPH_KINDS = ("integer", "binary", "graded")
+
+
+@dataclass(frozen=True)
+class TargetRun:
+    """Result of running an artifact on a target."""
+
+    target: str
+    encoding: str  #: "integer", "binary" or "graded"
+    outputs: Dict[str, torch.Tensor]  #: graph output name -> [T, B, *s]
+    spike_counts: Dict[str, torch.Tensor]  #: neuron node name -> q, [T, B, *s]
+    info: Dict[str, object] = field(default_factory=dict)  #: e.g. simulated time steps, wall time
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    name: str
+    exporter: str  #: module path
+    runtime: str  #: module path
+    description: str
+    suffix: str  #: artifact file/folder suffix, e.g. ".onnx", ".nir", ".lava"
+
+    def exporter_module(self) -> ModuleType:
+        return importlib.import_module(self.exporter)
+
+    def runtime_module(self) -> ModuleType:
+        return importlib.import_module(self.runtime)
+
+
+TARGETS: Dict[str, TargetSpec] = {}
+
+
+def register_target(spec: TargetSpec) -> TargetSpec:
+    if spec.name in TARGETS:
+        raise ValueError(f"target {spec.name!r} is already registered")
+    TARGETS[spec.name] = spec
+    return spec
+
+
+def get_target(name: str) -> TargetSpec:
+    if name not in TARGETS:
+        raise ConfigError(f"unknown target {name!r}; known targets: {', '.join(sorted(TARGETS))}")
+    return TARGETS[name]
+
+
+def unsupported(target: str, node, reason: str = "") -> UnsupportedOpError:
+    """The error for an op a target cannot express (raise the returned exception)."""
+    src = f" (from {node.source})" if getattr(node, "source", "") else ""
+    why = f": {reason}" if reason else ""
+    return UnsupportedOpError(
+        f"target {target!r} cannot express op {node.op.kind} at node {node.name!r}{src}{why}"
+    )
+
+
+register_target(TargetSpec("onnx", "spikedeploy.exporters.onnx", "spikedeploy.runtimes.onnx",
+                           "ONNX model of the integer network, run with onnxruntime", ".onnx"))
+register_target(TargetSpec("nir", "spikedeploy.exporters.nir", "spikedeploy.runtimes.nir",
+                           "NIR graph (nir.write/nir.read), re-executed by the reference", ".nir"))
+register_target(TargetSpec("lava", "spikedeploy.exporters.lava", "spikedeploy.runtimes.lava",
+                           "Lava process-graph bundle, run in the CPU simulator (Loihi2SimCfg)", ".lava"))
