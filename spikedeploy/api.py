@@ -26,6 +26,7 @@ from spikedeploy.fsutil import atomic_directory, check_output_dir
 from spikedeploy.ir.graph import Graph
 from spikedeploy.passes import default_pipeline
 from spikedeploy.reference import execute, run
+from spikedeploy.passes import ExpandSpikes
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 SPIKE_MODES = ("binary", "graded")
@@ -123,17 +124,10 @@ def make_inputs(loaded: LoadedModel, *, timesteps: int, num_inputs: int, seed: i
     """Random N(0, 1) inputs ``[T, num_inputs, *input_shape]`` (seeded), or the array in
     ``input_file`` (.npy, shape ``[T, N, *input_shape]``)."""
     if input_file is not None:
-        path = Path(input_file)
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise SpikedeployError(f"input file {path} does not exist") from None
-        except (ValueError, OSError) as e:
-            raise SpikedeployError(f"cannot read input file {path} as .npy: {e}") from None
-        x = torch.as_tensor(arr, dtype=torch.float32)
-        if x.dim() != len(loaded.input_shape) + 2 or tuple(x.shape[2:]) != loaded.input_shape:
+        x = load_input_file(input_file).to(torch.float32)
+        if tuple(x.shape[2:]) != loaded.input_shape:
             raise SpikedeployError(
-                f"input file {path} has shape {list(x.shape)}; expected [T, N, "
+                f"input file {input_file} has shape {list(x.shape)}; expected [T, N, "
                 f"{', '.join(map(str, loaded.input_shape))}]"
             )
         return x
@@ -304,10 +298,14 @@ def verify(
     model_kwargs: Optional[Dict] = None,
     output=None,
     progress: bool = False,
+    targets: Sequence[str] = (),
+    target_inputs: int = 4,
 ) -> VerificationReport:
     """Capture the model, fold/fuse, lower to each spike encoding in ``modes`` and prove each stage
-    equivalent to the previous one (see :class:`VerificationReport`). Writes the report to
-    ``output`` (a directory) when given."""
+    equivalent to the previous one (see :class:`VerificationReport`). For each name in ``targets``
+    (onnx, nir, lava; "reference" is always included) the network is exported, re-loaded and run
+    on the first ``target_inputs`` inputs, and compared with the reference run of the same graph.
+    Writes the report to ``output`` (a directory) when given."""
     from tqdm.auto import tqdm
 
     if dtype not in DTYPES:
@@ -323,7 +321,11 @@ def verify(
         seed=seed, input_shape=input_shape, model_kwargs=model_kwargs,
     )
     x = make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=seed + 1, input_file=input_file)
-    steps = ["capture", "fold+fuse"] + list(modes)
+    from spikedeploy.targets import get_target
+
+    targets = [t for t in targets if t != "reference"]
+    specs = [get_target(t) for t in targets]
+    steps = ["capture", "fold+fuse"] + list(modes) + list(targets)
     bar = tqdm(total=len(steps), desc="verify", disable=not progress, unit="stage")
     stages: List[Stage] = []
 
@@ -350,6 +352,15 @@ def verify(
         rep = compare_runs(r_fold, rb, rt, model=loaded.name)
         lowered_nodes = len(rb.graph.nodes)
         stages.append(Stage(mode, f"integer IR vs {mode}-spike IR (teacher-forced and free-running)", rep.passed, rep))
+        bar.update()
+    for spec in specs:
+        bar.set_postfix_str(spec.name)
+        encoding = default_encoding(spec.name, None if spec.name == "onnx" else (modes[0] if modes else None))
+        rep = _verify_target(spec.name, folded, x[:, :target_inputs], encoding, dt, loaded.name)
+        stages.append(Stage(
+            spec.name, f"reference ({encoding}) vs {spec.description} (exported, re-loaded, free-running)",
+            rep.passed, rep,
+        ))
         bar.update()
     bar.close()
     report = VerificationReport(
@@ -439,3 +450,128 @@ def demo(output="out/demo", *, num_inputs: int = 128, progress: bool = True, cas
     print(summary)
     print(f"report: {Path(output) / 'report.md'}")
     return 0 if passed else 1
+
+
+
+# ---------------------------------------------------------------------------------------------
+# export and run
+# ---------------------------------------------------------------------------------------------
+
+_DEFAULT_ENCODING = {"onnx": "integer", "nir": "binary", "lava": "binary"}
+
+
+def default_encoding(target: str, encoding: Optional[str]) -> str:
+    """The graph kind exported for ``target``: ``encoding`` if the target accepts it, else the
+    target's default (ONNX exports the integer network; NIR and Lava the binary-spike one)."""
+    from spikedeploy.targets import get_target
+
+    spec = get_target(target)
+    if encoding is None:
+        return _DEFAULT_ENCODING.get(spec.name, "binary")
+    accepted = spec.exporter_module().ENCODINGS
+    if encoding not in accepted:
+        raise ConfigError(
+            f"target {target!r} does not take --spike-encoding {encoding!r}; it accepts: {', '.join(accepted)}"
+        )
+    return encoding
+
+
+def prepare_graph(loaded: LoadedModel, *, timesteps: int, encoding: str = "integer") -> Graph:
+    """Capture, fold/fuse and (for a spike encoding) lower ``loaded`` for export."""
+    x = torch.zeros((timesteps, 1) + loaded.input_shape)
+    graph = default_pipeline().apply(capture(loaded.module, x, name=loaded.name))
+    if encoding != "integer":
+        graph = ExpandSpikes(encoding).apply(graph)
+    return graph.with_meta(timesteps=timesteps, weights=loaded.weights)
+
+
+def _verify_target(target: str, folded: Graph, x: torch.Tensor, encoding: str, dtype, model: str):
+    import tempfile
+
+    from spikedeploy.equivalence import compare_target
+    from spikedeploy.targets import get_target
+
+    spec = get_target(target)
+    graph = folded if encoding == "integer" else ExpandSpikes(encoding).apply(folded)
+    graph = graph.with_meta(timesteps=int(x.shape[0]))
+    with tempfile.TemporaryDirectory(prefix="spikedeploy-verify-") as tmp:
+        path = spec.exporter_module().export(graph, Path(tmp) / f"model{spec.suffix}", encoding=encoding)
+        artifact = spec.exporter_module().load(path)
+        trun = spec.runtime_module().run(artifact, x)
+    reference = run(graph, x, dtype=dtype)
+    return compare_target(reference, trun, model=model)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    target: str
+    encoding: str
+    nodes: int
+    neuron_layers: int
+    seconds: float
+
+
+def export(
+    model: str = "sdt-test",
+    *,
+    target: str,
+    output,
+    neuron: Optional[str] = None,
+    timesteps: int = 1,
+    checkpoint: Optional[str] = None,
+    checkpoint_key: Optional[str] = None,
+    encoding: Optional[str] = None,
+    seed: int = 0,
+    input_shape: Optional[Sequence[int]] = None,
+    model_kwargs: Optional[Dict] = None,
+) -> ExportResult:
+    """Export ``model`` to ``target`` (onnx, nir, lava) at ``output``. The path must not exist;
+    the artifact is written atomically, so a failure leaves nothing behind."""
+    import time
+
+    from spikedeploy.targets import get_target
+
+    spec = get_target(target)
+    enc = default_encoding(target, encoding)
+    out = Path(output)
+    if out.exists():
+        raise SpikedeployError(f"output {out} already exists; remove it or choose another path")
+    t0 = time.perf_counter()
+    loaded = build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
+                         checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape,
+                         model_kwargs=model_kwargs)
+    graph = prepare_graph(loaded, timesteps=timesteps, encoding=enc)
+    path = spec.exporter_module().export(graph, out, encoding=enc)
+    return ExportResult(Path(path), spec.name, enc, len(graph.nodes), len(graph.neurons()),
+                        time.perf_counter() - t0)
+
+
+def load_input_file(path) -> torch.Tensor:
+    """Read inputs ``[T, B, *s]`` from a .npy file (no pickles)."""
+    path = Path(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise SpikedeployError(f"input file {path} does not exist") from None
+    except (ValueError, OSError) as e:
+        raise SpikedeployError(f"cannot read input file {path} as .npy: {e}") from None
+    if arr.ndim < 3 or not np.issubdtype(arr.dtype, np.number):
+        raise SpikedeployError(f"input file {path} must hold a numeric array [T, B, ...], got {arr.dtype} {list(arr.shape)}")
+    x = torch.as_tensor(arr)
+    if not torch.isfinite(x.double()).all():
+        raise SpikedeployError(f"input file {path} contains NaN or Inf")
+    return x
+
+
+def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool = False):
+    """Load the artifact at ``artifact_path`` with ``target``'s loader and run it on ``x``
+    (``[T, B, *s]``); returns a :class:`spikedeploy.targets.TargetRun`."""
+    from spikedeploy.targets import get_target
+
+    spec = get_target(target)
+    p = Path(artifact_path)
+    if not p.exists():
+        raise SpikedeployError(f"artifact {p} does not exist")
+    artifact = spec.exporter_module().load(p)
+    return spec.runtime_module().run(artifact, x, progress=progress)

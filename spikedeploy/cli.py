@@ -91,7 +91,38 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="arithmetic of the reference runs (default: %(default)s; float64 makes ties vanishingly rare)")
     g.add_argument("-o", "--output", default="out/verify",
                    help="report directory, replaced atomically (default: %(default)s)")
+    g.add_argument("--targets", default="reference",
+                   help="comma-separated targets to check as well: reference (always), onnx, nir, lava; each is "
+                        "exported, re-loaded and run, and its spike counts compared with the reference "
+                        "(default: %(default)s)")
+    g.add_argument("--target-inputs", type=int, default=4,
+                   help="how many of the inputs to run on each target (Lava simulates slowly) (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
+    e = sub.add_parser("export", help="export a model to NIR, a Lava process-graph bundle or ONNX",
+                       description="Capture the model, fold BatchNorm, fuse linear chains, lower to spikes (NIR, Lava) "
+                                   "or keep the integer network (ONNX), and write the artifact atomically. An op the "
+                                   "target cannot express stops the export with exit code 2, naming the op.")
+    _model_options(e)
+    e.add_argument("--target", required=True, choices=["lava", "nir", "onnx"],
+                   help="lava: process-graph bundle for the Lava CPU simulator; nir: NIR file; onnx: ONNX model "
+                        "of the integer network")
+    e.add_argument("--spike-encoding", choices=["binary", "graded"], default=None,
+                   help="binary: q unit spikes in D sub-steps; graded: one event with payload q (default: binary "
+                        "for lava and nir; onnx always exports the integer network)")
+    e.add_argument("-o", "--output", required=True,
+                   help="artifact path (must not exist): a .onnx/.nir file or a .lava bundle directory")
+
+    r = sub.add_parser("run", help="run an exported artifact on an input file",
+                       description="Load an artifact written by 'spikedeploy export' (no PyTorch model code needed), "
+                                   "run it on the inputs and write the outputs and per-layer spike counts.")
+    r.add_argument("--target", required=True, choices=["lava", "nir", "onnx"], help="the artifact's target")
+    r.add_argument("artifact", help="path of the exported artifact")
+    r.add_argument("--input", required=True, dest="input_file",
+                   help=".npy file with inputs of shape [T, B, *input_shape]")
+    r.add_argument("-o", "--output", default=None,
+                   help="write outputs and spike counts to this .npz file (atomically)")
+    r.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
     i = sub.add_parser("inspect", help="print the IR graph of a model before and after the passes",
                        description="Capture the model and print its IR graph, then the graph after BatchNorm "
@@ -122,14 +153,50 @@ def _cmd_verify(args) -> int:
     from spikedeploy import api
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     report = api.verify(
         **_model_kwargs(args), num_inputs=args.num_inputs, input_file=args.input_file, modes=modes,
-        dtype=args.dtype, output=args.output, progress=not args.no_progress,
+        dtype=args.dtype, output=args.output, progress=not args.no_progress, targets=targets,
+        target_inputs=args.target_inputs,
     )
     for s in report.stages:
         print(f"{s.name:<10} {'SUCCESS' if s.passed else 'FAIL'}  {s.description}")
     print(f"report: {Path(args.output) / 'report.md'}")
     return 0 if report.passed else 1
+
+
+def _cmd_export(args) -> int:
+    from spikedeploy import api
+
+    res = api.export(**_model_kwargs(args), target=args.target, output=args.output, encoding=args.spike_encoding)
+    print(f"exported {res.neuron_layers} neuron layers ({res.nodes} IR nodes, {res.encoding}) to {res.target}: "
+          f"{res.path} in {res.seconds:.1f} s")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    import io
+
+    import numpy as np
+
+    from spikedeploy import api
+    from spikedeploy.fsutil import atomic_write_bytes
+
+    x = api.load_input_file(args.input_file)
+    result = api.run_artifact(args.target, args.artifact, x, progress=not args.no_progress)
+    print(f"{result.target} ({result.encoding}): {x.shape[1]} input(s), T = {x.shape[0]}")
+    for name, q in result.spike_counts.items():
+        print(f"  {name:<40} {int(q.sum()):>10} unit spikes   mean q {float(q.double().mean()):.4f}")
+    for name, y in result.outputs.items():
+        print(f"  output {name}: shape {list(y.shape)}")
+    if args.output:
+        buf = io.BytesIO()
+        arrays = {f"output/{k}": v.detach().cpu().numpy() for k, v in result.outputs.items()}
+        arrays.update({f"spikes/{k}": v.detach().cpu().numpy() for k, v in result.spike_counts.items()})
+        np.savez(buf, **arrays)
+        atomic_write_bytes(args.output, buf.getvalue())
+        print(f"wrote {args.output}")
+    return 0
 
 
 def _cmd_inspect(args) -> int:
@@ -145,7 +212,9 @@ def _cmd_demo(args) -> int:
     return api.demo(output=args.output, num_inputs=args.num_inputs, progress=not args.no_progress)
 
 
-COMMANDS = {"verify": _cmd_verify, "inspect": _cmd_inspect, "demo": _cmd_demo}
+COMMANDS = {
+    "verify": _cmd_verify, "export": _cmd_export, "run": _cmd_run, "inspect": _cmd_inspect, "demo": _cmd_demo,
+}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -91,8 +91,13 @@ class EquivalenceReport:
         return all(l.mismatches == 0 for l in self.teacher_forced)
 
     @property
+    def layers(self) -> Tuple[LayerReport, ...]:
+        """The per-layer rows: teacher-forced where available, else free-running."""
+        return self.teacher_forced or self.free_running
+
+    @property
     def spikes_occurred(self) -> bool:
-        return sum(l.spikes_a for l in self.teacher_forced) > 0
+        return sum(l.spikes_a for l in self.layers) > 0
 
     @property
     def passed(self) -> bool:
@@ -115,14 +120,18 @@ class EquivalenceReport:
     def to_markdown(self) -> str:
         tf_mis = sum(l.mismatches for l in self.teacher_forced)
         tf_ties = sum(l.ties for l in self.teacher_forced)
+        tf_line = (
+            f"- Teacher-forced: {tf_mis} non-tie mismatches, {tf_ties} boundary ties "
+            f"over {len(self.teacher_forced)} neuron layers — **{'OK' if self.teacher_forced_ok else 'FAIL'}**"
+            if self.teacher_forced else "- Teacher-forced: not available for this runtime (free-running only)"
+        )
         fr_mis = sum(l.mismatches + l.ties for l in self.free_running)
         lines = [
             f"### {self.a} vs {self.b} — {'SUCCESS' if self.passed else 'FAIL'}",
             "",
             f"Model `{self.model}`, {self.n_inputs} inputs, T = {self.T}, {self.dtype}.",
             "",
-            f"- Teacher-forced: {tf_mis} non-tie mismatches, {tf_ties} boundary ties "
-            f"over {len(self.teacher_forced)} neuron layers — **{'OK' if self.teacher_forced_ok else 'FAIL'}**",
+            tf_line,
             f"- Free-running: **{self.free_verdict}**"
             + (f" (first difference in `{self.first_divergence}`, {fr_mis} differing values downstream)"
                if self.first_divergence else ""),
@@ -139,7 +148,7 @@ class EquivalenceReport:
             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         free = {l.name: l for l in self.free_running}
-        for l in self.teacher_forced:
+        for l in self.layers:
             f = free.get(l.name)
             lines.append(
                 f"| `{l.name}` | {l.label} | {l.elements} | {l.mismatches} | {l.ties} | "
@@ -209,34 +218,59 @@ def tie_epsilons(graph: Graph, run_result: RunResult) -> Dict[str, float]:
     return out
 
 
+def _layer_report(name, label, qa, qb, margin_a, margin_b, eps, va, vb) -> LayerReport:
+    """Compare one neuron layer. ``margin_b`` may be None (a backend that does not expose its
+    membrane); then a tie needs only the reference at the boundary."""
+    qb = qb.to(qa.dtype)
+    diff = qa != qb
+    # a tie: both membranes within eps of a rounding boundary and the counts one apart (both
+    # runs sit on the same boundary); anything else that differs is a real mismatch
+    tie = (margin_a < eps) & ((qa - qb).abs() == 1)
+    if margin_b is not None:
+        tie = tie & (margin_b.to(margin_a.dtype) < eps)
+    return LayerReport(
+        name=name,
+        label=label,
+        elements=int(qa.numel()),
+        mismatches=int((diff & ~tie).sum()),
+        ties=int((diff & tie).sum()),
+        max_abs_error=float((va - vb.to(va.dtype)).abs().max()) if va.numel() else 0.0,
+        spikes_a=int(qa.sum()),
+        spikes_b=int(qb.sum()),
+        firing_rate=float(qa.mean()) if qa.numel() else 0.0,
+        tie_eps=float(eps),
+    )
+
+
 def _compare_layers(ga: Graph, ra: RunResult, rb: RunResult, eps: Dict[str, float]) -> List[LayerReport]:
     layers = []
     for n in ga.neurons():
         if n.name not in rb.records or rb.records[n.name].q is None:
             continue
         a, b = ra.records[n.name], rb.records[n.name]
-        qa, qb = a.q, b.q.to(a.q.dtype)
-        diff = qa != qb
-        # a tie: both membranes within eps of a rounding boundary and the counts one apart (both
-        # runs sit on the same boundary); anything else that differs is a real mismatch
-        tie = (a.margin < eps[n.name]) & (b.margin.to(a.margin.dtype) < eps[n.name]) & ((qa - qb).abs() == 1)
-        va = a.value
-        vb = b.value.to(va.dtype) / n.op.norm if b.spikes is not None else b.value.to(va.dtype)
-        layers.append(
-            LayerReport(
-                name=n.name,
-                label=getattr(n.op, "label", n.op.kind),
-                elements=int(qa.numel()),
-                mismatches=int((diff & ~tie).sum()),
-                ties=int((diff & tie).sum()),
-                max_abs_error=float((va - vb).abs().max()) if va.numel() else 0.0,
-                spikes_a=int(qa.sum()),
-                spikes_b=int(qb.sum()),
-                firing_rate=float(qa.mean()) if qa.numel() else 0.0,
-                tie_eps=float(eps[n.name]),
-            )
-        )
+        vb = b.value / n.op.norm if b.spikes is not None else b.value
+        va = a.value / n.op.norm if a.spikes is not None else a.value
+        layers.append(_layer_report(n.name, getattr(n.op, "label", n.op.kind), a.q, b.q, a.margin, b.margin,
+                                    eps[n.name], va, vb))
     return layers
+
+
+def _verdict(free: List[LayerReport]):
+    first = next((l for l in free if l.mismatches or l.ties), None)
+    if first is None:
+        return "exact", None
+    return ("tie-cascade" if first.mismatches == 0 else "mismatch"), first.name
+
+
+def _output_reports(ya_by_name, yb_by_name, dtype) -> List[OutputReport]:
+    outs = []
+    rtol, atol = OUTPUT_RTOL.get(dtype, 1e-4), OUTPUT_ATOL.get(dtype, 1e-5)
+    for (na, ya), (nb, yb) in zip(ya_by_name.items(), yb_by_name.items()):
+        yb = yb.to(ya.dtype)
+        err = float((ya - yb).abs().max()) if ya.numel() else 0.0
+        ok = bool(ya.shape == yb.shape and torch.allclose(ya, yb, rtol=rtol, atol=atol))
+        outs.append(OutputReport(name=na, max_abs_error=err, rtol=rtol, atol=atol, ok=ok))
+    return outs
 
 
 def compare_runs(ra: RunResult, rb: RunResult, rb_teacher: Optional[RunResult] = None, *, model: str = "") -> EquivalenceReport:
@@ -248,20 +282,8 @@ def compare_runs(ra: RunResult, rb: RunResult, rb_teacher: Optional[RunResult] =
     eps = {k: max(v, eps_a.get(k, 0.0)) for k, v in eps.items()}
     free = _compare_layers(ra.graph, ra, rb, eps)
     tf = _compare_layers(ra.graph, ra, rb_teacher, eps) if rb_teacher is not None else []
-    first = next((l for l in free if l.mismatches or l.ties), None)
-    if first is None:
-        verdict = "exact"
-    elif first.mismatches == 0:
-        verdict = "tie-cascade"
-    else:
-        verdict = "mismatch"
-    outs = []
-    rtol, atol = OUTPUT_RTOL.get(ra.dtype, 1e-4), OUTPUT_ATOL.get(ra.dtype, 1e-5)
-    for (na, ya), (nb, yb) in zip(ra.outputs.items(), rb.outputs.items()):
-        yb = yb.to(ya.dtype)
-        err = float((ya - yb).abs().max()) if ya.numel() else 0.0
-        ok = bool(torch.allclose(ya, yb, rtol=rtol, atol=atol))
-        outs.append(OutputReport(name=na, max_abs_error=err, rtol=rtol, atol=atol, ok=ok))
+    verdict, first = _verdict(free)
+    outs = _output_reports(ra.outputs, rb.outputs, ra.dtype)
     x0 = next(iter(ra.records.values())).value
     return EquivalenceReport(
         model=model or str(ra.graph.meta_dict().get("model", "")),
@@ -274,7 +296,7 @@ def compare_runs(ra: RunResult, rb: RunResult, rb_teacher: Optional[RunResult] =
         free_running=tuple(free),
         outputs=tuple(outs),
         free_verdict=verdict,
-        first_divergence=first.name if first else None,
+        first_divergence=first,
     )
 
 
@@ -285,3 +307,41 @@ def verify_modes(graph: Graph, inputs, a: str = "integer", b: str = "binary", *,
     rb = execute(graph, inputs, b, dtype=dtype)
     rt = execute(graph, inputs, b, dtype=dtype, teacher=ra)
     return compare_runs(ra, rb, rt, model=model)
+
+
+def compare_target(reference: RunResult, target_run, *, model: str = "") -> EquivalenceReport:
+    """Compare a backend's :class:`spikedeploy.targets.TargetRun` with the reference run of the
+    same graph (free-running: backends cannot be teacher-forced). Spike counts are matched by
+    neuron node name, outputs by position."""
+    graph = reference.graph
+    eps = tie_epsilons(graph, reference)
+    layers = []
+    for n in graph.neurons():
+        if n.name not in target_run.spike_counts:
+            continue
+        a = reference.records[n.name]
+        qb = torch.as_tensor(target_run.spike_counts[n.name]).to(a.q.dtype)
+        if qb.shape != a.q.shape:
+            raise ValueError(
+                f"target {target_run.target!r} returned spike counts of shape {list(qb.shape)} for "
+                f"{n.name!r}; the reference has {list(a.q.shape)}"
+            )
+        layers.append(_layer_report(n.name, getattr(n.op, "label", n.op.kind), a.q, qb, a.margin, None,
+                                    eps[n.name], a.q, qb))
+    verdict, first = _verdict(layers)
+    outs = _output_reports(reference.outputs, {k: torch.as_tensor(v) for k, v in target_run.outputs.items()},
+                           reference.dtype)
+    x0 = next(iter(reference.records.values())).value
+    return EquivalenceReport(
+        model=model or str(graph.meta_dict().get("model", "")),
+        a=f"reference ({reference.mode})",
+        b=f"{target_run.target} ({target_run.encoding})",
+        dtype=str(reference.dtype).replace("torch.", ""),
+        n_inputs=int(x0.shape[1]),
+        T=int(x0.shape[0]),
+        teacher_forced=(),
+        free_running=tuple(layers),
+        outputs=tuple(outs),
+        free_verdict=verdict,
+        first_divergence=first,
+    )

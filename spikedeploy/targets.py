@@ -36,6 +36,10 @@ from spikedeploy.errors import ConfigError, UnsupportedOpError
 GRAPH_KINDS = ("integer", "binary", "graded")
 
 
+class TargetUnavailableError(ConfigError):
+    """A target whose exporter/runtime (or its third-party dependency) cannot be imported."""
+
+
 @dataclass(frozen=True)
 class TargetRun:
     """Result of running an artifact on a target."""
@@ -56,10 +60,19 @@ class TargetSpec:
     suffix: str  #: artifact file/folder suffix, e.g. ".onnx", ".nir", ".lava"
 
     def exporter_module(self) -> ModuleType:
-        return importlib.import_module(self.exporter)
+        return self._import(self.exporter)
 
     def runtime_module(self) -> ModuleType:
-        return importlib.import_module(self.runtime)
+        return self._import(self.runtime)
+
+    def _import(self, module: str) -> ModuleType:
+        try:
+            return importlib.import_module(module)
+        except ImportError as e:
+            raise TargetUnavailableError(
+                f"target {self.name!r} is not available: importing {module} failed ({e}); "
+                "run 'make setup' to install the pinned dependencies"
+            ) from e
 
 
 TARGETS: Dict[str, TargetSpec] = {}
