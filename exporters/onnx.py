@@ -1,0 +1,701 @@
+"""ONNX target: the integer (un-lowered) network as a standard ONNX model.
+
+What is exported
+    An integer IR graph (already folded/fused; neurons with ``encoding=None``) becomes one ONNX
+    model (opset :data:`OPSET`) that onnxruntime runs without any custom op:
+
+    * the input ``[T, B, *s]`` has a fixed ``T`` and a symbolic batch dimension ``"batch"``;
+    * stateless ops act on the merged ``[T*B, *s]`` tensor (T and B merged by ``Reshape``);
+    * stateful neurons are **unrolled over T**: the input current is split into T steps and the
+      recurrence of :func:`spikedeploy.neurons.integer_lif` / ``binary_lif`` /
+      ``dynamic_integer`` is written out step by step, in the same operation order as the
+      reference (``m = (m_prev - q_prev / reset_norm) * leak_t + x_t``, ``q = Q(clamp(m, 0, D))``,
+      emitted ``q / norm``). ``T`` is fixed at export: the keyword ``timesteps`` defaults to the
+      graph's ``capture_T`` metadata. A stateless network could run any T, but the exported
+      model always expects exactly that T (the runtime checks it);
+    * every neuron's integer activation q ``[T, B, *s]`` is an extra graph output, named
+      ``q_<sanitized node name>``; graph outputs are named ``out_<sanitized name>``. The mapping
+      from IR names to ONNX names is stored in the model's ``metadata_props``
+      (:data:`META_PREFIX`\\* keys, JSON values) together with the spikedeploy version, the IR graph
+      outputs, T, the encoding and the precision.
+
+Rounding
+    ONNX ``Round`` rounds half to even, like ``torch.round``; rounding ``"half_up"`` is written
+    ``Floor(clamp(m, 0, D) + 0.5)``, as the reference does.
+
+Precision (``precision=``)
+    ``"float64"`` (default). Every tensor is ``DOUBLE``, the reference's own arithmetic, so q
+    matches the reference exactly (only a membrane within ~1e-15 of a rounding boundary could
+    differ, because sums are accumulated in another order). onnxruntime's CPU provider has **no
+    double kernel for Conv and AveragePool** (it has them for MatMul, Gemm, BatchNormalization,
+    Round, Clip, Floor, Sigmoid, ReduceMean/Sum, Greater and the element-wise ops), so in this
+    precision convolutions are written as standard im2col sub-graphs
+    (``Pad`` → one strided ``Slice`` per kernel tap → ``Concat`` → ``MatMul`` with the reshaped
+    weight, grouped convolutions as a batched ``MatMul``) and average pooling as
+    ``Pad``/``Slice``/``ReduceSum``/``Div``. Still plain ONNX, still float64.
+
+    ``"float32"``: native ``Conv`` and ``AveragePool`` nodes, every tensor ``FLOAT``. Smaller and
+    faster and what most ONNX consumers expect, but float32 round-off (~1e-7 relative) lets a
+    membrane near a rounding boundary flip, and such a flip cascades: compare with the reference
+    run in float32 and count boundary ties (see the equivalence notes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
+
+import numpy as np
+
+from spikedeploy.errors import ConfigError, SpikedeployError
+from spikedeploy.fsutil import atomic_write_bytes
+from spikedeploy.ir import ops as O
+from spikedeploy.ir.graph import Graph, Node, validate
+from spikedeploy.targets import unsupported
+
+TARGET = "onnx"
+ENCODINGS = ("integer",)
+PRECISIONS = ("float64", "float32")
+#: ONNX opset of exported models (ReduceMean/ReduceSum/Split forms below are written for it)
+OPSET = 17
+#: format tag stored in the metadata; :func:`load` refuses models without it
+FORMAT = "spikedeploy-onnx/1"
+META_PREFIX = "spikedeploy."
+BATCH_DIM = "batch"
+
+PathLike = Union[str, os.PathLike]
+
+
+def _onnx():
+    try:
+        import onnx  # noqa: F401
+    except ImportError as e:  # pragma: no cover - dependency missing
+        raise SpikedeployError(
+            f"the ONNX target needs the 'onnx' package ({e}); install it with `pip install onnx onnxruntime`"
+        ) from None
+    return onnx
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("spikedeploy")
+    except Exception:  # pragma: no cover - not installed as a distribution
+        return "unknown"
+
+
+def sanitize(name: str) -> str:
+    """An ONNX/C identifier-safe version of an IR name (``attn.q_spike`` -> ``attn_q_spike``)."""
+    s = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return s if s and not s[0].isdigit() else "_" + s
+
+
+# ---------------------------------------------------------------------------------------------
+# builder
+# ---------------------------------------------------------------------------------------------
+
+
+class Builder:
+    """Collects ONNX nodes and initializers while the graph is translated.
+
+    Every IR value is held as an ONNX tensor in the *merged* layout ``[T*B, *s]`` (``s`` = the
+    per-step shape from :func:`spikedeploy.ir.graph.validate`)."""
+
+    def __init__(self, graph: Graph, T: int, precision: str):
+        onnx = _onnx()
+        self.helper = onnx.helper
+        self.numpy_helper = onnx.numpy_helper
+        self.graph = graph
+        self.T = int(T)
+        self.precision = precision
+        self.np_dtype = np.float64 if precision == "float64" else np.float32
+        self.elem_type = onnx.TensorProto.DOUBLE if precision == "float64" else onnx.TensorProto.FLOAT
+        self.shapes = validate(graph)
+        self.nodes: list = []
+        self.initializers: list = []
+        self.outputs: list = []  #: ValueInfoProto of graph outputs
+        self.neuron_outputs: Dict[str, str] = {}  #: IR neuron name -> ONNX q output name
+        self._used: set = set()
+        self._const_cache: Dict[tuple, str] = {}
+        self.current: Optional[Node] = None
+
+    # -- names -------------------------------------------------------------------------------
+    def fresh(self, hint: str) -> str:
+        base = sanitize(hint)
+        name, k = base, 1
+        while name in self._used:
+            name = f"{base}_{k}"
+            k += 1
+        self._used.add(name)
+        return name
+
+    def _prefix(self) -> str:
+        return sanitize(self.current.name) if self.current is not None else "g"
+
+    # -- constants ---------------------------------------------------------------------------
+    def const(self, value, hint: str = "c", dtype=None) -> str:
+        """An initializer holding ``value`` (model float dtype unless ``dtype``)."""
+        arr = np.asarray(value, dtype=dtype or self.np_dtype)
+        key = (arr.dtype.str, arr.shape, arr.tobytes()) if arr.size <= 16 else None
+        if key is not None and key in self._const_cache:
+            return self._const_cache[key]
+        name = self.fresh(f"{self._prefix()}__{hint}" if arr.size > 16 else f"const_{hint}")
+        self.initializers.append(self.numpy_helper.from_array(np.ascontiguousarray(arr), name))
+        if key is not None:
+            self._const_cache[key] = name
+        return name
+
+    def ints(self, values: Sequence[int], hint: str = "shape") -> str:
+        return self.const(np.asarray(list(values), dtype=np.int64), hint, dtype=np.int64)
+
+    # -- nodes -------------------------------------------------------------------------------
+    def op(self, op_type: str, inputs: Sequence[str], n_out: int = 1, **attrs):
+        outs = [self.fresh(f"{self._prefix()}__{op_type.lower()}") for _ in range(n_out)]
+        self.nodes.append(
+            self.helper.make_node(op_type, list(inputs), outs, name=self.fresh(f"{self._prefix()}/{op_type}"), **attrs)
+        )
+        return outs[0] if n_out == 1 else outs
+
+    # -- layouts -----------------------------------------------------------------------------
+    def to_steps(self, x: str, s: Sequence[int]) -> List[str]:
+        """Merged ``[T*B, *s]`` -> T tensors ``[1, B, *s]``."""
+        tb = self.op("Reshape", [x, self.ints([self.T, -1] + list(s))])
+        if self.T == 1:
+            return [tb]
+        return list(self.op("Split", [tb], n_out=self.T, axis=0))
+
+    def from_steps(self, steps: Sequence[str]) -> str:
+        """T tensors ``[1, B, *s]`` -> ``[T, B, *s]``."""
+        return steps[0] if len(steps) == 1 else self.op("Concat", list(steps), axis=0)
+
+    def merge(self, x_tb: str, s: Sequence[int]) -> str:
+        return self.op("Reshape", [x_tb, self.ints([-1] + list(s))])
+
+    def split_tb(self, x: str, s: Sequence[int]) -> str:
+        return self.op("Reshape", [x, self.ints([self.T, -1] + list(s))])
+
+    def add_output(self, tensor: str, name: str, s: Sequence[int]) -> str:
+        """Expose ``tensor`` (layout ``[T, B, *s]``) as graph output ``name``."""
+        self.nodes.append(self.helper.make_node("Identity", [tensor], [name], name=self.fresh(f"{name}/Identity")))
+        self.outputs.append(
+            self.helper.make_tensor_value_info(name, self.elem_type, [self.T, BATCH_DIM] + list(s))
+        )
+        return name
+
+    def neuron_q(self, node: Node, q_tb: str) -> None:
+        """Register a neuron's integer activation q (layout ``[T, B, *s]``) as a graph output."""
+        name = self.fresh(f"q_{node.name}")
+        self.add_output(q_tb, name, self.shapes[node.name])
+        self.neuron_outputs[node.name] = name
+
+
+Rule = Callable[[Builder, Node, List[str]], str]
+RULES: Dict[Type[O.Op], Rule] = {}
+
+
+def register_rule(op_type: Type[O.Op]):
+    """Decorator: the ONNX rule for one IR op class (duplicates rejected)."""
+
+    def deco(fn: Rule) -> Rule:
+        if op_type in RULES:
+            raise ValueError(f"an ONNX rule for {op_type.__name__} is already registered")
+        RULES[op_type] = fn
+        return fn
+
+    return deco
+
+
+# ---------------------------------------------------------------------------------------------
+# synapses
+# ---------------------------------------------------------------------------------------------
+
+
+def _window_slices(b: Builder, x: str, spatial: Sequence[int], kernel, stride, pad, dil) -> Tuple[List[str], List[int]]:
+    """Zero-pad ``x`` ``[N, C, *spatial]`` and take one strided slice per kernel tap (row-major
+    over the kernel); each slice has shape ``[N, C, *out]``."""
+    nd = len(spatial)
+    out = [(spatial[i] + 2 * pad[i] - dil[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(nd)]
+    if any(pad):
+        pads = [0, 0] + list(pad) + [0, 0] + list(pad)
+        x = b.op("Pad", [x, b.ints(pads, "pads"), b.const(0.0, "zero")], mode="constant")
+    padded = [spatial[i] + 2 * pad[i] for i in range(nd)]
+    slices = []
+    for taps in np.ndindex(*kernel):
+        starts = [t * dil[i] for i, t in enumerate(taps)]
+        ends = [starts[i] + (out[i] - 1) * stride[i] + 1 for i in range(nd)]
+        if all(st == 0 for st in starts) and all(s == 1 for s in stride) and ends == padded:
+            slices.append(x)
+            continue
+        slices.append(
+            b.op(
+                "Slice",
+                [x, b.ints(starts, "starts"), b.ints(ends, "ends"), b.ints(range(2, 2 + nd), "axes"),
+                 b.ints(stride, "steps")],
+            )
+        )
+    return slices, out
+
+
+def _conv(b: Builder, node: Node, x: str, nd: int) -> str:
+    op = node.op
+    s = b.shapes[node.inputs[0]]
+    out_s = b.shapes[node.name]
+    as_tuple = (lambda v: (int(v),)) if nd == 1 else (lambda v: tuple(int(a) for a in v))
+    stride, pad, dil = as_tuple(op.stride), as_tuple(op.padding), as_tuple(op.dilation)
+    w = np.asarray(op.weight)
+    co, cig = w.shape[:2]
+    kernel = tuple(w.shape[2:])
+    g = int(op.groups)
+    if b.precision == "float32":
+        args = [x, b.const(w, "weight")]
+        if op.bias is not None:
+            args.append(b.const(op.bias, "bias"))
+        return b.op("Conv", args, kernel_shape=list(kernel), strides=list(stride), pads=list(pad) * 2,
+                    dilations=list(dil), group=g)
+    # float64: im2col (onnxruntime's CPU provider has no double Conv kernel)
+    slices, out = _window_slices(b, x, s[1:], kernel, stride, pad, dil)
+    kk = math.prod(kernel)
+    L = math.prod(out)
+    if kk == 1:
+        cols = slices[0]
+    else:
+        cols = b.op("Concat", [b.op("Unsqueeze", [t, b.ints([2], "axes")]) for t in slices], axis=2)
+    # cols [N, C, kk, *out] -> [N, G, Cg*kk, L]; index (g, c, tap) matches weight.reshape(G, Co/G, Cg*kk)
+    cols = b.op("Reshape", [cols, b.ints([-1, g, cig * kk, L])])
+    wmat = b.const(w.reshape(g, co // g, cig * kk), "weight")
+    y = b.op("MatMul", [wmat, cols])  # [N, G, Co/G, L]
+    y = b.op("Reshape", [y, b.ints([-1] + list(out_s))])
+    if op.bias is not None:
+        y = b.op("Add", [y, b.const(np.asarray(op.bias).reshape((-1,) + (1,) * nd), "bias")])
+    return y
+
+
+@register_rule(O.Conv2d)
+def _conv2d(b: Builder, node: Node, inputs: List[str]) -> str:
+    return _conv(b, node, inputs[0], 2)
+
+
+@register_rule(O.Conv1d)
+def _conv1d(b: Builder, node: Node, inputs: List[str]) -> str:
+    return _conv(b, node, inputs[0], 1)
+
+
+@register_rule(O.Linear)
+def _linear(b: Builder, node: Node, inputs: List[str]) -> str:
+    y = b.op("MatMul", [inputs[0], b.const(np.asarray(node.op.weight).T, "weight_t")])
+    if node.op.bias is not None:
+        y = b.op("Add", [y, b.const(node.op.bias, "bias")])
+    return y
+
+
+# ---------------------------------------------------------------------------------------------
+# weight-free linear ops
+# ---------------------------------------------------------------------------------------------
+
+
+@register_rule(O.AvgPool2d)
+def _avgpool(b: Builder, node: Node, inputs: List[str]) -> str:
+    op = node.op
+    kernel, stride, pad = tuple(op.kernel), tuple(op.stride), tuple(op.padding)
+    if b.precision == "float32":
+        return b.op("AveragePool", inputs, kernel_shape=list(kernel), strides=list(stride), pads=list(pad) * 2,
+                    count_include_pad=1)
+    s = b.shapes[node.inputs[0]]
+    slices, _ = _window_slices(b, inputs[0], s[1:], kernel, stride, pad, (1, 1))
+    if len(slices) == 1:
+        total = slices[0]
+    else:
+        stacked = b.op("Concat", [b.op("Unsqueeze", [t, b.ints([0], "axes")]) for t in slices], axis=0)
+        total = b.op("ReduceSum", [stacked, b.ints([0], "axes")], keepdims=0)
+    # zero padding counted in the mean (count_include_pad=True)
+    return b.op("Div", [total, b.const(float(math.prod(kernel)), "area")])
+
+
+@register_rule(O.MeanReduce)
+def _mean(b: Builder, node: Node, inputs: List[str]) -> str:
+    return b.op("ReduceMean", inputs, axes=[a + 1 for a in node.op.axes], keepdims=int(bool(node.op.keepdim)))
+
+
+@register_rule(O.Scale)
+def _scale(b: Builder, node: Node, inputs: List[str]) -> str:
+    return b.op("Mul", [inputs[0], b.const(float(node.op.factor), "factor")])
+
+
+@register_rule(O.BatchNorm)
+def _batchnorm(b: Builder, node: Node, inputs: List[str]) -> str:
+    op = node.op
+    return b.op(
+        "BatchNormalization",
+        [inputs[0], b.const(op.weight, "gamma"), b.const(op.bias, "beta"), b.const(op.mean, "mean"),
+         b.const(op.var, "var")],
+        epsilon=float(op.eps),
+    )
+
+
+@register_rule(O.Add)
+def _add(b: Builder, node: Node, inputs: List[str]) -> str:
+    return b.op("Add", inputs)
+
+
+@register_rule(O.AddConstant)
+def _add_constant(b: Builder, node: Node, inputs: List[str]) -> str:
+    return b.op("Add", [inputs[0], b.const(node.op.value, "value")])
+
+
+# ---------------------------------------------------------------------------------------------
+# routing
+# ---------------------------------------------------------------------------------------------
+
+
+@register_rule(O.Reshape)
+def _reshape(b: Builder, node: Node, inputs: List[str]) -> str:
+    return b.merge(inputs[0], node.op.shape)
+
+
+@register_rule(O.Permute)
+def _permute(b: Builder, node: Node, inputs: List[str]) -> str:
+    return b.op("Transpose", inputs, perm=[0] + [p + 1 for p in node.op.perm])
+
+
+@register_rule(O.Concat)
+def _concat(b: Builder, node: Node, inputs: List[str]) -> str:
+    return b.op("Concat", inputs, axis=node.op.axis + 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# neurons
+# ---------------------------------------------------------------------------------------------
+
+
+def _quantize(b: Builder, m: str, d: Union[int, str], rounding: str) -> str:
+    """``Q(clamp(m, 0, D))`` as in :func:`spikedeploy.neurons.quantize`: ``D`` an int (Clip) or
+    a tensor name (Max with 0, then Min with D)."""
+    if isinstance(d, str):
+        c = b.op("Min", [b.op("Max", [m, b.const(0.0, "zero")]), d])
+    else:
+        c = b.op("Clip", [m, b.const(0.0, "zero"), b.const(float(d), "d")])
+    if rounding == "half_up":
+        return b.op("Floor", [b.op("Add", [c, b.const(0.5, "half")])])
+    return b.op("Round", [c])
+
+
+def _leak_at(b: Builder, node: Node, leak, t: int) -> str:
+    if isinstance(leak, tuple):
+        if len(leak) < t:
+            raise SpikedeployError(
+                f"node {node.name!r}: neuron has {len(leak)} per-step leaks but the model is exported "
+                f"with T={b.T} steps (at most {len(leak) + 1}); pass a smaller timesteps="
+            )
+        return b.const(float(leak[t - 1]), "leak")
+    return b.const(float(leak), "leak")
+
+
+def _integer_lif(b: Builder, node: Node, x: str, d_steps: Optional[List[str]], d: int, leak, reset_norm: float,
+                 norm: float, rounding: str) -> str:
+    """The shared integer LIF recurrence (spikedeploy.neurons.integer_lif), unrolled over T.
+    ``d_steps``: per-step firing-limit tensors ``[1, B, 1, ...]`` (DI-LIF) or None (static ``d``)."""
+    s = b.shapes[node.name]
+    if leak is None and d_steps is None:
+        q = _quantize(b, x, d, rounding)
+        b.neuron_q(node, b.split_tb(q, s))
+        return b.op("Div", [q, b.const(float(norm), "norm")])
+    xs = b.to_steps(x, s)
+    if leak is None:  # stateless with a per-step limit
+        qs = [_quantize(b, xs[t], d_steps[t], rounding) for t in range(b.T)]
+    else:
+        qs = []
+        m_prev = q_prev = None
+        r = b.const(float(reset_norm), "reset_norm")
+        for t in range(b.T):
+            if t == 0:
+                m = xs[0]
+            else:
+                reset = b.op("Sub", [m_prev, b.op("Div", [q_prev, r])])
+                m = b.op("Add", [b.op("Mul", [reset, _leak_at(b, node, leak, t)]), xs[t]])
+            q_t = _quantize(b, m, d_steps[t] if d_steps is not None else d, rounding)
+            qs.append(q_t)
+            m_prev, q_prev = m, q_t
+    q_tb = b.from_steps(qs)
+    b.neuron_q(node, q_tb)
+    return b.op("Div", [b.merge(q_tb, s), b.const(float(norm), "norm")])
+
+
+@register_rule(O.IntegerLIF)
+def _integer_lif_rule(b: Builder, node: Node, inputs: List[str]) -> str:
+    op = node.op
+    return _integer_lif(b, node, inputs[0], None, int(op.d), op.leak, op.reset_norm, op.norm, op.rounding)
+
+
+@register_rule(O.DynamicIntegerLIF)
+def _dynamic_integer_lif(b: Builder, node: Node, inputs: List[str]) -> str:
+    """DI-LIF: ``D[t, b] = clamp(round(2 * sigmoid(w * mean(x[t, b]) + b) * d_init), 1, 2 d_init)``
+    (spikedeploy.neurons.dynamic_firing_limit, same operation order), then the integer LIF with a
+    per-step, per-sample limit."""
+    op = node.op
+    s = b.shapes[node.name]
+    x = inputs[0]
+    mu = b.op("ReduceMean", [x], axes=list(range(1, 1 + len(s))), keepdims=1)  # [T*B, 1, ...]
+    pre = b.op("Add", [b.op("Mul", [mu, b.const(float(op.gate_w), "gate_w")]), b.const(float(op.gate_b), "gate_b")])
+    alpha = b.op("Sigmoid", [pre])
+    scaled = b.op("Mul", [b.op("Mul", [alpha, b.const(2.0, "two")]), b.const(float(op.d_init), "d_init")])
+    d = b.op("Clip", [b.op("Round", [scaled]), b.const(1.0, "one"), b.const(2.0 * op.d_init, "d_max")])
+    d_steps = b.to_steps(d, [1] * len(s))
+    return _integer_lif(b, node, x, d_steps, op.d, op.leak, 1.0, float(op.d_init), op.rounding)
+
+
+@register_rule(O.BinaryLIF)
+def _binary_lif(b: Builder, node: Node, inputs: List[str]) -> str:
+    """``H_t = beta U_{t-1} + x_t, S_t = [H_t - theta > 0], U_t = H_t - theta S_t``, ``U_{-1} = 0``."""
+    op = node.op
+    s = b.shapes[node.name]
+    xs = b.to_steps(inputs[0], s)
+    beta, th, zero = b.const(float(op.beta), "beta"), b.const(float(op.threshold), "threshold"), b.const(0.0, "zero")
+    u, qs = None, []
+    for t in range(b.T):
+        h = xs[t] if u is None else b.op("Add", [b.op("Mul", [beta, u]), xs[t]])
+        spike = b.op("Cast", [b.op("Greater", [b.op("Sub", [h, th]), zero])], to=b.elem_type)
+        qs.append(spike)
+        u = b.op("Sub", [h, b.op("Mul", [th, spike])])
+    q_tb = b.from_steps(qs)
+    b.neuron_q(node, q_tb)
+    return b.merge(q_tb, s)  # norm = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# spike attention
+# ---------------------------------------------------------------------------------------------
+
+
+@register_rule(O.SpikeLinearAttention)
+def _attention(b: Builder, node: Node, inputs: List[str]) -> str:
+    """Integer branch of reference.AttentionRule: per head, ``kv = k^T v`` first, then
+    ``(q @ kv) * scale``."""
+    op = node.op
+    h = int(op.num_heads)
+
+    def heads(x: str, name: str) -> str:
+        c, n = b.shapes[name]
+        t = b.op("Transpose", [x], perm=[0, 2, 1])  # [TB, N, C]
+        t = b.op("Reshape", [t, b.ints([-1, n, h, c // h])])
+        return b.op("Transpose", [t], perm=[0, 2, 1, 3])  # [TB, H, N, c]
+
+    qh, kh, vh = (heads(x, nm) for x, nm in zip(inputs, node.inputs))
+    kv = b.op("MatMul", [b.op("Transpose", [kh], perm=[0, 1, 3, 2]), vh])  # [TB, H, c, cv]
+    y = b.op("Mul", [b.op("MatMul", [qh, kv]), b.const(float(op.scale), "scale")])  # [TB, H, N, cv]
+    cv, n = b.shapes[node.name]
+    y = b.op("Transpose", [y], perm=[0, 2, 1, 3])  # [TB, N, H, cv]
+    y = b.op("Reshape", [y, b.ints([-1, n, cv])])
+    return b.op("Transpose", [y], perm=[0, 2, 1])  # [TB, Cv, N]
+
+
+# ---------------------------------------------------------------------------------------------
+# export / load
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_path(path: Path) -> None:
+    if path.is_dir():
+        raise SpikedeployError(f"cannot write ONNX model to {path}: it is an existing directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise SpikedeployError(f"cannot write ONNX model to {path}: {probe} is not a writable directory")
+
+
+def _resolve_T(graph: Graph, timesteps: Optional[int]) -> int:
+    T = timesteps if timesteps is not None else graph.meta_dict().get("capture_T")
+    if T is None:
+        raise ConfigError(
+            "the ONNX export unrolls neurons over a fixed number of time steps: pass timesteps= "
+            "(the graph has no 'capture_T' metadata)"
+        )
+    if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or int(T) < 1:
+        raise ConfigError(f"timesteps must be a positive integer, got {T!r}")
+    return int(T)
+
+
+def build_model(graph: Graph, *, timesteps: Optional[int] = None, precision: str = "float64",
+                encoding: str = "integer"):
+    """Translate ``graph`` into an ``onnx.ModelProto`` (see the module docstring); checked with
+    ``onnx.checker.check_model(full_check=True)``."""
+    onnx = _onnx()
+    from spikedeploy.reference import graph_mode
+
+    if encoding not in ENCODINGS:
+        raise ConfigError(
+            f"the ONNX target exports only the integer network (encoding {ENCODINGS}), got {encoding!r}; "
+            "spike-lowered graphs are exported with the nir or lava targets"
+        )
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown ONNX precision {precision!r}; expected one of {PRECISIONS}")
+    mode = graph_mode(graph)
+    if mode != "integer":
+        raise SpikedeployError(
+            f"the ONNX target exports the integer (un-lowered) network, but this graph is lowered to "
+            f"{mode!r} spikes; export the graph from before ExpandSpikes (default_pipeline() without an encoding)"
+        )
+    T = _resolve_T(graph, timesteps)
+    for node in graph.nodes:  # fail before building anything
+        if type(node.op) not in RULES:
+            raise unsupported(TARGET, node, "no ONNX rule for this op (exporters/onnx.py RULES)")
+    b = Builder(graph, T, precision)
+    values: Dict[str, str] = {}
+    graph_inputs, input_map = [], {}
+    for spec in graph.inputs:
+        name = b.fresh(spec.name)
+        input_map[spec.name] = name
+        graph_inputs.append(b.helper.make_tensor_value_info(name, b.elem_type, [T, BATCH_DIM] + list(spec.shape)))
+        b.current = None
+        values[spec.name] = b.merge(name, spec.shape)
+    for node in graph.nodes:
+        b.current = node
+        values[node.name] = RULES[type(node.op)](b, node, [values[i] for i in node.inputs])
+    b.current = None
+    output_map = {}
+    for o in graph.outputs:
+        name = b.fresh(f"out_{o}")
+        b.add_output(b.split_tb(values[o], b.shapes[o]), name, b.shapes[o])
+        output_map[o] = name
+    # graph outputs first, then the neuron q outputs
+    outs = sorted(b.outputs, key=lambda v: (v.name not in output_map.values()))
+    g = b.helper.make_graph(b.nodes, sanitize(str(graph.meta_dict().get("model", "spikedeploy"))),
+                            graph_inputs, outs, initializer=b.initializers)
+    model = b.helper.make_model(g, opset_imports=[b.helper.make_opsetid("", OPSET)],
+                                producer_name="spikedeploy", producer_version=_version())
+    model.ir_version = min(model.ir_version, 9)  # readable by older onnxruntime builds too
+    graph_meta = {}
+    for k, v in graph.meta_dict().items():
+        try:
+            json.dumps(v)
+            graph_meta[k] = v
+        except TypeError:
+            graph_meta[k] = repr(v)
+    meta = {
+        "format": FORMAT,
+        "version": _version(),
+        "encoding": encoding,
+        "timesteps": T,
+        "precision": precision,
+        "inputs": [{"ir": s.name, "onnx": input_map[s.name], "shape": list(s.shape)} for s in graph.inputs],
+        "outputs": output_map,
+        "graph_outputs": list(graph.outputs),
+        "neurons": b.neuron_outputs,
+        "neuron_labels": {n.name: getattr(n.op, "label", n.op.kind) for n in graph.neurons()},
+        "graph_meta": graph_meta,
+    }
+    for k, v in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = META_PREFIX + k, json.dumps(v)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:  # a bug in a rule, not a user error: say which
+        raise SpikedeployError(f"internal error: the exported ONNX model fails onnx.checker: {e}") from e
+    return model
+
+
+def export(graph: Graph, path: PathLike, *, encoding: str = "integer", timesteps: Optional[int] = None,
+           precision: str = "float64") -> Path:
+    """Write ``graph`` (an integer, folded graph) to ``path`` as an ONNX model, atomically.
+
+    ``timesteps``: T the neurons are unrolled over (default: the graph's ``capture_T``).
+    ``precision``: ``"float64"`` (default; exact q) or ``"float32"`` (native Conv/AveragePool).
+    """
+    path = Path(path)
+    _check_path(path)
+    model = build_model(graph, timesteps=timesteps, precision=precision, encoding=encoding)
+    try:
+        data = model.SerializeToString()
+    except ValueError as e:  # > 2 GiB protobuf limit
+        raise SpikedeployError(f"cannot serialize the ONNX model for {path}: {e}") from None
+    try:
+        return atomic_write_bytes(path, data)
+    except OSError as e:
+        raise SpikedeployError(f"cannot write ONNX model to {path}: {e.strerror or e}") from None
+
+
+@dataclass(frozen=True)
+class OnnxArtifact:
+    """A loaded ONNX export: the model, its spikedeploy metadata (decoded JSON) and where it came from."""
+
+    model: object  #: onnx.ModelProto
+    metadata: Dict[str, object]
+    path: Optional[Path] = None
+
+    @property
+    def timesteps(self) -> int:
+        return int(self.metadata["timesteps"])
+
+    @property
+    def encoding(self) -> str:
+        return str(self.metadata["encoding"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.metadata["precision"])
+
+    @property
+    def outputs(self) -> Dict[str, str]:
+        """IR graph output name -> ONNX output name."""
+        return dict(self.metadata["outputs"])
+
+    @property
+    def neurons(self) -> Dict[str, str]:
+        """IR neuron name -> ONNX output name of its q ``[T, B, *s]``."""
+        return dict(self.metadata["neurons"])
+
+    def serialized(self) -> bytes:
+        return self.model.SerializeToString()
+
+
+def read_metadata(model) -> Dict[str, object]:
+    """The spikedeploy metadata of a ModelProto (JSON values decoded)."""
+    meta = {}
+    for p in model.metadata_props:
+        if p.key.startswith(META_PREFIX):
+            try:
+                meta[p.key[len(META_PREFIX):]] = json.loads(p.value)
+            except json.JSONDecodeError:
+                raise SpikedeployError(f"ONNX metadata {p.key!r} is not valid JSON") from None
+    return meta
+
+
+def load(path: PathLike) -> OnnxArtifact:
+    """Re-load a model written by :func:`export` (no PyTorch model code needed)."""
+    onnx = _onnx()
+    path = Path(path)
+    if not path.exists():
+        raise SpikedeployError(f"ONNX model {path} does not exist")
+    if not path.is_file():
+        raise SpikedeployError(f"ONNX model {path} is not a file")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise SpikedeployError(f"cannot read ONNX model {path}: {e.strerror or e}") from None
+    try:
+        model = onnx.load_model_from_string(data)
+    except Exception as e:
+        raise SpikedeployError(f"{path} is not a valid ONNX model (corrupt or truncated?): {e}") from None
+    if not model.graph.node:
+        raise SpikedeployError(f"{path} is not a valid ONNX model (empty graph; corrupt or truncated?)")
+    meta = read_metadata(model)
+    if meta.get("format") != FORMAT:
+        raise SpikedeployError(
+            f"{path} is an ONNX model but not one written by spikedeploy's ONNX exporter "
+            f"(metadata {META_PREFIX}format is {meta.get('format')!r}, expected {FORMAT!r})"
+        )
+    missing = [k for k in ("timesteps", "encoding", "precision", "inputs", "outputs", "neurons") if k not in meta]
+    if missing:
+        raise SpikedeployError(f"{path}: spikedeploy metadata is missing {missing}")
+    try:
+        onnx.checker.check_model(model)
+    except Exception as e:
+        raise SpikedeployError(f"{path} fails the ONNX checker (corrupt?): {e}") from None
+    return OnnxArtifact(model=model, metadata=meta, path=path)
