@@ -1,0 +1,612 @@
+"""NIR exporter: an IR graph as a NIR file (``nir.write``), and back (``nir.read`` + :func:`to_ir`).
+
+Layout of the file
+==================
+
+* One NIR node per IR node, **named like the IR node** (a ``/``, which HDF5 cannot store in a
+  name, is written as ``%2F``; ``%`` as ``%25``). One ``nir.Input`` per graph input (named like
+  it) and one ``nir.Output`` per graph output (named ``output``, ``output_1``, ...; its metadata
+  ``spikedeploy.value`` names the IR value it exposes).
+* Edges follow the IR data flow. NIR sums all edges that enter a node; the IR ``Add`` uses exactly
+  that (see below). The ordered IR inputs of every node are also kept in its metadata.
+* Every NIR node carries ``metadata["spikedeploy"]``: a JSON record of the IR op (kind, ordered
+  inputs, source, every scalar/tuple field; float64 values are written with ``repr`` precision, so
+  they round-trip bit for bit) and, where an array is not one of the NIR node's own fields,
+  ``metadata["spikedeploy_arrays"]`` (float64 arrays). The graph's metadata holds the node order,
+  inputs, outputs, the IR graph's own metadata, the encoding and the time-step convention.
+  :func:`to_ir` rebuilds the exact IR graph from these records: same ops, same float64
+  parameters, same node names, same order. The standard NIR fields (weights, strides, ...) are
+  what other NIR consumers read; for standard nodes they hold the same float64 arrays.
+
+Time-step convention
+====================
+
+One NIR time step is one IR **macro-step** t (the model's time axis). The NIR continuous-time
+neuron parameters are written for a step of ``DT = 1e-4`` s, the convention snntorch uses when it
+imports and exports NIR (forward Euler: ``v_t = v_{t-1} + DT/tau * (v_leak - v_{t-1} + r * I_t)``),
+so ``tau = DT / (1 - beta)`` and ``r = 1 / (1 - beta)`` give ``v_t = beta * v_{t-1} + I_t``.
+Recurrent edges (the reset feedback in the neuron composites) deliver the previous step's value, as
+every NIR simulator that supports recurrence does.
+
+In integer graphs (``encoding="integer"``) a neuron's NIR output at step t is ``q_t / norm``. In
+lowered graphs it is the spike count ``q_t`` of that macro-step: with ``encoding="graded"`` one
+event carrying q, with ``"binary"`` q unit spikes in the first q of D sub-steps (metadata
+``window``). The sub-steps are *not* separate NIR time steps: the IR's synapses integrate all D
+sub-steps of a macro-step before the next neuron fires (design notes §4), which a plain NIR time
+step cannot express; a consumer that wants unit spikes expands each count into its thermometer code
+inside the macro-step (``sum_k [q > k] = q``, so every synapse sees the same total).
+
+Op mapping
+==========
+
+======================  ==========================================================================
+IR op                   NIR
+======================  ==========================================================================
+Conv2d / Conv1d         ``nir.Conv2d`` / ``nir.Conv1d`` (a missing bias is written as zeros)
+Linear                  ``nir.Affine`` (``nir.Linear`` without bias) on 1-D per-step values
+AvgPool2d               ``nir.AvgPool2d`` (zero padding counted, as PyTorch's default)
+Scale                   ``nir.Scale`` (factor broadcast to the value's shape)
+Add                     ``nir.Scale(1)`` with two incoming edges: NIR sums the edges into a node
+Reshape (axis merge)    ``nir.Flatten(start_dim, end_dim)`` in NIR's *unbatched* per-step axes
+BatchNorm               ``nir.Conv2d``/``nir.Conv1d`` 1x1 depthwise (``a·x + b`` per channel);
+                        1-D values: ``nir.Affine`` with a diagonal weight
+BinaryLIF, beta = 0     ``nir.LIF`` (tau = DT, r = 1, v_leak = 0, v_reset = 0): stateless, so
+                        NIR's hard reset equals the IR's subtractive reset
+BinaryLIF, beta != 0    composite sub-graph (NIR has no subtractive reset): ``membrane``
+                        (``nir.LI``, or ``nir.I`` for beta = 1) -> ``spike``
+                        (``nir.Threshold(θ)``) -> output, and the recurrent edge
+                        ``spike -> reset`` (``nir.Scale(-beta·θ)``) ``-> membrane``:
+                        ``v_t = beta·v_{t-1} - beta·θ·S_{t-1} + x_t = H_t``
+IntegerLIF (constant    composite sub-graph: ``membrane`` (LI/I with leak λ; stateless: LI with
+leak or stateless)      tau = DT, r = 1), D thresholds ``level_k`` (``nir.Threshold(k - 0.5)``)
+                        whose edges sum in ``count`` (``nir.Scale(1)``, = q), ``emit``
+                        (``nir.Scale(1/norm)``, integer graphs only), and the recurrent reset
+                        ``count -> reset`` (``nir.Scale(-λ/reset_norm)``) ``-> membrane``.
+                        Exact except when the membrane lies exactly on a rounding boundary
+                        k + 0.5 (NIR thresholds are strict ``v > θ``; the IR rounds half to
+                        even / half up): metadata ``rounding`` is authoritative.
+======================  ==========================================================================
+
+**Extension nodes** (no NIR equivalent): ``SpikeLinearAttention`` (spike x spike product),
+``DynamicIntegerLIF`` (D chosen per input), ``IntegerLIF`` with a per-step leak (NI-LIF),
+``MeanReduce``, ``AddConstant``, ``Permute``, ``Concat``, non-flattening ``Reshape`` and
+``Linear`` on multi-dimensional values. Each is written as an **empty** ``nir.NIRGraph`` named
+like the IR node whose metadata carries the whole op (``spikedeploy.extension = <kind>``); its
+incoming edges are its inputs in the order given by the metadata (NIR's sum-of-edges rule does not
+apply to it). An empty graph computes nothing and declares no types, so standard NIR consumers
+reject such a file loudly (``nir.read`` type checking, nirtorch's "must contain input and output
+nodes") instead of silently computing something else. Pass ``extensions=False`` to
+:func:`export` to get :class:`~spikedeploy.errors.UnsupportedOpError` instead (a file that every
+NIR consumer can load, or nothing). Files with extension nodes are read with
+``nir.read(path, type_check=False)`` (what :func:`load` does); files without them pass NIR's type
+checking, which :func:`export` runs before writing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from spikedeploy.errors import ConfigError, SpikedeployError
+from spikedeploy.fsutil import atomic_write_bytes
+from spikedeploy.ir import ops as O
+from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate
+from spikedeploy.targets import unsupported
+
+ENCODINGS = ("integer", "binary", "graded")
+FORMAT = "spikedeploy-nir/1"
+#: seconds per NIR time step (= one IR macro-step); snntorch's NIR convention
+DT = 1e-4
+META = "spikedeploy"
+META_ARRAYS = "spikedeploy_arrays"
+TIME_STEP = (
+    "one NIR time step (dt = 1e-4 s, forward Euler) = one IR macro-step; neuron outputs are q/norm "
+    "(integer graphs) or the macro-step spike count q (lowered graphs; binary: q unit spikes in the "
+    "first q of `window` sub-steps, all integrated by the next synapse before any neuron fires)"
+)
+
+
+def _nir():
+    try:
+        import nir
+    except ImportError as e:  # pragma: no cover - environment problem
+        raise SpikedeployError(f"the NIR target needs the 'nir' package: pip install nir ({e})") from None
+    return nir
+
+
+# ---------------------------------------------------------------------------------------------
+# names and JSON
+# ---------------------------------------------------------------------------------------------
+
+
+def nir_name(name: str) -> str:
+    """The NIR node name of an IR value (HDF5 group names cannot contain '/')."""
+    return name.replace("%", "%25").replace("/", "%2F")
+
+
+def _json_default(v):
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    if isinstance(v, np.bool_):
+        return bool(v)
+    raise TypeError(f"not JSON-serializable: {v!r}")
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, default=_json_default, sort_keys=True)
+
+
+def _tuplify(v):
+    if isinstance(v, list):
+        return tuple(_tuplify(x) for x in v)
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# rules: one IR node -> one NIR node (primitive, composite sub-graph or extension)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Ctx:
+    graph: Graph
+    shapes: Dict[str, Tuple[int, ...]]
+    encoding: str
+    extensions: bool
+
+    def in_shape(self, node: Node, i: int = 0) -> Tuple[int, ...]:
+        return self.shapes[node.inputs[i]]
+
+    def out_shape(self, node: Node) -> Tuple[int, ...]:
+        return self.shapes[node.name]
+
+
+@dataclass
+class _Lowered:
+    """A rule's result: the NIR node and which op arrays it stores as its own fields
+    (op field -> NIR attribute); every other array goes into the metadata."""
+
+    node: object
+    claimed: Dict[str, str] = dataclasses.field(default_factory=dict)
+    extension: bool = False
+    summary: Dict[str, object] = dataclasses.field(default_factory=dict)
+
+
+def _full(shape, value) -> np.ndarray:
+    return np.full(tuple(int(s) for s in shape), float(value), dtype=np.float64)
+
+
+def _conv2d(node: Node, ctx: _Ctx) -> _Lowered:
+    nir, op = _nir(), node.op
+    s = ctx.in_shape(node)
+    bias = op.bias if op.bias is not None else np.zeros(op.weight.shape[0])
+    n = nir.Conv2d(
+        input_shape=(int(s[1]), int(s[2])), weight=np.asarray(op.weight), stride=tuple(op.stride),
+        padding=tuple(op.padding), dilation=tuple(op.dilation), groups=int(op.groups),
+        bias=np.asarray(bias, dtype=np.float64),
+    )
+    return _Lowered(n, {"weight": "weight", "bias": "bias"})
+
+
+def _conv1d(node: Node, ctx: _Ctx) -> _Lowered:
+    nir, op = _nir(), node.op
+    s = ctx.in_shape(node)
+    bias = op.bias if op.bias is not None else np.zeros(op.weight.shape[0])
+    n = nir.Conv1d(
+        input_shape=int(s[1]), weight=np.asarray(op.weight), stride=int(op.stride),
+        padding=int(op.padding), dilation=int(op.dilation), groups=int(op.groups),
+        bias=np.asarray(bias, dtype=np.float64),
+    )
+    return _Lowered(n, {"weight": "weight", "bias": "bias"})
+
+
+def _linear(node: Node, ctx: _Ctx) -> _Lowered:
+    nir, op = _nir(), node.op
+    if len(ctx.in_shape(node)) != 1:
+        return _extension(node, ctx, "NIR's Affine/Linear act on 1-D values; this Linear acts on the "
+                                     f"last axis of a {list(ctx.in_shape(node))} value")
+    if op.bias is None:
+        return _Lowered(nir.Linear(weight=np.asarray(op.weight)), {"weight": "weight"})
+    return _Lowered(nir.Affine(weight=np.asarray(op.weight), bias=np.asarray(op.bias)),
+                    {"weight": "weight", "bias": "bias"})
+
+
+def _avgpool(node: Node, ctx: _Ctx) -> _Lowered:
+    nir, op = _nir(), node.op
+    return _Lowered(nir.AvgPool2d(kernel_size=np.array(op.kernel), stride=np.array(op.stride),
+                                  padding=np.array(op.padding)))
+
+
+def _scale(node: Node, ctx: _Ctx) -> _Lowered:
+    return _Lowered(_nir().Scale(scale=_full(ctx.out_shape(node), node.op.factor)))
+
+
+def _add(node: Node, ctx: _Ctx) -> _Lowered:
+    # NIR sums every edge that enters a node: Scale(1) with two incoming edges is a + b. The same
+    # value added to itself is one edge (NIR has no duplicate edges) into Scale(2).
+    k = 2.0 if node.inputs[0] == node.inputs[1] else 1.0
+    return _Lowered(_nir().Scale(scale=_full(ctx.out_shape(node), k)))
+
+
+def _flatten_axes(s: Sequence[int], t: Sequence[int]) -> Optional[Tuple[int, int]]:
+    """(start, end) if reshaping s to t merges the contiguous axes start..end, else None."""
+    s, t = tuple(s), tuple(t)
+    for a in range(len(s)):
+        for b in range(a + 1, len(s)):
+            if s[:a] + (math.prod(s[a:b + 1]),) + s[b + 1:] == t:
+                return a, b
+    return None
+
+
+def _reshape(node: Node, ctx: _Ctx) -> _Lowered:
+    s, t = ctx.in_shape(node), ctx.out_shape(node)
+    axes = _flatten_axes(s, t)
+    if axes is None:
+        return _extension(node, ctx, f"NIR has no reshape/unflatten node ({list(s)} -> {list(t)})")
+    return _Lowered(_nir().Flatten(input_type={"input": np.array(s)}, start_dim=axes[0], end_dim=axes[1]))
+
+
+def _batchnorm(node: Node, ctx: _Ctx) -> _Lowered:
+    nir, op = _nir(), node.op
+    a, b = op.scale_shift()
+    s = ctx.in_shape(node)
+    c = int(s[0])
+    if len(s) == 3:
+        n = nir.Conv2d(input_shape=(int(s[1]), int(s[2])), weight=a.reshape(c, 1, 1, 1), stride=1,
+                       padding=0, dilation=1, groups=c, bias=b)
+    elif len(s) == 2:
+        n = nir.Conv1d(input_shape=int(s[1]), weight=a.reshape(c, 1, 1), stride=1, padding=0,
+                       dilation=1, groups=c, bias=b)
+    elif len(s) == 1:
+        n = nir.Affine(weight=np.diag(a), bias=b)
+    else:
+        return _extension(node, ctx, f"BatchNorm on a {len(s)}-D value")
+    return _Lowered(n)
+
+
+def _membrane(shape, leak: float):
+    """``v_t = leak * v_{t-1} + I_t`` as a NIR node (forward Euler with step DT)."""
+    nir = _nir()
+    if leak == 1.0:
+        return nir.I(r=_full(shape, 1.0 / DT))
+    return nir.LI(tau=_full(shape, DT / (1.0 - leak)), r=_full(shape, 1.0 / (1.0 - leak)),
+                  v_leak=_full(shape, 0.0))
+
+
+def _binary_lif(node: Node, ctx: _Ctx) -> _Lowered:
+    nir, op = _nir(), node.op
+    shape = ctx.out_shape(node)
+    beta, theta = float(op.beta), float(op.threshold)
+    summary = {"beta": beta, "threshold": theta, "reset": "subtract", "label": op.label}
+    if beta == 0.0:
+        # stateless: NIR's hard reset (v_reset = 0) and the IR's subtractive reset coincide
+        n = nir.LIF(tau=_full(shape, DT), r=_full(shape, 1.0), v_leak=_full(shape, 0.0),
+                    v_threshold=_full(shape, theta), v_reset=_full(shape, 0.0))
+        return _Lowered(n, summary=summary)
+    if not 0.0 < beta <= 1.0:
+        return _extension(node, ctx, f"leak beta = {beta} outside (0, 1] has no NIR time constant")
+    nodes = {
+        "input": nir.Input(input_type=np.array(shape)),
+        "membrane": _membrane(shape, beta),
+        "spike": nir.Threshold(threshold=_full(shape, theta)),
+        "reset": nir.Scale(scale=_full(shape, -beta * theta)),
+        "output": nir.Output(output_type=np.array(shape)),
+    }
+    edges = [("input", "membrane"), ("membrane", "spike"), ("spike", "output"),
+             ("spike", "reset"), ("reset", "membrane")]
+    return _Lowered(nir.NIRGraph(nodes=nodes, edges=edges, metadata={"composite": "soft-reset LIF"}),
+                    summary=summary)
+
+
+def _constant_leak(leak) -> Tuple[bool, Optional[float]]:
+    if leak is None:
+        return True, None
+    if isinstance(leak, tuple):
+        if len(set(float(x) for x in leak)) <= 1:
+            return True, (float(leak[0]) if leak else None)
+        return False, None
+    return True, float(leak)
+
+
+def _integer_lif(node: Node, ctx: _Ctx) -> _Lowered:
+    nir, op = _nir(), node.op
+    shape = ctx.out_shape(node)
+    ok, leak = _constant_leak(op.leak)
+    if not ok:
+        return _extension(node, ctx, "a per-step leak (one value per time step) has no NIR equivalent")
+    if leak is not None and not 0.0 <= leak <= 1.0:
+        return _extension(node, ctx, f"leak {leak} outside [0, 1] has no NIR time constant")
+    d = int(op.d)
+    nodes = {"input": nir.Input(input_type=np.array(shape)),
+             "membrane": _membrane(shape, 0.0 if leak is None else leak)}
+    edges = [("input", "membrane")]
+    for k in range(1, d + 1):
+        nodes[f"level_{k}"] = nir.Threshold(threshold=_full(shape, k - 0.5))
+        edges += [("membrane", f"level_{k}"), (f"level_{k}", "count")]
+    nodes["count"] = nir.Scale(scale=_full(shape, 1.0))
+    last = "count"
+    if op.encoding is None:
+        nodes["emit"] = nir.Scale(scale=_full(shape, 1.0 / float(op.norm)))
+        edges.append(("count", "emit"))
+        last = "emit"
+    if leak:  # None or 0.0: stateless, no reset feedback
+        nodes["reset"] = nir.Scale(scale=_full(shape, -leak / float(op.reset_norm)))
+        edges += [("count", "reset"), ("reset", "membrane")]
+    nodes["output"] = nir.Output(output_type=np.array(shape))
+    edges.append((last, "output"))
+    summary = {"d": d, "norm": float(op.norm), "leak": "none" if op.leak is None else leak,
+               "reset_norm": float(op.reset_norm), "rounding": op.rounding, "label": op.label,
+               "reset": "subtract q/reset_norm"}
+    g = nir.NIRGraph(nodes=nodes, edges=edges,
+                     metadata={"composite": "integer LIF (multi-threshold, subtractive reset)"})
+    return _Lowered(g, summary=summary)
+
+
+def _extension(node: Node, ctx: _Ctx, reason: str) -> _Lowered:
+    if not ctx.extensions:
+        raise unsupported("nir", node, reason + " (export with extensions=True to keep it as a "
+                                                "spikedeploy extension node)")
+    g = _nir().NIRGraph(nodes={}, edges=[], metadata={}, type_check=False)
+    return _Lowered(g, extension=True, summary={"reason": reason})
+
+
+def _extension_rule(reason: str) -> Callable[[Node, _Ctx], _Lowered]:
+    def rule(node: Node, ctx: _Ctx) -> _Lowered:
+        return _extension(node, ctx, reason)
+
+    return rule
+
+
+def _dynamic_lif(node: Node, ctx: _Ctx) -> _Lowered:
+    lowered = _extension(node, ctx, "the firing limit D is chosen per input (DI-LIF); NIR neurons "
+                                    "have fixed parameters")
+    op = node.op
+    lowered.summary.update(d_init=int(op.d_init), d_max=int(op.d), norm=float(op.norm),
+                           leak="none" if op.leak is None else float(op.leak), rounding=op.rounding,
+                           label=op.label)
+    return lowered
+
+
+RULES: Dict[type, Callable[[Node, _Ctx], _Lowered]] = {
+    O.Conv2d: _conv2d,
+    O.Conv1d: _conv1d,
+    O.Linear: _linear,
+    O.AvgPool2d: _avgpool,
+    O.Scale: _scale,
+    O.Add: _add,
+    O.Reshape: _reshape,
+    O.BatchNorm: _batchnorm,
+    O.BinaryLIF: _binary_lif,
+    O.IntegerLIF: _integer_lif,
+    O.DynamicIntegerLIF: _dynamic_lif,
+    O.SpikeLinearAttention: _extension_rule(
+        "spike x spike products (q·kᵀ·v) are not synaptic ops with fixed weights; NIR has no "
+        "attention node"),
+    O.MeanReduce: _extension_rule("NIR has no mean/reduce node"),
+    O.AddConstant: _extension_rule("NIR has no constant/bias-only node"),
+    O.Permute: _extension_rule("NIR has no axis-permutation node"),
+    O.Concat: _extension_rule("NIR has no concatenation node"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+# ---------------------------------------------------------------------------------------------
+
+
+def _graph_encoding(graph: Graph) -> str:
+    from spikedeploy.reference import graph_mode
+
+    return graph_mode(graph)
+
+
+def _op_record(node: Node, lowered: _Lowered) -> Tuple[dict, Dict[str, np.ndarray]]:
+    params, arrays, where = {}, {}, {}
+    for f in dataclasses.fields(node.op):
+        v = getattr(node.op, f.name)
+        if isinstance(v, np.ndarray):
+            attr = lowered.claimed.get(f.name)
+            where[f.name] = f"node:{attr}" if attr else "meta"
+            if not attr:
+                arrays[f.name] = np.asarray(v, dtype=np.float64)
+        else:
+            params[f.name] = v
+    rec = {"op": node.op.kind, "inputs": list(node.inputs), "source": node.source,
+           "params": params, "arrays": where}
+    if lowered.extension:
+        rec["extension"] = True
+    return rec, arrays
+
+
+def build_nir_graph(graph: Graph, *, encoding: Optional[str] = None, extensions: bool = True):
+    """The ``nir.NIRGraph`` for ``graph`` (see the module docstring for the mapping)."""
+    nir = _nir()
+    shapes = validate(graph)
+    mode = _graph_encoding(graph)
+    if encoding is None:
+        encoding = mode
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"unknown NIR encoding {encoding!r}; expected one of {ENCODINGS}")
+    if mode != encoding:
+        raise ConfigError(
+            f"graph is a {mode!r} graph but encoding={encoding!r} was asked for; lower it first with "
+            f"spikedeploy.passes.ExpandSpikes({encoding!r})" if mode == "integer" else
+            f"graph is a {mode!r} graph but encoding={encoding!r} was asked for"
+        )
+    ctx = _Ctx(graph=graph, shapes=shapes, encoding=encoding, extensions=extensions)
+    names = {s.name for s in graph.inputs} | {n.name for n in graph.nodes}
+    if len({nir_name(n) for n in names}) != len(names):  # pragma: no cover - escaping is injective
+        raise SpikedeployError("IR names collide after escaping for NIR")
+    nodes: Dict[str, object] = {}
+    edges: List[Tuple[str, str]] = []
+    extension_nodes: List[str] = []
+    for spec in graph.inputs:
+        nodes[nir_name(spec.name)] = nir.Input(
+            input_type=np.array(spec.shape),
+            metadata={META: _dumps({"input": spec.name, "shape": list(spec.shape)})},
+        )
+    for node in graph.nodes:
+        rule = RULES.get(type(node.op))
+        if rule is None:
+            raise unsupported("nir", node, "no NIR rule for this op (spikedeploy.exporters.nir.RULES)")
+        lowered = rule(node, ctx)
+        rec, arrays = _op_record(node, lowered)
+        meta = {META: _dumps(rec), "op": node.op.kind}
+        if arrays:
+            meta[META_ARRAYS] = arrays
+        for k, v in lowered.summary.items():
+            meta[k] = v
+        if node.op.is_neuron:
+            meta.update(encoding=node.op.encoding or "integer", window=int(node.op.window),
+                        time_step=TIME_STEP)
+        if lowered.extension:
+            meta["extension"] = node.op.kind
+            extension_nodes.append(node.name)
+        lowered.node.metadata = {**(lowered.node.metadata or {}), **meta}
+        nodes[nir_name(node.name)] = lowered.node
+        for src in dict.fromkeys(node.inputs):  # NIR has no duplicate edges
+            edges.append((nir_name(src), nir_name(node.name)))
+    out_names = []
+    for i, o in enumerate(graph.outputs):
+        base = "output" if i == 0 else f"output_{i}"
+        name, k = base, 0
+        while nir_name(name) in nodes:
+            k += 1
+            name = f"{base}_{k}"
+        out_names.append(name)
+        nodes[nir_name(name)] = nir.Output(output_type=np.array(shapes[o]),
+                                           metadata={META: _dumps({"value": o})})
+        edges.append((nir_name(o), nir_name(name)))
+    record = {
+        "format": FORMAT, "encoding": encoding, "dt": DT, "time_step": TIME_STEP,
+        "inputs": [[s.name, list(s.shape)] for s in graph.inputs],
+        "nodes": [n.name for n in graph.nodes], "outputs": list(graph.outputs),
+        "output_nodes": out_names, "graph_meta": [[k, v] for k, v in graph.meta],
+        "extension_nodes": extension_nodes,
+    }
+    metadata = {META: _dumps(record), "format": FORMAT, "encoding": encoding, "dt": DT,
+                "time_step": TIME_STEP, "producer": "spikedeploy"}
+    if extension_nodes:
+        metadata["extension_nodes"] = ", ".join(extension_nodes)
+    try:
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata,
+                            type_check=not extension_nodes)
+    except (ValueError, AssertionError, TypeError) as e:  # NIR's own type checker disagrees
+        raise SpikedeployError(f"NIR rejected the exported graph: {e}") from None
+
+
+def export(graph: Graph, path, *, encoding: str, extensions: bool = True) -> Path:
+    """Write ``graph`` as a NIR file at ``path`` (atomically: temporary file, fsync, rename).
+
+    ``encoding``: "integer" (un-lowered graph), "binary" or "graded" (lowered by ExpandSpikes);
+    it must match the graph. ``extensions=False`` raises UnsupportedOpError for every op that has
+    no standard NIR expression instead of writing it as an extension node.
+    """
+    nir = _nir()
+    path = Path(path)
+    if path.is_dir():
+        raise SpikedeployError(f"cannot write NIR file {path}: it is an existing directory")
+    g = build_nir_graph(graph, encoding=encoding, extensions=extensions)
+    buf = io.BytesIO()
+    nir.write(buf, g)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NirArtifact:
+    """A loaded NIR file: the NIR graph as read, and the exact IR graph rebuilt from it."""
+
+    path: Optional[Path]
+    nir_graph: object
+    graph: Graph
+    encoding: str
+
+
+def _record(meta, what: str) -> dict:
+    raw = (meta or {}).get(META)
+    if raw is None:
+        raise SpikedeployError(f"{what} has no '{META}' metadata (not written by spikedeploy)")
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8")
+    try:
+        return json.loads(raw)
+    except (TypeError, ValueError) as e:
+        raise SpikedeployError(f"{what}: unreadable '{META}' metadata: {e}") from None
+
+
+def to_ir(nir_graph) -> Graph:
+    """Rebuild the exact IR graph from a NIR graph written by :func:`export` (same ops, float64
+    parameters, node names and order). Raises SpikedeployError for graphs without spikedeploy
+    metadata."""
+    g = _record(nir_graph.metadata, "NIR graph")
+    if g.get("format") != FORMAT:
+        raise SpikedeployError(f"unsupported spikedeploy NIR format {g.get('format')!r} (expected {FORMAT})")
+    op_types = {t.__name__: t for t in RULES}
+    inputs = tuple(TensorSpec(name, tuple(int(s) for s in shape)) for name, shape in g["inputs"])
+    nodes = []
+    for name in g["nodes"]:
+        key = nir_name(name)
+        if key not in nir_graph.nodes:
+            raise SpikedeployError(f"NIR graph lacks node {key!r} listed in its metadata")
+        nn_ = nir_graph.nodes[key]
+        rec = _record(nn_.metadata, f"NIR node {key!r}")
+        cls = op_types.get(rec.get("op"))
+        if cls is None:
+            raise SpikedeployError(f"NIR node {key!r}: unknown IR op {rec.get('op')!r}")
+        kwargs = {k: _tuplify(v) for k, v in rec["params"].items()}
+        stored = (nn_.metadata or {}).get(META_ARRAYS, {})
+        for field_name, where in rec["arrays"].items():
+            if where == "meta":
+                if field_name not in stored:
+                    raise SpikedeployError(f"NIR node {key!r}: array {field_name!r} missing from metadata")
+                arr = stored[field_name]
+            elif where.startswith("node:"):
+                arr = getattr(nn_, where[5:])
+            else:
+                raise SpikedeployError(f"NIR node {key!r}: bad array location {where!r}")
+            kwargs[field_name] = O.as_param(np.asarray(arr, dtype=np.float64))
+        try:
+            op = cls(**kwargs)
+        except (TypeError, ValueError) as e:
+            raise SpikedeployError(f"NIR node {key!r}: cannot rebuild {cls.__name__}: {e}") from None
+        nodes.append(Node(name, op, tuple(rec["inputs"]), source=rec.get("source", "")))
+    meta = tuple(sorted((k, v) for k, v in g.get("graph_meta", [])))
+    graph = Graph(inputs=inputs, nodes=tuple(nodes), outputs=tuple(g["outputs"]), meta=meta)
+    validate(graph)
+    return graph
+
+
+def load(path) -> NirArtifact:
+    """Read a NIR file written by :func:`export` and rebuild its IR graph."""
+    nir = _nir()
+    path = Path(path)
+    if not path.exists():
+        raise SpikedeployError(f"NIR file {path} does not exist")
+    if not path.is_file():
+        raise SpikedeployError(f"NIR file {path} is not a file")
+    try:
+        ng = nir.read(path, type_check=False)
+    except Exception as e:  # h5py raises OSError/KeyError/ValueError... for damaged files
+        raise SpikedeployError(f"cannot read NIR file {path}: {type(e).__name__}: {e}") from None
+    try:
+        graph = to_ir(ng)
+        encoding = _record(ng.metadata, "NIR graph")["encoding"]
+    except SpikedeployError as e:
+        raise SpikedeployError(f"NIR file {path}: {e}") from None
+    except Exception as e:
+        raise SpikedeployError(f"NIR file {path}: cannot rebuild the IR graph: {type(e).__name__}: {e}") from None
+    return NirArtifact(path=path, nir_graph=ng, graph=graph, encoding=encoding)
