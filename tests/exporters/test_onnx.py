@@ -325,3 +325,24 @@ def test_sanitize_unique_names():
     meta = E.read_metadata(model)
     assert len(set(meta["neurons"].values())) == 2
     assert json.loads(json.dumps(meta)) == meta
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "half_up"])
+def test_rounding_at_exact_half_boundaries(rounding, tmp_path):
+    """Membranes exactly at k + 0.5: ONNX Round (half to even) vs Floor(c + 0.5) (half up) must
+    follow the reference; random inputs never hit a boundary exactly, so this is checked here."""
+    vals = torch.tensor([-0.5, 0.0, 0.5, 1.5, 2.5, 3.5, 4.5, 7.5], dtype=torch.float64)
+    x = vals.repeat(2, 2, 1)  # [T=2, B=2, 8]
+    g = Graph(
+        inputs=(TensorSpec("x", (8,)),),
+        nodes=(
+            Node("stateless", O.IntegerLIF(d=4, norm=4.0, rounding=rounding), ("x",)),
+            Node("leaky", O.IntegerLIF(d=4, norm=1.0, leak=0.0, rounding=rounding), ("x",)),
+            Node("sum", O.Add(), ("stateless", "leaky")),
+        ),
+        outputs=("sum",),
+    )
+    got, ref = _check_exact(g, x, tmp_path / "r.onnx")
+    expected = [0, 0, 0, 2, 2, 4, 4, 4] if rounding == "half_even" else [0, 0, 1, 2, 3, 4, 4, 4]
+    assert got.spike_counts["stateless"][0, 0].tolist() == expected
+    assert got.spike_counts["leaky"][1, 0].tolist() == expected  # (m - q) * 0 + x = x at t = 1
