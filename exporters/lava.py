@@ -1,0 +1,694 @@
+"""Lava target: compile a lowered IR graph into a Lava process-graph bundle.
+
+The bundle is pure data (``graph.json`` + ``arrays.npz``, no pickle) that
+:mod:`spikedeploy.runtimes.lava` turns into Lava processes and runs in the CPU simulator
+(``Loihi2SimCfg``). It can be re-loaded with :func:`load` without any PyTorch model code.
+
+Time
+----
+One Lava time step is one spike *sub-step*. Every device value is a *stream*: macro-step ``m``
+occupies the Lava steps ``start + m * period ... start + m * period + length - 1``. A binary spike
+stream has ``length = D`` (q unit spikes in the first q sub-steps), a graded one ``length = 1``
+(one event carrying q). ``period`` is the largest window of the graph (1 in graded mode), so
+consecutive macro-steps are pipelined. A batch is streamed: sample ``b`` occupies macro-steps
+``b * T ... b * T + T - 1`` and neuron state is reset at every sample boundary.
+
+Process graph (what runs where)
+-------------------------------
+* **Host**: every op that does not depend on any neuron (the first layer on real-valued pixels,
+  e.g. the stem convolution) runs on the host (the reference executor, float64) and is injected
+  with a standard Lava ``RingBuffer`` source as a real-valued graded event.
+* **Synapses** (``Conv2d``, ``Conv1d``, ``Linear``, ``AvgPool2d``, ``MeanReduce``, and ``Scale``/
+  ``BatchNorm`` when they act on a device value) are unrolled into sparse matrices and run as
+  standard Lava ``Sparse`` processes (``num_message_bits = 0`` on binary spikes, 24 on graded or
+  real-valued input). Unrolling avoids Lava ``Conv``'s flipped kernel and (X, Y, C) layout. Routing
+  ops (``Reshape``, ``Permute``, ``Concat``) cost nothing: they only permute the columns of the
+  consuming synapse (or, before a non-synaptic consumer, become a gather ``Sparse``). Lava's
+  ``Sparse`` has no bias: biases are carried forward as a per-macro-step offset.
+* **Graded accumulators** (residual ``Add``, ``AddConstant``, the bias/offset of synapses, BN
+  shift): folded into the input stage of the consuming process. A Lava ``InPort`` sums all its
+  incoming connections, so ``Add(a, b)`` is two (delay-balanced) connections into the consumer;
+  constants are summed into the consuming neuron's ``bias`` (added once per macro-step) or the
+  output ``Readout``'s offset.
+* **Own processes** (:mod:`spikedeploy.runtimes.lava_procs`): ``IntegerNeuron`` (integer LIF
+  family, DI-LIF, binary LIF; integrates its whole input window, fires once per macro-step),
+  ``SpikeAttention`` (kv memory from co-occurring k/v unit spikes, q spikes read rows), ``Delay``
+  (path balancing) and ``Readout`` (graph outputs).
+
+Delays
+------
+Each ``Sparse`` adds one step (it sends at step k what it received at k - 1); a neuron emits its
+output window starting in the step its input window completes; ``SpikeAttention`` reads q in a
+window that starts right after the k/v window. The compiler propagates the start step of every
+stream through the graph; wherever several streams meet in one port (residual adds, k and v of
+an attention) it aligns them to the latest one by inserting ``Delay`` processes (shared as a
+chain per stream: a stream needed with delays 3 and 7 gets ``Delay(3) -> Delay(4)``). The neuron
+table records at which Lava step each neuron's macro-step result is final.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from spikedeploy.errors import SpikedeployError
+from spikedeploy.fsutil import atomic_directory
+from spikedeploy.ir import ops as O
+from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate
+from spikedeploy.targets import unsupported
+
+__all__ = ["ENCODINGS", "RULES", "FORMAT", "VERSION", "LavaBundle", "compile_graph", "export", "load"]
+
+TARGET = "lava"
+ENCODINGS = ("binary", "graded")
+FORMAT = "spikedeploy-lava-bundle"
+VERSION = 1
+#: payload width of graded messages (Loihi 2 graded spikes carry up to 24 bits)
+GRADED_BITS = 24
+GRAPH_FILE = "graph.json"
+ARRAYS_FILE = "arrays.npz"
+
+
+# ---------------------------------------------------------------------------------------------
+# compiler data model
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stream:
+    """An output port of a process and the timing of its data (macro-step 0)."""
+
+    proc: str
+    port: str
+    size: int
+    start: int
+    length: int
+    msg: str  #: "binary" (unit spikes), "graded" (spike counts), "real" (real-valued partial sums)
+    host: Optional[str] = None  #: host value injected on demand (start chosen when connected)
+
+
+@dataclass
+class Term:
+    """A stream contributing to a value: ``value.flat[i] += stream[origin.flat[i]]`` (-1: none)."""
+
+    stream: Stream
+    origin: np.ndarray
+
+
+@dataclass
+class Val:
+    """A value during compilation: on the host, or a sum of streams plus a constant offset added
+    once per macro-step (``offset``, None = 0). ``spike``: a pure spike value."""
+
+    shape: Tuple[int, ...]
+    host: bool
+    terms: List[Term] = field(default_factory=list)
+    offset: Optional[np.ndarray] = None
+    spike: bool = False
+
+    @property
+    def size(self) -> int:
+        return int(math.prod(self.shape))
+
+
+def _arange(shape) -> np.ndarray:
+    return np.arange(int(math.prod(shape)), dtype=np.int64).reshape(shape)
+
+
+def _is_identity(term: Term, size: int) -> bool:
+    return term.stream.size == size and term.origin.size == size and bool(
+        np.array_equal(term.origin.ravel(), np.arange(size))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# linear maps as sparse matrices (row-major flattened per-step tensors)
+# ---------------------------------------------------------------------------------------------
+
+
+def conv_matrix(weight, in_shape, stride, padding, dilation, groups) -> sp.csr_matrix:
+    """The 2-D convolution (torch's cross-correlation, zero padding) as a sparse matrix of shape
+    ``[C_out*H_out*W_out, C_in*H*W]``; zero weights are dropped (real fan-out only)."""
+    weight = np.asarray(weight, dtype=np.float64)
+    co, cig, kh, kw = weight.shape
+    C, H, W = in_shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    cog = co // groups
+    o = np.arange(co)[:, None, None, None]
+    c = (o // cog) * cig + np.arange(cig)[None, :, None, None]
+    i = np.arange(Ho)[None, None, :, None]
+    j = np.arange(Wo)[None, None, None, :]
+    full = (co, cig, Ho, Wo)
+    rows, cols, vals = [], [], []
+    for u in range(kh):
+        for v in range(kw):
+            y = i * sh - ph + u * dh
+            x = j * sw - pw + v * dw
+            w = np.broadcast_to(weight[:, :, u, v][:, :, None, None], full)
+            mask = np.broadcast_to((y >= 0) & (y < H) & (x >= 0) & (x < W), full) & (w != 0)
+            rows.append(np.broadcast_to((o * Ho + i) * Wo + j, full)[mask])
+            cols.append(np.broadcast_to((c * H + y) * W + x, full)[mask])
+            vals.append(w[mask])
+    shape = (co * Ho * Wo, C * H * W)
+    return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+
+
+def _bias_array(bias, shape) -> Optional[np.ndarray]:
+    """A channel bias (axis 0) broadcast to the per-step ``shape``."""
+    if bias is None:
+        return None
+    b = np.asarray(bias, dtype=np.float64).reshape((-1,) + (1,) * (len(shape) - 1))
+    return np.broadcast_to(b, shape).astype(np.float64)
+
+
+def linear_map(op, in_shape, out_shape) -> Tuple[sp.csr_matrix, Optional[np.ndarray]]:
+    """Matrix ``M`` and per-step bias of a linear/affine IR op: ``y = M @ x.flat + bias``."""
+    n_in = int(math.prod(in_shape))
+    if isinstance(op, O.Conv2d):
+        return conv_matrix(op.weight, in_shape, op.stride, op.padding, op.dilation, op.groups), _bias_array(op.bias, out_shape)
+    if isinstance(op, O.Conv1d):
+        w = np.asarray(op.weight)[:, :, None, :]
+        m = conv_matrix(w, (in_shape[0], 1, in_shape[1]), (1, op.stride), (0, op.padding), (1, op.dilation), op.groups)
+        return m, _bias_array(op.bias, out_shape)
+    if isinstance(op, O.AvgPool2d):
+        kh, kw = op.kernel
+        w = np.full((in_shape[0], 1, kh, kw), 1.0 / (kh * kw))
+        return conv_matrix(w, in_shape, op.stride, op.padding, (1, 1), in_shape[0]), None
+    if isinstance(op, O.Linear):
+        prefix = int(math.prod(in_shape[:-1]))
+        m = sp.kron(sp.identity(prefix, format="csr"), sp.csr_matrix(np.asarray(op.weight)), format="csr")
+        b = None if op.bias is None else np.broadcast_to(np.asarray(op.bias), out_shape).astype(np.float64)
+        return m, b
+    if isinstance(op, O.MeanReduce):
+        idx = np.indices(in_shape)
+        kept = [a for a in range(len(in_shape)) if a not in op.axes]
+        count = int(math.prod(in_shape[a] for a in op.axes))
+        if kept:
+            rows = np.ravel_multi_index(tuple(idx[a] for a in kept), tuple(in_shape[a] for a in kept)).ravel()
+        else:
+            rows = np.zeros(n_in, dtype=np.int64)
+        n_out = int(math.prod(out_shape))
+        return sp.csr_matrix((np.full(n_in, 1.0 / count), (rows, np.arange(n_in))), shape=(n_out, n_in)), None
+    if isinstance(op, O.Scale):
+        return sp.identity(n_in, format="csr") * float(op.factor), None
+    if isinstance(op, O.BatchNorm):
+        a, b = op.scale_shift()
+        return sp.diags(_bias_array(a, in_shape).ravel(), format="csr"), _bias_array(b, in_shape)
+    raise TypeError(f"no linear map for {op.kind}")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiler
+# ---------------------------------------------------------------------------------------------
+
+
+class Compiler:
+    """Turns a lowered IR graph into a process-graph description (pure data)."""
+
+    def __init__(self, graph: Graph, encoding: str):
+        self.graph, self.encoding = graph, encoding
+        self.shapes = validate(graph)
+        windows = [n.op.window for n in graph.neurons()]
+        self.period = max(windows) if (encoding == "binary" and windows) else 1
+        self.procs: List[dict] = []
+        self.proc_index: Dict[str, dict] = {}
+        self.connections: List[dict] = []
+        self.arrays: Dict[str, np.ndarray] = {}
+        self.delays: Dict[Tuple[str, str], Dict[int, Stream]] = {}
+        self.host_sources: Dict[Tuple[str, int], Stream] = {}
+        self.host_nodes: List[Node] = []
+        self.host_values: set = set()
+        self.neurons: Dict[str, dict] = {}
+        self.outputs: List[dict] = []
+        self.node: Optional[Node] = None
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    def array(self, data: np.ndarray) -> str:
+        key = f"a{len(self.arrays)}"
+        self.arrays[key] = np.ascontiguousarray(data)
+        return key
+
+    def add_proc(self, kind: str, base: str, **params) -> str:
+        name, k = f"{kind}:{base}", 1
+        while name in self.proc_index:
+            name, k = f"{kind}:{base}#{k}", k + 1
+        rec = {"name": name, "type": kind, **params}
+        self.procs.append(rec)
+        self.proc_index[name] = rec
+        return name
+
+    def connect(self, src: Stream, dst: str, port: str) -> None:
+        conn = {"src": src.proc, "src_port": src.port, "dst": dst, "dst_port": port}
+        if conn in self.connections:
+            raise unsupported(TARGET, self.node, f"{src.proc} would connect twice to {dst}.{port} "
+                              "(the same value summed with itself)")
+        self.connections.append(conn)
+
+    def sparse(self, base: str, weights: sp.csr_matrix, msg_in: Sequence[str], node: str) -> str:
+        w = sp.csr_matrix(weights)
+        w.eliminate_zeros()
+        w.sort_indices()
+        return self.add_proc(
+            "sparse", base, node=node, shape=[int(w.shape[0]), int(w.shape[1])], nnz=int(w.nnz),
+            num_message_bits=0 if all(m == "binary" for m in msg_in) else GRADED_BITS,
+            data=self.array(w.data.astype(np.float64)), indices=self.array(w.indices.astype(np.int64)),
+            indptr=self.array(w.indptr.astype(np.int64)),
+        )
+
+    # -- streams -----------------------------------------------------------------------------
+    def host_stream(self, value: str, size: int, start: int) -> Stream:
+        key = (value, start)
+        if key not in self.host_sources:
+            name = self.add_proc("source", value, value=value, size=size, start=start)
+            self.host_sources[key] = Stream(name, "s_out", size, start, 1, "real")
+        return self.host_sources[key]
+
+    def delayed(self, s: Stream, d: int) -> Stream:
+        """``s`` delayed by ``d`` steps, reusing (chaining) existing delay lines of ``s``."""
+        if d == 0:
+            return s
+        chain = self.delays.setdefault((s.proc, s.port), {0: s})
+        if d in chain:
+            return chain[d]
+        base = max(k for k in chain if k < d)
+        src = chain[base]
+        name = self.add_proc("delay", f"{s.proc}+{d}", size=s.size, delay=d - base)
+        self.connect(src, name, "a_in")
+        chain[d] = Stream(name, "a_out", s.size, s.start + d, s.length, s.msg)
+        return chain[d]
+
+    def gather(self, term: Term, base: str) -> Stream:
+        """Materialize a routed term (non-identity origin) with a 0/1 gather ``Sparse``."""
+        n = term.origin.size
+        rows = np.flatnonzero(term.origin.ravel() >= 0)
+        cols = term.origin.ravel()[rows]
+        g = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, term.stream.size))
+        name = self.sparse(f"{base}.gather", g, [term.stream.msg], self.node.name)
+        self.connect_streams([[term.stream]], [(name, "s_in")])
+        msg = "binary" if term.stream.msg == "binary" else "real"
+        return Stream(name, "a_out", n, term.stream.start + 1, term.stream.length, msg)
+
+    def streams_of(self, val: Val, base: str) -> List[Stream]:
+        """The streams that, summed element-wise in one port, give ``val`` (minus its offset)."""
+        out = []
+        for t in val.terms:
+            out.append(t.stream if _is_identity(t, val.size) else self.gather(t, base))
+        return out
+
+    def connect_streams(self, groups: List[List[Stream]], ports: List[Tuple[str, str]],
+                        min_start: int = 1) -> Tuple[int, int]:
+        """Connect each group of streams to its port, all aligned to a common start step (the
+        latest stream's start, at least ``min_start``): earlier streams go through ``Delay``
+        lines, host streams are injected at that step. Returns (start, window length)."""
+        fixed = [s.start for g in groups for s in g if s.host is None]
+        start = max(fixed + [min_start])
+        length = 1
+        for group, (dst, port) in zip(groups, ports):
+            for s in group:
+                src = self.host_stream(s.host, s.size, start) if s.host is not None else self.delayed(s, start - s.start)
+                self.connect(src, dst, port)
+                length = max(length, s.length)
+        return start, length
+
+    # -- values ------------------------------------------------------------------------------
+    def host_val(self, name: str) -> Val:
+        shape = self.shapes[name]
+        size = int(math.prod(shape))
+        stream = Stream(f"host:{name}", "s_out", size, 0, 1, "real", host=name)
+        self.host_values.add(name)
+        return Val(shape, False, [Term(stream, _arange(shape))], None, False)
+
+    def device(self, v: Val, name: str) -> Val:
+        return self.host_val(name) if v.host else v
+
+    def apply_linear(self, node: Node, x: Val, m: sp.csr_matrix, bias, out_shape) -> Val:
+        """A synapse: ``y = M x + bias``, one ``Sparse`` for the aligned identity terms of ``x``
+        and one per routed term (its routing folded into the matrix columns)."""
+        n_out = int(math.prod(out_shape))
+        offset = None
+        if x.offset is not None:
+            offset = (m @ x.offset.ravel()).reshape(out_shape)
+        if bias is not None:
+            offset = bias.copy() if offset is None else offset + bias
+        groups: List[Tuple[sp.csr_matrix, List[Stream]]] = []
+        ident = [t.stream for t in x.terms if _is_identity(t, x.size)]
+        if ident:
+            groups.append((m, ident))
+        for t in x.terms:
+            if _is_identity(t, x.size):
+                continue
+            rows = np.flatnonzero(t.origin.ravel() >= 0)
+            g = sp.csr_matrix((np.ones(rows.size), (rows, t.origin.ravel()[rows])), shape=(x.size, t.stream.size))
+            groups.append((sp.csr_matrix(m @ g), [t.stream]))
+        terms = []
+        for w, streams in groups:
+            name = self.sparse(node.name, w, [s.msg for s in streams], node.name)
+            start, length = self.connect_streams([streams], [(name, "s_in")])
+            terms.append(Term(Stream(name, "a_out", n_out, start + 1, length, "real"), _arange(out_shape)))
+        return Val(tuple(out_shape), False, terms, offset, False)
+
+
+# ---------------------------------------------------------------------------------------------
+# rules: IR op class -> function(compiler, node, input values) -> output value
+# ---------------------------------------------------------------------------------------------
+
+
+def _neuron_params(op) -> dict:
+    if isinstance(op, O.IntegerLIF):
+        leak = list(op.leak) if isinstance(op.leak, tuple) else op.leak
+        return {"kind": "integer_lif", "d": int(op.d), "leak": leak, "reset_norm": float(op.reset_norm),
+                "rounding": op.rounding, "label": op.label}
+    if isinstance(op, O.DynamicIntegerLIF):
+        return {"kind": "dynamic_integer_lif", "d_init": int(op.d_init), "gate_w": float(op.gate_w),
+                "gate_b": float(op.gate_b), "leak": op.leak, "rounding": op.rounding, "label": op.label}
+    return {"kind": "binary_lif", "beta": float(op.beta), "threshold": float(op.threshold), "label": op.label}
+
+
+def neuron_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    op = node.op
+    if op.encoding != c.encoding:
+        raise unsupported(TARGET, node, f"neuron is not lowered to {c.encoding!r} spikes "
+                          f"(encoding {op.encoding!r}); run ExpandSpikes first")
+    x = c.device(ins[0], node.inputs[0])
+    shape = c.shapes[node.name]
+    size = int(math.prod(shape))
+    bias = np.zeros(size) if x.offset is None else x.offset.ravel().astype(np.float64)
+    window = int(op.window) if c.encoding == "binary" else 1
+    name = c.add_proc("neuron", node.name, node=node.name, size=size, shape=list(shape),
+                      neuron=_neuron_params(op), encoding=c.encoding, window=window, bias=c.array(bias))
+    start, length = c.connect_streams([c.streams_of(x, node.name)], [(name, "a_in")])
+    fire = start + length - 1
+    c.proc_index[name].update(in_start=start, in_len=length, out_start=fire)
+    c.neurons[node.name] = {"proc": name, "shape": list(shape), "label": op.label, "window": window,
+                            "in_start": start, "in_len": length, "final_step": fire}
+    out = Stream(name, "s_out", size, fire, window, c.encoding)
+    return Val(shape, False, [Term(out, _arange(shape))], None, True)
+
+
+def synapse_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    x = c.device(ins[0], node.inputs[0])
+    m, bias = linear_map(node.op, x.shape, c.shapes[node.name])
+    return c.apply_linear(node, x, m, bias, c.shapes[node.name])
+
+
+def add_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    a, b = (c.device(v, i) for v, i in zip(ins, node.inputs))
+    offs = [v.offset for v in (a, b) if v.offset is not None]
+    offset = None if not offs else sum(offs[1:], offs[0].copy())
+    return Val(a.shape, False, a.terms + b.terms, offset, False)
+
+
+def add_constant_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    x = c.device(ins[0], node.inputs[0])
+    value = np.broadcast_to(np.asarray(node.op.value, dtype=np.float64), x.shape)
+    offset = value.copy() if x.offset is None else x.offset + value
+    return Val(x.shape, False, list(x.terms), offset, False)
+
+
+def _route(x: Val, fn: Callable[[np.ndarray], np.ndarray], shape) -> Val:
+    terms = [Term(t.stream, fn(t.origin)) for t in x.terms]
+    offset = None if x.offset is None else fn(x.offset)
+    return Val(tuple(shape), False, terms, offset, x.spike)
+
+
+def reshape_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    x = c.device(ins[0], node.inputs[0])
+    return _route(x, lambda a: a.reshape(node.op.shape), node.op.shape)
+
+
+def permute_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    x = c.device(ins[0], node.inputs[0])
+    return _route(x, lambda a: np.ascontiguousarray(np.transpose(a, node.op.perm)), c.shapes[node.name])
+
+
+def concat_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    xs = [c.device(v, i) for v, i in zip(ins, node.inputs)]
+    axis = node.op.axis
+    terms, offsets = [], []
+    for k, x in enumerate(xs):
+        for t in x.terms:
+            parts = [t.origin if j == k else np.full(y.shape, -1, dtype=np.int64) for j, y in enumerate(xs)]
+            terms.append(Term(t.stream, np.concatenate(parts, axis=axis)))
+        offsets.append(np.zeros(x.shape) if x.offset is None else x.offset)
+    offset = None if all(x.offset is None for x in xs) else np.concatenate(offsets, axis=axis)
+    return Val(c.shapes[node.name], False, terms, offset, all(x.spike for x in xs))
+
+
+def attention_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    op = node.op
+    if not all(v.spike for v in ins):
+        raise unsupported(TARGET, node, "spike attention needs spike inputs q, k, v (lower the graph; "
+                          "real-valued attention has no spike-driven form)")
+    q, k, v = ins
+    (C, N), (Cv, _) = q.shape, v.shape
+    name = c.add_proc("attention", node.name, node=node.name, channels=C, v_channels=Cv, tokens=N,
+                      heads=int(op.num_heads), scale=float(op.scale))
+    kv_start, kv_len = c.connect_streams(
+        [c.streams_of(k, node.name + ".k"), c.streams_of(v, node.name + ".v")],
+        [(name, "k_in"), (name, "v_in")])
+    q_start, q_len = c.connect_streams([c.streams_of(q, node.name + ".q")], [(name, "q_in")],
+                                       min_start=kv_start + kv_len)
+    c.proc_index[name].update(kv_start=kv_start, kv_len=kv_len, q_start=q_start, q_len=q_len)
+    shape = c.shapes[node.name]
+    out = Stream(name, "a_out", Cv * N, q_start, q_len, "real")
+    return Val(shape, False, [Term(out, _arange(shape))], None, False)
+
+
+RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
+    O.IntegerLIF: neuron_rule,
+    O.DynamicIntegerLIF: neuron_rule,
+    O.BinaryLIF: neuron_rule,
+    O.Conv2d: synapse_rule,
+    O.Conv1d: synapse_rule,
+    O.Linear: synapse_rule,
+    O.AvgPool2d: synapse_rule,
+    O.MeanReduce: synapse_rule,
+    O.Scale: synapse_rule,
+    O.BatchNorm: synapse_rule,
+    O.Add: add_rule,
+    O.AddConstant: add_constant_rule,
+    O.Reshape: reshape_rule,
+    O.Permute: permute_rule,
+    O.Concat: concat_rule,
+    O.SpikeLinearAttention: attention_rule,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# IR op (de)serialization for the host part (JSON + arrays, no pickle)
+# ---------------------------------------------------------------------------------------------
+
+
+def op_to_json(op: O.Op, array: Callable[[np.ndarray], str]) -> dict:
+    out = {}
+    for f in fields(op):
+        v = getattr(op, f.name)
+        if isinstance(v, np.ndarray):
+            out[f.name] = {"array": array(v)}
+        elif isinstance(v, tuple):
+            out[f.name] = {"tuple": list(v)}
+        elif isinstance(v, (np.integer,)):
+            out[f.name] = int(v)
+        elif isinstance(v, (np.floating,)):
+            out[f.name] = float(v)
+        else:
+            out[f.name] = v
+    return {"kind": op.kind, "fields": out}
+
+
+def op_from_json(d: dict, arrays: Dict[str, np.ndarray]) -> O.Op:
+    cls = getattr(O, d["kind"], None)
+    if not (isinstance(cls, type) and issubclass(cls, O.Op)):
+        raise SpikedeployError(f"Lava bundle: unknown IR op {d['kind']!r} in the host part")
+    kw = {}
+    for k, v in d["fields"].items():
+        if isinstance(v, dict) and "array" in v:
+            kw[k] = O.as_param(arrays[v["array"]])
+        elif isinstance(v, dict) and "tuple" in v:
+            kw[k] = tuple(v["tuple"])
+        else:
+            kw[k] = v
+    return cls(**kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# compile / export / load
+# ---------------------------------------------------------------------------------------------
+
+
+def _lowered(graph: Graph, encoding: str) -> Graph:
+    from spikedeploy.reference import graph_mode
+
+    if encoding not in ENCODINGS:
+        raise SpikedeployError(f"Lava target: unknown encoding {encoding!r}; expected one of {ENCODINGS}")
+    mode = graph_mode(graph)
+    if mode == "integer":
+        from spikedeploy.passes import ExpandSpikes
+
+        return ExpandSpikes(encoding).apply(graph)
+    if mode != encoding:
+        raise SpikedeployError(f"Lava target: the graph is lowered to {mode!r} spikes, not {encoding!r}")
+    return graph
+
+
+def compile_graph(graph: Graph, encoding: str) -> Tuple[dict, Dict[str, np.ndarray]]:
+    """Compile ``graph`` (integer graphs are lowered to ``encoding`` first) into the bundle's
+    description (JSON-serializable) and its arrays."""
+    graph = _lowered(graph, encoding)
+    c = Compiler(graph, encoding)
+    vals: Dict[str, Val] = {s.name: Val(tuple(s.shape), True) for s in graph.inputs}
+    for node in graph.nodes:
+        c.node = node
+        ins = [vals[i] for i in node.inputs]
+        if all(v.host for v in ins) and not node.op.is_neuron:
+            c.host_nodes.append(node)
+            vals[node.name] = Val(c.shapes[node.name], True)
+            continue
+        rule = RULES.get(type(node.op))
+        if rule is None:
+            raise unsupported(TARGET, node, "no Lava rule for this op")
+        vals[node.name] = rule(c, node, ins)
+    for o in graph.outputs:
+        v = vals[o]
+        if v.host:
+            c.host_values.add(o)
+            c.outputs.append({"name": o, "kind": "host", "value": o, "shape": list(v.shape)})
+            continue
+        c.node = Node(o, O.Scale(1.0), (o,))
+        offset = np.zeros(v.size) if v.offset is None else v.offset.ravel()
+        name = c.add_proc("readout", o, size=v.size, offset=c.array(offset.astype(np.float64)))
+        start, length = c.connect_streams([c.streams_of(v, o)], [(name, "a_in")])
+        c.proc_index[name].update(start=start, length=length)
+        c.outputs.append({"name": o, "kind": "readout", "proc": name, "shape": list(v.shape),
+                          "final_step": start + length - 1})
+    # last Lava step of macro-step 0 (every later macro-step ends `period` steps later)
+    ends = [1]
+    for p in c.procs:
+        if p["type"] == "neuron":
+            ends.append(p["out_start"] + p["window"] - 1)
+        elif p["type"] == "readout":
+            ends.append(p["start"] + p["length"] - 1)
+        elif p["type"] == "attention":
+            ends.append(p["q_start"] + p["q_len"] - 1)
+    host_nodes = []
+    for n in c.host_nodes:
+        host_nodes.append({"name": n.name, "inputs": list(n.inputs), "source": n.source,
+                           "op": op_to_json(n.op, c.array)})
+    counts: Dict[str, int] = {}
+    for p in c.procs:
+        counts[p["type"]] = counts.get(p["type"], 0) + 1
+    desc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "target": TARGET,
+        "encoding": encoding,
+        "period": c.period,
+        "end_step": max(ends),
+        "inputs": [{"name": s.name, "shape": list(s.shape)} for s in graph.inputs],
+        "host": {
+            "nodes": host_nodes,
+            "values": sorted(c.host_values),
+            "note": "ops that depend on no neuron (e.g. the first layer on real-valued pixels) run "
+                    "on the host (reference executor, float64) and are injected by RingBuffer sources",
+        },
+        "processes": c.procs,
+        "connections": c.connections,
+        "neurons": c.neurons,
+        "outputs": c.outputs,
+        "process_counts": counts,
+        "timing": {
+            "substep": "one Lava time step is one spike sub-step",
+            "stream": "macro-step m of a stream occupies Lava steps start + m*period ... + length - 1",
+            "neuron_final": "a neuron's q of macro-step m is final at Lava step final_step + m*period",
+            "batch": "sample b occupies macro-steps b*T ... b*T + T - 1; neuron state resets per sample",
+        },
+        "graph_meta": {k: v for k, v in graph.meta if isinstance(v, (str, int, float, bool, type(None)))},
+    }
+    return desc, c.arrays
+
+
+@dataclass(frozen=True)
+class LavaBundle:
+    """A loaded Lava bundle: the process-graph description and its arrays."""
+
+    path: Optional[Path]
+    description: dict
+    arrays: Dict[str, np.ndarray]
+
+    @property
+    def encoding(self) -> str:
+        return self.description["encoding"]
+
+    def array(self, key: str) -> np.ndarray:
+        if key not in self.arrays:
+            raise SpikedeployError(f"Lava bundle {self.path}: array {key!r} is missing from {ARRAYS_FILE}")
+        return self.arrays[key]
+
+    def host_graph(self) -> Graph:
+        """The host part as an IR graph (graph inputs -> every host value a device process needs)."""
+        d = self.description
+        nodes = tuple(
+            Node(n["name"], op_from_json(n["op"], self.arrays), tuple(n["inputs"]), n.get("source", ""))
+            for n in d["host"]["nodes"]
+        )
+        inputs = tuple(TensorSpec(i["name"], tuple(i["shape"])) for i in d["inputs"])
+        outputs = tuple(d["host"]["values"]) or (inputs[0].name,)
+        return Graph(inputs=inputs, nodes=nodes, outputs=outputs)
+
+
+def export(graph: Graph, path, *, encoding: str, overwrite: bool = False) -> Path:
+    """Compile ``graph`` for Lava and write the bundle directory ``path`` (``graph.json`` +
+    ``arrays.npz``) atomically. Raises ``UnsupportedOpError`` for an op Lava cannot express."""
+    desc, arrays = compile_graph(graph, encoding)
+    path = Path(path)
+    with atomic_directory(path, overwrite=overwrite) as tmp:
+        (tmp / GRAPH_FILE).write_text(json.dumps(desc, indent=1), encoding="utf-8")
+        np.savez(tmp / ARRAYS_FILE, **arrays)
+    return path
+
+
+def load(path) -> LavaBundle:
+    """Re-load a bundle written by :func:`export` (no PyTorch model code needed)."""
+    path = Path(path)
+    if not path.exists():
+        raise SpikedeployError(f"no Lava bundle at {path}")
+    if not path.is_dir():
+        raise SpikedeployError(f"{path} is not a Lava bundle (expected a directory with {GRAPH_FILE})")
+    gfile, afile = path / GRAPH_FILE, path / ARRAYS_FILE
+    for f in (gfile, afile):
+        if not f.is_file():
+            raise SpikedeployError(f"Lava bundle {path} is incomplete: {f.name} is missing")
+    try:
+        desc = json.loads(gfile.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise SpikedeployError(f"Lava bundle {path}: {GRAPH_FILE} is corrupt ({e})") from None
+    if not isinstance(desc, dict) or desc.get("format") != FORMAT:
+        raise SpikedeployError(f"Lava bundle {path}: {GRAPH_FILE} is not a spikedeploy Lava bundle")
+    if desc.get("version") != VERSION:
+        raise SpikedeployError(f"Lava bundle {path}: format version {desc.get('version')!r} is not "
+                               f"supported (this spikedeploy reads version {VERSION})")
+    missing = [k for k in ("encoding", "period", "end_step", "inputs", "host", "processes",
+                           "connections", "neurons", "outputs") if k not in desc]
+    if missing:
+        raise SpikedeployError(f"Lava bundle {path}: {GRAPH_FILE} lacks {', '.join(missing)}")
+    try:
+        with np.load(afile, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise SpikedeployError(f"Lava bundle {path}: {ARRAYS_FILE} is corrupt ({e})") from None
+    bundle = LavaBundle(path=path, description=desc, arrays=arrays)
+    for p in desc["processes"]:
+        for k in ("data", "indices", "indptr", "bias", "offset"):
+            if k in p:
+                bundle.array(p[k])
+    return bundle

@@ -1,0 +1,232 @@
+"""Lava runtime: build the processes of a Lava bundle and run them in Lava's CPU simulator.
+
+``run(bundle, x)`` (x: ``[T, B, *s]``):
+
+1. the host part of the bundle (ops that depend on no neuron, e.g. the stem convolution on pixels)
+   runs in the reference executor (float64) for the whole batch; its values are injected by
+   standard Lava ``RingBuffer`` sources, one real-valued event per macro-step;
+2. the batch is *streamed*: sample b occupies macro-steps ``b*T ... b*T + T - 1`` of one Lava run
+   (neuron state resets at each sample boundary), so the whole batch is a single compile + run;
+3. ``Loihi2SimCfg(select_tag="floating_pt")`` runs ``end_step + (B*T - 1) * period`` steps; every
+   process's model is given explicitly (``exception_proc_model_map``), so Lava does not search
+   the file system for process models;
+4. spike counts q per macro-step are read from each ``IntegerNeuron``'s ``q_rec`` Var (it counts
+   the spikes it actually emitted), graph outputs from the ``Readout`` processes; the runtime is
+   always stopped, also on errors.
+
+Only ``floating_pt`` is implemented (see the module's ``run`` docstring for fixed_pt).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from spikedeploy.errors import ConfigError, SpikedeployError
+from spikedeploy.targets import TargetRun
+
+__all__ = ["run", "build", "SELECT_TAGS"]
+
+SELECT_TAGS = ("floating_pt",)
+
+
+def _bundle(b):
+    from spikedeploy.exporters.lava import LavaBundle, load
+
+    if isinstance(b, LavaBundle):
+        return b
+    if isinstance(b, (str, Path)):
+        return load(b)
+    raise SpikedeployError(f"Lava runtime: expected a LavaBundle or a bundle path, got {type(b).__name__}")
+
+
+def _inputs(bundle, x) -> Dict[str, torch.Tensor]:
+    specs = bundle.description["inputs"]
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        if len(specs) != 1:
+            raise SpikedeployError(f"bundle has {len(specs)} inputs; pass a dict by input name")
+        x = {specs[0]["name"]: x}
+    out = {}
+    for s in specs:
+        if s["name"] not in x:
+            raise SpikedeployError(f"missing input {s['name']!r}")
+        t = torch.as_tensor(x[s["name"]]).to(torch.float64)
+        if t.dim() != len(s["shape"]) + 2 or list(t.shape[2:]) != list(s["shape"]):
+            raise SpikedeployError(f"input {s['name']!r} must have shape [T, B, {', '.join(map(str, s['shape']))}], "
+                                   f"got {list(t.shape)}")
+        out[s["name"]] = t
+    shapes = {tuple(t.shape[:2]) for t in out.values()}
+    if len(shapes) != 1:
+        raise SpikedeployError(f"inputs disagree on [T, B]: {sorted(shapes)}")
+    return out
+
+
+def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int):
+    """Instantiate the Lava processes of ``bundle`` for ``B`` samples of ``T`` macro-steps.
+
+    ``host_values``: host value name -> array ``[T, B, *s]``. Returns ``(procs, model_map,
+    num_steps)`` with ``procs`` by process name."""
+    from spikedeploy.runtimes.lava_procs import ensure_lava
+
+    ensure_lava()
+    from lava.proc.io.source import PySendModelFloat, RingBuffer
+    from lava.proc.sparse.models import PySparseModelFloat
+    from lava.proc.sparse.process import Sparse
+
+    from spikedeploy.runtimes import lava_procs as LP
+
+    d = bundle.description
+    period, M = int(d["period"]), T * B
+    num_steps = int(d["end_step"]) + (M - 1) * period
+    procs, models = {}, {}
+    for p in d["processes"]:
+        kind, name = p["type"], p["name"]
+        if kind == "sparse":
+            w = sp.csr_matrix((bundle.array(p["data"]), bundle.array(p["indices"]), bundle.array(p["indptr"])),
+                              shape=tuple(p["shape"]))
+            proc = Sparse(weights=w, num_message_bits=int(p["num_message_bits"]), name=name)
+            models[proc] = PySparseModelFloat
+        elif kind == "source":
+            v = np.asarray(host_values[p["value"]], dtype=np.float64)  # [T, B, *s]
+            flat = v.transpose(1, 0, *range(2, v.ndim)).reshape(M, -1)  # macro-step m = b*T + t
+            data = np.zeros((int(p["size"]), num_steps))
+            cols = int(p["start"]) - 1 + period * np.arange(M)
+            data[:, cols] = flat.T
+            proc = RingBuffer(data=data)
+            models[proc] = PySendModelFloat
+        elif kind == "neuron":
+            neuron = dict(p["neuron"])
+            leak = neuron.get("leak")
+            if isinstance(leak, list) and len(leak) < T - 1:
+                raise SpikedeployError(f"neuron {p['node']!r} has {len(leak)} per-step leaks but the input has T={T} steps")
+            proc = LP.IntegerNeuron(size=int(p["size"]), bias=bundle.array(p["bias"]), neuron=neuron,
+                                    encoding=p["encoding"], window=int(p["window"]), in_start=int(p["in_start"]),
+                                    in_len=int(p["in_len"]), period=period, num_macro=M, sample_steps=T, name=name)
+        elif kind == "delay":
+            proc = LP.Delay(size=int(p["size"]), delay=int(p["delay"]), name=name)
+        elif kind == "attention":
+            proc = LP.SpikeAttention(channels=int(p["channels"]), v_channels=int(p["v_channels"]),
+                                     tokens=int(p["tokens"]), heads=int(p["heads"]), scale=float(p["scale"]),
+                                     kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]), q_start=int(p["q_start"]),
+                                     q_len=int(p["q_len"]), period=period, num_macro=M, name=name)
+        elif kind == "readout":
+            proc = LP.Readout(size=int(p["size"]), offset=bundle.array(p["offset"]), start=int(p["start"]),
+                              length=int(p["length"]), period=period, num_macro=M, name=name)
+        else:
+            raise SpikedeployError(f"Lava bundle: unknown process type {kind!r} ({name})")
+        if proc not in models:
+            models[proc] = LP.MODELS[type(proc)]
+        procs[name] = proc
+    for cn in d["connections"]:
+        try:
+            src, dst = procs[cn["src"]], procs[cn["dst"]]
+        except KeyError as e:
+            raise SpikedeployError(f"Lava bundle: connection names an unknown process {e}") from None
+        getattr(src, cn["src_port"]).connect(getattr(dst, cn["dst_port"]))
+    return procs, models, num_steps
+
+
+def _components(desc) -> List[List[str]]:
+    """Connected components of the process graph (Lava runs one component per ``run`` call)."""
+    parent = {p["name"]: p["name"] for p in desc["processes"]}
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for c in desc["connections"]:
+        parent[find(c["src"])] = find(c["dst"])
+    groups: Dict[str, List[str]] = {}
+    for name in parent:
+        groups.setdefault(find(name), []).append(name)
+    return list(groups.values())
+
+
+def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -> TargetRun:
+    """Run a Lava bundle (or its path) on ``x`` ``[T, B, *s]`` in Lava's CPU simulator.
+
+    ``select_tag``: only ``"floating_pt"`` is implemented. A ``fixed_pt`` run needs fixed-point
+    models of the project's processes (24-bit state, integer q) and 8-bit-mantissa weights with
+    a per-``Sparse`` exponent, with the quantization error measured and reported.
+    """
+    if select_tag not in SELECT_TAGS:
+        raise ConfigError(f"Lava runtime: select_tag {select_tag!r} is not implemented; "
+                          f"supported: {', '.join(SELECT_TAGS)}")
+    from spikedeploy.reference import run as ref_run
+    from spikedeploy.runtimes.lava_procs import ensure_lava
+
+    run_configs, run_conditions = ensure_lava()
+    bundle = _bundle(bundle)
+    d = bundle.description
+    xs = _inputs(bundle, x)
+    T, B = next(iter(xs.values())).shape[:2]
+    t0 = time.perf_counter()
+    host_graph = bundle.host_graph()
+    host = ref_run(host_graph, xs, dtype=torch.float64)
+    host_values = {name: host.outputs[name].numpy() for name in d["host"]["values"]}
+    t_host = time.perf_counter() - t0
+
+    procs, models, num_steps = build(bundle, host_values, T=T, B=B)
+    t_build = time.perf_counter() - t0 - t_host
+    cfg = run_configs.Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=models)
+    comps = _components(d)
+    rec: Dict[str, np.ndarray] = {}
+    pair_events = {}
+    t_run = time.perf_counter()
+    from tqdm.auto import tqdm
+
+    for comp in tqdm(comps, desc="lava", disable=not progress, unit="component"):
+        first = procs[comp[0]]
+        try:
+            first.run(condition=run_conditions.RunSteps(num_steps=num_steps), run_cfg=cfg)
+            for name in comp:
+                p = procs[name]
+                if hasattr(p, "q_rec"):
+                    rec[name] = np.asarray(p.q_rec.get())
+                elif hasattr(p, "rec"):
+                    rec[name] = np.asarray(p.rec.get())
+                elif hasattr(p, "pair_events"):
+                    pair_events[name] = float(np.asarray(p.pair_events.get()).sum())
+        finally:
+            first.stop()
+    t_run = time.perf_counter() - t_run
+
+    def unstream(a: np.ndarray, shape) -> torch.Tensor:  # [B*T, n] -> [T, B, *shape]
+        a = a.reshape((B, T) + tuple(shape))
+        return torch.from_numpy(np.ascontiguousarray(np.swapaxes(a, 0, 1)))
+
+    spike_counts = {node: unstream(rec[info["proc"]], info["shape"]) for node, info in d["neurons"].items()}
+    outputs = {}
+    for o in d["outputs"]:
+        if o["kind"] == "host":
+            outputs[o["name"]] = host.outputs[o["value"]].clone()
+        else:
+            outputs[o["name"]] = unstream(rec[o["proc"]], o["shape"])
+    host_nodes = [n["name"] for n in d["host"]["nodes"]]
+    info = {
+        "select_tag": select_tag,
+        "time_steps": num_steps,
+        "period": int(d["period"]),
+        "macro_steps": T * B,
+        "processes": len(procs),
+        "process_counts": dict(d.get("process_counts", {})),
+        "connections": len(d["connections"]),
+        "components": len(comps),
+        "host_nodes": host_nodes,
+        "host": f"ran on the host (reference executor, float64): {', '.join(host_nodes) or 'nothing'}; "
+                f"injected values: {', '.join(d['host']['values'])}",
+        "batch": "streamed: sample b occupies macro-steps b*T .. b*T+T-1 of one Lava run",
+        "attention_pair_events": pair_events,
+        "wall_time_s": time.perf_counter() - t0,
+        "host_time_s": t_host,
+        "build_time_s": t_build,
+        "lava_time_s": t_run,
+    }
+    return TargetRun(target="lava", encoding=bundle.encoding, outputs=outputs, spike_counts=spike_counts, info=info)

@@ -1,0 +1,346 @@
+"""The project's own Lava processes (and their ``floating_pt`` process models).
+
+Lava has synapses (``Sparse``, ``Dense``, ``Conv``), I/O (``RingBuffer``) and binary LIF neurons, but
+no integer/burst neuron, no graded accumulator with a per-macro-step schedule and no spike-driven
+attention. These processes fill the gap; everything else in a spikedeploy Lava network is a
+standard Lava process.
+
+Time convention (shared with :mod:`spikedeploy.exporters.lava`): one Lava time step is one
+*sub-step*. Macro-step ``t`` (the model's time axis; with a batch streamed sample after sample,
+``t`` runs over ``B * T`` macro-steps) of a stream that starts at Lava step ``start`` with a window
+of ``length`` sub-steps occupies the Lava steps ``start + t * period ... start + t * period +
+length - 1`` (Lava counts steps from 1). All windows are at most ``period`` long, so the macro-steps
+of a stream never overlap.
+
+Processes
+---------
+``IntegerNeuron``
+    Integrates every sub-step of its input window (all incoming connections are summed by the
+    ``a_in`` port), adds its ``bias`` once per macro-step, runs the neuron dynamics of
+    :mod:`spikedeploy.neurons` on the accumulated current (leak and reset once per macro-step, state
+    reset at every sample boundary) and, starting in the same Lava step, emits q unit spikes in the
+    first q sub-steps of its output window (``binary``) or one graded event carrying q (``graded``).
+    It records the spikes it emitted per macro-step in the Var ``q_rec`` (``[macro, n]``).
+``Delay``
+    A delay line of ``delay`` steps (a ring buffer); used by the compiler to balance paths.
+``SpikeAttention``
+    Spike-driven linear attention: within the k/v window every pair of a k unit spike and a v unit
+    spike on the same token increments one memory cell ``kv[h, c, c']`` (graded events carry
+    counts, and the pair count is their product); at the end of the window the memory is frozen for
+    the q window, in which each q spike reads its row: ``out = scale * q_j @ kv`` (sent in the same
+    step, as a real-valued graded event).
+``Readout``
+    A graded accumulator at a graph output: integrates its window, adds its constant ``offset``
+    once per macro-step and records the value per macro-step in ``rec``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import multiprocessing
+import sys
+
+
+def ensure_lava():
+    """``spikedeploy.lava_compat.import_lava()``, tolerating a start method already set to 'fork'.
+
+    Lava's runtime calls ``multiprocessing.set_start_method('fork')`` when first imported, which
+    raises if anything fixed the start method before, even to 'fork' itself; tqdm does exactly
+    that when its first progress bar creates a multiprocessing lock (e.g. torch.fx's interpreter
+    during capture). When the method is already 'fork', Lava's call changes nothing, so the
+    already-fixed context is released for that one call. Any other method still raises
+    lava_compat's clear error."""
+    from spikedeploy.lava_compat import _LAVA_MULTIPROCESSING, import_lava
+
+    if _LAVA_MULTIPROCESSING not in sys.modules and multiprocessing.get_start_method(allow_none=True) == "fork":
+        ctx = multiprocessing.context._default_context
+        ctx._actual_context = None
+        try:
+            return import_lava()
+        finally:
+            if ctx._actual_context is None:  # Lava's import failed before setting it again
+                ctx._actual_context = ctx.get_context("fork")
+    return import_lava()
+
+
+ensure_lava()
+
+from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
+from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
+from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
+from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
+from lava.magma.core.process.process import AbstractProcess  # noqa: E402
+from lava.magma.core.process.variable import Var  # noqa: E402
+from lava.magma.core.resources import CPU  # noqa: E402
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
+
+__all__ = ["IntegerNeuron", "Delay", "SpikeAttention", "Readout", "MODELS", "neuron_step"]
+
+
+def _window(step: int, start: int, length: int, period: int, num_macro: int):
+    """(macro-step, sub-step) of Lava step ``step`` in a stream, or None outside its windows."""
+    rel = step - start
+    if rel < 0:
+        return None
+    t, j = divmod(rel, period)
+    if t >= num_macro or j >= length:
+        return None
+    return t, j
+
+
+# ---------------------------------------------------------------------------------------------
+# neuron dynamics (numpy float64 mirror of spikedeploy.neurons, one macro-step at a time)
+# ---------------------------------------------------------------------------------------------
+
+
+def _quantize(m: np.ndarray, d, rounding: str) -> np.ndarray:
+    c = np.minimum(np.maximum(m, 0.0), d)
+    return np.floor(c + 0.5) if rounding == "half_up" else np.round(c)  # np.round: half to even
+
+
+def neuron_step(params: dict, x: np.ndarray, t: int, state: dict) -> np.ndarray:
+    """One macro-step of the neuron described by ``params`` (see the exporter's neuron rule) on
+    the accumulated input current ``x``; ``t`` is the macro-step within the sample (0 resets the
+    state). The formulas and their operation order are those of :mod:`spikedeploy.neurons`."""
+    kind = params["kind"]
+    if kind == "binary_lif":
+        u = np.zeros_like(x) if t == 0 else state["u"]
+        h = params["beta"] * u + x
+        s = ((h - params["threshold"]) > 0).astype(np.float64)
+        state["u"] = h - params["threshold"] * s
+        return s
+    if kind == "dynamic_integer_lif":
+        d_init = params["d_init"]
+        mu = np.mean(x)
+        alpha = 1.0 / (1.0 + np.exp(-(params["gate_w"] * mu + params["gate_b"])))
+        d = float(np.clip(np.round(2.0 * alpha * d_init), 1.0, 2.0 * d_init))
+        leak, reset_norm = params["leak"], 1.0
+    else:  # integer_lif
+        d = float(params["d"])
+        leak, reset_norm = params["leak"], params["reset_norm"]
+    if leak is None or t == 0:
+        m = x
+    else:
+        lam = leak[t - 1] if isinstance(leak, (list, tuple)) else leak
+        m = (state["m"] - state["q"] / reset_norm) * lam + x
+    q = _quantize(m, d, params["rounding"])
+    state["m"], state["q"] = m, q
+    return q
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------------------------
+
+
+class IntegerNeuron(AbstractProcess):
+    """Integer / binary LIF layer of ``size`` neurons (see module docstring).
+
+    proc params: ``neuron`` (dynamics, see :func:`neuron_step`), ``encoding`` ("binary"/"graded"),
+    ``window`` (output sub-steps), ``in_start``, ``in_len``, ``period``, ``num_macro``,
+    ``sample_steps`` (macro-steps per sample: the state resets every ``sample_steps``)."""
+
+    def __init__(self, *, size: int, bias: np.ndarray, neuron: dict, encoding: str, window: int,
+                 in_start: int, in_len: int, period: int, num_macro: int, sample_steps: int,
+                 name: str = None):
+        super().__init__(size=size, neuron=neuron, encoding=encoding, window=window,
+                         in_start=in_start, in_len=in_len, period=period, num_macro=num_macro,
+                         sample_steps=sample_steps, name=name)
+        self.a_in = InPort(shape=(size,))
+        self.s_out = OutPort(shape=(size,))
+        self.bias = Var(shape=(size,), init=np.asarray(bias, dtype=np.float64))
+        self.q_rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
+
+
+@implements(proc=IntegerNeuron, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyIntegerNeuronFloat(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    bias: np.ndarray = LavaPyType(np.ndarray, float)
+    q_rec: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.neuron = p["neuron"]
+        self.graded = p["encoding"] == "graded"
+        self.window, self.period = int(p["window"]), int(p["period"])
+        self.in_start, self.in_len = int(p["in_start"]), int(p["in_len"])
+        self.num_macro, self.sample_steps = int(p["num_macro"]), int(p["sample_steps"])
+        self.out_start = self.in_start + self.in_len - 1
+        self.acc = np.zeros(p["size"])
+        self.q = np.zeros(p["size"])
+        self.state = {}
+
+    def run_spk(self):
+        x = self.a_in.recv()
+        k = self.time_step
+        win = _window(k, self.in_start, self.in_len, self.period, self.num_macro)
+        if win is not None:
+            t, j = win
+            self.acc = x.astype(np.float64) if j == 0 else self.acc + x
+            if j == self.in_len - 1:  # the window is complete: fire once for this macro-step
+                current = self.acc + self.bias
+                self.q = neuron_step(self.neuron, current, t % self.sample_steps, self.state)
+        out = np.zeros_like(self.q)
+        win = _window(k, self.out_start, self.window, self.period, self.num_macro)
+        if win is not None:
+            t, j = win
+            if self.graded:
+                out = self.q.copy() if j == 0 else out
+            else:
+                out = (self.q > j).astype(np.float64)  # thermometer code: first q sub-steps
+            self.q_rec[t] += out
+        self.s_out.send(out)
+
+
+class Delay(AbstractProcess):
+    """Delays its input by ``delay`` >= 1 Lava steps."""
+
+    def __init__(self, *, size: int, delay: int, name: str = None):
+        if delay < 1:
+            raise ValueError(f"Delay needs delay >= 1, got {delay}")
+        super().__init__(size=size, delay=delay, name=name)
+        self.a_in = InPort(shape=(size,))
+        self.a_out = OutPort(shape=(size,))
+        self.buf = Var(shape=(delay, size), init=np.zeros((delay, size)))
+
+
+@implements(proc=Delay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyDelayFloat(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    buf: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self):
+        slot = self.time_step % self.buf.shape[0]
+        self.a_out.send(self.buf[slot].copy())  # received `delay` steps ago
+        self.buf[slot] = self.a_in.recv()
+
+
+class SpikeAttention(AbstractProcess):
+    """Spike-driven linear attention on q, k ``[C, N]`` and v ``[Cv, N]`` (row-major flat ports).
+
+    proc params: ``heads``, ``scale``, ``channels`` (C), ``v_channels`` (Cv), ``tokens`` (N),
+    ``kv_start``, ``kv_len`` (the aligned k/v windows), ``q_start``, ``q_len`` (q window; it starts
+    after the k/v window ends), ``period``, ``num_macro``."""
+
+    def __init__(self, *, channels: int, v_channels: int, tokens: int, heads: int, scale: float,
+                 kv_start: int, kv_len: int, q_start: int, q_len: int, period: int, num_macro: int,
+                 name: str = None):
+        super().__init__(channels=channels, v_channels=v_channels, tokens=tokens, heads=heads,
+                         scale=scale, kv_start=kv_start, kv_len=kv_len, q_start=q_start,
+                         q_len=q_len, period=period, num_macro=num_macro, name=name)
+        self.q_in = InPort(shape=(channels * tokens,))
+        self.k_in = InPort(shape=(channels * tokens,))
+        self.v_in = InPort(shape=(v_channels * tokens,))
+        self.a_out = OutPort(shape=(v_channels * tokens,))
+        #: unit-spike pair events written into the kv memory, per macro-step
+        self.pair_events = Var(shape=(num_macro,), init=np.zeros(num_macro))
+
+
+@implements(proc=SpikeAttention, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySpikeAttentionFloat(PyLoihiProcessModel):
+    q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    k_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    v_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    pair_events: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.h, self.scale = int(p["heads"]), float(p["scale"])
+        self.c, self.cv, self.n = int(p["channels"]), int(p["v_channels"]), int(p["tokens"])
+        self.sched = {k: int(p[k]) for k in ("kv_start", "kv_len", "q_start", "q_len", "period", "num_macro")}
+        h = self.h
+        self.kv_acc = np.zeros((h, self.c // h, self.cv // h))
+        self.kv = np.zeros_like(self.kv_acc)
+        self.ck = np.zeros((h, self.n, self.c // h))
+        self.cv_ = np.zeros((h, self.n, self.cv // h))
+
+    def _heads(self, x: np.ndarray, c: int) -> np.ndarray:
+        # [C, N] -> [H, N, C/H] (channels split into contiguous groups, as reference.AttentionRule)
+        return x.reshape(self.h, c // self.h, self.n).transpose(0, 2, 1)
+
+    def run_spk(self):
+        s = self.sched
+        q, k, v = self.q_in.recv(), self.k_in.recv(), self.v_in.recv()
+        step = self.time_step
+        out = np.zeros(self.cv * self.n)
+        # 1. q spikes read rows of the frozen memory of this macro-step
+        if _window(step, s["q_start"], s["q_len"], s["period"], s["num_macro"]) is not None:
+            y = self._heads(q, self.c) @ self.kv  # [H, N, Cv/H]
+            out = (y * self.scale).transpose(0, 2, 1).reshape(self.cv * self.n)
+        # 2. k/v spikes write the memory: every co-occurring (same token) k/v spike pair
+        win = _window(step, s["kv_start"], s["kv_len"], s["period"], s["num_macro"])
+        if win is not None:
+            t, j = win
+            if j == 0:
+                self.kv_acc[:] = 0.0
+                self.ck[:] = 0.0
+                self.cv_[:] = 0.0
+            kh, vh = self._heads(k, self.c), self._heads(v, self.cv)
+            # pairs (k now, v before or now) + (k before, v now)
+            inc = kh.transpose(0, 2, 1) @ (self.cv_ + vh) + self.ck.transpose(0, 2, 1) @ vh
+            self.kv_acc += inc
+            self.pair_events[t] += float(inc.sum())
+            self.ck += kh
+            self.cv_ += vh
+            if j == s["kv_len"] - 1:
+                self.kv = self.kv_acc.copy()
+        self.a_out.send(out)
+
+
+class Readout(AbstractProcess):
+    """Graded accumulator at a graph output: ``rec[t] = sum(window of t) + offset``."""
+
+    def __init__(self, *, size: int, offset: np.ndarray, start: int, length: int, period: int,
+                 num_macro: int, name: str = None):
+        super().__init__(size=size, start=start, length=length, period=period, num_macro=num_macro,
+                         name=name)
+        self.a_in = InPort(shape=(size,))
+        self.offset = Var(shape=(size,), init=np.asarray(offset, dtype=np.float64))
+        self.rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
+
+
+@implements(proc=Readout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyReadoutFloat(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    offset: np.ndarray = LavaPyType(np.ndarray, float)
+    rec: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.sched = (int(p["start"]), int(p["length"]), int(p["period"]), int(p["num_macro"]))
+        self.acc = np.zeros(p["size"])
+
+    def run_spk(self):
+        x = self.a_in.recv()
+        win = _window(self.time_step, *self.sched)
+        if win is not None:
+            t, j = win
+            self.acc = x.astype(np.float64) if j == 0 else self.acc + x
+            if j == self.sched[1] - 1:
+                self.rec[t] = self.acc + self.offset
+
+
+#: process class -> its floating_pt process model (passed to Lava as exception_proc_model_map,
+#: so Lava does not search sibling modules for models)
+MODELS = {
+    IntegerNeuron: PyIntegerNeuronFloat,
+    Delay: PyDelayFloat,
+    SpikeAttention: PySpikeAttentionFloat,
+    Readout: PyReadoutFloat,
+}
