@@ -266,3 +266,32 @@ def test_target_registry_finds_the_modules():
     assert exp.ENCODINGS == ("integer", "binary", "graded")
     assert all(op in exp.RULES for op in (O.Conv2d, O.Linear, O.IntegerLIF, O.BinaryLIF, O.SpikeLinearAttention))
     assert callable(spec.runtime_module().run)
+
+
+def test_every_other_op_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    p = lambda *s: O.as_param(rng.normal(size=s))
+    nodes = (
+        Node("bn", O.BatchNorm(mean=p(4), var=O.as_param(rng.uniform(0.5, 2, 4)), weight=p(4), bias=p(4)), ("x",)),
+        Node("perm", O.Permute(perm=(1, 0)), ("bn",)),
+        Node("cat", O.Concat(axis=0), ("perm", "perm")),
+        Node("lin", O.Linear(weight=p(3, 4), bias=None), ("cat",)),
+        Node("mean", O.MeanReduce(axes=(1,)), ("lin",)),
+        Node("sc", O.Scale(factor=0.1 + 0.2), ("mean",)),
+        Node("addc", O.AddConstant(value=p(12)), ("sc",)),
+        Node("unflat", O.Reshape(shape=(3, 4)), ("addc",)),
+        Node("spk", O.IntegerLIF(d=3, norm=3.0, rounding="half_up", label="SDT-large"), ("unflat",)),
+        Node("conv", O.Conv1d(weight=p(2, 3, 2), bias=None, stride=2), ("spk",)),
+    )
+    g = Graph(inputs=(TensorSpec("x", (4, 6)),), nodes=nodes, outputs=("conv", "spk"), meta=(("model", "t"),))
+    art = NX.load(NX.export(g, tmp_path / "o.nir", encoding="integer"))
+    assert_same_graph(g, art.graph)
+    ng = art.nir_graph
+    assert isinstance(ng.nodes["bn"], nir.Conv1d) and ng.nodes["bn"].groups == 4  # 1x1 depthwise
+    assert set(ng.metadata["extension_nodes"].split(", ")) == {"perm", "cat", "lin", "mean", "addc", "unflat"}
+    assert {"output", "output_1"} <= set(ng.nodes)
+    x = torch.randn(2, 3, 4, 6, generator=torch.Generator().manual_seed(0)) * 3
+    ref, got = run(g, x), NR.run(art, x)
+    assert ref.records["spk"].q.sum() > 0
+    assert torch.equal(ref.records["spk"].q, got.spike_counts["spk"])
+    assert all(torch.equal(ref.outputs[o], got.outputs[o]) for o in g.outputs)
