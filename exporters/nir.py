@@ -227,7 +227,7 @@ def _avgpool(node: Node, ctx: _Ctx) -> _Lowered:
 
 
 def _scale(node: Node, ctx: _Ctx) -> _Lowered:
-    return _Lowered(_nir().Scale(scale=_full(ctx.out_shape(node), node.op.factor)))
+    return _Lowered(_nir().Scale(scale=_full(ctx.out_shape(node), node.op.factor / node.op.divisor)))
 
 
 def _add(node: Node, ctx: _Ctx) -> _Lowered:

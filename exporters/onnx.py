@@ -324,7 +324,12 @@ def _mean(b: Builder, node: Node, inputs: List[str]) -> str:
 
 @register_rule(O.Scale)
 def _scale(b: Builder, node: Node, inputs: List[str]) -> str:
-    return b.op("Mul", [inputs[0], b.const(float(node.op.factor), "factor")])
+    y = inputs[0]
+    if node.op.factor != 1.0:
+        y = b.op("Mul", [y, b.const(float(node.op.factor), "factor")])
+    if node.op.divisor != 1.0:
+        y = b.op("Div", [y, b.const(float(node.op.divisor), "divisor")])
+    return y if y != inputs[0] else b.op("Identity", [y])
 
 
 @register_rule(O.BatchNorm)

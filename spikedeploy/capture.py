@@ -53,8 +53,9 @@ class CValue:
 class CaptureContext:
     """Passed to rules: emits IR nodes and knows T and B of the capture example."""
 
-    def __init__(self, T: int, B: int):
-        self.T, self.B = T, B
+    def __init__(self, T: int, B: int, B2: Optional[int] = None):
+        self.T, self.B, self.B2 = T, B, B2 if B2 is not None else B
+        self.shape2: Optional[Tuple[int, ...]] = None  #: the current node's shape in the second run
         self.nodes: List[Node] = []
         self.names: set = set()
 
@@ -145,9 +146,13 @@ def _shape_of(out) -> Tuple[int, ...]:
 
 
 def _layout_for(ctx: CaptureContext, shape: Tuple[int, ...], where: str) -> str:
-    if len(shape) >= 2 and shape[0] == ctx.T and shape[1] == ctx.B:
+    """Layout of a result from its shapes in the two example runs (batch sizes B and B2)."""
+    shape2 = ctx.shape2 if ctx.shape2 is not None else shape
+    if (len(shape) >= 2 and len(shape2) == len(shape) and shape[:2] == (ctx.T, ctx.B)
+            and shape2[:2] == (ctx.T, ctx.B2) and shape[2:] == shape2[2:]):
         return TB
-    if len(shape) >= 1 and shape[0] == ctx.T * ctx.B:
+    if (len(shape) >= 1 and len(shape2) == len(shape) and shape[0] == ctx.T * ctx.B
+            and shape2[0] == ctx.T * ctx.B2 and shape[1:] == shape2[1:]):
         return MERGED
     raise CaptureError(
         f"{where}: result of shape {list(shape)} keeps neither the time/batch axes [T={ctx.T}, "
@@ -173,13 +178,17 @@ def capture(
     input_name: str = "x",
 ) -> Graph:
     """Capture ``model`` (called as ``model(x)`` with ``x`` of shape ``[T, B, *s]``) into an IR
-    graph. ``example`` fixes T and the per-step shape; its batch size is replaced by one that
-    cannot be confused with T. The model is run in eval mode (its mode is restored)."""
+    graph. ``example`` fixes T and the per-step shape; the model is run on two random inputs with
+    two different batch sizes, so the batch axis is told apart from any feature axis. The model is
+    run in eval mode (its mode is restored)."""
     if example.dim() < 3:
         raise CaptureError(f"example input must have shape [T, B, ...], got {list(example.shape)}")
     T = int(example.shape[0])
-    B = 2 if T != 2 else 3
-    x = torch.randn((T, B) + tuple(example.shape[2:]), dtype=example.dtype)
+    # two example batch sizes: an axis is the batch axis only if it follows the batch size in both
+    # (B2 = 2 * B1 keeps the divisibility a model's reshapes may rely on)
+    B1 = 2 if T != 2 else 3
+    B2 = 2 * B1
+    xs = [torch.randn((T, b) + tuple(example.shape[2:]), dtype=example.dtype) for b in (B1, B2)]
     was_training = model.training
     model.eval()
     try:
@@ -192,17 +201,31 @@ def capture(
                 f"torch.fx could not trace {type(model).__name__}: {type(e).__name__}: {e}. "
                 "Data-dependent control flow must live inside a leaf module with a capture rule."
             ) from None
+        n_inputs = sum(1 for n in graph.nodes if n.op == "placeholder")
+        if n_inputs != 1:
+            raise CaptureError(
+                f"{type(model).__name__}.forward takes {n_inputs} tensor inputs; only single-input models "
+                "are supported by capture() — wrap the model so that forward(x) takes one [T, B, ...] tensor"
+            )
         gm = fx.GraphModule(model, graph)
-        rec = _Recorder(gm)
+        recs = [_Recorder(gm), _Recorder(gm)]
         with torch.no_grad():
-            rec.run(x)
-        return _translate(gm, rec.results, T, B, name or type(model).__name__, input_name)
+            for rec, x in zip(recs, xs):
+                try:
+                    rec.run(x)
+                except Exception as e:
+                    raise CaptureError(
+                        f"{type(model).__name__} failed on a capture example of shape {list(x.shape)}: "
+                        f"{type(e).__name__}: {str(e).splitlines()[0]}. The model must accept any batch size."
+                    ) from None
+        return _translate(gm, recs[0].results, recs[1].results, T, (B1, B2), name or type(model).__name__,
+                          input_name)
     finally:
         model.train(was_training)
 
 
-def _translate(gm, results, T, B, model_name, input_name) -> Graph:
-    ctx = CaptureContext(T, B)
+def _translate(gm, results, results2, T, batches, model_name, input_name) -> Graph:
+    ctx = CaptureContext(T, batches[0], batches[1])
     env: Dict[str, Any] = {}
     inputs: List[TensorSpec] = []
     outputs: List[str] = []
@@ -212,10 +235,10 @@ def _translate(gm, results, T, B, model_name, input_name) -> Graph:
 
     for node in gm.graph.nodes:
         out = results.get(node.name)
+        out2 = results2.get(node.name)
+        ctx.shape2 = tuple(out2.shape) if isinstance(out2, torch.Tensor) else None
         where = f"fx node {node.name!r} ({node.op} {node.target})"
         if node.op == "placeholder":
-            if inputs:
-                raise CaptureError("only single-input models are supported by capture(); wrap the model")
             shape = _shape_of(out)
             ctx.names.add(input_name)
             inputs.append(TensorSpec(input_name, shape[2:]))
@@ -456,13 +479,36 @@ def _add(ctx, where, a, b, out):
     return ctx.emit(where, O.AddConstant(value=O.as_param(value)), [x], source=where, layout=x.layout, shape=_shape_of(out))
 
 
+def _add_alpha(ctx, where, a, b, kwargs, out):
+    """``torch.add(a, b, alpha=s)`` = a + s * b."""
+    alpha = kwargs.get("alpha", 1)
+    if isinstance(alpha, CValue):
+        alpha = alpha.const
+    if alpha != 1:
+        if isinstance(b, CValue) and b.name:
+            b = ctx.emit(f"{where}.alpha", O.Scale(factor=float(alpha)), [b], source=where, layout=b.layout,
+                         shape=b.shape)
+        else:
+            const = b.const if isinstance(b, CValue) else b
+            b = const * alpha
+    return _add(ctx, where, a, b, out)
+
+
 register_function_rule(operator.add)(lambda ctx, where, args, kwargs, out: _add(ctx, where, args[0], args[1], out))
 register_function_rule(operator.iadd)(lambda ctx, where, args, kwargs, out: _add(ctx, where, args[0], args[1], out))
-register_function_rule(torch.add)(lambda ctx, where, args, kwargs, out: _add(ctx, where, args[0], args[1], out))
-register_method_rule("add")(lambda ctx, where, x, args, kwargs, out: _add(ctx, where, x, args[0], out))
+register_function_rule(torch.add)(
+    lambda ctx, where, args, kwargs, out: _add_alpha(ctx, where, args[0], args[1], kwargs, out)
+)
+register_method_rule("add")(lambda ctx, where, x, args, kwargs, out: _add_alpha(ctx, where, x, args[0], kwargs, out))
+
+
+def _number(v):
+    """A Python number, unwrapping values computed from shapes (META)."""
+    return v.const if isinstance(v, CValue) and v.layout == META else v
 
 
 def _scale(ctx, where, x, factor, out):
+    factor = _number(factor)
     if not isinstance(x, CValue) or x.name is None or not isinstance(factor, (int, float)):
         raise CaptureError(f"{where}: only multiplication/division of an activation by a Python number is supported")
     return ctx.emit(where, O.Scale(factor=float(factor)), [x], source=where, layout=x.layout, shape=_shape_of(out))
@@ -473,15 +519,19 @@ def _mul(ctx, where, args, kwargs, out):
     a, b = args
     if not _has_activation(args):
         return _meta(ctx, where, out)
-    return _scale(ctx, where, a, b, out) if isinstance(a, CValue) else _scale(ctx, where, b, a, out)
+    return _scale(ctx, where, a, b, out) if isinstance(a, CValue) and a.name else _scale(ctx, where, b, a, out)
 
 
 @register_function_rule(operator.truediv)
 def _div(ctx, where, args, kwargs, out):
-    a, b = args
+    a, b = args[0], _number(args[1])
+    if not _has_activation(args):
+        return _meta(ctx, where, out)
     if not isinstance(b, (int, float)) or b == 0:
         raise CaptureError(f"{where}: only division by a non-zero Python number is supported")
-    return _scale(ctx, where, a, 1.0 / b, out)
+    if not (isinstance(a, CValue) and a.name):
+        raise CaptureError(f"{where}: only division of an activation by a Python number is supported")
+    return ctx.emit(where, O.Scale(divisor=float(b)), [a], source=where, layout=a.layout, shape=_shape_of(out))
 
 
 def _mean(ctx, where, x: CValue, dim, keepdim, out):

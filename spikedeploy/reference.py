@@ -195,7 +195,10 @@ def _real_inputs(inputs):
 
 class ScaleRule(Rule):
     def __call__(self, op, inputs, ctx):
-        return decode(inputs[0]) * op.factor
+        y = decode(inputs[0])
+        if op.factor != 1.0:
+            y = y * op.factor
+        return y / op.divisor if op.divisor != 1.0 else y
 
 
 class BatchNormRule(Rule):
@@ -454,5 +457,9 @@ def execute(graph: Graph, inputs, mode: str = "integer", *, dtype=torch.float64,
             raise SpikedeployError(f"graph is already lowered to {current!r}; cannot run it as {mode!r}")
         from spikedeploy.passes import ExpandSpikes
 
-        graph = ExpandSpikes(mode).apply(graph)
+        lowered = ExpandSpikes(mode).apply(graph)
+        result = run(lowered, inputs, dtype=dtype, teacher=teacher, mode=mode)
+        # the pass may insert a Scale after an output neuron; report outputs under the original names
+        result.outputs = dict(zip(graph.outputs, result.outputs.values()))
+        return result
     return run(graph, inputs, dtype=dtype, teacher=teacher, mode=mode)

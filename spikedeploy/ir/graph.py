@@ -110,11 +110,11 @@ def validate(graph: Graph) -> Dict[str, Shape]:
             raise GraphValidationError(f"graph input {spec.name!r} has a bad shape {spec.shape}")
         shapes[spec.name] = tuple(spec.shape)
     for n in graph.nodes:
+        if not isinstance(n.op, Op):
+            raise GraphValidationError(f"node {n.name!r}: op is not an IR op: {n.op!r}")
         where = f"node {n.name!r} ({n.op.kind}{', from ' + n.source if n.source else ''})"
         if n.name in shapes:
             raise GraphValidationError(f"{where}: name already used by an earlier value")
-        if not isinstance(n.op, Op):
-            raise GraphValidationError(f"{where}: op is not an IR op: {n.op!r}")
         arity = type(n.op).arity
         if (arity is None and not n.inputs) or (arity is not None and len(n.inputs) != arity):
             raise GraphValidationError(f"{where}: expects {arity or '>= 1'} inputs, has {len(n.inputs)}")

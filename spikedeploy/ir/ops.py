@@ -50,6 +50,13 @@ class Op:
     #: ops whose output is emitted as spikes after lowering
     is_neuron: ClassVar[bool] = False
 
+    def __post_init__(self):
+        # every array parameter becomes a private read-only float64 copy, whoever built the op
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if isinstance(v, np.ndarray) and (v.dtype != np.float64 or v.flags.writeable):
+                object.__setattr__(self, f.name, as_param(v))
+
     @property
     def kind(self) -> str:
         return type(self).__name__
@@ -168,6 +175,8 @@ class AvgPool2d(Op):
             raise ValueError(f"AvgPool2d expects [C, H, W], got {list(s)}")
         h = _conv_out(s[1], self.kernel[0], self.stride[0], self.padding[0], 1)
         w = _conv_out(s[2], self.kernel[1], self.stride[1], self.padding[1], 1)
+        if h < 1 or w < 1:
+            raise ValueError(f"AvgPool2d output would be empty for input {list(s)}")
         return (s[0], h, w)
 
 
@@ -179,6 +188,8 @@ class MeanReduce(Op):
     keepdim: bool = False
 
     def infer_shape(self, s):
+        if len(set(self.axes)) != len(self.axes) or not self.axes:
+            raise ValueError(f"MeanReduce axes {self.axes} must be distinct and non-empty")
         for a in self.axes:
             if not 0 <= a < len(s):
                 raise ValueError(f"MeanReduce axis {a} out of range for shape {list(s)}")
@@ -189,9 +200,17 @@ class MeanReduce(Op):
 
 @dataclass(frozen=True, eq=False)
 class Scale(Op):
-    """Multiply by a constant: ``y = factor * x``."""
+    """Multiply and divide by constants: ``y = (x * factor) / divisor``. Division is kept apart so
+    that a captured ``x / n`` stays bit-identical to PyTorch (``x * (1/n)`` is not)."""
 
-    factor: float
+    factor: float = 1.0
+    divisor: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_finite("factor", self.factor)
+        if not (math.isfinite(self.divisor) and self.divisor != 0):
+            raise ValueError(f"Scale divisor must be finite and non-zero, got {self.divisor!r}")
 
     def infer_shape(self, s):
         return tuple(s)
@@ -262,6 +281,8 @@ class Reshape(Op):
     shape: Shape
 
     def infer_shape(self, s):
+        if any(int(d) < 1 for d in self.shape):
+            raise ValueError(f"reshape target {list(self.shape)} must have positive dimensions")
         if math.prod(s) != math.prod(self.shape):
             raise ValueError(f"cannot reshape {list(s)} to {list(self.shape)}")
         return tuple(self.shape)
@@ -308,6 +329,22 @@ def _check_encoding(encoding):
         raise ValueError(f"unknown spike encoding {encoding!r}; expected one of {ENCODINGS}")
 
 
+def _check_rounding(rounding):
+    if rounding not in ("half_even", "half_up"):
+        raise ValueError(f"unknown rounding {rounding!r}; expected 'half_even' or 'half_up'")
+
+
+def _check_positive(name, v):
+    if not (isinstance(v, (int, float, np.floating, np.integer)) and math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+
+
+def _check_finite(name, v):
+    vals = v if isinstance(v, tuple) else (v,)
+    if not all(isinstance(x, (int, float, np.floating, np.integer)) and math.isfinite(x) for x in vals):
+        raise ValueError(f"{name} must be finite, got {v!r}")
+
+
 @dataclass(frozen=True, eq=False)
 class IntegerLIF(Op):
     """The integer LIF family (MultiSpike/I-LIF, SpikeYOLO I-LIF, NI-LIF, integer IF)::
@@ -334,10 +371,14 @@ class IntegerLIF(Op):
     encoding: Optional[str] = None
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.d, bool) or not isinstance(self.d, (int, np.integer)) or self.d < 1:
             raise ValueError(f"firing limit D must be a positive integer, got {self.d!r}")
-        if self.rounding not in ("half_even", "half_up"):
-            raise ValueError(f"unknown rounding {self.rounding!r}")
+        _check_rounding(self.rounding)
+        _check_positive("norm", self.norm)
+        _check_positive("reset_norm", self.reset_norm)
+        if self.leak is not None:
+            _check_finite("leak", self.leak)
         _check_encoding(self.encoding)
 
     @property
@@ -371,8 +412,14 @@ class DynamicIntegerLIF(Op):
     encoding: Optional[str] = None
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.d_init, bool) or not isinstance(self.d_init, (int, np.integer)) or self.d_init < 1:
             raise ValueError(f"DI-LIF d_init must be a positive integer, got {self.d_init!r}")
+        _check_rounding(self.rounding)
+        _check_finite("gate_w", self.gate_w)
+        _check_finite("gate_b", self.gate_b)
+        if self.leak is not None:
+            _check_finite("leak", self.leak)
         _check_encoding(self.encoding)
 
     @property
@@ -414,8 +461,10 @@ class BinaryLIF(Op):
     window: ClassVar[int] = 1
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.threshold > 0:
             raise ValueError(f"binary LIF threshold must be > 0, got {self.threshold}")
+        _check_finite("beta", self.beta)
         _check_encoding(self.encoding)
 
     def infer_shape(self, s):

@@ -265,9 +265,6 @@ def test_neuron_on_merged_layout_is_rejected():
         capture(M(), torch.randn(3, 2, 5))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: capture() runs the fx Interpreter with the one example "
-                   "input (capture.py:198) before _translate's single-input check (capture.py:218), "
-                   "so a two-input model raises torch.fx's RuntimeError instead of CaptureError")
 def test_multi_input_model_is_rejected():
     class M(nn.Module):
         def forward(self, x, y):
@@ -319,9 +316,6 @@ def test_user_module_rule_makes_module_capturable():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the torch.add / Tensor.add capture rules ignore the "
-                   "alpha keyword (capture.py:461-462), so torch.add(x, y, alpha=2) is captured as "
-                   "x + y and the graph silently computes a different function")
 @pytest.mark.parametrize("use_method", [False, True])
 def test_add_with_alpha_is_exact_or_rejected(use_method):
     class M(nn.Module):
@@ -344,9 +338,6 @@ def test_add_with_alpha_is_exact_or_rejected(use_method):
         assert torch.allclose(execute(g, x).outputs[g.outputs[0]], model(x), rtol=0, atol=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: multiplying/dividing an activation by a shape-derived "
-                   "Python number (N = H * W) raises CaptureError: _div/_scale (capture.py:465-485) do "
-                   "not unwrap META constants although their concrete value is known")
 def test_divide_by_shape_derived_number():
     class M(nn.Module):
         def forward(self, x):
@@ -358,10 +349,6 @@ def test_divide_by_shape_derived_number():
     assert torch.equal(execute(g, x).outputs[g.outputs[0]], x / 9)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: capture uses B = 2 (or 3 when T = 2) for its example; "
-                   "when a feature axis has the same size, a reshape that mixes B with that axis "
-                   "(x.reshape(T, C, B, H, W)) is taken for a no-op instead of raising (capture.py "
-                   "capture(): choose B distinct from T and every feature size)")
 def test_reshape_mixing_batch_with_equal_sized_feature_axis():
     class M(nn.Module):
         def forward(self, x):

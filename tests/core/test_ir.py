@@ -206,16 +206,12 @@ def test_validation_error_is_a_spikedeploy_error():
     assert issubclass(GraphValidationError, SpikedeployError)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: validate() builds its message with n.op.kind before the "
-                   "isinstance(n.op, Op) check, so a non-op raises AttributeError (graph.py:113)")
 def test_node_with_a_non_op_is_a_validation_error():
     g = Graph(inputs=(TensorSpec("x", (3,)),), nodes=(Node("n", "relu", ("x",)),), outputs=("n",))
     with pytest.raises(GraphValidationError, match="not an IR op"):
         validate(g)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Reshape.infer_shape only compares products, so negative "
-                   "dims (-1, -12) for 12 elements validate (ops.py Reshape.infer_shape)")
 def test_reshape_to_negative_dims_is_rejected():
     g = Graph(inputs=(TensorSpec("x", (3, 4)),), nodes=(Node("r", O.Reshape(shape=(-1, -12)), ("x",)),),
               outputs=("r",))
@@ -223,8 +219,6 @@ def test_reshape_to_negative_dims_is_rejected():
         validate(g)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: AvgPool2d.infer_shape does not reject an empty output "
-                   "(a 3x3 pool on 2x2 validates to [1, 0, 0]); Conv2d does (ops.py AvgPool2d)")
 def test_avgpool_empty_output_is_rejected():
     op = O.AvgPool2d(kernel=(3, 3), stride=(1, 1))
     g = Graph(inputs=(TensorSpec("x", (1, 2, 2)),), nodes=(Node("p", op, ("x",)),), outputs=("p",))
@@ -232,8 +226,6 @@ def test_avgpool_empty_output_is_rejected():
         validate(g)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: MeanReduce accepts repeated axes (0, 0); the graph "
-                   "validates but the reference executor then fails inside torch (ops.py MeanReduce)")
 def test_mean_reduce_repeated_axes_rejected():
     g = Graph(inputs=(TensorSpec("x", (3, 4)),), nodes=(Node("m", O.MeanReduce(axes=(0, 0)), ("x",)),),
               outputs=("m",))
@@ -286,15 +278,11 @@ def test_unknown_rounding_and_bad_threshold():
         O.BinaryLIF(beta=0.5, threshold=float("nan"))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: DynamicIntegerLIF.__post_init__ does not check rounding "
-                   "(IntegerLIF does); 'bogus' is accepted and fails only at execution")
 def test_dynamic_lif_unknown_rounding():
     with pytest.raises(ValueError, match="rounding"):
         O.DynamicIntegerLIF(d_init=3, gate_w=1.0, gate_b=0.0, rounding="bogus")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: neuron scalar parameters are never checked: IntegerLIF("
-                   "norm=0) or leak=nan construct and validate, and execution emits inf/NaN silently")
 @pytest.mark.parametrize("kw", [dict(norm=0.0), dict(norm=float("nan")), dict(norm=4.0, leak=float("nan")),
                                 dict(norm=4.0, reset_norm=0.0)])
 def test_integer_lif_bad_scalars_rejected(kw):
@@ -368,9 +356,6 @@ def test_parameters_are_read_only_float64():
             arr.flat[0] = 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ops store array fields as given: Conv2d(weight=np.ones(..)) "
-                   "keeps the caller's writable array (no as_param in __post_init__), so the "
-                   "'read-only parameters' invariant of ops.py only holds if the caller used as_param")
 def test_op_constructor_freezes_arrays():
     w = np.ones((2, 2, 1, 1))
     op = O.Conv2d(weight=w)

@@ -425,9 +425,6 @@ def test_expand_spikes_rejects_bad_encoding_and_double_lowering():
         execute(low, _x(low), "graded")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: when a graph output is a neuron, ExpandSpikes renames the "
-                   "output to '<name>.descale' (expand.py:100), so execute(g, x, 'binary').outputs has "
-                   "other keys than g.outputs / the integer run; map outputs back to the original names")
 def test_lowered_run_keeps_output_names():
     g = Graph(inputs=(TensorSpec("x", (3,)),), nodes=(Node("n", O.IntegerLIF(d=4, norm=4.0), ("x",)),),
               outputs=("n",))
