@@ -544,7 +544,10 @@ def _lowered(graph: Graph, encoding: str) -> Graph:
 def compile_graph(graph: Graph, encoding: str) -> Tuple[dict, Dict[str, np.ndarray]]:
     """Compile ``graph`` (integer graphs are lowered to ``encoding`` first) into the bundle's
     description (JSON-serializable) and its arrays."""
+    given_outputs = tuple(graph.outputs)
     graph = _lowered(graph, encoding)
+    #: ExpandSpikes may rename an output (``n.descale``): outputs keep the caller's names
+    out_names = dict(zip(graph.outputs, given_outputs))
     c = Compiler(graph, encoding)
     vals: Dict[str, Val] = {s.name: Val(tuple(s.shape), True) for s in graph.inputs}
     for node in graph.nodes:
@@ -562,14 +565,14 @@ def compile_graph(graph: Graph, encoding: str) -> Tuple[dict, Dict[str, np.ndarr
         v = vals[o]
         if v.host:
             c.host_values.add(o)
-            c.outputs.append({"name": o, "kind": "host", "value": o, "shape": list(v.shape)})
+            c.outputs.append({"name": out_names[o], "kind": "host", "value": o, "shape": list(v.shape)})
             continue
         c.node = Node(o, O.Scale(1.0), (o,))
         offset = np.zeros(v.size) if v.offset is None else v.offset.ravel()
         name = c.add_proc("readout", o, size=v.size, offset=c.array(offset.astype(np.float64)))
         start, length = c.connect_streams([c.streams_of(v, o)], [(name, "a_in")])
         c.proc_index[name].update(start=start, length=length)
-        c.outputs.append({"name": o, "kind": "readout", "proc": name, "shape": list(v.shape),
+        c.outputs.append({"name": out_names[o], "kind": "readout", "value": o, "proc": name, "shape": list(v.shape),
                           "final_step": start + length - 1})
     # last Lava step of macro-step 0 (every later macro-step ends `period` steps later)
     ends = [1]

@@ -1,0 +1,230 @@
+"""The Lava runtime (floating_pt CPU simulator) against the reference spike modes.
+
+Every comparison demands the SAME spike counts q for every neuron layer and every macro-step as
+``spikedeploy.reference.execute(graph, x, mode)``, and that spikes occurred in every layer (an
+all-zero comparison proves nothing). Lava's Python runtime starts one OS process per process
+model, so the graphs and batches are small; each run is a single Lava run for the whole batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spikedeploy.errors import ConfigError, SpikedeployError
+from spikedeploy.exporters import lava as lava_export
+from spikedeploy.ir import Graph, Node, TensorSpec, ops as O
+from spikedeploy.reference import execute
+from spikedeploy.runtimes import lava as lava_run
+
+ENCODINGS = ("binary", "graded")
+
+
+def _p(a):
+    return O.as_param(a)
+
+
+def _w(rng, o, i, gain=1.0):
+    return _p(rng.normal(size=(o, i)) * gain / np.sqrt(i))
+
+
+def chain_graph() -> Graph:
+    """Host Linear -> three neuron layers (stateless, leaky, per-step leaks) -> Linear; the last
+    neuron is also a graph output (ExpandSpikes descales it with a Scale node)."""
+    rng = np.random.default_rng(0)
+    return Graph(
+        inputs=(TensorSpec("x", (6,)),),
+        nodes=(
+            Node("fc0", O.Linear(_w(rng, 8, 6, 3), _p(rng.normal(size=8))), ("x",)),
+            Node("n0", O.IntegerLIF(d=4, norm=4.0), ("fc0",)),
+            Node("fc1", O.Linear(_w(rng, 7, 8, 6), _p(rng.normal(size=7))), ("n0",)),
+            Node("n1", O.IntegerLIF(d=4, norm=1.0, leak=0.25, label="leaky I-LIF"), ("fc1",)),
+            Node("fc2", O.Linear(_w(rng, 5, 7, 2), None), ("n1",)),
+            Node("n2", O.IntegerLIF(d=3, norm=3.0, leak=(0.5, 0.7), reset_norm=3.0, label="NI-LIF"), ("fc2",)),
+            Node("out", O.Linear(_w(rng, 2, 5), _p([0.1, -0.2])), ("n2",)),
+        ),
+        outputs=("out", "n2"),
+    )
+
+
+def residual_graph() -> Graph:
+    """A residual Add whose two inputs arrive at different times: a skip synapse straight from n0
+    and a branch through one more neuron layer (n1); plus a position-embedding AddConstant."""
+    rng = np.random.default_rng(1)
+    return Graph(
+        inputs=(TensorSpec("x", (5,)),),
+        nodes=(
+            Node("fc0", O.Linear(_w(rng, 6, 5, 3), _p(rng.normal(size=6))), ("x",)),
+            Node("n0", O.IntegerLIF(d=4, norm=4.0), ("fc0",)),
+            Node("skip", O.Linear(_w(rng, 6, 6, 4), _p(rng.normal(size=6))), ("n0",)),
+            Node("fc_a", O.Linear(_w(rng, 6, 6, 5), None), ("n0",)),
+            Node("n1", O.IntegerLIF(d=4, norm=4.0), ("fc_a",)),
+            Node("fc_b", O.Linear(_w(rng, 6, 6, 4), _p(rng.normal(size=6))), ("n1",)),
+            Node("add", O.Add(), ("skip", "fc_b")),
+            Node("pos", O.AddConstant(_p(rng.normal(size=6) * 0.3 + 1.5)), ("add",)),
+            Node("n2", O.IntegerLIF(d=4, norm=4.0, leak=1.0, label="integer IF"), ("pos",)),
+            Node("out", O.Linear(_w(rng, 3, 6), None), ("n2",)),
+        ),
+        outputs=("out",),
+    )
+
+
+def conv_graph() -> Graph:
+    """Host conv -> neuron -> grouped strided conv -> neuron -> permute/concat routing into a
+    1x1 conv -> neuron -> average pooling -> reshape -> Linear."""
+    rng = np.random.default_rng(2)
+
+    def cw(o, i, k, gain):
+        return _p(rng.normal(size=(o, i, k, k)) * gain / np.sqrt(i * k * k))
+
+    return Graph(
+        inputs=(TensorSpec("x", (3, 8, 8)),),
+        nodes=(
+            Node("conv0", O.Conv2d(cw(4, 3, 3, 3), _p(rng.normal(size=4)), padding=(1, 1)), ("x",)),
+            Node("n0", O.IntegerLIF(d=4, norm=4.0), ("conv0",)),
+            Node("conv1", O.Conv2d(cw(6, 2, 3, 6), _p(rng.normal(size=6)), stride=(2, 2), padding=(1, 1),
+                                   groups=2), ("n0",)),
+            Node("n1", O.IntegerLIF(d=4, norm=4.0), ("conv1",)),
+            Node("tr", O.Permute((0, 2, 1)), ("n1",)),
+            Node("cat", O.Concat(axis=0), ("n1", "tr")),
+            Node("conv2", O.Conv2d(cw(5, 12, 1, 4), _p(rng.normal(size=5))), ("cat",)),
+            Node("n2", O.IntegerLIF(d=4, norm=4.0), ("conv2",)),
+            Node("pool", O.AvgPool2d(kernel=(2, 2), stride=(2, 2)), ("n2",)),
+            Node("flat", O.Reshape((20,)), ("pool",)),
+            Node("out", O.Linear(_w(rng, 3, 20, 2), _p(rng.normal(size=3))), ("flat",)),
+        ),
+        outputs=("out",),
+    )
+
+
+def other_neurons_graph() -> Graph:
+    """DI-LIF (per-frame firing limit) and a binary LIF."""
+    rng = np.random.default_rng(3)
+    return Graph(
+        inputs=(TensorSpec("x", (2, 6)),),
+        nodes=(
+            Node("fc0", O.Linear(_w(rng, 6, 6, 3), _p(rng.normal(size=6) + 1.0)), ("x",)),
+            Node("di", O.DynamicIntegerLIF(d_init=2, gate_w=0.7, gate_b=0.1), ("fc0",)),
+            Node("fc1", O.Conv1d(_p(rng.normal(size=(4, 2, 3)) * 1.5), _p(rng.normal(size=4)), padding=1), ("di",)),
+            Node("bl", O.BinaryLIF(beta=0.5, threshold=0.8), ("fc1",)),
+            Node("mean", O.MeanReduce(axes=(1,)), ("bl",)),
+            Node("bn", O.BatchNorm(_p(rng.normal(size=4) * 0.1), _p(rng.uniform(0.5, 1.5, 4)),
+                                   _p(rng.uniform(0.5, 2, 4)), _p(rng.normal(size=4))), ("mean",)),
+            Node("n2", O.IntegerLIF(d=2, norm=2.0, leak=0.5), ("bn",)),
+        ),
+        outputs=("n2",),
+    )
+
+
+def assert_matches_reference(graph: Graph, x: torch.Tensor, encoding: str, bundle=None):
+    bundle = bundle if bundle is not None else lava_export.LavaBundle(None, *lava_export.compile_graph(graph, encoding))
+    result = lava_run.run(bundle, x)
+    ref = execute(graph, x, encoding)
+    neurons = [n.name for n in ref.graph.neurons()]
+    assert sorted(result.spike_counts) == sorted(neurons)
+    for name in neurons:
+        q_ref = ref.neuron_q(name)
+        q = result.spike_counts[name]
+        assert q.shape == q_ref.shape, name
+        assert int(q_ref.sum()) > 0, f"no spikes in {name}: the comparison would prove nothing"
+        assert torch.equal(q, q_ref), f"{encoding}: {name} differs in {int((q != q_ref).sum())} of {q.numel()}"
+    # outputs keep the given graph's names (lowering may rename one, e.g. ``n2`` -> ``n2.descale``)
+    assert sorted(result.outputs) == sorted(graph.outputs) == sorted(ref.outputs)
+    for o in graph.outputs:
+        torch.testing.assert_close(result.outputs[o], ref.outputs[o], rtol=1e-9, atol=1e-12)
+    assert result.target == "lava" and result.encoding == encoding
+    return result
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_chain_matches_reference(encoding):
+    x = torch.randn(3, 2, 6, generator=torch.Generator().manual_seed(0))
+    desc, arrays = lava_export.compile_graph(chain_graph(), encoding)
+    r = assert_matches_reference(chain_graph(), x, encoding, lava_export.LavaBundle(None, desc, arrays))
+    assert r.info["select_tag"] == "floating_pt"
+    assert r.info["host_nodes"] == ["fc0"] and "fc0" in r.info["host"]
+    period = 4 if encoding == "binary" else 1
+    assert r.info["period"] == period and r.info["macro_steps"] == 6  # B*T macro-steps, streamed
+    # the run lasts until the last macro-step of the last stream is complete
+    assert r.info["time_steps"] == desc["end_step"] + 5 * period
+    assert r.info["wall_time_s"] > 0 and r.info["processes"] == len(desc["processes"])
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_residual_with_path_mismatch_matches_reference(encoding):
+    graph = residual_graph()
+    desc, arrays = lava_export.compile_graph(graph, encoding)
+    delays = [p for p in desc["processes"] if p["type"] == "delay"]
+    assert delays, "the skip path must be delay-balanced"
+    x = torch.randn(2, 2, 5, generator=torch.Generator().manual_seed(1))
+    assert_matches_reference(graph, x, encoding, lava_export.LavaBundle(None, desc, arrays))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_conv_and_routing_match_reference(encoding):
+    x = torch.randn(2, 2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    assert_matches_reference(conv_graph(), x, encoding)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_dilif_binary_lif_mean_bn_match_reference(encoding):
+    x = torch.randn(3, 2, 2, 6, generator=torch.Generator().manual_seed(3))
+    r = assert_matches_reference(other_neurons_graph(), x, encoding)
+    ref = execute(other_neurons_graph(), x, encoding)
+    d = ref.records["di"].d
+    assert len(set(d.flatten().tolist())) > 1, "DI-LIF's firing limit should change between frames"
+    assert r.info["process_counts"]["sparse"] >= 3
+
+
+# ---------------------------------------------------------------------------------------------
+# the SDT-v3-style test model
+# ---------------------------------------------------------------------------------------------
+
+
+def _sdt(neuron: str, timesteps: int, num_inputs: int):
+    from spikedeploy import api
+    from spikedeploy.capture import capture
+    from spikedeploy.passes import default_pipeline
+
+    loaded = api.build_model("sdt-test", neuron=neuron, timesteps=timesteps)
+    x = api.make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=1)
+    graph = default_pipeline().apply(capture(loaded.module, x[:, :1], name="sdt-test"))
+    return graph, x
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_sdt_model_matches_reference(encoding, tmp_path):
+    graph, x = _sdt("ilif", 1, 2)
+    path = lava_export.export(graph, tmp_path / "sdt.lava", encoding=encoding)
+    r = assert_matches_reference(graph, x, encoding, lava_export.load(path))
+    counts = r.info["process_counts"]
+    assert counts["neuron"] == 14 and counts["attention"] == 1 and counts["delay"] >= 4
+    assert r.info["host_nodes"] == ["stem_conv"]
+    assert r.info["attention_pair_events"] and all(v > 0 for v in r.info["attention_pair_events"].values())
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_sdt_model_nilif_three_steps(encoding):
+    graph, x = _sdt("nilif", 3, 1)
+    r = assert_matches_reference(graph, x, encoding)
+    assert r.info["macro_steps"] == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fixed_pt_is_not_implemented():
+    bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(chain_graph(), "binary"))
+    with pytest.raises(ConfigError, match="fixed_pt"):
+        lava_run.run(bundle, torch.zeros(1, 1, 6), select_tag="fixed_pt")
+
+
+def test_bad_input_shape_and_leak_length():
+    bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(chain_graph(), "graded"))
+    with pytest.raises(SpikedeployError, match=r"\[T, B, 6\]"):
+        lava_run.run(bundle, torch.zeros(1, 1, 5))
+    with pytest.raises(SpikedeployError, match="per-step leaks"):  # n2 has leaks for T <= 3
+        lava_run.run(bundle, torch.zeros(4, 1, 6))
