@@ -21,7 +21,7 @@ from torch import nn
 
 from spikedeploy.capture import capture
 from spikedeploy.equivalence import EquivalenceReport, compare_runs
-from spikedeploy.errors import ConfigError, SpikedeployError
+from spikedeploy.errors import ConfigError, OutputPathError, SpikedeployError
 from spikedeploy.fsutil import atomic_directory, check_output_dir
 from spikedeploy.ir.graph import Graph
 from spikedeploy.passes import default_pipeline
@@ -536,7 +536,7 @@ def export(
     enc = default_encoding(target, encoding)
     out = Path(output)
     if out.exists():
-        raise SpikedeployError(f"output {out} already exists; remove it or choose another path")
+        raise OutputPathError(f"output {out} already exists; remove it or choose another path")
     t0 = time.perf_counter()
     loaded = build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
                          checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape,

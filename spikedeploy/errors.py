@@ -36,3 +36,9 @@ class ConfigError(SpikedeployError):
     """A bad option value (unknown model name, non-integer D, unknown neuron kind, ...)."""
 
     exit_code = 2
+
+
+class OutputPathError(SpikedeployError):
+    """An output path that exists already, is not writable, or is of the wrong kind."""
+
+    exit_code = 2

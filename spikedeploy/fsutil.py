@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
-from spikedeploy.errors import SpikedeployError
+from spikedeploy.errors import OutputPathError
 
 PathLike = Union[str, os.PathLike]
 
@@ -20,11 +20,11 @@ def _check_parent(path: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise SpikedeployError(f"cannot write {path}: {parent} is not a directory") from None
+        raise OutputPathError(f"cannot write {path}: {parent} is not a directory") from None
     except PermissionError:
-        raise SpikedeployError(f"cannot write {path}: no permission to create {parent}") from None
+        raise OutputPathError(f"cannot write {path}: no permission to create {parent}") from None
     if not os.access(parent, os.W_OK):
-        raise SpikedeployError(f"cannot write {path}: directory {parent} is not writable")
+        raise OutputPathError(f"cannot write {path}: directory {parent} is not writable")
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
@@ -53,15 +53,15 @@ def check_output_dir(path: PathLike, *, overwrite: bool = True) -> Path:
     """Fail early (before any long computation) if ``path`` cannot become an output directory."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise SpikedeployError(f"output {path} exists and is not a directory")
+        raise OutputPathError(f"output {path} exists and is not a directory")
     if path.exists() and not overwrite:
-        raise SpikedeployError(f"output {path} already exists; choose another path or pass --overwrite")
+        raise OutputPathError(f"output {path} already exists; choose another path or pass --overwrite")
     parent = path.parent if str(path.parent) else Path(".")
     probe = parent
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise SpikedeployError(f"cannot write {path}: {probe} is not a writable directory")
+        raise OutputPathError(f"cannot write {path}: {probe} is not a writable directory")
     return path
 
 
@@ -73,9 +73,9 @@ def atomic_directory(path: PathLike, *, overwrite: bool = False) -> Iterator[Pat
     is an error unless ``overwrite`` (then it is replaced only after the new one is complete)."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise SpikedeployError(f"output {path} already exists; choose another path or pass --overwrite")
+        raise OutputPathError(f"output {path} already exists; choose another path or pass --overwrite")
     if path.exists() and not path.is_dir():
-        raise SpikedeployError(f"output {path} exists and is not a directory")
+        raise OutputPathError(f"output {path} exists and is not a directory")
     _check_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or "."))
     try:
