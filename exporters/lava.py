@@ -554,6 +554,10 @@ def compile_graph(graph: Graph, encoding: str) -> Tuple[dict, Dict[str, np.ndarr
         c.node = node
         ins = [vals[i] for i in node.inputs]
         if all(v.host for v in ins) and not node.op.is_neuron:
+            from spikedeploy.reference import RULES as HOST_RULES
+
+            if type(node.op) not in HOST_RULES:
+                raise unsupported(TARGET, node, "a host op needs a reference rule, and this op has none")
             c.host_nodes.append(node)
             vals[node.name] = Val(c.shapes[node.name], True)
             continue
