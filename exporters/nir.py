@@ -95,7 +95,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from spikedeploy.errors import ConfigError, SpikedeployError
-from spikedeploy.fsutil import atomic_write_bytes
+from spikedeploy.fsutil import atomic_write_bytes, require_file
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate
 from spikedeploy.targets import unsupported
@@ -593,11 +593,7 @@ def to_ir(nir_graph) -> Graph:
 def load(path) -> NirArtifact:
     """Read a NIR file written by :func:`export` and rebuild its IR graph."""
     nir = _nir()
-    path = Path(path)
-    if not path.exists():
-        raise SpikedeployError(f"NIR file {path} does not exist")
-    if not path.is_file():
-        raise SpikedeployError(f"NIR file {path} is not a file")
+    path = require_file(path, "NIR file")
     try:
         ng = nir.read(path, type_check=False)
     except Exception as e:  # h5py raises OSError/KeyError/ValueError... for damaged files

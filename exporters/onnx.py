@@ -53,7 +53,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Type, Union
 import numpy as np
 
 from spikedeploy.errors import ConfigError, SpikedeployError
-from spikedeploy.fsutil import atomic_write_bytes
+from spikedeploy.fsutil import atomic_write_bytes, check_output_file, require_file
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, Node, validate
 from spikedeploy.targets import unsupported
@@ -504,17 +504,6 @@ def _attention(b: Builder, node: Node, inputs: List[str]) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_path(path: Path) -> None:
-    if path.is_dir():
-        raise SpikedeployError(f"cannot write ONNX model to {path}: it is an existing directory")
-    parent = path.parent if str(path.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise SpikedeployError(f"cannot write ONNX model to {path}: {probe} is not a writable directory")
-
-
 def _resolve_T(graph: Graph, timesteps: Optional[int]) -> int:
     T = timesteps if timesteps is not None else graph.meta_dict().get("capture_T")
     if T is None:
@@ -614,7 +603,7 @@ def export(graph: Graph, path: PathLike, *, encoding: str = "integer", timesteps
     ``precision``: ``"float64"`` (default; exact q) or ``"float32"`` (native Conv/AveragePool).
     """
     path = Path(path)
-    _check_path(path)
+    check_output_file(path, "ONNX model")
     model = build_model(graph, timesteps=timesteps, precision=precision, encoding=encoding)
     try:
         data = model.SerializeToString()
@@ -675,11 +664,7 @@ def read_metadata(model) -> Dict[str, object]:
 def load(path: PathLike) -> OnnxArtifact:
     """Re-load a model written by :func:`export` (no PyTorch model code needed)."""
     onnx = _onnx()
-    path = Path(path)
-    if not path.exists():
-        raise SpikedeployError(f"ONNX model {path} does not exist")
-    if not path.is_file():
-        raise SpikedeployError(f"ONNX model {path} is not a file")
+    path = require_file(path, "ONNX model")
     try:
         data = path.read_bytes()
     except OSError as e:

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator, Union
 
-from spikedeploy.errors import OutputPathError
+from spikedeploy.errors import OutputPathError, SpikedeployError
 
 PathLike = Union[str, os.PathLike]
 
@@ -49,6 +49,36 @@ def atomic_write_text(path: PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def _writable_ancestor(path: Path) -> Path:
+    """The nearest existing ancestor of ``path``'s parent; raise if it is not a writable directory."""
+    probe = path.parent if str(path.parent) else Path(".")
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise OutputPathError(f"cannot write {path}: {probe} is not a writable directory")
+    return probe
+
+
+def check_output_file(path: PathLike, what: str = "output") -> Path:
+    """Fail early if ``path`` cannot become an output file (it is a directory, or no writable
+    directory would hold it)."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"cannot write {what} to {path}: it is an existing directory")
+    _writable_ancestor(path)
+    return path
+
+
+def require_file(path: PathLike, what: str) -> Path:
+    """An existing regular file, or an error naming ``what`` (e.g. "ONNX model") and the path."""
+    path = Path(path)
+    if not path.exists():
+        raise SpikedeployError(f"{what} {path} does not exist")
+    if not path.is_file():
+        raise SpikedeployError(f"{what} {path} is not a file")
+    return path
+
+
 def check_output_dir(path: PathLike, *, overwrite: bool = True) -> Path:
     """Fail early (before any long computation) if ``path`` cannot become an output directory."""
     path = Path(path)
@@ -56,12 +86,7 @@ def check_output_dir(path: PathLike, *, overwrite: bool = True) -> Path:
         raise OutputPathError(f"output {path} exists and is not a directory")
     if path.exists() and not overwrite:
         raise OutputPathError(f"output {path} already exists; choose another path or pass --overwrite")
-    parent = path.parent if str(path.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise OutputPathError(f"cannot write {path}: {probe} is not a writable directory")
+    _writable_ancestor(path)
     return path
 
 
