@@ -1,0 +1,864 @@
+"""Op-count audit: synaptic operations measured on the spike run, next to the papers' estimate.
+
+The papers behind these models estimate energy as ``FLOPs x firing rate x E_AC``. This module
+counts what the spike-expanded network actually does, layer by layer, and prints both columns with
+their ratio and the reasons they differ (design notes §6).
+
+Counting rules
+--------------
+All counts come from the per-neuron spike counts ``q`` (``[T, B, *s]``, integers >= 0) of one run:
+the reference executor in spike mode (:func:`spikedeploy.reference.execute`) or a backend's
+:class:`spikedeploy.targets.TargetRun` ``spike_counts`` (e.g. the Lava simulator). The counts are the
+same in both encodings (the lowering is exact), so binary and graded runs give the same SynOps.
+
+* **Spike-fed synaptic layer** (``Conv2d``, ``Conv1d``, ``Linear``, ``AvgPool2d``, ``MeanReduce``
+  whose input is a neuron's output, possibly routed through ``Reshape``/``Permute``/``Concat``):
+  every input position ``p`` has a *real fan-out* ``F[p]`` = the number of non-zero weights that
+  connect it to output positions that exist (border-aware for padding, stride, dilation and groups).
+  ``F`` is computed once per layer as the transposed convolution of an all-ones output map with the
+  ``|W| > 0`` indicator kernel (Linear: non-zero weights per input column; AvgPool2d: windows
+  covering the position; MeanReduce: 1).
+
+  - **SynOps** = ``sum_p q[p] * F[p]`` — one accumulate per unit spike per real synapse;
+  - **graded events** = ``sum_p [q[p] > 0] * F[p]`` — one event carrying the payload q per
+    non-zero count; their **unit-spike equivalent** (``q * F``) equals the SynOps.
+
+* **Spike x spike attention** (:class:`~spikedeploy.ir.ops.SpikeLinearAttention`), two rows:
+
+  - ``[kv]`` memory writes: each co-occurring pair of a k unit spike (channel i) and a v unit spike
+    (channel j) on the same token, same head, increments one memory cell:
+    ``sum_tokens sum_{i,j in head} k[i, n] * v[j, n]`` (graded: pairs of non-zero entries, each
+    carrying the payload product);
+  - ``[q·kv]`` memory reads: each q unit spike reads one row of its head's memory, ``Cv/H``
+    accumulates: ``sum q * Cv/H`` (graded: non-zero q entries x ``Cv/H``).
+
+* **Host / real-valued layers**: a synaptic op (or an attention) whose input is not spikes — the
+  first convolution on pixels, a head fed by a mean of spikes — is counted as dense **MACs** =
+  its FLOPs per macro-step and flagged ``host=True``. Host MACs are listed separately and never
+  added to the spike-op totals.
+
+* **Neuron updates**: a neuron layer of ``n`` neurons is updated once per macro-step in graded
+  encoding and once per sub-step of its window (D sub-steps, the hardware time steps in which it
+  integrates its input and emits its spikes) in binary encoding: ``n * T * (D if binary else 1)``
+  per input. They are charged only by profiles with a neuron energy (e.g. ``loihi``).
+
+* Graded accumulators (residual ``Add``, ``AddConstant``, ``Scale``, ``BatchNorm`` on membranes)
+  are not counted.
+
+The papers' method (theoretical)
+--------------------------------
+``FLOPs`` per macro-step = ``C_in * C_out * k_h * k_w * H_out * W_out / groups`` (Conv1d:
+``C_in * C_out * k * L_out / groups``; Linear: ``in * out`` per position; AvgPool2d:
+``C * k_h * k_w * H_out * W_out``; MeanReduce: input elements; attention: ``C * Cv * N / H`` for each
+of kᵀv and q·kv), the **firing rate** = mean integer output q of the neuron feeding the layer over
+all inputs, steps and positions (it can exceed 1), and **theoretical ops per frame** =
+``FLOPs * T * rate`` (kᵀv uses k's rate: k is taken as the spike side). Host layers are MACs =
+``FLOPs * T`` in both columns. The ratio measured / theoretical factors exactly into a
+border/position factor (``sum q * F_all / (FLOPs / n_in * sum q)``, ``F_all`` the fan-out with every
+weight non-zero) and a zero-weight factor (``sum q * F / sum q * F_all``).
+
+Units: a *frame* is one input (its T macro-steps); per-frame values are averages over the inputs;
+per macro-step = per frame / T; per *sequence* = the sum over all inputs of the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spikedeploy.energy import EnergyProfile, get_profile
+from spikedeploy.errors import ConfigError, SpikedeployError
+from spikedeploy.ir import ops as O
+from spikedeploy.ir.graph import Graph, numel, validate
+
+__all__ = [
+    "AuditError", "LayerAudit", "AuditReport", "audit_graph", "audit", "fanout_map", "layer_flops",
+    "ENCODINGS",
+]
+
+ENCODINGS = ("binary", "graded")
+_ROUTING = (O.Reshape, O.Permute, O.Concat)
+
+
+class AuditError(SpikedeployError):
+    """Bad input to the audit: no inputs, nothing spiking to audit, spike counts that do not fit."""
+
+    exit_code = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# per-layer geometry: FLOPs and fan-out maps
+# ---------------------------------------------------------------------------------------------
+
+
+def _output_padding(n_in: int, n_out: int, k: int, stride: int, pad: int, dil: int) -> int:
+    return n_in - ((n_out - 1) * stride - 2 * pad + dil * (k - 1) + 1)
+
+
+def layer_flops(op: O.Op, in_shape: Sequence[int], out_shape: Sequence[int]) -> int:
+    """The papers' FLOPs of one synaptic op per macro-step per input (see the module docstring)."""
+    if isinstance(op, O.Conv2d):
+        return int(op.weight.size) * int(out_shape[1]) * int(out_shape[2])
+    if isinstance(op, O.Conv1d):
+        return int(op.weight.size) * int(out_shape[1])
+    if isinstance(op, O.Linear):
+        return int(op.weight.size) * (numel(in_shape) // int(in_shape[-1]))
+    if isinstance(op, O.AvgPool2d):
+        return int(out_shape[0]) * op.kernel[0] * op.kernel[1] * int(out_shape[1]) * int(out_shape[2])
+    if isinstance(op, O.MeanReduce):
+        return numel(in_shape)
+    raise TypeError(f"no FLOPs rule for {op.kind}")
+
+
+def fanout_map(op: O.Op, in_shape: Sequence[int], out_shape: Sequence[int], *, nonzero_only: bool = True) -> torch.Tensor:
+    """Real fan-out of every input position (per-step input shape, float64, exact integers): the
+    number of (non-zero, if ``nonzero_only``) weights connecting it to output positions that exist."""
+    dt = torch.float64
+    if isinstance(op, (O.Conv2d, O.Conv1d)):
+        w = torch.as_tensor(np.asarray(op.weight))
+        ind = (w != 0).to(dt) if nonzero_only else torch.ones_like(w, dtype=dt)
+        if isinstance(op, O.Conv2d):
+            ones = torch.ones((1,) + tuple(out_shape), dtype=dt)
+            opad = tuple(
+                _output_padding(in_shape[1 + a], out_shape[1 + a], w.shape[2 + a], op.stride[a], op.padding[a], op.dilation[a])
+                for a in range(2)
+            )
+            f = F.conv_transpose2d(ones, ind, None, op.stride, op.padding, opad, op.groups, op.dilation)
+        else:
+            ones = torch.ones((1,) + tuple(out_shape), dtype=dt)
+            opad = _output_padding(in_shape[1], out_shape[1], w.shape[2], op.stride, op.padding, op.dilation)
+            f = F.conv_transpose1d(ones, ind, None, op.stride, op.padding, opad, op.groups, op.dilation)
+        return f[0]
+    if isinstance(op, O.Linear):
+        w = np.asarray(op.weight)
+        col = (w != 0).sum(axis=0) if nonzero_only else np.full(w.shape[1], w.shape[0])
+        return torch.as_tensor(col, dtype=dt).expand(tuple(in_shape)).clone()
+    if isinstance(op, O.AvgPool2d):
+        ones = torch.ones((1, 1) + tuple(out_shape[1:]), dtype=dt)
+        kern = torch.ones((1, 1) + tuple(op.kernel), dtype=dt)
+        opad = tuple(
+            _output_padding(in_shape[1 + a], out_shape[1 + a], op.kernel[a], op.stride[a], op.padding[a], 1)
+            for a in range(2)
+        )
+        f = F.conv_transpose2d(ones, kern, None, op.stride, op.padding, opad)
+        return f[0].expand(tuple(in_shape)).clone()
+    if isinstance(op, O.MeanReduce):
+        return torch.ones(tuple(in_shape), dtype=dt)
+    raise TypeError(f"no fan-out rule for {op.kind}")
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LayerAudit:
+    """One row of the audit. Counts are per frame (one input, all its T macro-steps), averaged over
+    the inputs; ``flops`` is per macro-step. ``kind``: "synapse" (spike-fed synaptic op),
+    "attention" (a spike x spike part), "host" (real-valued input, MACs) or "neuron"."""
+
+    name: str
+    op: str
+    kind: str
+    host: bool
+    source: str  #: neuron(s) feeding the layer (host layers: the real-valued input)
+    flops: float  #: the papers' FLOPs per macro-step
+    firing_rate: float  #: mean integer output q of the source (neurons: their own), all steps
+    rates_per_step: Tuple[float, ...]  #: the firing rate at each macro-step t = 1..T
+    theoretical_ops: float  #: the papers' estimate: FLOPs * T * firing rate (host: MACs)
+    measured_synops: float  #: unit-spike synaptic ops (q * real fan-out)
+    graded_events: float  #: one event per non-zero q (x fan-out)
+    unit_equivalent: float  #: unit-spike equivalent of the graded events (= measured_synops)
+    macs: float  #: host / real-valued MACs
+    neuron_updates: float
+    ratio: Optional[float]  #: measured / theoretical (None when the estimate is 0)
+    energy_pj: float  #: measured energy with the report's profile
+    theoretical_energy_pj: float  #: the papers' energy for this row (E_AC * theoretical, host E_MAC * MACs)
+    border_factor: Optional[float] = None  #: part of the ratio due to borders/positions
+    zero_weight_factor: Optional[float] = None  #: part of the ratio due to zero weights
+    synops_per_step: Tuple[float, ...] = ()  #: measured SynOps per frame at each macro-step
+    explanation: str = ""
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, str):
+        return v
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    if v == int(v) and abs(v) < 1e15:
+        return f"{int(v):,}"
+    if abs(v) >= 100:
+        return f"{v:,.1f}"
+    return f"{v:.4g}"
+
+
+def _fmt_e(pj: float) -> str:
+    """Energy with a readable unit."""
+    for unit, scale in (("mJ", 1e9), ("µJ", 1e6), ("nJ", 1e3)):
+        if abs(pj) >= scale:
+            return f"{pj / scale:.4g} {unit}"
+    return f"{pj:.4g} pJ"
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    model: str
+    runtime: str  #: what produced the spike counts: "reference-binary", "lava-binary", ...
+    encoding: str
+    profile: EnergyProfile
+    n_inputs: int
+    T: int
+    layers: Tuple[LayerAudit, ...]
+    totals: Dict[str, Dict[str, float]]  #: "per_macro_step" / "per_frame" / "per_sequence" -> quantity -> value
+    weights: str = ""
+    notes: Tuple[str, ...] = ()
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def spike_layers(self) -> Tuple[LayerAudit, ...]:
+        return tuple(l for l in self.layers if l.kind in ("synapse", "attention"))
+
+    @property
+    def host_layers(self) -> Tuple[LayerAudit, ...]:
+        return tuple(l for l in self.layers if l.kind == "host")
+
+    @property
+    def neuron_layers(self) -> Tuple[LayerAudit, ...]:
+        return tuple(l for l in self.layers if l.kind == "neuron")
+
+    def layer(self, name: str) -> LayerAudit:
+        for l in self.layers:
+            if l.name == name:
+                return l
+        raise KeyError(f"no audited layer named {name!r}")
+
+    @property
+    def spikes_occurred(self) -> bool:
+        return self.totals["per_sequence"]["measured_synops"] > 0
+
+    def firing_rate_table(self) -> List[Tuple[str, str, str, Tuple[float, ...]]]:
+        """Rows (layer, op, source neuron, rate per time step) for every spike-fed layer: the shape
+        of the SpikeTrack paper's supplementary firing-rate tables (layer -> rate per template step)."""
+        return [(l.name, l.op, l.source, l.rates_per_step) for l in self.spike_layers]
+
+    # -- serialization ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "weights": self.weights,
+            "runtime": self.runtime,
+            "encoding": self.encoding,
+            "profile": self.profile.to_dict(),
+            "n_inputs": self.n_inputs,
+            "T": self.T,
+            "spikes_occurred": self.spikes_occurred,
+            "totals": self.totals,
+            "layers": [asdict(l) for l in self.layers],
+            "firing_rates": [
+                {"layer": n, "op": op, "source": s, "rates_per_step": list(r)} for n, op, s, r in self.firing_rate_table()
+            ],
+            "notes": list(self.notes),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
+
+    def _header_lines(self) -> List[str]:
+        p = self.profile
+        e_n = f", E_neuron = {p.e_neuron_pj:g} pJ" if p.e_neuron_pj is not None else " (neuron updates not charged)"
+        return [
+            f"- Model: `{self.model}`" + (f", weights: {self.weights}" if self.weights else ""),
+            f"- Inputs: {self.n_inputs}, T = {self.T} macro-steps per input; spike encoding **{self.encoding}**",
+            f"- Counts produced by: **{self.runtime}**",
+            f"- Energy profile **{p.name}**: E_AC = {p.e_ac_pj:g} pJ, E_MAC = {p.e_mac_pj:g} pJ{e_n}",
+            f"- Source: {p.citation}",
+        ]
+
+    def _totals_rows(self) -> List[Tuple[str, str]]:
+        return [
+            ("measured_synops", "Spike SynOps, measured (unit spikes x real fan-out)"),
+            ("graded_events", "Graded events (one per non-zero q)"),
+            ("theoretical_ops", "Spike ops, the papers' estimate (FLOPs x T x rate)"),
+            ("host_macs", "Host / real-valued MACs (separate, not spike ops)"),
+            ("neuron_updates", "Neuron updates"),
+            ("energy_synops_pj", "Energy: SynOps [pJ]"),
+            ("energy_macs_pj", "Energy: host MACs [pJ]"),
+            ("energy_neurons_pj", "Energy: neuron updates [pJ]"),
+            ("energy_pj", "**Energy, measured [pJ]**"),
+            ("theoretical_energy_pj", "**Energy, the papers' method [pJ]**"),
+        ]
+
+    def to_markdown(self) -> str:
+        t = self.totals
+        ratio = t["per_frame"].get("ratio")
+        lines = [f"# Op-count audit — `{self.model}`", ""] + self._header_lines() + [""]
+        lines += [
+            f"Per frame: **{_fmt(t['per_frame']['measured_synops'])} SynOps measured** vs "
+            f"{_fmt(t['per_frame']['theoretical_ops'])} estimated by the papers' method "
+            f"(ratio {_fmt(ratio)}); energy {_fmt_e(t['per_frame']['energy_pj'])} measured vs "
+            f"{_fmt_e(t['per_frame']['theoretical_energy_pj'])} by the papers' method.",
+            "",
+            "## Totals",
+            "",
+            f"| quantity | per macro-step | per frame | per sequence ({self.n_inputs} inputs) |",
+            "|---|---:|---:|---:|",
+        ]
+        for key, label in self._totals_rows():
+            lines.append(f"| {label} | {_fmt(t['per_macro_step'][key])} | {_fmt(t['per_frame'][key])} | "
+                         f"{_fmt(t['per_sequence'][key])} |")
+        lines.append(f"| Ratio measured / estimated (spike ops) | {_fmt(ratio)} | {_fmt(ratio)} | {_fmt(ratio)} |")
+        lines += [
+            "",
+            "## Spike-driven layers (per frame)",
+            "",
+            "| layer | op | source neuron | FLOPs / step | firing rate | theoretical ops | measured SynOps | "
+            "ratio | graded events | energy [pJ] | why they differ |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for l in self.spike_layers:
+            lines.append(
+                f"| `{l.name}` | {l.op} | {l.source} | {_fmt(l.flops)} | {l.firing_rate:.4f} | "
+                f"{_fmt(l.theoretical_ops)} | {_fmt(l.measured_synops)} | {_fmt(l.ratio)} | "
+                f"{_fmt(l.graded_events)} | {_fmt(l.energy_pj)} | {l.explanation} |"
+            )
+        lines += [
+            "",
+            "## Host / real-valued layers (MACs, listed separately, never counted as spike ops)",
+            "",
+            "| layer | op | input | FLOPs / step | MACs / frame | energy [pJ] | note |",
+            "|---|---|---|---:|---:|---:|---|",
+        ]
+        for l in self.host_layers:
+            lines.append(f"| `{l.name}` | {l.op} | {l.source} | {_fmt(l.flops)} | {_fmt(l.macs)} | "
+                         f"{_fmt(l.energy_pj)} | {l.explanation} |")
+        if not self.host_layers:
+            lines.append("| — | | | | | | none |")
+        lines += [
+            "",
+            "## Neuron layers",
+            "",
+            "| layer | neuron | updates / frame | firing rate (mean q) | energy [pJ] | note |",
+            "|---|---|---:|---:|---:|---|",
+        ]
+        for l in self.neuron_layers:
+            lines.append(f"| `{l.name}` | {l.op} | {_fmt(l.neuron_updates)} | {l.firing_rate:.4f} | "
+                         f"{_fmt(l.energy_pj)} | {l.explanation} |")
+        steps = " | ".join(f"T{i + 1}" for i in range(self.T))
+        lines += [
+            "",
+            "## Firing rate per layer and time step",
+            "",
+            "Mean integer output of the neuron feeding each layer (the papers' definition; it can exceed 1), "
+            "in the shape of the SpikeTrack supplementary tables (layer → rate per template step).",
+            "",
+            f"| layer | op | source neuron | {steps} |",
+            "|---|---|---|" + "---:|" * self.T,
+        ]
+        for name, op, src, rates in self.firing_rate_table():
+            lines.append(f"| `{name}` | {op} | {src} | " + " | ".join(f"{r:.4f}" for r in rates) + " |")
+        lines += ["", "## How the counts are made", ""] + [f"- {n}" for n in self.notes] + [""]
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        from spikedeploy.htmlreport import HtmlPage, audit_figures
+
+        page = HtmlPage(f"Op-count audit — {self.model}")
+        page.heading(f"Op-count audit — {self.model}", 1)
+        page.bullets([_md_inline(s[2:]) for s in self._header_lines()], html=True)
+        t = self.totals
+        page.heading("Totals", 2)
+        rows = [[label.replace("**", ""), _fmt(t["per_macro_step"][k]), _fmt(t["per_frame"][k]), _fmt(t["per_sequence"][k])]
+                for k, label in self._totals_rows()]
+        rows.append(["Ratio measured / estimated (spike ops)"] + [_fmt(t["per_frame"].get("ratio"))] * 3)
+        page.table(["quantity", "per macro-step", "per frame", f"per sequence ({self.n_inputs} inputs)"], rows,
+                   align="lrrr")
+        for fig, caption in audit_figures(self):
+            page.figure(fig, caption)
+        page.heading("Spike-driven layers (per frame)", 2)
+        page.table(
+            ["layer", "op", "source neuron", "FLOPs / step", "firing rate", "theoretical ops", "measured SynOps",
+             "ratio", "graded events", "energy [pJ]", "why they differ"],
+            [[l.name, l.op, l.source, _fmt(l.flops), f"{l.firing_rate:.4f}", _fmt(l.theoretical_ops),
+              _fmt(l.measured_synops), _fmt(l.ratio), _fmt(l.graded_events), _fmt(l.energy_pj), l.explanation]
+             for l in self.spike_layers],
+            align="lllrrrrrrrl",
+        )
+        page.heading("Host / real-valued layers (MACs, never counted as spike ops)", 2)
+        page.table(["layer", "op", "input", "FLOPs / step", "MACs / frame", "energy [pJ]", "note"],
+                   [[l.name, l.op, l.source, _fmt(l.flops), _fmt(l.macs), _fmt(l.energy_pj), l.explanation]
+                    for l in self.host_layers] or [["—", "", "", "", "", "", "none"]], align="lllrrrl")
+        page.heading("Neuron layers", 2)
+        page.table(["layer", "neuron", "updates / frame", "firing rate", "energy [pJ]", "note"],
+                   [[l.name, l.op, _fmt(l.neuron_updates), f"{l.firing_rate:.4f}", _fmt(l.energy_pj), l.explanation]
+                    for l in self.neuron_layers], align="llrrrl")
+        page.heading("Firing rate per layer and time step", 2)
+        page.paragraph("Mean integer output of the neuron feeding each layer (the papers' definition; it can exceed 1), "
+                       "in the shape of the SpikeTrack supplementary tables (layer → rate per template step).")
+        page.table(["layer", "op", "source neuron"] + [f"T{i + 1}" for i in range(self.T)],
+                   [[n, op, s] + [f"{r:.4f}" for r in rates] for n, op, s, rates in self.firing_rate_table()],
+                   align="lll" + "r" * self.T)
+        page.heading("How the counts are made", 2)
+        page.bullets(list(self.notes))
+        return page.render()
+
+    def write(self, output, *, overwrite: bool = True) -> Path:
+        """Write ``report.md``, ``report.json`` and ``report.html`` into ``output`` atomically."""
+        from spikedeploy.fsutil import atomic_directory
+
+        md, js, html = self.to_markdown(), self.to_json(), self.to_html()
+        with atomic_directory(output, overwrite=overwrite) as tmp:
+            (tmp / "report.md").write_text(md, encoding="utf-8")
+            (tmp / "report.json").write_text(js, encoding="utf-8")
+            (tmp / "report.html").write_text(html, encoding="utf-8")
+        return Path(output)
+
+
+def _md_inline(text: str) -> str:
+    """Markdown bold/code -> HTML (for the header lines), escaping everything else."""
+    import html
+    import re
+
+    s = html.escape(text)
+    s = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", s)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", s)
+
+
+NOTES = (
+    "SynOp: one accumulate of one weight into one existing target, caused by one unit spike. A unit spike "
+    "costs its real fan-out: the non-zero weights that reach output positions that exist (borders, stride, "
+    "dilation and groups taken into account).",
+    "Graded events: one event per non-zero spike count q (payload q) per real synapse; their unit-spike "
+    "equivalent q x fan-out equals the SynOps.",
+    "Attention [kv]: every co-occurring pair of a k unit spike and a v unit spike on the same token and head "
+    "increments one memory cell (sum over tokens of k_head_count x v_head_count). Attention [q·kv]: every q unit "
+    "spike reads one memory row of Cv/H cells.",
+    "Host / real-valued layers (input not spikes: the first layer on pixels, a head fed by a mean of spikes) are "
+    "dense MACs = FLOPs per macro-step; they are listed separately and never added to the spike ops.",
+    "Neuron updates: neurons x T x D sub-steps in binary encoding (a neuron integrates and emits over its D "
+    "sub-step window), neurons x T in graded encoding.",
+    "The papers' method: FLOPs (C_in·C_out·k²·H_out·W_out/groups; Linear in·out) x T x firing rate, the firing "
+    "rate being the mean integer output of the neuron feeding the layer; kᵀv takes k as the spike side. The "
+    "ratio measured/estimated = border/position factor x zero-weight factor; the papers' first layer is MACs.",
+    "Graded accumulators (residual adds, position embeddings, Scale, BatchNorm on membranes) are not counted.",
+    "Per frame = one input (all its T macro-steps), averaged over the inputs; per macro-step = per frame / T; "
+    "per sequence = the sum over all inputs.",
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# counting
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Acc:
+    """Exact sequence totals of one row (sums over all inputs), per macro-step."""
+
+    synops: np.ndarray  #: [T] int
+    graded: np.ndarray  #: [T] int
+    macs: int = 0
+    neuron_updates: int = 0
+
+
+def _route(op: O.Op, xs: List[torch.Tensor]) -> torch.Tensor:
+    if isinstance(op, O.Reshape):
+        x = xs[0]
+        return x.reshape(tuple(x.shape[:2]) + tuple(op.shape))
+    if isinstance(op, O.Permute):
+        return xs[0].permute((0, 1) + tuple(p + 2 for p in op.perm))
+    return torch.cat(xs, dim=op.axis + 2)
+
+
+def _spike_values(graph: Graph, q_of: Mapping[str, torch.Tensor]):
+    """For every value carrying spikes (a neuron output, or routing of spikes only): its routed counts
+    and the neurons it comes from."""
+    spikes: Dict[str, torch.Tensor] = {}
+    sources: Dict[str, Tuple[str, ...]] = {}
+    for n in graph.nodes:
+        if isinstance(n.op, O.NEURON_OPS):
+            spikes[n.name] = q_of[n.name]
+            sources[n.name] = (n.name,)
+        elif isinstance(n.op, _ROUTING) and all(i in spikes for i in n.inputs):
+            spikes[n.name] = _route(n.op, [spikes[i] for i in n.inputs])
+            srcs: List[str] = []
+            for i in n.inputs:
+                srcs += [s for s in sources[i] if s not in srcs]
+            sources[n.name] = tuple(srcs)
+    return spikes, sources
+
+
+def _per_step_sum(x: torch.Tensor) -> np.ndarray:
+    """[T, B, ...] -> exact integer sums per macro-step (over inputs and positions)."""
+    s = x.reshape(x.shape[0], -1).sum(dim=1)
+    return np.asarray([int(round(float(v))) for v in s], dtype=np.int64)
+
+
+def _rates(q: torch.Tensor) -> Tuple[float, Tuple[float, ...]]:
+    """Mean q over everything, and per macro-step."""
+    per_step = _per_step_sum(q)
+    per_pos = q[0, 0].numel() * q.shape[1]
+    total = int(per_step.sum())
+    return total / (per_pos * q.shape[0]), tuple(float(v) / per_pos for v in per_step)
+
+
+def _synapse_counts(op, q: torch.Tensor, in_shape, out_shape):
+    f = fanout_map(op, in_shape, out_shape)
+    f_all = fanout_map(op, in_shape, out_shape, nonzero_only=False)
+    nd = len(in_shape)
+    dims = tuple(range(1, nd + 2))  # keep T, sum over B and positions
+    syn = _per_step_sum((q * f))
+    graded = _per_step_sum(((q > 0).to(q.dtype) * f))
+    syn_all = float((q * f_all).sum())
+    return syn, graded, syn_all
+
+
+def _explain_synapse(border: Optional[float], zero_w: Optional[float], graded: int, unit: int, host_note="") -> str:
+    parts = []
+    if border is not None and abs(border - 1.0) > 1e-9:
+        parts.append(f"borders/positions ×{border:.4f}" if border < 1 else f"spikes at high-fan-out positions ×{border:.4f}")
+    if zero_w is not None and zero_w < 1.0 - 1e-12:
+        parts.append(f"zero weights ×{zero_w:.4f}")
+    if unit > 0:
+        parts.append(f"integer spikes: {graded / unit:.3f} graded events per unit spike")
+    if not parts:
+        return "no spikes" if unit == 0 else "matches the estimate"
+    return "; ".join(parts)
+
+
+def _check_counts(graph: Graph, shapes, spike_counts: Mapping[str, object], T: Optional[int], B: Optional[int]):
+    q_of: Dict[str, torch.Tensor] = {}
+    missing = [n.name for n in graph.neurons() if n.name not in spike_counts]
+    if missing:
+        raise AuditError(f"spike counts are missing for neuron layer(s): {', '.join(missing)}")
+    for n in graph.neurons():
+        q = torch.as_tensor(np.asarray(spike_counts[n.name]) if not isinstance(spike_counts[n.name], torch.Tensor)
+                            else spike_counts[n.name]).to(torch.float64)
+        if q.dim() != len(shapes[n.name]) + 2 or tuple(q.shape[2:]) != tuple(shapes[n.name]):
+            raise AuditError(
+                f"spike counts for {n.name!r} have shape {list(q.shape)}; expected [T, B, "
+                f"{', '.join(map(str, shapes[n.name]))}]"
+            )
+        if T is None:
+            T, B = int(q.shape[0]), int(q.shape[1])
+        if (int(q.shape[0]), int(q.shape[1])) != (T, B):
+            raise AuditError(f"spike counts for {n.name!r} cover T={q.shape[0]}, B={q.shape[1]}; expected T={T}, B={B}")
+        if not torch.isfinite(q).all() or bool((q < 0).any()) or not torch.equal(q, torch.round(q)):
+            raise AuditError(f"spike counts for {n.name!r} must be non-negative integers")
+        q_of[n.name] = q
+    return q_of, T, B
+
+
+def _input_tb(graph: Graph, x) -> Tuple[int, int]:
+    if isinstance(x, Mapping):
+        if not x:
+            raise AuditError("empty input set: no inputs given")
+        x = next(iter(x.values()))
+    x = torch.as_tensor(x)
+    if x.dim() < 2:
+        raise AuditError(f"inputs must have shape [T, B, ...], got {list(x.shape)}")
+    return int(x.shape[0]), int(x.shape[1])
+
+
+def audit_graph(
+    graph: Graph,
+    x=None,
+    *,
+    encoding: str = "binary",
+    profile="45nm",
+    spike_counts: Optional[Mapping[str, object]] = None,
+    runtime: str = "reference",
+    model: str = "",
+    weights: str = "",
+) -> AuditReport:
+    """Audit ``graph`` on inputs ``x`` (``[T, B, *s]`` tensor or dict by input name).
+
+    ``graph`` is an integer graph (lowered here with ``ExpandSpikes(encoding)``) or a graph already
+    lowered to ``encoding``. Without ``spike_counts`` the reference executor runs the lowered graph
+    in spike mode and its counts are audited (runtime "reference-<encoding>"). With
+    ``spike_counts`` — neuron node name -> q ``[T, B, *s]``, e.g. ``TargetRun.spike_counts`` of a Lava
+    run — those counts are audited instead (``runtime`` names who produced them); ``x`` may then be
+    None. Raises :class:`AuditError` for an empty input set, counts that do not fit the graph, or a
+    graph in which no neuron feeds a synapse ("nothing to audit"), and ``ConfigError`` for an
+    unknown energy profile or encoding.
+    """
+    from spikedeploy.passes import ExpandSpikes
+    from spikedeploy.reference import execute, graph_mode
+
+    prof = get_profile(profile)
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"unknown spike encoding {encoding!r}; expected one of {ENCODINGS}")
+    validate(graph)
+    mode = graph_mode(graph)
+    if mode == "integer":
+        lowered = ExpandSpikes(encoding).apply(graph) if graph.neurons() else graph
+    elif mode == encoding:
+        lowered = graph
+    else:
+        raise ConfigError(f"graph is lowered to {mode!r} spikes; audit it with encoding={mode!r}")
+    shapes = validate(lowered)
+    _check_auditable(lowered, shapes)
+
+    T = B = None
+    if x is not None:
+        T, B = _input_tb(lowered, x)
+        if B == 0 or T == 0:
+            raise AuditError(f"empty input set: inputs have shape with T={T}, B={B}; give at least one input")
+    if spike_counts is not None:
+        q_of, T, B = _check_counts(lowered, shapes, spike_counts, T, B)
+        if B == 0 or T == 0:
+            raise AuditError("empty input set: the spike counts cover no input")
+        run_name = f"{runtime}-{encoding}" if not runtime.endswith(encoding) else runtime
+    else:
+        if x is None:
+            raise AuditError("give the inputs x (or spike_counts from a runtime)")
+        result = execute(lowered, x, encoding, dtype=torch.float64)
+        q_of = {n.name: result.records[n.name].q for n in lowered.neurons()}
+        run_name = f"{runtime}-{encoding}"
+
+    rows, accs = _count(lowered, shapes, q_of, T, B, encoding, prof)
+    totals = _totals(rows, accs, T, B, prof)
+    meta = lowered.meta_dict()
+    return AuditReport(
+        model=model or str(meta.get("model", "")) or "graph",
+        runtime=run_name,
+        encoding=encoding,
+        profile=prof,
+        n_inputs=B,
+        T=T,
+        layers=tuple(rows),
+        totals=totals,
+        weights=weights or str(meta.get("weights", "")),
+        notes=NOTES,
+    )
+
+
+def _check_auditable(graph: Graph, shapes) -> None:
+    neurons = {n.name for n in graph.neurons()}
+    if not neurons:
+        raise AuditError("nothing to audit: the graph has no neuron layers (no spikes, no synaptic ops to count)")
+    spiking = set(neurons)
+    for n in graph.nodes:
+        if isinstance(n.op, _ROUTING) and all(i in spiking for i in n.inputs):
+            spiking.add(n.name)
+    fed = [n.name for n in graph.nodes
+           if (isinstance(n.op, O.SYNAPTIC_OPS) and n.inputs[0] in spiking)
+           or (isinstance(n.op, O.SpikeLinearAttention) and all(i in spiking for i in n.inputs))]
+    if not fed:
+        raise AuditError(
+            f"nothing to audit: no neuron feeds a synaptic layer (neuron layers: {', '.join(sorted(neurons))}; "
+            "their spikes only reach graded accumulators or graph outputs)"
+        )
+
+
+def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: EnergyProfile):
+    spikes, sources = _spike_values(graph, q_of)
+    rows: List[LayerAudit] = []
+    accs: List[_Acc] = []
+    zeros = np.zeros(T, dtype=np.int64)
+
+    def add(row: LayerAudit, acc: _Acc):
+        rows.append(row)
+        accs.append(acc)
+
+    for n in graph.nodes:
+        op = n.op
+        if isinstance(op, O.SYNAPTIC_OPS):
+            src = n.inputs[0]
+            in_shape, out_shape = shapes[src], shapes[n.name]
+            flops = layer_flops(op, in_shape, out_shape)
+            if src in spikes:
+                q = spikes[src]
+                syn, graded, syn_all = _synapse_counts(op, q, in_shape, out_shape)
+                rate, per_step = _rates(q)
+                theo = flops * T * rate
+                measured = syn.sum() / B
+                total_q = rate * T * B * numel(in_shape)
+                mean_fan = flops / numel(in_shape)
+                border = syn_all / (mean_fan * total_q) if total_q > 0 else None
+                zero_w = float(syn.sum()) / syn_all if syn_all > 0 else None
+                ratio = measured / theo if theo > 0 else None
+                row = LayerAudit(
+                    name=n.name, op=op.kind, kind="synapse", host=False, source=", ".join(sources[src]),
+                    flops=float(flops), firing_rate=rate, rates_per_step=per_step, theoretical_ops=theo,
+                    measured_synops=float(measured), graded_events=float(graded.sum() / B),
+                    unit_equivalent=float(measured), macs=0.0, neuron_updates=0.0, ratio=ratio,
+                    energy_pj=prof.energy_pj(synops=measured), theoretical_energy_pj=prof.e_ac_pj * theo,
+                    border_factor=border, zero_weight_factor=zero_w,
+                    synops_per_step=tuple(float(v) / B for v in syn),
+                    explanation=_explain_synapse(border, zero_w, int(graded.sum()), int(syn.sum())),
+                )
+                add(row, _Acc(syn, graded))
+            else:
+                add(_host_row(n, op.kind, flops, T, B, prof, src, graph), _Acc(zeros, zeros, macs=flops * T * B))
+        elif isinstance(op, O.SpikeLinearAttention):
+            qn, kn, vn = n.inputs
+            c, ntok = shapes[qn]
+            cv = shapes[vn][0]
+            h = op.num_heads
+            flops = c * cv * ntok // h
+            if all(i in spikes for i in n.inputs):
+                for row, acc in _attention_rows(n, spikes[qn], spikes[kn], spikes[vn], sources, flops, T, B, prof):
+                    add(row, acc)
+            else:
+                add(_host_row(n, op.kind, 2 * flops, T, B, prof, ", ".join(n.inputs), graph),
+                    _Acc(zeros, zeros, macs=2 * flops * T * B))
+        elif isinstance(op, O.NEURON_OPS):
+            q = q_of[n.name]
+            rate, per_step = _rates(q)
+            neurons = numel(shapes[n.name])
+            per_mstep = int(op.window) if encoding == "binary" else 1
+            upd = neurons * T * per_mstep
+            label = getattr(op, "label", op.kind)
+            add(LayerAudit(
+                name=n.name, op=label, kind="neuron", host=False, source=n.name, flops=0.0, firing_rate=rate,
+                rates_per_step=per_step, theoretical_ops=0.0, measured_synops=0.0, graded_events=0.0,
+                unit_equivalent=0.0, macs=0.0, neuron_updates=float(upd), ratio=None,
+                energy_pj=prof.energy_pj(neuron_updates=upd), theoretical_energy_pj=0.0,
+                explanation=f"{neurons:,} neurons x T" + (f" x {per_mstep} sub-steps (binary window D)" if encoding == "binary" else " (graded: one update per macro-step)"),
+            ), _Acc(zeros, zeros, neuron_updates=upd * B))
+    return rows, accs
+
+
+def _host_row(n, kind, flops, T, B, prof, src, graph) -> LayerAudit:
+    nodes = graph.node_map()
+    upstream = nodes.get(src)
+    if upstream is None:
+        note = "host: real-valued graph input (e.g. pixels): dense MACs"
+    else:
+        note = f"real-valued input (output of {upstream.op.kind} {src!r}): dense MACs"
+    macs = flops * T
+    return LayerAudit(
+        name=n.name, op=kind, kind="host", host=True, source=src, flops=float(flops), firing_rate=0.0,
+        rates_per_step=(), theoretical_ops=float(macs), measured_synops=0.0, graded_events=0.0,
+        unit_equivalent=0.0, macs=float(macs), neuron_updates=0.0, ratio=1.0,
+        energy_pj=prof.energy_pj(macs=macs), theoretical_energy_pj=prof.e_mac_pj * macs,
+        explanation=note + "; the papers count it as MACs too",
+    )
+
+
+def _attention_rows(n, q, k, v, sources, flops, T, B, prof):
+    op = n.op
+    h = op.num_heads
+    Tq, Bq, c, ntok = q.shape
+    cv = v.shape[2]
+
+    def head_sum(x, channels):  # [T, B, C, N] -> [T, B, H, N]
+        return x.reshape(Tq, Bq, h, channels // h, ntok).sum(dim=3)
+
+    ks, vs = head_sum(k, c), head_sum(v, cv)
+    kb, vb = head_sum((k > 0).to(k.dtype), c), head_sum((v > 0).to(v.dtype), cv)
+    pairs = _per_step_sum(ks * vs)
+    pairs_graded = _per_step_sum(kb * vb)
+    row_len = cv // h
+    reads = _per_step_sum(q) * row_len
+    reads_graded = _per_step_sum((q > 0).to(q.dtype)) * row_len
+    qn, kn, vn = n.inputs
+    rate_k, steps_k = _rates(k)
+    rate_q, steps_q = _rates(q)
+    out = []
+    for suffix, src, rate, steps, syn, graded, expl in (
+        ("[kv]", f"{', '.join(sources[kn])} × {', '.join(sources[vn])}", rate_k, steps_k, pairs, pairs_graded,
+         "spike × spike: only co-occurring k·v unit-spike pairs write the memory; the papers' estimate "
+         "treats v as dense weights (ratio ≈ v's firing rate)"),
+        ("[q·kv]", ", ".join(sources[qn]), rate_q, steps_q, reads, reads_graded,
+         f"each q unit spike reads one memory row of Cv/H = {row_len} cells"),
+    ):
+        theo = flops * T * rate
+        measured = float(syn.sum()) / B
+        unit = int(syn.sum())
+        if unit:
+            expl += f"; integer spikes: {int(graded.sum()) / unit:.3f} graded events per unit spike"
+        out.append((LayerAudit(
+            name=f"{n.name} {suffix}", op=f"SpikeLinearAttention {suffix}", kind="attention", host=False, source=src,
+            flops=float(flops), firing_rate=rate, rates_per_step=steps, theoretical_ops=theo,
+            measured_synops=measured, graded_events=float(graded.sum()) / B, unit_equivalent=measured, macs=0.0,
+            neuron_updates=0.0, ratio=measured / theo if theo > 0 else None,
+            energy_pj=prof.energy_pj(synops=measured), theoretical_energy_pj=prof.e_ac_pj * theo,
+            synops_per_step=tuple(float(x) / B for x in syn), explanation=expl,
+        ), _Acc(syn, graded)))
+    return out
+
+
+def _totals(rows: List[LayerAudit], accs: List[_Acc], T: int, B: int, prof: EnergyProfile) -> Dict[str, Dict[str, float]]:
+    spike = [(r, a) for r, a in zip(rows, accs) if r.kind in ("synapse", "attention")]
+    host = [(r, a) for r, a in zip(rows, accs) if r.kind == "host"]
+    neur = [(r, a) for r, a in zip(rows, accs) if r.kind == "neuron"]
+    seq = {
+        "measured_synops": int(sum(int(a.synops.sum()) for _, a in spike)),
+        "graded_events": int(sum(int(a.graded.sum()) for _, a in spike)),
+        "theoretical_ops": float(sum(r.theoretical_ops for r, _ in spike)) * B,
+        "host_macs": int(sum(a.macs for _, a in host)),
+        "neuron_updates": int(sum(a.neuron_updates for _, a in neur)),
+    }
+    br = prof.breakdown_pj(seq["measured_synops"], seq["host_macs"], seq["neuron_updates"])
+    seq.update(
+        energy_synops_pj=br["synops"], energy_macs_pj=br["macs"], energy_neurons_pj=br["neurons"],
+        energy_pj=br["synops"] + br["macs"] + br["neurons"],
+        theoretical_energy_pj=prof.e_ac_pj * seq["theoretical_ops"] + prof.e_mac_pj * seq["host_macs"],
+    )
+    frame = {k: v / B for k, v in seq.items()}
+    step = {k: v / (B * T) for k, v in seq.items()}
+    ratio = seq["measured_synops"] / seq["theoretical_ops"] if seq["theoretical_ops"] > 0 else None
+    for d in (seq, frame, step):
+        d["ratio"] = ratio
+    return {"per_macro_step": step, "per_frame": frame, "per_sequence": seq}
+
+
+# ---------------------------------------------------------------------------------------------
+# the CLI-level function
+# ---------------------------------------------------------------------------------------------
+
+
+def audit(
+    model: str = "sdt-test",
+    *,
+    neuron: Optional[str] = None,
+    timesteps: int = 1,
+    checkpoint: Optional[str] = None,
+    checkpoint_key: Optional[str] = None,
+    num_inputs: int = 8,
+    seed: int = 0,
+    encoding: str = "binary",
+    profile="45nm",
+    input_file=None,
+    input_shape: Optional[Sequence[int]] = None,
+    model_kwargs: Optional[Dict] = None,
+    output=None,
+) -> AuditReport:
+    """Build ``model`` (as :func:`spikedeploy.api.build_model`), run it on ``num_inputs`` random
+    inputs (seed ``seed + 1``, as ``verify``) or the .npy ``input_file``, and audit the spike run of
+    the ``encoding``-lowered graph with the energy ``profile``. Writes report.md/.json/.html
+    atomically into the directory ``output`` when given. Bad options fail before any work."""
+    from spikedeploy import api
+    from spikedeploy.fsutil import check_output_dir
+
+    prof = get_profile(profile)
+    if encoding not in ENCODINGS:
+        raise ConfigError(f"unknown spike encoding {encoding!r}; expected one of {ENCODINGS}")
+    if input_file is None and (isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1):
+        raise AuditError(f"empty input set: --inputs must be a positive integer, got {num_inputs!r}")
+    if output is not None:
+        check_output_dir(output)
+    loaded = api.build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
+                             checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape,
+                             model_kwargs=model_kwargs)
+    x = api.make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=seed + 1, input_file=input_file)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise AuditError(f"empty input set: {input_file or 'inputs'} holds no input (shape {list(x.shape)})")
+    graph = api.prepare_graph(loaded, timesteps=int(x.shape[0]), encoding="integer")
+    report = audit_graph(graph, x, encoding=encoding, profile=prof, model=loaded.name + (f" (neuron={neuron})" if neuron else ""),
+                         weights=loaded.weights)
+    if output is not None:
+        report.write(output)
+    return report
