@@ -71,9 +71,9 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int):
 
     ``host_values``: host value name -> array ``[T, B, *s]``. Returns ``(procs, model_map,
     num_steps)`` with ``procs`` by process name."""
-    from spikedeploy.runtimes.lava_procs import ensure_lava
+    from spikedeploy.lava_compat import import_lava
 
-    ensure_lava()
+    import_lava()
     from lava.proc.io.source import PySendModelFloat, RingBuffer
     from lava.proc.sparse.models import PySparseModelFloat
     from lava.proc.sparse.process import Sparse
@@ -160,9 +160,9 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
         raise ConfigError(f"Lava runtime: select_tag {select_tag!r} is not implemented; "
                           f"supported: {', '.join(SELECT_TAGS)}")
     from spikedeploy.reference import run as ref_run
-    from spikedeploy.runtimes.lava_procs import ensure_lava
+    from spikedeploy.lava_compat import import_lava
 
-    run_configs, run_conditions = ensure_lava()
+    run_configs, run_conditions = import_lava()
     bundle = _bundle(bundle)
     d = bundle.description
     xs = _inputs(bundle, x)

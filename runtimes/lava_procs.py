@@ -38,33 +38,11 @@ from __future__ import annotations
 
 import numpy as np
 
-import multiprocessing
-import sys
 
 
-def ensure_lava():
-    """``spikedeploy.lava_compat.import_lava()``, tolerating a start method already set to 'fork'.
+from spikedeploy.lava_compat import import_lava  # noqa: E402
 
-    Lava's runtime calls ``multiprocessing.set_start_method('fork')`` when first imported, which
-    raises if anything fixed the start method before, even to 'fork' itself; tqdm does exactly
-    that when its first progress bar creates a multiprocessing lock (e.g. torch.fx's interpreter
-    during capture). When the method is already 'fork', Lava's call changes nothing, so the
-    already-fixed context is released for that one call. Any other method still raises
-    lava_compat's clear error."""
-    from spikedeploy.lava_compat import _LAVA_MULTIPROCESSING, import_lava
-
-    if _LAVA_MULTIPROCESSING not in sys.modules and multiprocessing.get_start_method(allow_none=True) == "fork":
-        ctx = multiprocessing.context._default_context
-        ctx._actual_context = None
-        try:
-            return import_lava()
-        finally:
-            if ctx._actual_context is None:  # Lava's import failed before setting it again
-                ctx._actual_context = ctx.get_context("fork")
-    return import_lava()
-
-
-ensure_lava()
+import_lava()
 
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
 from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402

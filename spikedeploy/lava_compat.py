@@ -25,7 +25,9 @@ eagerly and turns the failure into a :class:`LavaCompatError` that says what to 
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import multiprocessing
 import importlib.abc
 import importlib.machinery
 import re
@@ -133,6 +135,30 @@ def install() -> None:
         sys.meta_path.insert(0, _VarModelFinder())
 
 
+@contextlib.contextmanager
+def _tolerate_same_start_method():
+    """While Lava's runtime is imported, make ``multiprocessing.set_start_method(m)`` a no-op when
+    the start method is already ``m``.
+
+    Lava calls ``set_start_method('fork')`` at import time, which raises if anything fixed a
+    start method before, even to 'fork' itself (tqdm does on its first progress bar, e.g. inside
+    torch.fx during capture). Asking again for the method already in force changes nothing, so it
+    is allowed; asking for a different one still raises, and :func:`import_lava` reports it.
+    """
+    original = multiprocessing.set_start_method
+
+    def set_start_method(method, force=False):
+        if not force and multiprocessing.get_start_method(allow_none=True) == method:
+            return None
+        return original(method, force=force)
+
+    multiprocessing.set_start_method = set_start_method
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method = original
+
+
 def import_lava() -> tuple[ModuleType, ModuleType]:
     """Install the hook and import Lava's core; return ``(run_configs, run_conditions)``.
 
@@ -142,7 +168,8 @@ def import_lava() -> tuple[ModuleType, ModuleType]:
     install()
     importlib.import_module(TARGET_MODULE)
     try:
-        importlib.import_module(_LAVA_MULTIPROCESSING)
+        with _tolerate_same_start_method():
+            importlib.import_module(_LAVA_MULTIPROCESSING)
     except RuntimeError as exc:
         raise LavaCompatError(
             f"importing {_LAVA_MULTIPROCESSING} failed ({exc}): Lava sets the multiprocessing "

@@ -115,6 +115,20 @@ def test_start_method_clash_is_explained():
     assert "LavaCompatError" in clash.stderr and "import_lava() before" in clash.stderr
 
 
+def test_start_method_already_fork_is_accepted():
+    """tqdm (e.g. inside torch.fx during capture) fixes the start method to 'fork' before Lava is
+    imported; Lava's own set_start_method('fork') must then not fail."""
+    ok = _python("""
+        import multiprocessing
+        multiprocessing.set_start_method("fork")
+        from spikedeploy import lava_compat
+        lava_compat.import_lava()
+        print(multiprocessing.get_start_method(), multiprocessing.set_start_method.__module__)
+    """)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.split() == ["fork", "multiprocessing.context"]  # the original is restored
+
+
 # --------------------------------------------------------------------------------------------
 # Tiny networks in the CPU simulator
 # --------------------------------------------------------------------------------------------
