@@ -18,11 +18,12 @@ def inputs(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("target, name", [("onnx", "m.onnx"), ("nir", "m.nir")])
+@pytest.mark.parametrize("target, name", [("onnx", "m.onnx"), ("nir", "m.nir"), ("lava", "m.lava")])
 def test_export_then_run(tmp_path, capsys, inputs, target, name):
     art = tmp_path / name
     assert main(["export", "--target", target, "--neuron", "nilif", "-T", "3", "-o", str(art)]) == 0
     assert art.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporaries left
     out = tmp_path / "out.npz"
     assert main(["run", "--target", target, str(art), "--input", str(inputs), "-o", str(out), "--no-progress"]) == 0
     data = np.load(out)
