@@ -122,7 +122,7 @@ def fanout_map(op: O.Op, in_shape: Sequence[int], out_shape: Sequence[int], *, n
     number of (non-zero, if ``nonzero_only``) weights connecting it to output positions that exist."""
     dt = torch.float64
     if isinstance(op, (O.Conv2d, O.Conv1d)):
-        w = torch.as_tensor(np.asarray(op.weight))
+        w = torch.as_tensor(np.array(op.weight))
         ind = (w != 0).to(dt) if nonzero_only else torch.ones_like(w, dtype=dt)
         if isinstance(op, O.Conv2d):
             ones = torch.ones((1,) + tuple(out_shape), dtype=dt)
