@@ -82,12 +82,9 @@ def _onnx():
 
 
 def _version() -> str:
-    try:
-        from importlib.metadata import version
+    from spikedeploy import __version__
 
-        return version("spikedeploy")
-    except Exception:  # pragma: no cover - not installed as a distribution
-        return "unknown"
+    return __version__
 
 
 def sanitize(name: str) -> str:
