@@ -85,6 +85,8 @@ __all__ = [
 
 ENCODINGS = ("binary", "graded")
 _ROUTING = (O.Reshape, O.Permute, O.Concat)
+#: graded accumulators on membranes: not counted (documented in the notes)
+_ACCUMULATORS = (O.Scale, O.Add, O.AddConstant, O.BatchNorm)
 
 
 class AuditError(SpikedeployError):
@@ -223,6 +225,8 @@ class AuditReport:
     totals: Dict[str, Dict[str, float]]  #: "per_macro_step" / "per_frame" / "per_sequence" -> quantity -> value
     weights: str = ""
     notes: Tuple[str, ...] = ()
+    #: ops that read spikes but have no counting rule (named so nothing is dropped silently)
+    uncounted: Tuple[str, ...] = ()
 
     # -- views --------------------------------------------------------------------------------
     @property
@@ -269,6 +273,7 @@ class AuditReport:
                 {"layer": n, "op": op, "source": s, "rates_per_step": list(r)} for n, op, s, r in self.firing_rate_table()
             ],
             "notes": list(self.notes),
+            "uncounted": list(self.uncounted),
         }
 
     def to_json(self) -> str:
@@ -367,6 +372,9 @@ class AuditReport:
         ]
         for name, op, src, rates in self.firing_rate_table():
             lines.append(f"| `{name}` | {op} | {src} | " + " | ".join(f"{r:.4f}" for r in rates) + " |")
+        if self.uncounted:
+            lines += ["", "## Not counted (no counting rule for these spike consumers)", ""]
+            lines += [f"- {u}" for u in self.uncounted]
         lines += ["", "## How the counts are made", ""] + [f"- {n}" for n in self.notes] + [""]
         return "\n".join(lines)
 
@@ -408,6 +416,9 @@ class AuditReport:
         page.table(["layer", "op", "source neuron"] + [f"T{i + 1}" for i in range(self.T)],
                    [[n, op, s] + [f"{r:.4f}" for r in rates] for n, op, s, rates in self.firing_rate_table()],
                    align="lll" + "r" * self.T)
+        if self.uncounted:
+            page.heading("Not counted (no counting rule for these spike consumers)", 2)
+            page.bullets(list(self.uncounted))
         page.heading("How the counts are made", 2)
         page.bullets(list(self.notes))
         return page.render()
@@ -626,7 +637,7 @@ def audit_graph(
         q_of = {n.name: result.records[n.name].q for n in lowered.neurons()}
         run_name = f"{runtime}-{encoding}"
 
-    rows, accs = _count(lowered, shapes, q_of, T, B, encoding, prof)
+    rows, accs, uncounted = _count(lowered, shapes, q_of, T, B, encoding, prof)
     totals = _totals(rows, accs, T, B, prof)
     meta = lowered.meta_dict()
     return AuditReport(
@@ -640,6 +651,7 @@ def audit_graph(
         totals=totals,
         weights=weights or str(meta.get("weights", "")),
         notes=NOTES,
+        uncounted=tuple(uncounted),
     )
 
 
@@ -665,6 +677,7 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
     spikes, sources = _spike_values(graph, q_of)
     rows: List[LayerAudit] = []
     accs: List[_Acc] = []
+    uncounted: List[str] = []
     zeros = np.zeros(T, dtype=np.int64)
 
     def add(row: LayerAudit, acc: _Acc):
@@ -727,7 +740,10 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
                 energy_pj=prof.energy_pj(neuron_updates=upd), theoretical_energy_pj=0.0,
                 explanation=f"{neurons:,} neurons x T" + (f" x {per_mstep} sub-steps (binary window D)" if encoding == "binary" else " (graded: one update per macro-step)"),
             ), _Acc(zeros, zeros, neuron_updates=upd * B))
-    return rows, accs
+        elif not isinstance(op, _ROUTING + _ACCUMULATORS) and any(i in spikes for i in n.inputs):
+            uncounted.append(f"node {n.name!r} ({op.kind}) reads spikes from "
+                             f"{', '.join(i for i in n.inputs if i in spikes)}")
+    return rows, accs, uncounted
 
 
 def _host_row(n, kind, flops, T, B, prof, src, graph) -> LayerAudit:

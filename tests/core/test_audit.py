@@ -433,7 +433,7 @@ def test_sdt_audit_has_a_row_for_every_synaptic_layer(sdt_report):
     from spikedeploy.passes import ExpandSpikes
 
     rep = sdt_report
-    assert rep.spikes_occurred and rep.T == 3 and rep.n_inputs == 3
+    assert rep.spikes_occurred and rep.T == 3 and rep.n_inputs == 3 and rep.uncounted == ()
     graph = ExpandSpikes("binary").apply(api.prepare_graph(api.build_model("sdt-test", neuron="nilif", timesteps=3),
                                                              timesteps=3))
     names = {l.name for l in rep.layers}
@@ -576,3 +576,25 @@ def test_lowered_graph_with_other_encoding_is_rejected():
     assert audit_graph(g, torch.ones(1, 1, 2, 4, 4), encoding="graded").encoding == "graded"
     with pytest.raises(ConfigError, match="lowered to 'graded'"):
         audit_graph(g, torch.ones(1, 1, 2, 4, 4), encoding="binary")
+
+
+def test_spike_consumer_without_a_rule_is_named_not_dropped():
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True, eq=False)
+    class Mystery(O.Op):
+        def infer_shape(self, s):
+            return tuple(s)
+
+    rng = np.random.default_rng(14)
+    g = Graph(
+        (TensorSpec("x", (2, 4, 4)),),
+        (Node("n", O.IntegerLIF(d=D, norm=1.0), ("x",)),
+         Node("layer", O.Conv2d(_p(rng.normal(size=(2, 2, 3, 3))), None, padding=(1, 1)), ("n",)),
+         Node("odd", Mystery(), ("n",))),
+        ("layer", "odd"),
+    )
+    q = _counts(rng, 1, 1, (2, 4, 4))
+    rep = audit_graph(g, None, spike_counts={"n": q})
+    assert rep.uncounted == ("node 'odd' (Mystery) reads spikes from n",)
+    assert "Not counted" in rep.to_markdown() and json.loads(rep.to_json())["uncounted"]
