@@ -607,6 +607,8 @@ def audit_graph(
     from spikedeploy.reference import execute, graph_mode
 
     prof = get_profile(profile)
+    if runtime not in AUDIT_RUNTIMES:
+        raise ConfigError(f"unknown audit runtime {runtime!r}; expected one of {AUDIT_RUNTIMES}")
     if encoding not in ENCODINGS:
         raise ConfigError(f"unknown spike encoding {encoding!r}; expected one of {ENCODINGS}")
     validate(graph)
@@ -851,15 +853,22 @@ def audit(
     input_shape: Optional[Sequence[int]] = None,
     model_kwargs: Optional[Dict] = None,
     output=None,
+    runtime: str = "reference",
 ) -> AuditReport:
     """Build ``model`` (as :func:`spikedeploy.api.build_model`), run it on ``num_inputs`` random
     inputs (seed ``seed + 1``, as ``verify``) or the .npy ``input_file``, and audit the spike run of
     the ``encoding``-lowered graph with the energy ``profile``. Writes report.md/.json/.html
-    atomically into the directory ``output`` when given. Bad options fail before any work."""
+    atomically into the directory ``output`` when given. Bad options fail before any work.
+
+    ``runtime="lava"`` takes the spike counts from the network exported to Lava and run in its CPU
+    simulator; they are first checked against the reference spike run, layer by layer, and any
+    difference is an :class:`AuditError` (the counts of the two runtimes must be identical)."""
     from spikedeploy import api
     from spikedeploy.fsutil import check_output_dir
 
     prof = get_profile(profile)
+    if runtime not in AUDIT_RUNTIMES:
+        raise ConfigError(f"unknown audit runtime {runtime!r}; expected one of {AUDIT_RUNTIMES}")
     if encoding not in ENCODINGS:
         raise ConfigError(f"unknown spike encoding {encoding!r}; expected one of {ENCODINGS}")
     if input_file is None and (isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1):
@@ -873,8 +882,43 @@ def audit(
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise AuditError(f"empty input set: {input_file or 'inputs'} holds no input (shape {list(x.shape)})")
     graph = api.prepare_graph(loaded, timesteps=int(x.shape[0]), encoding="integer")
+    counts = _lava_counts(graph, x, encoding) if runtime == "lava" else None
     report = audit_graph(graph, x, encoding=encoding, profile=prof, model=loaded.name + (f" (neuron={neuron})" if neuron else ""),
-                         weights=loaded.weights)
+                         weights=loaded.weights, spike_counts=counts, runtime=runtime)
     if output is not None:
         report.write(output)
     return report
+
+
+#: runtimes whose spike run an audit can count
+AUDIT_RUNTIMES = ("reference", "lava")
+
+
+def _lava_counts(graph: Graph, x: torch.Tensor, encoding: str) -> Dict[str, torch.Tensor]:
+    """Spike counts of ``graph`` lowered to ``encoding`` and run in Lava, after checking that they
+    equal the reference spike run's exactly."""
+    import tempfile
+
+    from spikedeploy.passes import ExpandSpikes
+    from spikedeploy.reference import run
+    from spikedeploy.targets import get_target
+
+    spec = get_target("lava")
+    lowered = ExpandSpikes(encoding).apply(graph)
+    with tempfile.TemporaryDirectory(prefix="spikedeploy-audit-") as tmp:
+        path = spec.exporter_module().export(lowered, Path(tmp) / "model.lava", encoding=encoding)
+        trun = spec.runtime_module().run(spec.exporter_module().load(path), x)
+    ref = run(lowered, x)
+    for n in lowered.neurons():
+        q_ref = ref.records[n.name].q
+        q_lava = trun.spike_counts.get(n.name)
+        if q_lava is None:
+            raise AuditError(f"the Lava run reported no spike counts for neuron layer {n.name!r}")
+        q_lava = torch.as_tensor(q_lava).to(q_ref.dtype)
+        if q_lava.shape != q_ref.shape or not torch.equal(q_lava, q_ref):
+            bad = int((q_lava != q_ref).sum()) if q_lava.shape == q_ref.shape else "all"
+            raise AuditError(
+                f"Lava and the reference disagree on the spike counts of {n.name!r} ({bad} values); "
+                "an audit needs identical counts — run 'spikedeploy verify --targets lava' for details"
+            )
+    return dict(trun.spike_counts)

@@ -124,6 +124,32 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="write outputs and spike counts to this .npz file (atomically)")
     r.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
+    a = sub.add_parser("audit", help="measured synaptic ops and energy per layer, next to the papers' estimate",
+                       description="Run the spike-expanded network, count what it actually does per layer "
+                                   "(SynOps = unit spikes x real fan-out: border-aware, zero weights excluded; graded "
+                                   "events; host MACs; neuron updates; attention spike-pair events) and put it next "
+                                   "to the papers' estimate (FLOPs x firing rate). Writes report.md, report.json "
+                                   "and report.html (with plots).")
+    _model_options(a)
+    a.add_argument("--inputs", type=int, default=8, dest="num_inputs",
+                   help="number of random N(0,1) inputs (frames) to audit (default: %(default)s)")
+    a.add_argument("--input-file", default=None,
+                   help=".npy inputs [T, N, *input_shape] instead of random inputs")
+    a.add_argument("--encoding", choices=["binary", "graded"], default="binary",
+                   help="spike encoding of the run: binary = q unit spikes in D sub-steps, graded = one event with "
+                        "payload q; graded events and their unit-spike equivalent are reported either way "
+                        "(default: %(default)s)")
+    a.add_argument("--energy", default="45nm",
+                   help="energy profile: 45nm (E_AC 0.9 pJ, E_MAC 4.6 pJ; Horowitz ISSCC 2014, as in the papers) or "
+                        "loihi (23.6 pJ per synaptic op, 81 pJ per neuron update; Davies et al., IEEE Micro 2018) "
+                        "(default: %(default)s)")
+    a.add_argument("--runtime", choices=["reference", "lava"], default="reference",
+                   help="where the spike run happens: the reference executor, or the Lava CPU simulator (its "
+                        "counts are checked against the reference first) (default: %(default)s)")
+    a.add_argument("-o", "--output", default="out/audit",
+                   help="report directory (report.md, report.json, report.html), replaced atomically "
+                        "(default: %(default)s)")
+
     i = sub.add_parser("inspect", help="print the IR graph of a model before and after the passes",
                        description="Capture the model and print its IR graph, then the graph after BatchNorm "
                                    "folding and chain fusion (and spike expansion with --encoding).")
@@ -199,6 +225,19 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_audit(args) -> int:
+    from spikedeploy.audit import audit
+
+    report = audit(**_model_kwargs(args), num_inputs=args.num_inputs, input_file=args.input_file,
+                   encoding=args.encoding, profile=args.energy, output=args.output, runtime=args.runtime)
+    t = report.totals["per_frame"]
+    print(f"{report.model}: {report.runtime} run, {report.encoding} spikes, energy profile {report.profile.name}")
+    print(f"per frame: measured SynOps {t['measured_synops']:,.0f}, papers' estimate {t['theoretical_ops']:,.0f} "
+          f"(ratio {t['ratio']:.3f}), host MACs {t['host_macs']:,.0f}")
+    print(f"report: {Path(args.output) / 'report.html'}")
+    return 0
+
+
 def _cmd_inspect(args) -> int:
     from spikedeploy import api
 
@@ -213,7 +252,8 @@ def _cmd_demo(args) -> int:
 
 
 COMMANDS = {
-    "verify": _cmd_verify, "export": _cmd_export, "run": _cmd_run, "inspect": _cmd_inspect, "demo": _cmd_demo,
+    "verify": _cmd_verify, "export": _cmd_export, "run": _cmd_run, "audit": _cmd_audit,
+    "inspect": _cmd_inspect, "demo": _cmd_demo,
 }
 
 

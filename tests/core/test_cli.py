@@ -161,3 +161,23 @@ def test_output_that_is_a_file_is_refused(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert target.read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["taken"]  # no temporary directory left behind
+
+
+def test_audit_writes_three_reports(tmp_path, capsys):
+    out = tmp_path / "aud"
+    assert main(["audit", "--neuron", "nilif", "-T", "3", "--inputs", "3", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "measured SynOps" in printed and "report.html" in printed
+    data = json.loads((out / "report.json").read_text())
+    assert data["runtime"] == "reference-binary"
+    assert (out / "report.md").exists() and "data:image/png;base64," in (out / "report.html").read_text()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--energy", "bogus"], "unknown energy profile 'bogus'"),
+    (["--inputs", "0"], "empty input set"),
+])
+def test_audit_bad_input(tmp_path, capsys, args, needle):
+    rc = main(["audit", "-o", str(tmp_path / "aud")] + args)
+    assert rc == 2 and needle in capsys.readouterr().err
+    assert not (tmp_path / "aud").exists()

@@ -115,3 +115,19 @@ def test_run_rejects_a_missing_artifact_and_bad_input(tmp_path, capsys, inputs):
     assert main(["export", "--target", "onnx", "-o", str(art)]) == 0
     assert main(["run", "--target", "onnx", str(art), "--input", str(bad)]) == 1
     assert "cannot read input file" in capsys.readouterr().err
+
+
+def test_audit_with_lava_counts(tmp_path, capsys):
+    """The audit of the Lava run: its counts were checked against the reference, and they are the
+    reference audit's counts exactly."""
+    import json
+
+    ref, lava = tmp_path / "ref", tmp_path / "lava"
+    common = ["--neuron", "ilif", "--inputs", "2", "--encoding", "graded"]
+    assert main(["audit", *common, "-o", str(ref)]) == 0
+    assert main(["audit", *common, "--runtime", "lava", "-o", str(lava)]) == 0
+    a = json.loads((ref / "report.json").read_text())
+    b = json.loads((lava / "report.json").read_text())
+    assert a["runtime"].startswith("reference") and b["runtime"].startswith("lava")
+    assert a["totals"]["per_frame"]["measured_synops"] > 0
+    assert a["totals"] == b["totals"]
