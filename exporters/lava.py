@@ -52,7 +52,7 @@ import io
 import json
 import math
 import zipfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -62,6 +62,7 @@ import scipy.sparse as sp
 from spikedeploy.errors import SpikedeployError
 from spikedeploy.fsutil import atomic_directory
 from spikedeploy.ir import ops as O
+from spikedeploy.ir.serialize import graph_from_json, graph_to_json, op_from_json, op_to_json
 from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate
 from spikedeploy.targets import unsupported
 
@@ -485,43 +486,6 @@ RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
 
 
 # ---------------------------------------------------------------------------------------------
-# IR op (de)serialization for the host part (JSON + arrays, no pickle)
-# ---------------------------------------------------------------------------------------------
-
-
-def op_to_json(op: O.Op, array: Callable[[np.ndarray], str]) -> dict:
-    out = {}
-    for f in fields(op):
-        v = getattr(op, f.name)
-        if isinstance(v, np.ndarray):
-            out[f.name] = {"array": array(v)}
-        elif isinstance(v, tuple):
-            out[f.name] = {"tuple": list(v)}
-        elif isinstance(v, (np.integer,)):
-            out[f.name] = int(v)
-        elif isinstance(v, (np.floating,)):
-            out[f.name] = float(v)
-        else:
-            out[f.name] = v
-    return {"kind": op.kind, "fields": out}
-
-
-def op_from_json(d: dict, arrays: Dict[str, np.ndarray]) -> O.Op:
-    cls = getattr(O, d["kind"], None)
-    if not (isinstance(cls, type) and issubclass(cls, O.Op)):
-        raise SpikedeployError(f"Lava bundle: unknown IR op {d['kind']!r} in the host part")
-    kw = {}
-    for k, v in d["fields"].items():
-        if isinstance(v, dict) and "array" in v:
-            kw[k] = O.as_param(arrays[v["array"]])
-        elif isinstance(v, dict) and "tuple" in v:
-            kw[k] = tuple(v["tuple"])
-        else:
-            kw[k] = v
-    return cls(**kw)
-
-
-# ---------------------------------------------------------------------------------------------
 # compile / export / load
 # ---------------------------------------------------------------------------------------------
 
@@ -621,7 +585,10 @@ def compile_graph(graph: Graph, encoding: str) -> Tuple[dict, Dict[str, np.ndarr
         },
         "graph_meta": {k: v for k, v in graph.meta if isinstance(v, (str, int, float, bool, type(None)))},
     }
-    return desc, c.arrays
+    # the lowered IR graph travels with the bundle (audits and reports need it; the runtime does not)
+    ir_desc, ir_arrays = graph_to_json(graph, prefix="ir/")
+    desc["ir"] = ir_desc
+    return desc, {**c.arrays, **ir_arrays}
 
 
 @dataclass(frozen=True)
@@ -641,11 +608,19 @@ class LavaBundle:
             raise SpikedeployError(f"Lava bundle {self.path}: array {key!r} is missing from {ARRAYS_FILE}")
         return self.arrays[key]
 
+    @property
+    def graph(self) -> Graph:
+        """The lowered IR graph the bundle was compiled from."""
+        if "ir" not in self.description:
+            raise SpikedeployError(f"Lava bundle {self.path} carries no IR graph (written by an older spikedeploy)")
+        return graph_from_json(self.description["ir"], self.arrays, f"Lava bundle {self.path}")
+
     def host_graph(self) -> Graph:
         """The host part as an IR graph (graph inputs -> every host value a device process needs)."""
         d = self.description
         nodes = tuple(
-            Node(n["name"], op_from_json(n["op"], self.arrays), tuple(n["inputs"]), n.get("source", ""))
+            Node(n["name"], op_from_json(n["op"], self.arrays, "Lava bundle host part"), tuple(n["inputs"]),
+                 n.get("source", ""))
             for n in d["host"]["nodes"]
         )
         inputs = tuple(TensorSpec(i["name"], tuple(i["shape"])) for i in d["inputs"])

@@ -96,6 +96,7 @@ import numpy as np
 
 from spikedeploy.errors import ConfigError, SpikedeployError
 from spikedeploy.fsutil import atomic_write_bytes, require_file
+from spikedeploy.ir.serialize import meta_from_json
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate
 from spikedeploy.targets import unsupported
@@ -584,7 +585,7 @@ def to_ir(nir_graph) -> Graph:
         except (TypeError, ValueError) as e:
             raise SpikedeployError(f"NIR node {key!r}: cannot rebuild {cls.__name__}: {e}") from None
         nodes.append(Node(name, op, tuple(rec["inputs"]), source=rec.get("source", "")))
-    meta = tuple(sorted((k, v) for k, v in g.get("graph_meta", [])))
+    meta = tuple(sorted(meta_from_json(g.get("graph_meta", []))))
     graph = Graph(inputs=inputs, nodes=tuple(nodes), outputs=tuple(g["outputs"]), meta=meta)
     validate(graph)
     return graph

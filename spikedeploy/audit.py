@@ -894,13 +894,33 @@ def audit(
 AUDIT_RUNTIMES = ("reference", "lava")
 
 
+def _checked_against_reference(lowered: Graph, x: torch.Tensor, counts, runtime: str) -> Dict[str, torch.Tensor]:
+    """``counts`` (a backend's spike counts of ``lowered``) after checking that they equal the
+    reference spike run's exactly, layer by layer."""
+    from spikedeploy.reference import run
+
+    ref = run(lowered, x)
+    for n in lowered.neurons():
+        q_ref = ref.records[n.name].q
+        q_b = counts.get(n.name)
+        if q_b is None:
+            raise AuditError(f"the {runtime} run reported no spike counts for neuron layer {n.name!r}")
+        q_b = torch.as_tensor(q_b).to(q_ref.dtype)
+        if q_b.shape != q_ref.shape or not torch.equal(q_b, q_ref):
+            bad = int((q_b != q_ref).sum()) if q_b.shape == q_ref.shape else "all"
+            raise AuditError(
+                f"{runtime} and the reference disagree on the spike counts of {n.name!r} ({bad} values); "
+                f"an audit needs identical counts — run 'spikedeploy verify --targets {runtime}' for details"
+            )
+    return dict(counts)
+
+
 def _lava_counts(graph: Graph, x: torch.Tensor, encoding: str) -> Dict[str, torch.Tensor]:
-    """Spike counts of ``graph`` lowered to ``encoding`` and run in Lava, after checking that they
-    equal the reference spike run's exactly."""
+    """Spike counts of ``graph`` lowered to ``encoding`` and run in Lava, checked against the
+    reference spike run."""
     import tempfile
 
     from spikedeploy.passes import ExpandSpikes
-    from spikedeploy.reference import run
     from spikedeploy.targets import get_target
 
     spec = get_target("lava")
@@ -908,17 +928,60 @@ def _lava_counts(graph: Graph, x: torch.Tensor, encoding: str) -> Dict[str, torc
     with tempfile.TemporaryDirectory(prefix="spikedeploy-audit-") as tmp:
         path = spec.exporter_module().export(lowered, Path(tmp) / "model.lava", encoding=encoding)
         trun = spec.runtime_module().run(spec.exporter_module().load(path), x)
-    ref = run(lowered, x)
-    for n in lowered.neurons():
-        q_ref = ref.records[n.name].q
-        q_lava = trun.spike_counts.get(n.name)
-        if q_lava is None:
-            raise AuditError(f"the Lava run reported no spike counts for neuron layer {n.name!r}")
-        q_lava = torch.as_tensor(q_lava).to(q_ref.dtype)
-        if q_lava.shape != q_ref.shape or not torch.equal(q_lava, q_ref):
-            bad = int((q_lava != q_ref).sum()) if q_lava.shape == q_ref.shape else "all"
-            raise AuditError(
-                f"Lava and the reference disagree on the spike counts of {n.name!r} ({bad} values); "
-                "an audit needs identical counts — run 'spikedeploy verify --targets lava' for details"
-            )
-    return dict(trun.spike_counts)
+    return _checked_against_reference(lowered, x, trun.spike_counts, "lava")
+
+
+def audit_artifact(
+    target: str,
+    path,
+    *,
+    num_inputs: int = 8,
+    seed: int = 0,
+    input_file=None,
+    profile="45nm",
+    output=None,
+) -> AuditReport:
+    """Audit an exported artifact (a NIR file or a Lava bundle; both carry their IR graph) on
+    ``num_inputs`` random inputs (T and the input shape from the artifact) or the .npy
+    ``input_file``. A Lava bundle is run in the Lava simulator (counts checked against the
+    reference); a NIR file is re-executed by the reference. ONNX artifacts hold the integer network,
+    which has no spikes to count: audit their model, or its NIR/Lava export."""
+    from spikedeploy import api
+    from spikedeploy.fsutil import check_output_dir
+    from spikedeploy.reference import graph_mode
+    from spikedeploy.targets import get_target
+
+    prof = get_profile(profile)
+    spec = get_target(target)
+    if spec.name == "onnx":
+        raise AuditError(
+            "an ONNX artifact holds the integer network, which emits no spikes to count; audit the model "
+            "('spikedeploy audit --model ...') or its NIR/Lava export"
+        )
+    if output is not None:
+        check_output_dir(output)
+    artifact = spec.exporter_module().load(path)
+    graph = artifact.graph
+    if input_file is not None:
+        x = api.load_input_file(input_file).to(torch.float32)
+    else:
+        if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
+            raise AuditError(f"empty input set: --inputs must be a positive integer, got {num_inputs!r}")
+        meta = graph.meta_dict()
+        T = int(meta.get("timesteps", meta.get("capture_T", 1)))
+        gen = torch.Generator().manual_seed(seed + 1)
+        x = torch.randn((T, num_inputs) + tuple(graph.inputs[0].shape), generator=gen)
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise AuditError(f"empty input set: {input_file} holds no input (shape {list(x.shape)})")
+    encoding = graph_mode(graph)
+    if encoding == "integer":
+        encoding = "binary"
+    counts = None
+    if spec.name == "lava":
+        counts = _checked_against_reference(graph, x, spec.runtime_module().run(artifact, x).spike_counts, "lava")
+    report = audit_graph(graph, x, encoding=encoding, profile=prof, spike_counts=counts,
+                         runtime=spec.name if counts is not None else "reference", model=str(path),
+                         weights=str(graph.meta_dict().get("weights", "")))
+    if output is not None:
+        report.write(output)
+    return report

@@ -146,6 +146,12 @@ def _build_parser() -> argparse.ArgumentParser:
     a.add_argument("--runtime", choices=["reference", "lava"], default="reference",
                    help="where the spike run happens: the reference executor, or the Lava CPU simulator (its "
                         "counts are checked against the reference first) (default: %(default)s)")
+    a.add_argument("--artifact", default=None,
+                   help="audit an exported artifact instead of a model: a NIR file or a Lava bundle (they carry "
+                        "their IR graph); needs --target")
+    a.add_argument("--target", choices=["lava", "nir"], default=None,
+                   help="the artifact's target (with --artifact): lava runs it in the Lava simulator, nir re-executes "
+                        "it with the reference")
     a.add_argument("-o", "--output", default="out/audit",
                    help="report directory (report.md, report.json, report.html), replaced atomically "
                         "(default: %(default)s)")
@@ -226,10 +232,17 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_audit(args) -> int:
-    from spikedeploy.audit import audit
+    from spikedeploy.audit import audit, audit_artifact
+    from spikedeploy.errors import ConfigError
 
-    report = audit(**_model_kwargs(args), num_inputs=args.num_inputs, input_file=args.input_file,
-                   encoding=args.encoding, profile=args.energy, output=args.output, runtime=args.runtime)
+    if args.artifact is not None:
+        if args.target is None:
+            raise ConfigError("--artifact needs --target lava|nir")
+        report = audit_artifact(args.target, args.artifact, num_inputs=args.num_inputs, seed=args.seed,
+                                input_file=args.input_file, profile=args.energy, output=args.output)
+    else:
+        report = audit(**_model_kwargs(args), num_inputs=args.num_inputs, input_file=args.input_file,
+                       encoding=args.encoding, profile=args.energy, output=args.output, runtime=args.runtime)
     t = report.totals["per_frame"]
     print(f"{report.model}: {report.runtime} run, {report.encoding} spikes, energy profile {report.profile.name}")
     print(f"per frame: measured SynOps {t['measured_synops']:,.0f}, papers' estimate {t['theoretical_ops']:,.0f} "

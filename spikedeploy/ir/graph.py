@@ -72,8 +72,9 @@ class Graph:
         return dict(self.meta)
 
     def with_meta(self, **kv) -> "Graph":
+        """A copy with metadata entries set (lists are stored as tuples: graphs are immutable)."""
         d = self.meta_dict()
-        d.update(kv)
+        d.update({k: tuple(v) if isinstance(v, list) else v for k, v in kv.items()})
         return dataclasses.replace(self, meta=tuple(sorted(d.items())))
 
     def replace_nodes(self, nodes: Iterable[Node], outputs: Optional[Tuple[str, ...]] = None) -> "Graph":

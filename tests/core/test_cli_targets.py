@@ -131,3 +131,25 @@ def test_audit_with_lava_counts(tmp_path, capsys):
     assert a["runtime"].startswith("reference") and b["runtime"].startswith("lava")
     assert a["totals"]["per_frame"]["measured_synops"] > 0
     assert a["totals"] == b["totals"]
+
+
+def test_audit_of_exported_artifacts(tmp_path, capsys):
+    """A Lava bundle and a NIR file carry their IR graph: auditing them gives the same counts, and
+    an ONNX artifact (the integer network) is refused with a reason."""
+    import json
+
+    lava, nir_file = tmp_path / "m.lava", tmp_path / "m.nir"
+    assert main(["export", "--target", "lava", "--neuron", "ilif", "-o", str(lava)]) == 0
+    assert main(["export", "--target", "nir", "--neuron", "ilif", "-o", str(nir_file)]) == 0
+    for target, art in (("lava", lava), ("nir", nir_file)):
+        assert main(["audit", "--artifact", str(art), "--target", target, "--inputs", "2",
+                     "-o", str(tmp_path / f"a-{target}")]) == 0
+    a = json.loads((tmp_path / "a-lava" / "report.json").read_text())
+    b = json.loads((tmp_path / "a-nir" / "report.json").read_text())
+    assert a["runtime"].startswith("lava") and b["runtime"].startswith("reference")
+    assert a["totals"] == b["totals"] and a["totals"]["per_frame"]["measured_synops"] > 0
+
+    from spikedeploy.audit import AuditError, audit_artifact
+
+    with pytest.raises(AuditError, match="integer network"):
+        audit_artifact("onnx", tmp_path / "whatever.onnx")
