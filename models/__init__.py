@@ -19,9 +19,24 @@ def _sdt_test(**kwargs):
     return SDTTestNet(**kwargs)
 
 
+def _spiketrack(name: str) -> Callable:
+    def build(**kwargs):
+        """SpikeTrack ``name`` (official state_dict layout; see ``spikedeploy.models.spiketrack``)."""
+        from .spiketrack import spiketrack
+
+        return spiketrack(name, **kwargs)
+
+    return build
+
+
 BUILTIN_MODELS: Dict[str, Callable] = {
     "sdt-test": _sdt_test,
 }
+for _name in (
+    "spiketrack-s256-t1", "spiketrack-s256-t3", "spiketrack-b256-t1",
+    "spiketrack-b256-t3", "spiketrack-b384-t1", "spiketrack-b384-t3",
+):
+    BUILTIN_MODELS[_name] = _spiketrack(_name)
 
 
 def get_model(name: str, **kwargs):

@@ -309,7 +309,7 @@ def test_fuse_does_not_mix_conv_kinds_or_pool():
 def test_sdt_pipeline_keeps_neuron_boundaries():
     g = _sdt_graph()
     out = default_pipeline().apply(g)
-    assert out.meta_dict()["passes"] == ["fold-batchnorm", "fuse-linear-chains"]
+    assert out.meta_dict()["passes"] == ("fold-batchnorm", "fuse-linear-chains")
     assert len(out.neurons()) == len(g.neurons())
     # in the SDT model every linear layer is followed by a neuron or a residual add: nothing to fuse
     assert len(out.nodes) == len(FoldBatchNorm().apply(g).nodes)
@@ -484,4 +484,4 @@ def test_pass_manager_validates_between_passes():
     with pytest.raises(GraphValidationError, match="ghost"):
         Broken().apply(g)
     out = PassManager([FoldBatchNorm(), ExpandSpikes("graded")]).apply(g)
-    assert out.meta_dict()["passes"] == ["fold-batchnorm", "expand-spikes[graded]"]
+    assert out.meta_dict()["passes"] == ("fold-batchnorm", "expand-spikes[graded]")
