@@ -316,7 +316,7 @@ class MemoryRead(nn.Module):
 
     ``forward(q, kv)``: ``q`` of shape ``[T, B, C, N]`` (spikes, channels then tokens; T = number
     of templates), ``kv`` of shape ``[T, B, heads, C / heads, Cv / heads]`` from
-    :class:`MemoryWrite`. Returns ``[T, B, Cv, N]`` (heads concatenated along channels).
+    :class:`MemoryWrite` (or batch 1, shared by every search sample). Returns ``[T, B, Cv, N]`` (heads concatenated along channels).
     ``scale`` is ``2 * head_dim ** -0.5`` (official ``(q @ kv) * self.scale * 2``; the factor 2
     commutes exactly with float rounding). In a spike lowering ``kv`` is a synapse whose weights are
     rewritten whenever the templates change.
@@ -331,12 +331,13 @@ class MemoryRead(nn.Module):
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
         if isinstance(q, torch.Tensor) and (
-            q.dim() != 4 or kv.dim() != 5 or kv.shape[:3] != (q.shape[0], q.shape[1], self.num_heads)
+            q.dim() != 4 or kv.dim() != 5 or kv.shape[0] != q.shape[0] or kv.shape[1] not in (1, q.shape[1])
+            or kv.shape[2] != self.num_heads
             or kv.shape[2] * kv.shape[3] != q.shape[2]
         ):
             raise ValueError(
-                f"MemoryRead: expected q [T, B, C, N] and kv [T, B, {self.num_heads}, C/{self.num_heads}, Cv/"
-                f"{self.num_heads}] with the same T and B, got q {tuple(q.shape)} and kv {tuple(kv.shape)}"
+                f"MemoryRead: expected q [T, B, C, N] and kv [T, B or 1, {self.num_heads}, C/{self.num_heads}, Cv/"
+                f"{self.num_heads}] with the same T, got q {tuple(q.shape)} and kv {tuple(kv.shape)}"
             )
         T, B, C, N = q.shape
         x = (_split_heads(q, self.num_heads) @ kv) * self.scale  # [T, B, heads, N, Cv/heads]

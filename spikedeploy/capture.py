@@ -180,7 +180,7 @@ def capture(
     """Capture ``model`` (called as ``model(x)`` with ``x`` of shape ``[T, B, *s]``) into an IR
     graph. ``example`` fixes T and the per-step shape; the model is run on two random inputs with
     two different batch sizes, so the batch axis is told apart from any feature axis. The model is
-    run in eval mode (its mode is restored)."""
+    run in eval mode; every submodule's own training flag is restored afterwards."""
     if example.dim() < 3:
         raise CaptureError(f"example input must have shape [T, B, ...], got {list(example.shape)}")
     T = int(example.shape[0])
@@ -189,7 +189,7 @@ def capture(
     B1 = 2 if T != 2 else 3
     B2 = 2 * B1
     xs = [torch.randn((T, b) + tuple(example.shape[2:]), dtype=example.dtype) for b in (B1, B2)]
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}  # restored one by one: train(flag) is recursive
     model.eval()
     try:
         try:
@@ -221,7 +221,8 @@ def capture(
         return _translate(gm, recs[0].results, recs[1].results, T, (B1, B2), name or type(model).__name__,
                           input_name)
     finally:
-        model.train(was_training)
+        for m, flag in modes.items():
+            m.training = flag
 
 
 def _translate(gm, results, results2, T, batches, model_name, input_name) -> Graph:
@@ -255,6 +256,16 @@ def _translate(gm, results, results2, T, batches, model_name, input_name) -> Gra
                     "@spikedeploy.capture.register_module_rule(ThatType) (see docs/architecture.md)"
                 )
             env[node.name] = rule(ctx, module, str(node.target), val(node.args), val(node.kwargs), out)
+        elif node.op in ("call_function", "call_method") and not _has_activation(
+            list(_flatten_args(val(node.args))) + list(_flatten_args(val(node.kwargs)))
+        ):
+            # no activation among the arguments: a constant (e.g. stacked position embeddings) or
+            # a Python value (shape arithmetic), known from the example run
+            env[node.name] = CValue(CONST if isinstance(out, torch.Tensor) else META, const=out)
+        elif node.op == "call_function" and isinstance(node.target, type) and issubclass(node.target, tuple):
+            # a NamedTuple of results (e.g. a model's output record): keep its fields in order
+            args = list(val(node.args)) + [val(node.kwargs)[f] for f in getattr(node.target, "_fields", ())[len(node.args):]]
+            env[node.name] = tuple(args)
         elif node.op == "call_function":
             rule = FUNCTION_RULES.get(node.target)
             if rule is None:
@@ -384,6 +395,17 @@ def _avgpool(ctx, m, where, args, kwargs, out):
         raise CaptureError(f"{where}: AvgPool2d with ceil_mode/count_include_pad=False/divisor_override is not supported")
     op = O.AvgPool2d(kernel=O._pair(m.kernel_size), stride=O._pair(m.stride or m.kernel_size), padding=O._pair(m.padding))
     return _stateless(ctx, where, op, _tensor_arg(args, where), out)
+
+
+@register_module_rule(nn.Upsample)
+def _upsample(ctx, m, where, args, kwargs, out):
+    x = _tensor_arg(args, where)
+    if m.mode not in ("bilinear", "nearest") or x.layout != MERGED:
+        raise CaptureError(f"{where}: Upsample mode {m.mode!r} on layout {x.layout} is not supported "
+                           "(bilinear or nearest on [T*B, C, H, W])")
+    shape = _shape_of(out)
+    op = O.Upsample(size=tuple(shape[-2:]), mode=m.mode, align_corners=bool(m.align_corners))
+    return ctx.emit(where, op, [x], source=where, layout=x.layout, shape=shape)
 
 
 @register_module_rule(nn.Identity)
@@ -583,16 +605,60 @@ register_method_rule("size")(lambda ctx, where, x, args, kwargs, out: _meta(ctx,
 register_method_rule("dim")(lambda ctx, where, x, args, kwargs, out: _meta(ctx, where, out))
 
 
+def _time_axis_unsupported(ctx, where, what):
+    return CaptureError(
+        f"{where}: {what} acts on the time axis; with T = {ctx.T} this changes the number of macro-steps, "
+        "which the IR does not support yet (it is supported when T = 1, where it only changes the layout)"
+    )
+
+
 @register_function_rule(operator.getitem)
 def _getitem(ctx, where, args, kwargs, out):
-    obj = args[0]
+    obj, idx = args[0], args[1]
     if isinstance(obj, CValue) and obj.layout == META:
         return _meta(ctx, where, out)
+    if isinstance(obj, CValue) and obj.name and obj.layout == TB and isinstance(idx, int):
+        # x[t] on [T, B, ...]: at T = 1, x[0] is the same data in the merged [T*B, ...] layout
+        if ctx.T != 1 or idx not in (0, -1):
+            raise _time_axis_unsupported(ctx, where, f"indexing x[{idx}]")
+        return ctx.alias(obj, MERGED, _shape_of(out))
     raise CaptureError(f"{where}: indexing/slicing an activation is not supported; use a leaf module")
+
+
+@register_function_rule(torch.stack)
+def _torch_stack(ctx, where, args, kwargs, out):
+    xs = list(args[0])
+    dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
+    if len(xs) == 1 and dim == 0 and isinstance(xs[0], CValue) and xs[0].layout == MERGED and ctx.T == 1:
+        return ctx.alias(xs[0], TB, _shape_of(out))  # stacking the one step back: [B, ...] -> [1, B, ...]
+    raise _time_axis_unsupported(ctx, where, "torch.stack of activations")
+
+
+@register_method_rule("repeat")
+def _repeat(ctx, where, x, args, kwargs, out):
+    reps = list(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else list(args)
+    reps = [_number(r) for r in reps]
+    if all(r == 1 for r in reps):
+        return ctx.alias(x, x.layout, _shape_of(out))
+    if x.layout == TB and all(r == 1 for r in reps[1:]):
+        raise _time_axis_unsupported(ctx, where, f".repeat({', '.join(map(str, reps))})")
+    raise CaptureError(f"{where}: .repeat({reps}) of an activation is not supported")
 
 
 def _has_activation(args) -> bool:
     return any(isinstance(a, CValue) and a.name for a in args)
+
+
+def _flatten_args(a):
+    """Every leaf of a nested tuple/list/dict of fx arguments."""
+    if isinstance(a, (tuple, list)):
+        for x in a:
+            yield from _flatten_args(x)
+    elif isinstance(a, dict):
+        for x in a.values():
+            yield from _flatten_args(x)
+    else:
+        yield a
 
 
 def _meta_arith(fn):
@@ -669,6 +735,33 @@ def _register_model_rules():
                 raise CaptureError(f"{where}: attention inputs must be [T, B, C, N] activations")
         op = O.SpikeLinearAttention(num_heads=int(m.num_heads), scale=float(m.scale))
         return ctx.emit(where, op, [q, k, v], source=where, layout=TB, shape=_shape_of(out))
+
+    from spikedeploy.models import spiketrack_blocks as STB
+
+    @register_module_rule(STB.MemoryWrite)
+    def _memory_write(ctx, m, where, args, kwargs, out):
+        k, v = (list(args) + [kwargs[n] for n in ("k", "v")[len(args):]])[:2]
+        for t in (k, v):
+            if not isinstance(t, CValue) or t.layout != TB or not t.name:
+                raise CaptureError(f"{where}: memory write inputs must be [T, B, C, N] activations")
+        op = O.MemoryWrite(num_heads=int(m.num_heads))
+        return ctx.emit(where, op, [k, v], source=where, layout=TB, shape=_shape_of(out))
+
+    @register_module_rule(STB.MemoryRead)
+    def _memory_read(ctx, m, where, args, kwargs, out):
+        q, kv = (list(args) + [kwargs[n] for n in ("q", "kv")[len(args):]])[:2]
+        if not isinstance(q, CValue) or q.layout != TB or not q.name:
+            raise CaptureError(f"{where}: the memory read's q must be a [T, B, C, N] activation")
+        if not (isinstance(kv, CValue) and kv.layout == CONST):
+            raise CaptureError(
+                f"{where}: the memory must be a constant of the captured graph (a buffer, as in "
+                "SpikeTrackSearchNet); a memory computed in the same graph is not supported"
+            )
+        mem = kv.const.detach().cpu().double()
+        if mem.dim() != 5 or mem.shape[1] != 1 and not bool((mem == mem[:, :1]).all()):
+            raise CaptureError(f"{where}: the memory must be [T, 1, H, C/H, Cv/H] (one memory for every sample)")
+        op = O.MemoryRead(memory=O.as_param(mem[:, 0].numpy()), num_heads=int(m.num_heads), scale=float(m.scale))
+        return ctx.emit(where, op, [q], source=where, layout=TB, shape=_shape_of(out))
 
     @register_module_rule(L._FrozenBatchNorm)
     def _frozen_bn(ctx, m, where, args, kwargs, out):

@@ -177,7 +177,7 @@ def _feeding_synapses(graph: Graph, name: str) -> list:
         n = nodes[v]
         if isinstance(n.op, O.NEURON_OPS) and v != name:
             continue
-        if isinstance(n.op, _SYNAPSES + (O.SpikeLinearAttention,)):
+        if isinstance(n.op, _SYNAPSES + (O.SpikeLinearAttention, O.MemoryRead)):
             found.append(n)
             continue
         stack.extend(n.inputs)
@@ -189,6 +189,8 @@ def _fan_in(node, shapes) -> Tuple[int, float]:
     op = node.op
     if isinstance(op, (O.Conv2d, O.Conv1d, O.Linear)):
         return int(np.prod(op.weight.shape[1:])), float(np.abs(op.weight).max(initial=0.0))
+    if isinstance(op, O.MemoryRead):  # each output sums C/H products of q with memory entries
+        return int(op.memory.shape[2]), abs(op.scale) * float(np.abs(op.memory).max(initial=0.0))
     # attention: each output sums C/h products of q with kv entries that are sums over N tokens
     c, n = shapes[node.inputs[0]]
     return int(n * (c // op.num_heads)), abs(op.scale)

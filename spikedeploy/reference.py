@@ -132,6 +132,11 @@ class Rule:
     def offset(self, op, y: torch.Tensor) -> torch.Tensor:
         return y
 
+    def full(self, op, x: torch.Tensor) -> torch.Tensor:
+        """The op on a real-valued input; rules override it where PyTorch fuses the bias into the
+        op, so that the integer network is reproduced bit for bit."""
+        return self.offset(op, self.linear(op, x))
+
     def __call__(self, op, inputs, ctx: "_Ctx") -> Value:
         (x,) = inputs
         if isinstance(x, SpikeValue):
@@ -143,7 +148,7 @@ class Rule:
                     term = self.linear(op, s_k)
                     acc = term if acc is None else acc + term
             return self.offset(op, acc)
-        return self.offset(op, self.linear(op, x))
+        return self.full(op, x)
 
 
 class ConvRule(Rule):
@@ -164,6 +169,10 @@ class ConvRule(Rule):
         b = _param(op.bias, y.dtype)
         return y + b.reshape((-1,) + (1,) * self.dims)
 
+    def full(self, op, x):
+        w, b = _param(op.weight, x.dtype), _param(op.bias, x.dtype)
+        return _per_sample(lambda z: self.fn(z, w, b, op.stride, op.padding, op.dilation, op.groups), x)
+
 
 class LinearRule(Rule):
     synaptic = True
@@ -173,6 +182,9 @@ class LinearRule(Rule):
 
     def offset(self, op, y):
         return y if op.bias is None else y + _param(op.bias, y.dtype)
+
+    def full(self, op, x):
+        return F.linear(x, _param(op.weight, x.dtype), _param(op.bias, x.dtype))
 
 
 class AvgPoolRule(Rule):
@@ -322,6 +334,42 @@ class AttentionRule(Rule):
         return self._merge(acc * op.scale)
 
 
+class MemoryWriteRule(Rule):
+    """Integer mode: ``K^T V`` per head in float (times ``scale`` unless it is 1, so the trained
+    model's product is reproduced bit for bit). Spike modes: the same product of spike counts, an
+    exact integer count of co-occurring unit-spike pairs, times ``scale``."""
+
+    def __call__(self, op, inputs, ctx):
+        k, v = inputs
+        spiking = [isinstance(t, SpikeValue) for t in inputs]
+        if any(spiking) and not all(spiking):
+            raise UnsupportedOpError(f"memory write {ctx.node_name!r}: k and v must both be spikes or both real")
+        h = op.num_heads
+        kv = AttentionRule._heads(decode(k), h).transpose(-2, -1) @ AttentionRule._heads(decode(v), h)
+        return kv if op.scale == 1.0 else kv * op.scale
+
+
+class MemoryReadRule(Rule):
+    """``merge_heads(Q_h @ memory[t]) * scale``; q spikes read memory rows sub-step by sub-step."""
+
+    synaptic = True
+
+    def linear(self, op, x):
+        mem = _param(op.memory, x.dtype).unsqueeze(1)  # [T_mem, 1, H, C/H, Cv/H]
+        return AttentionRule._merge(AttentionRule._heads(x, op.num_heads) @ mem)
+
+    def offset(self, op, y):
+        return y * op.scale
+
+
+class UpsampleRule(Rule):
+    synaptic = True
+
+    def linear(self, op, x):
+        ac = op.align_corners if op.mode == "bilinear" else None
+        return _per_sample(lambda z: F.interpolate(z, size=tuple(op.size), mode=op.mode, align_corners=ac), x)
+
+
 RULES: Dict[Type[O.Op], Rule] = {}
 
 
@@ -349,6 +397,9 @@ for _t, _r in [
     (O.DynamicIntegerLIF, DynamicIntegerLIFRule()),
     (O.BinaryLIF, BinaryLIFRule()),
     (O.SpikeLinearAttention, AttentionRule()),
+    (O.MemoryWrite, MemoryWriteRule()),
+    (O.MemoryRead, MemoryReadRule()),
+    (O.Upsample, UpsampleRule()),
 ]:
     register_rule(_t, _r)
 

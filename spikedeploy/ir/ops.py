@@ -502,8 +502,80 @@ class SpikeLinearAttention(Op):
         return tuple(v)
 
 
+@dataclass(frozen=True, eq=False)
+class MemoryWrite(Op):
+    """Template memory of a linear spike attention (SpikeTrack's MRM, template branch), k ``[C, N]``
+    and v ``[Cv, N]``::
+
+        kv[h, i, j] = scale * sum_n K_h[n, i] * V_h[n, j]        output [H, C/H, Cv/H]
+
+    (channels split into ``num_heads`` contiguous groups). After spike lowering k and v are unit
+    spike counts and ``scale`` absorbs both 1/norm factors: each co-occurring pair of a k spike and
+    a v spike on the same token increments one memory cell.
+    """
+
+    arity: ClassVar[Optional[int]] = 2
+    num_heads: int
+    scale: float = 1.0
+
+    def infer_shape(self, k, v):
+        if len(k) != 2 or len(v) != 2 or k[1] != v[1]:
+            raise ValueError(f"MemoryWrite needs k [C, N] and v [Cv, N]; got {list(k)}, {list(v)}")
+        h = self.num_heads
+        if k[0] % h or v[0] % h:
+            raise ValueError(f"channels {k[0]}/{v[0]} not divisible by {h} heads")
+        return (h, k[0] // h, v[0] // h)
+
+
+@dataclass(frozen=True, eq=False)
+class MemoryRead(Op):
+    """q ``[C, N]`` reads a cached memory (SpikeTrack's MRM, search branch)::
+
+        out_h = scale * Q_h @ memory[t, h]      Q_h [N, C/H], memory [T_mem, H, C/H, Cv/H]
+        y = heads concatenated along channels   [Cv, N]
+
+    Macro-step t reads ``memory[t]`` (``T_mem = 1``: every step reads the same memory). A synapse
+    whose weights are the memory: they are rewritten (the graph re-exported or patched) whenever the
+    templates change. After lowering, q is a unit-spike count and ``scale`` absorbs its 1/norm.
+    """
+
+    memory: np.ndarray
+    num_heads: int
+    scale: float = 1.0
+
+    def infer_shape(self, q):
+        tm, h, c, cv = self.memory.shape if self.memory.ndim == 4 else (0, 0, 0, 0)
+        if self.memory.ndim != 4 or h != self.num_heads:
+            raise ValueError(f"MemoryRead memory must be [T, {self.num_heads}, C/H, Cv/H], got {list(self.memory.shape)}")
+        if len(q) != 2 or q[0] != h * c:
+            raise ValueError(f"MemoryRead expects q [{h * c}, N], got {list(q)}")
+        return (h * cv, q[1])
+
+
+@dataclass(frozen=True, eq=False)
+class Upsample(Op):
+    """Resize ``[C, H, W]`` to ``[C, *size]`` (PyTorch ``F.interpolate`` semantics: ``"bilinear"``
+    with ``align_corners``, or ``"nearest"``). A weight-free linear op."""
+
+    size: Tuple[int, int]
+    mode: str = "bilinear"
+    align_corners: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.mode not in ("bilinear", "nearest"):
+            raise ValueError(f"Upsample mode must be 'bilinear' or 'nearest', got {self.mode!r}")
+
+    def infer_shape(self, s):
+        if len(s) != 3:
+            raise ValueError(f"Upsample expects [C, H, W], got {list(s)}")
+        if any(int(d) < 1 for d in self.size):
+            raise ValueError(f"Upsample size {self.size} must be positive")
+        return (s[0],) + tuple(int(d) for d in self.size)
+
+
 #: ops whose spike inputs are accumulated sub-step by sub-step (synapses, including weightless ones)
-SYNAPTIC_OPS = (Conv2d, Conv1d, Linear, AvgPool2d, MeanReduce)
+SYNAPTIC_OPS = (Conv2d, Conv1d, Linear, AvgPool2d, MeanReduce, Upsample, MemoryRead)
 #: ops that move spikes without arithmetic
 ROUTING_OPS = (Reshape, Permute, Concat)
 NEURON_OPS = (IntegerLIF, DynamicIntegerLIF, BinaryLIF)

@@ -11,7 +11,7 @@ from spikedeploy.ir.graph import Graph, Node
 from spikedeploy.passes.base import Pass
 
 #: ops through which a pending constant factor passes unchanged (linear and weight-free)
-_PASS_THROUGH = (O.Reshape, O.Permute, O.MeanReduce, O.AvgPool2d)
+_PASS_THROUGH = (O.Reshape, O.Permute, O.MeanReduce, O.AvgPool2d, O.Upsample)
 
 
 class ExpandSpikes(Pass):
@@ -22,7 +22,8 @@ class ExpandSpikes(Pass):
 
     * through routing and weight-free linear ops (reshape, permute, mean, average pooling);
     * into the weights of the first synapse it reaches (conv/linear: W' = c * W) or into the scale
-      of a spike attention (scale' = scale * c_q * c_k * c_v);
+      of a spike × spike product (attention: scale' = scale * c_q * c_k * c_v; memory write:
+      scale * c_k * c_v; memory read: scale * c_q);
     * anywhere else (residual add, BatchNorm, a neuron, a concat of unequal factors, a graph output)
       a ``Scale(c)`` node is inserted on that edge: a graded accumulator, not a synapse.
 
@@ -91,8 +92,11 @@ class ExpandSpikes(Pass):
                 nodes.append(replace(n, op=op))
                 factor[n.name] = 1.0
                 continue
-            if isinstance(op, O.SpikeLinearAttention):
-                nodes.append(replace(n, op=replace(op, scale=op.scale * fs[0] * fs[1] * fs[2])))
+            if isinstance(op, (O.SpikeLinearAttention, O.MemoryWrite, O.MemoryRead)):
+                scale = op.scale
+                for f in fs:
+                    scale *= f
+                nodes.append(replace(n, op=replace(op, scale=scale)))
                 factor[n.name] = 1.0
                 continue
             nodes.append(replace(n, inputs=tuple(plain(i) for i in ins)))

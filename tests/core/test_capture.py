@@ -200,8 +200,29 @@ def test_unsupported_method():
     ids=["slice", "index-feature", "index-time"],
 )
 def test_slicing_an_activation(fn):
-    with pytest.raises(CaptureError, match="indexing/slicing an activation"):
+    with pytest.raises(CaptureError, match="indexing/slicing an activation|acts on the time axis"):
         capture(_fn_model(fn), torch.randn(2, 2, 3, 4))
+
+
+def test_time_axis_ops_are_layout_changes_at_t1():
+    """x[0], torch.stack([y]) and .repeat(1, ...) on the time axis only change the layout when T = 1."""
+
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+
+        def forward(self, x):
+            y = self.conv(x[0])
+            return torch.stack([y], dim=0).repeat(1, 1, 1, 1, 1) * 2.0
+
+    x = torch.randn(1, 3, 2, 4, 4, dtype=DT)
+    model = M().double()
+    g = capture(model, x)
+    with torch.no_grad():
+        assert torch.equal(execute(g, x).outputs[g.outputs[0]], model(x))
+    with pytest.raises(CaptureError, match="acts on the time axis"):
+        capture(model, torch.randn(2, 3, 2, 4, 4, dtype=DT))
 
 
 @pytest.mark.parametrize(
@@ -357,3 +378,31 @@ def test_reshape_mixing_batch_with_equal_sized_feature_axis():
 
     with pytest.raises(CaptureError):
         capture(M(), torch.randn(1, 4, 2, 3, 3))
+
+
+def test_capture_restores_every_submodule_mode():
+    """A wrapper in training mode around a model in eval mode: capture must not flip the inner
+    BatchNorm to training mode (model.train(flag) is recursive)."""
+
+    class Inner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+            self.bn = nn.BatchNorm2d(2)
+
+        def forward(self, x):
+            T, B, C, H, W = x.shape
+            return self.bn(self.conv(x.flatten(0, 1))).reshape(T, B, C, H, W)
+
+    class Wrapper(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x)
+
+    inner = Inner().eval()
+    w = Wrapper(inner)  # a fresh module is in training mode
+    capture(w, torch.randn(1, 2, 2, 3, 3))
+    assert w.training and not inner.training and not inner.bn.training
