@@ -65,10 +65,20 @@ leak or stateless)      tau = DT, r = 1), D thresholds ``level_k`` (``nir.Thresh
                         Exact except when the membrane lies exactly on a rounding boundary
                         k + 0.5 (NIR thresholds are strict ``v > θ``; the IR rounds half to
                         even / half up): metadata ``rounding`` is authoritative.
+MemoryWrite             extension node (SpikeTrack template memory: per-head ``kᵀ·v`` of two
+                        activations, a spike x spike product; summary metadata ``num_heads``,
+                        ``scale``, ``memory_shape``); incoming edges k, v in metadata order
+MemoryRead              extension node (per-head ``q @ memory`` on a ``[C, N]`` value, then
+                        ``· scale``: NIR's Linear/Affine act on 1-D values and NIR has no head
+                        split); the memory ``[T_mem, H, C/H, Cv/H]`` is a float64 array in
+                        ``spikedeploy_arrays``, so it round-trips bit for bit
+Upsample                extension node (NIR 1.0 has no interpolation node; summary metadata
+                        ``mode``, ``align_corners``, ``size``); weight-free, the IR rule is
+                        PyTorch's ``F.interpolate``
 ======================  ==========================================================================
 
 **Extension nodes** (no NIR equivalent): ``SpikeLinearAttention`` (spike x spike product),
-``DynamicIntegerLIF`` (D chosen per input), ``IntegerLIF`` with a per-step leak (NI-LIF),
+``MemoryWrite``, ``MemoryRead``, ``Upsample`` (SpikeTrack), ``DynamicIntegerLIF`` (D chosen per input), ``IntegerLIF`` with a per-step leak (NI-LIF),
 ``MeanReduce``, ``AddConstant``, ``Permute``, ``Concat``, non-flattening ``Reshape`` and
 ``Linear`` on multi-dimensional values. Each is written as an **empty** ``nir.NIRGraph`` named
 like the IR node whose metadata carries the whole op (``spikedeploy.extension = <kind>``); its
@@ -377,6 +387,34 @@ def _dynamic_lif(node: Node, ctx: _Ctx) -> _Lowered:
     return lowered
 
 
+def _memory_write(node: Node, ctx: _Ctx) -> _Lowered:
+    lowered = _extension(node, ctx, "a memory write (per-head k^T v, a spike x spike product of two "
+                                    "activations) is not a synapse with fixed weights; NIR has no such node")
+    op = node.op
+    lowered.summary.update(num_heads=int(op.num_heads), scale=float(op.scale),
+                           memory_shape=list(ctx.out_shape(node)))
+    return lowered
+
+
+def _memory_read(node: Node, ctx: _Ctx) -> _Lowered:
+    # a per-head block-diagonal matrix acting on the token axis of a [C, N] value: NIR's
+    # Linear/Affine act on 1-D values only, and NIR has no transpose/head-split node
+    lowered = _extension(node, ctx, "a memory read (per-head q @ memory on a [C, N] value, the memory "
+                                    "replaced whenever the templates change) has no NIR node")
+    op = node.op
+    lowered.summary.update(num_heads=int(op.num_heads), scale=float(op.scale),
+                           memory_shape=list(np.shape(op.memory)))
+    return lowered
+
+
+def _upsample(node: Node, ctx: _Ctx) -> _Lowered:
+    lowered = _extension(node, ctx, "NIR has no upsampling/interpolation node")
+    op = node.op
+    lowered.summary.update(mode=op.mode, align_corners=bool(op.align_corners),
+                           size=[int(v) for v in op.size])
+    return lowered
+
+
 RULES: Dict[type, Callable[[Node, _Ctx], _Lowered]] = {
     O.Conv2d: _conv2d,
     O.Conv1d: _conv1d,
@@ -396,6 +434,9 @@ RULES: Dict[type, Callable[[Node, _Ctx], _Lowered]] = {
     O.AddConstant: _extension_rule("NIR has no constant/bias-only node"),
     O.Permute: _extension_rule("NIR has no axis-permutation node"),
     O.Concat: _extension_rule("NIR has no concatenation node"),
+    O.MemoryWrite: _memory_write,
+    O.MemoryRead: _memory_read,
+    O.Upsample: _upsample,
 }
 
 

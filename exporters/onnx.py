@@ -19,6 +19,20 @@ What is exported
       (:data:`META_PREFIX`\\* keys, JSON values) together with the spikedeploy version, the IR graph
       outputs, T, the encoding and the precision.
 
+SpikeTrack ops (integer network, same operation order as :mod:`spikedeploy.reference`)
+    * ``MemoryWrite`` (k, v ``[C, N]``): heads split as ``reference.AttentionRule._heads``
+      (``Transpose``/``Reshape``/``Transpose``), one ``MatMul`` ``K_h^T V_h`` per head (batched),
+      ``Mul`` by ``scale`` only when it is not 1; output ``[H, C/H, Cv/H]``.
+    * ``MemoryRead``: the memory is an initializer; ``MatMul(Q_h, memory)`` (``T_mem = 1``: one
+      ``[H, C/H, Cv/H]`` constant broadcast over T*B; ``T_mem = T``: per-step memories), heads
+      merged back, then ``Mul`` by ``scale`` (after the product, as the reference). Templates
+      change the memory: re-export (the memory is a weight of the exported model).
+    * ``Upsample``: nearest is two ``Gather`` nodes with PyTorch's source indices (both
+      precisions; bit-identical). Bilinear: ``"float32"`` uses ``Resize`` (``linear``,
+      ``half_pixel``, or ``align_corners``); ``"float64"`` uses two ``MatMul`` with precomputed
+      float64 interpolation matrices (onnxruntime's CPU provider has no double ``Resize``), along
+      W then H as PyTorch: equal to PyTorch's float64 result up to rounding order (~1e-16).
+
 Rounding
     ONNX ``Round`` rounds half to even, like ``torch.round``; rounding ``"half_up"`` is written
     ``Floor(clamp(m, 0, D) + 0.5)``, as the reference does.
@@ -31,8 +45,10 @@ Precision (``precision=``)
     Round, Clip, Floor, Sigmoid, ReduceMean/Sum, Greater and the element-wise ops), so in this
     precision convolutions are written as standard im2col sub-graphs
     (``Pad`` → one strided ``Slice`` per kernel tap → ``Concat`` → ``MatMul`` with the reshaped
-    weight, grouped convolutions as a batched ``MatMul``) and average pooling as
-    ``Pad``/``Slice``/``ReduceSum``/``Div``. Still plain ONNX, still float64.
+    weight, grouped convolutions as a batched ``MatMul``), average pooling as
+    ``Pad``/``Slice``/``ReduceSum``/``Div`` and bilinear upsampling as two ``MatMul`` (there is no
+    double ``Resize`` either). Still plain ONNX, still float64: no ``Conv``, ``AveragePool`` or
+    ``Resize`` node in this precision.
 
     ``"float32"``: native ``Conv`` and ``AveragePool`` nodes, every tensor ``FLOAT``. Smaller and
     faster and what most ONNX consumers expect, but float32 round-off (~1e-7 relative) lets a
@@ -494,6 +510,131 @@ def _attention(b: Builder, node: Node, inputs: List[str]) -> str:
     y = b.op("Transpose", [y], perm=[0, 2, 1, 3])  # [TB, N, H, cv]
     y = b.op("Reshape", [y, b.ints([-1, n, cv])])
     return b.op("Transpose", [y], perm=[0, 2, 1])  # [TB, Cv, N]
+
+
+# ---------------------------------------------------------------------------------------------
+# SpikeTrack memory ops and upsampling
+# ---------------------------------------------------------------------------------------------
+
+
+def _split_heads(b: Builder, x: str, c: int, n: int, h: int) -> str:
+    """reference.AttentionRule._heads on the merged layout: ``[TB, C, N]`` -> ``[TB, H, N, C/H]``
+    (channels split into H contiguous groups)."""
+    t = b.op("Transpose", [x], perm=[0, 2, 1])  # [TB, N, C]
+    t = b.op("Reshape", [t, b.ints([-1, n, h, c // h])])
+    return b.op("Transpose", [t], perm=[0, 2, 1, 3])
+
+
+def _merge_heads(b: Builder, y: str, cv: int, n: int) -> str:
+    """reference.AttentionRule._merge: ``[TB, H, N, cv/H]`` -> ``[TB, Cv, N]``."""
+    y = b.op("Transpose", [y], perm=[0, 2, 1, 3])  # [TB, N, H, cv/H]
+    y = b.op("Reshape", [y, b.ints([-1, n, cv])])
+    return b.op("Transpose", [y], perm=[0, 2, 1])
+
+
+@register_rule(O.MemoryWrite)
+def _memory_write(b: Builder, node: Node, inputs: List[str]) -> str:
+    """reference.MemoryWriteRule (integer mode): per head ``kv = K_h^T V_h`` (one ``MatMul``
+    summing over tokens), times ``scale`` only when it is not 1; output ``[TB, H, C/H, Cv/H]``."""
+    op = node.op
+    h = int(op.num_heads)
+    (c, n), (cv, _) = b.shapes[node.inputs[0]], b.shapes[node.inputs[1]]
+    kh = _split_heads(b, inputs[0], c, n, h)
+    vh = _split_heads(b, inputs[1], cv, n, h)
+    kv = b.op("MatMul", [b.op("Transpose", [kh], perm=[0, 1, 3, 2]), vh])  # [TB, H, c, cv]
+    if float(op.scale) != 1.0:
+        kv = b.op("Mul", [kv, b.const(float(op.scale), "scale")])
+    return kv
+
+
+@register_rule(O.MemoryRead)
+def _memory_read(b: Builder, node: Node, inputs: List[str]) -> str:
+    """reference.MemoryReadRule: ``merge_heads(Q_h @ memory[t]) * scale``, the memory an
+    initializer. ``T_mem = 1``: one ``MatMul`` with the ``[H, C/H, Cv/H]`` constant (broadcast
+    over T*B). ``T_mem = T``: the q heads are split back into ``[T, B, ...]`` and multiplied by
+    the ``[T, 1, H, C/H, Cv/H]`` constant (macro-step t reads ``memory[t]``)."""
+    op = node.op
+    h = int(op.num_heads)
+    mem = np.asarray(op.memory)
+    c, n = b.shapes[node.inputs[0]]
+    cv, _ = b.shapes[node.name]
+    qh = _split_heads(b, inputs[0], c, n, h)  # [TB, H, N, c/H]
+    tm = mem.shape[0]
+    if tm == 1:
+        y = b.op("MatMul", [qh, b.const(mem[0], "memory")])
+    elif tm == b.T:
+        q5 = b.op("Reshape", [qh, b.ints([b.T, -1, h, n, c // h])])
+        y = b.op("MatMul", [q5, b.const(mem[:, None], "memory")])  # [T, B, H, N, cv/H]
+        y = b.op("Reshape", [y, b.ints([-1, h, n, cv // h])])
+    else:
+        raise SpikedeployError(
+            f"node {node.name!r}: the memory has {tm} steps but the model is exported with T={b.T} "
+            "(a memory has 1 step, read at every step, or exactly T)"
+        )
+    y = _merge_heads(b, y, cv, n)
+    return b.op("Mul", [y, b.const(float(op.scale), "scale")])
+
+
+def upsample_matrices(op: O.Upsample, in_hw: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """The float64 interpolation matrices ``(A_h [Ho, H], A_w [Wo, W])`` of an Upsample:
+    ``y[c] = A_h @ x[c] @ A_w^T``. They are PyTorch's own weights, obtained by running
+    ``F.interpolate`` (float64) on identity bases, so the source indices and lambdas (including
+    the clamping at the borders and nearest's index rounding) are exactly PyTorch's."""
+    import torch
+    import torch.nn.functional as F
+
+    H, W = (int(v) for v in in_hw)
+    Ho, Wo = (int(v) for v in op.size)
+    ac = bool(op.align_corners) if op.mode == "bilinear" else None
+    with torch.no_grad():
+        # rows: H separate 1-channel images [H, 1] (a one-hot column each), width 1 -> 1 (identity)
+        eh = torch.eye(H, dtype=torch.float64).reshape(H, 1, H, 1)
+        ah = F.interpolate(eh, size=(Ho, 1), mode=op.mode, align_corners=ac).reshape(H, Ho).T
+        ew = torch.eye(W, dtype=torch.float64).reshape(W, 1, 1, W)
+        aw = F.interpolate(ew, size=(1, Wo), mode=op.mode, align_corners=ac).reshape(W, Wo).T
+    return np.ascontiguousarray(ah.numpy()), np.ascontiguousarray(aw.numpy())
+
+
+def upsample_indices(op: O.Upsample, in_hw: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Nearest mode: the source row and column of every output pixel, PyTorch's own (the argmax of
+    the one-hot rows of :func:`upsample_matrices`)."""
+    ah, aw = upsample_matrices(op, in_hw)
+    return ah.argmax(axis=1).astype(np.int64), aw.argmax(axis=1).astype(np.int64)
+
+
+@register_rule(O.Upsample)
+def _upsample(b: Builder, node: Node, inputs: List[str]) -> str:
+    """PyTorch ``F.interpolate`` on ``[TB, C, H, W]``.
+
+    * nearest (both precisions): two ``Gather`` nodes with PyTorch's source indices (rows, then
+      columns): a pure copy, bit-identical to PyTorch. (``Resize`` nearest would recompute the
+      indices in float32 with another formula than PyTorch's, which can pick a neighbouring pixel
+      for some sizes.)
+    * bilinear, float32: ``Resize`` (mode ``linear``, ``coordinate_transformation_mode``
+      ``half_pixel``, or ``align_corners`` when the op has ``align_corners=True``);
+    * bilinear, float64: onnxruntime has no double ``Resize`` kernel, so the separable
+      interpolation is written as two ``MatMul`` with precomputed float64 matrices, first along W
+      (``x @ A_w^T``) then along H (``A_h @ .``), PyTorch's own order (an H-weighted sum of
+      W-interpolated rows). Every output is a sum of two non-zero products per axis plus exact
+      zeros, so it equals PyTorch's float64 result up to rounding order / fused multiply-add
+      (~1e-16 relative)."""
+    op = node.op
+    s = b.shapes[node.inputs[0]]
+    Ho, Wo = (int(v) for v in op.size)
+    x = inputs[0]
+    if op.mode == "nearest":
+        rows, cols = upsample_indices(op, s[1:])
+        y = b.op("Gather", [x, b.const(rows, "rows", dtype=np.int64)], axis=2)
+        return b.op("Gather", [y, b.const(cols, "cols", dtype=np.int64)], axis=3)
+    if b.precision == "float32":
+        ctm = "align_corners" if op.align_corners else "half_pixel"
+        # opset 17 Resize takes the sizes of all four axes: the dynamic T*B axis, then C, Ho, Wo
+        tb = b.op("Slice", [b.op("Shape", [x]), b.ints([0], "starts"), b.ints([1], "ends")])
+        sizes = b.op("Concat", [tb, b.ints([s[0], Ho, Wo], "sizes")], axis=0)
+        return b.op("Resize", [x, "", "", sizes], mode="linear", coordinate_transformation_mode=ctm)
+    ah, aw = upsample_matrices(op, s[1:])
+    y = b.op("MatMul", [x, b.const(aw.T, "interp_w")])  # [TB, C, H, Wo]
+    return b.op("MatMul", [b.const(ah, "interp_h"), y])  # [TB, C, Ho, Wo]
 
 
 # ---------------------------------------------------------------------------------------------
