@@ -18,8 +18,9 @@ Process graph (what runs where)
 * **Host**: every op that does not depend on any neuron (the first layer on real-valued pixels,
   e.g. the stem convolution) runs on the host (the reference executor, float64) and is injected
   with a standard Lava ``RingBuffer`` source as a real-valued graded event.
-* **Synapses** (``Conv2d``, ``Conv1d``, ``Linear``, ``AvgPool2d``, ``MeanReduce``, and ``Scale``/
-  ``BatchNorm`` when they act on a device value) are unrolled into sparse matrices and run as
+* **Synapses** (``Conv2d``, ``Conv1d``, ``Linear``, ``AvgPool2d``, ``MeanReduce``, ``Upsample``,
+  ``MemoryRead``, and ``Scale``/``BatchNorm`` when they act on a device value) are unrolled into
+  sparse matrices and run as
   standard Lava ``Sparse`` processes (``num_message_bits = 0`` on binary spikes, 24 on graded or
   real-valued input). Unrolling avoids Lava ``Conv``'s flipped kernel and (X, Y, C) layout. Routing
   ops (``Reshape``, ``Permute``, ``Concat``) cost nothing: they only permute the columns of the
@@ -32,8 +33,14 @@ Process graph (what runs where)
   output ``Readout``'s offset.
 * **Own processes** (:mod:`spikedeploy.runtimes.lava_procs`): ``IntegerNeuron`` (integer LIF
   family, DI-LIF, binary LIF; integrates its whole input window, fires once per macro-step),
-  ``SpikeAttention`` (kv memory from co-occurring k/v unit spikes, q spikes read rows), ``Delay``
-  (path balancing) and ``Readout`` (graph outputs).
+  ``SpikeAttention`` (kv memory from co-occurring k/v unit spikes, q spikes read rows),
+  ``MemoryWriter`` (``MemoryWrite``: the same pair counting alone, the memory sent as one real
+  event when the k/v window completes), ``Delay`` (path balancing) and ``Readout`` (graph outputs).
+* **SpikeTrack's memory ops**: ``Upsample`` is a weight-free ``Sparse`` whose weights are PyTorch's
+  exact interpolation weights (unit impulses through ``F.interpolate`` in float64); ``MemoryRead``
+  is a ``Sparse`` whose weights are the memory: ``scale * memory[0, h].T (x) I_N`` per head,
+  block-diagonal (``T_mem = 1`` only: a per-macro-step memory would need time-varying weights and
+  is refused as unsupported); ``MemoryWrite`` is a ``MemoryWriter`` feeding a ``Readout``.
 
 Delays
 ------
@@ -164,6 +171,45 @@ def conv_matrix(weight, in_shape, stride, padding, dilation, groups) -> sp.csr_m
     return sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
 
 
+def upsample_matrix(in_shape, size, mode: str, align_corners: bool) -> sp.csr_matrix:
+    """``Upsample`` (``F.interpolate`` bilinear/nearest, ``[C, H, W] -> [C, Ho, Wo]``) as a sparse
+    matrix ``[C*Ho*Wo, C*H*W]`` (``I_C (x) K``). The per-channel kernel ``K`` is obtained by
+    interpolating unit impulses in float64, so every entry is bit for bit the weight PyTorch
+    applies (a separable ``Ky (x) Kx`` differs in the last bit where border taps merge); bilinear
+    has at most four non-zeros per output pixel, nearest one."""
+    import torch
+    import torch.nn.functional as F
+
+    C, H, W = (int(d) for d in in_shape)
+    Ho, Wo = (int(d) for d in size)
+    ac = bool(align_corners) if mode == "bilinear" else None
+    n, chunk = H * W, max(1, (1 << 22) // max(1, Ho * Wo))
+    rows, cols, vals = [], [], []
+    for c0 in range(0, n, chunk):
+        idx = torch.arange(c0, min(n, c0 + chunk))
+        imp = torch.zeros(idx.numel(), n, dtype=torch.float64)
+        imp[torch.arange(idx.numel()), idx] = 1.0
+        y = F.interpolate(imp.reshape(-1, 1, H, W), size=(Ho, Wo), mode=mode, align_corners=ac)
+        y = y.reshape(idx.numel(), Ho * Wo).numpy()
+        k, r = np.nonzero(y)
+        rows.append(r)
+        cols.append(k + c0)
+        vals.append(y[k, r])
+    kernel = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(Ho * Wo, n))
+    return sp.kron(sp.identity(C, format="csr"), kernel, format="csr")
+
+
+def memory_read_matrix(memory, num_heads: int, scale: float, tokens: int) -> sp.csr_matrix:
+    """``MemoryRead`` (q ``[C, N]`` -> ``[Cv, N]``, ``y_h = scale * Q_h @ memory[0, h]``) as a
+    ``[Cv*N, C*N]`` matrix: block-diagonal over heads, head ``h`` is ``scale * memory[0, h].T (x) I_N``
+    (row ``(h*Cv/H + j)*N + n``, column ``(h*C/H + i)*N + n``). The memory must be constant over
+    time (``T_mem = 1``); the caller checks it."""
+    mem = np.asarray(memory, dtype=np.float64)[0] * float(scale)  # [H, C/H, Cv/H]
+    eye = sp.identity(int(tokens), format="csr")
+    blocks = [sp.kron(sp.csr_matrix(mem[h].T), eye, format="csr") for h in range(int(num_heads))]
+    return sp.block_diag(blocks, format="csr")
+
+
 def _bias_array(bias, shape) -> Optional[np.ndarray]:
     """A channel bias (axis 0) broadcast to the per-step ``shape``."""
     if bias is None:
@@ -200,6 +246,10 @@ def linear_map(op, in_shape, out_shape) -> Tuple[sp.csr_matrix, Optional[np.ndar
             rows = np.zeros(n_in, dtype=np.int64)
         n_out = int(math.prod(out_shape))
         return sp.csr_matrix((np.full(n_in, 1.0 / count), (rows, np.arange(n_in))), shape=(n_out, n_in)), None
+    if isinstance(op, O.Upsample):
+        return upsample_matrix(in_shape, op.size, op.mode, op.align_corners), None
+    if isinstance(op, O.MemoryRead):
+        return memory_read_matrix(op.memory, op.num_heads, op.scale, in_shape[1]), None
     if isinstance(op, O.Scale):
         return sp.identity(n_in, format="csr") * float(op.factor), None
     if isinstance(op, O.BatchNorm):
@@ -465,6 +515,45 @@ def attention_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     return Val(shape, False, [Term(out, _arange(shape))], None, False)
 
 
+def upsample_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``Upsample`` is a weight-free synapse: a ``Sparse`` with the exact interpolation weights."""
+    return synapse_rule(c, node, ins)
+
+
+def memory_read_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``MemoryRead``: a synapse whose weights are the memory (times ``scale``). Only a memory that
+    is constant over time (``T_mem = 1``) maps onto a ``Sparse``; a per-macro-step memory needs
+    time-varying weights (a ``Sparse`` whose weights are swapped every macro-step, or one
+    synapse per memory step gated by the macro-step), which this target does not implement."""
+    tm = int(node.op.memory.shape[0])
+    if tm != 1:
+        raise unsupported(TARGET, node, f"MemoryRead with a time-varying memory (T_mem = {tm}) needs "
+                          "time-varying synaptic weights; only T_mem = 1 maps onto a Lava Sparse")
+    return synapse_rule(c, node, ins)
+
+
+def memory_write_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``MemoryWrite``: an own ``MemoryWriter`` process counts co-occurring k/v unit-spike pairs
+    (graded events: the product of the counts) over the aligned k/v window and, in the step the
+    window completes, sends ``scale * counts`` (``[H, C/H, Cv/H]``, row-major) as one real-valued
+    graded event."""
+    op = node.op
+    if not all(v.spike for v in ins):
+        raise unsupported(TARGET, node, "memory write needs spike inputs k, v (lower the graph; "
+                          "a real-valued product has no spike-driven form)")
+    k, v = ins
+    (C, N), (Cv, _) = k.shape, v.shape
+    name = c.add_proc("memory_write", node.name, node=node.name, channels=C, v_channels=Cv, tokens=N,
+                      heads=int(op.num_heads), scale=float(op.scale))
+    kv_start, kv_len = c.connect_streams(
+        [c.streams_of(k, node.name + ".k"), c.streams_of(v, node.name + ".v")],
+        [(name, "k_in"), (name, "v_in")])
+    c.proc_index[name].update(kv_start=kv_start, kv_len=kv_len)
+    shape = c.shapes[node.name]
+    out = Stream(name, "a_out", int(math.prod(shape)), kv_start + kv_len - 1, 1, "real")
+    return Val(shape, False, [Term(out, _arange(shape))], None, False)
+
+
 RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
     O.IntegerLIF: neuron_rule,
     O.DynamicIntegerLIF: neuron_rule,
@@ -482,6 +571,9 @@ RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
     O.Permute: permute_rule,
     O.Concat: concat_rule,
     O.SpikeLinearAttention: attention_rule,
+    O.Upsample: upsample_rule,
+    O.MemoryRead: memory_read_rule,
+    O.MemoryWrite: memory_write_rule,
 }
 
 
@@ -551,6 +643,8 @@ def compile_graph(graph: Graph, encoding: str) -> Tuple[dict, Dict[str, np.ndarr
             ends.append(p["start"] + p["length"] - 1)
         elif p["type"] == "attention":
             ends.append(p["q_start"] + p["q_len"] - 1)
+        elif p["type"] == "memory_write":
+            ends.append(p["kv_start"] + p["kv_len"] - 1)
     host_nodes = []
     for n in c.host_nodes:
         host_nodes.append({"name": n.name, "inputs": list(n.inputs), "source": n.source,

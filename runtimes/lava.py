@@ -114,6 +114,11 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int):
                                      tokens=int(p["tokens"]), heads=int(p["heads"]), scale=float(p["scale"]),
                                      kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]), q_start=int(p["q_start"]),
                                      q_len=int(p["q_len"]), period=period, num_macro=M, name=name)
+        elif kind == "memory_write":
+            proc = LP.MemoryWriter(channels=int(p["channels"]), v_channels=int(p["v_channels"]),
+                                   tokens=int(p["tokens"]), heads=int(p["heads"]), scale=float(p["scale"]),
+                                   kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]), period=period,
+                                   num_macro=M, name=name)
         elif kind == "readout":
             proc = LP.Readout(size=int(p["size"]), offset=bundle.array(p["offset"]), start=int(p["start"]),
                               length=int(p["length"]), period=period, num_macro=M, name=name)
@@ -178,7 +183,8 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
     cfg = run_configs.Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=models)
     comps = _components(d)
     rec: Dict[str, np.ndarray] = {}
-    pair_events = {}
+    pair_events, write_events = {}, {}
+    from spikedeploy.runtimes import lava_procs as LP
     t_run = time.perf_counter()
     from tqdm.auto import tqdm
 
@@ -193,7 +199,8 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
                 elif hasattr(p, "rec"):
                     rec[name] = np.asarray(p.rec.get())
                 elif hasattr(p, "pair_events"):
-                    pair_events[name] = float(np.asarray(p.pair_events.get()).sum())
+                    events = float(np.asarray(p.pair_events.get()).sum())
+                    (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
         finally:
             first.stop()
     t_run = time.perf_counter() - t_run
@@ -224,6 +231,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
                 f"injected values: {', '.join(d['host']['values'])}",
         "batch": "streamed: sample b occupies macro-steps b*T .. b*T+T-1 of one Lava run",
         "attention_pair_events": pair_events,
+        "memory_write_pair_events": write_events,
         "wall_time_s": time.perf_counter() - t0,
         "host_time_s": t_host,
         "build_time_s": t_build,

@@ -29,6 +29,11 @@ Processes
     counts, and the pair count is their product); at the end of the window the memory is frozen for
     the q window, in which each q spike reads its row: ``out = scale * q_j @ kv`` (sent in the same
     step, as a real-valued graded event).
+``MemoryWriter``
+    The write half of ``SpikeAttention`` alone (``MemoryWrite``, SpikeTrack's template memory):
+    counts co-occurring k/v unit-spike pairs over the k/v window and, in the step the window
+    completes, sends ``scale * kv`` ``[H, C/H, Cv/H]`` as one real-valued graded event (usually to
+    a ``Readout``: the memory is a graph output).
 ``Readout``
     A graded accumulator at a graph output: integrates its window, adds its constant ``offset``
     once per macro-step and records the value per macro-step in ``rec``.
@@ -54,7 +59,7 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-__all__ = ["IntegerNeuron", "Delay", "SpikeAttention", "Readout", "MODELS", "neuron_step"]
+__all__ = ["IntegerNeuron", "Delay", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step"]
 
 
 def _window(step: int, start: int, length: int, period: int, num_macro: int):
@@ -278,6 +283,75 @@ class PySpikeAttentionFloat(PyLoihiProcessModel):
         self.a_out.send(out)
 
 
+class MemoryWriter(AbstractProcess):
+    """Template-memory write (``MemoryWrite``) on k ``[C, N]`` and v ``[Cv, N]`` (row-major flat
+    ports): within the aligned k/v window every pair of a k unit spike and a v unit spike on the
+    same token increments one cell ``kv[h, c, c']`` (graded events carry counts, and the pair
+    count is their product). In the step the window completes it sends ``scale * kv``
+    (``[H, C/H, Cv/H]`` row-major) as one real-valued graded event; zeros in every other step.
+
+    proc params: ``heads``, ``scale``, ``channels`` (C), ``v_channels`` (Cv), ``tokens`` (N),
+    ``kv_start``, ``kv_len``, ``period``, ``num_macro``."""
+
+    def __init__(self, *, channels: int, v_channels: int, tokens: int, heads: int, scale: float,
+                 kv_start: int, kv_len: int, period: int, num_macro: int, name: str = None):
+        super().__init__(channels=channels, v_channels=v_channels, tokens=tokens, heads=heads,
+                         scale=scale, kv_start=kv_start, kv_len=kv_len, period=period,
+                         num_macro=num_macro, name=name)
+        self.k_in = InPort(shape=(channels * tokens,))
+        self.v_in = InPort(shape=(v_channels * tokens,))
+        self.a_out = OutPort(shape=(channels * v_channels // heads,))
+        #: unit-spike pair events written into the memory, per macro-step
+        self.pair_events = Var(shape=(num_macro,), init=np.zeros(num_macro))
+
+
+@implements(proc=MemoryWriter, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyMemoryWriterFloat(PyLoihiProcessModel):
+    k_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    v_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    pair_events: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.h, self.scale = int(p["heads"]), float(p["scale"])
+        self.c, self.cv, self.n = int(p["channels"]), int(p["v_channels"]), int(p["tokens"])
+        self.sched = {k: int(p[k]) for k in ("kv_start", "kv_len", "period", "num_macro")}
+        h = self.h
+        self.kv = np.zeros((h, self.c // h, self.cv // h))
+        self.ck = np.zeros((h, self.n, self.c // h))
+        self.cv_ = np.zeros((h, self.n, self.cv // h))
+
+    def _heads(self, x: np.ndarray, c: int) -> np.ndarray:
+        # [C, N] -> [H, N, C/H] (channels split into contiguous groups, as reference.MemoryWriteRule)
+        return x.reshape(self.h, c // self.h, self.n).transpose(0, 2, 1)
+
+    def run_spk(self):
+        s = self.sched
+        k, v = self.k_in.recv(), self.v_in.recv()
+        out = np.zeros(self.kv.size)
+        win = _window(self.time_step, s["kv_start"], s["kv_len"], s["period"], s["num_macro"])
+        if win is not None:
+            t, j = win
+            if j == 0:
+                self.kv[:] = 0.0
+                self.ck[:] = 0.0
+                self.cv_[:] = 0.0
+            kh, vh = self._heads(k, self.c), self._heads(v, self.cv)
+            # pairs (k now, v before or now) + (k before, v now): exact integer counts
+            inc = kh.transpose(0, 2, 1) @ (self.cv_ + vh) + self.ck.transpose(0, 2, 1) @ vh
+            self.kv += inc
+            self.pair_events[t] += float(inc.sum())
+            self.ck += kh
+            self.cv_ += vh
+            if j == s["kv_len"] - 1:  # the window is complete: deliver the memory
+                out = (self.kv * self.scale if self.scale != 1.0 else self.kv.copy()).reshape(-1)
+        self.a_out.send(out)
+
+
 class Readout(AbstractProcess):
     """Graded accumulator at a graph output: ``rec[t] = sum(window of t) + offset``."""
 
@@ -320,5 +394,6 @@ MODELS = {
     IntegerNeuron: PyIntegerNeuronFloat,
     Delay: PyDelayFloat,
     SpikeAttention: PySpikeAttentionFloat,
+    MemoryWriter: PyMemoryWriterFloat,
     Readout: PyReadoutFloat,
 }
