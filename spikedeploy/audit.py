@@ -32,6 +32,29 @@ same in both encodings (the lowering is exact), so binary and graded runs give t
   - ``[q·kv]`` memory reads: each q unit spike reads one row of its head's memory, ``Cv/H``
     accumulates: ``sum q * Cv/H`` (graded: non-zero q entries x ``Cv/H``).
 
+* **Template memory write** (:class:`~spikedeploy.ir.ops.MemoryWrite`, SpikeTrack's template
+  branch, ``kv[h] = sum_n K_h[n]ᵀ V_h[n]``, a graph output): pair events as attention ``[kv]``:
+  ``sum_t sum_tokens sum_heads k_count(h, n) * v_count(h, n)`` — each co-occurring pair of a k unit
+  spike and a v unit spike of the same head on the same token increments one memory cell (graded:
+  pairs of non-zero entries, each carrying the payload product).
+
+* **Memory read** (:class:`~spikedeploy.ir.ops.MemoryRead`, SpikeTrack's search branch): a synapse
+  whose weights are the cached memory (rewritten when the templates change, design notes §6). A q
+  unit spike at channel ``c`` (row ``c'`` of head ``h``), token ``n``, at macro-step ``t`` reaches
+  the ``Cv/H`` outputs of head ``h`` at token ``n`` through the row ``memory[t, h, c', :]``; its
+  real fan-out is the number of **non-zero** entries of that row (``T_mem = 1``: the same memory
+  every step). SynOps = ``sum q * F``, graded events = ``sum [q > 0] * F`` as for any synapse; the
+  all-weights fan-out is ``Cv/H``, so the ratio to the estimate is the zero-entry factor alone.
+
+* **Upsample** (:class:`~spikedeploy.ir.ops.Upsample`, bilinear or nearest, weight-free): on spikes
+  a synapse whose weights are the interpolation matrix ``M`` (``out = M in`` per channel): the
+  fan-out of an input position is the number of output positions with a non-zero interpolation
+  weight from it (column non-zeros of ``M``, computed by resizing unit impulses with the reference's
+  own ``F.interpolate``; the 2-D weight is the product of the row and column weights, so the count
+  is the product of the per-axis counts; border clamping and exactly-zero weights are taken into
+  account). On real values (SpikeTrack's retriever upsamples a convolution's output) it is host
+  MACs.
+
 * **Host / real-valued layers**: a synaptic op (or an attention) whose input is not spikes — the
   first convolution on pixels, a head fed by a mean of spikes — is counted as dense **MACs** =
   its FLOPs per macro-step and flagged ``host=True``. Host MACs are listed separately and never
@@ -50,9 +73,11 @@ The papers' method (theoretical)
 ``FLOPs`` per macro-step = ``C_in * C_out * k_h * k_w * H_out * W_out / groups`` (Conv1d:
 ``C_in * C_out * k * L_out / groups``; Linear: ``in * out`` per position; AvgPool2d:
 ``C * k_h * k_w * H_out * W_out``; MeanReduce: input elements; attention: ``C * Cv * N / H`` for each
-of kᵀv and q·kv), the **firing rate** = mean integer output q of the neuron feeding the layer over
+of kᵀv and q·kv; MemoryWrite (kᵀv) and MemoryRead (q·memory): ``C * Cv * N / H``; Upsample:
+``C * H_out * W_out * taps``, 4 taps bilinear, 1 nearest), the **firing rate** = mean integer output q of the neuron feeding the layer over
 all inputs, steps and positions (it can exceed 1), and **theoretical ops per frame** =
-``FLOPs * T * rate`` (kᵀv uses k's rate: k is taken as the spike side). Host layers are MACs =
+``FLOPs * T * rate`` (kᵀv and MemoryWrite use k's rate: k is taken as the spike side;
+MemoryRead uses q's rate). Host layers are MACs =
 ``FLOPs * T`` in both columns. The ratio measured / theoretical factors exactly into a
 border/position factor (``sum q * F_all / (FLOPs / n_in * sum q)``, ``F_all`` the fan-out with every
 weight non-zero) and a zero-weight factor (``sum q * F / sum q * F_all``).
@@ -80,7 +105,7 @@ from spikedeploy.ir.graph import Graph, numel, validate
 
 __all__ = [
     "AuditError", "LayerAudit", "AuditReport", "audit_graph", "audit", "fanout_map", "layer_flops",
-    "ENCODINGS",
+    "upsample_axis_matrices", "ENCODINGS",
 ]
 
 ENCODINGS = ("binary", "graded")
@@ -116,12 +141,44 @@ def layer_flops(op: O.Op, in_shape: Sequence[int], out_shape: Sequence[int]) -> 
         return int(out_shape[0]) * op.kernel[0] * op.kernel[1] * int(out_shape[1]) * int(out_shape[2])
     if isinstance(op, O.MeanReduce):
         return numel(in_shape)
+    if isinstance(op, O.MemoryRead):  # C * Cv * N / H
+        return int(in_shape[0]) * int(out_shape[0]) * int(in_shape[1]) // op.num_heads
+    if isinstance(op, O.Upsample):
+        return int(out_shape[0]) * int(out_shape[1]) * int(out_shape[2]) * _UPSAMPLE_TAPS[op.mode]
     raise TypeError(f"no FLOPs rule for {op.kind}")
+
+
+#: interpolation taps per output value (the dense FLOPs of an Upsample)
+_UPSAMPLE_TAPS = {"bilinear": 4, "nearest": 1}
+
+
+def upsample_axis_matrices(op: O.Upsample, in_hw: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The per-axis interpolation matrices ``A_h [H_out, H_in]`` and ``A_w [W_out, W_in]`` of
+    ``op`` (float64), obtained by resizing unit impulses with ``F.interpolate`` exactly as the
+    reference does; the 2-D weight from input ``(i, j)`` to output ``(y, x)`` is
+    ``A_h[y, i] * A_w[x, j]``."""
+    hi, wi = int(in_hw[0]), int(in_hw[1])
+    ho, wo = (int(d) for d in op.size)
+    ac = op.align_corners if op.mode == "bilinear" else None
+
+    def resize(z, size):
+        return F.interpolate(z, size=size, mode=op.mode, align_corners=ac)
+
+    eye_h = torch.eye(hi, dtype=torch.float64).reshape(hi, 1, hi, 1)
+    eye_w = torch.eye(wi, dtype=torch.float64).reshape(wi, 1, 1, wi)
+    a_h = resize(eye_h, (ho, 1))[:, 0, :, 0].T  # [H_out, H_in]
+    a_w = resize(eye_w, (1, wo))[:, 0, 0, :].T  # [W_out, W_in]
+    return a_h.contiguous(), a_w.contiguous()
 
 
 def fanout_map(op: O.Op, in_shape: Sequence[int], out_shape: Sequence[int], *, nonzero_only: bool = True) -> torch.Tensor:
     """Real fan-out of every input position (per-step input shape, float64, exact integers): the
-    number of (non-zero, if ``nonzero_only``) weights connecting it to output positions that exist."""
+    number of (non-zero, if ``nonzero_only``) weights connecting it to output positions that exist.
+
+    MemoryRead: the non-zero entries of the memory row each q position reads (all weights: Cv/H);
+    a memory with ``T_mem > 1`` steps gives ``[T_mem, 1, C, N]`` (one map per macro-step, to
+    broadcast against ``q [T, B, C, N]``). Upsample: the output positions with a non-zero
+    interpolation weight (there are no weights to zero: both maps are the same)."""
     dt = torch.float64
     if isinstance(op, (O.Conv2d, O.Conv1d)):
         w = torch.as_tensor(np.array(op.weight))
@@ -153,6 +210,19 @@ def fanout_map(op: O.Op, in_shape: Sequence[int], out_shape: Sequence[int], *, n
         return f[0].expand(tuple(in_shape)).clone()
     if isinstance(op, O.MeanReduce):
         return torch.ones(tuple(in_shape), dtype=dt)
+    if isinstance(op, O.MemoryRead):
+        mem = torch.from_numpy(np.array(op.memory, copy=True))
+        tm, h, c, cv = mem.shape
+        if nonzero_only:
+            rows = (mem != 0).sum(dim=-1).to(dt).reshape(tm, h * c)  # non-zero entries per memory row
+        else:
+            rows = torch.full((tm, h * c), float(cv), dtype=dt)
+        f = rows[:, :, None].expand(tm, h * c, int(in_shape[1]))
+        return f[0].clone() if tm == 1 else f[:, None].clone()
+    if isinstance(op, O.Upsample):
+        a_h, a_w = upsample_axis_matrices(op, in_shape[1:])
+        nz = (a_h != 0).sum(dim=0).to(dt)[:, None] * (a_w != 0).sum(dim=0).to(dt)[None, :]
+        return nz.expand(tuple(in_shape)).clone()
     raise TypeError(f"no fan-out rule for {op.kind}")
 
 
@@ -454,6 +524,12 @@ NOTES = (
     "Attention [kv]: every co-occurring pair of a k unit spike and a v unit spike on the same token and head "
     "increments one memory cell (sum over tokens of k_head_count x v_head_count). Attention [q·kv]: every q unit "
     "spike reads one memory row of Cv/H cells.",
+    "MemoryWrite (template memory, kᵀv): co-occurring k x v unit-spike pairs per head and token, as attention [kv]. "
+    "MemoryRead (search branch): a synapse whose weights are the cached memory; a q unit spike costs the non-zero "
+    "entries of the memory row it reads (at most Cv/H).",
+    "Upsample on spikes: a synapse whose weights are the interpolation matrix; a unit spike costs the output "
+    "positions with a non-zero interpolation weight from its position. Upsample on real values: host MACs "
+    "(C·H_out·W_out·taps, 4 taps bilinear, 1 nearest).",
     "Host / real-valued layers (input not spikes: the first layer on pixels, a head fed by a mean of spikes) are "
     "dense MACs = FLOPs per macro-step; they are listed separately and never added to the spike ops.",
     "Neuron updates: neurons x T x D sub-steps in binary encoding (a neuron integrates and emits over its D "
@@ -534,12 +610,17 @@ def _synapse_counts(op, q: torch.Tensor, in_shape, out_shape):
     return syn, graded, syn_all
 
 
-def _explain_synapse(border: Optional[float], zero_w: Optional[float], graded: int, unit: int, host_note="") -> str:
+#: what a zero "weight" is for synapses whose weights are not trained parameters
+_ZERO_LABEL = {O.MemoryRead: "zero memory entries"}
+
+
+def _explain_synapse(border: Optional[float], zero_w: Optional[float], graded: int, unit: int, host_note="",
+                     zero_label: str = "zero weights") -> str:
     parts = []
     if border is not None and abs(border - 1.0) > 1e-9:
         parts.append(f"borders/positions ×{border:.4f}" if border < 1 else f"spikes at high-fan-out positions ×{border:.4f}")
     if zero_w is not None and zero_w < 1.0 - 1e-12:
-        parts.append(f"zero weights ×{zero_w:.4f}")
+        parts.append(f"{zero_label} ×{zero_w:.4f}")
     if unit > 0:
         parts.append(f"integer spikes: {graded / unit:.3f} graded events per unit spike")
     if not parts:
@@ -667,7 +748,7 @@ def _check_auditable(graph: Graph, shapes) -> None:
             spiking.add(n.name)
     fed = [n.name for n in graph.nodes
            if (isinstance(n.op, O.SYNAPTIC_OPS) and n.inputs[0] in spiking)
-           or (isinstance(n.op, O.SpikeLinearAttention) and all(i in spiking for i in n.inputs))]
+           or (isinstance(n.op, (O.SpikeLinearAttention, O.MemoryWrite)) and all(i in spiking for i in n.inputs))]
     if not fed:
         raise AuditError(
             f"nothing to audit: no neuron feeds a synaptic layer (neuron layers: {', '.join(sorted(neurons))}; "
@@ -711,7 +792,8 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
                     energy_pj=prof.energy_pj(synops=measured), theoretical_energy_pj=prof.e_ac_pj * theo,
                     border_factor=border, zero_weight_factor=zero_w,
                     synops_per_step=tuple(float(v) / B for v in syn),
-                    explanation=_explain_synapse(border, zero_w, int(graded.sum()), int(syn.sum())),
+                    explanation=_explain_synapse(border, zero_w, int(graded.sum()), int(syn.sum()),
+                                                 zero_label=_ZERO_LABEL.get(type(op), "zero weights")),
                 )
                 add(row, _Acc(syn, graded))
             else:
@@ -728,6 +810,15 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
             else:
                 add(_host_row(n, op.kind, 2 * flops, T, B, prof, ", ".join(n.inputs), graph),
                     _Acc(zeros, zeros, macs=2 * flops * T * B))
+        elif isinstance(op, O.MemoryWrite):
+            kn, vn = n.inputs
+            c, ntok = shapes[kn]
+            flops = c * shapes[vn][0] * ntok // op.num_heads
+            if kn in spikes and vn in spikes:
+                add(*_memory_write_row(n, spikes[kn], spikes[vn], sources, flops, T, B, prof))
+            else:
+                add(_host_row(n, op.kind, flops, T, B, prof, ", ".join(n.inputs), graph),
+                    _Acc(zeros, zeros, macs=flops * T * B))
         elif isinstance(op, O.NEURON_OPS):
             q = q_of[n.name]
             rate, per_step = _rates(q)
@@ -765,19 +856,48 @@ def _host_row(n, kind, flops, T, B, prof, src, graph) -> LayerAudit:
     )
 
 
-def _attention_rows(n, q, k, v, sources, flops, T, B, prof):
-    op = n.op
-    h = op.num_heads
-    Tq, Bq, c, ntok = q.shape
+def _pair_counts(k: torch.Tensor, v: torch.Tensor, h: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Co-occurring k x v unit-spike pairs per macro-step, k ``[T, B, C, N]``, v ``[T, B, Cv, N]``:
+    ``sum_tokens sum_heads k_count(h, n) * v_count(h, n)`` (each pair increments one memory cell),
+    and the graded events (pairs of non-zero entries)."""
+    Tk, Bk, c, ntok = k.shape
     cv = v.shape[2]
 
     def head_sum(x, channels):  # [T, B, C, N] -> [T, B, H, N]
-        return x.reshape(Tq, Bq, h, channels // h, ntok).sum(dim=3)
+        return x.reshape(Tk, Bk, h, channels // h, ntok).sum(dim=3)
 
     ks, vs = head_sum(k, c), head_sum(v, cv)
     kb, vb = head_sum((k > 0).to(k.dtype), c), head_sum((v > 0).to(v.dtype), cv)
-    pairs = _per_step_sum(ks * vs)
-    pairs_graded = _per_step_sum(kb * vb)
+    return _per_step_sum(ks * vs), _per_step_sum(kb * vb)
+
+
+def _memory_write_row(n, k, v, sources, flops, T, B, prof):
+    pairs, graded = _pair_counts(k, v, n.op.num_heads)
+    kn, vn = n.inputs
+    rate, steps = _rates(k)
+    theo = flops * T * rate
+    measured = float(pairs.sum()) / B
+    unit = int(pairs.sum())
+    expl = ("spike × spike: only co-occurring k·v unit-spike pairs (same head, same token) write the template "
+            "memory, a graph output read as weights by the search branch's MemoryRead; the papers' estimate treats "
+            "v as dense (ratio ≈ v's firing rate)")
+    if unit:
+        expl += f"; integer spikes: {int(graded.sum()) / unit:.3f} graded events per unit spike"
+    return LayerAudit(
+        name=n.name, op="MemoryWrite [kᵀv]", kind="attention", host=False,
+        source=f"{', '.join(sources[kn])} × {', '.join(sources[vn])}", flops=float(flops), firing_rate=rate,
+        rates_per_step=steps, theoretical_ops=theo, measured_synops=measured, graded_events=float(graded.sum()) / B,
+        unit_equivalent=measured, macs=0.0, neuron_updates=0.0, ratio=measured / theo if theo > 0 else None,
+        energy_pj=prof.energy_pj(synops=measured), theoretical_energy_pj=prof.e_ac_pj * theo,
+        synops_per_step=tuple(float(x) / B for x in pairs), explanation=expl,
+    ), _Acc(pairs, graded)
+
+
+def _attention_rows(n, q, k, v, sources, flops, T, B, prof):
+    op = n.op
+    h = op.num_heads
+    cv = v.shape[2]
+    pairs, pairs_graded = _pair_counts(k, v, h)
     row_len = cv // h
     reads = _per_step_sum(q) * row_len
     reads_graded = _per_step_sum((q > 0).to(q.dtype)) * row_len
