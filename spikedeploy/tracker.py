@@ -139,10 +139,38 @@ def _linear_taps(src: int, dst: int, clamp_low: bool) -> Tuple[np.ndarray, np.nd
     return s, w0, w1
 
 
+def _resize_u8(sample, in_h: int, in_w: int, out_h: int, out_w: int) -> np.ndarray:
+    """OpenCV-exact uint8 resize of a virtual ``in_h x in_w x C`` image read through
+    ``sample(rows, cols) -> uint8 [len(rows), len(cols), C]``; only the (at most 2 x out) rows
+    and columns the interpolation reads are sampled, so a huge zero-padded crop is never built."""
+    if (in_h, in_w) == (out_h, out_w):
+        return np.ascontiguousarray(sample(np.arange(in_h), np.arange(in_w)))
+    scale_x, scale_y = 1.0 / (out_w / in_w), 1.0 / (out_h / in_h)
+    eps = np.finfo(float).eps
+    if abs(scale_x - 2) < eps and abs(scale_y - 2) < eps:
+        # OpenCV switches INTER_LINEAR at exactly 2x down to INTER_AREA fast: (a + b + c + d + 2) >> 2
+        img = sample(np.arange(2 * out_h), np.arange(2 * out_w)).astype(np.int32)
+        return ((img[0::2, 0::2] + img[0::2, 1::2] + img[1::2, 0::2] + img[1::2, 1::2] + 2) >> 2).astype(np.uint8)
+    sx, a0, a1 = _linear_taps(in_w, out_w, clamp_low=True)
+    sy, b0, b1 = _linear_taps(in_h, out_h, clamp_low=False)
+    cols0, cols1 = sx, np.minimum(sx + 1, in_w - 1)
+    rows0, rows1 = np.clip(sy, 0, in_h - 1), np.clip(sy + 1, 0, in_h - 1)
+    need_r = np.unique(np.concatenate([rows0, rows1]))
+    need_c = np.unique(np.concatenate([cols0, cols1]))
+    src = sample(need_r, need_c).astype(np.int64)
+    c0, c1 = np.searchsorted(need_c, cols0), np.searchsorted(need_c, cols1)
+    horiz = src[:, c0, :] * a0[None, :, None] + src[:, c1, :] * a1[None, :, None]  # 11-bit fixed point
+    r0, r1 = np.searchsorted(need_r, rows0), np.searchsorted(need_r, rows1)
+    h0 = np.minimum(horiz[r0] >> 4, 32767)  # v_pack: saturate to int16
+    h1 = np.minimum(horiz[r1] >> 4, 32767)
+    v = ((h0 * b0[:, None, None]) >> 16) + ((h1 * b1[:, None, None]) >> 16)  # v_mul_hi
+    return np.clip((v + 2) >> 2, 0, 255).astype(np.uint8)  # v_rshr_pack_u<2>
+
+
 def resize_bilinear_u8(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     """HOST: resize an ``H x W x C`` ``uint8`` image to ``size = (height, width)`` with the exact
     integer arithmetic of OpenCV's ``cv2.resize(img, (width, height))`` (``INTER_LINEAR``, 8-bit,
-    x86 SIMD path) — no OpenCV needed:
+    SIMD path) — no OpenCV needed:
 
     * same size: a copy (OpenCV copies);
     * exact 2x downscale: OpenCV switches to ``INTER_AREA`` fast: ``(a + b + c + d + 2) >> 2``;
@@ -153,32 +181,12 @@ def resize_bilinear_u8(image: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     Not emulated: the dedicated exact-2x *upscale* kernel of the newest OpenCV releases (a crop of
     side S/2 exactly); such crops use the generic path here and may differ by 1 in some pixels."""
     img = np.asarray(image)
-    if img.dtype != np.uint8 or img.ndim != 3:
+    if img.dtype != np.uint8 or img.ndim != 3 or img.shape[0] < 1 or img.shape[1] < 1:
         raise InvalidFrameError(f"resize_bilinear_u8: expected an H x W x C uint8 image, got {img.dtype} {img.shape}")
     out_h, out_w = int(size[0]), int(size[1])
-    in_h, in_w, _ = img.shape
-    if (in_h, in_w) == (out_h, out_w):
-        return img.copy()
-    scale_x, scale_y = 1.0 / (out_w / in_w), 1.0 / (out_h / in_h)
-    if abs(scale_x - 2) < np.finfo(float).eps and abs(scale_y - 2) < np.finfo(float).eps:
-        a = img[0 : 2 * out_h : 2, 0 : 2 * out_w : 2].astype(np.int32)
-        b = img[0 : 2 * out_h : 2, 1 : 2 * out_w : 2].astype(np.int32)
-        c = img[1 : 2 * out_h : 2, 0 : 2 * out_w : 2].astype(np.int32)
-        d = img[1 : 2 * out_h : 2, 1 : 2 * out_w : 2].astype(np.int32)
-        return ((a + b + c + d + 2) >> 2).astype(np.uint8)
-    sx, a0, a1 = _linear_taps(in_w, out_w, clamp_low=True)
-    sy, b0, b1 = _linear_taps(in_h, out_h, clamp_low=False)
-    sx1 = np.minimum(sx + 1, in_w - 1)
-    rows0 = np.clip(sy, 0, in_h - 1)
-    rows1 = np.clip(sy + 1, 0, in_h - 1)
-    needed = np.unique(np.concatenate([rows0, rows1]))
-    src = img[needed].astype(np.int64)  # only the rows the vertical pass reads
-    horiz = src[:, sx, :] * a0[None, :, None] + src[:, sx1, :] * a1[None, :, None]
-    pos = np.searchsorted(needed, rows0), np.searchsorted(needed, rows1)
-    h0 = np.minimum(horiz[pos[0]] >> 4, 32767)  # v_pack: saturate to int16
-    h1 = np.minimum(horiz[pos[1]] >> 4, 32767)
-    v = ((h0 * b0[:, None, None]) >> 16) + ((h1 * b1[:, None, None]) >> 16)
-    return np.clip((v + 2) >> 2, 0, 255).astype(np.uint8)
+    if out_h < 1 or out_w < 1:
+        raise ConfigError(f"resize_bilinear_u8: output size must be positive, got {size!r}")
+    return _resize_u8(lambda r, c: img[np.ix_(r, c)], img.shape[0], img.shape[1], out_h, out_w)
 
 
 def crop_with_context(frame: np.ndarray, box: Sequence[float], factor: float, output_size: int
@@ -187,7 +195,8 @@ def crop_with_context(frame: np.ndarray, box: Sequence[float], factor: float, ou
     centred on ``box = [x, y, w, h]``, top-left corner ``round(c - side / 2)`` (Python ``round``),
     zero padding outside the frame, resized to ``output_size`` (:func:`resize_bilinear_u8`).
     The official right/bottom padding is ``x2 - W + 1``: when the crop reaches the right (bottom)
-    edge, the frame's last column (row) is replaced by padding; reproduced here.
+    edge, the frame's last column (row) is replaced by padding; reproduced here. The padded crop
+    is never materialized (only the pixels the resize reads are gathered).
     Returns ``(crop [S, S, 3] uint8, resize_factor = S / side)``."""
     x, y, w, h = (float(v) for v in box)
     side = math.ceil(math.sqrt(w * h) * factor)
@@ -196,14 +205,20 @@ def crop_with_context(frame: np.ndarray, box: Sequence[float], factor: float, ou
     H, W = frame.shape[:2]
     x1 = round(x + 0.5 * w - side * 0.5)
     y1 = round(y + 0.5 * h - side * 0.5)
-    x2, y2 = x1 + side, y1 + side
     # valid source range; the end is min(x2, W - 1) because of the official "+ 1" padding quirk
-    sx0, sx1 = max(x1, 0), min(x2, W - 1)
-    sy0, sy1 = max(y1, 0), min(y2, H - 1)
-    canvas = np.zeros((side, side, frame.shape[2]), dtype=np.uint8)
-    if sx1 > sx0 and sy1 > sy0:
-        canvas[sy0 - y1 : sy1 - y1, sx0 - x1 : sx1 - x1] = frame[sy0:sy1, sx0:sx1]
-    return resize_bilinear_u8(canvas, (output_size, output_size)), output_size / side
+    sx0, sx1 = max(x1, 0), min(x1 + side, W - 1)
+    sy0, sy1 = max(y1, 0), min(y1 + side, H - 1)
+
+    def sample(rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(rows), len(cols), frame.shape[2]), dtype=np.uint8)
+        fr, fc = rows + y1, cols + x1
+        vr = (fr >= sy0) & (fr < sy1)
+        vc = (fc >= sx0) & (fc < sx1)
+        if vr.any() and vc.any():
+            out[np.ix_(vr, vc)] = frame[np.ix_(fr[vr], fc[vc])]
+        return out
+
+    return _resize_u8(sample, side, side, output_size, output_size), output_size / side
 
 
 def map_box_back(prev_box: Sequence[float], pred_box: Sequence[float], resize_factor: float, size: int

@@ -261,6 +261,9 @@ def test_crop_padding_and_official_edge_quirk():
     # Python round (half to even) for the corner: c - side/2 = 20.5 - 4 = 16.5 -> 16
     crop, _ = crop_with_context(frame, [19.5, 19.5, 2, 2], 4.0, 8)
     assert np.array_equal(crop, frame[16:24, 16:24])
+    # a huge box: the padded crop (400000 px a side) is never built, only the sampled pixels
+    crop, rf = crop_with_context(frame, [10, 10, 1e5, 1e5], 4.0, 16)
+    assert crop.shape == (16, 16, 3) and rf == 16 / 400000
 
 
 def test_map_back_and_clip():
