@@ -18,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from spikedeploy.errors import SpikedeployError
 from spikedeploy.exporters import onnx as E
 from spikedeploy.ir import Graph, Node, TensorSpec, ops as O
 from spikedeploy.reference import execute
@@ -150,7 +151,7 @@ def test_memory_read(tmp_path, t_mem):
 
 def test_memory_read_wrong_memory_steps_is_refused(tmp_path):
     g = read_graph(3)  # 3 memories, T = 2
-    with pytest.raises(Exception, match="memory has 3 steps"):
+    with pytest.raises(SpikedeployError, match="memory has 3 steps"):
         E.export(g, tmp_path / "bad.onnx")
 
 
