@@ -29,6 +29,16 @@ def _spiketrack(name: str) -> Callable:
     return build
 
 
+def _spiketrack_branch(name: str, branch: str) -> Callable:
+    def build(seed: int = 0):
+        """One branch of SpikeTrack ``name`` as a single-input model (capture, verify, export, audit)."""
+        from .spiketrack import spiketrack_branch
+
+        return spiketrack_branch(name, branch, seed=seed)
+
+    return build
+
+
 BUILTIN_MODELS: Dict[str, Callable] = {
     "sdt-test": _sdt_test,
 }
@@ -37,6 +47,8 @@ for _name in (
     "spiketrack-b256-t3", "spiketrack-b384-t1", "spiketrack-b384-t3",
 ):
     BUILTIN_MODELS[_name] = _spiketrack(_name)
+    for _branch in ("template", "search"):
+        BUILTIN_MODELS[f"{_name}:{_branch}"] = _spiketrack_branch(_name, _branch)
 
 
 def get_model(name: str, **kwargs):

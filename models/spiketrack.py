@@ -330,27 +330,59 @@ class SpikeTrack(nn.Module):
         return self.config.name
 
 
-class SpikeTrackTemplateNet(nn.Module):
-    """Single-input template branch: ``forward(x [T, B, 3, S, S])`` -> tuple of the six memories."""
+class _BranchNet(nn.Module):
+    """What the toolchain's model loader (``spikedeploy.api.build_model``) asks of a branch:
+    ``input_shape`` (per step), ``default_checkpoint_key`` (official files hold ``["net"]``),
+    ``load_weights(state_dict, source=)`` (official layout, variant-mismatch errors) and
+    ``init_random_weights(seed)`` (deterministic weights that fire, for tests and demos)."""
+
+    default_checkpoint_key = "net"
 
     def __init__(self, model: SpikeTrack):
         super().__init__()
         self.model = model
 
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        return (3, self.model.config.resolution, self.model.config.resolution)
+
+    def load_weights(self, state_dict, *, source: str = "<state dict>") -> None:
+        load_spiketrack_state_dict(self.model, state_dict, source=source)
+        self.refresh()
+
+    def init_random_weights(self, seed: int = 0) -> None:
+        init_spiketrack_for_spiking(self.model, seed=seed)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Recompute what depends on the weights (the search branch's memory)."""
+
+
+class SpikeTrackTemplateNet(_BranchNet):
+    """Single-input template branch: ``forward(x [T, B, 3, S, S])`` -> tuple of the six memories."""
+
     def forward(self, x):
         return self.model.encoder.forward_template(x)
 
 
-class SpikeTrackSearchNet(nn.Module):
+class SpikeTrackSearchNet(_BranchNet):
     """Single-input search branch with the template memory held as buffers ``memory_0..5``
     (rewritten by :meth:`set_memory` when the templates change): ``forward(x [1, B, 3, S, S])``
-    -> :class:`HeadOutputs`. The memory's batch size must match the search batch."""
+    -> :class:`HeadOutputs`. The memory's batch size must be 1 or match the search batch.
 
-    def __init__(self, model: SpikeTrack, memory):
-        super().__init__()
-        self.model = model
+    ``templates`` (optional, ``[T, 1, 3, S, S]``): the template input the memory is computed from;
+    :meth:`refresh` recomputes the memory from it after the weights change."""
+
+    def __init__(self, model: SpikeTrack, memory, templates: Optional[torch.Tensor] = None):
+        super().__init__(model)
+        self._templates = templates
         for k, m in enumerate(model._memory_list(memory)):
             self.register_buffer(f"memory_{k}", m.detach().clone())
+
+    def refresh(self) -> None:
+        if self._templates is not None:
+            with torch.no_grad():
+                self.set_memory(self.model.template_branch(self._templates))
 
     def set_memory(self, memory) -> None:
         for k, m in enumerate(self.model._memory_list(memory)):
@@ -359,6 +391,59 @@ class SpikeTrackSearchNet(nn.Module):
     def forward(self, x):
         mem = [getattr(self, f"memory_{k}") for k in range(len(MEMORY_KEYS))]
         return HeadOutputs(*self.model.decoder(self.model.encoder.forward_search(x, mem)))
+
+
+def init_spiketrack_for_spiking(model: SpikeTrack, *, seed: int = 0, gain: float = 3.5, stem_gain: float = 1.0) -> None:
+    """Deterministic random weights with which every NI-LIF layer fires (for tests and demos
+    without a checkpoint): conv/linear weights ~ N(0, g / sqrt(fan_in)) (g = ``stem_gain`` for the
+    conv on the RGB image, ``gain`` elsewhere: those convs see spikes q/4 in [0, 1]), their biases
+    ~ N(0, 0.05); BatchNorm weight ~ U(0.6, 1.4), bias ~ N(0, 0.2), running mean ~ N(0, 0.1),
+    running var ~ U(0.5, 1.5); NI-LIF decay logits ~ N(0, 0.5); position embeddings ~ N(0, 0.02)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def normal(t, std):
+        t.copy_(torch.randn(t.shape, generator=gen, dtype=torch.float64).to(t.dtype) * std)
+
+    def uniform(t, lo, hi):
+        t.copy_((lo + (hi - lo) * torch.rand(t.shape, generator=gen, dtype=torch.float64)).to(t.dtype))
+
+    with torch.no_grad():
+        for name, module in model.named_modules():
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) or hasattr(module, "running_var"):
+                uniform(module.weight, 0.6, 1.4)
+                normal(module.bias, 0.2)
+                normal(module.running_mean, 0.1)
+                uniform(module.running_var, 0.5, 1.5)
+            elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+                fan_in = module.weight[0].numel()
+                g = stem_gain if isinstance(module, nn.Conv2d) and module.weight.shape[1] == 3 else gain
+                normal(module.weight, g / fan_in ** 0.5)
+                if module.bias is not None:
+                    normal(module.bias, 0.05)
+        for name, p in model.named_parameters():
+            if name.endswith(".decay"):
+                normal(p, 0.5)
+            elif "pos_embed" in name:
+                normal(p, 0.02)
+
+
+def spiketrack_branch(variant: str, branch: str, *, seed: int = 0) -> _BranchNet:
+    """A single-input branch of SpikeTrack ``variant`` for the toolchain (capture, verify, export,
+    audit): ``branch="template"`` (input ``[T, B, 3, S, S]``, output the six memories) or
+    ``"search"`` (input ``[1, B, 3, S, S]``, output :class:`HeadOutputs`; its memory comes from a
+    seeded random template input and is recomputed whenever the weights are loaded). The weights
+    start as PyTorch's defaults: load a checkpoint (``load_weights``) or call
+    ``init_random_weights``."""
+    model = spiketrack(variant)
+    if branch == "template":
+        return SpikeTrackTemplateNet(model)
+    if branch == "search":
+        S, T = model.config.resolution, model.config.templates
+        templates = torch.randn((T, 1, 3, S, S), generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            memory = model.template_branch(templates)
+        return SpikeTrackSearchNet(model, memory, templates)
+    raise ValueError(f"unknown SpikeTrack branch {branch!r}; expected 'template' or 'search'")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -90,16 +90,25 @@ def build_model(
             f"unknown model {model!r}; use a built-in name ({', '.join(sorted(BUILTIN_MODELS))}) "
             "or 'package.module:factory'"
         )
+    # a model may declare how its weights load (load_weights), which key of a checkpoint file holds
+    # them (default_checkpoint_key) and how to get random weights that fire (init_random_weights)
     if checkpoint is not None:
         from spikedeploy.checkpoint import apply_state_dict, load_checkpoint
 
-        state = load_checkpoint(checkpoint, key=checkpoint_key)
-        apply_state_dict(module, state, source=str(checkpoint))
+        key = checkpoint_key if checkpoint_key is not None else getattr(module, "default_checkpoint_key", None)
+        state = load_checkpoint(checkpoint, key=key)
+        if hasattr(module, "load_weights"):
+            module.load_weights(state, source=str(checkpoint))
+        else:
+            apply_state_dict(module, state, source=str(checkpoint))
         weights = f"checkpoint {checkpoint}"
     elif model == "sdt-test":
         from spikedeploy.models.sdt_test import init_for_spiking
 
         init_for_spiking(module, seed=seed)
+        weights = f"random (seed {seed})"
+    elif hasattr(module, "init_random_weights"):
+        module.init_random_weights(seed)
         weights = f"random (seed {seed})"
     else:
         weights = "as constructed (no checkpoint)"
@@ -252,9 +261,11 @@ def check_capture(model: nn.Module, graph: Graph, x: torch.Tensor) -> CaptureChe
 
     m64 = copy.deepcopy(model).double().eval()
     x64 = x.to(torch.float64)
-    seen: Dict[str, torch.Tensor] = {}
+    # every call of every neuron module, in order (a module may be called more than once; its IR
+    # nodes then share the module path as their source, in the same order)
+    seen: Dict[str, List[torch.Tensor]] = {}
     hooks = [
-        mod.register_forward_hook(lambda mod, i, o, name=name: seen.__setitem__(name, o.detach()))
+        mod.register_forward_hook(lambda mod, i, o, name=name: seen.setdefault(name, []).append(o.detach()))
         for name, mod in m64.named_modules()
         if isinstance(mod, SpikingNeuron)
     ]
@@ -266,10 +277,14 @@ def check_capture(model: nn.Module, graph: Graph, x: torch.Tensor) -> CaptureChe
             h.remove()
     r = run(graph, x64, dtype=torch.float64)
     bad, nbad, spikes = [], 0, 0
+    calls: Dict[str, int] = {}
     for n in graph.neurons():
         rec = r.records[n.name]
         spikes += int(rec.q.sum())
-        ref = seen.get(n.name)
+        k = calls.get(n.source, 0)
+        calls[n.source] = k + 1
+        outs = seen.get(n.source, [])
+        ref = outs[k] if k < len(outs) else None
         if ref is None or ref.shape != rec.value.shape:
             bad.append(n.name)
             continue

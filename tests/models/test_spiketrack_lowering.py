@@ -97,3 +97,29 @@ def test_t3_variant_is_refused_with_a_reason():
         memory = model.template_branch(torch.randn(3, 1, 3, 256, 256))
     with pytest.raises(CaptureError, match="time axis"):
         capture(model.search_net(memory), torch.randn(1, 1, 3, 256, 256))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("branch", ["template", "search"])
+def test_verify_branch_models_from_an_official_checkpoint(s256, tmp_path, branch):
+    """`spikedeploy verify --model spiketrack-s256-t1:<branch> --checkpoint X.pth.tar`: the
+    checkpoint's ["net"] loads into the branch (the search memory is recomputed), and every stage
+    succeeds: bit-exact capture, folding, binary and graded spikes."""
+    from spikedeploy import api
+
+    path = tmp_path / "S256-T1.pth.tar"
+    torch.save({"net": s256["model"].state_dict()}, path)
+    rep = api.verify(f"spiketrack-s256-t1:{branch}", checkpoint=str(path), num_inputs=1, seed=0)
+    assert rep.passed, rep.to_markdown()
+    assert [s.name for s in rep.stages] == ["capture", "fold+fuse", "binary", "graded"]
+    assert rep.neuron_layers == (122 if branch == "template" else 171)
+    assert rep.weights.startswith("checkpoint")
+
+
+def test_branch_models_are_registered():
+    from spikedeploy.models import BUILTIN_MODELS
+
+    for v in ("s256", "b256", "b384"):
+        for t in (1, 3):
+            for b in ("template", "search"):
+                assert f"spiketrack-{v}-t{t}:{b}" in BUILTIN_MODELS
