@@ -12,8 +12,6 @@ nothing left uncounted.
 from __future__ import annotations
 
 import collections
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -295,19 +293,11 @@ _HAVE_FIXTURES = (S256 / "reference.npz").is_file() and (FIXTURES / "make_weight
 
 
 @pytest.fixture(scope="module")
-def spiketrack_reports():
+def spiketrack_reports(s256_model, s256_inputs):
     from spikedeploy.capture import capture
-    from spikedeploy.models.spiketrack import spiketrack
 
-    spec = importlib.util.spec_from_file_location("st_make_weights_audit", FIXTURES / "make_weights.py")
-    mw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mw)
-    arrays = mw.generate(json.loads((S256 / "manifest.json").read_text()), 0)
-    model = spiketrack("s256", 1).eval()
-    model.load_state_dict(collections.OrderedDict((k, torch.from_numpy(a)) for k, a in arrays.items()))
-    ref = np.load(S256 / "reference.npz")
-    xt = torch.from_numpy(ref["template_input"]).float()
-    xs = torch.from_numpy(ref["search_input"][:1]).float()
+    model = s256_model
+    xt, xs, ref = s256_inputs
     with torch.no_grad():
         memory = model.template_branch(xt)
     gt = capture(model.template_net(), xt, name="spiketrack-s256-t1/template")

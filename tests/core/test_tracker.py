@@ -89,15 +89,9 @@ def _state_dict(arrays):
 
 
 @pytest.fixture(scope="session")
-def s256_t1_model():
-    """S256-T1 with the fixture weights (make_weights.py, seed 0, digest of weights_info.txt)."""
-    mw = _make_weights_module()
-    arrays = mw.generate(json.loads((S256 / "manifest.json").read_text()), 0)
-    m = re.search(r"sha256=([0-9a-f]{64})", (S256 / "weights_info.txt").read_text())
-    assert m and mw.digest(arrays) == m.group(1), "make_weights.py did not regenerate the fixture weights"
-    model = spiketrack("s256", 1)
-    load_spiketrack_state_dict(model, _state_dict(arrays))
-    return model
+def s256_t1_model(s256_model):
+    """S256-T1 with the fixture weights (the session fixture of tests/conftest.py)."""
+    return s256_model
 
 
 @pytest.fixture

@@ -244,27 +244,16 @@ S256 = FIXTURES / "s256-t1"
 
 
 @pytest.fixture(scope="module")
-def spiketrack_retriever():
+def spiketrack_retriever(s256_model, s256_inputs):
     if not (S256 / "reference.npz").is_file() or not (FIXTURES / "make_weights.py").is_file():
         pytest.skip("SpikeTrack fixtures (../shared/fixtures/spiketrack) are not present in this checkout")
-    import collections
-    import importlib.util
-    import json
 
     from spikedeploy.capture import capture
-    from spikedeploy.models.spiketrack import spiketrack
     from spikedeploy.passes import default_pipeline
     from spikedeploy.reference import run as ref_run
 
-    spec = importlib.util.spec_from_file_location("st_make_weights_lava", FIXTURES / "make_weights.py")
-    mw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mw)
-    arrays = mw.generate(json.loads((S256 / "manifest.json").read_text()), 0)
-    model = spiketrack("s256", 1).eval()
-    model.load_state_dict(collections.OrderedDict((k, torch.from_numpy(a)) for k, a in arrays.items()))
-    ref = dict(np.load(S256 / "reference.npz"))
-    xt = torch.from_numpy(ref["template_input"]).float()
-    xs = torch.from_numpy(ref["search_input"][:1]).float()
+    model = s256_model
+    xt, xs, ref = s256_inputs
     with torch.no_grad():
         memory = model.template_branch(xt)
     g = default_pipeline().apply(capture(model.search_net(memory), xs, name="spiketrack-s256-t1/search"))

@@ -7,9 +7,6 @@ test_onnx.py)."""
 
 from __future__ import annotations
 
-import collections
-import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -213,22 +210,14 @@ _needs_fixtures = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def s256():
+def s256(s256_model, s256_inputs):
     """The template and search graphs of SpikeTrack S256-T1 (fixture weights) after
     default_pipeline(), with their inputs (the loading pattern of test_spiketrack_lowering.py)."""
     from spikedeploy.capture import capture
-    from spikedeploy.models.spiketrack import spiketrack
     from spikedeploy.passes import default_pipeline
 
-    spec = importlib.util.spec_from_file_location("st_make_weights_onnx", FIXTURES / "make_weights.py")
-    mw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mw)
-    arrays = mw.generate(json.loads((S256 / "manifest.json").read_text()), 0)
-    model = spiketrack("s256", 1).eval()
-    model.load_state_dict(collections.OrderedDict((k, torch.from_numpy(a)) for k, a in arrays.items()))
-    ref = dict(np.load(S256 / "reference.npz"))
-    xt = torch.from_numpy(ref["template_input"]).float()
-    xs = torch.from_numpy(ref["search_input"][:1]).float()
+    model = s256_model
+    xt, xs, ref = s256_inputs
     with torch.no_grad():
         memory = model.template_branch(xt)
     gt = default_pipeline().apply(capture(model.template_net(), xt, name="spiketrack-s256-t1/template"))

@@ -5,12 +5,8 @@ present, so that every neuron layer fires; skips with a reason otherwise. The te
 the memory (MemoryWrite), the search branch reads it (MemoryRead with the memory as its weights).
 """
 
-import collections
-import importlib.util
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -32,16 +28,9 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def s256():
-    spec = importlib.util.spec_from_file_location("st_make_weights_lowering", FIXTURES / "make_weights.py")
-    mw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mw)
-    arrays = mw.generate(json.loads((S256 / "manifest.json").read_text()), 0)
-    model = spiketrack("s256", 1).eval()
-    model.load_state_dict(collections.OrderedDict((k, torch.from_numpy(a)) for k, a in arrays.items()))
-    ref = dict(np.load(S256 / "reference.npz"))
-    xt = torch.from_numpy(ref["template_input"]).float()
-    xs = torch.from_numpy(ref["search_input"][:1]).float()
+def s256(s256_model, s256_inputs):
+    model = s256_model
+    xt, xs, ref = s256_inputs
     with torch.no_grad():
         memory = model.template_branch(xt)
     tnet, snet = model.template_net(), model.search_net(memory)
