@@ -1,0 +1,448 @@
+"""Network backends for the SpikeTrack tracker (:mod:`spikedeploy.tracker`): the same captured
+network run by the reference interpreter or by onnxruntime, plugged into the tracker's
+:class:`~spikedeploy.tracker.TrackerNetwork` protocol::
+
+    from spikedeploy.models.spiketrack import spiketrack
+    from spikedeploy.tracker import SpikeTrackTracker, track_sequence
+    from spikedeploy.tracker_backends import OnnxNetwork, ReferenceNetwork
+
+    model = spiketrack("s256", 1, checkpoint="X.pth.tar")
+    tracker = SpikeTrackTracker(ReferenceNetwork(model, mode="binary"))   # unit spikes
+    tracker = SpikeTrackTracker(OnnxNetwork(model))                       # onnxruntime
+
+How the two branches become graphs
+    The template branch (:class:`~spikedeploy.models.spiketrack.SpikeTrackTemplateNet`, outputs
+    the six memories ``[T, B, H, C/H, Cv/H]``, one per MRM) and the search branch
+    (:class:`~spikedeploy.models.spiketrack.SpikeTrackSearchNet`) are captured *once* with
+    :func:`spikedeploy.capture.capture` and folded with ``default_pipeline()``. In the search graph
+    each MRM's memory is the weight tensor of two ``MemoryRead`` nodes (``memory [T_mem, H, C/H,
+    Cv/H]``): a synapse whose weights change when the templates change. :func:`set_memory` builds a
+    new graph with those weights rewritten (``dataclasses.replace`` on the 12 ops; every other node
+    is shared, nothing is re-captured). Lowering (``ExpandSpikes``) folds 1/norm into the
+    ``MemoryRead`` ``scale`` and leaves the memory itself unchanged, so the same rewrite applies to
+    the lowered graph.
+
+Memory handles
+    ``template()`` returns the memory as the torch model does: a dict ``{"cross_block_k": tensor
+    [T, 1, H, C/H, Cv/H]}`` (:data:`~spikedeploy.models.spiketrack.MEMORY_KEYS`); ``search()``
+    accepts that dict or a sequence of six tensors, from any backend (e.g. a
+    :class:`~spikedeploy.tracker.TorchNetwork`'s memory). The search graph (or ONNX session) is
+    rebuilt when ``search`` sees a memory object other than the one it was last built for (the
+    memory is treated as immutable: do not modify its tensors in place).
+
+Only T = 1 variants: the T = 3 branches cannot be captured yet (the search branch repeats the
+input over the time axis); constructing a backend for them raises :class:`BackendCaptureError`
+with the capture error's message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import time
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from spikedeploy.errors import CaptureError, ConfigError, SpikedeployError
+from spikedeploy.ir import ops as O
+from spikedeploy.ir.graph import Graph
+from spikedeploy.tracker import TrackerError, TrackerNetwork
+
+__all__ = [
+    "BackendCaptureError",
+    "MemoryMismatchError",
+    "SpikeTrackGraphs",
+    "capture_spiketrack",
+    "memory_read_map",
+    "set_memory",
+    "ReferenceNetwork",
+    "OnnxNetwork",
+]
+
+#: ``source`` of a search-graph MemoryRead node: ``...mrm.<k>.retriever.memory_read``
+_MEMORY_READ_SOURCE = re.compile(r"(?:^|\.)mrm\.(\d+)\.retriever\.memory_read$")
+NUM_MEMORIES = 6  #: one memory per MRM
+READS_PER_MEMORY = 2  #: each MRM's retriever reads its memory twice (two MemoryRead nodes)
+
+
+class BackendCaptureError(TrackerError, CaptureError):
+    """A SpikeTrack model whose branches cannot be captured into IR graphs (today: the T = 3
+    variants). Both a :class:`~spikedeploy.tracker.TrackerError` and a
+    :class:`~spikedeploy.errors.CaptureError` (exit code 2)."""
+
+
+class MemoryMismatchError(TrackerError):
+    """A memory that does not fit the search graph's MemoryRead nodes (count, shape, heads), or a
+    graph whose MemoryRead nodes are not SpikeTrack's six MRMs read twice each."""
+
+
+# ---------------------------------------------------------------------------------------------
+# capture
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class SpikeTrackGraphs:
+    """The folded integer graphs of a SpikeTrack model's two branches: ``template`` (input
+    ``[T, 1, 3, S, S]`` -> the six memories) and ``search`` (input ``[1, 1, 3, S, S]`` -> score
+    logits, size logits, offset), and the variant's ``size`` S and ``templates`` T."""
+
+    template: Graph
+    search: Graph
+    size: int
+    templates: int
+    name: str
+
+
+def _model_dtype(model) -> torch.dtype:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
+def capture_spiketrack(model) -> SpikeTrackGraphs:
+    """Capture and fold (``default_pipeline()``) the template and search branches of a SpikeTrack
+    ``model`` (its own ``template_net()`` / ``search_net(memory)``, T = 1 input, batch 1). The
+    search graph's memory is a placeholder (the memory of an all-zero template), meant to be
+    replaced with :func:`set_memory`. Raises :class:`BackendCaptureError` for variants that cannot
+    be captured (T = 3)."""
+    from spikedeploy.capture import capture
+    from spikedeploy.models.spiketrack import SpikeTrack
+    from spikedeploy.passes import default_pipeline
+
+    if not isinstance(model, SpikeTrack):
+        raise ConfigError(f"expected a SpikeTrack model, got {type(model).__name__}")
+    cfg = model.config
+    S, T = int(cfg.resolution), int(cfg.templates)
+    dtype = _model_dtype(model)
+    was_training = model.training
+    model.eval()
+    try:
+        templates = torch.zeros((T, 1, 3, S, S), dtype=dtype)
+        with torch.no_grad():
+            memory = model.template_branch(templates)
+        graphs = {}
+        # the search branch first: for T = 3 its error (time-axis repeat) is the informative one
+        for branch, net, example in (
+            ("search", model.search_net(memory), torch.zeros((1, 1, 3, S, S), dtype=dtype)),
+            ("template", model.template_net(), templates),
+        ):
+            try:
+                graphs[branch] = capture(net, example, name=f"{cfg.name}/{branch}")
+            except CaptureError as e:
+                raise BackendCaptureError(
+                    f"{cfg.name}: cannot capture the {branch} branch for the reference/ONNX tracker "
+                    f"backends (only T = 1 variants can be captured yet; this variant has T = {T}): {e}. "
+                    "Use spikedeploy.tracker.TorchNetwork for this variant."
+                ) from None
+    finally:
+        model.train(was_training)
+    pipe = default_pipeline()
+    return SpikeTrackGraphs(template=pipe.apply(graphs["template"]), search=pipe.apply(graphs["search"]),
+                            size=S, templates=T, name=cfg.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory rewrite
+# ---------------------------------------------------------------------------------------------
+
+
+def memory_read_map(graph: Graph) -> Dict[str, int]:
+    """Map each ``MemoryRead`` node of a SpikeTrack search graph (integer or lowered) to the index
+    k of the memory it reads (``MEMORY_KEYS[k]``, MRM order), from its source path
+    ``...mrm.<k>.retriever.memory_read``. Checks that every k in 0..5 is read by exactly
+    :data:`READS_PER_MEMORY` nodes with the same memory shape and number of heads."""
+    mapping: Dict[str, int] = {}
+    by_k: Dict[int, List[O.MemoryRead]] = {}
+    for n in graph.nodes:
+        if not isinstance(n.op, O.MemoryRead):
+            continue
+        m = _MEMORY_READ_SOURCE.search(n.source or "")
+        if m is None:
+            raise MemoryMismatchError(
+                f"MemoryRead node {n.name!r} (source {n.source!r}) is not an MRM retriever's memory read "
+                "('...mrm.<k>.retriever.memory_read')"
+            )
+        k = int(m.group(1))
+        mapping[n.name] = k
+        by_k.setdefault(k, []).append(n.op)
+    if sorted(by_k) != list(range(NUM_MEMORIES)):
+        raise MemoryMismatchError(
+            f"expected MemoryRead nodes for the {NUM_MEMORIES} MRMs 0..{NUM_MEMORIES - 1}, found MRMs {sorted(by_k)}"
+        )
+    for k, reads in sorted(by_k.items()):
+        if len(reads) != READS_PER_MEMORY:
+            raise MemoryMismatchError(f"MRM {k}: expected {READS_PER_MEMORY} MemoryRead nodes, found {len(reads)}")
+        shapes = {tuple(r.memory.shape) for r in reads}
+        heads = {int(r.num_heads) for r in reads}
+        if len(shapes) != 1 or len(heads) != 1:
+            raise MemoryMismatchError(f"MRM {k}: its MemoryRead nodes disagree on the memory shape {shapes} or heads {heads}")
+    return mapping
+
+
+def _memory_list(memories) -> List[Any]:
+    from spikedeploy.models.spiketrack import MEMORY_KEYS
+
+    if isinstance(memories, Mapping):
+        missing = [k for k in MEMORY_KEYS if k not in memories]
+        if missing:
+            raise MemoryMismatchError(f"memory lacks {missing}; expected keys {list(MEMORY_KEYS)}")
+        return [memories[k] for k in MEMORY_KEYS]
+    if isinstance(memories, (str, bytes)) or not isinstance(memories, Sequence):
+        raise MemoryMismatchError(
+            f"memory must be a dict {{'cross_block_k': tensor}} or a sequence of {NUM_MEMORIES} tensors, "
+            f"got {type(memories).__name__}"
+        )
+    if len(memories) != NUM_MEMORIES:
+        raise MemoryMismatchError(f"expected {NUM_MEMORIES} memories (one per MRM), got {len(memories)}")
+    return list(memories)
+
+
+def _as_read_memory(mem, k: int) -> np.ndarray:
+    """A memory ``[T, 1, H, C/H, Cv/H]`` (a template graph output / the torch model's cache) or
+    ``[T, H, C/H, Cv/H]`` -> the MemoryRead weight ``[T, H, C/H, Cv/H]`` (float64, read-only)."""
+    a = mem.detach().cpu().double().numpy() if isinstance(mem, torch.Tensor) else np.asarray(mem, dtype=np.float64)
+    if a.ndim == 5:
+        if a.shape[1] != 1:
+            raise MemoryMismatchError(f"memory {k}: batch {a.shape[1]}; the tracker backends take one memory (batch 1)")
+        a = a[:, 0]
+    if a.ndim != 4:
+        raise MemoryMismatchError(f"memory {k} must be [T, 1, H, C/H, Cv/H] or [T, H, C/H, Cv/H], got {list(a.shape)}")
+    if not np.isfinite(a).all():
+        raise MemoryMismatchError(f"memory {k} contains NaN or Inf")
+    return O.as_param(a)
+
+
+def set_memory(graph: Graph, memories) -> Graph:
+    """A copy of the SpikeTrack search ``graph`` (integer or lowered) whose ``MemoryRead`` weights
+    are ``memories``: the six memories in MRM order (a dict keyed by ``MEMORY_KEYS`` or a
+    sequence; each ``[T, 1, H, C/H, Cv/H]`` as the template graph / torch model return them, or
+    ``[T, H, C/H, Cv/H]``). Each MRM reads its memory twice: both nodes get the same weights.
+    The match is verified by the node's source path (:func:`memory_read_map`), the memory shape
+    (T_mem, H, C/H, Cv/H) and the op's number of heads. Only those 12 ops are replaced
+    (``dataclasses.replace``: ``scale`` and ``num_heads`` kept, so a lowered graph keeps its
+    absorbed 1/norm); every other node is the same object."""
+    mapping = memory_read_map(graph)
+    mems = [_as_read_memory(m, k) for k, m in enumerate(_memory_list(memories))]
+    nodes = []
+    for n in graph.nodes:
+        k = mapping.get(n.name)
+        if k is None:
+            nodes.append(n)
+            continue
+        new = mems[k]
+        if tuple(new.shape) != tuple(n.op.memory.shape):
+            raise MemoryMismatchError(
+                f"memory {k} has shape {list(new.shape)} but node {n.name!r} ({n.source}) reads "
+                f"[T_mem, H, C/H, Cv/H] = {list(n.op.memory.shape)}"
+            )
+        if new.shape[1] != int(n.op.num_heads):
+            raise MemoryMismatchError(f"memory {k} has {new.shape[1]} heads, node {n.name!r} has {n.op.num_heads}")
+        nodes.append(dataclasses.replace(n, op=dataclasses.replace(n.op, memory=new)))
+    return graph.replace_nodes(nodes)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def _head(values: Sequence[torch.Tensor]):
+    from spikedeploy.models.spiketrack import HeadOutputs
+
+    if len(values) != 3:
+        raise TrackerError(f"the search graph has {len(values)} outputs; expected 3 (score, size, offset)")
+    return HeadOutputs(*values)
+
+
+def _memory_dict(values: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
+    from spikedeploy.models.spiketrack import MEMORY_KEYS
+
+    if len(values) != len(MEMORY_KEYS):
+        raise TrackerError(f"the template graph has {len(values)} outputs; expected {len(MEMORY_KEYS)} memories")
+    return dict(zip(MEMORY_KEYS, values))
+
+
+class _Timed:
+    """Per-call wall times of a backend (``timings["template"]`` / ``["search"]`` / ``["rebuild"]``)."""
+
+    def _init_timings(self):
+        self.timings: Dict[str, List[float]] = {"template": [], "search": [], "rebuild": []}
+
+    def _record(self, what: str, t0: float) -> None:
+        self.timings[what].append(time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------
+# reference interpreter backend
+# ---------------------------------------------------------------------------------------------
+
+
+class ReferenceNetwork(TrackerNetwork, _Timed):
+    """:class:`~spikedeploy.tracker.TrackerNetwork` run by the reference interpreter
+    (:func:`spikedeploy.reference.run`).
+
+    ``mode``: ``"integer"`` (the trained integer network), ``"binary"`` (unit spikes, the graphs
+    lowered once with ``ExpandSpikes("binary")``) or ``"graded"`` (one graded event per neuron).
+    ``dtype``: the interpreter's float type (float64 default: spike-mode sums are then exact up
+    to ~1e-16, see :mod:`spikedeploy.reference`).
+
+    The branches are captured once (:func:`capture_spiketrack`; pass ``graphs=`` to reuse a
+    capture, e.g. for several modes: :meth:`with_mode`). ``template()`` runs the template graph
+    and returns the memory dict; ``search()`` runs the search graph whose MemoryRead weights were
+    rewritten with that memory (:func:`set_memory`, redone only when the memory object changes).
+    ``last_run`` keeps the latest search :class:`~spikedeploy.reference.RunResult` (per-neuron
+    spike counts)."""
+
+    def __init__(self, model=None, *, mode: str = "binary", dtype: torch.dtype = torch.float64,
+                 graphs: Optional[SpikeTrackGraphs] = None):
+        from spikedeploy.passes import ExpandSpikes
+        from spikedeploy.reference import MODES
+
+        if mode not in MODES:
+            raise ConfigError(f"ReferenceNetwork: unknown mode {mode!r}; expected one of {MODES}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ConfigError(f"ReferenceNetwork: dtype must be torch.float32 or torch.float64, got {dtype!r}")
+        if graphs is None:
+            if model is None:
+                raise ConfigError("ReferenceNetwork: pass a SpikeTrack model (or graphs=)")
+            graphs = capture_spiketrack(model)
+        self.graphs = graphs
+        self.mode = mode
+        self.dtype = dtype
+        self.size = graphs.size
+        self.templates = graphs.templates
+        if mode == "integer":
+            self.template_graph, self._search_base = graphs.template, graphs.search
+        else:
+            lower = ExpandSpikes(mode)
+            self.template_graph, self._search_base = lower.apply(graphs.template), lower.apply(graphs.search)
+        memory_read_map(self._search_base)  # fail now if the search graph is not SpikeTrack's
+        self.search_graph: Optional[Graph] = None  #: the search graph with the current memory
+        self._bound = None  # the memory object search_graph was built for
+        self.last_run = None
+        self._init_timings()
+
+    def with_mode(self, mode: str, dtype: Optional[torch.dtype] = None) -> "ReferenceNetwork":
+        """The same captured graphs run in another ``mode`` (no re-capture)."""
+        return ReferenceNetwork(mode=mode, dtype=self.dtype if dtype is None else dtype, graphs=self.graphs)
+
+    def template(self, templates: torch.Tensor) -> Dict[str, torch.Tensor]:
+        from spikedeploy.reference import run
+
+        t0 = time.perf_counter()
+        res = run(self.template_graph, templates, dtype=self.dtype, mode=self.mode)
+        memory = _memory_dict([res.outputs[o] for o in self.template_graph.outputs])
+        self._record("template", t0)
+        return memory
+
+    def bind(self, memory) -> Graph:
+        """The search graph for ``memory`` (built with :func:`set_memory` unless it is the memory
+        of the previous call)."""
+        if self.search_graph is None or memory is not self._bound:
+            t0 = time.perf_counter()
+            self.search_graph = set_memory(self._search_base, memory)
+            self._bound = memory
+            self._record("rebuild", t0)
+        return self.search_graph
+
+    def search(self, search: torch.Tensor, memory):
+        from spikedeploy.reference import run
+
+        graph = self.bind(memory)
+        t0 = time.perf_counter()
+        res = run(graph, search, dtype=self.dtype, mode=self.mode)
+        self.last_run = res
+        out = _head([res.outputs[o] for o in graph.outputs])
+        self._record("search", t0)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX backend
+# ---------------------------------------------------------------------------------------------
+
+
+class OnnxNetwork(TrackerNetwork, _Timed):
+    """:class:`~spikedeploy.tracker.TrackerNetwork` run by onnxruntime (the ONNX target:
+    ``spikedeploy.exporters.onnx`` / ``spikedeploy.runtimes.onnx``).
+
+    The integer template and search graphs (:func:`capture_spiketrack`) are exported once with
+    ``precision`` (``"float64"`` default: the same integer network as the reference in integer
+    mode, up to the float64 rounding of a different operation order). The models are built in
+    memory (``exporters.onnx.build_model``, the same translation and checks as ``export`` without
+    the file); one onnxruntime session per model is kept (``runtimes.onnx.session``: CPU, 2
+    intra-op threads, basic optimizations), and only the graph outputs are fetched.
+
+    Template updates: the memory is a weight (initializer) of the exported search model, so when
+    ``search`` receives a new memory the search graph is rewritten (:func:`set_memory`),
+    re-exported and a new session is created. For S256-T1 that takes well under a second
+    (``timings["rebuild"]``) and happens only after a template update (T > 1 variants, every 25th
+    confident frame) — never per frame at T = 1."""
+
+    def __init__(self, model=None, *, precision: str = "float64", graphs: Optional[SpikeTrackGraphs] = None):
+        from spikedeploy.exporters.onnx import PRECISIONS
+
+        if precision not in PRECISIONS:
+            raise ConfigError(f"OnnxNetwork: unknown precision {precision!r}; expected one of {PRECISIONS}")
+        if graphs is None:
+            if model is None:
+                raise ConfigError("OnnxNetwork: pass a SpikeTrack model (or graphs=)")
+            graphs = capture_spiketrack(model)
+        self.graphs = graphs
+        self.precision = precision
+        self.size = graphs.size
+        self.templates = graphs.templates
+        memory_read_map(graphs.search)
+        self.template_artifact = self._export(graphs.template)
+        self._template_session = self._session(self.template_artifact)
+        self.search_artifact = None
+        self._search_session = None
+        self._bound = None
+        self._init_timings()
+
+    def _export(self, graph: Graph):
+        from spikedeploy.exporters.onnx import OnnxArtifact, build_model, read_metadata
+
+        model = build_model(graph, timesteps=1, precision=self.precision, encoding="integer")
+        return OnnxArtifact(model=model, metadata=read_metadata(model))
+
+    @staticmethod
+    def _session(artifact):
+        from spikedeploy.runtimes.onnx import session
+
+        return session(artifact)
+
+    def _run(self, sess, artifact, x: torch.Tensor) -> List[torch.Tensor]:
+        spec = artifact.metadata["inputs"][0]
+        dtype = np.float64 if artifact.precision == "float64" else np.float32
+        feeds = {spec["onnx"]: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=dtype)}
+        outs = artifact.outputs
+        names = [outs[o] for o in artifact.metadata["graph_outputs"]]
+        return [torch.from_numpy(r) for r in sess.run(names, feeds)]
+
+    def template(self, templates: torch.Tensor) -> Dict[str, torch.Tensor]:
+        t0 = time.perf_counter()
+        memory = _memory_dict(self._run(self._template_session, self.template_artifact, templates))
+        self._record("template", t0)
+        return memory
+
+    def bind(self, memory) -> None:
+        """Export the search graph with ``memory`` and open its session (unless it is the memory
+        of the previous call)."""
+        if self._search_session is None or memory is not self._bound:
+            t0 = time.perf_counter()
+            self.search_artifact = self._export(set_memory(self.graphs.search, memory))
+            self._search_session = self._session(self.search_artifact)
+            self._bound = memory
+            self._record("rebuild", t0)
+
+    def search(self, search: torch.Tensor, memory):
+        self.bind(memory)
+        t0 = time.perf_counter()
+        out = _head(self._run(self._search_session, self.search_artifact, search))
+        self._record("search", t0)
+        return out
