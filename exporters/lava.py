@@ -597,10 +597,56 @@ def _lowered(graph: Graph, encoding: str) -> Graph:
     return graph
 
 
+#: Synapses are unrolled into sparse matrices (about 24 bytes per synapse while compiling and far
+#: more inside Lava); a graph above this many stops with a clear error instead of exhausting memory.
+MAX_SYNAPSES = 100_000_000
+
+
+def synapse_upper_bound(op: O.Op, in_shape, out_shape) -> int:
+    """Upper bound of the synapses an op unrolls into (no zero weights dropped, no borders)."""
+    n_out = int(math.prod(out_shape))
+    if isinstance(op, (O.Conv2d, O.Conv1d)):
+        return n_out * int(math.prod(op.weight.shape[1:]))
+    if isinstance(op, O.AvgPool2d):
+        return n_out * int(op.kernel[0] * op.kernel[1])
+    if isinstance(op, O.Linear):
+        return n_out * int(op.weight.shape[1])
+    if isinstance(op, O.MemoryRead):
+        return n_out * int(op.memory.shape[2])
+    if isinstance(op, O.Upsample):
+        return n_out * 4
+    if isinstance(op, O.MeanReduce):
+        return int(math.prod(in_shape))
+    return 0
+
+
+def check_size(graph: Graph, max_synapses: int = MAX_SYNAPSES) -> int:
+    """Raise ``UnsupportedOpError`` (naming the largest layers) when unrolling ``graph`` would
+    exceed ``max_synapses``; return the estimate otherwise."""
+    shapes = validate(graph)
+    sizes = sorted(
+        ((synapse_upper_bound(n.op, shapes[n.inputs[0]], shapes[n.name]), n.name) for n in graph.nodes if n.inputs),
+        reverse=True,
+    )
+    total = sum(k for k, _ in sizes)
+    if total > max_synapses:
+        top = ", ".join(f"{name} ({k:.2e})" for k, name in sizes[:3])
+        from spikedeploy.errors import UnsupportedOpError
+
+        raise UnsupportedOpError(
+            f"target {TARGET!r}: the graph would unroll into about {total:.2e} synapses (limit {max_synapses:.0e}; "
+            f"largest: {top}). The Lava target unrolls convolutions into sparse matrices, which does not scale "
+            "to networks of this size yet; export a smaller network, or use the onnx/nir targets"
+        )
+    return total
+
+
 def compile_graph(graph: Graph, encoding: str) -> Tuple[dict, Dict[str, np.ndarray]]:
     """Compile ``graph`` (integer graphs are lowered to ``encoding`` first) into the bundle's
-    description (JSON-serializable) and its arrays."""
+    description (JSON-serializable) and its arrays. Graphs that would unroll into more than
+    :data:`MAX_SYNAPSES` synapses are refused (:func:`check_size`)."""
     given_outputs = tuple(graph.outputs)
+    check_size(graph)
     graph = _lowered(graph, encoding)
     #: ExpandSpikes may rename an output (``n.descale``): outputs keep the caller's names
     out_names = dict(zip(graph.outputs, given_outputs))

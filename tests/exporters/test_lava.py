@@ -304,3 +304,25 @@ def test_unsupported_host_op_and_real_valued_attention():
     )
     with pytest.raises(UnsupportedOpError, match="'lava'.*SpikeLinearAttention.*'att'.*spike inputs"):
         L.compile_graph(g, "binary")
+
+
+def test_oversized_graph_is_refused_before_compiling(tmp_path):
+    """Unrolling a network far too large for memory stops with a clear error naming the largest
+    layers, before any matrix is built, and writes nothing."""
+    import numpy as np
+
+    from spikedeploy.errors import UnsupportedOpError
+    from spikedeploy.ir import Graph, Node, TensorSpec, ops as O
+
+    w = O.as_param(np.ones((256, 256, 3, 3)))
+    g = Graph(
+        inputs=(TensorSpec("x", (256, 128, 128)),),
+        nodes=(Node("n0", O.IntegerLIF(d=4, norm=4.0), ("x",)),
+               Node("big_conv", O.Conv2d(weight=w, padding=(1, 1)), ("n0",)),
+               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("big_conv",))),
+        outputs=("n1",),
+    )
+    assert L.synapse_upper_bound(g.nodes[1].op, (256, 128, 128), (256, 128, 128)) == 256 * 128 * 128 * 256 * 9
+    with pytest.raises(UnsupportedOpError, match=r"big_conv .*use the onnx/nir targets"):
+        L.export(g, tmp_path / "big.lava", encoding="binary")
+    assert list(tmp_path.iterdir()) == []
