@@ -289,7 +289,9 @@ class TrackerNetwork:
 class TorchNetwork(TrackerNetwork):
     """:class:`TrackerNetwork` backed by the PyTorch integer model
     (:class:`~spikedeploy.models.spiketrack.SpikeTrack`): ``template_branch`` and
-    ``search_branch`` under ``torch.no_grad()`` in eval mode."""
+    ``search_branch`` under ``torch.no_grad()`` in eval mode. The tracker's float32 inputs are cast
+    to the model's dtype (``TorchNetwork(model.double())`` runs in float64). Other backends (the
+    reference in integer/binary/graded mode, onnxruntime) are in :mod:`spikedeploy.tracker_backends`."""
 
     def __init__(self, model):
         from spikedeploy.models.spiketrack import SpikeTrack
@@ -300,13 +302,16 @@ class TorchNetwork(TrackerNetwork):
         self.size = model.config.resolution
         self.templates = model.config.templates
 
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
     def template(self, templates: torch.Tensor):
         with torch.no_grad():
-            return self.model.template_branch(templates)
+            return self.model.template_branch(templates.to(self._dtype()))
 
     def search(self, search: torch.Tensor, memory):
         with torch.no_grad():
-            return self.model.search_branch(search, memory)
+            return self.model.search_branch(search.to(self._dtype()), memory)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -79,16 +79,6 @@ def make_sequence(n=N_FRAMES, hw=FRAME_HW, seed=0):
     return np.stack(frames)
 
 
-class Float64TorchNetwork(TorchNetwork):
-    """``TorchNetwork`` on a float64 model: the tracker's float32 inputs are cast to float64."""
-
-    def template(self, templates):
-        return super().template(templates.double())
-
-    def search(self, search, memory):
-        return super().search(search.double(), memory)
-
-
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
@@ -127,7 +117,7 @@ def track(network, frames):
 
 @pytest.fixture(scope="module")
 def torch64_track(model64, frames):
-    return track(Float64TorchNetwork(model64), frames)
+    return track(TorchNetwork(model64), frames)  # TorchNetwork casts the float32 crops to float64
 
 
 @pytest.fixture(scope="module")
