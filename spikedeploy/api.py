@@ -21,7 +21,7 @@ from torch import nn
 
 from spikedeploy.capture import capture
 from spikedeploy.equivalence import EquivalenceReport, compare_runs
-from spikedeploy.errors import ConfigError, OutputPathError, SpikedeployError
+from spikedeploy.errors import ConfigError, InputError, OutputPathError, SpikedeployError
 from spikedeploy.fsutil import atomic_directory, check_output_dir
 from spikedeploy.ir.graph import Graph
 from spikedeploy.passes import default_pipeline
@@ -135,7 +135,7 @@ def make_inputs(loaded: LoadedModel, *, timesteps: int, num_inputs: int, seed: i
     if input_file is not None:
         x = load_input_file(input_file).to(torch.float32)
         if tuple(x.shape[2:]) != loaded.input_shape:
-            raise SpikedeployError(
+            raise InputError(
                 f"input file {input_file} has shape {list(x.shape)}; expected [T, N, "
                 f"{', '.join(map(str, loaded.input_shape))}]"
             )
@@ -568,14 +568,14 @@ def load_input_file(path) -> torch.Tensor:
     try:
         arr = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise SpikedeployError(f"input file {path} does not exist") from None
+        raise InputError(f"input file {path} does not exist") from None
     except (ValueError, OSError) as e:
-        raise SpikedeployError(f"cannot read input file {path} as .npy: {e}") from None
+        raise InputError(f"cannot read input file {path} as .npy: {e}") from None
     if arr.ndim < 3 or not np.issubdtype(arr.dtype, np.number):
-        raise SpikedeployError(f"input file {path} must hold a numeric array [T, B, ...], got {arr.dtype} {list(arr.shape)}")
+        raise InputError(f"input file {path} must hold a numeric array [T, B, ...], got {arr.dtype} {list(arr.shape)}")
     x = torch.as_tensor(arr)
     if not torch.isfinite(x.double()).all():
-        raise SpikedeployError(f"input file {path} contains NaN or Inf")
+        raise InputError(f"input file {path} contains NaN or Inf")
     return x
 
 
@@ -587,6 +587,125 @@ def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool 
     spec = get_target(target)
     p = Path(artifact_path)
     if not p.exists():
-        raise SpikedeployError(f"artifact {p} does not exist")
+        raise InputError(f"artifact {p} does not exist")
     artifact = spec.exporter_module().load(p)
     return spec.runtime_module().run(artifact, x, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# tracking
+# ---------------------------------------------------------------------------------------------
+
+TRACK_BACKENDS = ("torch", "torch64", "reference-integer", "reference-binary", "reference-graded", "onnx")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def load_frames(path) -> np.ndarray:
+    """A clip as ``N x H x W x 3`` uint8 RGB: a ``.npy`` array, or a folder of image files (PNG/JPEG/
+    BMP, sorted by name). Errors name the file: no frames, an unreadable frame, a frame that is not
+    RGB, frames of different sizes."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"clip {path} does not exist")
+    if path.is_file():
+        try:
+            frames = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise InputError(f"cannot read clip {path} as .npy: {e}") from None
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] == 0:
+            raise InputError(f"clip {path} must be an N x H x W x 3 uint8 array with N >= 1, got "
+                                   f"{frames.dtype} {list(frames.shape)}")
+        return frames
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"clip folder {path} holds no frames ({', '.join(_IMAGE_SUFFIXES)})")
+    from PIL import Image, UnidentifiedImageError
+
+    frames = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"frame {f} cannot be read: {e}") from None
+        if frames and arr.shape != frames[0].shape:
+            raise InputError(f"frame {f} is {arr.shape[1]}x{arr.shape[0]}, but {files[0].name} is "
+                                   f"{frames[0].shape[1]}x{frames[0].shape[0]}: all frames must have one size")
+        frames.append(arr)
+    return np.stack(frames)
+
+
+def _track_network(model, backend: str):
+    from spikedeploy import tracker_backends as TB
+    from spikedeploy.tracker import TorchNetwork
+
+    if backend == "torch":
+        return TorchNetwork(model)
+    if backend == "torch64":
+        return TorchNetwork(model.double())
+    if backend.startswith("reference-"):
+        return TB.ReferenceNetwork(model, mode=backend.split("-", 1)[1])
+    if backend == "onnx":
+        return TB.OnnxNetwork(model)
+    raise ConfigError(f"unknown tracking backend {backend!r}; expected one of {', '.join(TRACK_BACKENDS)}")
+
+
+@dataclass(frozen=True)
+class TrackRun:
+    backend: str
+    model: str
+    weights: str
+    boxes: List[List[float]]  #: one [x, y, w, h] per frame, the first is the initial box
+    seconds_per_frame: float
+
+
+def track(
+    model: str = "spiketrack-s256-t1",
+    *,
+    clip,
+    init_box: Sequence[float],
+    checkpoint: Optional[str] = None,
+    backend: str = "torch",
+    preset: str = "default",
+    seed: int = 0,
+    output=None,
+    progress: bool = False,
+) -> TrackRun:
+    """Track the object in ``init_box`` ([x, y, w, h] in the first frame) through ``clip`` (see
+    :func:`load_frames`) with SpikeTrack ``model`` whose network part runs on ``backend`` (see
+    ``TRACK_BACKENDS``; the reference and onnx backends need a T = 1 variant). Without a checkpoint
+    the weights are deterministic random ones (seed ``seed``): they fire, but do not track. Writes
+    ``boxes.json`` atomically into the directory ``output`` when given."""
+    import time
+
+    from spikedeploy.models.spiketrack import (
+        init_spiketrack_for_spiking,
+        load_spiketrack_checkpoint,
+        spiketrack,
+    )
+    from spikedeploy.tracker import SpikeTrackTracker, track_sequence
+
+    if backend not in TRACK_BACKENDS:
+        raise ConfigError(f"unknown tracking backend {backend!r}; expected one of {', '.join(TRACK_BACKENDS)}")
+    if output is not None:
+        check_output_dir(output)
+    frames = load_frames(clip)
+    try:
+        net = spiketrack(model)
+    except ValueError as e:
+        raise ConfigError(f"--model {model!r} is not a SpikeTrack variant: {e}") from None
+    if checkpoint is not None:
+        load_spiketrack_checkpoint(net, checkpoint)
+        weights = f"checkpoint {checkpoint}"
+    else:
+        init_spiketrack_for_spiking(net, seed=seed)
+        weights = f"random (seed {seed})"
+    tracker = SpikeTrackTracker(_track_network(net, backend), preset=preset)
+    t0 = time.perf_counter()
+    boxes = track_sequence(tracker, frames, list(init_box), progress=progress)
+    per_frame = (time.perf_counter() - t0) / max(1, len(frames))
+    result = TrackRun(backend, model, weights, [[float(v) for v in b] for b in boxes], per_frame)
+    if output is not None:
+        with atomic_directory(output, overwrite=True) as tmp:
+            (tmp / "boxes.json").write_text(json.dumps(result.__dict__, indent=2), encoding="utf-8")
+    return result

@@ -156,6 +156,29 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="report directory (report.md, report.json, report.html), replaced atomically "
                         "(default: %(default)s)")
 
+    t = sub.add_parser("track", help="track an object through a clip with SpikeTrack on a chosen backend",
+                       description="Run the SpikeTrack tracker frame by frame (host: crops, window, decoding; network: "
+                                   "the chosen backend) and write boxes.json. A progress bar shows the frames.")
+    t.add_argument("--model", default="spiketrack-s256-t1",
+                   help="SpikeTrack variant: spiketrack-{s256,b256,b384}-t{1,3} (default: %(default)s)")
+    t.add_argument("--checkpoint", default=None,
+                   help="official-layout checkpoint (its ['net']); without it the weights are random (they fire "
+                        "but do not track)")
+    t.add_argument("--clip", required=True,
+                   help="the frames: an N x H x W x 3 uint8 .npy file or a folder of PNG/JPEG/BMP images")
+    t.add_argument("--init-box", required=True, type=lambda v: [float(x) for x in v.split(",")],
+                   metavar="X,Y,W,H", help="the target's box in the first frame, in pixels")
+    t.add_argument("--backend", default="torch", choices=["torch", "torch64", "reference-integer", "reference-binary",
+                                                          "reference-graded", "onnx"],
+                   help="where the network runs: the PyTorch model (float32 or float64), the reference executor "
+                        "(integer network, binary or graded spikes; T = 1 variants), or onnxruntime (T = 1 "
+                        "variants) (default: %(default)s)")
+    t.add_argument("--preset", default="default", choices=["default", "lasot"],
+                   help="template update rule: every 25 frames at confidence > 0.7, or LaSOT's 40 / 0.8")
+    t.add_argument("--seed", type=int, default=0, help="seed of the random weights (without --checkpoint)")
+    t.add_argument("-o", "--output", default="out/track", help="output directory for boxes.json (default: %(default)s)")
+    t.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+
     i = sub.add_parser("inspect", help="print the IR graph of a model before and after the passes",
                        description="Capture the model and print its IR graph, then the graph after BatchNorm "
                                    "folding and chain fusion (and spike expansion with --encoding).")
@@ -251,6 +274,22 @@ def _cmd_audit(args) -> int:
     return 0
 
 
+def _cmd_track(args) -> int:
+    from spikedeploy import api
+
+    if len(args.init_box) != 4:
+        from spikedeploy.errors import ConfigError
+
+        raise ConfigError(f"--init-box needs X,Y,W,H, got {len(args.init_box)} numbers")
+    res = api.track(args.model, clip=args.clip, init_box=args.init_box, checkpoint=args.checkpoint,
+                    backend=args.backend, preset=args.preset, seed=args.seed, output=args.output,
+                    progress=not args.no_progress)
+    print(f"{res.model} on {res.backend} ({res.weights}): {len(res.boxes)} frames, "
+          f"{res.seconds_per_frame * 1e3:.0f} ms per frame; last box {[round(v, 1) for v in res.boxes[-1]]}")
+    print(f"boxes: {Path(args.output) / 'boxes.json'}")
+    return 0
+
+
 def _cmd_inspect(args) -> int:
     from spikedeploy import api
 
@@ -265,7 +304,7 @@ def _cmd_demo(args) -> int:
 
 
 COMMANDS = {
-    "verify": _cmd_verify, "export": _cmd_export, "run": _cmd_run, "audit": _cmd_audit,
+    "verify": _cmd_verify, "export": _cmd_export, "run": _cmd_run, "audit": _cmd_audit, "track": _cmd_track,
     "inspect": _cmd_inspect, "demo": _cmd_demo,
 }
 

@@ -42,3 +42,9 @@ class OutputPathError(SpikedeployError):
     """An output path that exists already, is not writable, or is of the wrong kind."""
 
     exit_code = 2
+
+
+class InputError(SpikedeployError):
+    """An input file (inputs, a clip, an artifact) that is missing, unreadable or of the wrong shape."""
+
+    exit_code = 2

@@ -113,7 +113,7 @@ def test_run_rejects_a_missing_artifact_and_bad_input(tmp_path, capsys, inputs):
     bad.write_bytes(b"not numpy")
     art = tmp_path / "m.onnx"
     assert main(["export", "--target", "onnx", "-o", str(art)]) == 0
-    assert main(["run", "--target", "onnx", str(art), "--input", str(bad)]) == 1
+    assert main(["run", "--target", "onnx", str(art), "--input", str(bad)]) == 2
     assert "cannot read input file" in capsys.readouterr().err
 
 
