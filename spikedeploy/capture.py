@@ -44,6 +44,8 @@ class CValue:
     name: Optional[str] = None
     shape: Tuple[int, ...] = ()
     const: Any = None
+    #: macro-steps of an activation (the example's T unless a time-axis op changed it)
+    steps: Optional[int] = None
 
     @property
     def step_shape(self) -> Tuple[int, ...]:
@@ -58,6 +60,7 @@ class CaptureContext:
         self.shape2: Optional[Tuple[int, ...]] = None  #: the current node's shape in the second run
         self.nodes: List[Node] = []
         self.names: set = set()
+        self.time_ops = False  #: a time-axis op was emitted: the graph input gets a fixed T
 
     def fresh(self, base: str) -> str:
         base = base.replace("/", ".") or "node"
@@ -67,16 +70,25 @@ class CaptureContext:
         self.names.add(name)
         return name
 
-    def emit(self, base: str, op: O.Op, inputs: Sequence[CValue], source: str, layout: str, shape) -> CValue:
+    def emit(self, base: str, op: O.Op, inputs: Sequence[CValue], source: str, layout: str, shape,
+             steps: Optional[int] = None) -> CValue:
+        """Emit ``op``; the result has ``steps`` macro-steps (default: those of the first input)."""
         for v in inputs:
             if v.name is None:
                 raise CaptureError(f"{source}: expected a tensor input, got a constant or Python value")
         name = self.fresh(base)
         self.nodes.append(Node(name=name, op=op, inputs=tuple(v.name for v in inputs), source=source))
-        return CValue(layout=layout, name=name, shape=tuple(shape))
+        if isinstance(op, O.TIME_OPS):
+            self.time_ops = True
+        if steps is None:
+            steps = inputs[0].steps if inputs else self.T
+        return CValue(layout=layout, name=name, shape=tuple(shape), steps=steps)
 
     def alias(self, v: CValue, layout: str, shape) -> CValue:
-        return CValue(layout=layout, name=v.name, shape=tuple(shape))
+        return CValue(layout=layout, name=v.name, shape=tuple(shape), steps=v.steps)
+
+    def steps_of(self, v: CValue) -> int:
+        return self.T if v.steps is None else int(v.steps)
 
 
 ModuleRule = Callable[[CaptureContext, nn.Module, str, List[Any], Dict[str, Any], Any], CValue]
@@ -145,18 +157,20 @@ def _shape_of(out) -> Tuple[int, ...]:
     return tuple(int(d) for d in out.shape)
 
 
-def _layout_for(ctx: CaptureContext, shape: Tuple[int, ...], where: str) -> str:
-    """Layout of a result from its shapes in the two example runs (batch sizes B and B2)."""
+def _layout_for(ctx: CaptureContext, shape: Tuple[int, ...], where: str, steps: Optional[int] = None) -> str:
+    """Layout of a result with ``steps`` macro-steps (default: the example's T) from its shapes in
+    the two example runs (batch sizes B and B2)."""
+    T = ctx.T if steps is None else int(steps)
     shape2 = ctx.shape2 if ctx.shape2 is not None else shape
-    if (len(shape) >= 2 and len(shape2) == len(shape) and shape[:2] == (ctx.T, ctx.B)
-            and shape2[:2] == (ctx.T, ctx.B2) and shape[2:] == shape2[2:]):
+    if (len(shape) >= 2 and len(shape2) == len(shape) and shape[:2] == (T, ctx.B)
+            and shape2[:2] == (T, ctx.B2) and shape[2:] == shape2[2:]):
         return TB
-    if (len(shape) >= 1 and len(shape2) == len(shape) and shape[0] == ctx.T * ctx.B
-            and shape2[0] == ctx.T * ctx.B2 and shape[1:] == shape2[1:]):
+    if (len(shape) >= 1 and len(shape2) == len(shape) and shape[0] == T * ctx.B
+            and shape2[0] == T * ctx.B2 and shape[1:] == shape2[1:]):
         return MERGED
     raise CaptureError(
-        f"{where}: result of shape {list(shape)} keeps neither the time/batch axes [T={ctx.T}, "
-        f"B={ctx.B}, ...] nor the merged axis [T*B={ctx.T * ctx.B}, ...]; reshapes may only merge "
+        f"{where}: result of shape {list(shape)} keeps neither the time/batch axes [T={T}, "
+        f"B={ctx.B}, ...] nor the merged axis [T*B={T * ctx.B}, ...]; reshapes may only merge "
         "or split T and B, never mix them with feature axes"
     )
 
@@ -243,7 +257,7 @@ def _translate(gm, results, results2, T, batches, model_name, input_name) -> Gra
             shape = _shape_of(out)
             ctx.names.add(input_name)
             inputs.append(TensorSpec(input_name, shape[2:]))
-            env[node.name] = CValue(TB, input_name, shape)
+            env[node.name] = CValue(TB, input_name, shape, steps=T)
         elif node.op == "get_attr":
             env[node.name] = CValue(CONST, const=out)
         elif node.op == "call_module":
@@ -300,6 +314,8 @@ def _translate(gm, results, results2, T, batches, model_name, input_name) -> Gra
                 outputs.append(v.name)
         else:  # pragma: no cover
             raise CaptureError(f"{where}: unexpected fx node kind")
+    if ctx.time_ops:  # time-axis ops give fixed step counts: the input's T is fixed too
+        inputs = [TensorSpec(s.name, s.shape, T) for s in inputs]
     g = Graph(
         inputs=tuple(inputs),
         nodes=tuple(ctx.nodes),
@@ -368,12 +384,13 @@ def _linear(ctx, m, where, args, kwargs, out):
     return _stateless(ctx, where, O.Linear(weight=_p(m.weight), bias=_p(m.bias)), _tensor_arg(args, where), out)
 
 
-def _bn(ctx, m, where, args, out):
+def _bn(ctx, m, where, args, out, frozen=False):
     x = _tensor_arg(args, where)
     if x.layout != MERGED:
         raise CaptureError(f"{where}: BatchNorm must see the merged [T*B, C, ...] layout")
     op = O.BatchNorm(
-        mean=_p(m.running_mean), var=_p(m.running_var), weight=_p(m.weight), bias=_p(m.bias), eps=float(m.eps)
+        mean=_p(m.running_mean), var=_p(m.running_var), weight=_p(m.weight), bias=_p(m.bias), eps=float(m.eps),
+        frozen=frozen,
     )
     return _stateless(ctx, where, op, x, out)
 
@@ -430,7 +447,7 @@ def _flatten_module(ctx, m, where, args, kwargs, out):
 
 def _reshape_like(ctx, where, x: CValue, out) -> CValue:
     shape = _shape_of(out)
-    layout = _layout_for(ctx, shape, where)
+    layout = _layout_for(ctx, shape, where, x.steps)
     step = _step(shape, layout)
     if step == x.step_shape:
         return ctx.alias(x, layout, shape)
@@ -487,9 +504,23 @@ def _const_step_value(ctx, where, c, x: CValue) -> np.ndarray:
     return full.reshape(full.shape[lead:])
 
 
+def _repeat_to(ctx, where, v: CValue, steps: int) -> CValue:
+    """``RepeatTime(steps)`` of a one-step [1, B, ...] activation."""
+    shape = (steps,) + tuple(v.shape[1:])
+    return ctx.emit(f"{where}.repeat", O.RepeatTime(times=int(steps)), [v], source=where, layout=TB, shape=shape,
+                    steps=int(steps))
+
+
 def _add(ctx, where, a, b, out):
     ta, tb = isinstance(a, CValue) and a.name, isinstance(b, CValue) and b.name
     if ta and tb:
+        if (a.layout == b.layout == TB and a.shape[1:] == b.shape[1:] and a.shape[0] != b.shape[0]
+                and 1 in (ctx.steps_of(a), ctx.steps_of(b))):
+            # PyTorch broadcasting over the time axis: a one-step value added to every step
+            if ctx.steps_of(a) == 1:
+                a = _repeat_to(ctx, where, a, ctx.steps_of(b))
+            else:
+                b = _repeat_to(ctx, where, b, ctx.steps_of(a))
         if a.layout != b.layout or a.shape != b.shape:
             raise CaptureError(f"{where}: adding tensors of shapes {list(a.shape)} and {list(b.shape)} (broadcasting between activations is not supported)")
         return ctx.emit(where, O.Add(), [a, b], source=where, layout=a.layout, shape=_shape_of(out))
@@ -497,8 +528,35 @@ def _add(ctx, where, a, b, out):
         raise CaptureError(f"{where}: an addition without any activation input")
     x, c = (a, b) if ta else (b, a)
     const = c.const if isinstance(c, CValue) else c
+    per_step = _time_varying_constant(ctx, where, const, x)
+    if per_step is not None:
+        return _add_per_step(ctx, where, x, per_step, out)
     value = _const_step_value(ctx, where, const, x)
     return ctx.emit(where, O.AddConstant(value=O.as_param(value)), [x], source=where, layout=x.layout, shape=_shape_of(out))
+
+
+def _time_varying_constant(ctx, where, c, x: CValue) -> Optional[np.ndarray]:
+    """A constant ``[T, 1, *s]`` added to a ``[T, B, *s]`` activation (T > 1) whose steps differ
+    (e.g. one position embedding per template): its per-step values ``[T, *s]``, else None."""
+    arr = c.detach().cpu().double().numpy() if isinstance(c, torch.Tensor) else np.asarray(c, dtype=np.float64)
+    steps = ctx.steps_of(x)
+    if x.layout != TB or steps == 1 or arr.ndim != len(x.shape) or arr.shape[0] != steps or arr.shape[1] != 1:
+        return None
+    if bool((arr == arr[:1]).all()):
+        return None  # the same value at every step: a plain AddConstant
+    return arr[:, 0]
+
+
+def _add_per_step(ctx, where, x: CValue, values: np.ndarray, out) -> CValue:
+    """``x[t] + values[t]`` as SelectStep -> AddConstant -> StackSteps (bit-identical to PyTorch's
+    broadcast addition)."""
+    parts = []
+    one = (1,) + tuple(x.shape[1:])
+    for t in range(values.shape[0]):
+        xt = ctx.emit(f"{where}.step{t}", O.SelectStep(step=t), [x], source=where, layout=TB, shape=one, steps=1)
+        parts.append(ctx.emit(f"{where}.add{t}", O.AddConstant(value=O.as_param(values[t])), [xt], source=where,
+                              layout=TB, shape=one, steps=1))
+    return ctx.emit(where, O.StackSteps(), parts, source=where, layout=TB, shape=_shape_of(out), steps=len(parts))
 
 
 def _add_alpha(ctx, where, a, b, kwargs, out):
@@ -607,8 +665,9 @@ register_method_rule("dim")(lambda ctx, where, x, args, kwargs, out: _meta(ctx, 
 
 def _time_axis_unsupported(ctx, where, what):
     return CaptureError(
-        f"{where}: {what} acts on the time axis; with T = {ctx.T} this changes the number of macro-steps, "
-        "which the IR does not support yet (it is supported when T = 1, where it only changes the layout)"
+        f"{where}: {what} acts on the time axis in a way the IR cannot express (supported: x[t] -> "
+        "SelectStep, torch.stack of one-step values along dim 0 -> StackSteps, .repeat(T, 1, ...) of a "
+        "one-step value -> RepeatTime, broadcasting a one-step value in an addition)"
     )
 
 
@@ -618,10 +677,14 @@ def _getitem(ctx, where, args, kwargs, out):
     if isinstance(obj, CValue) and obj.layout == META:
         return _meta(ctx, where, out)
     if isinstance(obj, CValue) and obj.name and obj.layout == TB and isinstance(idx, int):
-        # x[t] on [T, B, ...]: at T = 1, x[0] is the same data in the merged [T*B, ...] layout
-        if ctx.T != 1 or idx not in (0, -1):
-            raise _time_axis_unsupported(ctx, where, f"indexing x[{idx}]")
-        return ctx.alias(obj, MERGED, _shape_of(out))
+        steps = ctx.steps_of(obj)
+        if not -steps <= idx < steps:
+            raise CaptureError(f"{where}: index x[{idx}] out of range for {steps} macro-steps")
+        if steps == 1:
+            # x[0] of one step is the same data in the merged [B, ...] layout
+            return ctx.alias(obj, MERGED, _shape_of(out))
+        return ctx.emit(where, O.SelectStep(step=idx % steps), [obj], source=where, layout=MERGED,
+                        shape=_shape_of(out), steps=1)
     raise CaptureError(f"{where}: indexing/slicing an activation is not supported; use a leaf module")
 
 
@@ -629,9 +692,12 @@ def _getitem(ctx, where, args, kwargs, out):
 def _torch_stack(ctx, where, args, kwargs, out):
     xs = list(args[0])
     dim = args[1] if len(args) > 1 else kwargs.get("dim", 0)
-    if len(xs) == 1 and dim == 0 and isinstance(xs[0], CValue) and xs[0].layout == MERGED and ctx.T == 1:
-        return ctx.alias(xs[0], TB, _shape_of(out))  # stacking the one step back: [B, ...] -> [1, B, ...]
-    raise _time_axis_unsupported(ctx, where, "torch.stack of activations")
+    one_step = all(isinstance(v, CValue) and v.name and v.layout == MERGED and ctx.steps_of(v) == 1 for v in xs)
+    if xs and dim == 0 and one_step:
+        if len(xs) == 1:
+            return ctx.alias(xs[0], TB, _shape_of(out))  # stacking the one step back: [B, ...] -> [1, B, ...]
+        return ctx.emit(where, O.StackSteps(), xs, source=where, layout=TB, shape=_shape_of(out), steps=len(xs))
+    raise _time_axis_unsupported(ctx, where, "torch.stack of activations (only one-step [B, ...] values along dim 0)")
 
 
 @register_method_rule("repeat")
@@ -640,8 +706,11 @@ def _repeat(ctx, where, x, args, kwargs, out):
     reps = [_number(r) for r in reps]
     if all(r == 1 for r in reps):
         return ctx.alias(x, x.layout, _shape_of(out))
-    if x.layout == TB and all(r == 1 for r in reps[1:]):
-        raise _time_axis_unsupported(ctx, where, f".repeat({', '.join(map(str, reps))})")
+    if x.layout == TB and all(r == 1 for r in reps[1:]) and len(reps) == len(x.shape):
+        if ctx.steps_of(x) != 1:
+            raise _time_axis_unsupported(ctx, where, f".repeat({', '.join(map(str, reps))}) of a {ctx.steps_of(x)}-step value")
+        return ctx.emit(where, O.RepeatTime(times=int(reps[0])), [x], source=where, layout=TB, shape=_shape_of(out),
+                        steps=int(reps[0]))
     raise CaptureError(f"{where}: .repeat({reps}) of an activation is not supported")
 
 
@@ -760,12 +829,46 @@ def _register_model_rules():
         mem = kv.const.detach().cpu().double()
         if mem.dim() != 5 or mem.shape[1] != 1 and not bool((mem == mem[:, :1]).all()):
             raise CaptureError(f"{where}: the memory must be [T, 1, H, C/H, Cv/H] (one memory for every sample)")
+        if mem.shape[0] not in (1, ctx.steps_of(q)):
+            raise CaptureError(f"{where}: the memory has {mem.shape[0]} steps but q has {ctx.steps_of(q)}")
         op = O.MemoryRead(memory=O.as_param(mem[:, 0].numpy()), num_heads=int(m.num_heads), scale=float(m.scale))
         return ctx.emit(where, op, [q], source=where, layout=TB, shape=_shape_of(out))
 
+    @register_module_rule(STB.TemplateGate)
+    def _template_gate(ctx, m, where, args, kwargs, out):
+        """The gate as IR ops: Reshape [Cv, N] -> GateLinear (N -> N/2) -> the MLP's neuron (over the
+        template axis) -> GateLinear (N/2 -> 1) -> Reshape [Cv] -> GateSoftmax (host) ->
+        TemplateGate(x, weights): [T, B, Cv, H, W] -> one step [B, Cv, H, W]."""
+        x = _tensor_arg(args, where)
+        if x.layout != TB or len(x.shape) != 5:
+            raise CaptureError(f"{where}: the template gate needs a [T, B, C, H, W] activation")
+        T, B, C, H, W = x.shape
+        conv1, neuron, conv2 = m.mlp[0], m.mlp[1], m.mlp[2]
+        for conv in (conv1, conv2):
+            if not (isinstance(conv, nn.Conv1d) and conv.kernel_size == (1,) and conv.stride == (1,)
+                    and conv.padding == (0,) and conv.dilation == (1,) and conv.groups == 1):
+                raise CaptureError(f"{where}: the gate MLP must be pointwise Conv1d layers, got {conv!r}")
+        rule = _module_rule(neuron)
+        if rule is None:
+            raise CaptureError(f"{where}: no capture rule for the gate's neuron {type(neuron).__name__}")
+        n_tok = H * W
+        tokens = ctx.emit(f"{where}.tokens", O.Reshape(shape=(C, n_tok)), [x], source=where, layout=TB,
+                          shape=(T, B, C, n_tok))
+        h1 = conv1.out_channels
+        y = ctx.emit(f"{where}.mlp.0", O.GateLinear(weight=_p(conv1.weight[:, :, 0]), bias=_p(conv1.bias)),
+                     [tokens], source=f"{where}.mlp.0", layout=TB, shape=(T, B, C, h1))
+        y = rule(ctx, neuron, f"{where}.mlp.1", [y], {}, torch.empty((T, B, C, h1), device="meta"))
+        y = ctx.emit(f"{where}.mlp.2", O.GateLinear(weight=_p(conv2.weight[:, :, 0]), bias=_p(conv2.bias)),
+                     [y], source=f"{where}.mlp.2", layout=TB, shape=(T, B, C, 1))
+        logits = ctx.emit(f"{where}.logits", O.Reshape(shape=(C,)), [y], source=where, layout=TB, shape=(T, B, C))
+        weights = ctx.emit(f"{where}.softmax", O.GateSoftmax(), [logits], source=f"{where} (host_gate_softmax)",
+                           layout=TB, shape=(T, B, C))
+        return ctx.emit(where, O.TemplateGate(), [x, weights], source=where, layout=MERGED,
+                        shape=_shape_of(out), steps=1)
+
     @register_module_rule(L._FrozenBatchNorm)
     def _frozen_bn(ctx, m, where, args, kwargs, out):
-        return _bn(ctx, m, where, args, out)
+        return _bn(ctx, m, where, args, out, frozen=True)
 
 
 _register_model_rules()

@@ -216,8 +216,13 @@ class ScaleRule(Rule):
 class BatchNormRule(Rule):
     def __call__(self, op, inputs, ctx):
         x = decode(inputs[0])
-        args = [_param(a, x.dtype) for a in (op.mean, op.var, op.weight, op.bias)]
-        return _per_sample(lambda z: F.batch_norm(z, *args, training=False, eps=op.eps), x)
+        mean, var, weight, bias = (_param(a, x.dtype) for a in (op.mean, op.var, op.weight, op.bias))
+        if getattr(op, "frozen", False):  # x * scale + shift, the frozen BN's own rounding
+            scale = weight * torch.rsqrt(var + op.eps)
+            shift = bias - mean * scale
+            view = (-1,) + (1,) * (x.dim() - 3)
+            return x * scale.reshape(view) + shift.reshape(view)
+        return _per_sample(lambda z: F.batch_norm(z, mean, var, weight, bias, training=False, eps=op.eps), x)
 
 
 class AddRule(Rule):
@@ -370,6 +375,104 @@ class UpsampleRule(Rule):
         return _per_sample(lambda z: F.interpolate(z, size=tuple(op.size), mode=op.mode, align_corners=ac), x)
 
 
+class RepeatTimeRule(Rule):
+    """``[1, B, *s] -> [times, B, *s]``; spikes are repeated unchanged."""
+
+    def __call__(self, op, inputs, ctx):
+        (x,) = inputs
+        t = decode(x)
+        if t.shape[0] != 1:
+            raise SpikedeployError(f"node {ctx.node_name!r}: RepeatTime needs a one-step input, got T={t.shape[0]}")
+        y = t.repeat((int(op.times),) + (1,) * (t.dim() - 1))
+        return x.with_q(y) if isinstance(x, SpikeValue) else y
+
+
+class SelectStepRule(Rule):
+    """``y = x[step:step + 1]``; spikes are moved unchanged."""
+
+    def __call__(self, op, inputs, ctx):
+        (x,) = inputs
+        t = decode(x)
+        if not op.step < t.shape[0]:
+            raise SpikedeployError(f"node {ctx.node_name!r}: SelectStep({op.step}) of a value with T={t.shape[0]}")
+        y = t[op.step:op.step + 1]
+        return x.with_q(y) if isinstance(x, SpikeValue) else y
+
+
+class StackStepsRule(Rule):
+    """One-step values concatenated along the time axis; spikes stay spikes when all inputs are
+    spikes of one encoding and window (else the decoded counts)."""
+
+    def __call__(self, op, inputs, ctx):
+        if all(isinstance(v, SpikeValue) for v in inputs):
+            first = inputs[0]
+            if all(v.encoding == first.encoding and v.window == first.window for v in inputs):
+                return first.with_q(torch.cat([v.q for v in inputs], dim=0))
+        return torch.cat(_real_inputs(inputs), dim=0)
+
+
+class GateLinearRule(Rule):
+    """A Linear on the last per-step axis, evaluated as the trained model does: ``Conv1d(I, O, 1)``
+    on ``[B*C, I, T]`` (time last), then back to ``[T, B, C, O]``."""
+
+    synaptic = True
+
+    @staticmethod
+    def _conv(op, x, with_bias):
+        T, B, C, I = x.shape
+        xf = x.permute(1, 2, 3, 0).reshape(B * C, I, T)
+        w = _param(op.weight, x.dtype).unsqueeze(-1)
+        b = _param(op.bias, x.dtype) if with_bias else None
+        y = F.conv1d(xf, w, b)  # [B*C, O, T]
+        return y.reshape(B, C, -1, T).permute(3, 0, 1, 2)
+
+    def linear(self, op, x):
+        return self._conv(op, x, False)
+
+    def offset(self, op, y):
+        return y if op.bias is None else y + _param(op.bias, y.dtype)
+
+    def full(self, op, x):
+        return self._conv(op, x, True)
+
+
+class GateSoftmaxRule(Rule):
+    """HOST: softmax over the time axis, computed on ``[B, *s, T]`` (the trained model's layout)."""
+
+    def __call__(self, op, inputs, ctx):
+        x = decode(inputs[0])
+        perm = tuple(range(1, x.dim())) + (0,)
+        y = F.softmax(x.permute(perm).contiguous(), dim=-1)
+        return y.permute((x.dim() - 1,) + tuple(range(x.dim() - 1)))
+
+
+class TemplateGateRule(Rule):
+    """``y[0] = scale * sum_t w[t] * x[t]``, summed as the trained model does (``(x * w).sum`` over
+    the template axis of ``[B, C, T, *r]``). Spike modes: the sum over x's unit spikes (binary,
+    sub-step by sub-step) or over its graded counts, times ``scale``."""
+
+    @staticmethod
+    def _weighted_sum(x, w):
+        T, B, C = x.shape[:3]
+        r = x.dim() - 3
+        xp = x.permute((1, 2, 0) + tuple(range(3, 3 + r)))
+        wp = w.permute(1, 2, 0).contiguous().reshape((B, C, T) + (1,) * r)
+        return (xp * wp).sum(dim=2).unsqueeze(0)
+
+    def __call__(self, op, inputs, ctx):
+        x, w = inputs
+        if isinstance(w, SpikeValue):
+            raise UnsupportedOpError(f"template gate {ctx.node_name!r}: the gate weights must be real (host softmax)")
+        if isinstance(x, SpikeValue) and x.encoding == "binary":
+            acc = None
+            for s_k in x.substeps():
+                term = self._weighted_sum(s_k, w)
+                acc = term if acc is None else acc + term
+        else:
+            acc = self._weighted_sum(decode(x), w)
+        return acc if op.scale == 1.0 else acc * op.scale
+
+
 RULES: Dict[Type[O.Op], Rule] = {}
 
 
@@ -400,6 +503,12 @@ for _t, _r in [
     (O.MemoryWrite, MemoryWriteRule()),
     (O.MemoryRead, MemoryReadRule()),
     (O.Upsample, UpsampleRule()),
+    (O.RepeatTime, RepeatTimeRule()),
+    (O.SelectStep, SelectStepRule()),
+    (O.StackSteps, StackStepsRule()),
+    (O.GateLinear, GateLinearRule()),
+    (O.GateSoftmax, GateSoftmaxRule()),
+    (O.TemplateGate, TemplateGateRule()),
 ]:
     register_rule(_t, _r)
 
@@ -431,6 +540,11 @@ def _as_inputs(graph: Graph, inputs) -> Dict[str, torch.Tensor]:
             raise SpikedeployError(
                 f"input {spec.name!r} must have shape [T, B, {', '.join(map(str, spec.shape))}], "
                 f"got {list(x.shape)}"
+            )
+        if spec.steps is not None and x.shape[0] != spec.steps:
+            raise SpikedeployError(
+                f"input {spec.name!r} must have exactly T={spec.steps} macro-steps (the graph changes the "
+                f"time axis with fixed step counts), got T={x.shape[0]}"
             )
         if not torch.isfinite(x).all():
             raise SpikedeployError(f"input {spec.name!r} contains NaN or Inf")

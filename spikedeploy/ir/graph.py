@@ -20,10 +20,15 @@ from spikedeploy.ir.ops import NEURON_OPS, Op, Shape
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """A graph input: its name and per-step shape (the value itself is ``[T, B, *shape]``)."""
+    """A graph input: its name and per-step shape (the value itself is ``[T, B, *shape]``).
+
+    ``steps``: the number of macro-steps T the input must have, or None (any T). Capture fixes it
+    when the graph holds time-axis ops (:data:`~spikedeploy.ir.ops.TIME_OPS`), whose outputs have
+    a fixed number of steps."""
 
     name: str
     shape: Shape
+    steps: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,30 @@ class Graph:
         return "\n".join(lines)
 
 
+def value_steps(graph: Graph, T: Optional[int] = None) -> Dict[str, Optional[int]]:
+    """The number of macro-steps of every value (per-op ``infer_steps``). Inputs have their fixed
+    ``steps``, else ``T`` (None: symbolic, "the graph input's T"). Most values have the input's
+    T; time-axis ops (RepeatTime, SelectStep, StackSteps, TemplateGate) give fixed counts.
+    Raises :class:`GraphValidationError` naming the node."""
+    steps: Dict[str, Optional[int]] = {}
+    for spec in graph.inputs:
+        n = spec.steps if spec.steps is not None else T
+        if spec.steps is not None and T is not None and int(T) != int(spec.steps):
+            raise GraphValidationError(
+                f"graph input {spec.name!r} has a fixed number of macro-steps {spec.steps}, not T={T}"
+            )
+        steps[spec.name] = None if n is None else int(n)
+    for n in graph.nodes:
+        try:
+            steps[n.name] = n.op.infer_steps(*(steps[i] for i in n.inputs))
+        except ValueError as e:
+            where = f"node {n.name!r} ({n.op.kind}{', from ' + n.source if n.source else ''})"
+            raise GraphValidationError(f"{where}: {e}") from None
+        except KeyError:
+            raise GraphValidationError(f"node {n.name!r} reads an unknown value") from None
+    return steps
+
+
 def validate(graph: Graph) -> Dict[str, Shape]:
     """Check every invariant of ``graph`` and return the per-step shape of each value.
 
@@ -109,6 +138,9 @@ def validate(graph: Graph) -> Dict[str, Shape]:
             raise GraphValidationError(f"duplicate graph input name {spec.name!r}")
         if not all(isinstance(d, int) and d > 0 for d in spec.shape):
             raise GraphValidationError(f"graph input {spec.name!r} has a bad shape {spec.shape}")
+        if spec.steps is not None and (isinstance(spec.steps, bool) or not isinstance(spec.steps, int)
+                                       or spec.steps < 1):
+            raise GraphValidationError(f"graph input {spec.name!r} has a bad number of macro-steps {spec.steps!r}")
         shapes[spec.name] = tuple(spec.shape)
     for n in graph.nodes:
         if not isinstance(n.op, Op):
@@ -135,6 +167,7 @@ def validate(graph: Graph) -> Dict[str, Shape]:
             shapes[n.name] = tuple(int(d) for d in n.op.infer_shape(*(shapes[i] for i in n.inputs)))
         except ValueError as e:
             raise GraphValidationError(f"{where}: {e}") from None
+    value_steps(graph)
     if not graph.outputs:
         raise GraphValidationError("graph has no outputs")
     for o in graph.outputs:

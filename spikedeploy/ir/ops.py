@@ -72,6 +72,17 @@ class Op:
     def infer_shape(self, *shapes: Shape) -> Shape:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def infer_steps(self, *steps: Optional[int]) -> Optional[int]:
+        """Number of macro-steps of the output from those of the inputs (``None`` = the graph
+        input's T, not fixed). Default: every input has the same number, and so has the output;
+        the time-axis ops below override it. Raises ``ValueError`` with a readable reason."""
+        if len(set(steps)) > 1:
+            raise ValueError(
+                f"inputs have different numbers of macro-steps {list(steps)} (None = the graph input's T); "
+                "use RepeatTime/SelectStep/StackSteps to change the time axis"
+            )
+        return steps[0] if steps else None
+
 
 # ---------------------------------------------------------------------------------------------
 # Synaptic (linear, weighted) ops
@@ -221,6 +232,11 @@ class BatchNorm(Op):
     """Inference batch norm over channel axis 0 (BatchNorm1d/2d, frozen or not)::
 
         y[c, ...] = (x[c, ...] - mean[c]) / sqrt(var[c] + eps) * weight[c] + bias[c]
+
+    ``frozen``: the same math, evaluated as a *frozen* BatchNorm (detection/tracking code, e.g.
+    SpikeTrack's backbone): ``y = x * scale + shift`` with ``scale = weight * rsqrt(var + eps)``,
+    ``shift = bias - mean * scale`` in the value's dtype, rather than PyTorch's ``batch_norm``
+    kernel (which rounds differently in float32). Only the reference's rounding depends on it.
     """
 
     mean: np.ndarray
@@ -228,6 +244,7 @@ class BatchNorm(Op):
     weight: np.ndarray
     bias: np.ndarray
     eps: float = 1e-5
+    frozen: bool = False
 
     def infer_shape(self, s):
         if not s or s[0] != self.mean.shape[0]:
@@ -543,6 +560,12 @@ class MemoryRead(Op):
     num_heads: int
     scale: float = 1.0
 
+    def infer_steps(self, n):
+        tm = int(self.memory.shape[0]) if self.memory.ndim == 4 else 1
+        if tm != 1 and n is not None and n != tm:
+            raise ValueError(f"MemoryRead memory has {tm} steps but q has {n} (T_mem must be 1 or q's steps)")
+        return n
+
     def infer_shape(self, q):
         tm, h, c, cv = self.memory.shape if self.memory.ndim == 4 else (0, 0, 0, 0)
         if self.memory.ndim != 4 or h != self.num_heads:
@@ -574,8 +597,172 @@ class Upsample(Op):
         return (s[0],) + tuple(int(d) for d in self.size)
 
 
+# ---------------------------------------------------------------------------------------------
+# Time-axis ops: the output has another number of macro-steps than the input (SpikeTrack T > 1:
+# the search query repeated over the T templates, per-template layers, the template gate)
+# ---------------------------------------------------------------------------------------------
+
+
+def _fixed_steps(op: str, n: Optional[int]) -> int:
+    if n is None:
+        raise ValueError(
+            f"{op} needs a fixed number of macro-steps on its input; give the graph input a fixed T "
+            "(TensorSpec.steps, set by capture)"
+        )
+    return int(n)
+
+
+def _check_count(name: str, v, minimum: int) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class RepeatTime(Op):
+    """Repeat a one-step value over ``times`` macro-steps (routing; spikes pass unchanged)::
+
+        y[t, b] = x[0, b]        for t < times        ([1, B, *s] -> [times, B, *s])
+
+    SpikeTrack's search branch repeats the search query over the T templates
+    (``x.repeat(T, 1, 1, 1)``); a residual add of a one-step value to a T-step value is captured
+    as ``Add(RepeatTime(a), b)`` (PyTorch's broadcasting over the time axis)."""
+
+    times: int
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_count("RepeatTime times", self.times, 1)
+
+    def infer_steps(self, n):
+        if _fixed_steps("RepeatTime", n) != 1:
+            raise ValueError(f"RepeatTime repeats a one-step value, got {n} macro-steps")
+        return int(self.times)
+
+    def infer_shape(self, s):
+        return tuple(s)
+
+
+@dataclass(frozen=True, eq=False)
+class SelectStep(Op):
+    """Macro-step ``step`` of a value (routing; spikes pass unchanged)::
+
+        y[0, b] = x[step, b]     ([T, B, *s] -> [1, B, *s])
+
+    Captured from ``x[t]`` on a ``[T, B, ...]`` activation with T > 1 (per-template layers)."""
+
+    step: int
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_count("SelectStep step", self.step, 0)
+
+    def infer_steps(self, n):
+        if not self.step < _fixed_steps("SelectStep", n):
+            raise ValueError(f"SelectStep({self.step}) of a value with {n} macro-steps")
+        return 1
+
+    def infer_shape(self, s):
+        return tuple(s)
+
+
+@dataclass(frozen=True, eq=False)
+class StackSteps(Op):
+    """One-step values stacked along the time axis (routing; spikes pass unchanged)::
+
+        y[t, b] = x_t[0, b]      (K inputs [1, B, *s] -> [K, B, *s])
+
+    Captured from ``torch.stack([...], dim=0)`` of per-step results (e.g. SpikeTrack's per-template
+    convolutions ``seg_responder_dw[t](q[t])``, each a normal Conv2d on one step)."""
+
+    arity: ClassVar[Optional[int]] = None
+
+    def infer_steps(self, *steps):
+        for n in steps:
+            if _fixed_steps("StackSteps", n) != 1:
+                raise ValueError(f"StackSteps stacks one-step values, got macro-steps {list(steps)}")
+        return len(steps)
+
+    def infer_shape(self, *shapes):
+        if len({tuple(s) for s in shapes}) != 1:
+            raise ValueError(f"StackSteps needs equal per-step shapes, got {[list(s) for s in shapes]}")
+        return tuple(shapes[0])
+
+
+@dataclass(frozen=True, eq=False)
+class GateLinear(Op):
+    """The template gate's token mixing (official ``GateModule`` Conv1d with tokens as channels):
+    a dense layer on the last per-step axis, exactly :class:`Linear`'s math::
+
+        y[t, b, c, o] = bias[o] + sum_i weight[o, i] * x[t, b, c, i]      (per step [C, I] -> [C, O])
+
+    It is an op of its own only because of *where* the trained model evaluates it: a
+    ``Conv1d(I, O, 1)`` on ``[B*C, I, T]`` (time last). The reference evaluates it the same way so
+    that the captured graph stays bit-identical to PyTorch in float32 (a Linear on ``[T, B, C, I]``
+    sums in another order). Every backend may treat it as a Linear."""
+
+    weight: np.ndarray
+    bias: Optional[np.ndarray] = None
+
+    def infer_shape(self, s):
+        if len(s) != 2 or s[-1] != self.weight.shape[1] or self.weight.ndim != 2:
+            raise ValueError(f"GateLinear expects per-step [C, {self.weight.shape[1]}], got {list(s)}")
+        if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"GateLinear bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        return (s[0], self.weight.shape[0])
+
+
+@dataclass(frozen=True, eq=False)
+class GateSoftmax(Op):
+    """HOST step: softmax over the time (template) axis, per sample and position::
+
+        y[t, b, p] = exp(x[t, b, p]) / sum_u exp(x[u, b, p])
+
+    SpikeTrack's template gate turns its logits ``[T, B, Cv]`` into fusion weights with it
+    (``host_gate_softmax``). Exponentials and a division are not synaptic operations: this op runs
+    on the host, on real values (never on spikes), and is audited as host MACs (about 4 per
+    element: exp, sum, divide, max subtraction)."""
+
+    host: ClassVar[bool] = True
+
+    def infer_shape(self, s):
+        return tuple(s)
+
+
+@dataclass(frozen=True, eq=False)
+class TemplateGate(Op):
+    """Fuse the T per-template results into one macro-step (official channel-wise ``GateModule``)::
+
+        y[0, b, c, ...] = scale * sum_t w[t, b, c] * x[t, b, c, ...]     x [T, B, C, *r], w [T, B, C]
+
+    ``w`` comes from :class:`GateSoftmax` (the host softmax of the gate MLP's logits). ``x`` carries
+    spikes after lowering: each unit spike of x at step t adds the weight ``scale * w[t, b, c]``
+    to its one target (a synapse with fan-out 1 whose weights are written by the host every
+    frame); ``scale`` absorbs x's 1/norm. Output: one macro-step."""
+
+    arity: ClassVar[Optional[int]] = 2
+    scale: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_finite("scale", self.scale)
+
+    def infer_steps(self, n, m):
+        if n != m:
+            raise ValueError(f"TemplateGate: x has {n} macro-steps but the weights have {m}")
+        return 1
+
+    def infer_shape(self, x, w):
+        if len(x) < 1 or tuple(w) != (x[0],):
+            raise ValueError(f"TemplateGate needs x [C, ...] and weights [C]; got {list(x)} and {list(w)}")
+        return tuple(x)
+
+
 #: ops whose spike inputs are accumulated sub-step by sub-step (synapses, including weightless ones)
-SYNAPTIC_OPS = (Conv2d, Conv1d, Linear, AvgPool2d, MeanReduce, Upsample, MemoryRead)
+SYNAPTIC_OPS = (Conv2d, Conv1d, Linear, AvgPool2d, MeanReduce, Upsample, MemoryRead, GateLinear)
 #: ops that move spikes without arithmetic
-ROUTING_OPS = (Reshape, Permute, Concat)
+ROUTING_OPS = (Reshape, Permute, Concat, RepeatTime, SelectStep, StackSteps)
+#: ops that change the number of macro-steps
+TIME_OPS = (RepeatTime, SelectStep, StackSteps, TemplateGate)
+#: ops that run on the host (real values, audited as MACs)
+HOST_OPS = (GateSoftmax,)
 NEURON_OPS = (IntegerLIF, DynamicIntegerLIF, BinaryLIF)

@@ -70,7 +70,8 @@ def graph_to_json(graph: Graph, prefix: str = "ir/") -> Tuple[dict, Dict[str, np
         return key
 
     desc = {
-        "inputs": [{"name": s.name, "shape": list(s.shape)} for s in graph.inputs],
+        "inputs": [dict({"name": s.name, "shape": list(s.shape)}, **({"steps": int(s.steps)} if s.steps is not None else {}))
+                   for s in graph.inputs],
         "nodes": [
             {"name": n.name, "inputs": list(n.inputs), "source": n.source, "op": op_to_json(n.op, store)}
             for n in graph.nodes
@@ -85,7 +86,9 @@ def graph_from_json(desc: dict, arrays: Dict[str, np.ndarray], where: str = "gra
     """The graph described by :func:`graph_to_json`'s output (validated)."""
     try:
         graph = Graph(
-            inputs=tuple(TensorSpec(i["name"], tuple(int(d) for d in i["shape"])) for i in desc["inputs"]),
+            inputs=tuple(TensorSpec(i["name"], tuple(int(d) for d in i["shape"]),
+                                    int(i["steps"]) if i.get("steps") is not None else None)
+                         for i in desc["inputs"]),
             nodes=tuple(
                 Node(n["name"], op_from_json(n["op"], arrays, where), tuple(n["inputs"]), n.get("source", ""))
                 for n in desc["nodes"]

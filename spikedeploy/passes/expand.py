@@ -11,7 +11,7 @@ from spikedeploy.ir.graph import Graph, Node
 from spikedeploy.passes.base import Pass
 
 #: ops through which a pending constant factor passes unchanged (linear and weight-free)
-_PASS_THROUGH = (O.Reshape, O.Permute, O.MeanReduce, O.AvgPool2d, O.Upsample)
+_PASS_THROUGH = (O.Reshape, O.Permute, O.MeanReduce, O.AvgPool2d, O.Upsample, O.RepeatTime, O.SelectStep)
 
 
 class ExpandSpikes(Pass):
@@ -20,10 +20,12 @@ class ExpandSpikes(Pass):
     Each neuron gets ``encoding`` ("binary": q unit spikes in D sub-steps; "graded": one event
     carrying q) and emits the count q instead of q/norm. The factor c = 1/norm is pushed forward:
 
-    * through routing and weight-free linear ops (reshape, permute, mean, average pooling);
+    * through routing and weight-free linear ops (reshape, permute, mean, average pooling, the
+      time-axis routing RepeatTime / SelectStep, and StackSteps / Concat of equal factors);
     * into the weights of the first synapse it reaches (conv/linear: W' = c * W) or into the scale
       of a spike × spike product (attention: scale' = scale * c_q * c_k * c_v; memory write:
-      scale * c_k * c_v; memory read: scale * c_q);
+      scale * c_k * c_v; memory read: scale * c_q; template gate: scale * c_x, its host-computed
+      weights stay real);
     * anywhere else (residual add, BatchNorm, a neuron, a concat of unequal factors, a graph output)
       a ``Scale(c)`` node is inserted on that edge: a graded accumulator, not a synapse.
 
@@ -78,7 +80,7 @@ class ExpandSpikes(Pass):
                 nodes.append(n)
                 factor[n.name] = fs[0]
                 continue
-            if isinstance(op, O.Concat):
+            if isinstance(op, (O.Concat, O.StackSteps)):
                 if len(set(fs)) == 1:
                     nodes.append(n)
                     factor[n.name] = fs[0]
@@ -86,7 +88,7 @@ class ExpandSpikes(Pass):
                     nodes.append(replace(n, inputs=tuple(plain(i) for i in ins)))
                     factor[n.name] = 1.0
                 continue
-            if isinstance(op, (O.Conv2d, O.Conv1d, O.Linear)):
+            if isinstance(op, (O.Conv2d, O.Conv1d, O.Linear, O.GateLinear)):
                 if fs[0] != 1.0:
                     op = replace(op, weight=O.as_param(op.weight * fs[0]))
                 nodes.append(replace(n, op=op))
@@ -97,6 +99,10 @@ class ExpandSpikes(Pass):
                 for f in fs:
                     scale *= f
                 nodes.append(replace(n, op=replace(op, scale=scale)))
+                factor[n.name] = 1.0
+                continue
+            if isinstance(op, O.TemplateGate):  # spikes x (factor absorbed), real host weights w
+                nodes.append(replace(n, op=replace(op, scale=op.scale * fs[0]), inputs=(ins[0], plain(ins[1]))))
                 factor[n.name] = 1.0
                 continue
             nodes.append(replace(n, inputs=tuple(plain(i) for i in ins)))
