@@ -33,6 +33,14 @@ SpikeTrack ops (integer network, same operation order as :mod:`spikedeploy.refer
       float64 interpolation matrices (onnxruntime's CPU provider has no double ``Resize``), along
       W then H as PyTorch: equal to PyTorch's float64 result up to rounding order (~1e-16).
 
+Time-axis ops (SpikeTrack T > 1)
+    Every value keeps the merged layout ``[T_v*B, *s]`` with its own number of macro-steps T_v
+    (:func:`spikedeploy.ir.graph.value_steps`; neurons are unrolled over their own T_v):
+    ``RepeatTime`` is a ``Concat`` of copies, ``SelectStep`` a ``Gather`` on the ``[T, B, ...]``
+    view, ``StackSteps`` a ``Concat``; ``GateLinear`` is a Linear (``MatMul`` + ``Add``); the host
+    ``GateSoftmax`` is exported as ``Softmax`` over the time axis (so the model is complete; it
+    is still a host step); ``TemplateGate`` is ``Mul`` + ``ReduceSum`` over the time axis.
+
 Rounding
     ONNX ``Round`` rounds half to even, like ``torch.round``; rounding ``"half_up"`` is written
     ``Floor(clamp(m, 0, D) + 0.5)``, as the reference does.
@@ -71,7 +79,7 @@ import numpy as np
 from spikedeploy.errors import ConfigError, SpikedeployError
 from spikedeploy.fsutil import atomic_write_bytes, check_output_file, require_file
 from spikedeploy.ir import ops as O
-from spikedeploy.ir.graph import Graph, Node, validate
+from spikedeploy.ir.graph import Graph, Node, validate, value_steps
 from spikedeploy.targets import unsupported
 
 TARGET = "onnx"
@@ -125,6 +133,9 @@ class Builder:
         self.helper = onnx.helper
         self.numpy_helper = onnx.numpy_helper
         self.graph = graph
+        #: macro-steps of every value (time-axis ops give values another T than the input's)
+        self.steps = {k: int(v) for k, v in value_steps(graph, int(T)).items()}
+        #: T of the value being built (the current node's; the input's before the first node)
         self.T = int(T)
         self.precision = precision
         self.np_dtype = np.float64 if precision == "float64" else np.float32
@@ -193,11 +204,12 @@ class Builder:
     def split_tb(self, x: str, s: Sequence[int]) -> str:
         return self.op("Reshape", [x, self.ints([self.T, -1] + list(s))])
 
-    def add_output(self, tensor: str, name: str, s: Sequence[int]) -> str:
-        """Expose ``tensor`` (layout ``[T, B, *s]``) as graph output ``name``."""
+    def add_output(self, tensor: str, name: str, s: Sequence[int], steps: Optional[int] = None) -> str:
+        """Expose ``tensor`` (layout ``[T, B, *s]``, T = ``steps`` or the current value's) as graph
+        output ``name``."""
         self.nodes.append(self.helper.make_node("Identity", [tensor], [name], name=self.fresh(f"{name}/Identity")))
         self.outputs.append(
-            self.helper.make_tensor_value_info(name, self.elem_type, [self.T, BATCH_DIM] + list(s))
+            self.helper.make_tensor_value_info(name, self.elem_type, [steps or self.T, BATCH_DIM] + list(s))
         )
         return name
 
@@ -575,6 +587,61 @@ def _memory_read(b: Builder, node: Node, inputs: List[str]) -> str:
     return b.op("Mul", [y, b.const(float(op.scale), "scale")])
 
 
+# ---------------------------------------------------------------------------------------------
+# time-axis ops and the template gate (values in the merged layout [T*B, *s], t major)
+# ---------------------------------------------------------------------------------------------
+
+
+@register_rule(O.RepeatTime)
+def _repeat_time(b: Builder, node: Node, inputs: List[str]) -> str:
+    """``[1*B, *s]`` -> ``[times*B, *s]``: ``times`` copies concatenated along the merged axis."""
+    times = int(node.op.times)
+    return b.op("Identity", inputs) if times == 1 else b.op("Concat", list(inputs) * times, axis=0)
+
+
+@register_rule(O.SelectStep)
+def _select_step(b: Builder, node: Node, inputs: List[str]) -> str:
+    """``[T*B, *s]`` -> ``[T, B, *s]`` -> ``Gather`` of step t on axis 0 -> ``[1, B, *s]`` -> ``[B, *s]``."""
+    s = b.shapes[node.inputs[0]]
+    tb = b.op("Reshape", [inputs[0], b.ints([b.steps[node.inputs[0]], -1] + list(s))])
+    return b.merge(b.op("Gather", [tb, b.ints([int(node.op.step)], "step")], axis=0), s)
+
+
+@register_rule(O.StackSteps)
+def _stack_steps(b: Builder, node: Node, inputs: List[str]) -> str:
+    """One-step values ``[B, *s]`` concatenated along the merged axis: ``[K*B, *s]``."""
+    return b.op("Concat", list(inputs), axis=0) if len(inputs) > 1 else b.op("Identity", inputs)
+
+
+@register_rule(O.GateLinear)
+def _gate_linear(b: Builder, node: Node, inputs: List[str]) -> str:
+    """A Linear on the last axis (``MatMul`` with ``W^T``, then ``Add`` bias)."""
+    return _linear(b, node, inputs)
+
+
+@register_rule(O.GateSoftmax)
+def _gate_softmax(b: Builder, node: Node, inputs: List[str]) -> str:
+    """HOST step (exported so that the model is complete): ``Softmax`` over the time axis of
+    ``[T, B, *s]``."""
+    s = b.shapes[node.name]
+    tb = b.op("Reshape", [inputs[0], b.ints([b.steps[node.inputs[0]], -1] + list(s))])
+    return b.merge(b.op("Softmax", [tb], axis=0), s)
+
+
+@register_rule(O.TemplateGate)
+def _template_gate(b: Builder, node: Node, inputs: List[str]) -> str:
+    """``scale * sum_t w[t] * x[t]``: both split to ``[T, B, ...]``, ``Mul``, ``ReduceSum`` over
+    axis 0 -> ``[B, C, *r]`` (one step); ``Mul`` by ``scale`` only when it is not 1."""
+    xs, ws = b.shapes[node.inputs[0]], b.shapes[node.inputs[1]]
+    T = b.steps[node.inputs[0]]
+    x = b.op("Reshape", [inputs[0], b.ints([T, -1] + list(xs))])
+    w = b.op("Reshape", [inputs[1], b.ints([T, -1] + list(ws) + [1] * (len(xs) - len(ws)))])
+    y = b.op("ReduceSum", [b.op("Mul", [x, w]), b.ints([0], "axes")], keepdims=0)
+    if float(node.op.scale) != 1.0:
+        y = b.op("Mul", [y, b.const(float(node.op.scale), "scale")])
+    return y
+
+
 def upsample_matrices(op: O.Upsample, in_hw: Sequence[int]) -> Tuple[np.ndarray, np.ndarray]:
     """The float64 interpolation matrices ``(A_h [Ho, H], A_w [Wo, W])`` of an Upsample:
     ``y[c] = A_h @ x[c] @ A_w^T``. They are PyTorch's own weights, obtained by running
@@ -689,10 +756,12 @@ def build_model(graph: Graph, *, timesteps: Optional[int] = None, precision: str
         values[spec.name] = b.merge(name, spec.shape)
     for node in graph.nodes:
         b.current = node
+        b.T = b.steps[node.name]
         values[node.name] = RULES[type(node.op)](b, node, [values[i] for i in node.inputs])
     b.current = None
     output_map = {}
     for o in graph.outputs:
+        b.T = b.steps[o]
         name = b.fresh(f"out_{o}")
         b.add_output(b.split_tb(values[o], b.shapes[o]), name, b.shapes[o])
         output_map[o] = name
