@@ -68,6 +68,19 @@ same in both encodings (the lowering is exact), so binary and graded runs give t
 * Graded accumulators (residual ``Add``, ``AddConstant``, ``Scale``, ``BatchNorm`` on membranes)
   are not counted.
 
+* **Time-axis routing** (``RepeatTime``, ``SelectStep``, ``StackSteps``; SpikeTrack T = 3) moves
+  spikes between macro-steps without arithmetic: it costs nothing, and the layers it feeds are
+  counted on the routed spikes (a query repeated over 3 templates is read 3 times). Every row
+  uses the number of macro-steps of its own input (:func:`~spikedeploy.ir.graph.value_steps`),
+  which may differ from the graph input's T.
+
+* **Template gate** (SpikeTrack T > 1): ``GateLinear`` (the gate MLP, tokens as channels) is a
+  synapse like ``Linear``. ``GateSoftmax`` is a **host** step: counted as host MACs, ``4`` per
+  element and step (max subtraction, exp, sum, divide; an estimate of the host's work, not
+  SynOps), never mixed with spike ops. ``TemplateGate`` (``sum_t w_t x_t``) on spikes is a synapse
+  of fan-out 1 whose weights the host writes every frame: SynOps = unit spikes of x, graded
+  events = non-zero counts; FLOPs = elements of x per step (one MAC each).
+
 The papers' method (theoretical)
 --------------------------------
 ``FLOPs`` per macro-step = ``C_in * C_out * k_h * k_w * H_out * W_out / groups`` (Conv1d:
@@ -101,7 +114,7 @@ import torch.nn.functional as F
 from spikedeploy.energy import EnergyProfile, get_profile
 from spikedeploy.errors import ConfigError, SpikedeployError
 from spikedeploy.ir import ops as O
-from spikedeploy.ir.graph import Graph, numel, validate
+from spikedeploy.ir.graph import Graph, numel, validate, value_steps
 
 __all__ = [
     "AuditError", "LayerAudit", "AuditReport", "audit_graph", "audit", "fanout_map", "layer_flops",
@@ -109,7 +122,9 @@ __all__ = [
 ]
 
 ENCODINGS = ("binary", "graded")
-_ROUTING = (O.Reshape, O.Permute, O.Concat)
+_ROUTING = (O.Reshape, O.Permute, O.Concat, O.RepeatTime, O.SelectStep, O.StackSteps)
+#: host MACs per element and step of the gate softmax (max subtraction, exp, sum, divide)
+SOFTMAX_MACS_PER_ELEMENT = 4
 #: graded accumulators on membranes: not counted (documented in the notes)
 _ACCUMULATORS = (O.Scale, O.Add, O.AddConstant, O.BatchNorm)
 
@@ -135,7 +150,7 @@ def layer_flops(op: O.Op, in_shape: Sequence[int], out_shape: Sequence[int]) -> 
         return int(op.weight.size) * int(out_shape[1]) * int(out_shape[2])
     if isinstance(op, O.Conv1d):
         return int(op.weight.size) * int(out_shape[1])
-    if isinstance(op, O.Linear):
+    if isinstance(op, (O.Linear, O.GateLinear)):
         return int(op.weight.size) * (numel(in_shape) // int(in_shape[-1]))
     if isinstance(op, O.AvgPool2d):
         return int(out_shape[0]) * op.kernel[0] * op.kernel[1] * int(out_shape[1]) * int(out_shape[2])
@@ -195,7 +210,7 @@ def fanout_map(op: O.Op, in_shape: Sequence[int], out_shape: Sequence[int], *, n
             opad = _output_padding(in_shape[1], out_shape[1], w.shape[2], op.stride, op.padding, op.dilation)
             f = F.conv_transpose1d(ones, ind, None, op.stride, op.padding, opad, op.groups, op.dilation)
         return f[0]
-    if isinstance(op, O.Linear):
+    if isinstance(op, (O.Linear, O.GateLinear)):
         w = np.asarray(op.weight)
         col = (w != 0).sum(axis=0) if nonzero_only else np.full(w.shape[1], w.shape[0])
         return torch.as_tensor(col, dtype=dt).expand(tuple(in_shape)).clone()
@@ -564,6 +579,12 @@ def _route(op: O.Op, xs: List[torch.Tensor]) -> torch.Tensor:
         return x.reshape(tuple(x.shape[:2]) + tuple(op.shape))
     if isinstance(op, O.Permute):
         return xs[0].permute((0, 1) + tuple(p + 2 for p in op.perm))
+    if isinstance(op, O.RepeatTime):
+        return xs[0].repeat((int(op.times),) + (1,) * (xs[0].dim() - 1))
+    if isinstance(op, O.SelectStep):
+        return xs[0][op.step:op.step + 1]
+    if isinstance(op, O.StackSteps):
+        return torch.cat(xs, dim=0)
     return torch.cat(xs, dim=op.axis + 2)
 
 
@@ -633,6 +654,10 @@ def _check_counts(graph: Graph, shapes, spike_counts: Mapping[str, object], T: O
     missing = [n.name for n in graph.neurons() if n.name not in spike_counts]
     if missing:
         raise AuditError(f"spike counts are missing for neuron layer(s): {', '.join(missing)}")
+    fixed = next((s.steps for s in graph.inputs if s.steps is not None), None)
+    if T is None and fixed is not None:
+        T = int(fixed)
+    steps = value_steps(graph, T) if T is not None else {}
     for n in graph.neurons():
         q = torch.as_tensor(np.asarray(spike_counts[n.name]) if not isinstance(spike_counts[n.name], torch.Tensor)
                             else spike_counts[n.name]).to(torch.float64)
@@ -642,9 +667,12 @@ def _check_counts(graph: Graph, shapes, spike_counts: Mapping[str, object], T: O
                 f"{', '.join(map(str, shapes[n.name]))}]"
             )
         if T is None:
-            T, B = int(q.shape[0]), int(q.shape[1])
-        if (int(q.shape[0]), int(q.shape[1])) != (T, B):
-            raise AuditError(f"spike counts for {n.name!r} cover T={q.shape[0]}, B={q.shape[1]}; expected T={T}, B={B}")
+            T = int(q.shape[0])
+        if B is None:
+            B = int(q.shape[1])
+        tn = steps.get(n.name) or T
+        if (int(q.shape[0]), int(q.shape[1])) != (tn, B):
+            raise AuditError(f"spike counts for {n.name!r} cover T={q.shape[0]}, B={q.shape[1]}; expected T={tn}, B={B}")
         if not torch.isfinite(q).all() or bool((q < 0).any()) or not torch.equal(q, torch.round(q)):
             raise AuditError(f"spike counts for {n.name!r} must be non-negative integers")
         q_of[n.name] = q
@@ -748,7 +776,8 @@ def _check_auditable(graph: Graph, shapes) -> None:
             spiking.add(n.name)
     fed = [n.name for n in graph.nodes
            if (isinstance(n.op, O.SYNAPTIC_OPS) and n.inputs[0] in spiking)
-           or (isinstance(n.op, (O.SpikeLinearAttention, O.MemoryWrite)) and all(i in spiking for i in n.inputs))]
+           or (isinstance(n.op, (O.SpikeLinearAttention, O.MemoryWrite)) and all(i in spiking for i in n.inputs))
+           or (isinstance(n.op, O.TemplateGate) and n.inputs[0] in spiking)]
     if not fed:
         raise AuditError(
             f"nothing to audit: no neuron feeds a synaptic layer (neuron layers: {', '.join(sorted(neurons))}; "
@@ -758,6 +787,7 @@ def _check_auditable(graph: Graph, shapes) -> None:
 
 def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: EnergyProfile):
     spikes, sources = _spike_values(graph, q_of)
+    steps = {k: (T if v is None else int(v)) for k, v in value_steps(graph, T).items()}
     rows: List[LayerAudit] = []
     accs: List[_Acc] = []
     uncounted: List[str] = []
@@ -777,9 +807,10 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
                 q = spikes[src]
                 syn, graded, syn_all = _synapse_counts(op, q, in_shape, out_shape)
                 rate, per_step = _rates(q)
-                theo = flops * T * rate
+                tv = int(q.shape[0])  # the macro-steps of this layer's input
+                theo = flops * tv * rate
                 measured = syn.sum() / B
-                total_q = rate * T * B * numel(in_shape)
+                total_q = rate * tv * B * numel(in_shape)
                 mean_fan = flops / numel(in_shape)
                 border = syn_all / (mean_fan * total_q) if total_q > 0 else None
                 zero_w = float(syn.sum()) / syn_all if syn_all > 0 else None
@@ -797,7 +828,22 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
                 )
                 add(row, _Acc(syn, graded))
             else:
-                add(_host_row(n, op.kind, flops, T, B, prof, src, graph), _Acc(zeros, zeros, macs=flops * T * B))
+                tv = steps[src]
+                add(_host_row(n, op.kind, flops, tv, B, prof, src, graph), _Acc(zeros, zeros, macs=flops * tv * B))
+        elif isinstance(op, O.GateSoftmax):
+            tv = steps[n.inputs[0]]
+            flops = SOFTMAX_MACS_PER_ELEMENT * numel(shapes[n.name])
+            add(_host_row(n, op.kind, flops, tv, B, prof, n.inputs[0], graph, note="host: the template gate's softmax "
+                          f"over the templates ({SOFTMAX_MACS_PER_ELEMENT} MACs per element: max, exp, sum, divide)"),
+                _Acc(zeros, zeros, macs=flops * tv * B))
+        elif isinstance(op, O.TemplateGate):
+            xn = n.inputs[0]
+            flops = numel(shapes[xn])
+            if xn in spikes:
+                add(*_template_gate_row(n, spikes[xn], sources[xn], flops, B, prof))
+            else:
+                tv = steps[xn]
+                add(_host_row(n, op.kind, flops, tv, B, prof, xn, graph), _Acc(zeros, zeros, macs=flops * tv * B))
         elif isinstance(op, O.SpikeLinearAttention):
             qn, kn, vn = n.inputs
             c, ntok = shapes[qn]
@@ -805,26 +851,26 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
             h = op.num_heads
             flops = c * cv * ntok // h
             if all(i in spikes for i in n.inputs):
-                for row, acc in _attention_rows(n, spikes[qn], spikes[kn], spikes[vn], sources, flops, T, B, prof):
+                for row, acc in _attention_rows(n, spikes[qn], spikes[kn], spikes[vn], sources, flops, steps[n.name], B, prof):
                     add(row, acc)
             else:
-                add(_host_row(n, op.kind, 2 * flops, T, B, prof, ", ".join(n.inputs), graph),
-                    _Acc(zeros, zeros, macs=2 * flops * T * B))
+                add(_host_row(n, op.kind, 2 * flops, steps[n.name], B, prof, ", ".join(n.inputs), graph),
+                    _Acc(zeros, zeros, macs=2 * flops * steps[n.name] * B))
         elif isinstance(op, O.MemoryWrite):
             kn, vn = n.inputs
             c, ntok = shapes[kn]
             flops = c * shapes[vn][0] * ntok // op.num_heads
             if kn in spikes and vn in spikes:
-                add(*_memory_write_row(n, spikes[kn], spikes[vn], sources, flops, T, B, prof))
+                add(*_memory_write_row(n, spikes[kn], spikes[vn], sources, flops, steps[n.name], B, prof))
             else:
-                add(_host_row(n, op.kind, flops, T, B, prof, ", ".join(n.inputs), graph),
-                    _Acc(zeros, zeros, macs=flops * T * B))
+                add(_host_row(n, op.kind, flops, steps[n.name], B, prof, ", ".join(n.inputs), graph),
+                    _Acc(zeros, zeros, macs=flops * steps[n.name] * B))
         elif isinstance(op, O.NEURON_OPS):
             q = q_of[n.name]
             rate, per_step = _rates(q)
             neurons = numel(shapes[n.name])
             per_mstep = int(op.window) if encoding == "binary" else 1
-            upd = neurons * T * per_mstep
+            upd = neurons * int(q.shape[0]) * per_mstep
             label = getattr(op, "label", op.kind)
             add(LayerAudit(
                 name=n.name, op=label, kind="neuron", host=False, source=n.name, flops=0.0, firing_rate=rate,
@@ -839,10 +885,35 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
     return rows, accs, uncounted
 
 
-def _host_row(n, kind, flops, T, B, prof, src, graph) -> LayerAudit:
+def _template_gate_row(n, x, srcs, flops, B, prof):
+    """TemplateGate on spikes: each unit spike of x adds its step's host-written weight to one
+    target (fan-out 1)."""
+    syn = _per_step_sum(x)
+    graded = _per_step_sum((x > 0).to(x.dtype))
+    rate, per_step = _rates(x)
+    tv = int(x.shape[0])
+    theo = flops * tv * rate
+    measured = float(syn.sum()) / B
+    unit = int(syn.sum())
+    expl = ("each unit spike of x adds the host-computed gate weight of its template step to one target "
+            "(fan-out 1; the softmax is a host row)")
+    if unit:
+        expl += f"; integer spikes: {int(graded.sum()) / unit:.3f} graded events per unit spike"
+    return LayerAudit(
+        name=n.name, op="TemplateGate [Σ_t w_t·x_t]", kind="synapse", host=False, source=", ".join(srcs),
+        flops=float(flops), firing_rate=rate, rates_per_step=per_step, theoretical_ops=theo,
+        measured_synops=measured, graded_events=float(graded.sum()) / B, unit_equivalent=measured, macs=0.0,
+        neuron_updates=0.0, ratio=measured / theo if theo > 0 else None, energy_pj=prof.energy_pj(synops=measured),
+        theoretical_energy_pj=prof.e_ac_pj * theo, synops_per_step=tuple(float(v) / B for v in syn), explanation=expl,
+    ), _Acc(syn, graded)
+
+
+def _host_row(n, kind, flops, T, B, prof, src, graph, note: str = "") -> LayerAudit:
     nodes = graph.node_map()
     upstream = nodes.get(src)
-    if upstream is None:
+    if note:
+        pass
+    elif upstream is None:
         note = "host: real-valued graph input (e.g. pixels): dense MACs"
     else:
         note = f"real-valued input (output of {upstream.op.kind} {src!r}): dense MACs"

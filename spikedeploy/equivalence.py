@@ -44,7 +44,7 @@ OUTPUT_RTOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 OUTPUT_ATOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 _REST_TERMS = 16
-_SYNAPSES = (O.Conv2d, O.Conv1d, O.Linear)
+_SYNAPSES = (O.Conv2d, O.Conv1d, O.Linear, O.GateLinear)
 
 
 @dataclass(frozen=True)
@@ -177,17 +177,20 @@ def _feeding_synapses(graph: Graph, name: str) -> list:
         n = nodes[v]
         if isinstance(n.op, O.NEURON_OPS) and v != name:
             continue
-        if isinstance(n.op, _SYNAPSES + (O.SpikeLinearAttention, O.MemoryRead)):
+        if isinstance(n.op, _SYNAPSES + (O.SpikeLinearAttention, O.MemoryRead, O.TemplateGate)):
             found.append(n)
             continue
         stack.extend(n.inputs)
     return found
 
 
-def _fan_in(node, shapes) -> Tuple[int, float]:
+def _fan_in(node, shapes, run_result=None) -> Tuple[int, float]:
     """(fan-in K, max |weight|) of one feeding op."""
     op = node.op
-    if isinstance(op, (O.Conv2d, O.Conv1d, O.Linear)):
+    if isinstance(op, O.TemplateGate):  # a sum over the T steps of x with softmax weights <= 1
+        rec = run_result.records.get(node.inputs[0]) if run_result is not None else None
+        return (int(rec.value.shape[0]) if rec is not None else 4), abs(op.scale)
+    if isinstance(op, (O.Conv2d, O.Conv1d, O.Linear, O.GateLinear)):
         return int(np.prod(op.weight.shape[1:])), float(np.abs(op.weight).max(initial=0.0))
     if isinstance(op, O.MemoryRead):  # each output sums C/H products of q with memory entries
         return int(op.memory.shape[2]), abs(op.scale) * float(np.abs(op.memory).max(initial=0.0))
@@ -206,7 +209,7 @@ def tie_epsilons(graph: Graph, run_result: RunResult) -> Dict[str, float]:
         inp = nrn.inputs[0]
         terms, mag = _REST_TERMS, 0.0
         for syn in _feeding_synapses(graph, inp):
-            k, wmax = _fan_in(syn, shapes)
+            k, wmax = _fan_in(syn, shapes, run_result)
             src = syn.inputs[0]
             window = window_of.get(src, 1)
             terms += k * window
