@@ -87,7 +87,11 @@ apply to it). An empty graph computes nothing and declares no types, so standard
 reject such a file loudly (``nir.read`` type checking, nirtorch's "must contain input and output
 nodes") instead of silently computing something else. Pass ``extensions=False`` to
 :func:`export` to get :class:`~spikedeploy.errors.UnsupportedOpError` instead (a file that every
-NIR consumer can load, or nothing). Files with extension nodes are read with
+NIR consumer can load, or nothing). **Time-axis ops** (SpikeTrack T > 1: ``RepeatTime``,
+``SelectStep``, ``StackSteps`` and the template gate ``GateLinear``/``GateSoftmax``/
+``TemplateGate``) always raise :class:`~spikedeploy.errors.UnsupportedOpError`: one NIR time step is
+one IR macro-step of the whole graph, so a value with another number of macro-steps has no NIR
+meaning. Files with extension nodes are read with
 ``nir.read(path, type_check=False)`` (what :func:`load` does); files without them pass NIR's type
 checking, which :func:`export` runs before writing.
 """
@@ -415,6 +419,19 @@ def _upsample(node: Node, ctx: _Ctx) -> _Lowered:
     return lowered
 
 
+def _time_axis_rule(reason: str) -> Callable[[Node, _Ctx], _Lowered]:
+    """Ops that change the number of macro-steps (SpikeTrack T > 1): never exported, not even as
+    extension nodes. One NIR time step is one IR macro-step of the whole graph, so a value with
+    another number of steps than the graph input has no NIR meaning."""
+
+    def rule(node: Node, ctx: _Ctx) -> _Lowered:
+        raise unsupported("nir", node, reason + "; NIR has one time axis for the whole graph (one NIR time "
+                          "step = one IR macro-step), so ops that change the number of macro-steps cannot be "
+                          "expressed, not even as extension nodes (export the T = 1 variant, or use the onnx target)")
+
+    return rule
+
+
 RULES: Dict[type, Callable[[Node, _Ctx], _Lowered]] = {
     O.Conv2d: _conv2d,
     O.Conv1d: _conv1d,
@@ -437,6 +454,12 @@ RULES: Dict[type, Callable[[Node, _Ctx], _Lowered]] = {
     O.MemoryWrite: _memory_write,
     O.MemoryRead: _memory_read,
     O.Upsample: _upsample,
+    O.RepeatTime: _time_axis_rule("RepeatTime repeats a one-step value over several macro-steps"),
+    O.SelectStep: _time_axis_rule("SelectStep takes one macro-step of a multi-step value"),
+    O.StackSteps: _time_axis_rule("StackSteps stacks one-step values into several macro-steps"),
+    O.TemplateGate: _time_axis_rule("TemplateGate fuses the T template steps into one macro-step"),
+    O.GateSoftmax: _time_axis_rule("GateSoftmax is a host softmax across macro-steps (the template axis)"),
+    O.GateLinear: _time_axis_rule("GateLinear belongs to the template gate, which mixes macro-steps"),
 }
 
 
