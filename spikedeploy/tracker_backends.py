@@ -30,9 +30,10 @@ Memory handles
     rebuilt when ``search`` sees a memory object other than the one it was last built for (the
     memory is treated as immutable: do not modify its tensors in place).
 
-Only T = 1 variants: the T = 3 branches cannot be captured yet (the search branch repeats the
-input over the time axis); constructing a backend for them raises :class:`BackendCaptureError`
-with the capture error's message.
+T = 1 and T = 3 variants: the T = 3 branches capture with the IR's time-axis ops (RepeatTime,
+SelectStep, StackSteps, the template gate); their memories are ``[3, 1, H, C/H, Cv/H]`` and
+:func:`set_memory` writes them into the 12 MemoryReads (``T_mem = 3``). A model that cannot be
+captured raises :class:`BackendCaptureError` with the capture error's message.
 """
 
 from __future__ import annotations
@@ -68,8 +69,7 @@ READS_PER_MEMORY = 2  #: each MRM's retriever reads its memory twice (two Memory
 
 
 class BackendCaptureError(TrackerError, CaptureError):
-    """A SpikeTrack model whose branches cannot be captured into IR graphs (today: the T = 3
-    variants). Both a :class:`~spikedeploy.tracker.TrackerError` and a
+    """A SpikeTrack model whose branches cannot be captured into IR graphs. Both a :class:`~spikedeploy.tracker.TrackerError` and a
     :class:`~spikedeploy.errors.CaptureError` (exit code 2)."""
 
 
@@ -107,8 +107,8 @@ def capture_spiketrack(model) -> SpikeTrackGraphs:
     """Capture and fold (``default_pipeline()``) the template and search branches of a SpikeTrack
     ``model`` (its own ``template_net()`` / ``search_net(memory)``, T = 1 input, batch 1). The
     search graph's memory is a placeholder (the memory of an all-zero template), meant to be
-    replaced with :func:`set_memory`. Raises :class:`BackendCaptureError` for variants that cannot
-    be captured (T = 3)."""
+    replaced with :func:`set_memory`. Raises :class:`BackendCaptureError` for a model that cannot
+    be captured."""
     from spikedeploy.capture import capture
     from spikedeploy.models.spiketrack import SpikeTrack
     from spikedeploy.passes import default_pipeline
@@ -135,7 +135,7 @@ def capture_spiketrack(model) -> SpikeTrackGraphs:
             except CaptureError as e:
                 raise BackendCaptureError(
                     f"{cfg.name}: cannot capture the {branch} branch for the reference/ONNX tracker "
-                    f"backends (only T = 1 variants can be captured yet; this variant has T = {T}): {e}. "
+                    f"backends (this variant has T = {T}): {e}. "
                     "Use spikedeploy.tracker.TorchNetwork for this variant."
                 ) from None
     finally:

@@ -318,11 +318,18 @@ def test_onnx_network_reexports_for_a_new_memory(graphs, memory64, frames):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_t3_model_raises_a_clear_error():
-    model = spiketrack("s256", 3)
-    with pytest.raises(BackendCaptureError, match=r"T = 3.*search branch|search branch.*T = 3") as info:
-        ReferenceNetwork(model, mode="binary")
-    msg = str(info.value)
-    assert "only T = 1 variants" in msg and "TorchNetwork" in msg
-    assert "repeat" in msg  # the capture error's own message is included
-    assert isinstance(info.value, CaptureError) and isinstance(info.value, TrackerError)
+def test_t3_model_captures_for_the_backends():
+    """T = 3 variants are captured now (time-axis ops): memories are [3, 1, ...] and set_memory
+    rewrites the 12 MemoryReads with them."""
+    model = spiketrack("s256", 3).eval()
+    graphs = capture_spiketrack(model)
+    assert graphs.templates == 3 and graphs.search.inputs[0].steps == 1 and graphs.template.inputs[0].steps == 3
+    mapping = memory_read_map(graphs.search)
+    assert len(mapping) == 12
+    with torch.no_grad():
+        mem = model.template_branch(torch.randn(3, 1, 3, 256, 256))
+    g = set_memory(graphs.search, mem)
+    reads = {n.name: n.op for n in g.nodes if n.name in mapping}
+    for name, k in mapping.items():
+        assert reads[name].memory.shape[0] == 3
+        assert np.array_equal(reads[name].memory, mem[f"cross_block_{k}"][:, 0].double().numpy())

@@ -12,7 +12,6 @@ import torch
 
 from spikedeploy.capture import capture
 from spikedeploy.equivalence import verify_modes
-from spikedeploy.errors import CaptureError
 from spikedeploy.ir import ops as O
 from spikedeploy.models.spiketrack import spiketrack
 from spikedeploy.passes import default_pipeline
@@ -80,12 +79,16 @@ def test_spike_modes_reproduce_integer_mode(s256, branch, mode):
     assert len(rep.teacher_forced) == (122 if branch == "template" else 171)
 
 
-def test_t3_variant_is_refused_with_a_reason():
+def test_t3_search_branch_now_captures_with_time_axis_ops():
+    """T = 3 (formerly refused): the search branch captures with the time-axis ops; the full T = 3
+    checks (bit-exact capture, spike modes, ONNX) are in test_spiketrack_t3.py."""
     model = spiketrack("s256", 3).eval()
     with torch.no_grad():
         memory = model.template_branch(torch.randn(3, 1, 3, 256, 256))
-    with pytest.raises(CaptureError, match="time axis"):
-        capture(model.search_net(memory), torch.randn(1, 1, 3, 256, 256))
+    g = capture(model.search_net(memory), torch.randn(1, 1, 3, 256, 256))
+    kinds = {n.op.kind for n in g.nodes}
+    assert {"RepeatTime", "SelectStep", "StackSteps", "TemplateGate", "GateSoftmax"} <= kinds
+    assert g.inputs[0].steps == 1
 
 
 @pytest.mark.slow
