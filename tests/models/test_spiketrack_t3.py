@@ -150,7 +150,7 @@ def test_t3_nir_and_lava_refuse_with_a_clear_error(s256, tmp_path):
 def test_t3_lava_export_exits_2_from_the_cli(tmp_path, capsys):
     from spikedeploy.cli import main
 
-    rc = main(["export", "--model", "spiketrack-s256-t3:search", "--target", "lava", "-o", str(tmp_path / "b")])
+    rc = main(["export", "--model", "spiketrack-s256-t3:search", "--target", "lava", "-o", str(tmp_path / "b.lava")])
     assert rc == 2
     assert "RepeatTime" in capsys.readouterr().err
 
