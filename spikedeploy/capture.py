@@ -499,6 +499,8 @@ def _const_step_value(ctx, where, c, x: CValue) -> np.ndarray:
     arr = c.detach().cpu().double().numpy() if isinstance(c, torch.Tensor) else np.asarray(c, dtype=np.float64)
     full = arr.reshape((1,) * (len(x.shape) - arr.ndim) + arr.shape) if arr.ndim <= len(x.shape) else arr
     lead = 2 if x.layout == TB else 1
+    if full.ndim == len(x.shape) and x.layout == TB and full.shape[0] > 1 and bool((full == full[:1]).all()):
+        full = full[:1]  # one value per step, all equal (e.g. zero position embeddings)
     if full.ndim != len(x.shape) or any(d != 1 for d in full.shape[:lead]):
         raise CaptureError(f"{where}: a constant added to a tensor may not vary over time or batch")
     return full.reshape(full.shape[lead:])

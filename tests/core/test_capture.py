@@ -196,12 +196,19 @@ def test_unsupported_method():
 
 @pytest.mark.parametrize(
     "fn",
-    [lambda s: s[:, :, :2], lambda s: s[..., 0], lambda s: s[0]],
-    ids=["slice", "index-feature", "index-time"],
+    [lambda s: s[:, :, :2], lambda s: s[..., 0]],
+    ids=["slice", "index-feature"],
 )
 def test_slicing_an_activation(fn):
     with pytest.raises(CaptureError, match="indexing/slicing an activation|acts on the time axis"):
         capture(_fn_model(fn), torch.randn(2, 2, 3, 4))
+
+
+def test_indexing_the_time_axis_is_a_select_step():
+    """x[t] with T > 1 is a SelectStep (one macro-step); the graph input's T becomes fixed."""
+    g = capture(_fn_model(lambda s: s[1].unsqueeze(0)), torch.randn(2, 2, 3, 4))
+    assert [n.op.kind for n in g.nodes if n.op.kind == "SelectStep"] == ["SelectStep"]
+    assert g.inputs[0].steps == 2
 
 
 def test_time_axis_ops_are_layout_changes_at_t1():
@@ -221,8 +228,13 @@ def test_time_axis_ops_are_layout_changes_at_t1():
     g = capture(model, x)
     with torch.no_grad():
         assert torch.equal(execute(g, x).outputs[g.outputs[0]], model(x))
-    with pytest.raises(CaptureError, match="acts on the time axis"):
-        capture(model, torch.randn(2, 3, 2, 4, 4, dtype=DT))
+    assert not any(n.op.kind in ("SelectStep", "StackSteps", "RepeatTime") for n in g.nodes)
+    # T = 2: x[0] is a SelectStep (the time-axis ops), still exact
+    x2 = torch.randn(2, 3, 2, 4, 4, dtype=DT)
+    g2 = capture(model, x2)
+    assert [n.op.kind for n in g2.nodes].count("SelectStep") == 1
+    with torch.no_grad():
+        assert torch.equal(execute(g2, x2).outputs[g2.outputs[0]], model(x2))
 
 
 @pytest.mark.parametrize(

@@ -77,7 +77,8 @@ def test_t3_graph_structure(s256):
     assert all(steps[n.name] == 1 for n in gs.nodes if isinstance(n.op, O.TemplateGate))
     assert all(steps[o] == 1 for o in gs.outputs)
     # template branch: NI-LIF over the 3 templates, per-template position embeddings
-    assert all(steps[n.name] == 3 for n in gt.neurons()) and all(steps[o] == 3 for o in gt.outputs)
+    st = value_steps(gt)
+    assert all(st[n.name] == 3 for n in gt.neurons()) and all(st[o] == 3 for o in gt.outputs)
     assert sum(n.op.kind == "StackSteps" for n in gt.nodes) == 8 + 6  # 8 attention blocks + 6 MRM writes
     assert (len(gt.neurons()), len(gs.neurons())) == (TEMPLATE_NEURONS, SEARCH_NEURONS)
 
