@@ -18,6 +18,10 @@ Process graph (what runs where)
 * **Host**: every op that does not depend on any neuron (the first layer on real-valued pixels,
   e.g. the stem convolution) runs on the host (the reference executor, float64) and is injected
   with a standard Lava ``RingBuffer`` source as a real-valued graded event.
+* **Convolution synapses** too large to unroll (more than ``unroll_limit`` synapses in one
+  ``Conv2d``/``Conv1d``, default :data:`UNROLL_LIMIT`) run as the project's ``ConvSynapse`` process,
+  which keeps the kernel and convolves each step (float64 ``torch.conv2d``, the reference's
+  arithmetic). A routed input is first materialized by a 0/1 gather ``Sparse``.
 * **Synapses** (``Conv2d``, ``Conv1d``, ``Linear``, ``AvgPool2d``, ``MeanReduce``, ``Upsample``,
   ``MemoryRead``, and ``Scale``/``BatchNorm`` when they act on a device value) are unrolled into
   sparse matrices and run as
@@ -266,8 +270,9 @@ def linear_map(op, in_shape, out_shape) -> Tuple[sp.csr_matrix, Optional[np.ndar
 class Compiler:
     """Turns a lowered IR graph into a process-graph description (pure data)."""
 
-    def __init__(self, graph: Graph, encoding: str):
+    def __init__(self, graph: Graph, encoding: str, unroll_limit: Optional[int] = None):
         self.graph, self.encoding = graph, encoding
+        self.unroll_limit = UNROLL_LIMIT if unroll_limit is None else int(unroll_limit)
         self.shapes = validate(graph)
         windows = [n.op.window for n in graph.neurons()]
         self.period = max(windows) if (encoding == "binary" and windows) else 1
@@ -409,6 +414,49 @@ class Compiler:
         return Val(tuple(out_shape), False, terms, offset, False)
 
 
+    def apply_conv(self, node: Node, x: Val, out_shape) -> Val:
+        """A convolution synapse kept as a kernel (``ConvSynapse``): ``y = conv(x) + bias``. Routed
+        terms of ``x`` are gathered first; a constant offset of ``x`` goes through the convolution
+        at compile time."""
+        import torch
+        import torch.nn.functional as F
+
+        weight, in_shape, args = conv2d_args(node.op, x.shape)
+        offset = None
+        if x.offset is not None:
+            xo = torch.from_numpy(np.asarray(x.offset, dtype=np.float64).reshape((1,) + in_shape))
+            offset = F.conv2d(xo, torch.from_numpy(weight), None, *args).numpy().reshape(out_shape)
+        bias = _bias_array(node.op.bias, out_shape)
+        if bias is not None:
+            offset = bias.copy() if offset is None else offset + bias
+        name = self.add_proc("conv", node.name, node=node.name, in_shape=list(in_shape),
+                             out_shape=list(conv_out_shape(weight, in_shape, args)),
+                             stride=list(args[0]), padding=list(args[1]), dilation=list(args[2]), groups=args[3],
+                             weight=self.array(weight))
+        start, length = self.connect_streams([self.streams_of(x, node.name)], [(name, "s_in")])
+        n_out = int(math.prod(out_shape))
+        out = Stream(name, "a_out", n_out, start + 1, length, "real")
+        return Val(tuple(out_shape), False, [Term(out, _arange(out_shape))], offset, False)
+
+
+def conv2d_args(op, in_shape) -> Tuple[np.ndarray, Tuple[int, int, int], tuple]:
+    """``Conv2d``/``Conv1d`` as a 2-D convolution: (float64 kernel, ``(C, H, W)`` input shape,
+    ``(stride, padding, dilation, groups)``); a 1-D convolution is a 2-D one over ``H = 1``."""
+    w = np.asarray(op.weight, dtype=np.float64)
+    if isinstance(op, O.Conv1d):
+        return (np.ascontiguousarray(w[:, :, None, :]), (int(in_shape[0]), 1, int(in_shape[1])),
+                ((1, op.stride), (0, op.padding), (1, op.dilation), int(op.groups)))
+    return (np.ascontiguousarray(w), tuple(int(v) for v in in_shape),
+            (tuple(op.stride), tuple(op.padding), tuple(op.dilation), int(op.groups)))
+
+
+def conv_out_shape(weight: np.ndarray, in_shape, args) -> Tuple[int, int, int]:
+    (sh, sw), (ph, pw), (dh, dw), _ = args
+    _, H, W = in_shape
+    kh, kw = weight.shape[2:]
+    return (int(weight.shape[0]), (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1)
+
+
 # ---------------------------------------------------------------------------------------------
 # rules: IR op class -> function(compiler, node, input values) -> output value
 # ---------------------------------------------------------------------------------------------
@@ -448,15 +496,33 @@ def neuron_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
 
 def synapse_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     x = c.device(ins[0], node.inputs[0])
+    if kept_as_kernel(node.op, x.shape, c.shapes[node.name], c.unroll_limit):
+        return c.apply_conv(node, x, c.shapes[node.name])
     m, bias = linear_map(node.op, x.shape, c.shapes[node.name])
     return c.apply_linear(node, x, m, bias, c.shapes[node.name])
 
 
+#: a sum (``Add``) of more streams than this is materialized by a relay (see :func:`add_rule`)
+MAX_SUM_TERMS = 2
+
+
 def add_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``Add``: the streams of both operands meet in the consumer's port (no process). A sum of
+    more than :data:`MAX_SUM_TERMS` streams (a residual trunk ``x0 + f1 + f2 + ...``) is
+    materialized by a relay (a ``Delay`` of one step whose port sums the aligned streams):
+    otherwise every later consumer would receive every earlier stream of the trunk, each through
+    its own delay line."""
     a, b = (c.device(v, i) for v, i in zip(ins, node.inputs))
     offs = [v.offset for v in (a, b) if v.offset is not None]
     offset = None if not offs else sum(offs[1:], offs[0].copy())
-    return Val(a.shape, False, a.terms + b.terms, offset, False)
+    terms = a.terms + b.terms
+    if len(terms) <= MAX_SUM_TERMS:
+        return Val(a.shape, False, terms, offset, False)
+    streams = c.streams_of(Val(a.shape, False, terms), node.name)
+    name = c.add_proc("delay", f"{node.name}.sum", size=a.size, delay=1)
+    start, length = c.connect_streams([streams], [(name, "a_in")])
+    relay = Stream(name, "a_out", a.size, start + 1, length, "real")
+    return Val(a.shape, False, [Term(relay, _arange(a.shape))], offset, False)
 
 
 def add_constant_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
@@ -554,7 +620,28 @@ def memory_write_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     return Val(shape, False, [Term(out, _arange(shape))], None, False)
 
 
+def time_axis_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``RepeatTime``/``SelectStep``/``StackSteps`` change the number of macro-steps of a value
+    (SpikeTrack T = 3's template axis): the compiler streams one macro-step count per graph."""
+    raise unsupported(TARGET, node, "the Lava compiler streams every value with the graph's number of "
+                      "macro-steps; ops that change it (the T > 1 template axis) are not mapped yet — "
+                      "export T = 1 variants to Lava, or use the onnx target")
+
+
+def template_gate_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``GateLinear``/``GateSoftmax``/``TemplateGate``: the template gate needs a host round trip
+    (softmax) inside the network and per-sample synaptic weights, which this target does not map."""
+    raise unsupported(TARGET, node, "the template gate (host softmax over templates, data-dependent "
+                      "weights) has no Lava mapping yet — export T = 1 variants to Lava, or use the onnx target")
+
+
 RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
+    O.RepeatTime: time_axis_rule,
+    O.SelectStep: time_axis_rule,
+    O.StackSteps: time_axis_rule,
+    O.GateLinear: template_gate_rule,
+    O.GateSoftmax: template_gate_rule,
+    O.TemplateGate: template_gate_rule,
     O.IntegerLIF: neuron_rule,
     O.DynamicIntegerLIF: neuron_rule,
     O.BinaryLIF: neuron_rule,
@@ -600,6 +687,16 @@ def _lowered(graph: Graph, encoding: str) -> Graph:
 #: Synapses are unrolled into sparse matrices (about 24 bytes per synapse while compiling and far
 #: more inside Lava); a graph above this many stops with a clear error instead of exhausting memory.
 MAX_SYNAPSES = 100_000_000
+#: A convolution with more synapses than this is kept as a kernel (``ConvSynapse`` process) instead
+#: of being unrolled into a ``Sparse`` matrix.
+UNROLL_LIMIT = 1_000_000
+#: ops that can run as a ``ConvSynapse``
+KERNEL_OPS = (O.Conv2d, O.Conv1d)
+
+
+def kept_as_kernel(op: O.Op, in_shape, out_shape, unroll_limit: int) -> bool:
+    """Whether ``op`` runs as a ``ConvSynapse`` (a convolution above ``unroll_limit`` synapses)."""
+    return isinstance(op, KERNEL_OPS) and synapse_upper_bound(op, in_shape, out_shape) > unroll_limit
 
 
 def synapse_upper_bound(op: O.Op, in_shape, out_shape) -> int:
@@ -620,14 +717,20 @@ def synapse_upper_bound(op: O.Op, in_shape, out_shape) -> int:
     return 0
 
 
-def check_size(graph: Graph, max_synapses: int = MAX_SYNAPSES) -> int:
-    """Raise ``UnsupportedOpError`` (naming the largest layers) when unrolling ``graph`` would
-    exceed ``max_synapses``; return the estimate otherwise."""
+def check_size(graph: Graph, max_synapses: int = MAX_SYNAPSES, unroll_limit: Optional[int] = None) -> int:
+    """Raise ``UnsupportedOpError`` (naming the largest layers) when the synapses unrolled into
+    ``Sparse`` matrices (convolutions above ``unroll_limit`` are kept as kernels and not counted)
+    would exceed ``max_synapses``; return the estimate otherwise."""
     shapes = validate(graph)
-    sizes = sorted(
-        ((synapse_upper_bound(n.op, shapes[n.inputs[0]], shapes[n.name]), n.name) for n in graph.nodes if n.inputs),
-        reverse=True,
-    )
+    limit = UNROLL_LIMIT if unroll_limit is None else int(unroll_limit)
+    sizes = []
+    for n in graph.nodes:
+        if not n.inputs:
+            continue
+        a, b = shapes[n.inputs[0]], shapes[n.name]
+        if not kept_as_kernel(n.op, a, b, limit):
+            sizes.append((synapse_upper_bound(n.op, a, b), n.name))
+    sizes.sort(reverse=True)
     total = sum(k for k, _ in sizes)
     if total > max_synapses:
         top = ", ".join(f"{name} ({k:.2e})" for k, name in sizes[:3])
@@ -635,22 +738,24 @@ def check_size(graph: Graph, max_synapses: int = MAX_SYNAPSES) -> int:
 
         raise UnsupportedOpError(
             f"target {TARGET!r}: the graph would unroll into about {total:.2e} synapses (limit {max_synapses:.0e}; "
-            f"largest: {top}). The Lava target unrolls convolutions into sparse matrices, which does not scale "
-            "to networks of this size yet; export a smaller network, or use the onnx/nir targets"
+            f"largest: {top}). The Lava target unrolls these layers into sparse matrices (convolutions "
+            f"above {limit:.0e} synapses are kept as kernels); export a smaller network, or use the onnx/nir targets"
         )
     return total
 
 
-def compile_graph(graph: Graph, encoding: str) -> Tuple[dict, Dict[str, np.ndarray]]:
+def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = None) -> Tuple[dict, Dict[str, np.ndarray]]:
     """Compile ``graph`` (integer graphs are lowered to ``encoding`` first) into the bundle's
-    description (JSON-serializable) and its arrays. Graphs that would unroll into more than
-    :data:`MAX_SYNAPSES` synapses are refused (:func:`check_size`)."""
+    description (JSON-serializable) and its arrays. Convolutions with more than ``unroll_limit``
+    synapses (default :data:`UNROLL_LIMIT`; 0 keeps every convolution as a kernel) run as
+    ``ConvSynapse`` processes. Graphs that would unroll into more than :data:`MAX_SYNAPSES`
+    synapses are refused (:func:`check_size`)."""
     given_outputs = tuple(graph.outputs)
-    check_size(graph)
+    check_size(graph, unroll_limit=unroll_limit)
     graph = _lowered(graph, encoding)
     #: ExpandSpikes may rename an output (``n.descale``): outputs keep the caller's names
     out_names = dict(zip(graph.outputs, given_outputs))
-    c = Compiler(graph, encoding)
+    c = Compiler(graph, encoding, unroll_limit)
     vals: Dict[str, Val] = {s.name: Val(tuple(s.shape), True) for s in graph.inputs}
     for node in graph.nodes:
         c.node = node
@@ -717,6 +822,7 @@ def compile_graph(graph: Graph, encoding: str) -> Tuple[dict, Dict[str, np.ndarr
         "neurons": c.neurons,
         "outputs": c.outputs,
         "process_counts": counts,
+        "unroll_limit": c.unroll_limit,
         "timing": {
             "substep": "one Lava time step is one spike sub-step",
             "stream": "macro-step m of a stream occupies Lava steps start + m*period ... + length - 1",
@@ -768,10 +874,11 @@ class LavaBundle:
         return Graph(inputs=inputs, nodes=nodes, outputs=outputs)
 
 
-def export(graph: Graph, path, *, encoding: str, overwrite: bool = False) -> Path:
+def export(graph: Graph, path, *, encoding: str, overwrite: bool = False, unroll_limit: Optional[int] = None) -> Path:
     """Compile ``graph`` for Lava and write the bundle directory ``path`` (``graph.json`` +
-    ``arrays.npz``) atomically. Raises ``UnsupportedOpError`` for an op Lava cannot express."""
-    desc, arrays = compile_graph(graph, encoding)
+    ``arrays.npz``) atomically. Raises ``UnsupportedOpError`` for an op Lava cannot express.
+    ``unroll_limit``: see :func:`compile_graph`."""
+    desc, arrays = compile_graph(graph, encoding, unroll_limit=unroll_limit)
     path = Path(path)
     with atomic_directory(path, overwrite=overwrite) as tmp:
         (tmp / GRAPH_FILE).write_text(json.dumps(desc, indent=1), encoding="utf-8")
@@ -810,7 +917,7 @@ def load(path) -> LavaBundle:
         raise SpikedeployError(f"Lava bundle {path}: {ARRAYS_FILE} is corrupt ({e})") from None
     bundle = LavaBundle(path=path, description=desc, arrays=arrays)
     for p in desc["processes"]:
-        for k in ("data", "indices", "indptr", "bias", "offset"):
+        for k in ("data", "indices", "indptr", "bias", "offset", "weight"):
             if k in p:
                 bundle.array(p[k])
     return bundle

@@ -19,6 +19,7 @@ Only ``floating_pt`` is implemented (see the module's ``run`` docstring for fixe
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Union
@@ -66,6 +67,17 @@ def _inputs(bundle, x) -> Dict[str, torch.Tensor]:
     return out
 
 
+#: host values are injected with Lava's ``RingBuffer`` (a column per Lava step) up to this many
+#: entries, with the project's ``HostSource`` (a row per macro-step) above
+RING_BUFFER_LIMIT = 4_000_000
+
+
+#: messages a Lava channel buffers (Lava's default is 64, in shared memory per channel: 64 copies of
+#: a 64x64x64 activation map are 134 MB). Processes advance in lock-step under the Loihi protocol and
+#: every port sends and receives once per step, so a channel never holds more than one message.
+CHANNEL_SIZE = 2
+
+
 def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int):
     """Instantiate the Lava processes of ``bundle`` for ``B`` samples of ``T`` macro-steps.
 
@@ -91,14 +103,21 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int):
                               shape=tuple(p["shape"]))
             proc = Sparse(weights=w, num_message_bits=int(p["num_message_bits"]), name=name)
             models[proc] = PySparseModelFloat
+        elif kind == "conv":
+            proc = LP.ConvSynapse(weight=bundle.array(p["weight"]), in_shape=p["in_shape"], out_shape=p["out_shape"],
+                                  stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
+                                  groups=int(p["groups"]), name=name)
         elif kind == "source":
             v = np.asarray(host_values[p["value"]], dtype=np.float64)  # [T, B, *s]
             flat = v.transpose(1, 0, *range(2, v.ndim)).reshape(M, -1)  # macro-step m = b*T + t
-            data = np.zeros((int(p["size"]), num_steps))
-            cols = int(p["start"]) - 1 + period * np.arange(M)
-            data[:, cols] = flat.T
-            proc = RingBuffer(data=data)
-            models[proc] = PySendModelFloat
+            if int(p["size"]) * num_steps <= RING_BUFFER_LIMIT:
+                data = np.zeros((int(p["size"]), num_steps))
+                cols = int(p["start"]) - 1 + period * np.arange(M)
+                data[:, cols] = flat.T
+                proc = RingBuffer(data=data)
+                models[proc] = PySendModelFloat
+            else:
+                proc = LP.HostSource(values=flat, start=int(p["start"]), period=period, name=name)
         elif kind == "neuron":
             neuron = dict(p["neuron"])
             leak = neuron.get("leak")
@@ -188,10 +207,15 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
     t_run = time.perf_counter()
     from tqdm.auto import tqdm
 
+    # Lava forks one OS process per process model: objects frozen out of the garbage collector are
+    # not traversed (and so not copied page by page) in every child
+    gc.collect()
+    gc.freeze()
     for comp in tqdm(comps, desc="lava", disable=not progress, unit="component"):
         first = procs[comp[0]]
         try:
-            first.run(condition=run_conditions.RunSteps(num_steps=num_steps), run_cfg=cfg)
+            first.run(condition=run_conditions.RunSteps(num_steps=num_steps), run_cfg=cfg,
+                      compile_config={"pypy_channel_size": CHANNEL_SIZE})
             for name in comp:
                 p = procs[name]
                 if hasattr(p, "q_rec"):
@@ -203,6 +227,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
                     (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
         finally:
             first.stop()
+            gc.unfreeze()
     t_run = time.perf_counter() - t_run
 
     def unstream(a: np.ndarray, shape) -> torch.Tensor:  # [B*T, n] -> [T, B, *shape]

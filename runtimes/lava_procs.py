@@ -34,6 +34,16 @@ Processes
     counts co-occurring k/v unit-spike pairs over the k/v window and, in the step the window
     completes, sends ``scale * kv`` ``[H, C/H, Cv/H]`` as one real-valued graded event (usually to
     a ``Readout``: the memory is a graph output).
+``ConvSynapse``
+    A 2-D convolution synapse (PyTorch's cross-correlation with zero padding, stride, dilation and
+    groups) that keeps the kernel instead of an unrolled matrix. Like Lava's ``Sparse``/``Conv`` it
+    sends at step k what it received at step k - 1. Lava's own ``Conv`` process model convolves one
+    channel pair at a time with SciPy (``C_in * C_out`` calls per step) and takes kernels in its
+    (X, Y, C) layout; this one runs the whole layer as one float64 ``torch.conv2d`` call per step
+    (skipped when no input arrives), the same arithmetic as the reference executor.
+``HostSource``
+    Injects a host value once per macro-step (instead of a ``RingBuffer`` when a buffer with a
+    column for every Lava step would be large).
 ``Readout``
     A graded accumulator at a graph output: integrates its window, adds its constant ``offset``
     once per macro-step and records the value per macro-step in ``rec``.
@@ -59,7 +69,7 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-__all__ = ["IntegerNeuron", "Delay", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step"]
+__all__ = ["IntegerNeuron", "ConvSynapse", "HostSource", "Delay", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step"]
 
 
 def _window(step: int, start: int, length: int, period: int, num_macro: int):
@@ -207,6 +217,56 @@ class PyDelayFloat(PyLoihiProcessModel):
         self.buf[slot] = self.a_in.recv()
 
 
+class ConvSynapse(AbstractProcess):
+    """A convolution synapse ``a_out = conv2d(s_in)`` (no bias: the compiler carries biases forward),
+    input ``[C, H, W]`` and output ``[C_out, H_out, W_out]`` flattened row-major, one-step delay.
+
+    proc params: ``in_shape`` (C, H, W), ``stride``, ``padding``, ``dilation``, ``groups``."""
+
+    def __init__(self, *, weight: np.ndarray, in_shape, out_shape, stride, padding, dilation, groups: int,
+                 name: str = None):
+        weight = np.asarray(weight, dtype=np.float64)
+        n_in, n_out = int(np.prod(in_shape)), int(np.prod(out_shape))
+        super().__init__(in_shape=tuple(int(v) for v in in_shape), out_shape=tuple(int(v) for v in out_shape),
+                         stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                         groups=int(groups), name=name)
+        self.s_in = InPort(shape=(n_in,))
+        self.a_out = OutPort(shape=(n_out,))
+        self.weight = Var(shape=weight.shape, init=weight)
+
+
+@implements(proc=ConvSynapse, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyConvSynapseFloat(PyLoihiProcessModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    weight: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.in_shape, self.out_shape = tuple(p["in_shape"]), tuple(p["out_shape"])
+        self.conv_args = (tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"]), int(p["groups"]))
+        self.a_buf = np.zeros(int(np.prod(self.out_shape)))
+        self.kernel = None
+
+    def run_spk(self):
+        self.a_out.send(self.a_buf)
+        x = self.s_in.recv()
+        if not x.any():  # no spike arrived: the contribution is exactly zero
+            self.a_buf = np.zeros_like(self.a_buf)
+            return
+        import torch  # noqa: PLC0415 - only the processes that convolve need torch
+
+        torch.set_num_threads(1)  # one OS process per Lava process: no thread oversubscription
+        if self.kernel is None:
+            self.kernel = torch.from_numpy(np.asarray(self.weight, dtype=np.float64))
+        xt = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape((1,) + self.in_shape))
+        y = torch.nn.functional.conv2d(xt, self.kernel, None, *self.conv_args)
+        self.a_buf = y.reshape(-1).numpy().copy()
+
+
 class SpikeAttention(AbstractProcess):
     """Spike-driven linear attention on q, k ``[C, N]`` and v ``[Cv, N]`` (row-major flat ports).
 
@@ -352,6 +412,37 @@ class PyMemoryWriterFloat(PyLoihiProcessModel):
         self.a_out.send(out)
 
 
+class HostSource(AbstractProcess):
+    """Injects host values: sends ``values[m]`` (one real-valued event) at Lava step
+    ``start + m * period`` for macro-step ``m`` and nothing in between. Used instead of Lava's
+    ``RingBuffer`` when a ring buffer over every Lava step would be large (it stores a column per
+    step, mostly zeros: for SpikeTrack's stem output that is gigabytes)."""
+
+    def __init__(self, *, values: np.ndarray, start: int, period: int, name: str = None):
+        values = np.asarray(values, dtype=np.float64)
+        num_macro, size = values.shape
+        super().__init__(size=size, start=start, period=period, num_macro=num_macro, name=name)
+        self.s_out = OutPort(shape=(size,))
+        self.values = Var(shape=values.shape, init=values)
+
+
+@implements(proc=HostSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyHostSourceFloat(PyLoihiProcessModel):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    values: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.sched = (int(p["start"]), 1, int(p["period"]), int(p["num_macro"]))
+
+    def run_spk(self):
+        win = _window(self.time_step, *self.sched)
+        self.s_out.send(self.values[win[0]].copy() if win is not None else np.zeros(self.values.shape[1]))
+
+
 class Readout(AbstractProcess):
     """Graded accumulator at a graph output: ``rec[t] = sum(window of t) + offset``."""
 
@@ -392,6 +483,8 @@ class PyReadoutFloat(PyLoihiProcessModel):
 #: so Lava does not search sibling modules for models)
 MODELS = {
     IntegerNeuron: PyIntegerNeuronFloat,
+    ConvSynapse: PyConvSynapseFloat,
+    HostSource: PyHostSourceFloat,
     Delay: PyDelayFloat,
     SpikeAttention: PySpikeAttentionFloat,
     MemoryWriter: PyMemoryWriterFloat,

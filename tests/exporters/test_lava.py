@@ -308,21 +308,37 @@ def test_unsupported_host_op_and_real_valued_attention():
 
 def test_oversized_graph_is_refused_before_compiling(tmp_path):
     """Unrolling a network far too large for memory stops with a clear error naming the largest
-    layers, before any matrix is built, and writes nothing."""
+    layers, before any matrix is built, and writes nothing. A convolution of that size is kept as
+    a kernel (``ConvSynapse``) instead and does not count."""
     import numpy as np
 
     from spikedeploy.errors import UnsupportedOpError
     from spikedeploy.ir import Graph, Node, TensorSpec, ops as O
 
-    w = O.as_param(np.ones((256, 256, 3, 3)))
     g = Graph(
+        inputs=(TensorSpec("x", (2048, 1024)),),
+        nodes=(Node("n0", O.IntegerLIF(d=4, norm=4.0), ("x",)),
+               Node("big_linear", O.Linear(weight=O.as_param(np.ones((1024, 1024)))), ("n0",)),
+               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("big_linear",))),
+        outputs=("n1",),
+    )
+    assert L.synapse_upper_bound(g.nodes[1].op, (2048, 1024), (2048, 1024)) == 2048 * 1024 * 1024
+    with pytest.raises(UnsupportedOpError, match=r"big_linear .*use the onnx/nir targets"):
+        L.export(g, tmp_path / "big.lava", encoding="binary")
+    assert list(tmp_path.iterdir()) == []
+
+    w = O.as_param(np.ones((256, 256, 3, 3)))
+    conv = Graph(
         inputs=(TensorSpec("x", (256, 128, 128)),),
         nodes=(Node("n0", O.IntegerLIF(d=4, norm=4.0), ("x",)),
                Node("big_conv", O.Conv2d(weight=w, padding=(1, 1)), ("n0",)),
                Node("n1", O.IntegerLIF(d=4, norm=4.0), ("big_conv",))),
         outputs=("n1",),
     )
-    assert L.synapse_upper_bound(g.nodes[1].op, (256, 128, 128), (256, 128, 128)) == 256 * 128 * 128 * 256 * 9
-    with pytest.raises(UnsupportedOpError, match=r"big_conv .*use the onnx/nir targets"):
-        L.export(g, tmp_path / "big.lava", encoding="binary")
-    assert list(tmp_path.iterdir()) == []
+    assert L.synapse_upper_bound(conv.nodes[1].op, (256, 128, 128), (256, 128, 128)) == 256 * 128 * 128 * 256 * 9
+    assert L.check_size(conv) == 0, "a convolution above the unroll limit is kept as a kernel"
+    with pytest.raises(UnsupportedOpError, match=r"big_conv"):
+        L.check_size(conv, unroll_limit=10**12)
+    desc, _ = L.compile_graph(conv, "binary")
+    (proc,) = [p for p in desc["processes"] if p["type"] == "conv"]
+    assert proc["node"] == "big_conv" and proc["in_shape"] == [256, 128, 128] and proc["out_shape"] == [256, 128, 128]

@@ -211,6 +211,22 @@ def test_sdt_model_nilif_three_steps(encoding):
     assert r.info["macro_steps"] == 3
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_convolutions_kept_as_kernels_match_reference(encoding):
+    """``unroll_limit=0``: every Conv2d/Conv1d runs as a ``ConvSynapse`` (kernel, not matrix),
+    including convolutions fed by routed values (gathered first) and by residual sums."""
+    graph, x = _sdt("nilif", 3, 1)
+    bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, encoding, unroll_limit=0))
+    convs = [p for p in bundle.description["processes"] if p["type"] == "conv"]
+    n_conv = sum(isinstance(n.op, (O.Conv2d, O.Conv1d)) for n in graph.nodes) - 1  # the stem runs on the host
+    assert len(convs) == n_conv > 3
+    assert bundle.description["unroll_limit"] == 0
+    r = assert_matches_reference(graph, x, encoding, bundle)
+    assert r.info["process_counts"]["conv"] == n_conv
+    default = lava_export.compile_graph(graph, encoding)[0]
+    assert not any(p["type"] == "conv" for p in default["processes"]), "small layers stay unrolled by default"
+
+
 # ---------------------------------------------------------------------------------------------
 # errors
 # ---------------------------------------------------------------------------------------------
