@@ -207,15 +207,21 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
     t_run = time.perf_counter()
     from tqdm.auto import tqdm
 
-    # Lava forks one OS process per process model: objects frozen out of the garbage collector are
-    # not traversed (and so not copied page by page) in every child
-    gc.collect()
-    gc.freeze()
+    phases = {"start": 0.0, "steps": 0.0, "read": 0.0, "stop": 0.0}
     for comp in tqdm(comps, desc="lava", disable=not progress, unit="component"):
         first = procs[comp[0]]
+        # Lava forks one OS process per process model: objects frozen out of the garbage collector
+        # are not traversed (and so not copied page by page) in every child
+        gc.collect()
+        gc.freeze()
+        t = time.perf_counter()
         try:
-            first.run(condition=run_conditions.RunSteps(num_steps=num_steps), run_cfg=cfg,
-                      compile_config={"pypy_channel_size": CHANNEL_SIZE})
+            first.create_runtime(run_cfg=cfg, compile_config={"pypy_channel_size": CHANNEL_SIZE})
+            phases["start"] += time.perf_counter() - t
+            t = time.perf_counter()
+            first.run(condition=run_conditions.RunSteps(num_steps=num_steps))
+            phases["steps"] += time.perf_counter() - t
+            t = time.perf_counter()
             for name in comp:
                 p = procs[name]
                 if hasattr(p, "q_rec"):
@@ -225,8 +231,12 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
                 elif hasattr(p, "pair_events"):
                     events = float(np.asarray(p.pair_events.get()).sum())
                     (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
+            phases["read"] += time.perf_counter() - t
         finally:
-            first.stop()
+            t = time.perf_counter()
+            if first.runtime is not None:
+                first.stop()
+            phases["stop"] += time.perf_counter() - t
             gc.unfreeze()
     t_run = time.perf_counter() - t_run
 
@@ -261,5 +271,6 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
         "host_time_s": t_host,
         "build_time_s": t_build,
         "lava_time_s": t_run,
+        "lava_phase_s": {k: round(v, 3) for k, v in phases.items()},
     }
     return TargetRun(target="lava", encoding=bundle.encoding, outputs=outputs, spike_counts=spike_counts, info=info)

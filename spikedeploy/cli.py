@@ -240,6 +240,14 @@ def _cmd_run(args) -> int:
     x = api.load_input_file(args.input_file)
     result = api.run_artifact(args.target, args.artifact, x, progress=not args.no_progress)
     print(f"{result.target} ({result.encoding}): {x.shape[1]} input(s), T = {x.shape[0]}")
+    info = result.info or {}
+    if "processes" in info and "time_steps" in info:
+        print(f"  {info['processes']} processes, {info['time_steps']} time steps, "
+              f"{info.get('lava_time_s', float('nan')):.1f} s in the simulator "
+              f"({info.get('wall_time_s', float('nan')):.1f} s in all)")
+        phases = info.get("lava_phase_s")
+        if phases:
+            print("  simulator phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     for name, q in result.spike_counts.items():
         print(f"  {name:<40} {int(q.sum()):>10} unit spikes   mean q {float(q.double().mean()):.4f}")
     for name, y in result.outputs.items():
