@@ -100,6 +100,15 @@ def test_t3_spike_modes_reproduce_integer_mode(s256, branch, mode):
 
 @pytest.mark.slow
 def test_t3_search_onnx_matches_the_reference(s256, tmp_path):
+    """ONNX (float64) vs the reference, judged by the equivalence policy. The template gate makes
+    genuine rounding ties: where a channel's spikes are equal at the 3 template steps, the gate's
+    output is ``q/4 * sum_t w_t`` with ``sum_t w_t = 1`` in exact arithmetic, so a q = 2 sits exactly
+    on the 0.5 boundary of ``gate_spike``; onnxruntime's Exp/Softmax round differently from torch's
+    (~1e-16), so such positions may flip and cascade (observed with these weights: 35 ties at
+    mrm.4's gate_spike, reference margin 1.1e-16). Required: every neuron layer before the first
+    difference is exact, the first difference holds boundary ties only (no real mismatch), and
+    where nothing differs the outputs agree within the float64 output tolerance."""
+    from spikedeploy.equivalence import compare_target
     from spikedeploy.exporters import onnx as E
     from spikedeploy.runtimes import onnx as R
 
@@ -109,12 +118,19 @@ def test_t3_search_onnx_matches_the_reference(s256, tmp_path):
     got = R.run(E.load(tmp_path / "search.onnx"), x)
     ref = execute(g, x, "integer")
     assert len(got.spike_counts) == SEARCH_NEURONS
-    for n in g.neurons():
-        q = ref.neuron_q(n.name)
-        assert q.sum() > 0 and torch.equal(got.spike_counts[n.name].to(q.dtype), q), n.name
-    for o in g.outputs:
-        torch.testing.assert_close(got.outputs[o], ref.outputs[o], rtol=OUTPUT_RTOL[torch.float64],
-                                   atol=OUTPUT_ATOL[torch.float64])
+    rep = compare_target(ref, got)
+    assert rep.passed and rep.free_verdict in ("exact", "tie-cascade"), rep.to_markdown()
+    layers = list(rep.free_running)
+    first = next((k for k, l in enumerate(layers) if l.mismatches or l.ties), None)
+    if first is None:
+        for o in g.outputs:
+            torch.testing.assert_close(got.outputs[o], ref.outputs[o], rtol=OUTPUT_RTOL[torch.float64],
+                                       atol=OUTPUT_ATOL[torch.float64])
+    else:
+        assert layers[first].mismatches == 0 and layers[first].ties > 0
+        assert layers[first].name.endswith("gate_spike"), layers[first].name  # the gate's structural ties
+        assert all(l.mismatches == 0 and l.ties == 0 for l in layers[:first])
+    assert all(l.spikes_a > 0 for l in layers)
 
 
 def test_t3_search_audit_keeps_host_and_spike_ops_apart(s256):
