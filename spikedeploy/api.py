@@ -601,100 +601,65 @@ def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool 
 # tracking
 # ---------------------------------------------------------------------------------------------
 
-TRACK_BACKENDS = ("torch", "torch64", "reference-integer", "reference-binary", "reference-graded", "onnx")
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+from spikedeploy.trackrun import TARGET_ALIASES, TRACK_TARGETS, load_boxes, load_frames  # noqa: E402
 
-
-def load_frames(path) -> np.ndarray:
-    """A clip as ``N x H x W x 3`` uint8 RGB: a ``.npy`` array, or a folder of image files (PNG/JPEG/
-    BMP, sorted by name). Errors name the file: no frames, an unreadable frame, a frame that is not
-    RGB, frames of different sizes."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"clip {path} does not exist")
-    if path.is_file():
-        try:
-            frames = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise InputError(f"cannot read clip {path} as .npy: {e}") from None
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] == 0:
-            raise InputError(f"clip {path} must be an N x H x W x 3 uint8 array with N >= 1, got "
-                                   f"{frames.dtype} {list(frames.shape)}")
-        return frames
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"clip folder {path} holds no frames ({', '.join(_IMAGE_SUFFIXES)})")
-    from PIL import Image, UnidentifiedImageError
-
-    frames = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-        except (UnidentifiedImageError, OSError) as e:
-            raise InputError(f"frame {f} cannot be read: {e}") from None
-        if frames and arr.shape != frames[0].shape:
-            raise InputError(f"frame {f} is {arr.shape[1]}x{arr.shape[0]}, but {files[0].name} is "
-                                   f"{frames[0].shape[1]}x{frames[0].shape[0]}: all frames must have one size")
-        frames.append(arr)
-    return np.stack(frames)
-
-
-def _track_network(model, backend: str):
-    from spikedeploy import tracker_backends as TB
-    from spikedeploy.tracker import TorchNetwork
-
-    if backend == "torch":
-        return TorchNetwork(model)
-    if backend == "torch64":
-        return TorchNetwork(model.double())
-    if backend.startswith("reference-"):
-        return TB.ReferenceNetwork(model, mode=backend.split("-", 1)[1])
-    if backend == "onnx":
-        return TB.OnnxNetwork(model)
-    raise ConfigError(f"unknown tracking backend {backend!r}; expected one of {', '.join(TRACK_BACKENDS)}")
-
-
-@dataclass(frozen=True)
-class TrackRun:
-    backend: str
-    model: str
-    weights: str
-    boxes: List[List[float]]  #: one [x, y, w, h] per frame, the first is the initial box
-    seconds_per_frame: float
+#: kept for callers of earlier versions: the canonical tracking target names
+TRACK_BACKENDS = TRACK_TARGETS
 
 
 def track(
     model: str = "spiketrack-s256-t1",
     *,
     clip,
-    init_box: Sequence[float],
+    init_box: Optional[Sequence[float]] = None,
+    targets: Sequence[str] = ("torch",),
     checkpoint: Optional[str] = None,
-    backend: str = "torch",
+    ground_truth=None,
     preset: str = "default",
     seed: int = 0,
+    frame_limits: Optional[Dict[str, int]] = None,
     output=None,
+    gif: bool = True,
     progress: bool = False,
-) -> TrackRun:
+    backend: Optional[str] = None,
+):
     """Track the object in ``init_box`` ([x, y, w, h] in the first frame) through ``clip`` (see
-    :func:`load_frames`) with SpikeTrack ``model`` whose network part runs on ``backend`` (see
-    ``TRACK_BACKENDS``; the reference and onnx backends need a T = 1 variant). Without a checkpoint
-    the weights are deterministic random ones (seed ``seed``): they fire, but do not track. Writes
-    ``boxes.json`` atomically into the directory ``output`` when given."""
-    import time
-
+    :func:`spikedeploy.trackrun.load_frames`) with SpikeTrack ``model``, once per target in
+    ``targets`` (see :data:`spikedeploy.trackrun.TRACK_TARGETS`; ``backend=`` is the single-target
+    spelling of earlier versions). Without a checkpoint the weights are deterministic random ones
+    (seed ``seed``): they fire, but do not track. ``ground_truth``: boxes ``[N, 4]`` or a file
+    (:func:`~spikedeploy.trackrun.load_boxes`) for success/precision scores; without ``init_box``
+    its first box is used. ``frame_limits``: at most that many frames for a target (e.g.
+    ``{"lava": 5}``). Writes boxes, reports, plots and an annotated GIF into the directory
+    ``output`` (atomically) when given. Returns a :class:`spikedeploy.trackrun.TrackReport`."""
     from spikedeploy.models.spiketrack import (
         init_spiketrack_for_spiking,
         load_spiketrack_checkpoint,
         spiketrack,
     )
-    from spikedeploy.tracker import SpikeTrackTracker, track_sequence
+    from spikedeploy.trackrun import canonical_target, track_clip, write_track_outputs
 
-    if backend not in TRACK_BACKENDS:
-        raise ConfigError(f"unknown tracking backend {backend!r}; expected one of {', '.join(TRACK_BACKENDS)}")
+    if backend is not None:
+        targets = (backend,)
+    targets = [canonical_target(t) for t in targets]
     if output is not None:
         check_output_dir(output)
     frames = load_frames(clip)
+    gt = None
+    if ground_truth is not None:
+        gt = (load_boxes(ground_truth, len(frames)) if isinstance(ground_truth, (str, Path))
+              else np.asarray(ground_truth, dtype=np.float64))
+        if gt.shape != (len(frames), 4):
+            raise InputError(f"ground truth must hold one box per frame ({len(frames)} x 4), got {list(gt.shape)}")
+    if init_box is None:
+        if gt is None:
+            raise ConfigError("track: give the initial box (--init-box X,Y,W,H) or ground truth (--ground-truth)")
+        init_box = gt[0].tolist()
+    if len(init_box) != 4:
+        raise ConfigError(f"the initial box needs X,Y,W,H, got {len(init_box)} numbers")
+    from spikedeploy.tracker import SpikeTrackTracker
+
+    init_box = SpikeTrackTracker._check_box(init_box, *frames.shape[1:3])  # before any capture
     try:
         net = spiketrack(model)
     except ValueError as e:
@@ -705,12 +670,8 @@ def track(
     else:
         init_spiketrack_for_spiking(net, seed=seed)
         weights = f"random (seed {seed})"
-    tracker = SpikeTrackTracker(_track_network(net, backend), preset=preset)
-    t0 = time.perf_counter()
-    boxes = track_sequence(tracker, frames, list(init_box), progress=progress)
-    per_frame = (time.perf_counter() - t0) / max(1, len(frames))
-    result = TrackRun(backend, model, weights, [[float(v) for v in b] for b in boxes], per_frame)
+    report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=str(clip), ground_truth=gt,
+                        preset=preset, frame_limits=frame_limits, progress=progress)
     if output is not None:
-        with atomic_directory(output, overwrite=True) as tmp:
-            (tmp / "boxes.json").write_text(json.dumps(result.__dict__, indent=2), encoding="utf-8")
-    return result
+        write_track_outputs(report, frames, output, gif=gif)
+    return report

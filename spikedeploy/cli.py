@@ -156,28 +156,46 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="report directory (report.md, report.json, report.html), replaced atomically "
                         "(default: %(default)s)")
 
-    t = sub.add_parser("track", help="track an object through a clip with SpikeTrack on a chosen backend",
+    t = sub.add_parser("track", help="track an object through a clip with SpikeTrack on one or several targets",
                        description="Run the SpikeTrack tracker frame by frame (host: crops, window, decoding; network: "
-                                   "the chosen backend) and write boxes.json. A progress bar shows the frames.")
+                                   "each chosen target) and write boxes.json, report.md/.json/.html, an annotated "
+                                   "track.gif and, with ground truth, success and precision plots. With several "
+                                   "targets the report gives their per-frame agreement with the first one (IoU of "
+                                   "the boxes, identical boxes, identical per-layer spike counts where both expose "
+                                   "them). A progress bar per target shows the frames.")
     t.add_argument("--model", default="spiketrack-s256-t1",
                    help="SpikeTrack variant: spiketrack-{s256,b256,b384}-t{1,3} (default: %(default)s)")
     t.add_argument("--checkpoint", default=None,
                    help="official-layout checkpoint (its ['net']); without it the weights are random (they fire "
                         "but do not track)")
     t.add_argument("--clip", required=True,
-                   help="the frames: an N x H x W x 3 uint8 .npy file or a folder of PNG/JPEG/BMP images")
-    t.add_argument("--init-box", required=True, type=lambda v: [float(x) for x in v.split(",")],
-                   metavar="X,Y,W,H", help="the target's box in the first frame, in pixels")
-    t.add_argument("--backend", default="torch", choices=["torch", "torch64", "reference-integer", "reference-binary",
-                                                          "reference-graded", "onnx"],
-                   help="where the network runs: the PyTorch model (float32 or float64), the reference executor "
-                        "(integer network, binary or graded spikes; T = 1 variants), or onnxruntime (T = 1 "
-                        "variants) (default: %(default)s)")
+                   help="the frames: a folder of PNG/JPEG/BMP images (sorted by name), a GIF/TIFF video, or an "
+                        "N x H x W x 3 uint8 .npy file")
+    t.add_argument("--init-box", default=None, type=lambda v: [float(x) for x in v.split(",")],
+                   metavar="X,Y,W,H", help="the target's box in the first frame, in pixels (default: the first "
+                                           "ground-truth box)")
+    t.add_argument("--ground-truth", default=None, metavar="FILE",
+                   help="ground-truth boxes, one x,y,w,h per frame (.txt/.csv as OTB's groundtruth_rect.txt, .json "
+                        "or .npy): adds OTB success (AUC) and precision (at 20 px) scores and plots")
+    t.add_argument("--target", "--backend", dest="targets", default="torch",
+                   help="comma-separated targets running the network: torch (integer model, float32), torch64, "
+                        "reference (= reference-binary), reference-integer|binary|graded (the reference executor; "
+                        "unit or graded spikes), onnx (onnxruntime), lava (= lava-graded), lava-binary (Lava CPU "
+                        "simulator, floating_pt). The first is the one the others are compared with "
+                        "(default: %(default)s)")
+    t.add_argument("--lava-frames", type=int, default=None, metavar="N",
+                   help="track only the first N frames on Lava targets (the simulator takes seconds to minutes "
+                        "per frame); the report says so")
+    t.add_argument("--max-frames", type=int, default=None, metavar="N",
+                   help="track only the first N frames of the clip on every target")
     t.add_argument("--preset", default="default", choices=["default", "lasot"],
-                   help="template update rule: every 25 frames at confidence > 0.7, or LaSOT's 40 / 0.8")
+                   help="template update rule (T = 3 variants): every 25 frames at confidence > 0.7, or "
+                        "LaSOT's 40 / 0.8 (default: %(default)s)")
     t.add_argument("--seed", type=int, default=0, help="seed of the random weights (without --checkpoint)")
-    t.add_argument("-o", "--output", default="out/track", help="output directory for boxes.json (default: %(default)s)")
-    t.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    t.add_argument("--no-gif", action="store_true", help="do not write the annotated track.gif")
+    t.add_argument("-o", "--output", default="out/track",
+                   help="output directory, replaced atomically (default: %(default)s)")
+    t.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
     i = sub.add_parser("inspect", help="print the IR graph of a model before and after the passes",
                        description="Capture the model and print its IR graph, then the graph after BatchNorm "
@@ -284,17 +302,38 @@ def _cmd_audit(args) -> int:
 
 def _cmd_track(args) -> int:
     from spikedeploy import api
+    from spikedeploy.errors import ConfigError
+    from spikedeploy.trackrun import canonical_target
 
-    if len(args.init_box) != 4:
-        from spikedeploy.errors import ConfigError
-
+    if args.init_box is not None and len(args.init_box) != 4:
         raise ConfigError(f"--init-box needs X,Y,W,H, got {len(args.init_box)} numbers")
-    res = api.track(args.model, clip=args.clip, init_box=args.init_box, checkpoint=args.checkpoint,
-                    backend=args.backend, preset=args.preset, seed=args.seed, output=args.output,
-                    progress=not args.no_progress)
-    print(f"{res.model} on {res.backend} ({res.weights}): {len(res.boxes)} frames, "
-          f"{res.seconds_per_frame * 1e3:.0f} ms per frame; last box {[round(v, 1) for v in res.boxes[-1]]}")
-    print(f"boxes: {Path(args.output) / 'boxes.json'}")
+    targets = [canonical_target(t.strip()) for t in args.targets.split(",") if t.strip()]
+    limits = {}
+    for n, what in ((args.max_frames, "--max-frames"), (args.lava_frames, "--lava-frames")):
+        if n is not None and n < 1:
+            raise ConfigError(f"{what} must be at least 1, got {n}")
+    for t in targets:
+        n = [v for v in (args.max_frames, args.lava_frames if t.startswith("lava") else None) if v is not None]
+        if n:
+            limits[t] = min(n)
+    report = api.track(args.model, clip=args.clip, init_box=args.init_box, targets=targets,
+                       checkpoint=args.checkpoint, ground_truth=args.ground_truth, preset=args.preset,
+                       seed=args.seed, frame_limits=limits, output=args.output, gif=not args.no_gif,
+                       progress=not args.no_progress)
+    print(f"{report.model} ({report.weights}) on {report.num_frames} frames of {report.clip}")
+    for t, r in report.runs.items():
+        s = report.scores.get(t)
+        score = f"; AUC {s['auc']:.3f}, precision@20px {s['precision20']:.3f}" if s else ""
+        print(f"  {t:<18} {r.frames:>4} frames, {r.seconds_per_frame * 1e3:8.1f} ms per frame{score}")
+    for t, a in report.agreement.items():
+        spikes = ("" if a["all_spikes_identical"] is None else
+                  f", spike counts {'identical' if a['all_spikes_identical'] else 'DIFFER'} on "
+                  f"{a['spike_frames_compared']} frames")
+        print(f"  {t} vs {report.primary}: min IoU {a['min_iou']:.6f} over {a['frames']} frames, boxes "
+              f"{'identical' if a['all_boxes_identical'] else 'differ'}{spikes}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    print(f"report: {Path(args.output) / 'report.html'}")
     return 0
 
 

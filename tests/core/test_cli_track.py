@@ -26,7 +26,7 @@ def test_torch64_and_reference_binary_track_identically(tmp_path, capsys):
         out = tmp_path / backend
         assert main(["track", "--clip", str(clip), "--init-box", "30,40,30,30", "--backend", backend,
                      "-o", str(out), "--no-progress"]) == 0
-        boxes[backend] = json.loads((out / "boxes.json").read_text())["boxes"]
+        boxes[backend] = json.loads((out / "boxes.json").read_text())["runs"][backend]["boxes"]
     assert len(boxes["torch64"]) == 3 and boxes["torch64"][0] == [30.0, 40.0, 30.0, 30.0]
     assert boxes["torch64"] == boxes["reference-binary"]
 

@@ -1,0 +1,478 @@
+"""Tracking a clip on one or several targets, and the tracking report (``spikedeploy track``).
+
+:func:`track_clip` runs the SpikeTrack tracker (:mod:`spikedeploy.tracker`) over a clip once per
+target — the network part on the PyTorch model, the reference executor, onnxruntime or Lava, the
+host part (crops, window, decoding) the same Python code every time — and compares:
+
+- with ground truth (when given): OTB success AUC and precision at 20 px (:mod:`spikedeploy.metrics`);
+- between targets, frame by frame against the first target: IoU of the boxes, whether the boxes
+  are identical, and — when both targets expose their per-layer spike counts (reference and Lava
+  backends) — whether every layer's counts are identical (compared by a SHA-256 digest of the
+  exact integer counts of every layer, so nothing is held in memory across frames).
+
+A slow target (Lava's CPU simulator) can track fewer frames (``frame_limits``); its agreement is
+computed on the frames it tracked. :func:`write_track_outputs` writes ``boxes.json``,
+``report.json``, ``report.md``, ``report.html`` (plots embedded), ``success.png``/``precision.png``
+and an annotated ``track.gif``, all into one directory replaced atomically.
+
+Targets (:data:`TRACK_TARGETS`): ``torch`` (the integer model, float32), ``torch64`` (float64),
+``reference`` (= ``reference-binary``), ``reference-integer|binary|graded``, ``onnx``, ``lava``
+(= ``lava-graded``), ``lava-binary``, ``lava-graded``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from spikedeploy.errors import ConfigError, InputError
+
+__all__ = [
+    "TRACK_TARGETS", "TARGET_ALIASES", "load_frames", "load_boxes", "make_network", "TargetTrack",
+    "TrackReport", "track_clip", "write_track_outputs",
+]
+
+#: canonical target names accepted by :func:`make_network`
+TRACK_TARGETS = ("torch", "torch64", "reference-integer", "reference-binary", "reference-graded", "onnx",
+                 "lava-binary", "lava-graded")
+#: short names
+TARGET_ALIASES = {"reference": "reference-binary", "lava": "lava-graded"}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_VIDEO_SUFFIXES = (".gif", ".tif", ".tiff", ".apng")
+
+
+def canonical_target(name: str) -> str:
+    t = TARGET_ALIASES.get(name, name)
+    if t not in TRACK_TARGETS:
+        known = ", ".join(list(TRACK_TARGETS) + list(TARGET_ALIASES))
+        raise ConfigError(f"unknown tracking target {name!r}; expected one of {known}")
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+# ---------------------------------------------------------------------------------------------
+
+def _rgb(im) -> np.ndarray:
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def load_frames(path) -> np.ndarray:
+    """A clip as ``N x H x W x 3`` uint8 RGB: a ``.npy`` array, a multi-frame video file PIL reads
+    (GIF, TIFF, APNG) or a folder of image files (PNG/JPEG/BMP, sorted by name). Errors name the
+    file: no frames, an unreadable frame, frames of different sizes."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"clip {path} does not exist")
+    if path.is_file() and path.suffix.lower() == ".npy":
+        try:
+            frames = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise InputError(f"cannot read clip {path} as .npy: {e}") from None
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] == 0:
+            raise InputError(f"clip {path} must be an N x H x W x 3 uint8 array with N >= 1, got "
+                             f"{frames.dtype} {list(frames.shape)}")
+        return frames
+    if path.is_file():
+        if path.suffix.lower() not in _VIDEO_SUFFIXES:
+            raise InputError(f"clip {path}: unsupported file type {path.suffix!r}; give an N x H x W x 3 uint8 "
+                             f".npy, a {'/'.join(s[1:].upper() for s in _VIDEO_SUFFIXES)} video or a folder of "
+                             f"frames (convert other videos to frames first, e.g. ffmpeg -i clip.mp4 frames/%05d.png)")
+        try:
+            with Image.open(path) as im:
+                frames = [_rgb(f) for f in ImageSequence.Iterator(im)]
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"clip {path} cannot be read: {e}") from None
+        return np.stack(frames)
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"clip folder {path} holds no frames ({', '.join(_IMAGE_SUFFIXES)})")
+    frames = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                arr = _rgb(im)
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(f"frame {f} cannot be read: {e}") from None
+        if frames and arr.shape != frames[0].shape:
+            raise InputError(f"frame {f} is {arr.shape[1]}x{arr.shape[0]}, but {files[0].name} is "
+                             f"{frames[0].shape[1]}x{frames[0].shape[0]}: all frames must have one size")
+        frames.append(arr)
+    return np.stack(frames)
+
+
+def load_boxes(path, num_frames: Optional[int] = None) -> np.ndarray:
+    """Ground-truth boxes ``[N, 4]`` (x, y, w, h in pixels) from a ``.npy`` array, a ``.json`` list
+    (or ``{"boxes": [...]}``) or a text file with one box per line (comma, tab or space separated,
+    the OTB ``groundtruth_rect.txt`` format). ``num_frames``: the clip's length, which must match."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"ground-truth file {path} does not exist")
+    try:
+        if path.suffix.lower() == ".npy":
+            boxes = np.load(path, allow_pickle=False)
+        elif path.suffix.lower() == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+            boxes = data["boxes"] if isinstance(data, dict) else data
+        else:
+            rows = [line.replace(",", " ").split() for line in path.read_text(encoding="utf-8").splitlines()]
+            boxes = [[float(v) for v in r] for r in rows if r]
+        boxes = np.asarray(boxes, dtype=np.float64)
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        raise InputError(f"cannot read ground-truth boxes from {path}: {e}") from None
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise InputError(f"ground-truth file {path} must hold one x, y, w, h box per frame, got shape "
+                         f"{list(boxes.shape)}")
+    if num_frames is not None and len(boxes) != num_frames:
+        raise InputError(f"ground-truth file {path} has {len(boxes)} boxes but the clip has {num_frames} frames")
+    return boxes
+
+
+# ---------------------------------------------------------------------------------------------
+# networks
+# ---------------------------------------------------------------------------------------------
+
+def make_network(model, target: str, *, lava_options: Optional[Mapping] = None):
+    """The :class:`~spikedeploy.tracker.TrackerNetwork` of ``target`` for the SpikeTrack ``model``."""
+    from spikedeploy import tracker_backends as TB
+    from spikedeploy.tracker import TorchNetwork
+
+    target = canonical_target(target)
+    if target == "torch":
+        return TorchNetwork(model)
+    if target == "torch64":
+        import copy
+
+        return TorchNetwork(copy.deepcopy(model).double())
+    if target.startswith("reference-"):
+        return TB.ReferenceNetwork(model, mode=target.split("-", 1)[1])
+    if target == "onnx":
+        return TB.OnnxNetwork(model)
+    if target.startswith("lava-"):
+        lava_cls = getattr(TB, "LavaNetwork", None)
+        if lava_cls is None:
+            raise ConfigError("the Lava tracking backend is not available in this version of spikedeploy")
+        return lava_cls(model, encoding=target.split("-", 1)[1], **dict(lava_options or {}))
+    raise ConfigError(f"unknown tracking target {target!r}")  # pragma: no cover - canonical_target checked
+
+
+def _last_spikes(network) -> Optional[Dict[str, "object"]]:
+    """The per-layer spike counts of ``network``'s last search call, or None if it does not expose them."""
+    spikes = getattr(network, "last_spikes", None)
+    if spikes is not None:
+        return dict(spikes)
+    run = getattr(network, "last_run", None)
+    if run is not None and hasattr(run, "graph"):
+        return {n.name: run.neuron_q(n.name) for n in run.graph.neurons()}
+    return None
+
+
+def _digest(spikes: Mapping[str, "object"]) -> tuple:
+    """(SHA-256 of every layer's exact integer counts in name order, total unit spikes)."""
+    import torch
+
+    h = hashlib.sha256()
+    total = 0
+    for name in sorted(spikes):
+        q = torch.as_tensor(spikes[name]).detach().cpu().to(torch.int64).contiguous()
+        h.update(name.encode())
+        h.update(str(list(q.shape)).encode())
+        h.update(q.numpy().tobytes())
+        total += int(q.sum())
+    return h.hexdigest(), total
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class TargetTrack:
+    """One target's run: ``boxes`` (one ``[x, y, w, h]`` per tracked frame, the first is the initial
+    box), ``scores`` (the tracker's confidence per frame, None for the first), per-frame
+    ``spike_digest``/``spike_total`` (None when the backend does not expose spike counts) and
+    timings."""
+
+    target: str
+    boxes: List[List[float]]
+    scores: List[Optional[float]]
+    seconds_per_frame: float
+    init_seconds: float
+    spike_digest: List[Optional[str]] = field(default_factory=list)
+    spike_total: List[Optional[int]] = field(default_factory=list)
+    template_updates: List[int] = field(default_factory=list)
+
+    @property
+    def frames(self) -> int:
+        return len(self.boxes)
+
+
+@dataclass
+class TrackReport:
+    """Everything ``spikedeploy track`` reports: the runs per target, OTB scores against ground
+    truth (``scores[target]``, when ground truth was given) and the per-frame agreement of every
+    target with the first (``agreement[target]``: ``iou``, ``identical_box`` and
+    ``identical_spikes`` lists, the last None where a side does not expose spike counts)."""
+
+    model: str
+    weights: str
+    clip: str
+    num_frames: int
+    runs: Dict[str, TargetTrack]
+    ground_truth: Optional[List[List[float]]] = None
+    scores: Dict[str, dict] = field(default_factory=dict)
+    agreement: Dict[str, dict] = field(default_factory=dict)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def primary(self) -> str:
+        return next(iter(self.runs))
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["primary"] = self.primary
+        return d
+
+
+def _track_one(tracker, frames: np.ndarray, init_box, target: str, limit: int, progress: bool) -> TargetTrack:
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    tracker.initialize(frames[0], list(init_box))
+    t_init = time.perf_counter() - t0
+    boxes = [[float(v) for v in tracker.state]]
+    scores: List[Optional[float]] = [None]
+    digests: List[Optional[str]] = [None]
+    totals: List[Optional[int]] = [None]
+    t0 = time.perf_counter()
+    with tqdm(range(1, limit), desc=f"track [{target}]", unit="frame", disable=not progress) as bar:
+        for i in bar:
+            result = tracker.track(frames[i])
+            boxes.append([float(v) for v in result.box])
+            scores.append(float(result.score))
+            spikes = _last_spikes(tracker.network)
+            if spikes is None:
+                digests.append(None)
+                totals.append(None)
+            else:
+                d, n = _digest(spikes)
+                digests.append(d)
+                totals.append(n)
+            bar.set_postfix(score=f"{result.score:.3f}", refresh=False)
+    per_frame = (time.perf_counter() - t0) / max(1, limit - 1)
+    return TargetTrack(target, boxes, scores, per_frame, t_init, digests, totals, list(tracker.updates))
+
+
+def _agreement(a: TargetTrack, b: TargetTrack) -> dict:
+    from spikedeploy.metrics import box_iou
+
+    n = min(a.frames, b.frames)
+    iou = box_iou(np.asarray(b.boxes[:n]), np.asarray(a.boxes[:n])).tolist()
+    same_box = [a.boxes[i] == b.boxes[i] for i in range(n)]
+    same_spikes = [None if (a.spike_digest[i] is None or b.spike_digest[i] is None)
+                   else a.spike_digest[i] == b.spike_digest[i] for i in range(n)]
+    compared = [s for s in same_spikes if s is not None]
+    return {
+        "against": a.target, "frames": n, "iou": iou, "identical_box": same_box,
+        "identical_spikes": same_spikes,
+        "min_iou": float(min(iou[1:])) if n > 1 else 1.0,
+        "all_boxes_identical": all(same_box),
+        "spike_frames_compared": len(compared),
+        "all_spikes_identical": (all(compared) if compared else None),
+    }
+
+
+def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[float], targets: Sequence[str], *,
+               weights: str = "", clip: str = "", ground_truth: Optional[np.ndarray] = None, preset: str = "default",
+               frame_limits: Optional[Mapping[str, int]] = None, progress: bool = False,
+               lava_options: Optional[Mapping] = None,
+               network_factory: Optional[Callable] = None) -> TrackReport:
+    """Track ``frames`` (``N x H x W x 3`` uint8) from ``init_box`` with the SpikeTrack model
+    ``net`` once per target in ``targets`` (the first is the reference point of the agreement).
+    ``frame_limits``: at most that many frames (including the first) for a target, e.g.
+    ``{"lava-graded": 5}``; the others track all frames."""
+    from spikedeploy.metrics import score_tracking
+    from spikedeploy.tracker import SpikeTrackTracker
+
+    targets = [canonical_target(t) for t in targets]
+    if not targets:
+        raise ConfigError("track: give at least one target")
+    if len(set(targets)) != len(targets):
+        raise ConfigError(f"track: a target is named twice in {targets}")
+    limits = {canonical_target(k): int(v) for k, v in dict(frame_limits or {}).items()}
+    for t, v in limits.items():
+        if v < 1:
+            raise ConfigError(f"track: the frame limit of {t} must be at least 1, got {v}")
+    factory = network_factory or (lambda model, target: make_network(model, target, lava_options=lava_options))
+    n = len(frames)
+    report = TrackReport(model_name, weights, clip, n, {},
+                         ground_truth=None if ground_truth is None else np.asarray(ground_truth).tolist())
+    for target in targets:
+        tracker = SpikeTrackTracker(factory(net, target), preset=preset)
+        limit = min(n, limits.get(target, n))
+        if limit < n:
+            report.notes.append(f"{target} tracked the first {limit} of {n} frames (frame limit)")
+        report.runs[target] = _track_one(tracker, frames, init_box, target, limit, progress)
+    if ground_truth is not None:
+        for t, r in report.runs.items():
+            s = score_tracking(np.asarray(r.boxes), np.asarray(ground_truth)[: r.frames])
+            report.scores[t] = asdict(s)
+    first = report.runs[targets[0]]
+    for t in targets[1:]:
+        report.agreement[t] = _agreement(first, report.runs[t])
+    return report
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs
+# ---------------------------------------------------------------------------------------------
+
+_COLORS = [(230, 60, 40), (40, 120, 230), (240, 180, 0), (170, 60, 200), (0, 170, 170), (120, 120, 120),
+           (230, 120, 180), (100, 60, 20)]
+_GT_COLOR = (20, 200, 60)
+
+
+def annotated_gif(frames: np.ndarray, report: TrackReport, *, max_side: int = 360, duration_ms: int = 120) -> bytes:
+    """An animated GIF of the clip with every target's box (one color each, legend in the corner)
+    and the ground truth (green) drawn on it."""
+    from PIL import Image, ImageDraw
+
+    H, W = frames.shape[1:3]
+    scale = min(1.0, max_side / max(H, W))
+    size = (max(1, round(W * scale)), max(1, round(H * scale)))
+    gt = report.ground_truth
+    images = []
+    for i, frame in enumerate(frames):
+        im = Image.fromarray(frame).resize(size, Image.BILINEAR) if scale != 1.0 else Image.fromarray(frame)
+        draw = ImageDraw.Draw(im)
+
+        def rect(b, color, width=2):
+            x, y, w, h = (float(v) * scale for v in b)
+            draw.rectangle([x, y, x + w, y + h], outline=color, width=width)
+
+        if gt is not None and np.isfinite(gt[i]).all():
+            rect(gt[i], _GT_COLOR)
+        for k, (t, r) in enumerate(report.runs.items()):
+            if i < r.frames:
+                rect(r.boxes[i], _COLORS[k % len(_COLORS)], width=1 if k else 2)
+        y = 2
+        draw.text((3, y), f"frame {i}", fill=(255, 255, 255))
+        for k, (t, r) in enumerate(report.runs.items()):
+            y += 11
+            draw.text((3, y), t, fill=_COLORS[k % len(_COLORS)])
+        if gt is not None:
+            draw.text((3, y + 11), "ground truth", fill=_GT_COLOR)
+        images.append(im.convert("P", palette=Image.ADAPTIVE, colors=128))
+    import io
+
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    return buf.getvalue()
+
+
+def _curve_figures(report: TrackReport):
+    from matplotlib.figure import Figure
+
+    from spikedeploy.metrics import PRECISION_DISTANCES, SUCCESS_THRESHOLDS
+
+    fs = Figure(figsize=(5.2, 4))
+    ax = fs.add_subplot()
+    fp = Figure(figsize=(5.2, 4))
+    ap = fp.add_subplot()
+    for k, (t, s) in enumerate(report.scores.items()):
+        c = tuple(v / 255 for v in _COLORS[k % len(_COLORS)])
+        ax.plot(SUCCESS_THRESHOLDS, s["success"], color=c, label=f"{t} [AUC {s['auc']:.3f}]")
+        ap.plot(PRECISION_DISTANCES, s["precision"], color=c, label=f"{t} [P@20 {s['precision20']:.3f}]")
+    ax.set(xlabel="overlap threshold (IoU)", ylabel="success rate", title="Success plot", xlim=(0, 1), ylim=(0, 1.02))
+    ap.set(xlabel="location error threshold (px)", ylabel="precision", title="Precision plot", xlim=(0, 50),
+           ylim=(0, 1.02))
+    ap.axvline(20, color="0.6", lw=0.8, ls="--")
+    ax.legend(loc="lower left", fontsize=8)
+    ap.legend(loc="lower right", fontsize=8)
+    return fs, fp
+
+
+def to_markdown(report: TrackReport) -> str:
+    lines = [f"# Tracking report: {report.model}", "",
+             f"- weights: {report.weights}", f"- clip: {report.clip} ({report.num_frames} frames)", ""]
+    lines += ["| target | frames | ms / frame | init s | template updates | AUC | P@20 |", "|---|---:|---:|---:|---|---:|---:|"]
+    for t, r in report.runs.items():
+        s = report.scores.get(t)
+        lines.append(f"| {t} | {r.frames} | {r.seconds_per_frame * 1e3:.1f} | {r.init_seconds:.2f} | "
+                     f"{r.template_updates or '-'} | {s['auc']:.3f} | {s['precision20']:.3f} |" if s else
+                     f"| {t} | {r.frames} | {r.seconds_per_frame * 1e3:.1f} | {r.init_seconds:.2f} | "
+                     f"{r.template_updates or '-'} | - | - |")
+    if report.agreement:
+        lines += ["", f"## Agreement with {report.primary}", "",
+                  "| target | frames | min IoU | boxes identical | spike counts identical |", "|---|---:|---:|---|---|"]
+        for t, a in report.agreement.items():
+            spikes = ("n/a (a side exposes no spike counts)" if a["all_spikes_identical"] is None else
+                      f"{'yes' if a['all_spikes_identical'] else 'NO'} ({a['spike_frames_compared']} frames)")
+            lines.append(f"| {t} | {a['frames']} | {a['min_iou']:.6f} | "
+                         f"{'yes' if a['all_boxes_identical'] else 'NO'} | {spikes} |")
+    if report.notes:
+        lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
+    return "\n".join(lines) + "\n"
+
+
+def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif: bool = True) -> Path:
+    """Write the report into the directory ``output`` (replaced atomically): ``boxes.json`` (all
+    runs), ``report.json``, ``report.md``, ``report.html``, ``track.gif`` and, with ground truth,
+    ``success.png`` and ``precision.png``."""
+    from spikedeploy.fsutil import atomic_directory
+    from spikedeploy.htmlreport import HtmlPage, figure_png
+
+    output = Path(output)
+    with atomic_directory(output, overwrite=True) as tmp:
+        boxes = {"model": report.model, "weights": report.weights, "primary": report.primary,
+                 "boxes": report.runs[report.primary].boxes,
+                 "runs": {t: {"boxes": r.boxes, "scores": r.scores, "seconds_per_frame": r.seconds_per_frame}
+                          for t, r in report.runs.items()}}
+        (tmp / "boxes.json").write_text(json.dumps(boxes, indent=1), encoding="utf-8")
+        (tmp / "report.json").write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
+        md = to_markdown(report)
+        (tmp / "report.md").write_text(md, encoding="utf-8")
+        page = HtmlPage(f"Tracking report: {report.model}")
+        page.heading(f"Tracking report: {report.model}", 1)
+        page.paragraph(f"weights: {report.weights}; clip: {report.clip} ({report.num_frames} frames)")
+        rows = []
+        for t, r in report.runs.items():
+            s = report.scores.get(t)
+            rows.append([t, r.frames, f"{r.seconds_per_frame * 1e3:.1f}", f"{r.init_seconds:.2f}",
+                         ", ".join(map(str, r.template_updates)) or "-",
+                         f"{s['auc']:.3f}" if s else "-", f"{s['precision20']:.3f}" if s else "-"])
+        page.table(["target", "frames", "ms / frame", "init s", "template updates", "AUC", "P@20"], rows,
+                   align="lrrrlrr")
+        if gif:
+            (tmp / "track.gif").write_bytes(annotated_gif(frames, report))
+            page.raw('<figure><img alt="annotated clip" src="track.gif"/><figcaption>boxes per target '
+                     '(ground truth in green)</figcaption></figure>')
+        if report.scores:
+            fs, fp = _curve_figures(report)
+            (tmp / "success.png").write_bytes(figure_png(fs))
+            (tmp / "precision.png").write_bytes(figure_png(fp))
+            page.raw('<p><img alt="success plot" src="success.png"/> <img alt="precision plot" src="precision.png"/></p>')
+        if report.agreement:
+            page.heading(f"Agreement with {report.primary}", 2)
+            arows = []
+            for t, a in report.agreement.items():
+                spikes = ("n/a" if a["all_spikes_identical"] is None else
+                          f"{'yes' if a['all_spikes_identical'] else 'NO'} ({a['spike_frames_compared']} frames)")
+                arows.append([t, a["frames"], f"{a['min_iou']:.6f}", "yes" if a["all_boxes_identical"] else "NO", spikes])
+            page.table(["target", "frames", "min IoU", "boxes identical", "spike counts identical"], arows,
+                       align="lrrll")
+        if report.notes:
+            page.heading("Notes", 2)
+            page.bullets(report.notes)
+        page.bullets(['<a href="boxes.json">boxes.json</a>', '<a href="report.json">report.json</a>',
+                      '<a href="report.md">report.md</a>'], html=True)
+        (tmp / "report.html").write_text(page.render(), encoding="utf-8")
+    return output
