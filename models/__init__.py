@@ -45,6 +45,7 @@ BUILTIN_MODELS: Dict[str, Callable] = {
 for _name in (
     "spiketrack-s256-t1", "spiketrack-s256-t3", "spiketrack-b256-t1",
     "spiketrack-b256-t3", "spiketrack-b384-t1", "spiketrack-b384-t3",
+    "spiketrack-tiny128-t1", "spiketrack-tiny128-t3",  # small, non-official (trained weights bundled)
 ):
     BUILTIN_MODELS[_name] = _spiketrack(_name)
     for _branch in ("template", "search"):

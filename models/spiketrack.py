@@ -56,6 +56,8 @@ __all__ = [
     "SpikeTrackConfig",
     "VARIANT_CONFIGS",
     "SPIKETRACK_VARIANTS",
+    "SMALL_VARIANTS",
+    "ALL_VARIANTS",
     "MEMORY_KEYS",
     "HeadOutputs",
     "SpikeTrackEncoder",
@@ -69,6 +71,8 @@ __all__ = [
     "spiketrack_b256_t3",
     "spiketrack_b384_t1",
     "spiketrack_b384_t3",
+    "spiketrack_tiny128_t1",
+    "spiketrack_tiny128_t3",
     "identify_variant",
     "load_spiketrack_state_dict",
     "load_spiketrack_checkpoint",
@@ -94,7 +98,9 @@ class SpikeTrackConfig:
     ``embed_dims``: backbone widths of the four stages (encoder type ``Efficient_Spiking_
     Transformer_s`` = (32, 64, 128, 192), ``_l`` = (64, 128, 256, 360)); ``head_channels``: the
     center head's ``NUM_CHANNELS``; ``resolution``: template and search crop size S (the backbone
-    reaches F = S / 16 tokens per side, the MRMs pool to F x F)."""
+    reaches F = S / 16 tokens per side, the MRMs pool to F x F); ``depths``: number of transformer
+    blocks in stages 3 and 4 (official: 6 and 2; the reduced-width ``tiny`` family uses fewer, with
+    MRM 3 after block ``depths[0] // 2 - 1``, i.e. block 2 of 6 as officially)."""
 
     family: str
     embed_dims: Tuple[int, int, int, int]
@@ -104,6 +110,12 @@ class SpikeTrackConfig:
     num_heads: int = 8
     mlp_ratio: int = 4
     stride: int = 16
+    depths: Tuple[int, int] = (6, 2)
+
+    @property
+    def mrm3_after(self) -> int:
+        """Index of the stage-3 block after which MRM 3 runs (official: 2, the middle of 6)."""
+        return max(self.depths[0] // 2 - 1, 0)
 
     @property
     def name(self) -> str:
@@ -135,8 +147,12 @@ class SpikeTrackConfig:
 _FAMILIES = {
     "s": dict(embed_dims=(32, 64, 128, 192), head_channels=192),
     "b": dict(embed_dims=(64, 128, 256, 360), head_channels=256),
+    # not official: a reduced-width, reduced-depth member of the family (same blocks, MRMs, gate and
+    # center head) that trains on a CPU and runs in simulators (spikedeploy's bundled tracker)
+    "tiny": dict(embed_dims=(16, 32, 64, 96), head_channels=64, num_heads=4, depths=(2, 1)),
 }
-_RESOLUTIONS = {"s": (256,), "b": (256, 384)}
+_RESOLUTIONS = {"s": (256,), "b": (256, 384), "tiny": (128,)}
+_OFFICIAL_FAMILIES = ("s", "b")
 
 VARIANT_CONFIGS: Dict[str, SpikeTrackConfig] = {}
 for _fam, _res_list in _RESOLUTIONS.items():
@@ -146,7 +162,16 @@ for _fam, _res_list in _RESOLUTIONS.items():
             VARIANT_CONFIGS[_cfg.variant] = _cfg
 
 #: the six official variants, in the order S256-T1, S256-T3, B256-T1, B256-T3, B384-T1, B384-T3
-SPIKETRACK_VARIANTS: Tuple[str, ...] = tuple(VARIANT_CONFIGS)
+SPIKETRACK_VARIANTS: Tuple[str, ...] = tuple(
+    name for name, cfg in VARIANT_CONFIGS.items() if cfg.family in _OFFICIAL_FAMILIES
+)
+#: the small, non-official variants (``tiny128``: widths 16/32/64/96, head 64, 4 heads, stage depths
+#: 2 and 1 instead of 6 and 2, 128 x 128 crops, 8 x 8 feature map); spikedeploy ships trained weights
+SMALL_VARIANTS: Tuple[str, ...] = tuple(
+    name for name, cfg in VARIANT_CONFIGS.items() if cfg.family not in _OFFICIAL_FAMILIES
+)
+#: every built-in variant (official first)
+ALL_VARIANTS: Tuple[str, ...] = SPIKETRACK_VARIANTS + SMALL_VARIANTS
 
 
 class HeadOutputs(NamedTuple):
@@ -181,9 +206,9 @@ class SpikeTrackEncoder(nn.Module):
         downsample2    -> e1                                 mrm.1 at S/8
         ConvBlock2_1, ConvBlock2_2
         downsample3    -> e2                                 mrm.2 at S/16
-        block3.0..5    e2 (mrm.3 after block3.2)
+        block3.0..5    e2 (mrm.3 after block3.2)               (depths[0] blocks; official 6)
         downsample4    Conv 3x3 s1 -> e3                     mrm.4
-        block4.0..1    e3                                    mrm.5
+        block4.0..1    e3                                    mrm.5 (depths[1] blocks; official 2)
     """
 
     def __init__(self, config: SpikeTrackConfig):
@@ -200,9 +225,10 @@ class SpikeTrackEncoder(nn.Module):
         self.ConvBlock2_1 = nn.ModuleList([ConvBlock(e[1], ratio)])
         self.ConvBlock2_2 = nn.ModuleList([ConvBlock(e[1], ratio)])
         self.downsample3 = DownSampling(e[1], e[2])
-        self.block3 = nn.ModuleList([Block(e[2], heads, F_ * F_, T, ratio) for _ in range(6)])
+        self.mrm3_after = config.mrm3_after
+        self.block3 = nn.ModuleList([Block(e[2], heads, F_ * F_, T, ratio) for _ in range(config.depths[0])])
         self.downsample4 = DownSampling(e[2], e[3], stride=1)
-        self.block4 = nn.ModuleList([Block(e[3], heads, F_ * F_, T, ratio) for _ in range(2)])
+        self.block4 = nn.ModuleList([Block(e[3], heads, F_ * F_, T, ratio) for _ in range(config.depths[1])])
         self.mrm = nn.ModuleList(
             [
                 MemoryRetrieval(e[i], heads, F_, S // stride, T, ratio)
@@ -225,7 +251,7 @@ class SpikeTrackEncoder(nn.Module):
         x = mrm_hook(2, x)
         for i, blk in enumerate(self.block3):
             x = blk(x, template)
-            if i == 2:
+            if i == self.mrm3_after:
                 x = mrm_hook(3, x)
         x = self.downsample4(x)
         x = mrm_hook(4, x)
@@ -450,7 +476,7 @@ def spiketrack_branch(variant: str, branch: str, *, seed: int = 0) -> _BranchNet
 # factories
 # ---------------------------------------------------------------------------------------------
 
-_NAME_RE = re.compile(r"^(?:spiketrack[-_])?([sb])(256|384)(?:[-_]t(\d+))?$")
+_NAME_RE = re.compile(r"^(?:spiketrack[-_])?(s|b|tiny)(128|256|384)(?:[-_]t(\d+))?$")
 
 
 def _resolve(variant: str, templates: Optional[int]) -> SpikeTrackConfig:
@@ -458,21 +484,21 @@ def _resolve(variant: str, templates: Optional[int]) -> SpikeTrackConfig:
         raise ConfigError(f"SpikeTrack variant must be a string like 's256' or 'spiketrack-s256-t1', got {variant!r}")
     m = _NAME_RE.match(variant.strip().lower())
     if m is None:
-        raise ConfigError(f"unknown SpikeTrack variant {variant!r}; known: {', '.join(SPIKETRACK_VARIANTS)}")
+        raise ConfigError(f"unknown SpikeTrack variant {variant!r}; known: {', '.join(ALL_VARIANTS)}")
     fam, res, t_name = m.group(1), int(m.group(2)), m.group(3)
     if t_name is not None and templates is not None and int(t_name) != templates:
         raise ConfigError(f"SpikeTrack variant {variant!r} names T={t_name} but templates={templates} was given")
     t = templates if templates is not None else (int(t_name) if t_name is not None else 1)
     if res not in _RESOLUTIONS[fam]:
         raise ConfigError(f"SpikeTrack-{fam.upper()} exists at {_RESOLUTIONS[fam]} only, not {res}; "
-                          f"known: {', '.join(SPIKETRACK_VARIANTS)}")
+                          f"known: {', '.join(ALL_VARIANTS)}")
     if isinstance(t, bool) or not isinstance(t, int) or t not in (1, 2, 3):
         raise ConfigError(f"SpikeTrack: templates must be 1, 2 or 3 (official configs: 1 and 3), got {t!r}")
     return SpikeTrackConfig(family=fam, resolution=res, templates=t, **_FAMILIES[fam])
 
 
 def spiketrack(variant: str = "s256", templates: Optional[int] = None, checkpoint=None) -> SpikeTrack:
-    """Build a SpikeTrack variant: ``variant`` is ``"s256"``, ``"b256"``, ``"b384"`` (then
+    """Build a SpikeTrack variant: ``variant`` is ``"s256"``, ``"b256"``, ``"b384"``, ``"tiny128"`` (then
     ``templates`` = 1 or 3, default 1) or a full name such as ``"spiketrack-b256-t3"``. With
     ``checkpoint`` (a path) the official weights are loaded strictly."""
     model = SpikeTrack(_resolve(variant, templates))
@@ -505,6 +531,16 @@ def spiketrack_b384_t3(**kw) -> SpikeTrack:
     return spiketrack("b384", 3, **kw)
 
 
+def spiketrack_tiny128_t1(**kw) -> SpikeTrack:
+    """The small, non-official SpikeTrack-TINY128-T1 (see :data:`SMALL_VARIANTS`)."""
+    return spiketrack("tiny128", 1, **kw)
+
+
+def spiketrack_tiny128_t3(**kw) -> SpikeTrack:
+    """The small, non-official SpikeTrack-TINY128-T3 (see :data:`SMALL_VARIANTS`)."""
+    return spiketrack("tiny128", 3, **kw)
+
+
 # ---------------------------------------------------------------------------------------------
 # checkpoints
 # ---------------------------------------------------------------------------------------------
@@ -526,7 +562,7 @@ def _describe(sd: Mapping) -> Optional[str]:
         tokens = int(sd["encoder.block3.0.attn.s_pos_embed"].shape[-1])
     except (KeyError, AttributeError, IndexError, TypeError):
         return None
-    fam = {192: "S", 360: "B"}.get(width)
+    fam = {192: "S", 360: "B", 96: "TINY"}.get(width)
     side = int(round(math.sqrt(tokens)))
     t = sum(1 for k in sd if re.fullmatch(r"encoder\.mrm\.0\.retriever\.seg_responder_dw\.\d+\.0\.weight", k))
     if fam is None or side * side != tokens or t == 0:
@@ -586,7 +622,7 @@ def spiketrack_from_checkpoint(path, variant: Optional[str] = None, templates: O
         if found is None:
             raise CheckpointError(
                 f"checkpoint {str(path)!r}: its keys and shapes match none of the SpikeTrack variants "
-                f"({', '.join(SPIKETRACK_VARIANTS)})" + (f"; closest reading: {_describe(sd)}" if _describe(sd) else "")
+                f"({', '.join(ALL_VARIANTS)})" + (f"; closest reading: {_describe(sd)}" if _describe(sd) else "")
             )
         variant = found
     model = spiketrack(variant, templates)
