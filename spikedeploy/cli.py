@@ -327,8 +327,8 @@ def _cmd_track(args) -> int:
         print(f"  {t:<18} {r.frames:>4} frames, {r.seconds_per_frame * 1e3:8.1f} ms per frame{score}")
     for t, a in report.agreement.items():
         spikes = ("" if a["all_spikes_identical"] is None else
-                  f", spike counts {'identical' if a['all_spikes_identical'] else 'DIFFER'} on "
-                  f"{a['spike_frames_compared']} frames")
+                  f", spike counts {'identical to' if a['all_spikes_identical'] else 'DIFFER from'} "
+                  f"{a['spikes_against']}'s on {a['spike_frames_compared']} frames")
         print(f"  {t} vs {report.primary}: min IoU {a['min_iou']:.6f} over {a['frames']} frames, boxes "
               f"{'identical' if a['all_boxes_identical'] else 'differ'}{spikes}")
     for note in report.notes:

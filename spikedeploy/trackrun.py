@@ -5,10 +5,10 @@ target — the network part on the PyTorch model, the reference executor, onnxru
 host part (crops, window, decoding) the same Python code every time — and compares:
 
 - with ground truth (when given): OTB success AUC and precision at 20 px (:mod:`spikedeploy.metrics`);
-- between targets, frame by frame against the first target: IoU of the boxes, whether the boxes
-  are identical, and — when both targets expose their per-layer spike counts (reference and Lava
-  backends) — whether every layer's counts are identical (compared by a SHA-256 digest of the
-  exact integer counts of every layer, so nothing is held in memory across frames).
+- between targets, frame by frame: IoU of the boxes against the first target and whether they are
+  identical; and, for targets that expose per-layer spike counts (reference and Lava backends),
+  whether every layer's counts are identical to those of the first such target (compared by a
+  SHA-256 digest of the exact integer counts of every layer, so nothing is held across frames).
 
 A slow target (Lava's CPU simulator) can track fewer frames (``frame_limits``); its agreement is
 computed on the frames it tracked. :func:`write_track_outputs` writes ``boxes.json``,
@@ -271,17 +271,22 @@ def _track_one(tracker, frames: np.ndarray, init_box, target: str, limit: int, p
     return TargetTrack(target, boxes, scores, per_frame, t_init, digests, totals, list(tracker.updates))
 
 
-def _agreement(a: TargetTrack, b: TargetTrack) -> dict:
+def _agreement(a: TargetTrack, b: TargetTrack, spikes_from: Optional[TargetTrack]) -> dict:
+    """``b`` against the primary ``a`` (boxes) and against ``spikes_from`` (the first target that
+    exposes per-layer spike counts; None: no comparison)."""
     from spikedeploy.metrics import box_iou
 
     n = min(a.frames, b.frames)
     iou = box_iou(np.asarray(b.boxes[:n]), np.asarray(a.boxes[:n])).tolist()
     same_box = [a.boxes[i] == b.boxes[i] for i in range(n)]
-    same_spikes = [None if (a.spike_digest[i] is None or b.spike_digest[i] is None)
-                   else a.spike_digest[i] == b.spike_digest[i] for i in range(n)]
+    ref = spikes_from if spikes_from is not None and spikes_from is not b else None
+    m = min(b.frames, ref.frames) if ref is not None else 0
+    same_spikes = [None if (ref.spike_digest[i] is None or b.spike_digest[i] is None)
+                   else ref.spike_digest[i] == b.spike_digest[i] for i in range(m)] if ref is not None else []
     compared = [s for s in same_spikes if s is not None]
     return {
         "against": a.target, "frames": n, "iou": iou, "identical_box": same_box,
+        "spikes_against": ref.target if ref is not None else None,
         "identical_spikes": same_spikes,
         "min_iou": float(min(iou[1:])) if n > 1 else 1.0,
         "all_boxes_identical": all(same_box),
@@ -326,8 +331,10 @@ def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[floa
             s = score_tracking(np.asarray(r.boxes), np.asarray(ground_truth)[: r.frames])
             report.scores[t] = asdict(s)
     first = report.runs[targets[0]]
+    with_spikes = [r for r in report.runs.values() if any(d is not None for d in r.spike_digest)]
+    spikes_from = with_spikes[0] if with_spikes else None
     for t in targets[1:]:
-        report.agreement[t] = _agreement(first, report.runs[t])
+        report.agreement[t] = _agreement(first, report.runs[t], spikes_from)
     return report
 
 
@@ -411,11 +418,13 @@ def to_markdown(report: TrackReport) -> str:
                      f"| {t} | {r.frames} | {r.seconds_per_frame * 1e3:.1f} | {r.init_seconds:.2f} | "
                      f"{r.template_updates or '-'} | - | - |")
     if report.agreement:
-        lines += ["", f"## Agreement with {report.primary}", "",
+        lines += ["", f"## Agreement (boxes against {report.primary}; spike counts against the first target "
+                      f"that exposes them)", "",
                   "| target | frames | min IoU | boxes identical | spike counts identical |", "|---|---:|---:|---|---|"]
         for t, a in report.agreement.items():
-            spikes = ("n/a (a side exposes no spike counts)" if a["all_spikes_identical"] is None else
-                      f"{'yes' if a['all_spikes_identical'] else 'NO'} ({a['spike_frames_compared']} frames)")
+            spikes = ("n/a (no spike counts to compare)" if a["all_spikes_identical"] is None else
+                      f"{'yes' if a['all_spikes_identical'] else 'NO'} ({a['spike_frames_compared']} frames, "
+                      f"vs {a['spikes_against']})")
             lines.append(f"| {t} | {a['frames']} | {a['min_iou']:.6f} | "
                          f"{'yes' if a['all_boxes_identical'] else 'NO'} | {spikes} |")
     if report.notes:
@@ -465,7 +474,8 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
             arows = []
             for t, a in report.agreement.items():
                 spikes = ("n/a" if a["all_spikes_identical"] is None else
-                          f"{'yes' if a['all_spikes_identical'] else 'NO'} ({a['spike_frames_compared']} frames)")
+                          f"{'yes' if a['all_spikes_identical'] else 'NO'} ({a['spike_frames_compared']} frames, "
+                          f"vs {a['spikes_against']})")
                 arows.append([t, a["frames"], f"{a['min_iou']:.6f}", "yes" if a["all_boxes_identical"] else "NO", spikes])
             page.table(["target", "frames", "min IoU", "boxes identical", "spike counts identical"], arows,
                        align="lrrll")

@@ -62,3 +62,82 @@ def test_bad_clips_and_boxes(tmp_path, capsys):
         assert rc == 2, (args, err)
         assert needle in err and "Traceback" not in err, (args, err)
         assert not out.exists()
+
+
+def test_several_targets_agree_and_report(tmp_path, capsys):
+    """The small variant on a generated clip with ground truth: torch64 (float64 integer model),
+    reference binary and graded spikes and onnxruntime give identical boxes on every frame; the two
+    spike modes give identical per-layer spike counts (non-zero); the report holds OTB scores,
+    plots, the annotated GIF and the HTML page; a frame limit is honoured and reported."""
+    frames = _clip(4, 120, 160)
+    clip = tmp_path / "clip.npy"
+    np.save(clip, frames)
+    gt = np.array([[30.0 + 8 * i, 40.0, 30.0, 30.0] for i in range(4)])
+    np.savetxt(tmp_path / "gt.txt", gt, delimiter=",")
+    out = tmp_path / "out"
+    rc = main(["track", "--model", "spiketrack-tiny128-t1", "--clip", str(clip), "--ground-truth", str(tmp_path / "gt.txt"),
+               "--target", "torch64,reference,reference-graded,onnx", "--max-frames", "4", "-o", str(out),
+               "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    report = json.loads((out / "report.json").read_text())
+    runs = report["runs"]
+    assert list(runs) == ["torch64", "reference-binary", "reference-graded", "onnx"]
+    assert runs["torch64"]["boxes"][0] == [30.0, 40.0, 30.0, 30.0]  # the first ground-truth box
+    for t in ("reference-binary", "reference-graded", "onnx"):
+        assert runs[t]["boxes"] == runs["torch64"]["boxes"], t
+        assert report["agreement"][t]["all_boxes_identical"] is True
+    graded = report["agreement"]["reference-graded"]
+    assert graded["spikes_against"] == "reference-binary"
+    assert graded["all_spikes_identical"] is True and graded["spike_frames_compared"] == 3
+    assert all(n > 0 for n in runs["reference-binary"]["spike_total"][1:]), "no spikes: the comparison proves nothing"
+    assert report["agreement"]["onnx"]["all_spikes_identical"] is None  # onnx exposes no spike counts
+    for t in runs:
+        s = report["scores"][t]
+        assert 0.0 <= s["auc"] <= 1.0 and s["frames"] == 3 and len(s["success"]) == 21
+    for f in ("boxes.json", "report.md", "report.html", "track.gif", "success.png", "precision.png"):
+        assert (out / f).stat().st_size > 0, f
+    from PIL import Image
+
+    with Image.open(out / "track.gif") as im:
+        assert im.n_frames == 4
+    assert "identical to reference-binary's on 3 frames" in text
+
+    # a GIF clip reads back as frames; a frame limit per run is reported
+    gif_out = tmp_path / "gif"
+    rc = main(["track", "--model", "spiketrack-tiny128-t1", "--clip", str(out / "track.gif"), "--init-box", "30,40,30,30",
+               "--target", "torch", "--max-frames", "2", "--no-gif", "-o", str(gif_out), "--no-progress"])
+    assert rc == 0
+    rep = json.loads((gif_out / "report.json").read_text())
+    assert len(rep["runs"]["torch"]["boxes"]) == 2 and rep["num_frames"] == 4
+    assert "first 2 of 4 frames" in rep["notes"][0]
+    assert not (gif_out / "track.gif").exists()
+
+
+def test_bad_ground_truth_and_targets(tmp_path, capsys):
+    clip = tmp_path / "clip.npy"
+    np.save(clip, _clip(3))
+    (tmp_path / "short.txt").write_text("1,1,5,5\n2,2,5,5\n")
+    (tmp_path / "bad.txt").write_text("1,1,five,5\n")
+    cases = [
+        (["--ground-truth", str(tmp_path / "short.txt")], "has 2 boxes but the clip has 3 frames"),
+        (["--ground-truth", str(tmp_path / "bad.txt")], "cannot read ground-truth boxes"),
+        (["--ground-truth", str(tmp_path / "none.txt")], "does not exist"),
+        (["--init-box", "1,1,5,5", "--target", "tpu"], "unknown tracking target 'tpu'"),
+        (["--init-box", "1,1,5,5", "--target", "torch,torch"], "named twice"),
+        (["--init-box", "1,1,5,5", "--max-frames", "0"], "at least 1"),
+        ([], "initial box"),
+        ([str(tmp_path / "clip.txt")], None),
+    ]
+    (tmp_path / "clip.txt").write_text("x")
+    for args, needle in cases:
+        out = tmp_path / "out"
+        if needle is None:
+            args, needle = ["--clip", args[0], "--init-box", "1,1,5,5"], "unsupported file type"
+        else:
+            args = ["--clip", str(clip), *args]
+        rc = main(["track", "--model", "spiketrack-tiny128-t1", *args, "-o", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2, (args, err)
+        assert needle in err and "Traceback" not in err, (args, err)
+        assert not out.exists()
