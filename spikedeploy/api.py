@@ -419,10 +419,23 @@ DEMO_CASES = (
 )
 
 
-def demo(output="out/demo", *, num_inputs: int = 128, progress: bool = True, cases=DEMO_CASES) -> int:
-    """The main job until the tracker lands: verify the lowering of the bundled test model for every
-    neuron type and write ``report.md``/``report.json`` (plus one folder per neuron type) into
-    ``output``. Prints a summary and the report's path; returns the exit code."""
+def demo(output="out/demo", *, lava_frames: int = 4, num_frames: Optional[int] = None, neuron_inputs: int = 32,
+         progress: bool = True, lava: bool = True) -> int:
+    """The main job: the bundled trained SpikeTrack tracker exported to every target, verified,
+    audited and tracking the bundled clip in Lava and onnxruntime (:func:`spikedeploy.demo.run_demo`).
+    Returns the exit code (0 when every check passed)."""
+    from spikedeploy.demo import run_demo
+
+    res = run_demo(output, lava_frames=lava_frames, num_frames=num_frames, neuron_inputs=neuron_inputs,
+                   progress=progress, lava=lava)
+    return 0 if res.passed else 1
+
+
+def neuron_demo(output="out/neurons", *, num_inputs: int = 128, progress: bool = True, cases=DEMO_CASES,
+                quiet: bool = False) -> int:
+    """Verify the lowering of the bundled SDT-v3-style test model for every neuron type and write
+    ``report.md``/``report.json`` (plus one folder per neuron type) into ``output``. Prints a
+    summary (unless ``quiet``) and the report's path; returns the exit code."""
     import time
 
     from tqdm.auto import tqdm
@@ -467,8 +480,9 @@ def demo(output="out/demo", *, num_inputs: int = 128, progress: bool = True, cas
             (tmp / kind).mkdir()
             (tmp / kind / "report.md").write_text(rep.to_markdown(), encoding="utf-8")
             (tmp / kind / "report.json").write_text(rep.to_json(), encoding="utf-8")
-    print(summary)
-    print(f"report: {Path(output) / 'report.md'}")
+    if not quiet:
+        print(summary)
+        print(f"report: {Path(output) / 'report.md'}")
     return 0 if passed else 1
 
 

@@ -204,12 +204,25 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--encoding", choices=["binary", "graded"], default=None,
                    help="also lower the graph to this spike encoding")
 
-    d = sub.add_parser("demo", help="the main job on the bundled default model: verify every neuron type",
-                       description="Verify the lowering of the bundled SDT-v3-style test model for every neuron "
-                                   "type (random weights that fire, random inputs) and write one report.")
-    d.add_argument("-o", "--output", default="out/demo", help="report directory (default: %(default)s)")
-    d.add_argument("--inputs", type=int, default=128, dest="num_inputs",
-                   help="random inputs per neuron type (default: %(default)s)")
+    d = sub.add_parser("demo", help="the main job: the bundled trained tracker exported, verified, audited and "
+                                    "tracking the bundled clip in Lava and onnxruntime",
+                       description="On the bundled trained SpikeTrack tracker (spiketrack-tiny128-t1) and the bundled "
+                                   "clip: export both branches to ONNX, NIR and Lava; verify the search branch's "
+                                   "lowering (binary and graded spikes, ONNX and NIR targets) on crops of the clip; "
+                                   "audit its measured SynOps; track the clip with the PyTorch integer model, the "
+                                   "reference (binary spikes), onnxruntime and Lava's CPU simulator (graded spikes) "
+                                   "and compare boxes and spike counts frame by frame; verify every neuron type on "
+                                   "the test model. Writes index.html linking every report; exit code 1 if a check "
+                                   "fails.")
+    d.add_argument("-o", "--output", default="out/demo", help="output directory, replaced atomically "
+                                                               "(default: %(default)s)")
+    d.add_argument("--lava-frames", type=int, default=4, metavar="N",
+                   help="frames tracked in Lava's simulator, counting the first (default: %(default)s)")
+    d.add_argument("--frames", type=int, default=None, dest="num_frames", metavar="N",
+                   help="track only the first N frames of the bundled clip (default: all)")
+    d.add_argument("--no-lava", action="store_true", help="leave Lava out of the tracking (it is still exported)")
+    d.add_argument("--neuron-inputs", type=int, default=32,
+                   help="random inputs per neuron type in the neuron-type verification (default: %(default)s)")
     d.add_argument("--no-progress", action="store_true", help="do not show progress bars")
     return p
 
@@ -347,7 +360,13 @@ def _cmd_inspect(args) -> int:
 def _cmd_demo(args) -> int:
     from spikedeploy import api
 
-    return api.demo(output=args.output, num_inputs=args.num_inputs, progress=not args.no_progress)
+    from spikedeploy.errors import ConfigError
+
+    for v, what in ((args.lava_frames, "--lava-frames"), (args.num_frames, "--frames")):
+        if v is not None and v < 1:
+            raise ConfigError(f"{what} must be at least 1, got {v}")
+    return api.demo(output=args.output, lava_frames=args.lava_frames, num_frames=args.num_frames,
+                    neuron_inputs=args.neuron_inputs, progress=not args.no_progress, lava=not args.no_lava)
 
 
 COMMANDS = {

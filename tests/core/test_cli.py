@@ -137,7 +137,7 @@ def test_inspect_prints_graph(capsys):
 
 
 def test_demo_small(tmp_path, capsys):
-    rc = api.demo(tmp_path / "demo", num_inputs=4, progress=False, cases=(("nilif", 3), ("dilif", 2)))
+    rc = api.neuron_demo(tmp_path / "demo", num_inputs=4, progress=False, cases=(("nilif", 3), ("dilif", 2)))
     assert rc == 0
     summary = (tmp_path / "demo" / "report.md").read_text()
     assert "nilif" in summary and "dilif" in summary and "FAIL" not in summary

@@ -1,0 +1,179 @@
+"""The main job (``spikedeploy demo``, ``make demo``): the bundled trained SpikeTrack tracker,
+deployed and running.
+
+On the bundled model (``spiketrack-tiny128-t1`` with the weights trained by
+``examples/train_tracker.py``, shipped in ``spikedeploy/data``) and the bundled clip (generated
+deterministically from scikit-image's photographs, ground truth by construction):
+
+1. **export** both branches (template and search) to ONNX, NIR and a Lava bundle;
+2. **equivalence**: ``verify`` of the search branch on search crops of the clip — capture, folding,
+   binary and graded spikes (teacher-forced, per layer) and the ONNX and NIR targets;
+3. **audit**: measured SynOps per layer on the same crops next to the papers' estimate;
+4. **tracking** of the clip frame by frame with the network on the PyTorch integer model
+   (float64: the reference point), the reference executor (binary spikes), onnxruntime and Lava's
+   CPU simulator (graded spikes; ``lava_frames`` frames: the simulator takes seconds per frame):
+   boxes, OTB success/precision against the ground truth, per-frame agreement of every target with
+   the PyTorch model and of the Lava spike counts with the reference's, layer by layer;
+5. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
+
+Everything goes into one directory, replaced atomically, with ``index.html`` linking every report.
+The verdict (exit code 0) needs: every verification stage passed, the ONNX, reference and Lava
+boxes identical to the PyTorch model's on every frame they tracked, and the Lava spike counts equal
+to the reference's on every frame.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+
+__all__ = ["DEMO_MODEL", "DEMO_TARGETS", "DemoResult", "run_demo"]
+
+DEMO_MODEL = "spiketrack-tiny128-t1"
+#: tracking targets of the demo; the first is the reference point of the box agreement
+DEMO_TARGETS = ("torch64", "reference-binary", "onnx", "lava-graded")
+_EXPORTS = (("onnx", "onnx", None), ("nir", "nir", "binary"), ("lava", "lava", "graded"))
+
+
+@dataclass
+class DemoStep:
+    name: str
+    passed: bool
+    seconds: float
+    summary: str
+    link: Optional[str] = None
+
+
+@dataclass
+class DemoResult:
+    steps: List[DemoStep] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.steps)
+
+
+def _search_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) -> np.ndarray:
+    """Search-branch inputs ``[1, count, 3, S, S]`` (float32): the tracker's 4x-context crops around
+    the ground-truth boxes of ``count`` frames spread over the clip, normalized as the tracker does."""
+    from spikedeploy.models.spiketrack import normalize_images
+    from spikedeploy.tracker import SEARCH_FACTOR, crop_with_context
+
+    idx = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
+    crops = [crop_with_context(frames[i], boxes[i].tolist(), SEARCH_FACTOR, size)[0] for i in idx]
+    return normalize_images(np.stack(crops)).numpy()[None].astype(np.float32)
+
+
+def run_demo(output="out/demo", *, lava_frames: int = 4, num_frames: Optional[int] = None, crops: int = 8,
+             neuron_inputs: int = 32, progress: bool = True, lava: bool = True) -> DemoResult:
+    """Run the main job into the directory ``output`` (see the module docstring); returns the
+    :class:`DemoResult` (``passed``) and prints a summary and where ``index.html`` is.
+    ``num_frames``: track only the first frames of the clip; ``lava=False`` leaves Lava out of the
+    tracking (its export is still made)."""
+    from spikedeploy import api
+    from spikedeploy.audit import audit
+    from spikedeploy.fsutil import atomic_directory, check_output_dir
+    from spikedeploy.htmlreport import HtmlPage
+    from spikedeploy.models.spiketrack import VARIANT_CONFIGS, default_tracker_checkpoint, demo_clip
+
+    check_output_dir(output)
+    result = DemoResult()
+    ckpt = str(default_tracker_checkpoint())
+    frames, gt = demo_clip()
+    if num_frames is not None:
+        frames, gt = frames[:num_frames], gt[:num_frames]
+    size = VARIANT_CONFIGS[DEMO_MODEL].resolution
+
+    def step(name: str, passed: bool, t0: float, summary: str, link: Optional[str] = None) -> None:
+        s = DemoStep(name, bool(passed), time.perf_counter() - t0, summary, link)
+        result.steps.append(s)
+        print(f"[{'PASS' if s.passed else 'FAIL'}] {name}: {summary} ({s.seconds:.1f} s)", flush=True)
+
+    print(f"spikedeploy demo: {DEMO_MODEL}, bundled weights {Path(ckpt).name}, bundled clip of {len(frames)} frames",
+          flush=True)
+    with atomic_directory(output, overwrite=True) as tmp:
+        np.save(tmp / "clip.npy", frames)
+        np.savetxt(tmp / "groundtruth.txt", gt, fmt="%.2f", delimiter=",")
+
+        # 1. export
+        t0 = time.perf_counter()
+        (tmp / "exports").mkdir()
+        made = []
+        for branch in ("template", "search"):
+            for target, ext, enc in _EXPORTS:
+                res = api.export(f"{DEMO_MODEL}:{branch}", checkpoint=ckpt, target=target, encoding=enc,
+                                 output=tmp / "exports" / f"{branch}.{ext}")
+                made.append(f"{branch}.{ext} ({res.encoding}, {res.neuron_layers} neuron layers, {res.seconds:.1f} s)")
+        step("export", True, t0, "; ".join(made), "exports/")
+
+        # 2. equivalence
+        t0 = time.perf_counter()
+        x = _search_crops(frames, gt, size, crops)
+        np.save(tmp / "search_crops.npy", x)
+        rep = api.verify(f"{DEMO_MODEL}:search", checkpoint=ckpt, input_file=tmp / "search_crops.npy",
+                         num_inputs=x.shape[1], targets=["onnx", "nir"], target_inputs=2, output=tmp / "verify",
+                         progress=progress)
+        stages = ", ".join(f"{s.name} {'ok' if s.passed else 'FAIL'}" for s in rep.stages)
+        step("equivalence (search branch, spikes vs integer; onnx, nir)", rep.passed, t0,
+             f"{x.shape[1]} search crops of the clip: {stages}", "verify/report.md")
+
+        # 3. audit
+        t0 = time.perf_counter()
+        aud = audit(f"{DEMO_MODEL}:search", checkpoint=ckpt, input_file=tmp / "search_crops.npy",
+                    output=tmp / "audit")
+        tot = aud.totals["per_frame"]
+        step("op-count audit (search branch)", tot["measured_synops"] > 0, t0,
+             f"measured {tot['measured_synops']:,.0f} SynOps per frame vs the papers' estimate "
+             f"{tot['theoretical_ops']:,.0f} (ratio {tot['ratio']:.3f})", "audit/report.html")
+
+        # 4. tracking
+        t0 = time.perf_counter()
+        targets = [t for t in DEMO_TARGETS if lava or not t.startswith("lava")]
+        tr = api.track(DEMO_MODEL, clip=tmp / "clip.npy", ground_truth=gt, targets=targets, checkpoint=ckpt,
+                       frame_limits={"lava-graded": lava_frames} if lava else None, output=tmp / "track",
+                       progress=progress)
+        ok = all(a["all_boxes_identical"] for a in tr.agreement.values())
+        lava_agree = tr.agreement.get("lava-graded")
+        if lava_agree is not None:
+            ok = ok and lava_agree["all_spikes_identical"] is True
+        score = tr.scores[tr.primary]
+        parts = [f"{tr.primary}: AUC {score['auc']:.3f}, precision@20px {score['precision20']:.3f} on "
+                 f"{score['frames']} frames"]
+        for t, a in tr.agreement.items():
+            spikes = ("" if a["all_spikes_identical"] is None else
+                      f", spike counts {'identical to' if a['all_spikes_identical'] else 'DIFFER from'} "
+                      f"{a['spikes_against']} on {a['spike_frames_compared']} frames")
+            parts.append(f"{t}: {a['frames']} frames, boxes {'identical' if a['all_boxes_identical'] else 'DIFFER'}"
+                         f"{spikes}, {tr.runs[t].seconds_per_frame:.2f} s/frame")
+        step("tracking (torch64, reference, onnx, lava)", ok, t0, "; ".join(parts + tr.notes), "track/report.html")
+
+        # 5. every neuron type on the test model
+        t0 = time.perf_counter()
+        code = api.neuron_demo(tmp / "neurons", num_inputs=neuron_inputs, progress=progress, quiet=True)
+        step("lowering of every neuron type (SDT-v3-style test model)", code == 0, t0,
+             f"{len(api.DEMO_CASES)} neuron types, {neuron_inputs} random inputs each", "neurons/report.md")
+
+        # index
+        page = HtmlPage("spikedeploy demo")
+        verdict = "PASS" if result.passed else "FAIL"
+        page.heading(f"spikedeploy demo: {DEMO_MODEL} deployed — {verdict}", 1)
+        page.paragraph(f"The bundled trained SpikeTrack tracker ({DEMO_MODEL}, weights {Path(ckpt).name}) on the "
+                       f"bundled clip ({len(frames)} frames, ground truth by construction).")
+        page.table(["step", "verdict", "seconds", "summary", "report"],
+                   [[s.name, "PASS" if s.passed else "FAIL", f"{s.seconds:.1f}", s.summary, s.link or ""]
+                    for s in result.steps], align="llrll")
+        page.bullets([f'<a href="{s.link}">{s.name}</a>' for s in result.steps if s.link], html=True)
+        if (tmp / "track" / "track.gif").exists():
+            page.raw('<figure><img alt="tracking" src="track/track.gif"/><figcaption>the clip with every '
+                     'target\'s boxes (ground truth in green)</figcaption></figure>')
+        (tmp / "index.html").write_text(page.render(), encoding="utf-8")
+        (tmp / "summary.json").write_text(json.dumps(
+            {"passed": result.passed, "model": DEMO_MODEL, "steps": [s.__dict__ for s in result.steps]}, indent=1),
+            encoding="utf-8")
+    print(f"demo {'PASSED' if result.passed else 'FAILED'}; report: {Path(output) / 'index.html'}")
+    return result
