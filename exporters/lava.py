@@ -82,7 +82,9 @@ __all__ = ["ENCODINGS", "RULES", "FORMAT", "VERSION", "LavaBundle", "compile_gra
 TARGET = "lava"
 ENCODINGS = ("binary", "graded")
 FORMAT = "spikedeploy-lava-bundle"
-VERSION = 1
+VERSION = 2
+#: bundle versions :func:`load` reads (1: no fusion fields)
+READ_VERSIONS = (1, 2)
 #: payload width of graded messages (Loihi 2 graded spikes carry up to 24 bits)
 GRADED_BITS = 24
 GRAPH_FILE = "graph.json"
@@ -316,7 +318,9 @@ class Compiler:
         w.sort_indices()
         return self.add_proc(
             "sparse", base, node=node, shape=[int(w.shape[0]), int(w.shape[1])], nnz=int(w.nnz),
-            num_message_bits=0 if all(m == "binary" for m in msg_in) else GRADED_BITS,
+            # Lava's binary Sparse casts its summed input to bool: only a single unit-spike stream
+            # may use it (two spike streams summed into one port can carry 2)
+            num_message_bits=0 if list(msg_in) == ["binary"] else GRADED_BITS,
             data=self.array(w.data.astype(np.float64)), indices=self.array(w.indices.astype(np.int64)),
             indptr=self.array(w.indptr.astype(np.int64)),
         )
@@ -519,8 +523,9 @@ def add_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     if len(terms) <= MAX_SUM_TERMS:
         return Val(a.shape, False, terms, offset, False)
     streams = c.streams_of(Val(a.shape, False, terms), node.name)
-    name = c.add_proc("delay", f"{node.name}.sum", size=a.size, delay=1)
+    name = c.add_proc("delay", f"{node.name}.sum", size=a.size, delay=1, relay=True)
     start, length = c.connect_streams([streams], [(name, "a_in")])
+    c.proc_index[name].update(in_start=start, in_len=length)
     relay = Stream(name, "a_out", a.size, start + 1, length, "real")
     return Val(a.shape, False, [Term(relay, _arange(a.shape))], offset, False)
 
@@ -665,6 +670,202 @@ RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
 
 
 # ---------------------------------------------------------------------------------------------
+# process fusion (a pass on the process-graph description)
+# ---------------------------------------------------------------------------------------------
+
+#: processes whose input ports can absorb synapses and delay lines, and the window (start, length
+#: fields of the process record) in which each input port is read
+TAP_CONSUMERS: Dict[str, Dict[str, Tuple[str, str]]] = {
+    "neuron": {"a_in": ("in_start", "in_len")},
+    "readout": {"a_in": ("start", "length")},
+    "attention": {"q_in": ("q_start", "q_len"), "k_in": ("kv_start", "kv_len"), "v_in": ("kv_start", "kv_len")},
+    "memory_write": {"k_in": ("kv_start", "kv_len"), "v_in": ("kv_start", "kv_len")},
+    "junction": {"a_in": ("in_start", "in_len")},
+}
+#: synapse processes that can be fused into their consumer
+FUSABLE_SYNAPSES = ("sparse", "conv")
+
+
+def _out_size(p: dict) -> int:
+    """Size of the (single) output port of a process record."""
+    t = p["type"]
+    if t == "sparse":
+        return int(p["shape"][0])
+    if t == "conv":
+        return int(math.prod(p["out_shape"]))
+    if t == "attention":
+        return int(p["v_channels"]) * int(p["tokens"])
+    if t == "memory_write":
+        return int(p["channels"]) * int(p["v_channels"]) // int(p["heads"])
+    return int(p["size"])
+
+
+def _send_window(p: dict) -> Optional[Tuple[str, int, int]]:
+    """(output port, start, length) of the data a project process sends per macro-step, for
+    processes that can send only inside that window (None: it sends every step)."""
+    t = p["type"]
+    if t == "neuron":
+        return "s_out", p["out_start"], p["window"]
+    if t == "attention":
+        return "a_out", p["q_start"], p["q_len"]
+    if t == "memory_write":
+        return "a_out", p["kv_start"] + p["kv_len"] - 1, 1
+    if t == "junction":
+        return "a_out", p["in_start"] + 1, p["in_len"]
+    if t == "source":
+        return "s_out", p["start"], 1
+    return None
+
+
+def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dict], List[dict], dict]:
+    """Fuse synapses and delay lines into the processes that consume them (same arithmetic and
+    timing, fewer Lava processes and messages). Returns new (processes, connections, stats).
+
+    * A ``Sparse``/``ConvSynapse`` whose output feeds exactly one input port of a consumer
+      (integer neuron, attention, memory writer, readout, residual relay) becomes a *synaptic tap*
+      of that port: the consumer receives the synapse's input spikes itself and computes
+      ``W @ x`` (Lava ``Sparse``'s exact formula, or the kernel convolution) one step later, so
+      the input the consumer integrates at step k is still ``W @ x[k - 1]``.
+    * ``Delay`` chains in front of a tap are replaced by the tap's own delay: a source delayed by
+      ``d`` steps is buffered inside the consumer and used ``d`` steps after it arrived.
+    * A residual relay (a one-step ``Delay`` summing several streams) becomes a ``junction``
+      process with taps (``out[k] = sum of its taps' inputs at k - 1``).
+    * Every input of a consumer keeps its order, so the summed current is added in the same order
+      as Lava's ``InPort`` sums its connections (bit-identical to the unfused graph).
+    * Windowed messages: a project process whose outputs feed only tap ports sends only in its
+      output window (``send``), and each tap receives only in that window (``sched``); Lava's own
+      processes (``Sparse``, ``RingBuffer``) and ports feeding them keep sending every step.
+
+    A tap records ``syn`` (None, or the synapse: ``{"kind": "sparse"|"conv", ...}``) and
+    ``sources`` (``{"port", "src", "src_port", "delay", "sched"}``: the consumer's own InPort for
+    that source, the sending process and port, the delay in steps from sending to use, and the
+    sender's window ``[start, length]`` or None when it sends every step)."""
+    procs = [dict(p) for p in procs]
+    by_name = {p["name"]: p for p in procs}
+    for p in procs:  # residual relays become junctions (a consumer with taps)
+        if p["type"] == "delay" and p.get("relay"):
+            p["type"] = "junction"
+    incoming: Dict[Tuple[str, str], List[dict]] = {}
+    outgoing: Dict[Tuple[str, str], List[dict]] = {}
+    for cn in connections:
+        incoming.setdefault((cn["dst"], cn["dst_port"]), []).append(cn)
+        outgoing.setdefault((cn["src"], cn["src_port"]), []).append(cn)
+
+    def resolve(src: str, port: str) -> Tuple[str, str, int]:
+        """Follow plain delay lines upstream: (origin process, port, accumulated delay)."""
+        d = 0
+        while by_name[src]["type"] == "delay":
+            ins = incoming.get((src, "a_in"), [])
+            if len(ins) != 1:
+                break
+            d += int(by_name[src]["delay"])
+            src, port = ins[0]["src"], ins[0]["src_port"]
+        return src, port, d
+
+    def exclusive_chain(src: str) -> Tuple[dict, int]:
+        """Follow delay lines upstream while each has this one reader: (first other process, delay)."""
+        d = 0
+        while by_name[src]["type"] == "delay" and len(outgoing.get((src, "a_out"), [])) == 1:
+            ins = incoming.get((src, "a_in"), [])
+            if len(ins) != 1:
+                break
+            d += int(by_name[src]["delay"])
+            src = ins[0]["src"]
+        return by_name[src], d
+
+    removed_syn = set()
+    tapped = {}  # consumer -> {logical port: [tap, ...]}
+    for p in procs:
+        ports = TAP_CONSUMERS.get(p["type"])
+        if ports is None:
+            continue
+        spec = {}
+        for lp in ports:
+            taps = []
+            for cn in incoming.get((p["name"], lp), []):
+                src, d_out = exclusive_chain(cn["src"])
+                if (src["type"] in FUSABLE_SYNAPSES and len(outgoing.get((src["name"], "a_out"), [])) == 1
+                        and incoming.get((src["name"], "s_in"))):
+                    sources = [resolve(c2["src"], c2["src_port"]) for c2 in incoming[(src["name"], "s_in")]]
+                    taps.append({"syn": src["name"], "sources": [(s, sp, d + 1 + d_out) for s, sp, d in sources]})
+                    removed_syn.add(src["name"])
+                else:
+                    taps.append({"syn": None, "sources": [resolve(cn["src"], cn["src_port"])]})
+            spec[lp] = taps
+        tapped[p["name"]] = spec
+
+    # what still consumes each process output: tap sources and the remaining plain connections
+    keep_conns = []
+    for cn in connections:
+        if cn["dst"] in tapped or cn["dst"] in removed_syn:
+            continue
+        keep_conns.append(cn)
+    tap_users: Dict[Tuple[str, str], int] = {}
+    for spec in tapped.values():
+        for taps in spec.values():
+            for t in taps:
+                for s, sp, _ in t["sources"]:
+                    tap_users[(s, sp)] = tap_users.get((s, sp), 0) + 1
+    # drop delay lines no one reads any more (iterate: chains)
+    while True:
+        plain_users: Dict[Tuple[str, str], int] = {}
+        for cn in keep_conns:
+            plain_users[(cn["src"], cn["src_port"])] = plain_users.get((cn["src"], cn["src_port"]), 0) + 1
+        dead = {p["name"] for p in procs if p["type"] == "delay" and p["name"] not in removed_syn
+                and not plain_users.get((p["name"], "a_out")) and not tap_users.get((p["name"], "a_out"))}
+        if not dead:
+            break
+        removed_syn |= dead
+        keep_conns = [cn for cn in keep_conns if cn["dst"] not in dead and cn["src"] not in dead]
+    # windowed senders: every reader of the output is a tap
+    send = {}
+    for p in procs:
+        if p["name"] in removed_syn:
+            continue
+        w = _send_window(p)
+        if w is None:
+            continue
+        port, start, length = w
+        if tap_users.get((p["name"], port)) and not plain_users.get((p["name"], port)):
+            send[(p["name"], port)] = [int(start), int(length)]
+    out_procs, out_conns = [], list(keep_conns)
+    for p in procs:
+        if p["name"] in removed_syn:
+            continue
+        w = _send_window(p)
+        if w is not None and (p["name"], w[0]) in send:
+            p["send"] = {w[0]: send[(p["name"], w[0])]}
+        spec = tapped.get(p["name"])
+        if spec is not None:
+            k = 0
+            inputs = {}
+            for lp, taps in spec.items():
+                out_taps = []
+                for t in taps:
+                    sources = []
+                    for s, sp, d in t["sources"]:
+                        port = f"t{k}"
+                        k += 1
+                        sources.append({"port": port, "src": s, "src_port": sp, "delay": int(d),
+                                        "size": _out_size(by_name[s]), "sched": send.get((s, sp))})
+                        out_conns.append({"src": s, "src_port": sp, "dst": p["name"], "dst_port": port})
+                    syn = None
+                    if t["syn"] is not None:
+                        r = by_name[t["syn"]]
+                        syn = {k2: v for k2, v in r.items() if k2 not in ("name", "type")}
+                        syn["kind"] = r["type"]
+                    out_taps.append({"syn": syn, "sources": sources})
+                inputs[lp] = out_taps
+            p["inputs"] = inputs
+        out_procs.append(p)
+    stats = {"processes_before": len(procs), "processes_after": len(out_procs),
+             "fused_synapses": sum(1 for n in removed_syn if by_name[n]["type"] in FUSABLE_SYNAPSES),
+             "removed_delays": sum(1 for n in removed_syn if by_name[n]["type"] == "delay"),
+             "windowed_senders": len(send)}
+    return out_procs, out_conns, stats
+
+
+# ---------------------------------------------------------------------------------------------
 # compile / export / load
 # ---------------------------------------------------------------------------------------------
 
@@ -744,12 +945,15 @@ def check_size(graph: Graph, max_synapses: int = MAX_SYNAPSES, unroll_limit: Opt
     return total
 
 
-def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = None) -> Tuple[dict, Dict[str, np.ndarray]]:
+def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = None,
+                  fuse: bool = True) -> Tuple[dict, Dict[str, np.ndarray]]:
     """Compile ``graph`` (integer graphs are lowered to ``encoding`` first) into the bundle's
     description (JSON-serializable) and its arrays. Convolutions with more than ``unroll_limit``
     synapses (default :data:`UNROLL_LIMIT`; 0 keeps every convolution as a kernel) run as
     ``ConvSynapse`` processes. Graphs that would unroll into more than :data:`MAX_SYNAPSES`
-    synapses are refused (:func:`check_size`)."""
+    synapses are refused (:func:`check_size`). ``fuse`` (default): synapses and delay lines are
+    fused into the processes that consume them and project processes send only inside their
+    output windows (:func:`fuse_processes`; same spikes, fewer processes and messages)."""
     given_outputs = tuple(graph.outputs)
     check_size(graph, unroll_limit=unroll_limit)
     graph = _lowered(graph, encoding)
@@ -796,12 +1000,16 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
             ends.append(p["q_start"] + p["q_len"] - 1)
         elif p["type"] == "memory_write":
             ends.append(p["kv_start"] + p["kv_len"] - 1)
+    procs, connections = c.procs, c.connections
+    fusion = None
+    if fuse:
+        procs, connections, fusion = fuse_processes(procs, connections)
     host_nodes = []
     for n in c.host_nodes:
         host_nodes.append({"name": n.name, "inputs": list(n.inputs), "source": n.source,
                            "op": op_to_json(n.op, c.array)})
     counts: Dict[str, int] = {}
-    for p in c.procs:
+    for p in procs:
         counts[p["type"]] = counts.get(p["type"], 0) + 1
     desc = {
         "format": FORMAT,
@@ -817,8 +1025,9 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
             "note": "ops that depend on no neuron (e.g. the first layer on real-valued pixels) run "
                     "on the host (reference executor, float64) and are injected by RingBuffer sources",
         },
-        "processes": c.procs,
-        "connections": c.connections,
+        "processes": procs,
+        "connections": connections,
+        "fusion": fusion,
         "neurons": c.neurons,
         "outputs": c.outputs,
         "process_counts": counts,
@@ -903,7 +1112,7 @@ def load(path) -> LavaBundle:
         raise SpikedeployError(f"Lava bundle {path}: {GRAPH_FILE} is corrupt ({e})") from None
     if not isinstance(desc, dict) or desc.get("format") != FORMAT:
         raise SpikedeployError(f"Lava bundle {path}: {GRAPH_FILE} is not a spikedeploy Lava bundle")
-    if desc.get("version") != VERSION:
+    if desc.get("version") not in READ_VERSIONS:
         raise SpikedeployError(f"Lava bundle {path}: format version {desc.get('version')!r} is not "
                                f"supported (this spikedeploy reads version {VERSION})")
     missing = [k for k in ("encoding", "period", "end_step", "inputs", "host", "processes",
@@ -916,8 +1125,11 @@ def load(path) -> LavaBundle:
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise SpikedeployError(f"Lava bundle {path}: {ARRAYS_FILE} is corrupt ({e})") from None
     bundle = LavaBundle(path=path, description=desc, arrays=arrays)
+    keys = ("data", "indices", "indptr", "bias", "offset", "weight")
     for p in desc["processes"]:
-        for k in ("data", "indices", "indptr", "bias", "offset", "weight"):
-            if k in p:
-                bundle.array(p[k])
+        syns = [t["syn"] for taps in p.get("inputs", {}).values() for t in taps if t.get("syn")]
+        for rec in [p] + syns:
+            for k in keys:
+                if k in rec:
+                    bundle.array(rec[k])
     return bundle

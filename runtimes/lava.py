@@ -78,6 +78,36 @@ RING_BUFFER_LIMIT = 4_000_000
 CHANNEL_SIZE = 2
 
 
+def _csr(bundle, rec: dict) -> sp.csr_matrix:
+    return sp.csr_matrix((bundle.array(rec["data"]), bundle.array(rec["indices"]), bundle.array(rec["indptr"])),
+                         shape=tuple(rec["shape"]))
+
+
+def _inputs_spec(bundle, p: dict):
+    """The fused inputs of a process record with their synapses' arrays resolved (sparse: the
+    csr matrix, as the unfused ``Sparse`` would hold it; conv: the kernel)."""
+    inputs = p.get("inputs")
+    if not inputs:
+        return None
+    out = {}
+    for lp, taps in inputs.items():
+        lst = []
+        for t in taps:
+            syn = t.get("syn")
+            if syn is not None:
+                syn = dict(syn)
+                if syn["kind"] == "sparse":
+                    syn["matrix"] = _csr(bundle, syn)
+                elif syn["kind"] == "conv":
+                    syn["weight_array"] = bundle.array(syn["weight"])
+                else:
+                    raise SpikedeployError(f"Lava bundle: process {p['name']!r} has a fused synapse of unknown "
+                                           f"kind {syn['kind']!r}")
+            lst.append({"syn": syn, "sources": t["sources"]})
+        out[lp] = lst
+    return out
+
+
 def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int):
     """Instantiate the Lava processes of ``bundle`` for ``B`` samples of ``T`` macro-steps.
 
@@ -98,10 +128,10 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int):
     procs, models = {}, {}
     for p in d["processes"]:
         kind, name = p["type"], p["name"]
+        inputs = _inputs_spec(bundle, p)
+        send = p.get("send")
         if kind == "sparse":
-            w = sp.csr_matrix((bundle.array(p["data"]), bundle.array(p["indices"]), bundle.array(p["indptr"])),
-                              shape=tuple(p["shape"]))
-            proc = Sparse(weights=w, num_message_bits=int(p["num_message_bits"]), name=name)
+            proc = Sparse(weights=_csr(bundle, p), num_message_bits=int(p["num_message_bits"]), name=name)
             models[proc] = PySparseModelFloat
         elif kind == "conv":
             proc = LP.ConvSynapse(weight=bundle.array(p["weight"]), in_shape=p["in_shape"], out_shape=p["out_shape"],
@@ -110,14 +140,14 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int):
         elif kind == "source":
             v = np.asarray(host_values[p["value"]], dtype=np.float64)  # [T, B, *s]
             flat = v.transpose(1, 0, *range(2, v.ndim)).reshape(M, -1)  # macro-step m = b*T + t
-            if int(p["size"]) * num_steps <= RING_BUFFER_LIMIT:
+            if send is None and int(p["size"]) * num_steps <= RING_BUFFER_LIMIT:
                 data = np.zeros((int(p["size"]), num_steps))
                 cols = int(p["start"]) - 1 + period * np.arange(M)
                 data[:, cols] = flat.T
                 proc = RingBuffer(data=data)
                 models[proc] = PySendModelFloat
             else:
-                proc = LP.HostSource(values=flat, start=int(p["start"]), period=period, name=name)
+                proc = LP.HostSource(values=flat, start=int(p["start"]), period=period, send=send, name=name)
         elif kind == "neuron":
             neuron = dict(p["neuron"])
             leak = neuron.get("leak")
@@ -125,26 +155,32 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int):
                 raise SpikedeployError(f"neuron {p['node']!r} has {len(leak)} per-step leaks but the input has T={T} steps")
             proc = LP.IntegerNeuron(size=int(p["size"]), bias=bundle.array(p["bias"]), neuron=neuron,
                                     encoding=p["encoding"], window=int(p["window"]), in_start=int(p["in_start"]),
-                                    in_len=int(p["in_len"]), period=period, num_macro=M, sample_steps=T, name=name)
+                                    in_len=int(p["in_len"]), period=period, num_macro=M, sample_steps=T,
+                                    inputs=inputs, send=send, name=name)
         elif kind == "delay":
             proc = LP.Delay(size=int(p["size"]), delay=int(p["delay"]), name=name)
+        elif kind == "junction":
+            proc = LP.Junction(size=int(p["size"]), in_start=int(p["in_start"]), in_len=int(p["in_len"]),
+                               period=period, num_macro=M, inputs=inputs, send=send, name=name)
         elif kind == "attention":
             proc = LP.SpikeAttention(channels=int(p["channels"]), v_channels=int(p["v_channels"]),
                                      tokens=int(p["tokens"]), heads=int(p["heads"]), scale=float(p["scale"]),
                                      kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]), q_start=int(p["q_start"]),
-                                     q_len=int(p["q_len"]), period=period, num_macro=M, name=name)
+                                     q_len=int(p["q_len"]), period=period, num_macro=M, inputs=inputs, send=send,
+                                     name=name)
         elif kind == "memory_write":
             proc = LP.MemoryWriter(channels=int(p["channels"]), v_channels=int(p["v_channels"]),
                                    tokens=int(p["tokens"]), heads=int(p["heads"]), scale=float(p["scale"]),
                                    kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]), period=period,
-                                   num_macro=M, name=name)
+                                   num_macro=M, inputs=inputs, send=send, name=name)
         elif kind == "readout":
             proc = LP.Readout(size=int(p["size"]), offset=bundle.array(p["offset"]), start=int(p["start"]),
-                              length=int(p["length"]), period=period, num_macro=M, name=name)
+                              length=int(p["length"]), period=period, num_macro=M, inputs=inputs, name=name)
         else:
             raise SpikedeployError(f"Lava bundle: unknown process type {kind!r} ({name})")
         if proc not in models:
-            models[proc] = LP.MODELS[type(proc)]
+            base = LP.MODELS[type(proc)]
+            models[proc] = proc.fused_model(base) if isinstance(proc, LP._TapProcess) else base
         procs[name] = proc
     for cn in d["connections"]:
         try:
@@ -259,6 +295,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
         "macro_steps": T * B,
         "processes": len(procs),
         "process_counts": dict(d.get("process_counts", {})),
+        "fusion": d.get("fusion"),
         "connections": len(d["connections"]),
         "components": len(comps),
         "host_nodes": host_nodes,

@@ -69,7 +69,7 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-__all__ = ["IntegerNeuron", "ConvSynapse", "HostSource", "Delay", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step"]
+__all__ = ["IntegerNeuron", "ConvSynapse", "HostSource", "Delay", "Junction", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step"]
 
 
 def _window(step: int, start: int, length: int, period: int, num_macro: int):
@@ -128,20 +128,192 @@ def neuron_step(params: dict, x: np.ndarray, t: int, state: dict) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-class IntegerNeuron(AbstractProcess):
+# ---------------------------------------------------------------------------------------------
+# fused inputs and windowed outputs (see spikedeploy.exporters.lava.fuse_processes)
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_class(base: type, add_ports, drop_ports) -> type:
+    """A subclass of the process model ``base`` that declares the InPorts ``add_ports`` (one per
+    fused tap source) and not the plain ports ``drop_ports`` (fused away). Lava's builder checks
+    that the model declares exactly the process's ports; the class is made (and cached) in the
+    parent, and Lava forks its OS processes, so the children have it."""
+    key = (base, tuple(add_ports), tuple(drop_ports))
+    cls = _MODEL_CLASSES.get(key)
+    if cls is None:
+        attrs = {p: LavaPyType(PyInPort.VEC_DENSE, float) for p in add_ports}
+        attrs.update({p: None for p in drop_ports})
+        cls = type(f"{base.__name__}_{len(add_ports)}taps", (base,), attrs)
+        _MODEL_CLASSES[key] = cls
+    return cls
+
+
+_MODEL_CLASSES: dict = {}
+
+
+class _TapProcess(AbstractProcess):
+    """Base of the project processes that accept fused inputs (``inputs``: logical port -> taps,
+    see :func:`spikedeploy.exporters.lava.fuse_processes`) and windowed outputs (``send``)."""
+
+    def _make_in_ports(self, plain: dict, inputs: dict) -> None:
+        for name, size in plain.items():
+            if name not in inputs:
+                setattr(self, name, InPort(shape=(int(size),)))
+        for taps in inputs.values():
+            for t in taps:
+                for s in t["sources"]:
+                    setattr(self, s["port"], InPort(shape=(int(s["size"]),)))
+
+    def fused_model(self, base: type) -> type:
+        inputs = self.proc_params.get("inputs") or {}
+        if not inputs:
+            return base
+        ports = [s["port"] for taps in inputs.values() for t in taps for s in t["sources"]]
+        return _model_class(base, ports, sorted(inputs))
+
+
+class _Source:
+    __slots__ = ("port", "delay", "sched", "buf")
+
+    def __init__(self, port, delay: int, sched):
+        self.port, self.delay, self.sched = port, int(delay), sched
+        self.buf = {}  # arrival step -> data (only non-zero arrivals)
+
+
+class _Tap:
+    """One fused input: ``syn(sum of its sources, each delayed)`` (see the exporter's
+    ``fuse_processes``). ``syn`` reproduces the fused process: Lava ``Sparse`` floating point
+    (``W[:, s.astype(bool)].sum(axis=1)`` for 0-bit messages, ``W.dot(s)`` otherwise) or the
+    ``ConvSynapse`` kernel (float64 ``torch.conv2d``)."""
+
+    def __init__(self, syn, sources):
+        self.sources = sources
+        self.kind = None if syn is None else syn["kind"]
+        if self.kind == "sparse":
+            self.w = syn["matrix"]
+            self.binary = int(syn["num_message_bits"]) == 0
+        elif self.kind == "conv":
+            self.kernel = None
+            self.weight = syn["weight_array"]
+            self.in_shape = tuple(syn["in_shape"])
+            self.conv_args = (tuple(syn["stride"]), tuple(syn["padding"]), tuple(syn["dilation"]), int(syn["groups"]))
+
+    def at(self, k: int):
+        x = None
+        for s in self.sources:
+            v = s.buf.pop(k - s.delay, None)
+            if v is not None:
+                x = v.copy() if x is None else x + v  # Lava InPort: zeros + c1 + c2 ...
+        if x is None or self.kind is None:
+            return x
+        if self.kind == "sparse":
+            return self.w[:, x.astype(bool)].sum(axis=1).A1 if self.binary else self.w.dot(x)
+        import torch  # noqa: PLC0415 - only convolving taps need torch
+
+        torch.set_num_threads(1)
+        if self.kernel is None:
+            self.kernel = torch.from_numpy(np.asarray(self.weight, dtype=np.float64))
+        xt = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape((1,) + self.in_shape))
+        return torch.nn.functional.conv2d(xt, self.kernel, None, *self.conv_args).reshape(-1).numpy().copy()
+
+
+class _TapModel(PyLoihiProcessModel):
+    """Process-model base: fused inputs, windowed sends and the macro-step clock.
+
+    Per step k: :meth:`_receive` reads every tap port whose sender is active at k (all ports of
+    senders that send every step); :meth:`_input` returns the current of a logical port at k —
+    the plain port's ``recv()``, or for fused ports the sum over taps (in the unfused connection
+    order) of ``syn(x[k - delay])``, None when nothing arrived; :meth:`_send` sends only inside
+    the port's window when the port is windowed (its readers receive on the same schedule)."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self._period, self._num_macro = int(p["period"]), int(p["num_macro"])
+        self._inputs_spec = p.get("inputs") or {}
+        self._send_spec = p.get("send") or {}
+        self._taps = None
+
+    def _win(self, k: int, start: int, length: int):
+        return _window(k, start, length, self._period, self._num_macro)
+
+    def _setup_taps(self):
+        self._taps, self._sources = {}, []
+        for lp, taps in self._inputs_spec.items():
+            lst = []
+            for t in taps:
+                srcs = [_Source(getattr(self, s["port"]), s["delay"], s["sched"]) for s in t["sources"]]
+                self._sources.extend(srcs)
+                lst.append(_Tap(t["syn"], srcs))
+            self._taps[lp] = lst
+
+    def _receive(self, k: int) -> None:
+        if self._taps is None:
+            self._setup_taps()
+        for s in self._sources:
+            if s.sched is None or self._win(k, s.sched[0], s.sched[1]) is not None:
+                x = s.port.recv()
+                if x.any():
+                    s.buf[k] = x
+            if s.buf:
+                for key in [key for key in s.buf if key + s.delay < k]:
+                    del s.buf[key]  # arrived outside every read window of this port
+
+    def _input(self, lp: str, k: int, needed: bool):
+        """Current of logical port ``lp`` at step ``k`` (None: nothing arrived / not needed)."""
+        taps = self._taps.get(lp)
+        if taps is None:
+            return getattr(self, lp).recv()  # plain port: receive every step
+        if not needed:
+            return None
+        acc = None
+        for t in taps:
+            c = t.at(k)
+            if c is not None:
+                acc = c.astype(np.float64) if acc is None else acc + c
+        return acc
+
+    def _active(self, port: str, k: int) -> bool:
+        w = self._send_spec.get(port)
+        return w is None or self._win(k, w[0], w[1]) is not None
+
+    def _send(self, port: str, data: np.ndarray) -> None:
+        getattr(self, port).send(data)
+
+
+def _zeros_if_none(x, size):
+    return np.zeros(size) if x is None else x
+
+
+def _clock_params(period: int, num_macro: int, inputs=None, send=None) -> dict:
+    d = {"period": int(period), "num_macro": int(num_macro)}
+    if inputs:
+        d["inputs"] = inputs
+    if send:
+        d["send"] = send
+    return d
+
+
+# ---------------------------------------------------------------------------------------------
+# processes
+# ---------------------------------------------------------------------------------------------
+
+
+class IntegerNeuron(_TapProcess):
     """Integer / binary LIF layer of ``size`` neurons (see module docstring).
 
     proc params: ``neuron`` (dynamics, see :func:`neuron_step`), ``encoding`` ("binary"/"graded"),
     ``window`` (output sub-steps), ``in_start``, ``in_len``, ``period``, ``num_macro``,
-    ``sample_steps`` (macro-steps per sample: the state resets every ``sample_steps``)."""
+    ``sample_steps`` (macro-steps per sample: the state resets every ``sample_steps``), optional
+    ``inputs`` (fused taps of ``a_in``) and ``send`` (windowed ``s_out``)."""
 
     def __init__(self, *, size: int, bias: np.ndarray, neuron: dict, encoding: str, window: int,
                  in_start: int, in_len: int, period: int, num_macro: int, sample_steps: int,
-                 name: str = None):
+                 inputs: dict = None, send: dict = None, name: str = None):
         super().__init__(size=size, neuron=neuron, encoding=encoding, window=window,
-                         in_start=in_start, in_len=in_len, period=period, num_macro=num_macro,
-                         sample_steps=sample_steps, name=name)
-        self.a_in = InPort(shape=(size,))
+                         in_start=in_start, in_len=in_len, sample_steps=sample_steps, name=name,
+                         **_clock_params(period, num_macro, inputs, send))
+        self._make_in_ports({"a_in": size}, inputs or {})
         self.s_out = OutPort(shape=(size,))
         self.bias = Var(shape=(size,), init=np.asarray(bias, dtype=np.float64))
         self.q_rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
@@ -150,7 +322,7 @@ class IntegerNeuron(AbstractProcess):
 @implements(proc=IntegerNeuron, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyIntegerNeuronFloat(PyLoihiProcessModel):
+class PyIntegerNeuronFloat(_TapModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     bias: np.ndarray = LavaPyType(np.ndarray, float)
@@ -161,26 +333,31 @@ class PyIntegerNeuronFloat(PyLoihiProcessModel):
         p = self.proc_params
         self.neuron = p["neuron"]
         self.graded = p["encoding"] == "graded"
-        self.window, self.period = int(p["window"]), int(p["period"])
+        self.window = int(p["window"])
         self.in_start, self.in_len = int(p["in_start"]), int(p["in_len"])
-        self.num_macro, self.sample_steps = int(p["num_macro"]), int(p["sample_steps"])
+        self.sample_steps = int(p["sample_steps"])
         self.out_start = self.in_start + self.in_len - 1
-        self.acc = np.zeros(p["size"])
-        self.q = np.zeros(p["size"])
+        self.size = int(p["size"])
+        self.acc = np.zeros(self.size)
+        self.q = np.zeros(self.size)
         self.state = {}
 
     def run_spk(self):
-        x = self.a_in.recv()
         k = self.time_step
-        win = _window(k, self.in_start, self.in_len, self.period, self.num_macro)
+        self._receive(k)
+        win = self._win(k, self.in_start, self.in_len)
+        x = self._input("a_in", k, win is not None)
         if win is not None:
             t, j = win
+            x = _zeros_if_none(x, self.size)
             self.acc = x.astype(np.float64) if j == 0 else self.acc + x
             if j == self.in_len - 1:  # the window is complete: fire once for this macro-step
                 current = self.acc + self.bias
                 self.q = neuron_step(self.neuron, current, t % self.sample_steps, self.state)
+        if not self._active("s_out", k):
+            return
         out = np.zeros_like(self.q)
-        win = _window(k, self.out_start, self.window, self.period, self.num_macro)
+        win = self._win(k, self.out_start, self.window)
         if win is not None:
             t, j = win
             if self.graded:
@@ -188,7 +365,7 @@ class PyIntegerNeuronFloat(PyLoihiProcessModel):
             else:
                 out = (self.q > j).astype(np.float64)  # thermometer code: first q sub-steps
             self.q_rec[t] += out
-        self.s_out.send(out)
+        self._send("s_out", out)
 
 
 class Delay(AbstractProcess):
@@ -215,6 +392,41 @@ class PyDelayFloat(PyLoihiProcessModel):
         slot = self.time_step % self.buf.shape[0]
         self.a_out.send(self.buf[slot].copy())  # received `delay` steps ago
         self.buf[slot] = self.a_in.recv()
+
+
+class Junction(_TapProcess):
+    """A residual relay with fused inputs: ``a_out[k] = sum of its taps' inputs at k - 1`` (the
+    fused form of a one-step ``Delay`` whose port sums several streams). Its taps are read in the
+    window ``in_start``, ``in_len`` of every macro-step; it sends in the window one step later."""
+
+    def __init__(self, *, size: int, in_start: int, in_len: int, period: int, num_macro: int,
+                 inputs: dict = None, send: dict = None, name: str = None):
+        super().__init__(size=size, in_start=in_start, in_len=in_len, name=name,
+                         **_clock_params(period, num_macro, inputs, send))
+        self._make_in_ports({"a_in": size}, inputs or {})
+        self.a_out = OutPort(shape=(size,))
+
+
+@implements(proc=Junction, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyJunctionFloat(_TapModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.size, self.in_start, self.in_len = int(p["size"]), int(p["in_start"]), int(p["in_len"])
+        self.buf = np.zeros(self.size)
+
+    def run_spk(self):
+        k = self.time_step
+        self._receive(k)
+        if self._active("a_out", k):
+            self._send("a_out", self.buf)
+        x = self._input("a_in", k, self._win(k, self.in_start, self.in_len) is not None)
+        self.buf = _zeros_if_none(x, self.size)
 
 
 class ConvSynapse(AbstractProcess):
@@ -267,22 +479,26 @@ class PyConvSynapseFloat(PyLoihiProcessModel):
         self.a_buf = y.reshape(-1).numpy().copy()
 
 
-class SpikeAttention(AbstractProcess):
+def _heads(x: np.ndarray, h: int, c: int, n: int) -> np.ndarray:
+    # [C, N] -> [H, N, C/H] (channels split into contiguous groups, as reference.AttentionRule)
+    return x.reshape(h, c // h, n).transpose(0, 2, 1)
+
+
+class SpikeAttention(_TapProcess):
     """Spike-driven linear attention on q, k ``[C, N]`` and v ``[Cv, N]`` (row-major flat ports).
 
     proc params: ``heads``, ``scale``, ``channels`` (C), ``v_channels`` (Cv), ``tokens`` (N),
     ``kv_start``, ``kv_len`` (the aligned k/v windows), ``q_start``, ``q_len`` (q window; it starts
-    after the k/v window ends), ``period``, ``num_macro``."""
+    after the k/v window ends), ``period``, ``num_macro``, optional ``inputs``/``send``."""
 
     def __init__(self, *, channels: int, v_channels: int, tokens: int, heads: int, scale: float,
                  kv_start: int, kv_len: int, q_start: int, q_len: int, period: int, num_macro: int,
-                 name: str = None):
+                 inputs: dict = None, send: dict = None, name: str = None):
         super().__init__(channels=channels, v_channels=v_channels, tokens=tokens, heads=heads,
                          scale=scale, kv_start=kv_start, kv_len=kv_len, q_start=q_start,
-                         q_len=q_len, period=period, num_macro=num_macro, name=name)
-        self.q_in = InPort(shape=(channels * tokens,))
-        self.k_in = InPort(shape=(channels * tokens,))
-        self.v_in = InPort(shape=(v_channels * tokens,))
+                         q_len=q_len, name=name, **_clock_params(period, num_macro, inputs, send))
+        self._make_in_ports({"q_in": channels * tokens, "k_in": channels * tokens, "v_in": v_channels * tokens},
+                            inputs or {})
         self.a_out = OutPort(shape=(v_channels * tokens,))
         #: unit-spike pair events written into the kv memory, per macro-step
         self.pair_events = Var(shape=(num_macro,), init=np.zeros(num_macro))
@@ -291,7 +507,7 @@ class SpikeAttention(AbstractProcess):
 @implements(proc=SpikeAttention, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PySpikeAttentionFloat(PyLoihiProcessModel):
+class PySpikeAttentionFloat(_TapModel):
     q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     k_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     v_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
@@ -303,35 +519,39 @@ class PySpikeAttentionFloat(PyLoihiProcessModel):
         p = self.proc_params
         self.h, self.scale = int(p["heads"]), float(p["scale"])
         self.c, self.cv, self.n = int(p["channels"]), int(p["v_channels"]), int(p["tokens"])
-        self.sched = {k: int(p[k]) for k in ("kv_start", "kv_len", "q_start", "q_len", "period", "num_macro")}
+        self.sched = {k: int(p[k]) for k in ("kv_start", "kv_len", "q_start", "q_len")}
         h = self.h
         self.kv_acc = np.zeros((h, self.c // h, self.cv // h))
         self.kv = np.zeros_like(self.kv_acc)
         self.ck = np.zeros((h, self.n, self.c // h))
         self.cv_ = np.zeros((h, self.n, self.cv // h))
 
-    def _heads(self, x: np.ndarray, c: int) -> np.ndarray:
-        # [C, N] -> [H, N, C/H] (channels split into contiguous groups, as reference.AttentionRule)
-        return x.reshape(self.h, c // self.h, self.n).transpose(0, 2, 1)
-
     def run_spk(self):
         s = self.sched
-        q, k, v = self.q_in.recv(), self.k_in.recv(), self.v_in.recv()
         step = self.time_step
-        out = np.zeros(self.cv * self.n)
+        self._receive(step)
+        qwin = self._win(step, s["q_start"], s["q_len"])
+        kvwin = self._win(step, s["kv_start"], s["kv_len"])
+        q = self._input("q_in", step, qwin is not None)
+        k = self._input("k_in", step, kvwin is not None)
+        v = self._input("v_in", step, kvwin is not None)
+        send = self._active("a_out", step)
+        out = np.zeros(self.cv * self.n) if send else None
         # 1. q spikes read rows of the frozen memory of this macro-step
-        if _window(step, s["q_start"], s["q_len"], s["period"], s["num_macro"]) is not None:
-            y = self._heads(q, self.c) @ self.kv  # [H, N, Cv/H]
+        if qwin is not None and send:
+            q = _zeros_if_none(q, self.c * self.n)
+            y = _heads(q, self.h, self.c, self.n) @ self.kv  # [H, N, Cv/H]
             out = (y * self.scale).transpose(0, 2, 1).reshape(self.cv * self.n)
         # 2. k/v spikes write the memory: every co-occurring (same token) k/v spike pair
-        win = _window(step, s["kv_start"], s["kv_len"], s["period"], s["num_macro"])
-        if win is not None:
-            t, j = win
+        if kvwin is not None:
+            t, j = kvwin
             if j == 0:
                 self.kv_acc[:] = 0.0
                 self.ck[:] = 0.0
                 self.cv_[:] = 0.0
-            kh, vh = self._heads(k, self.c), self._heads(v, self.cv)
+            k = _zeros_if_none(k, self.c * self.n)
+            v = _zeros_if_none(v, self.cv * self.n)
+            kh, vh = _heads(k, self.h, self.c, self.n), _heads(v, self.h, self.cv, self.n)
             # pairs (k now, v before or now) + (k before, v now)
             inc = kh.transpose(0, 2, 1) @ (self.cv_ + vh) + self.ck.transpose(0, 2, 1) @ vh
             self.kv_acc += inc
@@ -340,10 +560,11 @@ class PySpikeAttentionFloat(PyLoihiProcessModel):
             self.cv_ += vh
             if j == s["kv_len"] - 1:
                 self.kv = self.kv_acc.copy()
-        self.a_out.send(out)
+        if send:
+            self._send("a_out", out)
 
 
-class MemoryWriter(AbstractProcess):
+class MemoryWriter(_TapProcess):
     """Template-memory write (``MemoryWrite``) on k ``[C, N]`` and v ``[Cv, N]`` (row-major flat
     ports): within the aligned k/v window every pair of a k unit spike and a v unit spike on the
     same token increments one cell ``kv[h, c, c']`` (graded events carry counts, and the pair
@@ -351,15 +572,15 @@ class MemoryWriter(AbstractProcess):
     (``[H, C/H, Cv/H]`` row-major) as one real-valued graded event; zeros in every other step.
 
     proc params: ``heads``, ``scale``, ``channels`` (C), ``v_channels`` (Cv), ``tokens`` (N),
-    ``kv_start``, ``kv_len``, ``period``, ``num_macro``."""
+    ``kv_start``, ``kv_len``, ``period``, ``num_macro``, optional ``inputs``/``send``."""
 
     def __init__(self, *, channels: int, v_channels: int, tokens: int, heads: int, scale: float,
-                 kv_start: int, kv_len: int, period: int, num_macro: int, name: str = None):
+                 kv_start: int, kv_len: int, period: int, num_macro: int, inputs: dict = None,
+                 send: dict = None, name: str = None):
         super().__init__(channels=channels, v_channels=v_channels, tokens=tokens, heads=heads,
-                         scale=scale, kv_start=kv_start, kv_len=kv_len, period=period,
-                         num_macro=num_macro, name=name)
-        self.k_in = InPort(shape=(channels * tokens,))
-        self.v_in = InPort(shape=(v_channels * tokens,))
+                         scale=scale, kv_start=kv_start, kv_len=kv_len, name=name,
+                         **_clock_params(period, num_macro, inputs, send))
+        self._make_in_ports({"k_in": channels * tokens, "v_in": v_channels * tokens}, inputs or {})
         self.a_out = OutPort(shape=(channels * v_channels // heads,))
         #: unit-spike pair events written into the memory, per macro-step
         self.pair_events = Var(shape=(num_macro,), init=np.zeros(num_macro))
@@ -368,7 +589,7 @@ class MemoryWriter(AbstractProcess):
 @implements(proc=MemoryWriter, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyMemoryWriterFloat(PyLoihiProcessModel):
+class PyMemoryWriterFloat(_TapModel):
     k_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     v_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
@@ -379,28 +600,29 @@ class PyMemoryWriterFloat(PyLoihiProcessModel):
         p = self.proc_params
         self.h, self.scale = int(p["heads"]), float(p["scale"])
         self.c, self.cv, self.n = int(p["channels"]), int(p["v_channels"]), int(p["tokens"])
-        self.sched = {k: int(p[k]) for k in ("kv_start", "kv_len", "period", "num_macro")}
+        self.sched = {k: int(p[k]) for k in ("kv_start", "kv_len")}
         h = self.h
         self.kv = np.zeros((h, self.c // h, self.cv // h))
         self.ck = np.zeros((h, self.n, self.c // h))
         self.cv_ = np.zeros((h, self.n, self.cv // h))
 
-    def _heads(self, x: np.ndarray, c: int) -> np.ndarray:
-        # [C, N] -> [H, N, C/H] (channels split into contiguous groups, as reference.MemoryWriteRule)
-        return x.reshape(self.h, c // self.h, self.n).transpose(0, 2, 1)
-
     def run_spk(self):
         s = self.sched
-        k, v = self.k_in.recv(), self.v_in.recv()
+        step = self.time_step
+        self._receive(step)
+        win = self._win(step, s["kv_start"], s["kv_len"])
+        k = self._input("k_in", step, win is not None)
+        v = self._input("v_in", step, win is not None)
         out = np.zeros(self.kv.size)
-        win = _window(self.time_step, s["kv_start"], s["kv_len"], s["period"], s["num_macro"])
         if win is not None:
             t, j = win
             if j == 0:
                 self.kv[:] = 0.0
                 self.ck[:] = 0.0
                 self.cv_[:] = 0.0
-            kh, vh = self._heads(k, self.c), self._heads(v, self.cv)
+            k = _zeros_if_none(k, self.c * self.n)
+            v = _zeros_if_none(v, self.cv * self.n)
+            kh, vh = _heads(k, self.h, self.c, self.n), _heads(v, self.h, self.cv, self.n)
             # pairs (k now, v before or now) + (k before, v now): exact integer counts
             inc = kh.transpose(0, 2, 1) @ (self.cv_ + vh) + self.ck.transpose(0, 2, 1) @ vh
             self.kv += inc
@@ -409,19 +631,21 @@ class PyMemoryWriterFloat(PyLoihiProcessModel):
             self.cv_ += vh
             if j == s["kv_len"] - 1:  # the window is complete: deliver the memory
                 out = (self.kv * self.scale if self.scale != 1.0 else self.kv.copy()).reshape(-1)
-        self.a_out.send(out)
+        if self._active("a_out", step):
+            self._send("a_out", out)
 
 
-class HostSource(AbstractProcess):
+class HostSource(_TapProcess):
     """Injects host values: sends ``values[m]`` (one real-valued event) at Lava step
-    ``start + m * period`` for macro-step ``m`` and nothing in between. Used instead of Lava's
-    ``RingBuffer`` when a ring buffer over every Lava step would be large (it stores a column per
-    step, mostly zeros: for SpikeTrack's stem output that is gigabytes)."""
+    ``start + m * period`` for macro-step ``m`` and zeros in between (nothing in between when its
+    port is windowed, ``send``). Used instead of Lava's ``RingBuffer`` when a ring buffer over
+    every Lava step would be large (it stores a column per step, mostly zeros: for SpikeTrack's
+    stem output that is gigabytes) and when the graph is fused."""
 
-    def __init__(self, *, values: np.ndarray, start: int, period: int, name: str = None):
+    def __init__(self, *, values: np.ndarray, start: int, period: int, send: dict = None, name: str = None):
         values = np.asarray(values, dtype=np.float64)
         num_macro, size = values.shape
-        super().__init__(size=size, start=start, period=period, num_macro=num_macro, name=name)
+        super().__init__(size=size, start=start, name=name, **_clock_params(period, num_macro, None, send))
         self.s_out = OutPort(shape=(size,))
         self.values = Var(shape=values.shape, init=values)
 
@@ -429,28 +653,30 @@ class HostSource(AbstractProcess):
 @implements(proc=HostSource, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyHostSourceFloat(PyLoihiProcessModel):
+class PyHostSourceFloat(_TapModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     values: np.ndarray = LavaPyType(np.ndarray, float)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        p = self.proc_params
-        self.sched = (int(p["start"]), 1, int(p["period"]), int(p["num_macro"]))
+        self.start_step = int(self.proc_params["start"])
 
     def run_spk(self):
-        win = _window(self.time_step, *self.sched)
-        self.s_out.send(self.values[win[0]].copy() if win is not None else np.zeros(self.values.shape[1]))
+        k = self.time_step
+        if not self._active("s_out", k):
+            return
+        win = self._win(k, self.start_step, 1)
+        self._send("s_out", self.values[win[0]].copy() if win is not None else np.zeros(self.values.shape[1]))
 
 
-class Readout(AbstractProcess):
+class Readout(_TapProcess):
     """Graded accumulator at a graph output: ``rec[t] = sum(window of t) + offset``."""
 
     def __init__(self, *, size: int, offset: np.ndarray, start: int, length: int, period: int,
-                 num_macro: int, name: str = None):
-        super().__init__(size=size, start=start, length=length, period=period, num_macro=num_macro,
-                         name=name)
-        self.a_in = InPort(shape=(size,))
+                 num_macro: int, inputs: dict = None, name: str = None):
+        super().__init__(size=size, start=start, length=length, name=name,
+                         **_clock_params(period, num_macro, inputs, None))
+        self._make_in_ports({"a_in": size}, inputs or {})
         self.offset = Var(shape=(size,), init=np.asarray(offset, dtype=np.float64))
         self.rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
 
@@ -458,7 +684,7 @@ class Readout(AbstractProcess):
 @implements(proc=Readout, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyReadoutFloat(PyLoihiProcessModel):
+class PyReadoutFloat(_TapModel):
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     offset: np.ndarray = LavaPyType(np.ndarray, float)
     rec: np.ndarray = LavaPyType(np.ndarray, float)
@@ -466,26 +692,32 @@ class PyReadoutFloat(PyLoihiProcessModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
-        self.sched = (int(p["start"]), int(p["length"]), int(p["period"]), int(p["num_macro"]))
-        self.acc = np.zeros(p["size"])
+        self.start_step, self.length = int(p["start"]), int(p["length"])
+        self.size = int(p["size"])
+        self.acc = np.zeros(self.size)
 
     def run_spk(self):
-        x = self.a_in.recv()
-        win = _window(self.time_step, *self.sched)
+        k = self.time_step
+        self._receive(k)
+        win = self._win(k, self.start_step, self.length)
+        x = self._input("a_in", k, win is not None)
         if win is not None:
             t, j = win
+            x = _zeros_if_none(x, self.size)
             self.acc = x.astype(np.float64) if j == 0 else self.acc + x
-            if j == self.sched[1] - 1:
+            if j == self.length - 1:
                 self.rec[t] = self.acc + self.offset
 
 
 #: process class -> its floating_pt process model (passed to Lava as exception_proc_model_map,
-#: so Lava does not search sibling modules for models)
+#: so Lava does not search sibling modules for models); processes with fused inputs use a
+#: subclass declaring their tap ports (``process.fused_model(MODELS[type(process)])``)
 MODELS = {
     IntegerNeuron: PyIntegerNeuronFloat,
     ConvSynapse: PyConvSynapseFloat,
     HostSource: PyHostSourceFloat,
     Delay: PyDelayFloat,
+    Junction: PyJunctionFloat,
     SpikeAttention: PySpikeAttentionFloat,
     MemoryWriter: PyMemoryWriterFloat,
     Readout: PyReadoutFloat,

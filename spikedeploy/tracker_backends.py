@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -60,6 +61,7 @@ __all__ = [
     "set_memory",
     "ReferenceNetwork",
     "OnnxNetwork",
+    "LavaNetwork",
 ]
 
 #: ``source`` of a search-graph MemoryRead node: ``...mrm.<k>.retriever.memory_read``
@@ -444,5 +446,123 @@ class OnnxNetwork(TrackerNetwork, _Timed):
         self.bind(memory)
         t0 = time.perf_counter()
         out = _head(self._run(self._search_session, self.search_artifact, search))
+        self._record("search", t0)
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Lava backend
+# ---------------------------------------------------------------------------------------------
+
+
+class LavaNetwork(TrackerNetwork, _Timed):
+    """:class:`~spikedeploy.tracker.TrackerNetwork` run in Lava's CPU simulator (the Lava target:
+    ``spikedeploy.exporters.lava`` compiles, ``spikedeploy.runtimes.lava`` runs, ``floating_pt``).
+
+    Both branches are captured once (:func:`capture_spiketrack`, or ``graphs=``) and lowered once
+    to ``encoding`` spikes (``"graded"``: one event per neuron and macro-step, the default and the
+    fast one; ``"binary"``: q unit spikes in D sub-steps). The template graph is compiled into a
+    Lava bundle at construction; the search graph is compiled when ``search`` first sees a memory
+    and again whenever the memory object changes (:func:`set_memory` rewrites the 12 MemoryRead
+    weights, then :func:`spikedeploy.exporters.lava.compile_graph`; ``timings["rebuild"]``). Every
+    ``template``/``search`` call is one Lava run (processes built, run for the bundle's number of
+    steps, stopped), so the simulator's OS processes do not outlive a call.
+
+    Because the network is the same lowered graph and Lava's processes reproduce the reference's
+    arithmetic, a :class:`ReferenceNetwork` with ``mode=encoding`` (float64) gives the same spike
+    counts in every layer and the same head outputs up to float64 summation order (~1e-15), so the
+    tracker's boxes are identical.
+
+    Arguments: ``model`` (a :class:`~spikedeploy.models.spiketrack.SpikeTrack`) or ``graphs``;
+    ``encoding`` (``"graded"`` or ``"binary"``); ``unroll_limit`` (convolutions above this many
+    synapses run as kernels) and ``fuse`` (synapses and delay lines fused into their consumers, the
+    default), both passed to :func:`~spikedeploy.exporters.lava.compile_graph`;
+    ``bundle_dir`` (optional: the template bundle and every search bundle are also written there
+    with :func:`~spikedeploy.exporters.lava.export`, as ``template.lava`` and ``search-<n>.lava``).
+
+    Attributes after a call: ``last_spikes`` (``Dict[str, torch.Tensor]``: neuron node name of the
+    lowered search graph -> spike counts q ``[1, 1, *s]`` of the last ``search``; compare with
+    ``ReferenceNetwork(mode=encoding).last_run.neuron_q(name)``), ``last_template_spikes`` (the
+    same for the last ``template``), ``last_run`` / ``last_template_run`` (the runtime's
+    :class:`~spikedeploy.targets.TargetRun`, ``info`` holds process counts, Lava steps and phase
+    times), ``search_bundle`` / ``template_bundle`` (:class:`~spikedeploy.exporters.lava.LavaBundle`),
+    ``timings`` (wall seconds per call: ``"template"``, ``"search"``, ``"rebuild"``)."""
+
+    def __init__(self, model=None, *, encoding: str = "graded", graphs: Optional[SpikeTrackGraphs] = None,
+                 unroll_limit: Optional[int] = None, fuse: bool = True, bundle_dir=None):
+        from spikedeploy.exporters import lava as lava_export
+        from spikedeploy.passes import ExpandSpikes
+
+        if encoding not in lava_export.ENCODINGS:
+            raise ConfigError(f"LavaNetwork: unknown encoding {encoding!r}; expected one of {lava_export.ENCODINGS}")
+        if graphs is None:
+            if model is None:
+                raise ConfigError("LavaNetwork: pass a SpikeTrack model (or graphs=)")
+            graphs = capture_spiketrack(model)
+        self.graphs = graphs
+        self.encoding = encoding
+        self.size = graphs.size
+        self.templates = graphs.templates
+        self.unroll_limit = unroll_limit
+        self.fuse = bool(fuse)
+        self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
+        lower = ExpandSpikes(encoding)
+        self.template_graph, self._search_base = lower.apply(graphs.template), lower.apply(graphs.search)
+        memory_read_map(self._search_base)  # fail now if the search graph is not SpikeTrack's
+        self.template_bundle = self._compile(self.template_graph, "template")
+        self.search_graph: Optional[Graph] = None  #: the lowered search graph with the current memory
+        self.search_bundle = None
+        self._bound = None
+        self._rebuilds = 0
+        self.last_run = None
+        self.last_template_run = None
+        self.last_spikes: Dict[str, torch.Tensor] = {}
+        self.last_template_spikes: Dict[str, torch.Tensor] = {}
+        self._init_timings()
+
+    def _compile(self, graph: Graph, label: str):
+        from spikedeploy.exporters import lava as lava_export
+
+        kwargs = {"unroll_limit": self.unroll_limit, "fuse": self.fuse}
+        if self.bundle_dir is not None:
+            path = lava_export.export(graph, self.bundle_dir / f"{label}.lava", encoding=self.encoding,
+                                      overwrite=True, **kwargs)
+            return lava_export.load(path)
+        desc, arrays = lava_export.compile_graph(graph, self.encoding, **kwargs)
+        return lava_export.LavaBundle(path=None, description=desc, arrays=arrays)
+
+    def _run(self, bundle, x: torch.Tensor):
+        from spikedeploy.runtimes import lava as lava_run
+
+        return lava_run.run(bundle, x.detach().cpu().to(torch.float64))
+
+    def template(self, templates: torch.Tensor) -> Dict[str, torch.Tensor]:
+        t0 = time.perf_counter()
+        res = self._run(self.template_bundle, templates)
+        self.last_template_run = res
+        self.last_template_spikes = dict(res.spike_counts)
+        memory = _memory_dict([res.outputs[o] for o in self.template_graph.outputs])
+        self._record("template", t0)
+        return memory
+
+    def bind(self, memory) -> Graph:
+        """Compile the search bundle for ``memory`` (unless it is the memory of the previous
+        call) and return the lowered search graph it was compiled from."""
+        if self.search_bundle is None or memory is not self._bound:
+            t0 = time.perf_counter()
+            self.search_graph = set_memory(self._search_base, memory)
+            self.search_bundle = self._compile(self.search_graph, f"search-{self._rebuilds}")
+            self._rebuilds += 1
+            self._bound = memory
+            self._record("rebuild", t0)
+        return self.search_graph
+
+    def search(self, search: torch.Tensor, memory):
+        graph = self.bind(memory)
+        t0 = time.perf_counter()
+        res = self._run(self.search_bundle, search)
+        self.last_run = res
+        self.last_spikes = dict(res.spike_counts)
+        out = _head([res.outputs[o] for o in graph.outputs])
         self._record("search", t0)
         return out

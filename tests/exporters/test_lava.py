@@ -99,7 +99,7 @@ def test_conv_matrix_counts_border_fanout():
 
 @pytest.mark.parametrize("encoding, window", [("binary", 4), ("graded", 1)])
 def test_residual_paths_are_delay_balanced(encoding, window):
-    desc, _ = L.compile_graph(residual_graph(), encoding)
+    desc, _ = L.compile_graph(residual_graph(), encoding, fuse=False)
     # n0 fires in step 1 (host current injected there) and emits its window from step 1 on;
     # skip/fc_a (Sparse, +1 step) arrive at 2; n1 integrates steps 2..1+window, fires at
     # 1 + window and emits from there; fc_b arrives one step later. So the skip current must wait
@@ -117,6 +117,14 @@ def test_residual_paths_are_delay_balanced(encoding, window):
     assert into_n2 == sorted([delays[0]["name"], "sparse:fc_b"])
     # the bias of skip and fc_b is added once per macro-step by n2
     assert desc["outputs"][0]["final_step"] == n2["final_step"] + window  # + Sparse, + window
+    # fused: both synapses and the delay line move into n2, the delay becomes the tap's own delay
+    fused, _ = L.compile_graph(residual_graph(), encoding)
+    assert not [p for p in fused["processes"] if p["type"] in ("delay", "sparse")]
+    (proc,) = [p for p in fused["processes"] if p["name"] == n2["proc"]]
+    taps = [(t["syn"]["node"], [(s["src"], s["delay"]) for s in t["sources"]]) for t in proc["inputs"]["a_in"]]
+    assert taps == [("skip", [("neuron:n0", 1 + window)]), ("fc_b", [("neuron:n1", 1)])]
+    assert fused["neurons"] == desc["neurons"], "fusion changes no timing"
+    assert fused["fusion"]["processes_after"] < fused["fusion"]["processes_before"]
 
 
 def test_delays_of_one_stream_are_chained():
@@ -127,7 +135,7 @@ def test_delays_of_one_stream_are_chained():
         Node("add2", O.Add(), ("skip", "fc3")),  # skip needed again, later
         Node("n4", O.IntegerLIF(d=4, norm=4.0), ("add2",)),
     ]
-    desc, _ = L.compile_graph(graph.replace_nodes(nodes, ("n4",)), "binary")
+    desc, _ = L.compile_graph(graph.replace_nodes(nodes, ("n4",)), "binary", fuse=False)
     delays = {p["name"]: p for p in desc["processes"] if p["type"] == "delay"}
     srcs = {c["dst"]: c["src"] for c in desc["connections"] if c["dst"] in delays}
     assert len(delays) == 2
@@ -222,7 +230,7 @@ def test_load_errors_are_clear(tmp_path):
     with pytest.raises(SpikedeployError, match="not a spikedeploy Lava bundle"):
         L.load(broken("d", json.dumps({"format": "other"})))
     with pytest.raises(SpikedeployError, match="version"):
-        L.load(broken("e", text.replace('"version": 1', '"version": 99')))
+        L.load(broken("e", text.replace(f'"version": {L.VERSION}', '"version": 99')))
     with pytest.raises(SpikedeployError, match="arrays.npz is corrupt"):
         L.load(broken("f", text, arrays=b"PK\x03\x04 not a zip"))
     desc = json.loads(text)
@@ -339,6 +347,6 @@ def test_oversized_graph_is_refused_before_compiling(tmp_path):
     assert L.check_size(conv) == 0, "a convolution above the unroll limit is kept as a kernel"
     with pytest.raises(UnsupportedOpError, match=r"big_conv"):
         L.check_size(conv, unroll_limit=10**12)
-    desc, _ = L.compile_graph(conv, "binary")
+    desc, _ = L.compile_graph(conv, "binary", fuse=False)
     (proc,) = [p for p in desc["processes"] if p["type"] == "conv"]
     assert proc["node"] == "big_conv" and proc["in_shape"] == [256, 128, 128] and proc["out_shape"] == [256, 128, 128]

@@ -154,7 +154,7 @@ def test_rules_and_processes():
     out = next(o for o in desc["outputs"] if o["name"] == "mem")
     assert out["shape"] == [2, 2, 3] and readouts[out["proc"]]["length"] == 1
     assert out["final_step"] == writes[0]["kv_start"] + writes[0]["kv_len"] - 1
-    desc, _ = L.compile_graph(memory_read_graph(), "graded")
+    desc, _ = L.compile_graph(memory_read_graph(), "graded", fuse=False)
     assert [p["num_message_bits"] for p in desc["processes"] if p["type"] == "sparse"] == [24, 24]
 
 
@@ -202,7 +202,7 @@ def test_bundle_round_trip(tmp_path):
 def test_memory_read_matches_reference(encoding):
     x = torch.randn(2, 1, 4, 5, generator=torch.Generator().manual_seed(20)) * 2 + 1.5
     _, r, _ = _run_and_compare(memory_read_graph(), x, encoding)
-    assert r.info["process_counts"]["sparse"] == 2  # MemoryRead + output Linear
+    assert r.info["fusion"]["fused_synapses"] == 2  # MemoryRead + output Linear, fused into their consumers
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)

@@ -154,7 +154,7 @@ def test_chain_matches_reference(encoding):
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_residual_with_path_mismatch_matches_reference(encoding):
     graph = residual_graph()
-    desc, arrays = lava_export.compile_graph(graph, encoding)
+    desc, arrays = lava_export.compile_graph(graph, encoding, fuse=False)  # the unfused process graph
     delays = [p for p in desc["processes"] if p["type"] == "delay"]
     assert delays, "the skip path must be delay-balanced"
     x = torch.randn(2, 2, 5, generator=torch.Generator().manual_seed(1))
@@ -174,7 +174,7 @@ def test_dilif_binary_lif_mean_bn_match_reference(encoding):
     ref = execute(other_neurons_graph(), x, encoding)
     d = ref.records["di"].d
     assert len(set(d.flatten().tolist())) > 1, "DI-LIF's firing limit should change between frames"
-    assert r.info["process_counts"]["sparse"] >= 3
+    assert r.info["fusion"]["fused_synapses"] >= 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -199,7 +199,8 @@ def test_sdt_model_matches_reference(encoding, tmp_path):
     path = lava_export.export(graph, tmp_path / "sdt.lava", encoding=encoding)
     r = assert_matches_reference(graph, x, encoding, lava_export.load(path))
     counts = r.info["process_counts"]
-    assert counts["neuron"] == 14 and counts["attention"] == 1 and counts["delay"] >= 4
+    assert counts["neuron"] == 14 and counts["attention"] == 1
+    assert r.info["fusion"]["removed_delays"] >= 4 and r.info["fusion"]["fused_synapses"] >= 10
     assert r.info["host_nodes"] == ["stem_conv"]
     assert r.info["attention_pair_events"] and all(v > 0 for v in r.info["attention_pair_events"].values())
 
@@ -217,12 +218,17 @@ def test_convolutions_kept_as_kernels_match_reference(encoding):
     including convolutions fed by routed values (gathered first) and by residual sums."""
     graph, x = _sdt("nilif", 3, 1)
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, encoding, unroll_limit=0))
-    convs = [p for p in bundle.description["processes"] if p["type"] == "conv"]
+    procs = bundle.description["processes"]
+    convs = [p for p in procs if p["type"] == "conv"]
+    conv_taps = [t for p in procs for taps in p.get("inputs", {}).values() for t in taps
+                 if t["syn"] is not None and t["syn"]["kind"] == "conv"]
     n_conv = sum(isinstance(n.op, (O.Conv2d, O.Conv1d)) for n in graph.nodes) - 1  # the stem runs on the host
-    assert len(convs) == n_conv > 3
+    assert len(convs) + len(conv_taps) == n_conv > 3 and len(conv_taps) > 3
+    unfused = lava_export.compile_graph(graph, encoding, unroll_limit=0, fuse=False)[0]
+    assert unfused["process_counts"]["conv"] == n_conv
     assert bundle.description["unroll_limit"] == 0
     r = assert_matches_reference(graph, x, encoding, bundle)
-    assert r.info["process_counts"]["conv"] == n_conv
+    assert r.info["process_counts"].get("conv", 0) == len(convs)
     default = lava_export.compile_graph(graph, encoding)[0]
     assert not any(p["type"] == "conv" for p in default["processes"]), "small layers stay unrolled by default"
 
