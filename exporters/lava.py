@@ -684,6 +684,8 @@ TAP_CONSUMERS: Dict[str, Dict[str, Tuple[str, str]]] = {
 }
 #: synapse processes that can be fused into their consumer
 FUSABLE_SYNAPSES = ("sparse", "conv")
+#: a synapse read by several processes is fused into each of them up to this many readers
+MAX_SYNAPSE_COPIES = 3
 
 
 def _out_size(p: dict) -> int:
@@ -721,9 +723,10 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
     """Fuse synapses and delay lines into the processes that consume them (same arithmetic and
     timing, fewer Lava processes and messages). Returns new (processes, connections, stats).
 
-    * A ``Sparse``/``ConvSynapse`` whose output feeds exactly one input port of a consumer
-      (integer neuron, attention, memory writer, readout, residual relay) becomes a *synaptic tap*
-      of that port: the consumer receives the synapse's input spikes itself and computes
+    * A ``Sparse``/``ConvSynapse`` whose output feeds only input ports of consumers (integer
+      neuron, attention, memory writer, readout, residual relay; directly or through delay lines
+      that have no other reader; at most :data:`MAX_SYNAPSE_COPIES` readers) becomes a *synaptic
+      tap* of each of those ports (a synapse with several readers is computed by each): the consumer receives the synapse's input spikes itself and computes
       ``W @ x`` (Lava ``Sparse``'s exact formula, or the kernel convolution) one step later, so
       the input the consumer integrates at step k is still ``W @ x[k - 1]``.
     * ``Delay`` chains in front of a tap are replaced by the tap's own delay: a source delayed by
@@ -773,6 +776,26 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
             src = ins[0]["src"]
         return by_name[src], d
 
+    def reaches_consumer(cn: dict) -> bool:
+        """Whether a connection leads, through delay lines with one reader each, to a tap port."""
+        dst = cn["dst"]
+        while by_name[dst]["type"] == "delay":
+            outs = outgoing.get((dst, "a_out"), [])
+            if len(outs) != 1:
+                return False
+            cn = outs[0]
+            dst = cn["dst"]
+        return cn["dst_port"] in TAP_CONSUMERS.get(by_name[dst]["type"], {})
+
+    # a synapse is fused into every process that reads it (duplicated when it has several
+    # readers, at most MAX_SYNAPSE_COPIES: each computes the same W @ x, bit for bit)
+    fusable = set()
+    for p in procs:
+        outs = outgoing.get((p["name"], "a_out"), [])
+        if (p["type"] in FUSABLE_SYNAPSES and incoming.get((p["name"], "s_in"))
+                and 1 <= len(outs) <= MAX_SYNAPSE_COPIES and all(reaches_consumer(cn) for cn in outs)):
+            fusable.add(p["name"])
+
     removed_syn = set()
     tapped = {}  # consumer -> {logical port: [tap, ...]}
     for p in procs:
@@ -784,8 +807,7 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
             taps = []
             for cn in incoming.get((p["name"], lp), []):
                 src, d_out = exclusive_chain(cn["src"])
-                if (src["type"] in FUSABLE_SYNAPSES and len(outgoing.get((src["name"], "a_out"), [])) == 1
-                        and incoming.get((src["name"], "s_in"))):
+                if src["name"] in fusable:
                     sources = [resolve(c2["src"], c2["src_port"]) for c2 in incoming[(src["name"], "s_in")]]
                     taps.append({"syn": src["name"], "sources": [(s, sp, d + 1 + d_out) for s, sp, d in sources]})
                     removed_syn.add(src["name"])
@@ -793,6 +815,7 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
                     taps.append({"syn": None, "sources": [resolve(cn["src"], cn["src_port"])]})
             spec[lp] = taps
         tapped[p["name"]] = spec
+    removed_syn = {n for n in removed_syn if n in fusable}
 
     # what still consumes each process output: tap sources and the remaining plain connections
     keep_conns = []

@@ -232,7 +232,21 @@ class _TapModel(PyLoihiProcessModel):
         self._period, self._num_macro = int(p["period"]), int(p["num_macro"])
         self._inputs_spec = p.get("inputs") or {}
         self._send_spec = p.get("send") or {}
+        self._record = p.get("record")
         self._taps = None
+
+    def _write_record(self, k: int, data: np.ndarray) -> None:
+        """Recording without Lava's ``Var.get`` (which moves one element per message through the
+        runtime service): at step ``record["step"]`` (the last step that changes the record) the
+        record is written to ``record["path"]`` (``.npy``, atomically)."""
+        if self._record is None or k != self._record["step"]:
+            return
+        import os  # noqa: PLC0415
+
+        path = self._record["path"]
+        tmp = path + ".tmp.npy"
+        np.save(tmp, np.asarray(data))
+        os.replace(tmp, path)
 
     def _win(self, k: int, start: int, length: int):
         return _window(k, start, length, self._period, self._num_macro)
@@ -285,8 +299,10 @@ def _zeros_if_none(x, size):
     return np.zeros(size) if x is None else x
 
 
-def _clock_params(period: int, num_macro: int, inputs=None, send=None) -> dict:
+def _clock_params(period: int, num_macro: int, inputs=None, send=None, record=None) -> dict:
     d = {"period": int(period), "num_macro": int(num_macro)}
+    if record:
+        d["record"] = record
     if inputs:
         d["inputs"] = inputs
     if send:
@@ -309,10 +325,10 @@ class IntegerNeuron(_TapProcess):
 
     def __init__(self, *, size: int, bias: np.ndarray, neuron: dict, encoding: str, window: int,
                  in_start: int, in_len: int, period: int, num_macro: int, sample_steps: int,
-                 inputs: dict = None, send: dict = None, name: str = None):
+                 inputs: dict = None, send: dict = None, record: dict = None, name: str = None):
         super().__init__(size=size, neuron=neuron, encoding=encoding, window=window,
                          in_start=in_start, in_len=in_len, sample_steps=sample_steps, name=name,
-                         **_clock_params(period, num_macro, inputs, send))
+                         **_clock_params(period, num_macro, inputs, send, record))
         self._make_in_ports({"a_in": size}, inputs or {})
         self.s_out = OutPort(shape=(size,))
         self.bias = Var(shape=(size,), init=np.asarray(bias, dtype=np.float64))
@@ -355,6 +371,7 @@ class PyIntegerNeuronFloat(_TapModel):
                 current = self.acc + self.bias
                 self.q = neuron_step(self.neuron, current, t % self.sample_steps, self.state)
         if not self._active("s_out", k):
+            self._write_record(k, self.q_rec)
             return
         out = np.zeros_like(self.q)
         win = self._win(k, self.out_start, self.window)
@@ -365,6 +382,7 @@ class PyIntegerNeuronFloat(_TapModel):
             else:
                 out = (self.q > j).astype(np.float64)  # thermometer code: first q sub-steps
             self.q_rec[t] += out
+            self._write_record(k, self.q_rec)
         self._send("s_out", out)
 
 
@@ -673,9 +691,9 @@ class Readout(_TapProcess):
     """Graded accumulator at a graph output: ``rec[t] = sum(window of t) + offset``."""
 
     def __init__(self, *, size: int, offset: np.ndarray, start: int, length: int, period: int,
-                 num_macro: int, inputs: dict = None, name: str = None):
+                 num_macro: int, inputs: dict = None, record: dict = None, name: str = None):
         super().__init__(size=size, start=start, length=length, name=name,
-                         **_clock_params(period, num_macro, inputs, None))
+                         **_clock_params(period, num_macro, inputs, None, record))
         self._make_in_ports({"a_in": size}, inputs or {})
         self.offset = Var(shape=(size,), init=np.asarray(offset, dtype=np.float64))
         self.rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
@@ -707,6 +725,7 @@ class PyReadoutFloat(_TapModel):
             self.acc = x.astype(np.float64) if j == 0 else self.acc + x
             if j == self.length - 1:
                 self.rec[t] = self.acc + self.offset
+                self._write_record(k, self.rec)
 
 
 #: process class -> its floating_pt process model (passed to Lava as exception_proc_model_map,
