@@ -334,3 +334,78 @@ def test_t3_model_captures_for_the_backends():
     for name, k in mapping.items():
         assert reads[name].memory.shape[0] == 3
         assert np.array_equal(reads[name].memory, mem[f"cross_block_{k}"][:, 0].double().numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Lava (the CPU simulator, one Lava run per call)
+# ---------------------------------------------------------------------------------------------
+
+
+def tiny_spiketrack(templates: int = 1):
+    """The smallest SpikeTrack that keeps the architecture (171 search neuron layers): widths
+    (8, 16, 32, 48), crops of 64 px (4 x 4 tokens), float64, spiking random weights."""
+    from spikedeploy.models.spiketrack import SpikeTrack, SpikeTrackConfig
+
+    cfg = SpikeTrackConfig(family="s", embed_dims=(8, 16, 32, 48), head_channels=16, resolution=64,
+                           templates=templates)
+    torch.manual_seed(0)
+    m = SpikeTrack(cfg)
+    init_spiketrack_for_spiking(m, seed=0)
+    return m.double().eval()
+
+
+def test_lava_network_bad_options():
+    from spikedeploy.errors import ConfigError
+    from spikedeploy.tracker_backends import LavaNetwork
+
+    with pytest.raises(ConfigError, match="encoding"):
+        LavaNetwork(tiny_spiketrack(), encoding="integer")
+    with pytest.raises(ConfigError, match="SpikeTrack model"):
+        LavaNetwork()
+
+
+@pytest.mark.slow  # one Lava run per call: template + 2 search frames (~1-2 min on 2 cores)
+def test_lava_network_tracks_like_the_reference_with_equal_spike_counts():
+    """The tracker with LavaNetwork (graded spikes, Lava CPU simulator) and with ReferenceNetwork
+    in the same mode give identical boxes and scores on a short sequence; every neuron layer of
+    the last search frame has the same spike counts, and of the template branch too."""
+    from spikedeploy.tracker_backends import LavaNetwork
+
+    model = tiny_spiketrack()
+    graphs = capture_spiketrack(model)
+    frames = make_sequence(n=3)
+    ref = ReferenceNetwork(mode="graded", graphs=graphs)
+    lava = LavaNetwork(encoding="graded", graphs=graphs)
+    assert lava.size == 64 and lava.templates == 1
+    boxes_ref, scores_ref, _ = track(ref, frames)
+    seen = {}
+    lava_template = lava.template
+
+    def template_spy(templates):  # keep the template input to compare the template branch's spikes
+        seen["x"] = templates
+        return lava_template(templates)
+
+    lava.template = template_spy
+    boxes, scores, _ = track(lava, frames)
+    ref_template = run(ref.template_graph, seen["x"], dtype=torch.float64, mode="graded")
+    assert np.array_equal(boxes, boxes_ref), (boxes, boxes_ref)
+    assert np.array_equal(scores, scores_ref)
+    # spike counts, search branch (last frame): every layer identical, spikes present
+    names = [n.name for n in ref.search_graph.neurons()]
+    assert sorted(lava.last_spikes) == sorted(names) and len(names) == 171
+    total = 0
+    for name in names:
+        q_ref = ref.last_run.neuron_q(name)
+        assert torch.equal(lava.last_spikes[name].to(q_ref.dtype), q_ref), name
+        total += int(q_ref.sum())
+    assert total > 0 and sum(int(ref.last_run.neuron_q(n).sum()) > 0 for n in names) > 150
+    # template branch (the initialization): the same spikes and the same memory
+    for n in ref.template_graph.neurons():
+        assert torch.equal(lava.last_template_spikes[n.name].to(torch.float64),
+                           ref_template.neuron_q(n.name).to(torch.float64)), n.name
+    # one compiled search bundle (T = 1: the memory never changes), windows/fusion in effect
+    assert len(lava.timings["rebuild"]) == 1 and len(lava.timings["search"]) == 2
+    info = lava.last_run.info
+    assert info["fusion"]["processes_after"] < info["fusion"]["processes_before"]
+    assert info["process_counts"]["neuron"] == 171
+
