@@ -74,7 +74,7 @@ from spikedeploy.errors import SpikedeployError
 from spikedeploy.fsutil import atomic_directory
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.serialize import graph_from_json, graph_to_json, op_from_json, op_to_json
-from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate
+from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate, value_steps
 from spikedeploy.targets import unsupported
 
 __all__ = ["ENCODINGS", "RULES", "FORMAT", "VERSION", "LavaBundle", "compile_graph", "export", "load"]
@@ -115,6 +115,9 @@ class Term:
 
     stream: Stream
     origin: np.ndarray
+    #: macro-step map: value step t reads stream step slots[t] (None: the identity). Only the
+    #: identity can be connected; SelectStep/StackSteps move it (see :func:`stack_steps_rule`)
+    slots: Optional[Tuple[int, ...]] = None
 
 
 @dataclass
@@ -127,10 +130,20 @@ class Val:
     terms: List[Term] = field(default_factory=list)
     offset: Optional[np.ndarray] = None
     spike: bool = False
+    #: an offset that differs per macro-step (``[steps, *shape]``, added to ``offset``), e.g.
+    #: SpikeTrack T = 3's per-template position embeddings
+    step_offset: Optional[np.ndarray] = None
 
     @property
     def size(self) -> int:
         return int(math.prod(self.shape))
+
+    def offsets(self) -> Optional[np.ndarray]:
+        """The offset per macro-step, ``[S, *shape]`` (S = 1: the same in every step), or None."""
+        if self.offset is None and self.step_offset is None:
+            return None
+        base = np.zeros((1,) + self.shape) if self.offset is None else self.offset[None]
+        return base if self.step_offset is None else base + self.step_offset
 
 
 def _arange(shape) -> np.ndarray:
@@ -138,7 +151,7 @@ def _arange(shape) -> np.ndarray:
 
 
 def _is_identity(term: Term, size: int) -> bool:
-    return term.stream.size == size and term.origin.size == size and bool(
+    return term.slots is None and term.stream.size == size and term.origin.size == size and bool(
         np.array_equal(term.origin.ravel(), np.arange(size))
     )
 
@@ -276,6 +289,8 @@ class Compiler:
         self.graph, self.encoding = graph, encoding
         self.unroll_limit = UNROLL_LIMIT if unroll_limit is None else int(unroll_limit)
         self.shapes = validate(graph)
+        #: macro-steps per value (None: the input's T); values a process handles share one count
+        self.vsteps = value_steps(graph)
         windows = [n.op.window for n in graph.neurons()]
         self.period = max(windows) if (encoding == "binary" and windows) else 1
         self.procs: List[dict] = []
@@ -360,6 +375,7 @@ class Compiler:
 
     def streams_of(self, val: Val, base: str) -> List[Stream]:
         """The streams that, summed element-wise in one port, give ``val`` (minus its offset)."""
+        self.check_slots(val)
         out = []
         for t in val.terms:
             out.append(t.stream if _is_identity(t, val.size) else self.gather(t, base))
@@ -380,6 +396,16 @@ class Compiler:
                 length = max(length, s.length)
         return start, length
 
+    def check_slots(self, val: Val) -> None:
+        """Refuse a value whose macro-steps are moved (a SelectStep/StackSteps that does not
+        recombine into the identity, e.g. one template step used alone)."""
+        for t in val.terms:
+            if t.slots is not None:
+                raise unsupported(TARGET, self.node, f"this value reads macro-steps {list(t.slots)} of "
+                                  f"{t.stream.proc}: moving a stream to other macro-steps (a template step "
+                                  "used alone, the T > 1 search query) is not mapped to Lava yet; only "
+                                  "SelectStep/StackSteps that recombine all steps (per-step constants) are")
+
     # -- values ------------------------------------------------------------------------------
     def host_val(self, name: str) -> Val:
         shape = self.shapes[name]
@@ -395,11 +421,16 @@ class Compiler:
         """A synapse: ``y = M x + bias``, one ``Sparse`` for the aligned identity terms of ``x``
         and one per routed term (its routing folded into the matrix columns)."""
         n_out = int(math.prod(out_shape))
+        self.check_slots(x)
         offset = None
         if x.offset is not None:
             offset = (m @ x.offset.ravel()).reshape(out_shape)
         if bias is not None:
             offset = bias.copy() if offset is None else offset + bias
+        step_offset = None
+        if x.step_offset is not None:
+            so = x.step_offset.reshape(x.step_offset.shape[0], -1)
+            step_offset = np.asarray((m @ so.T).T).reshape((so.shape[0],) + tuple(out_shape))
         groups: List[Tuple[sp.csr_matrix, List[Stream]]] = []
         ident = [t.stream for t in x.terms if _is_identity(t, x.size)]
         if ident:
@@ -415,7 +446,7 @@ class Compiler:
             name = self.sparse(node.name, w, [s.msg for s in streams], node.name)
             start, length = self.connect_streams([streams], [(name, "s_in")])
             terms.append(Term(Stream(name, "a_out", n_out, start + 1, length, "real"), _arange(out_shape)))
-        return Val(tuple(out_shape), False, terms, offset, False)
+        return Val(tuple(out_shape), False, terms, offset, False, step_offset)
 
 
     def apply_conv(self, node: Node, x: Val, out_shape) -> Val:
@@ -426,6 +457,12 @@ class Compiler:
         import torch.nn.functional as F
 
         weight, in_shape, args = conv2d_args(node.op, x.shape)
+        self.check_slots(x)
+        step_offset = None
+        if x.step_offset is not None:
+            xo = torch.from_numpy(np.asarray(x.step_offset, dtype=np.float64).reshape((-1,) + in_shape))
+            so = F.conv2d(xo, torch.from_numpy(weight), None, *args).numpy()
+            step_offset = so.reshape((so.shape[0],) + tuple(out_shape))
         offset = None
         if x.offset is not None:
             xo = torch.from_numpy(np.asarray(x.offset, dtype=np.float64).reshape((1,) + in_shape))
@@ -440,7 +477,7 @@ class Compiler:
         start, length = self.connect_streams([self.streams_of(x, node.name)], [(name, "s_in")])
         n_out = int(math.prod(out_shape))
         out = Stream(name, "a_out", n_out, start + 1, length, "real")
-        return Val(tuple(out_shape), False, [Term(out, _arange(out_shape))], offset, False)
+        return Val(tuple(out_shape), False, [Term(out, _arange(out_shape))], offset, False, step_offset)
 
 
 def conv2d_args(op, in_shape) -> Tuple[np.ndarray, Tuple[int, int, int], tuple]:
@@ -485,7 +522,8 @@ def neuron_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     x = c.device(ins[0], node.inputs[0])
     shape = c.shapes[node.name]
     size = int(math.prod(shape))
-    bias = np.zeros(size) if x.offset is None else x.offset.ravel().astype(np.float64)
+    offs = x.offsets()
+    bias = np.zeros((1, size)) if offs is None else offs.reshape(offs.shape[0], size).astype(np.float64)
     window = int(op.window) if c.encoding == "binary" else 1
     name = c.add_proc("neuron", node.name, node=node.name, size=size, shape=list(shape),
                       neuron=_neuron_params(op), encoding=c.encoding, window=window, bias=c.array(bias))
@@ -519,28 +557,31 @@ def add_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     a, b = (c.device(v, i) for v, i in zip(ins, node.inputs))
     offs = [v.offset for v in (a, b) if v.offset is not None]
     offset = None if not offs else sum(offs[1:], offs[0].copy())
+    sofs = [v.step_offset for v in (a, b) if v.step_offset is not None]
+    step_offset = None if not sofs else sum(sofs[1:], sofs[0].copy())
     terms = a.terms + b.terms
     if len(terms) <= MAX_SUM_TERMS:
-        return Val(a.shape, False, terms, offset, False)
+        return Val(a.shape, False, terms, offset, False, step_offset)
     streams = c.streams_of(Val(a.shape, False, terms), node.name)
     name = c.add_proc("delay", f"{node.name}.sum", size=a.size, delay=1, relay=True)
     start, length = c.connect_streams([streams], [(name, "a_in")])
     c.proc_index[name].update(in_start=start, in_len=length)
     relay = Stream(name, "a_out", a.size, start + 1, length, "real")
-    return Val(a.shape, False, [Term(relay, _arange(a.shape))], offset, False)
+    return Val(a.shape, False, [Term(relay, _arange(a.shape))], offset, False, step_offset)
 
 
 def add_constant_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     x = c.device(ins[0], node.inputs[0])
     value = np.broadcast_to(np.asarray(node.op.value, dtype=np.float64), x.shape)
     offset = value.copy() if x.offset is None else x.offset + value
-    return Val(x.shape, False, list(x.terms), offset, False)
+    return Val(x.shape, False, list(x.terms), offset, False, x.step_offset)
 
 
 def _route(x: Val, fn: Callable[[np.ndarray], np.ndarray], shape) -> Val:
-    terms = [Term(t.stream, fn(t.origin)) for t in x.terms]
+    terms = [Term(t.stream, fn(t.origin), t.slots) for t in x.terms]
     offset = None if x.offset is None else fn(x.offset)
-    return Val(tuple(shape), False, terms, offset, x.spike)
+    step_offset = None if x.step_offset is None else np.stack([fn(o) for o in x.step_offset])
+    return Val(tuple(shape), False, terms, offset, x.spike, step_offset)
 
 
 def reshape_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
@@ -556,11 +597,13 @@ def permute_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
 def concat_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     xs = [c.device(v, i) for v, i in zip(ins, node.inputs)]
     axis = node.op.axis
+    if any(x.step_offset is not None for x in xs):
+        raise unsupported(TARGET, node, "concatenating values with per-macro-step offsets is not mapped")
     terms, offsets = [], []
     for k, x in enumerate(xs):
         for t in x.terms:
             parts = [t.origin if j == k else np.full(y.shape, -1, dtype=np.int64) for j, y in enumerate(xs)]
-            terms.append(Term(t.stream, np.concatenate(parts, axis=axis)))
+            terms.append(Term(t.stream, np.concatenate(parts, axis=axis), t.slots))
         offsets.append(np.zeros(x.shape) if x.offset is None else x.offset)
     offset = None if all(x.offset is None for x in xs) else np.concatenate(offsets, axis=axis)
     return Val(c.shapes[node.name], False, terms, offset, all(x.spike for x in xs))
@@ -625,27 +668,93 @@ def memory_write_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     return Val(shape, False, [Term(out, _arange(shape))], None, False)
 
 
-def time_axis_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
-    """``RepeatTime``/``SelectStep``/``StackSteps`` change the number of macro-steps of a value
-    (SpikeTrack T = 3's template axis): the compiler streams one macro-step count per graph."""
-    raise unsupported(TARGET, node, "the Lava compiler streams every value with the graph's number of "
-                      "macro-steps; ops that change it (the T > 1 template axis) are not mapped yet — "
-                      "export T = 1 variants to Lava, or use the onnx target")
+def _steps(c: "Compiler", name: str) -> int:
+    n = c.vsteps.get(name)
+    if n is None:
+        raise unsupported(TARGET, c.node, f"value {name!r} needs a fixed number of macro-steps")
+    return int(n)
+
+
+def select_step_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``SelectStep(s)``: routing in time. No process: every term records that its value step 0 is
+    step ``s`` of its stream (``Term.slots``); per-step offsets keep row ``s``. Such a one-step view
+    can be connected only after a :func:`stack_steps_rule` recombines all the steps."""
+    x = c.device(ins[0], node.inputs[0])
+    n, s = _steps(c, node.inputs[0]), int(node.op.step)
+    terms = [Term(t.stream, t.origin, ((t.slots or tuple(range(n)))[s],)) for t in x.terms]
+    so = None if x.step_offset is None else x.step_offset[s:s + 1].copy()
+    return Val(x.shape, False, terms, x.offset, x.spike, so)
+
+
+def stack_steps_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``StackSteps``: one-step values become steps 0..K-1. No process: terms of the same stream
+    and routing are merged step by step (``Term.slots``); when they cover the stream's steps in
+    order the term is the stream itself again. The inputs' offsets become a per-step offset. This
+    maps SpikeTrack T = 3's per-template constants (``x[t] + pos[t]`` stacked back) exactly."""
+    xs = [c.device(v, i) for v, i in zip(ins, node.inputs)]
+    K = len(xs)
+    merged: Dict[tuple, list] = {}
+    for t, x in enumerate(xs):
+        for term in x.terms:
+            (src_slot,) = term.slots if term.slots is not None else (0,)
+            key = (term.stream.proc, term.stream.port, term.origin.tobytes(), term.origin.shape)
+            entry = merged.setdefault(key, [term, [None] * K])
+            if entry[1][t] is not None:
+                raise unsupported(TARGET, node, "a stream enters one stacked step twice")
+            entry[1][t] = src_slot
+    terms = []
+    for term, slots in merged.values():
+        if any(v is None for v in slots):
+            raise unsupported(TARGET, node, f"stacked step(s) {[t for t, v in enumerate(slots) if v is None]} do "
+                              f"not read {term.stream.proc}: stacking different streams per macro-step is not "
+                              "mapped to Lava yet")
+        slots = tuple(slots)
+        terms.append(Term(term.stream, term.origin, None if slots == tuple(range(K)) else slots))
+    rows = []
+    for x in xs:
+        o = x.offsets()
+        rows.append(np.zeros(x.shape) if o is None else o[0])
+    offsets = np.stack(rows)
+    offset, step_offset = None, None
+    if np.any(offsets != 0):
+        if all(np.array_equal(r, rows[0]) for r in rows):
+            offset = rows[0].copy()
+        else:
+            step_offset = offsets
+    return Val(xs[0].shape, False, terms, offset, all(x.spike for x in xs), step_offset)
+
+
+def repeat_time_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``RepeatTime``: a one-step value read in T macro-steps (SpikeTrack T = 3's search query)."""
+    raise unsupported(TARGET, node, "repeating a one-step value over the template axis needs streams with "
+                      "different numbers of macro-steps in one graph, which the Lava compiler does not "
+                      "schedule yet (SpikeTrack T = 3 search branch); use the onnx target")
+
+
+def gate_linear_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``GateLinear``: the template gate's token mixing (a Linear on the last axis)."""
+    raise unsupported(TARGET, node, "the template gate (GateLinear -> host GateSoftmax -> TemplateGate) is "
+                      "not mapped to Lava yet (SpikeTrack T = 3 search branch); use the onnx target")
+
+
+def gate_softmax_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``GateSoftmax``: a host op inside the network (softmax over the template axis)."""
+    raise unsupported(TARGET, node, "the host softmax of the template gate needs a host round trip inside "
+                      "the Lava network, which is not mapped yet; use the onnx target")
 
 
 def template_gate_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
-    """``GateLinear``/``GateSoftmax``/``TemplateGate``: the template gate needs a host round trip
-    (softmax) inside the network and per-sample synaptic weights, which this target does not map."""
-    raise unsupported(TARGET, node, "the template gate (host softmax over templates, data-dependent "
-                      "weights) has no Lava mapping yet — export T = 1 variants to Lava, or use the onnx target")
+    """``TemplateGate``: per-sample synaptic weights written by the host softmax."""
+    raise unsupported(TARGET, node, "the template gate's data-dependent weights (written by the host "
+                      "softmax every frame) are not mapped to Lava yet; use the onnx target")
 
 
 RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
-    O.RepeatTime: time_axis_rule,
-    O.SelectStep: time_axis_rule,
-    O.StackSteps: time_axis_rule,
-    O.GateLinear: template_gate_rule,
-    O.GateSoftmax: template_gate_rule,
+    O.RepeatTime: repeat_time_rule,
+    O.SelectStep: select_step_rule,
+    O.StackSteps: stack_steps_rule,
+    O.GateLinear: gate_linear_rule,
+    O.GateSoftmax: gate_softmax_rule,
     O.TemplateGate: template_gate_rule,
     O.IntegerLIF: neuron_rule,
     O.DynamicIntegerLIF: neuron_rule,
@@ -1006,7 +1115,8 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
             c.outputs.append({"name": out_names[o], "kind": "host", "value": o, "shape": list(v.shape)})
             continue
         c.node = Node(o, O.Scale(1.0), (o,))
-        offset = np.zeros(v.size) if v.offset is None else v.offset.ravel()
+        offs = v.offsets()
+        offset = np.zeros((1, v.size)) if offs is None else offs.reshape(offs.shape[0], v.size)
         name = c.add_proc("readout", o, size=v.size, offset=c.array(offset.astype(np.float64)))
         start, length = c.connect_streams([c.streams_of(v, o)], [(name, "a_in")])
         c.proc_index[name].update(start=start, length=length)

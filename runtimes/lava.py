@@ -193,7 +193,8 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_
                                    num_macro=M, inputs=inputs, send=send, name=name)
         elif kind == "readout":
             proc = LP.Readout(size=int(p["size"]), offset=bundle.array(p["offset"]), start=int(p["start"]),
-                              length=int(p["length"]), period=period, num_macro=M, inputs=inputs, record=record,
+                              length=int(p["length"]), period=period, num_macro=M, sample_steps=T, inputs=inputs,
+                              record=record,
                               name=name)
         else:
             raise SpikedeployError(f"Lava bundle: unknown process type {kind!r} ({name})")

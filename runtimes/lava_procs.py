@@ -331,7 +331,8 @@ class IntegerNeuron(_TapProcess):
                          **_clock_params(period, num_macro, inputs, send, record))
         self._make_in_ports({"a_in": size}, inputs or {})
         self.s_out = OutPort(shape=(size,))
-        self.bias = Var(shape=(size,), init=np.asarray(bias, dtype=np.float64))
+        bias = np.asarray(bias, dtype=np.float64).reshape(-1, size)  # [1 or steps, size]
+        self.bias = Var(shape=bias.shape, init=bias)
         self.q_rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
 
 
@@ -368,8 +369,9 @@ class PyIntegerNeuronFloat(_TapModel):
             x = _zeros_if_none(x, self.size)
             self.acc = x.astype(np.float64) if j == 0 else self.acc + x
             if j == self.in_len - 1:  # the window is complete: fire once for this macro-step
-                current = self.acc + self.bias
-                self.q = neuron_step(self.neuron, current, t % self.sample_steps, self.state)
+                step = t % self.sample_steps
+                current = self.acc + self.bias[step % self.bias.shape[0]]  # per-step bias rows, if any
+                self.q = neuron_step(self.neuron, current, step, self.state)
         if not self._active("s_out", k):
             self._write_record(k, self.q_rec)
             return
@@ -688,14 +690,17 @@ class PyHostSourceFloat(_TapModel):
 
 
 class Readout(_TapProcess):
-    """Graded accumulator at a graph output: ``rec[t] = sum(window of t) + offset``."""
+    """Graded accumulator at a graph output: ``rec[t] = sum(window of t) + offset[step]`` (``offset``
+    ``[1 or sample_steps, size]``: one row, or one per macro-step of a sample)."""
 
     def __init__(self, *, size: int, offset: np.ndarray, start: int, length: int, period: int,
-                 num_macro: int, inputs: dict = None, record: dict = None, name: str = None):
-        super().__init__(size=size, start=start, length=length, name=name,
+                 num_macro: int, sample_steps: int = 1, inputs: dict = None, record: dict = None,
+                 name: str = None):
+        super().__init__(size=size, start=start, length=length, sample_steps=sample_steps, name=name,
                          **_clock_params(period, num_macro, inputs, None, record))
         self._make_in_ports({"a_in": size}, inputs or {})
-        self.offset = Var(shape=(size,), init=np.asarray(offset, dtype=np.float64))
+        offset = np.asarray(offset, dtype=np.float64).reshape(-1, size)  # [1 or steps, size]
+        self.offset = Var(shape=offset.shape, init=offset)
         self.rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
 
 
@@ -711,6 +716,7 @@ class PyReadoutFloat(_TapModel):
         super().__init__(proc_params)
         p = self.proc_params
         self.start_step, self.length = int(p["start"]), int(p["length"])
+        self.sample_steps = int(p["sample_steps"])
         self.size = int(p["size"])
         self.acc = np.zeros(self.size)
 
@@ -724,7 +730,7 @@ class PyReadoutFloat(_TapModel):
             x = _zeros_if_none(x, self.size)
             self.acc = x.astype(np.float64) if j == 0 else self.acc + x
             if j == self.length - 1:
-                self.rec[t] = self.acc + self.offset
+                self.rec[t] = self.acc + self.offset[(t % self.sample_steps) % self.offset.shape[0]]
                 self._write_record(k, self.rec)
 
 

@@ -251,3 +251,70 @@ def test_bad_input_shape_and_leak_length():
         lava_run.run(bundle, torch.zeros(1, 1, 5))
     with pytest.raises(SpikedeployError, match="per-step leaks"):  # n2 has leaks for T <= 3
         lava_run.run(bundle, torch.zeros(4, 1, 6))
+
+
+# ---------------------------------------------------------------------------------------------
+# time-axis ops (SpikeTrack T = 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def per_step_constant_graph() -> Graph:
+    """Three macro-steps with a per-step constant, captured as SpikeTrack T = 3's per-template
+    position embeddings are: ``StackSteps(SelectStep(h, t) + pos[t] for t)``, then through a
+    routing op and a synapse into neurons, and a per-step offset at a graph output."""
+    rng = np.random.default_rng(7)
+    nodes = [
+        Node("fc0", O.Linear(_w(rng, 6, 5, 3), _p(rng.normal(size=6))), ("x",)),
+        Node("n0", O.IntegerLIF(d=4, norm=4.0, leak=(0.5, 0.8), reset_norm=4.0, label="NI-LIF"), ("fc0",)),
+        Node("fc1", O.Linear(_w(rng, 6, 6, 5), _p(rng.normal(size=6))), ("n0",)),
+    ]
+    for t in range(3):
+        nodes += [Node(f"sel{t}", O.SelectStep(t), ("fc1",)),
+                  Node(f"pos{t}", O.AddConstant(_p(rng.normal(size=6) + 1.0)), (f"sel{t}",))]
+    nodes += [
+        Node("stack", O.StackSteps(), ("pos0", "pos1", "pos2")),
+        Node("n1", O.IntegerLIF(d=4, norm=4.0, leak=(0.5, 0.8), reset_norm=4.0, label="NI-LIF"), ("stack",)),
+        Node("fc2", O.Linear(_w(rng, 4, 6, 3), None), ("n1",)),
+    ]
+    for t in range(3):
+        nodes += [Node(f"osel{t}", O.SelectStep(t), ("fc2",)),
+                  Node(f"opos{t}", O.AddConstant(_p(rng.normal(size=4))), (f"osel{t}",))]
+    nodes += [Node("ostack", O.StackSteps(), ("opos0", "opos1", "opos2"))]
+    return Graph(inputs=(TensorSpec("x", (5,), steps=3),), nodes=tuple(nodes), outputs=("ostack",))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_per_step_constants_match_reference(encoding):
+    graph = per_step_constant_graph()
+    desc, arrays = lava_export.compile_graph(graph, encoding)
+    (n1,) = [p for p in desc["processes"] if p["type"] == "neuron" and p["node"] == "n1"]
+    assert arrays[n1["bias"]].shape == (3, 6), "the per-step constant is a per-step bias"
+    x = torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(7)) * 2
+    assert_matches_reference(graph, x, encoding, lava_export.LavaBundle(None, desc, arrays))
+
+
+def test_time_axis_ops_that_move_streams_are_refused():
+    from spikedeploy.errors import UnsupportedOpError
+
+    rng = np.random.default_rng(8)
+    one_step = Graph(
+        inputs=(TensorSpec("x", (5,), steps=3),),
+        nodes=(Node("fc0", O.Linear(_w(rng, 6, 5), None), ("x",)),
+               Node("n0", O.IntegerLIF(d=4, norm=4.0), ("fc0",)),
+               Node("sel", O.SelectStep(1), ("n0",)),
+               Node("fc1", O.Linear(_w(rng, 3, 6), None), ("sel",)),
+               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("fc1",))),
+        outputs=("n1",),
+    )
+    with pytest.raises(UnsupportedOpError, match=r"fc1.*macro-steps \[1\]"):
+        lava_export.compile_graph(one_step, "graded")
+    repeat = Graph(
+        inputs=(TensorSpec("x", (5,), steps=1),),
+        nodes=(Node("fc0", O.Linear(_w(rng, 6, 5), None), ("x",)),
+               Node("n0", O.IntegerLIF(d=4, norm=4.0), ("fc0",)),
+               Node("rep", O.RepeatTime(3), ("n0",)),
+               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("rep",))),
+        outputs=("n1",),
+    )
+    with pytest.raises(UnsupportedOpError, match=r"RepeatTime at node 'rep'"):
+        lava_export.compile_graph(repeat, "graded")
