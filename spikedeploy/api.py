@@ -636,6 +636,7 @@ def track(
     gif: bool = True,
     progress: bool = False,
     backend: Optional[str] = None,
+    clip_label: Optional[str] = None,
 ):
     """Track the object in ``init_box`` ([x, y, w, h] in the first frame) through ``clip`` (see
     :func:`spikedeploy.trackrun.load_frames`) with SpikeTrack ``model``, once per target in
@@ -645,7 +646,8 @@ def track(
     (:func:`~spikedeploy.trackrun.load_boxes`) for success/precision scores; without ``init_box``
     its first box is used. ``frame_limits``: at most that many frames for a target (e.g.
     ``{"lava": 5}``). Writes boxes, reports, plots and an annotated GIF into the directory
-    ``output`` (atomically) when given. Returns a :class:`spikedeploy.trackrun.TrackReport`."""
+    ``output`` (atomically) when given. ``clip`` may also be an ``N x H x W x 3`` uint8 array;
+    ``clip_label`` names it in the report. Returns a :class:`spikedeploy.trackrun.TrackReport`."""
     from spikedeploy.models.spiketrack import (
         init_spiketrack_for_spiking,
         load_spiketrack_checkpoint,
@@ -658,7 +660,14 @@ def track(
     targets = [canonical_target(t) for t in targets]
     if output is not None:
         check_output_dir(output)
-    frames = load_frames(clip)
+    if isinstance(clip, np.ndarray):
+        frames = clip
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+            raise InputError(f"clip array must be N x H x W x 3 uint8 with N >= 1, got {frames.dtype} {list(frames.shape)}")
+        clip = clip_label or f"array of {len(frames)} frames"
+    else:
+        frames = load_frames(clip)
+        clip = clip_label or str(clip)
     gt = None
     if ground_truth is not None:
         gt = (load_boxes(ground_truth, len(frames)) if isinstance(ground_truth, (str, Path))
@@ -684,7 +693,7 @@ def track(
     else:
         init_spiketrack_for_spiking(net, seed=seed)
         weights = f"random (seed {seed})"
-    report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=str(clip), ground_truth=gt,
+    report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=clip, ground_truth=gt,
                         preset=preset, frame_limits=frame_limits, progress=progress)
     if output is not None:
         write_track_outputs(report, frames, output, gif=gif)

@@ -134,7 +134,8 @@ def run_demo(output="out/demo", *, lava_frames: int = 4, num_frames: Optional[in
         # 4. tracking
         t0 = time.perf_counter()
         targets = [t for t in DEMO_TARGETS if lava or not t.startswith("lava")]
-        tr = api.track(DEMO_MODEL, clip=tmp / "clip.npy", ground_truth=gt, targets=targets, checkpoint=ckpt,
+        tr = api.track(DEMO_MODEL, clip=frames, clip_label="the bundled clip (clip.npy, groundtruth.txt)",
+                       ground_truth=gt, targets=targets, checkpoint=ckpt,
                        frame_limits={"lava-graded": lava_frames} if lava else None, output=tmp / "track",
                        progress=progress)
         ok = all(a["all_boxes_identical"] for a in tr.agreement.values())
