@@ -210,13 +210,13 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "clip: export both branches to ONNX, NIR and Lava; verify the search branch's "
                                    "lowering (binary and graded spikes, ONNX and NIR targets) on crops of the clip; "
                                    "audit its measured SynOps; track the clip with the PyTorch integer model, the "
-                                   "reference (binary spikes), onnxruntime and Lava's CPU simulator (graded spikes) "
+                                   "reference (graded spikes), onnxruntime and Lava's CPU simulator (graded spikes) "
                                    "and compare boxes and spike counts frame by frame; verify every neuron type on "
                                    "the test model. Writes index.html linking every report; exit code 1 if a check "
                                    "fails.")
     d.add_argument("-o", "--output", default="out/demo", help="output directory, replaced atomically "
                                                                "(default: %(default)s)")
-    d.add_argument("--lava-frames", type=int, default=4, metavar="N",
+    d.add_argument("--lava-frames", type=int, default=12, metavar="N",
                    help="frames tracked in Lava's simulator, counting the first (default: %(default)s)")
     d.add_argument("--frames", type=int, default=None, dest="num_frames", metavar="N",
                    help="track only the first N frames of the bundled clip (default: all)")

@@ -10,7 +10,7 @@ deterministically from scikit-image's photographs, ground truth by construction)
    binary and graded spikes (teacher-forced, per layer) and the ONNX and NIR targets;
 3. **audit**: measured SynOps per layer on the same crops next to the papers' estimate;
 4. **tracking** of the clip frame by frame with the network on the PyTorch integer model
-   (float64: the reference point), the reference executor (binary spikes), onnxruntime and Lava's
+   (float64: the reference point), the reference executor (graded spikes, as Lava), onnxruntime and Lava's
    CPU simulator (graded spikes; ``lava_frames`` frames: the simulator takes seconds per frame):
    boxes, OTB success/precision against the ground truth, per-frame agreement of every target with
    the PyTorch model and of the Lava spike counts with the reference's, layer by layer;
@@ -36,7 +36,7 @@ __all__ = ["DEMO_MODEL", "DEMO_TARGETS", "DemoResult", "run_demo"]
 
 DEMO_MODEL = "spiketrack-tiny128-t1"
 #: tracking targets of the demo; the first is the reference point of the box agreement
-DEMO_TARGETS = ("torch64", "reference-binary", "onnx", "lava-graded")
+DEMO_TARGETS = ("torch64", "reference-graded", "onnx", "lava-graded")
 _EXPORTS = (("onnx", "onnx", None), ("nir", "nir", "binary"), ("lava", "lava", "graded"))
 
 
@@ -69,7 +69,7 @@ def _search_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) 
     return normalize_images(np.stack(crops)).numpy()[None].astype(np.float32)
 
 
-def run_demo(output="out/demo", *, lava_frames: int = 4, num_frames: Optional[int] = None, crops: int = 8,
+def run_demo(output="out/demo", *, lava_frames: int = 12, num_frames: Optional[int] = None, crops: int = 8,
              neuron_inputs: int = 32, progress: bool = True, lava: bool = True) -> DemoResult:
     """Run the main job into the directory ``output`` (see the module docstring); returns the
     :class:`DemoResult` (``passed``) and prints a summary and where ``index.html`` is.
