@@ -49,6 +49,8 @@ __all__ = [
     "TrainResult",
     "PairSampler",
     "prepare_for_training",
+    "use_batch_statistics",
+    "recompute_batchnorm_statistics",
     "calibrate_batchnorm",
     "init_head_biases",
     "gaussian_score_target",
@@ -58,6 +60,9 @@ __all__ = [
     "export_state_dict",
     "save_tracker_weights",
     "train_tracker",
+    "bundle_weights",
+    "add_train_arguments",
+    "run_train",
 ]
 
 
@@ -92,11 +97,14 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 200
     calibration_batch: int = 32
+    batchnorm: str = "batch"  # "batch": train with batch statistics, "frozen": calibrated fixed statistics
+    bn_recompute_batches: int = 8
     init_weights: Optional[str] = None
 
     def validate(self) -> "TrainConfig":
         ints = ("steps", "batch_size", "warmup_steps", "seed", "threads", "pool_sequences", "sequence_frames",
-                "refresh_every", "refresh_count", "max_gap", "log_every", "save_every", "calibration_batch")
+                "refresh_every", "refresh_count", "max_gap", "log_every", "save_every", "calibration_batch",
+                "bn_recompute_batches")
         for name in ints:
             v = getattr(self, name)
             lo = 0 if name in ("warmup_steps", "seed", "refresh_count") else 1
@@ -108,6 +116,8 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"train: {name} must be a finite number >= 0, got {v!r}")
+        if self.batchnorm not in ("batch", "frozen"):
+            raise ConfigError(f"train: batchnorm must be 'batch' or 'frozen', got {self.batchnorm!r}")
         if self.lr <= 0:
             raise ConfigError(f"train: lr must be > 0, got {self.lr!r}")
         if self.wide_jitter_p > 1:
@@ -155,6 +165,51 @@ def prepare_for_training(model: nn.Module) -> nn.Module:
                     value = m._buffers.pop(name)
                     setattr(m, name, nn.Parameter(value.detach().clone()))
     return model
+
+
+def use_batch_statistics(model: nn.Module, momentum: float = 0.1) -> nn.Module:
+    """Replace every frozen BatchNorm (:class:`~spikedeploy.models.layers.FrozenBatchNorm2d`/``1d``)
+    by a trainable ``nn.BatchNorm2d``/``1d`` holding the same weight, bias and statistics (in place;
+    keys unchanged except an extra ``num_batches_tracked``). In train mode every BatchNorm then
+    normalizes with the batch statistics, as the official networks were trained; after training
+    :func:`recompute_batchnorm_statistics` sets the running statistics the deployed (frozen)
+    network uses. Returns ``model``."""
+    from spikedeploy.models.layers import _FrozenBatchNorm
+
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, _FrozenBatchNorm):
+                cls = nn.BatchNorm2d if child._input_dims == 4 else nn.BatchNorm1d
+                bn = cls(child.num_features, eps=child.eps, momentum=momentum)
+                with torch.no_grad():
+                    for key in ("weight", "bias", "running_mean", "running_var"):
+                        getattr(bn, key).copy_(getattr(child, key))
+                parent._modules[name] = bn
+    return model
+
+
+@torch.no_grad()
+def recompute_batchnorm_statistics(model: nn.Module, batches) -> int:
+    """"Precise BatchNorm": reset every BatchNorm's running statistics and set them to the
+    average over ``batches`` (an iterable of zero-argument callables, each running one forward
+    pass in train mode) of the batch statistics, with the weights fixed. Leaves the model in eval
+    mode. Returns the number of batches used."""
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    n = 0
+    try:
+        for run in batches:
+            run()
+            n += 1
+    finally:
+        for m, mom in zip(bns, saved):
+            m.momentum = mom
+        model.eval()
+    return n
 
 
 @torch.no_grad()
@@ -206,7 +261,7 @@ def export_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
     fresh = SpikeTrack(model.config).state_dict()
     sd = model.state_dict()
     missing = [k for k in fresh if k not in sd]
-    if missing or len(sd) != len(fresh):
+    if missing:
         raise RuntimeError(f"export_state_dict: layout differs from {model.config.name}: missing {missing[:5]}")
     return {k: (sd[k].detach().to(torch.float32) if sd[k].is_floating_point() else sd[k].detach()).clone().contiguous()
             for k in fresh}
@@ -395,10 +450,15 @@ def tracking_loss(head, boxes: torch.Tensor, weights=(1.0, 5.0, 2.0)) -> Dict[st
 # ---------------------------------------------------------------------------------------------
 
 
-def _lr_at(step: int, cfg: TrainConfig) -> float:
+def _lr_at(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay to 2 % of ``lr``; the decay follows the larger of the step
+    progress and, with a time limit, the time progress (so a run cut by its time limit still ends
+    annealed)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.time_limit_s:
+        p = max(p, elapsed / cfg.time_limit_s)
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
 
@@ -446,7 +506,7 @@ def train_tracker(config: Optional[TrainConfig] = None, output_dir=None, *, prog
     say = log or (lambda s: None)
     model = spiketrack(cfg.variant)
     prepare_for_training(model)
-    model.eval()  # BatchNorms use their (calibrated) statistics: training computes the deployed function
+    model.eval()
     sampler = PairSampler(size=model.config.resolution, templates=model.config.templates, seed=cfg.seed,
                           pool_sequences=cfg.pool_sequences, sequence_frames=cfg.sequence_frames,
                           frame_size=cfg.frame_size, max_gap=cfg.max_gap, wide_jitter_p=cfg.wide_jitter_p)
@@ -467,12 +527,23 @@ def train_tracker(config: Optional[TrainConfig] = None, output_dir=None, *, prog
                 src = ".".join(parts[:i + 1] + ["0"] + parts[i + 2:])
                 if src in shared:
                     own[k].copy_(shared[src])
+        # template embeddings never used at T = 1 (all zero) start as copies of template 0's
+        with torch.no_grad():
+            for name, m in model.named_modules():
+                embeds = getattr(m, "t_pos_embeds", None)
+                if isinstance(embeds, nn.ParameterList):
+                    for e in list(embeds)[1:]:
+                        if not e.any():
+                            e.copy_(embeds[0])
         say(f"initialized {len(shared)} of {len(own)} tensors from {cfg.init_weights}")
     else:
         z, x, _ = sampler.sample(cfg.calibration_batch)
         n = calibrate_batchnorm(model, lambda: model.search_branch(x, model.template_branch(z)))
         init_head_biases(model)
         say(f"calibrated {n} BatchNorms on a batch of {z.shape[1]}")
+    if cfg.batchnorm == "batch":
+        use_batch_statistics(model)
+        model.train()  # BatchNorms normalize with batch statistics while training
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.dim() <= 1 or "pos_embed" in name else decay).append(p)
@@ -492,9 +563,17 @@ def train_tracker(config: Optional[TrainConfig] = None, output_dir=None, *, prog
     bar = tqdm(total=cfg.steps, desc="train", unit="step", disable=not progress)
     files: Dict[str, str] = {}
 
+    def finalize_batchnorm():
+        if cfg.batchnorm == "batch":
+            recompute_batchnorm_statistics(model, (
+                (lambda z=z, x=x: model.search_branch(x, model.template_branch(z)))
+                for z, x, _ in (sampler.sample(cfg.batch_size) for _ in range(cfg.bn_recompute_batches))))
+            model.train()
+
     def write_outputs(final: bool):
         if out is None:
             return
+        finalize_batchnorm()
         meta = {"variant": stem, "steps": step, "seconds": round(time.perf_counter() - t0, 1), "final": final}
         files["weights"] = str(save_tracker_weights(model, out / f"{stem}.pth", meta=meta))
         with open(out / f"{stem}_loss.csv", "w", newline="") as fh:
@@ -515,7 +594,7 @@ def train_tracker(config: Optional[TrainConfig] = None, output_dir=None, *, prog
             if cfg.time_limit_s is not None and time.perf_counter() - t0 > cfg.time_limit_s:
                 say(f"time limit reached after {step} steps")
                 break
-            lr = _lr_at(step, cfg)
+            lr = _lr_at(step, cfg, time.perf_counter() - t0)
             for g in opt.param_groups:
                 g["lr"] = lr
             z, x, boxes = sampler.sample(cfg.batch_size)
@@ -549,7 +628,10 @@ def train_tracker(config: Optional[TrainConfig] = None, output_dir=None, *, prog
         row = {"step": step, "seconds": round(time.perf_counter() - t0, 2), "lr": _lr_at(step - 1, cfg)}
         row.update({k: v / acc_n for k, v in acc.items()})
         history.append(row)
+    if out is None:
+        finalize_batchnorm()
     write_outputs(final=True)
+    model.eval()
     seconds = time.perf_counter() - t0
     # hand back a clean model: fresh module (buffers as in the official layout), strictly loaded
     final = spiketrack(cfg.variant)
@@ -644,3 +726,27 @@ def run_train(args, log: Callable[[str], None] = print) -> Dict[str, object]:
         log(f"held-out: AUC {trk.auc:.3f}, precision@20 {trk.precision20:.3f} over {trk.frames} frames "
             f"(static box: AUC {static.auc:.3f}, precision@20 {static.precision20:.3f})")
     return summary
+
+
+def bundle_weights(src, dst, *, dtype: torch.dtype = torch.float32, meta: Optional[dict] = None) -> Path:
+    """Copy the trained weights ``src`` (``{"net": ...}``) to ``dst`` for shipping: floating
+    tensors stored as ``dtype`` (float16 halves the size; :func:`spikedeploy.models.spiketrack.
+    bundled_model` loads them back as float32, and every reported number is measured with the
+    weights as stored), integer buffers as int64, official key order, loaded strictly on the way
+    (a mismatching file raises). Returns ``dst``."""
+    from spikedeploy.checkpoint import load_checkpoint, save_checkpoint
+    from spikedeploy.models.spiketrack import identify_variant, load_spiketrack_state_dict, spiketrack
+
+    sd = load_checkpoint(src, key="net")
+    variant = identify_variant(sd)
+    if variant is None:
+        raise ConfigError(f"bundle_weights: {src} matches no SpikeTrack variant")
+    model = spiketrack(variant)
+    out = {k: (v.to(dtype) if v.is_floating_point() else v.to(torch.int64)).contiguous()
+           for k, v in ((k, sd[k]) for k in model.state_dict())}
+    load_spiketrack_state_dict(model, out, source=str(dst))
+    payload = {"net": out}
+    if meta is not None:
+        payload["meta"] = meta
+    save_checkpoint(payload, dst)
+    return Path(dst)

@@ -107,7 +107,8 @@ def test_a_few_steps_on_one_batch_lower_the_loss():
 
 def test_train_tracker_writes_weights_and_curves(tmp_path):
     cfg = tr.TrainConfig(steps=3, batch_size=4, pool_sequences=2, sequence_frames=6, frame_size=(120, 160),
-                         log_every=1, save_every=100, warmup_steps=1, calibration_batch=4)
+                         log_every=1, save_every=100, warmup_steps=1, calibration_batch=4,
+                         bn_recompute_batches=2)
     res = tr.train_tracker(cfg, tmp_path)
     assert res.steps == 3 and len(res.history) == 3
     ck = torch.load(res.files["weights"], weights_only=True)

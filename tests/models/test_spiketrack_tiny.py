@@ -1,0 +1,107 @@
+"""SpikeTrack-TINY128 (the small, non-official variants) and the bundled trained tracker."""
+
+import numpy as np
+import pytest
+import torch
+
+from spikedeploy.errors import CheckpointError, ConfigError
+from spikedeploy.models import BUILTIN_MODELS, get_model
+from spikedeploy.models import spiketrack as st
+from spikedeploy.models.neurons import NILIF
+
+
+def test_tiny_variants_are_registered_next_to_the_official_six():
+    assert st.SMALL_VARIANTS == ("spiketrack-tiny128-t1", "spiketrack-tiny128-t3")
+    assert len(st.SPIKETRACK_VARIANTS) == 6 and st.ALL_VARIANTS == st.SPIKETRACK_VARIANTS + st.SMALL_VARIANTS
+    for name in st.SMALL_VARIANTS:
+        for suffix in ("", ":template", ":search"):
+            assert name + suffix in BUILTIN_MODELS
+    c = st.VARIANT_CONFIGS["spiketrack-tiny128-t3"]
+    assert (c.embed_dims, c.head_channels, c.num_heads, c.depths, c.resolution, c.feat_size, c.templates) == (
+        (16, 32, 64, 96), 64, 4, (2, 1), 128, 8, 3)
+    assert c.name == "SpikeTrack-TINY128-T3" and c.mrm3_after == 0
+    assert st.VARIANT_CONFIGS["spiketrack-s256-t1"].depths == (6, 2) and st.VARIANT_CONFIGS["spiketrack-s256-t1"].mrm3_after == 2
+
+
+@pytest.mark.parametrize("name", ["tiny128", "TINY128-t3", "spiketrack-tiny128-t1", "spiketrack_tiny128_t3"])
+def test_factory_names(name):
+    with torch.device("meta"):
+        assert st.spiketrack(name).config.family == "tiny"
+
+
+@pytest.mark.parametrize("name", ["tiny256", "s128", "tiny128-t4"])
+def test_factory_rejects(name):
+    with pytest.raises(ConfigError, match="SpikeTrack"):
+        st.spiketrack(name)
+
+
+def test_tiny_layout_depths_and_identification():
+    model = st.spiketrack("tiny128", 3)
+    enc = model.encoder
+    assert len(enc.block3) == 2 and len(enc.block4) == 1 and len(enc.mrm) == 6
+    assert all(m.decay.shape == (3,) and m.d == 4 for m in model.modules() if isinstance(m, NILIF))
+    sd = model.state_dict()
+    assert st.identify_variant(sd) == "spiketrack-tiny128-t3"
+    assert st._describe(sd) == "SpikeTrack-TINY128-T3"
+    with torch.device("meta"):
+        other = st.spiketrack("tiny128", 1)
+    with pytest.raises(CheckpointError, match="looks like SpikeTrack-TINY128-T3 weights, not SpikeTrack-TINY128-T1"):
+        st.load_spiketrack_state_dict(other, sd)
+
+
+def test_tiny_branches_run_with_memory_shapes():
+    torch.manual_seed(0)
+    model = st.spiketrack("tiny128", 3)
+    st.init_spiketrack_for_spiking(model, seed=1)
+    z = torch.randn(3, 2, 3, 128, 128)
+    mem = model.template_branch(z)
+    assert {k: tuple(v.shape) for k, v in mem.items()} == model.config.memory_shapes(2)
+    out = model.search_branch(torch.randn(2, 3, 128, 128), mem)
+    assert [tuple(o.shape) for o in out] == [(1, 2, 1, 8, 8), (1, 2, 2, 8, 8), (1, 2, 2, 8, 8)]
+    search = get_model("spiketrack-tiny128-t1:search")
+    assert search.input_shape == (3, 128, 128)
+
+
+# ---------------------------------------------------------------------------------------------
+# the bundled trained tracker
+# ---------------------------------------------------------------------------------------------
+
+
+def test_bundled_weights_load_strictly_in_the_official_layout():
+    path = st.default_tracker_checkpoint(1)
+    assert path.is_file() and path.stat().st_size < 10 * 2 ** 20
+    ck = torch.load(path, weights_only=True)
+    assert st.identify_variant(ck["net"]) == "spiketrack-tiny128-t1"
+    model = st.spiketrack_from_checkpoint(path)
+    assert model.config.variant == "spiketrack-tiny128-t1"
+    assert next(st.bundled_model(1).parameters()).dtype == torch.float32
+    with pytest.raises(ConfigError):
+        st.default_tracker_checkpoint(2)
+
+
+def test_demo_clip_is_deterministic_held_out_data():
+    f1, b1 = st.demo_clip(num_frames=5)
+    f2, b2 = st.demo_clip(num_frames=5)
+    assert f1.dtype == np.uint8 and f1.shape == (5, 240, 320, 3) and b1.shape == (5, 4)
+    assert np.array_equal(f1, f2) and np.array_equal(b1, b2)
+
+
+@pytest.mark.parametrize("templates", [1, 3])
+def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
+    """The shipped weights track held-out sequences (photographs never seen in training) far
+    better than a box that stays where it started."""
+    try:
+        tracker = st.bundled_tracker(templates)
+    except CheckpointError:
+        if templates == 1:
+            raise
+        pytest.skip("no bundled T = 3 weights")
+    from spikedeploy.tracking_eval import heldout_sequences, pooled_score, static_boxes, track_boxes
+
+    seqs = heldout_sequences(3, 40, first_seed=50)
+    preds = [track_boxes(tracker, s.frames, s.boxes[0]) for s in seqs]
+    gts = [s.boxes for s in seqs]
+    trk = pooled_score(preds, gts)
+    static = pooled_score([static_boxes(g) for g in gts], gts)
+    assert trk.auc > static.auc + 0.15 and trk.auc > 0.4, (trk.auc, static.auc)
+    assert trk.precision20 > static.precision20 and trk.precision20 > 0.5
