@@ -1,0 +1,35 @@
+"""The main job (`spikedeploy demo`) on a few frames of the bundled clip: every step passes, the
+Lava boxes equal the PyTorch integer model's on every tracked frame and its spike counts equal the
+reference's in every layer (issue 6's must-hold), and index.html links every report."""
+
+import json
+
+import pytest
+
+from spikedeploy.demo import DEMO_TARGETS, run_demo
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_on_a_few_frames(tmp_path, capsys):
+    out = tmp_path / "demo"
+    result = run_demo(out, num_frames=4, lava_frames=3, crops=2, neuron_inputs=2, progress=False)
+    printed = capsys.readouterr().out
+    assert result.passed, printed
+    assert [s.name.split(" ")[0] for s in result.steps] == ["export", "equivalence", "op-count", "tracking", "lowering"]
+    for branch in ("template", "search"):
+        for ext in ("onnx", "nir", "lava"):
+            assert (out / "exports" / f"{branch}.{ext}").exists(), (branch, ext)
+    report = json.loads((out / "track" / "report.json").read_text())
+    assert list(report["runs"]) == list(DEMO_TARGETS)
+    lava = report["agreement"]["lava-graded"]
+    assert lava["frames"] == 3 and lava["all_boxes_identical"] is True
+    assert lava["spikes_against"] == "reference-graded"
+    assert lava["all_spikes_identical"] is True and lava["spike_frames_compared"] == 2
+    assert all(n > 0 for n in report["runs"]["lava-graded"]["spike_total"][1:]), "Lava fired no spikes"
+    assert report["agreement"]["onnx"]["all_boxes_identical"] is True
+    assert "lava-graded tracked the first 3 of 4 frames" in " ".join(report["notes"])
+    index = (out / "index.html").read_text()
+    for link in ("track/report.html", "verify/report.md", "audit/report.html", "neurons/report.md", "track/track.gif"):
+        assert link in index and (out / link).exists(), link
+    assert "report: " in printed and "index.html" in printed
