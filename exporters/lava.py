@@ -133,6 +133,8 @@ class Val:
     #: an offset that differs per macro-step (``[steps, *shape]``, added to ``offset``), e.g.
     #: SpikeTrack T = 3's per-template position embeddings
     step_offset: Optional[np.ndarray] = None
+    #: a host softmax's output event (only a TemplateGate reads it)
+    softmax: Optional[Stream] = None
 
     @property
     def size(self) -> int:
@@ -250,7 +252,7 @@ def linear_map(op, in_shape, out_shape) -> Tuple[sp.csr_matrix, Optional[np.ndar
         kh, kw = op.kernel
         w = np.full((in_shape[0], 1, kh, kw), 1.0 / (kh * kw))
         return conv_matrix(w, in_shape, op.stride, op.padding, (1, 1), in_shape[0]), None
-    if isinstance(op, O.Linear):
+    if isinstance(op, (O.Linear, O.GateLinear)):
         prefix = int(math.prod(in_shape[:-1]))
         m = sp.kron(sp.identity(prefix, format="csr"), sp.csr_matrix(np.asarray(op.weight)), format="csr")
         b = None if op.bias is None else np.broadcast_to(np.asarray(op.bias), out_shape).astype(np.float64)
@@ -291,6 +293,11 @@ class Compiler:
         self.shapes = validate(graph)
         #: macro-steps per value (None: the input's T); values a process handles share one count
         self.vsteps = value_steps(graph)
+        fixed = [n for n in self.vsteps.values() if n is not None]
+        #: macro-step slots per sample: values with fewer steps leave the later slots empty
+        self.slots = max(fixed) if fixed else None
+        self.stream_steps: Dict[Tuple[str, str], Optional[int]] = {}
+        self.gates: Dict[tuple, Stream] = {}
         windows = [n.op.window for n in graph.neurons()]
         self.period = max(windows) if (encoding == "binary" and windows) else 1
         self.procs: List[dict] = []
@@ -344,8 +351,9 @@ class Compiler:
     def host_stream(self, value: str, size: int, start: int) -> Stream:
         key = (value, start)
         if key not in self.host_sources:
-            name = self.add_proc("source", value, value=value, size=size, start=start)
-            self.host_sources[key] = Stream(name, "s_out", size, start, 1, "real")
+            steps = self.vsteps.get(value)
+            name = self.add_proc("source", value, value=value, size=size, start=start, steps=steps)
+            self.host_sources[key] = self.mark(Stream(name, "s_out", size, start, 1, "real"), steps)
         return self.host_sources[key]
 
     def delayed(self, s: Stream, d: int) -> Stream:
@@ -359,7 +367,8 @@ class Compiler:
         src = chain[base]
         name = self.add_proc("delay", f"{s.proc}+{d}", size=s.size, delay=d - base)
         self.connect(src, name, "a_in")
-        chain[d] = Stream(name, "a_out", s.size, s.start + d, s.length, s.msg)
+        chain[d] = self.mark(Stream(name, "a_out", s.size, s.start + d, s.length, s.msg),
+                             self.stream_steps.get((s.proc, s.port)))
         return chain[d]
 
     def gather(self, term: Term, base: str) -> Stream:
@@ -371,11 +380,12 @@ class Compiler:
         name = self.sparse(f"{base}.gather", g, [term.stream.msg], self.node.name)
         self.connect_streams([[term.stream]], [(name, "s_in")])
         msg = "binary" if term.stream.msg == "binary" else "real"
-        return Stream(name, "a_out", n, term.stream.start + 1, term.stream.length, msg)
+        return self.mark(Stream(name, "a_out", n, term.stream.start + 1, term.stream.length, msg),
+                         self.stream_steps.get((term.stream.proc, term.stream.port)))
 
     def streams_of(self, val: Val, base: str) -> List[Stream]:
         """The streams that, summed element-wise in one port, give ``val`` (minus its offset)."""
-        self.check_slots(val)
+        val = self.expand_slots(val)
         out = []
         for t in val.terms:
             out.append(t.stream if _is_identity(t, val.size) else self.gather(t, base))
@@ -396,15 +406,51 @@ class Compiler:
                 length = max(length, s.length)
         return start, length
 
-    def check_slots(self, val: Val) -> None:
-        """Refuse a value whose macro-steps are moved (a SelectStep/StackSteps that does not
-        recombine into the identity, e.g. one template step used alone)."""
+    def mark(self, stream: Stream, steps: Optional[int]) -> Stream:
+        """Record the number of macro-steps per sample ``stream`` carries (None: the input's T)."""
+        self.stream_steps[(stream.proc, stream.port)] = steps
+        return stream
+
+    def step_gate(self, s: Stream, accept: Tuple[int, ...]) -> Stream:
+        """``s`` passed only in its macro-steps ``accept`` (per sample), zero otherwise: a
+        zero-latency ``step_gate`` process (shared per stream and step set)."""
+        key = (s.proc, s.port, accept)
+        if key not in self.gates:
+            name = self.add_proc("step_gate", f"{s.proc}@{','.join(map(str, accept))}", node=self.node.name,
+                                 size=s.size, start=s.start, length=s.length, accept=list(accept),
+                                 steps=self.stream_steps.get((s.proc, s.port)))
+            self.connect(s, name, "a_in")
+            self.gates[key] = self.mark(Stream(name, "a_out", s.size, s.start, s.length, s.msg),
+                                        self.stream_steps.get((s.proc, s.port)))
+        return self.gates[key]
+
+    def expand_slots(self, val: Val) -> Val:
+        """Realize terms whose macro-steps are moved (``Term.slots``: value step t reads stream
+        step ``slots[t]``, -1 none). Per shift ``d = t - slots[t]``, the stream's steps read with
+        that shift pass a ``step_gate`` (skipped when all its steps are read) and are seen ``d``
+        macro-steps later: a stream whose start is ``d * period`` earlier, so the alignment in
+        :meth:`connect_streams` delays it by ``d`` macro-steps more (delay lines; fused into the
+        consumer's taps later)."""
+        if all(t.slots is None for t in val.terms):
+            return val
+        terms = []
         for t in val.terms:
-            if t.slots is not None:
-                raise unsupported(TARGET, self.node, f"this value reads macro-steps {list(t.slots)} of "
-                                  f"{t.stream.proc}: moving a stream to other macro-steps (a template step "
-                                  "used alone, the T > 1 search query) is not mapped to Lava yet; only "
-                                  "SelectStep/StackSteps that recombine all steps (per-step constants) are")
+            if t.slots is None:
+                terms.append(t)
+                continue
+            if t.stream.host is not None:
+                raise unsupported(TARGET, self.node, "a host value read in other macro-steps is not mapped")
+            groups: Dict[int, List[int]] = {}
+            for step, src in enumerate(t.slots):
+                if src >= 0:
+                    groups.setdefault(step - src, []).append(src)
+            n_src = self.stream_steps.get((t.stream.proc, t.stream.port))
+            for d, srcs in sorted(groups.items()):
+                accept = tuple(sorted(set(srcs)))
+                g = t.stream if (n_src is not None and accept == tuple(range(n_src))) else self.step_gate(t.stream, accept)
+                view = Stream(g.proc, g.port, g.size, g.start - d * self.period, g.length, g.msg)
+                terms.append(Term(view, t.origin, None))
+        return Val(val.shape, False, terms, val.offset, val.spike, val.step_offset)
 
     # -- values ------------------------------------------------------------------------------
     def host_val(self, name: str) -> Val:
@@ -415,13 +461,15 @@ class Compiler:
         return Val(shape, False, [Term(stream, _arange(shape))], None, False)
 
     def device(self, v: Val, name: str) -> Val:
+        if v.softmax is not None and not isinstance(self.node.op, O.TemplateGate):
+            raise unsupported(TARGET, self.node, f"the host softmax {name!r} can only feed a TemplateGate")
         return self.host_val(name) if v.host else v
 
     def apply_linear(self, node: Node, x: Val, m: sp.csr_matrix, bias, out_shape) -> Val:
         """A synapse: ``y = M x + bias``, one ``Sparse`` for the aligned identity terms of ``x``
         and one per routed term (its routing folded into the matrix columns)."""
         n_out = int(math.prod(out_shape))
-        self.check_slots(x)
+        x = self.expand_slots(x)
         offset = None
         if x.offset is not None:
             offset = (m @ x.offset.ravel()).reshape(out_shape)
@@ -445,7 +493,8 @@ class Compiler:
         for w, streams in groups:
             name = self.sparse(node.name, w, [s.msg for s in streams], node.name)
             start, length = self.connect_streams([streams], [(name, "s_in")])
-            terms.append(Term(Stream(name, "a_out", n_out, start + 1, length, "real"), _arange(out_shape)))
+            out = self.mark(Stream(name, "a_out", n_out, start + 1, length, "real"), self.vsteps.get(node.name))
+            terms.append(Term(out, _arange(out_shape)))
         return Val(tuple(out_shape), False, terms, offset, False, step_offset)
 
 
@@ -457,7 +506,7 @@ class Compiler:
         import torch.nn.functional as F
 
         weight, in_shape, args = conv2d_args(node.op, x.shape)
-        self.check_slots(x)
+        x = self.expand_slots(x)
         step_offset = None
         if x.step_offset is not None:
             xo = torch.from_numpy(np.asarray(x.step_offset, dtype=np.float64).reshape((-1,) + in_shape))
@@ -476,7 +525,7 @@ class Compiler:
                              weight=self.array(weight))
         start, length = self.connect_streams([self.streams_of(x, node.name)], [(name, "s_in")])
         n_out = int(math.prod(out_shape))
-        out = Stream(name, "a_out", n_out, start + 1, length, "real")
+        out = self.mark(Stream(name, "a_out", n_out, start + 1, length, "real"), self.vsteps.get(node.name))
         return Val(tuple(out_shape), False, [Term(out, _arange(out_shape))], offset, False, step_offset)
 
 
@@ -526,13 +575,15 @@ def neuron_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     bias = np.zeros((1, size)) if offs is None else offs.reshape(offs.shape[0], size).astype(np.float64)
     window = int(op.window) if c.encoding == "binary" else 1
     name = c.add_proc("neuron", node.name, node=node.name, size=size, shape=list(shape),
-                      neuron=_neuron_params(op), encoding=c.encoding, window=window, bias=c.array(bias))
+                      neuron=_neuron_params(op), encoding=c.encoding, window=window, bias=c.array(bias),
+                      steps=c.vsteps.get(node.name))
     start, length = c.connect_streams([c.streams_of(x, node.name)], [(name, "a_in")])
     fire = start + length - 1
     c.proc_index[name].update(in_start=start, in_len=length, out_start=fire)
     c.neurons[node.name] = {"proc": name, "shape": list(shape), "label": op.label, "window": window,
-                            "in_start": start, "in_len": length, "final_step": fire}
-    out = Stream(name, "s_out", size, fire, window, c.encoding)
+                            "in_start": start, "in_len": length, "final_step": fire,
+                            "steps": c.vsteps.get(node.name)}
+    out = c.mark(Stream(name, "s_out", size, fire, window, c.encoding), c.vsteps.get(node.name))
     return Val(shape, False, [Term(out, _arange(shape))], None, True)
 
 
@@ -563,10 +614,10 @@ def add_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     if len(terms) <= MAX_SUM_TERMS:
         return Val(a.shape, False, terms, offset, False, step_offset)
     streams = c.streams_of(Val(a.shape, False, terms), node.name)
-    name = c.add_proc("delay", f"{node.name}.sum", size=a.size, delay=1, relay=True)
+    name = c.add_proc("delay", f"{node.name}.sum", size=a.size, delay=1, relay=True, steps=c.vsteps.get(node.name))
     start, length = c.connect_streams([streams], [(name, "a_in")])
     c.proc_index[name].update(in_start=start, in_len=length)
-    relay = Stream(name, "a_out", a.size, start + 1, length, "real")
+    relay = c.mark(Stream(name, "a_out", a.size, start + 1, length, "real"), c.vsteps.get(node.name))
     return Val(a.shape, False, [Term(relay, _arange(a.shape))], offset, False, step_offset)
 
 
@@ -617,7 +668,7 @@ def attention_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     q, k, v = ins
     (C, N), (Cv, _) = q.shape, v.shape
     name = c.add_proc("attention", node.name, node=node.name, channels=C, v_channels=Cv, tokens=N,
-                      heads=int(op.num_heads), scale=float(op.scale))
+                      heads=int(op.num_heads), scale=float(op.scale), steps=c.vsteps.get(node.name))
     kv_start, kv_len = c.connect_streams(
         [c.streams_of(k, node.name + ".k"), c.streams_of(v, node.name + ".v")],
         [(name, "k_in"), (name, "v_in")])
@@ -625,7 +676,7 @@ def attention_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
                                        min_start=kv_start + kv_len)
     c.proc_index[name].update(kv_start=kv_start, kv_len=kv_len, q_start=q_start, q_len=q_len)
     shape = c.shapes[node.name]
-    out = Stream(name, "a_out", Cv * N, q_start, q_len, "real")
+    out = c.mark(Stream(name, "a_out", Cv * N, q_start, q_len, "real"), c.vsteps.get(node.name))
     return Val(shape, False, [Term(out, _arange(shape))], None, False)
 
 
@@ -640,10 +691,25 @@ def memory_read_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     time-varying weights (a ``Sparse`` whose weights are swapped every macro-step, or one
     synapse per memory step gated by the macro-step), which this target does not implement."""
     tm = int(node.op.memory.shape[0])
-    if tm != 1:
-        raise unsupported(TARGET, node, f"MemoryRead with a time-varying memory (T_mem = {tm}) needs "
-                          "time-varying synaptic weights; only T_mem = 1 maps onto a Lava Sparse")
-    return synapse_rule(c, node, ins)
+    if tm == 1:
+        return synapse_rule(c, node, ins)
+    # T_mem > 1: macro-step t reads memory[t]. One Sparse per memory step, each fed only with
+    # macro-step t of q (a step gate: Term.slots), the T results summed in the consumer's port
+    x = c.device(ins[0], node.inputs[0])
+    n = _steps(c, node.inputs[0])
+    if n != tm:
+        raise unsupported(TARGET, node, f"q has {n} macro-steps but the memory {tm}")
+    if x.offset is not None or x.step_offset is not None:
+        raise unsupported(TARGET, node, "a time-varying memory read needs a pure spike input q")
+    out_shape = c.shapes[node.name]
+    terms = []
+    for t in range(tm):
+        xt = Val(x.shape, False, [Term(tr.stream, tr.origin,
+                                       tuple((tr.slots or tuple(range(n)))[u] if u == t else -1 for u in range(n)))
+                                  for tr in x.terms], None, x.spike)
+        m = memory_read_matrix(node.op.memory[t:t + 1], node.op.num_heads, node.op.scale, x.shape[1])
+        terms += c.apply_linear(node, xt, m, None, out_shape).terms
+    return Val(tuple(out_shape), False, terms, None, False)
 
 
 def memory_write_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
@@ -658,13 +724,14 @@ def memory_write_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     k, v = ins
     (C, N), (Cv, _) = k.shape, v.shape
     name = c.add_proc("memory_write", node.name, node=node.name, channels=C, v_channels=Cv, tokens=N,
-                      heads=int(op.num_heads), scale=float(op.scale))
+                      heads=int(op.num_heads), scale=float(op.scale), steps=c.vsteps.get(node.name))
     kv_start, kv_len = c.connect_streams(
         [c.streams_of(k, node.name + ".k"), c.streams_of(v, node.name + ".v")],
         [(name, "k_in"), (name, "v_in")])
     c.proc_index[name].update(kv_start=kv_start, kv_len=kv_len)
     shape = c.shapes[node.name]
-    out = Stream(name, "a_out", int(math.prod(shape)), kv_start + kv_len - 1, 1, "real")
+    out = c.mark(Stream(name, "a_out", int(math.prod(shape)), kv_start + kv_len - 1, 1, "real"),
+                 c.vsteps.get(node.name))
     return Val(shape, False, [Term(out, _arange(shape))], None, False)
 
 
@@ -689,13 +756,17 @@ def select_step_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
 def stack_steps_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     """``StackSteps``: one-step values become steps 0..K-1. No process: terms of the same stream
     and routing are merged step by step (``Term.slots``); when they cover the stream's steps in
-    order the term is the stream itself again. The inputs' offsets become a per-step offset. This
-    maps SpikeTrack T = 3's per-template constants (``x[t] + pos[t]`` stacked back) exactly."""
+    order the term is the stream itself again (SpikeTrack T = 3's per-template constants,
+    ``x[t] + pos[t]`` stacked back); otherwise each term keeps its step map and is realized with a
+    step gate and a shift of whole macro-steps (per-template convolutions ``conv_t(x[t])``). The
+    inputs' offsets become a per-step offset."""
     xs = [c.device(v, i) for v, i in zip(ins, node.inputs)]
     K = len(xs)
     merged: Dict[tuple, list] = {}
     for t, x in enumerate(xs):
         for term in x.terms:
+            if term.stream.host is not None:
+                raise unsupported(TARGET, node, "stacking host values is not mapped (they run on the host)")
             (src_slot,) = term.slots if term.slots is not None else (0,)
             key = (term.stream.proc, term.stream.port, term.origin.tobytes(), term.origin.shape)
             entry = merged.setdefault(key, [term, [None] * K])
@@ -704,12 +775,10 @@ def stack_steps_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
             entry[1][t] = src_slot
     terms = []
     for term, slots in merged.values():
-        if any(v is None for v in slots):
-            raise unsupported(TARGET, node, f"stacked step(s) {[t for t, v in enumerate(slots) if v is None]} do "
-                              f"not read {term.stream.proc}: stacking different streams per macro-step is not "
-                              "mapped to Lava yet")
-        slots = tuple(slots)
-        terms.append(Term(term.stream, term.origin, None if slots == tuple(range(K)) else slots))
+        slots = tuple(-1 if v is None else v for v in slots)
+        n_src = c.stream_steps.get((term.stream.proc, term.stream.port), "?")
+        identity = slots == tuple(range(K)) and n_src == K
+        terms.append(Term(term.stream, term.origin, None if identity else slots))
     rows = []
     for x in xs:
         o = x.offsets()
@@ -725,28 +794,68 @@ def stack_steps_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
 
 
 def repeat_time_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
-    """``RepeatTime``: a one-step value read in T macro-steps (SpikeTrack T = 3's search query)."""
-    raise unsupported(TARGET, node, "repeating a one-step value over the template axis needs streams with "
-                      "different numbers of macro-steps in one graph, which the Lava compiler does not "
-                      "schedule yet (SpikeTrack T = 3 search branch); use the onnx target")
+    """``RepeatTime(T)``: a one-step value read in macro-steps 0..T-1 (SpikeTrack T = 3's search
+    query). No process: each term's step map becomes ``(s, s, ..., s)``, realized as the stream
+    seen in T shifts of whole macro-steps (delay lines, fused into the consumer's taps)."""
+    x = c.device(ins[0], node.inputs[0])
+    T = int(node.op.times)
+    terms = []
+    for t in x.terms:
+        if t.stream.host is not None:
+            raise unsupported(TARGET, node, "repeating a host value over the template axis is not mapped")
+        (src,) = t.slots if t.slots is not None else (0,)
+        terms.append(Term(t.stream, t.origin, (src,) * T))
+    so = None if x.step_offset is None else np.repeat(x.step_offset[:1], T, axis=0)
+    return Val(x.shape, False, terms, x.offset, x.spike, so)
 
 
 def gate_linear_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
-    """``GateLinear``: the template gate's token mixing (a Linear on the last axis)."""
-    raise unsupported(TARGET, node, "the template gate (GateLinear -> host GateSoftmax -> TemplateGate) is "
-                      "not mapped to Lava yet (SpikeTrack T = 3 search branch); use the onnx target")
+    """``GateLinear``: the template gate's token mixing, a Linear on the last axis (a ``Sparse``)."""
+    return synapse_rule(c, node, ins)
 
 
 def gate_softmax_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
-    """``GateSoftmax``: a host op inside the network (softmax over the template axis)."""
-    raise unsupported(TARGET, node, "the host softmax of the template gate needs a host round trip inside "
-                      "the Lava network, which is not mapped yet; use the onnx target")
+    """``GateSoftmax`` (HOST op inside the network): a ``host_softmax`` process, marked host in
+    the bundle, integrates the gate logits of each of the T macro-steps (its window plus the
+    per-step offset) and, in the step the last one completes, sends ``softmax over t`` of all of
+    them (``[T, C]``) as one real-valued event, computed as the reference does (``F.softmax`` on
+    the ``[B, C, T]`` layout, float64). Only a ``TemplateGate`` reads it."""
+    x = c.device(ins[0], node.inputs[0])
+    n = _steps(c, node.inputs[0])
+    C = x.size
+    offs = x.offsets()
+    offset = np.zeros((1, C)) if offs is None else offs.reshape(offs.shape[0], C)
+    name = c.add_proc("host_softmax", node.name, node=node.name, size=C, steps=n, host=True,
+                      offset=c.array(offset.astype(np.float64)))
+    start, length = c.connect_streams([c.streams_of(x, node.name)], [(name, "a_in")])
+    fire = start + (n - 1) * c.period + length - 1
+    c.proc_index[name].update(in_start=start, in_len=length, fire=fire)
+    out = c.mark(Stream(name, "a_out", n * C, fire, 1, "real"), 1)
+    return Val(x.shape, False, [], None, False, None, out)
 
 
 def template_gate_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
-    """``TemplateGate``: per-sample synaptic weights written by the host softmax."""
-    raise unsupported(TARGET, node, "the template gate's data-dependent weights (written by the host "
-                      "softmax every frame) are not mapped to Lava yet; use the onnx target")
+    """``TemplateGate``: ``y = scale * sum_t w[t, c] * x[t, c, ...]`` with ``w`` from the host
+    softmax: a ``template_gate`` process (a synapse of fan-out 1 whose weights the host writes
+    every frame) keeps x's spikes of the T macro-steps (unit spikes per sub-step, or graded
+    counts) and, once the T steps and the weights have arrived, sends the weighted sum as one
+    real-valued event (one macro-step), summed as the reference does (per sub-step, over t)."""
+    x = c.device(ins[0], node.inputs[0])
+    w = ins[1]
+    if w.softmax is None:
+        raise unsupported(TARGET, node, "the template gate's weights must come from a GateSoftmax")
+    if not x.spike:
+        raise unsupported(TARGET, node, "the template gate needs spike inputs (lower the graph)")
+    n = _steps(c, node.inputs[0])
+    size = x.size
+    name = c.add_proc("template_gate", node.name, node=node.name, size=size, channels=int(x.shape[0]),
+                      steps=n, scale=float(node.op.scale), encoding=c.encoding, w_start=w.softmax.start)
+    start, length = c.connect_streams([c.streams_of(x, node.name)], [(name, "x_in")])
+    c.connect(w.softmax, name, "w_in")
+    fire = max(start + (n - 1) * c.period + length - 1, w.softmax.start)
+    c.proc_index[name].update(in_start=start, in_len=length, fire=fire)
+    out = c.mark(Stream(name, "a_out", size, fire, 1, "real"), c.vsteps.get(node.name))
+    return Val(x.shape, False, [Term(out, _arange(x.shape))], x.offset, False, None)
 
 
 RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
@@ -790,6 +899,8 @@ TAP_CONSUMERS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "attention": {"q_in": ("q_start", "q_len"), "k_in": ("kv_start", "kv_len"), "v_in": ("kv_start", "kv_len")},
     "memory_write": {"k_in": ("kv_start", "kv_len"), "v_in": ("kv_start", "kv_len")},
     "junction": {"a_in": ("in_start", "in_len")},
+    "host_softmax": {"a_in": ("in_start", "in_len")},
+    "template_gate": {"x_in": ("in_start", "in_len"), "w_in": ("w_start", "w_len")},
 }
 #: synapse processes that can be fused into their consumer
 FUSABLE_SYNAPSES = ("sparse", "conv")
@@ -808,23 +919,27 @@ def _out_size(p: dict) -> int:
         return int(p["v_channels"]) * int(p["tokens"])
     if t == "memory_write":
         return int(p["channels"]) * int(p["v_channels"]) // int(p["heads"])
+    if t == "host_softmax":
+        return int(p["steps"]) * int(p["size"])
     return int(p["size"])
 
 
-def _send_window(p: dict) -> Optional[Tuple[str, int, int]]:
-    """(output port, start, length) of the data a project process sends per macro-step, for
-    processes that can send only inside that window (None: it sends every step)."""
-    t = p["type"]
+def _send_window(p: dict) -> Optional[Tuple[str, int, int, Optional[int]]]:
+    """(output port, start, length, macro-steps) of the data a project process sends per
+    macro-step, for processes that can send only inside that window (None: every step)."""
+    t, n = p["type"], p.get("steps")
     if t == "neuron":
-        return "s_out", p["out_start"], p["window"]
+        return "s_out", p["out_start"], p["window"], n
     if t == "attention":
-        return "a_out", p["q_start"], p["q_len"]
+        return "a_out", p["q_start"], p["q_len"], n
     if t == "memory_write":
-        return "a_out", p["kv_start"] + p["kv_len"] - 1, 1
+        return "a_out", p["kv_start"] + p["kv_len"] - 1, 1, n
     if t == "junction":
-        return "a_out", p["in_start"] + 1, p["in_len"]
+        return "a_out", p["in_start"] + 1, p["in_len"], n
     if t == "source":
-        return "s_out", p["start"], 1
+        return "s_out", p["start"], 1, n
+    if t in ("host_softmax", "template_gate"):
+        return "a_out", p["fire"], 1, 1 if n is not None else None
     return None
 
 
@@ -863,16 +978,24 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
         incoming.setdefault((cn["dst"], cn["dst_port"]), []).append(cn)
         outgoing.setdefault((cn["src"], cn["src_port"]), []).append(cn)
 
-    def resolve(src: str, port: str) -> Tuple[str, str, int]:
-        """Follow plain delay lines upstream: (origin process, port, accumulated delay)."""
-        d = 0
-        while by_name[src]["type"] == "delay":
+    def resolve(src: str, port: str) -> Tuple[str, str, int, Optional[dict]]:
+        """Follow plain delay lines and at most one step gate upstream: (origin process, port,
+        accumulated delay, step filter on the origin's send step or None)."""
+        d, filt = 0, None
+        while by_name[src]["type"] in ("delay", "step_gate"):
+            g = by_name[src]
             ins = incoming.get((src, "a_in"), [])
             if len(ins) != 1:
                 break
-            d += int(by_name[src]["delay"])
+            if g["type"] == "step_gate":
+                up = by_name[ins[0]["src"]]["type"]
+                if filt is not None or up in ("delay", "step_gate"):
+                    break  # a second gate, or a delay before the gate: keep the process
+                filt = {"start": int(g["start"]), "accept": [int(a) for a in g["accept"]]}
+            else:
+                d += int(g["delay"])
             src, port = ins[0]["src"], ins[0]["src_port"]
-        return src, port, d
+        return src, port, d, filt
 
     def exclusive_chain(src: str) -> Tuple[dict, int]:
         """Follow delay lines upstream while each has this one reader: (first other process, delay)."""
@@ -918,7 +1041,8 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
                 src, d_out = exclusive_chain(cn["src"])
                 if src["name"] in fusable:
                     sources = [resolve(c2["src"], c2["src_port"]) for c2 in incoming[(src["name"], "s_in")]]
-                    taps.append({"syn": src["name"], "sources": [(s, sp, d + 1 + d_out) for s, sp, d in sources]})
+                    taps.append({"syn": src["name"],
+                                 "sources": [(s, sp, d + 1 + d_out, f) for s, sp, d, f in sources]})
                     removed_syn.add(src["name"])
                 else:
                     taps.append({"syn": None, "sources": [resolve(cn["src"], cn["src_port"])]})
@@ -936,14 +1060,14 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
     for spec in tapped.values():
         for taps in spec.values():
             for t in taps:
-                for s, sp, _ in t["sources"]:
+                for s, sp, _, _ in t["sources"]:
                     tap_users[(s, sp)] = tap_users.get((s, sp), 0) + 1
     # drop delay lines no one reads any more (iterate: chains)
     while True:
         plain_users: Dict[Tuple[str, str], int] = {}
         for cn in keep_conns:
             plain_users[(cn["src"], cn["src_port"])] = plain_users.get((cn["src"], cn["src_port"]), 0) + 1
-        dead = {p["name"] for p in procs if p["type"] == "delay" and p["name"] not in removed_syn
+        dead = {p["name"] for p in procs if p["type"] in ("delay", "step_gate") and p["name"] not in removed_syn
                 and not plain_users.get((p["name"], "a_out")) and not tap_users.get((p["name"], "a_out"))}
         if not dead:
             break
@@ -957,9 +1081,9 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
         w = _send_window(p)
         if w is None:
             continue
-        port, start, length = w
+        port, start, length, steps = w
         if tap_users.get((p["name"], port)) and not plain_users.get((p["name"], port)):
-            send[(p["name"], port)] = [int(start), int(length)]
+            send[(p["name"], port)] = [int(start), int(length), None if steps is None else int(steps)]
     out_procs, out_conns = [], list(keep_conns)
     for p in procs:
         if p["name"] in removed_syn:
@@ -969,18 +1093,19 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
             p["send"] = {w[0]: send[(p["name"], w[0])]}
         spec = tapped.get(p["name"])
         if spec is not None:
-            k = 0
+            ports: Dict[Tuple[str, str], str] = {}  # one port per sender, read by several taps
             inputs = {}
             for lp, taps in spec.items():
                 out_taps = []
                 for t in taps:
                     sources = []
-                    for s, sp, d in t["sources"]:
-                        port = f"t{k}"
-                        k += 1
+                    for s, sp, d, f in t["sources"]:
+                        port = ports.get((s, sp))
+                        if port is None:
+                            port = ports[(s, sp)] = f"t{len(ports)}"
+                            out_conns.append({"src": s, "src_port": sp, "dst": p["name"], "dst_port": port})
                         sources.append({"port": port, "src": s, "src_port": sp, "delay": int(d),
-                                        "size": _out_size(by_name[s]), "sched": send.get((s, sp))})
-                        out_conns.append({"src": s, "src_port": sp, "dst": p["name"], "dst_port": port})
+                                        "size": _out_size(by_name[s]), "sched": send.get((s, sp)), "filter": f})
                     syn = None
                     if t["syn"] is not None:
                         r = by_name[t["syn"]]
@@ -993,6 +1118,7 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
     stats = {"processes_before": len(procs), "processes_after": len(out_procs),
              "fused_synapses": sum(1 for n in removed_syn if by_name[n]["type"] in FUSABLE_SYNAPSES),
              "removed_delays": sum(1 for n in removed_syn if by_name[n]["type"] == "delay"),
+             "removed_step_gates": sum(1 for n in removed_syn if by_name[n]["type"] == "step_gate"),
              "windowed_senders": len(send)}
     return out_procs, out_conns, stats
 
@@ -1039,7 +1165,7 @@ def synapse_upper_bound(op: O.Op, in_shape, out_shape) -> int:
         return n_out * int(math.prod(op.weight.shape[1:]))
     if isinstance(op, O.AvgPool2d):
         return n_out * int(op.kernel[0] * op.kernel[1])
-    if isinstance(op, O.Linear):
+    if isinstance(op, (O.Linear, O.GateLinear)):
         return n_out * int(op.weight.shape[1])
     if isinstance(op, O.MemoryRead):
         return n_out * int(op.memory.shape[2])
@@ -1117,11 +1243,12 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
         c.node = Node(o, O.Scale(1.0), (o,))
         offs = v.offsets()
         offset = np.zeros((1, v.size)) if offs is None else offs.reshape(offs.shape[0], v.size)
-        name = c.add_proc("readout", o, size=v.size, offset=c.array(offset.astype(np.float64)))
+        name = c.add_proc("readout", o, size=v.size, offset=c.array(offset.astype(np.float64)),
+                          steps=c.vsteps.get(o))
         start, length = c.connect_streams([c.streams_of(v, o)], [(name, "a_in")])
         c.proc_index[name].update(start=start, length=length)
         c.outputs.append({"name": out_names[o], "kind": "readout", "value": o, "proc": name, "shape": list(v.shape),
-                          "final_step": start + length - 1})
+                          "final_step": start + length - 1, "steps": c.vsteps.get(o)})
     # last Lava step of macro-step 0 (every later macro-step ends `period` steps later)
     ends = [1]
     for p in c.procs:
@@ -1133,6 +1260,8 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
             ends.append(p["q_start"] + p["q_len"] - 1)
         elif p["type"] == "memory_write":
             ends.append(p["kv_start"] + p["kv_len"] - 1)
+        elif p["type"] in ("host_softmax", "template_gate"):
+            ends.append(p["fire"])
     procs, connections = c.procs, c.connections
     fusion = None
     if fuse:
@@ -1150,6 +1279,7 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
         "target": TARGET,
         "encoding": encoding,
         "period": c.period,
+        "slots": c.slots,
         "end_step": max(ends),
         "inputs": [{"name": s.name, "shape": list(s.shape)} for s in graph.inputs],
         "host": {

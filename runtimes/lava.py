@@ -136,17 +136,24 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_
     from spikedeploy.runtimes import lava_procs as LP
 
     d = bundle.description
-    period, M = int(d["period"]), T * B
+    period = int(d["period"])
+    G = d.get("slots")  # macro-step slots per sample (graphs with time-axis ops), else T
+    grid = G is not None
+    G = int(G) if grid else T
+    M = G * B
     num_steps = int(d["end_step"]) + (M - 1) * period
     procs, models = {}, {}
     for index, p in enumerate(d["processes"]):
         kind, name = p["type"], p["name"]
+        n = int(p["steps"]) if grid and p.get("steps") is not None else T  # this process's macro-steps
+        clock = {"period": period, "num_macro": B * n, "slots": G if grid else None}
         inputs = _inputs_spec(bundle, p)
         record = None
         if record_dir is not None and kind in ("neuron", "readout"):
             first, length = ((int(p["in_start"]) + int(p["in_len"]) - 1, int(p["window"])) if kind == "neuron"
                              else (int(p["start"]), int(p["length"])))
-            record = {"path": str(Path(record_dir) / f"{index}.npy"), "step": first + (M - 1) * period + length - 1}
+            last = (B - 1) * G + n - 1  # the slot of the last macro-step of the last sample
+            record = {"path": str(Path(record_dir) / f"{index}.npy"), "step": first + last * period + length - 1}
         send = p.get("send")
         if kind == "sparse":
             proc = Sparse(weights=_csr(bundle, p), num_message_bits=int(p["num_message_bits"]), name=name)
@@ -156,46 +163,59 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_
                                   stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
                                   groups=int(p["groups"]), name=name)
         elif kind == "source":
-            v = np.asarray(host_values[p["value"]], dtype=np.float64)  # [T, B, *s]
-            flat = v.transpose(1, 0, *range(2, v.ndim)).reshape(M, -1)  # macro-step m = b*T + t
+            v = np.asarray(host_values[p["value"]], dtype=np.float64)  # [n, B, *s]
+            if v.shape[0] != n:
+                raise SpikedeployError(f"host value {p['value']!r} has {v.shape[0]} macro-steps, expected {n}")
+            flat = v.transpose(1, 0, *range(2, v.ndim)).reshape(B * n, -1)  # row b*n + t
             if send is None and int(p["size"]) * num_steps <= RING_BUFFER_LIMIT:
                 data = np.zeros((int(p["size"]), num_steps))
-                cols = int(p["start"]) - 1 + period * np.arange(M)
-                data[:, cols] = flat.T
+                slot = (np.arange(B)[:, None] * G + np.arange(n)[None, :]).ravel()
+                data[:, int(p["start"]) - 1 + period * slot] = flat.T
                 proc = RingBuffer(data=data)
                 models[proc] = PySendModelFloat
             else:
-                proc = LP.HostSource(values=flat, start=int(p["start"]), period=period, send=send, name=name)
+                proc = LP.HostSource(values=flat, start=int(p["start"]), period=period, send=send,
+                                     slots=clock["slots"], steps=n, name=name)
         elif kind == "neuron":
             neuron = dict(p["neuron"])
             leak = neuron.get("leak")
-            if isinstance(leak, list) and len(leak) < T - 1:
-                raise SpikedeployError(f"neuron {p['node']!r} has {len(leak)} per-step leaks but the input has T={T} steps")
+            if isinstance(leak, list) and len(leak) < n - 1:
+                raise SpikedeployError(f"neuron {p['node']!r} has {len(leak)} per-step leaks but runs {n} steps")
             proc = LP.IntegerNeuron(size=int(p["size"]), bias=bundle.array(p["bias"]), neuron=neuron,
                                     encoding=p["encoding"], window=int(p["window"]), in_start=int(p["in_start"]),
-                                    in_len=int(p["in_len"]), period=period, num_macro=M, sample_steps=T,
-                                    inputs=inputs, send=send, record=record, name=name)
+                                    in_len=int(p["in_len"]), sample_steps=n, inputs=inputs, send=send,
+                                    record=record, name=name, **clock)
         elif kind == "delay":
             proc = LP.Delay(size=int(p["size"]), delay=int(p["delay"]), name=name)
         elif kind == "junction":
             proc = LP.Junction(size=int(p["size"]), in_start=int(p["in_start"]), in_len=int(p["in_len"]),
-                               period=period, num_macro=M, inputs=inputs, send=send, name=name)
+                               inputs=inputs, send=send, steps=n, name=name, **clock)
         elif kind == "attention":
             proc = LP.SpikeAttention(channels=int(p["channels"]), v_channels=int(p["v_channels"]),
                                      tokens=int(p["tokens"]), heads=int(p["heads"]), scale=float(p["scale"]),
                                      kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]), q_start=int(p["q_start"]),
-                                     q_len=int(p["q_len"]), period=period, num_macro=M, inputs=inputs, send=send,
-                                     name=name)
+                                     q_len=int(p["q_len"]), inputs=inputs, send=send, steps=n, name=name, **clock)
         elif kind == "memory_write":
             proc = LP.MemoryWriter(channels=int(p["channels"]), v_channels=int(p["v_channels"]),
                                    tokens=int(p["tokens"]), heads=int(p["heads"]), scale=float(p["scale"]),
-                                   kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]), period=period,
-                                   num_macro=M, inputs=inputs, send=send, name=name)
+                                   kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]), inputs=inputs,
+                                   send=send, steps=n, name=name, **clock)
         elif kind == "readout":
             proc = LP.Readout(size=int(p["size"]), offset=bundle.array(p["offset"]), start=int(p["start"]),
-                              length=int(p["length"]), period=period, num_macro=M, sample_steps=T, inputs=inputs,
-                              record=record,
-                              name=name)
+                              length=int(p["length"]), sample_steps=n, inputs=inputs, record=record, name=name,
+                              **clock)
+        elif kind == "step_gate":
+            proc = LP.StepGate(size=int(p["size"]), start=int(p["start"]), accept=p["accept"], steps=n, name=name,
+                               **clock)
+        elif kind == "host_softmax":
+            proc = LP.HostSoftmax(size=int(p["size"]), offset=bundle.array(p["offset"]), in_start=int(p["in_start"]),
+                                  in_len=int(p["in_len"]), fire=int(p["fire"]), steps=n, inputs=inputs, send=send,
+                                  name=name, **clock)
+        elif kind == "template_gate":
+            proc = LP.TemplateGateSynapse(size=int(p["size"]), channels=int(p["channels"]), scale=float(p["scale"]),
+                                          encoding=p["encoding"], in_start=int(p["in_start"]),
+                                          in_len=int(p["in_len"]), w_start=int(p["w_start"]), fire=int(p["fire"]),
+                                          steps=n, inputs=inputs, send=send, name=name, **clock)
         else:
             raise SpikedeployError(f"Lava bundle: unknown process type {kind!r} ({name})")
         if proc not in models:
@@ -302,17 +322,21 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
     record_dir.cleanup()
     t_run = time.perf_counter() - t_run
 
-    def unstream(a: np.ndarray, shape) -> torch.Tensor:  # [B*T, n] -> [T, B, *shape]
-        a = a.reshape((B, T) + tuple(shape))
+    grid = d.get("slots") is not None
+
+    def unstream(a: np.ndarray, shape, steps=None) -> torch.Tensor:  # [B*n, size] -> [n, B, *shape]
+        n = int(steps) if grid and steps is not None else T
+        a = a.reshape((B, n) + tuple(shape))
         return torch.from_numpy(np.ascontiguousarray(np.swapaxes(a, 0, 1)))
 
-    spike_counts = {node: unstream(rec[info["proc"]], info["shape"]) for node, info in d["neurons"].items()}
+    spike_counts = {node: unstream(rec[info["proc"]], info["shape"], info.get("steps"))
+                    for node, info in d["neurons"].items()}
     outputs = {}
     for o in d["outputs"]:
         if o["kind"] == "host":
             outputs[o["name"]] = host.outputs[o["value"]].clone()
         else:
-            outputs[o["name"]] = unstream(rec[o["proc"]], o["shape"])
+            outputs[o["name"]] = unstream(rec[o["proc"]], o["shape"], o.get("steps"))
     host_nodes = [n["name"] for n in d["host"]["nodes"]]
     info = {
         "select_tag": select_tag,

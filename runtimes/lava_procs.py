@@ -69,18 +69,33 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-__all__ = ["IntegerNeuron", "ConvSynapse", "HostSource", "Delay", "Junction", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step"]
+__all__ = ["IntegerNeuron", "ConvSynapse", "HostSource", "Delay", "Junction", "StepGate", "HostSoftmax",
+           "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step"]
 
 
-def _window(step: int, start: int, length: int, period: int, num_macro: int):
-    """(macro-step, sub-step) of Lava step ``step`` in a stream, or None outside its windows."""
+def _window(step: int, start: int, length: int, period: int, num_macro: int, slots: int = None,
+            steps: int = None):
+    """(macro-step, sub-step) of Lava step ``step`` in a stream, or None outside its windows.
+
+    Without ``slots`` macro-step m occupies Lava steps ``start + m*period ...`` (``num_macro``
+    of them). With ``slots`` (graphs whose values have different numbers of macro-steps, e.g.
+    SpikeTrack T = 3): each sample has ``slots`` macro-step slots, a stream of ``steps`` macro-steps
+    uses the first ``steps`` of them, and the index returned is ``sample * steps + step``
+    (``num_macro`` = samples * steps)."""
     rel = step - start
     if rel < 0:
         return None
-    t, j = divmod(rel, period)
-    if t >= num_macro or j >= length:
+    m, j = divmod(rel, period)
+    if j >= length:
         return None
-    return t, j
+    if slots:
+        b, t = divmod(m, slots)
+        if t >= steps:
+            return None
+        m = b * steps + t
+    if m >= num_macro:
+        return None
+    return m, j
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,21 +188,26 @@ class _TapProcess(AbstractProcess):
 
 
 class _Source:
-    __slots__ = ("port", "delay", "sched", "buf")
+    """One tap port (one sender): the non-zero data that arrived, by arrival step."""
 
-    def __init__(self, port, delay: int, sched):
-        self.port, self.delay, self.sched = port, int(delay), sched
+    __slots__ = ("port", "sched", "buf", "keep")
+
+    def __init__(self, port, sched):
+        self.port, self.sched = port, sched
         self.buf = {}  # arrival step -> data (only non-zero arrivals)
+        self.keep = 0  # the longest delay any read of this port uses
 
 
 class _Tap:
-    """One fused input: ``syn(sum of its sources, each delayed)`` (see the exporter's
-    ``fuse_processes``). ``syn`` reproduces the fused process: Lava ``Sparse`` floating point
-    (``W[:, s.astype(bool)].sum(axis=1)`` for 0-bit messages, ``W.dot(s)`` otherwise) or the
-    ``ConvSynapse`` kernel (float64 ``torch.conv2d``)."""
+    """One fused input: ``syn(sum of its reads)``, a read being a port's data delayed by ``delay``
+    steps and, with a step filter (a fused ``StepGate``), only data that arrived in the accepted
+    macro-steps (see the exporter's ``fuse_processes``). ``syn`` reproduces the fused process:
+    Lava ``Sparse`` floating point (``W[:, s.astype(bool)].sum(axis=1)`` for 0-bit messages,
+    ``W.dot(s)`` otherwise) or the ``ConvSynapse`` kernel (float64 ``torch.conv2d``)."""
 
-    def __init__(self, syn, sources):
-        self.sources = sources
+    def __init__(self, syn, reads, accept):
+        self.reads = reads  # [(source, delay, filter)]
+        self.accept = accept  # filter -> arrival step -> bool
         self.kind = None if syn is None else syn["kind"]
         if self.kind == "sparse":
             self.w = syn["matrix"]
@@ -200,9 +220,10 @@ class _Tap:
 
     def at(self, k: int):
         x = None
-        for s in self.sources:
-            v = s.buf.pop(k - s.delay, None)
-            if v is not None:
+        for src, delay, filt in self.reads:
+            a = k - delay
+            v = src.buf.get(a)
+            if v is not None and (filt is None or self.accept(filt, a)):
                 x = v.copy() if x is None else x + v  # Lava InPort: zeros + c1 + c2 ...
         if x is None or self.kind is None:
             return x
@@ -230,6 +251,8 @@ class _TapModel(PyLoihiProcessModel):
         super().__init__(proc_params)
         p = self.proc_params
         self._period, self._num_macro = int(p["period"]), int(p["num_macro"])
+        self._slots, self._steps = p.get("slots"), p.get("steps")
+        self._samples = self._num_macro // self._steps if self._slots else None
         self._inputs_spec = p.get("inputs") or {}
         self._send_spec = p.get("send") or {}
         self._record = p.get("record")
@@ -248,30 +271,48 @@ class _TapModel(PyLoihiProcessModel):
         np.save(tmp, np.asarray(data))
         os.replace(tmp, path)
 
-    def _win(self, k: int, start: int, length: int):
-        return _window(k, start, length, self._period, self._num_macro)
+    def _win(self, k: int, start: int, length: int, steps: int = None):
+        """The window of this process's clock (``steps``: of another stream, e.g. a sender)."""
+        if not self._slots or steps is None or steps == self._steps:
+            return _window(k, start, length, self._period, self._num_macro, self._slots, self._steps)
+        return _window(k, start, length, self._period, self._samples * steps, self._slots, steps)
+
+    def _accept(self, filt: dict, a: int) -> bool:
+        """Whether data that arrived at step ``a`` passes a fused step gate."""
+        rel = a - filt["start"]
+        if rel < 0:
+            return False
+        m = rel // self._period
+        return (m % self._slots if self._slots else m) in filt["accept"]
 
     def _setup_taps(self):
-        self._taps, self._sources = {}, []
+        self._taps, sources = {}, {}
         for lp, taps in self._inputs_spec.items():
             lst = []
             for t in taps:
-                srcs = [_Source(getattr(self, s["port"]), s["delay"], s["sched"]) for s in t["sources"]]
-                self._sources.extend(srcs)
-                lst.append(_Tap(t["syn"], srcs))
+                reads = []
+                for e in t["sources"]:
+                    src = sources.get(e["port"])
+                    if src is None:
+                        src = sources[e["port"]] = _Source(getattr(self, e["port"]), e.get("sched"))
+                    src.keep = max(src.keep, int(e["delay"]))
+                    reads.append((src, int(e["delay"]), e.get("filter")))
+                lst.append(_Tap(t["syn"], reads, self._accept))
             self._taps[lp] = lst
+        self._sources = list(sources.values())
 
     def _receive(self, k: int) -> None:
         if self._taps is None:
             self._setup_taps()
         for s in self._sources:
-            if s.sched is None or self._win(k, s.sched[0], s.sched[1]) is not None:
+            sc = s.sched
+            if sc is None or self._win(k, sc[0], sc[1], sc[2] if len(sc) > 2 else None) is not None:
                 x = s.port.recv()
                 if x.any():
                     s.buf[k] = x
             if s.buf:
-                for key in [key for key in s.buf if key + s.delay < k]:
-                    del s.buf[key]  # arrived outside every read window of this port
+                for key in [key for key in s.buf if key + s.keep < k]:
+                    del s.buf[key]  # no read of this port can use it any more
 
     def _input(self, lp: str, k: int, needed: bool):
         """Current of logical port ``lp`` at step ``k`` (None: nothing arrived / not needed)."""
@@ -289,7 +330,7 @@ class _TapModel(PyLoihiProcessModel):
 
     def _active(self, port: str, k: int) -> bool:
         w = self._send_spec.get(port)
-        return w is None or self._win(k, w[0], w[1]) is not None
+        return w is None or self._win(k, w[0], w[1], w[2] if len(w) > 2 else None) is not None
 
     def _send(self, port: str, data: np.ndarray) -> None:
         getattr(self, port).send(data)
@@ -299,8 +340,11 @@ def _zeros_if_none(x, size):
     return np.zeros(size) if x is None else x
 
 
-def _clock_params(period: int, num_macro: int, inputs=None, send=None, record=None) -> dict:
+def _clock_params(period: int, num_macro: int, inputs=None, send=None, record=None, slots=None,
+                  steps=None) -> dict:
     d = {"period": int(period), "num_macro": int(num_macro)}
+    if slots:
+        d["slots"], d["steps"] = int(slots), int(steps)
     if record:
         d["record"] = record
     if inputs:
@@ -325,10 +369,11 @@ class IntegerNeuron(_TapProcess):
 
     def __init__(self, *, size: int, bias: np.ndarray, neuron: dict, encoding: str, window: int,
                  in_start: int, in_len: int, period: int, num_macro: int, sample_steps: int,
-                 inputs: dict = None, send: dict = None, record: dict = None, name: str = None):
+                 inputs: dict = None, send: dict = None, record: dict = None, slots: int = None,
+                 name: str = None):
         super().__init__(size=size, neuron=neuron, encoding=encoding, window=window,
                          in_start=in_start, in_len=in_len, sample_steps=sample_steps, name=name,
-                         **_clock_params(period, num_macro, inputs, send, record))
+                         **_clock_params(period, num_macro, inputs, send, record, slots, sample_steps))
         self._make_in_ports({"a_in": size}, inputs or {})
         self.s_out = OutPort(shape=(size,))
         bias = np.asarray(bias, dtype=np.float64).reshape(-1, size)  # [1 or steps, size]
@@ -420,9 +465,9 @@ class Junction(_TapProcess):
     window ``in_start``, ``in_len`` of every macro-step; it sends in the window one step later."""
 
     def __init__(self, *, size: int, in_start: int, in_len: int, period: int, num_macro: int,
-                 inputs: dict = None, send: dict = None, name: str = None):
+                 inputs: dict = None, send: dict = None, slots: int = None, steps: int = None, name: str = None):
         super().__init__(size=size, in_start=in_start, in_len=in_len, name=name,
-                         **_clock_params(period, num_macro, inputs, send))
+                         **_clock_params(period, num_macro, inputs, send, None, slots, steps))
         self._make_in_ports({"a_in": size}, inputs or {})
         self.a_out = OutPort(shape=(size,))
 
@@ -513,10 +558,11 @@ class SpikeAttention(_TapProcess):
 
     def __init__(self, *, channels: int, v_channels: int, tokens: int, heads: int, scale: float,
                  kv_start: int, kv_len: int, q_start: int, q_len: int, period: int, num_macro: int,
-                 inputs: dict = None, send: dict = None, name: str = None):
+                 inputs: dict = None, send: dict = None, slots: int = None, steps: int = None,
+                 name: str = None):
         super().__init__(channels=channels, v_channels=v_channels, tokens=tokens, heads=heads,
                          scale=scale, kv_start=kv_start, kv_len=kv_len, q_start=q_start,
-                         q_len=q_len, name=name, **_clock_params(period, num_macro, inputs, send))
+                         q_len=q_len, name=name, **_clock_params(period, num_macro, inputs, send, None, slots, steps))
         self._make_in_ports({"q_in": channels * tokens, "k_in": channels * tokens, "v_in": v_channels * tokens},
                             inputs or {})
         self.a_out = OutPort(shape=(v_channels * tokens,))
@@ -596,10 +642,10 @@ class MemoryWriter(_TapProcess):
 
     def __init__(self, *, channels: int, v_channels: int, tokens: int, heads: int, scale: float,
                  kv_start: int, kv_len: int, period: int, num_macro: int, inputs: dict = None,
-                 send: dict = None, name: str = None):
+                 send: dict = None, slots: int = None, steps: int = None, name: str = None):
         super().__init__(channels=channels, v_channels=v_channels, tokens=tokens, heads=heads,
                          scale=scale, kv_start=kv_start, kv_len=kv_len, name=name,
-                         **_clock_params(period, num_macro, inputs, send))
+                         **_clock_params(period, num_macro, inputs, send, None, slots, steps))
         self._make_in_ports({"k_in": channels * tokens, "v_in": v_channels * tokens}, inputs or {})
         self.a_out = OutPort(shape=(channels * v_channels // heads,))
         #: unit-spike pair events written into the memory, per macro-step
@@ -662,10 +708,12 @@ class HostSource(_TapProcess):
     every Lava step would be large (it stores a column per step, mostly zeros: for SpikeTrack's
     stem output that is gigabytes) and when the graph is fused."""
 
-    def __init__(self, *, values: np.ndarray, start: int, period: int, send: dict = None, name: str = None):
+    def __init__(self, *, values: np.ndarray, start: int, period: int, send: dict = None, slots: int = None,
+                 steps: int = None, name: str = None):
         values = np.asarray(values, dtype=np.float64)
         num_macro, size = values.shape
-        super().__init__(size=size, start=start, name=name, **_clock_params(period, num_macro, None, send))
+        super().__init__(size=size, start=start, name=name,
+                         **_clock_params(period, num_macro, None, send, None, slots, steps))
         self.s_out = OutPort(shape=(size,))
         self.values = Var(shape=values.shape, init=values)
 
@@ -695,9 +743,9 @@ class Readout(_TapProcess):
 
     def __init__(self, *, size: int, offset: np.ndarray, start: int, length: int, period: int,
                  num_macro: int, sample_steps: int = 1, inputs: dict = None, record: dict = None,
-                 name: str = None):
+                 slots: int = None, name: str = None):
         super().__init__(size=size, start=start, length=length, sample_steps=sample_steps, name=name,
-                         **_clock_params(period, num_macro, inputs, None, record))
+                         **_clock_params(period, num_macro, inputs, None, record, slots, sample_steps))
         self._make_in_ports({"a_in": size}, inputs or {})
         offset = np.asarray(offset, dtype=np.float64).reshape(-1, size)  # [1 or steps, size]
         self.offset = Var(shape=offset.shape, init=offset)
@@ -734,6 +782,174 @@ class PyReadoutFloat(_TapModel):
                 self._write_record(k, self.rec)
 
 
+class StepGate(_TapProcess):
+    """Passes its input only in the macro-steps ``accept`` of its stream (per sample; the stream
+    starts at ``start``), zeros in every other step; no delay. Realizes ``SelectStep`` (a template
+    step used alone) and the per-step inputs of ``StackSteps`` / a time-varying ``MemoryRead``;
+    fused into the readers' taps as a step filter when they can take it."""
+
+    def __init__(self, *, size: int, start: int, accept, period: int, num_macro: int, slots: int = None,
+                 steps: int = None, name: str = None):
+        super().__init__(size=size, start=start, accept=[int(a) for a in accept], name=name,
+                         **_clock_params(period, num_macro, None, None, None, slots, steps))
+        self.a_in = InPort(shape=(size,))
+        self.a_out = OutPort(shape=(size,))
+
+
+@implements(proc=StepGate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyStepGateFloat(_TapModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.filt = {"start": int(self.proc_params["start"]), "accept": list(self.proc_params["accept"])}
+
+    def run_spk(self):
+        x = self.a_in.recv()
+        k = self.time_step
+        self.a_out.send(x if self._accept(self.filt, k) else np.zeros_like(x))
+
+
+class HostSoftmax(_TapProcess):
+    """HOST op in the network (``GateSoftmax``): integrates its input window in each of its
+    ``steps`` macro-steps, adds ``offset[step]``, and in the step the last one completes sends
+    ``w[t, c] = exp(x[t, c]) / sum_u exp(x[u, c])`` (``[steps, C]`` row-major) as one real-valued
+    event (computed as the reference does: ``F.softmax`` on the ``[B, C, T]`` layout, float64)."""
+
+    def __init__(self, *, size: int, offset: np.ndarray, in_start: int, in_len: int, fire: int, period: int,
+                 num_macro: int, slots: int = None, steps: int = None, inputs: dict = None, send: dict = None,
+                 name: str = None):
+        super().__init__(size=size, in_start=in_start, in_len=in_len, fire=fire, name=name,
+                         **_clock_params(period, num_macro, inputs, send, None, slots, steps))
+        self._make_in_ports({"a_in": size}, inputs or {})
+        self.a_out = OutPort(shape=(int(steps) * size,))
+        self.offset = Var(shape=np.shape(offset), init=np.asarray(offset, dtype=np.float64))
+
+
+@implements(proc=HostSoftmax, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyHostSoftmaxFloat(_TapModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    offset: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.size, self.in_start, self.in_len = int(p["size"]), int(p["in_start"]), int(p["in_len"])
+        self.n = int(p["steps"]) if p.get("steps") else 1
+        self.fire = int(p["fire"])
+        self.acc = np.zeros(self.size)
+        self.logits = {}  # sample -> [n, C]
+        self.out = {}  # sample -> w
+
+    def run_spk(self):
+        k = self.time_step
+        self._receive(k)
+        win = self._win(k, self.in_start, self.in_len)
+        x = self._input("a_in", k, win is not None)
+        if win is not None:
+            idx, j = win
+            b, t = divmod(idx, self.n)
+            x = _zeros_if_none(x, self.size)
+            self.acc = x.astype(np.float64) if j == 0 else self.acc + x
+            if j == self.in_len - 1:
+                rows = self.logits.setdefault(b, np.zeros((self.n, self.size)))
+                rows[t] = self.acc + self.offset[t % self.offset.shape[0]]
+                if t == self.n - 1:
+                    import torch  # noqa: PLC0415
+
+                    torch.set_num_threads(1)  # a forked child must not use the parent's thread pool
+                    z = torch.from_numpy(rows[:, None, :])  # [T, B=1, C], as the reference's value
+                    w = torch.nn.functional.softmax(z.permute(1, 2, 0).contiguous(), dim=-1).permute(2, 0, 1)
+                    self.out[b] = w.reshape(-1).numpy().copy()
+                    del self.logits[b]
+        if not self._active("a_out", k):
+            return
+        fw = self._win(k, self.fire, 1, 1)
+        self.a_out.send(self.out.pop(fw[0]) if fw is not None and fw[0] in self.out
+                        else np.zeros(self.n * self.size))
+
+
+class TemplateGateSynapse(_TapProcess):
+    """``TemplateGate``: ``y[c, ...] = scale * sum_t w[t, c] * x[t, c, ...]`` over the ``steps``
+    macro-steps of x (spikes), ``w`` ``[steps, C]`` from a ``HostSoftmax`` (one event at
+    ``w_start``). Each unit spike of x at step t adds ``scale * w[t, c]`` to its one target (a
+    synapse of fan-out 1 whose weights the host writes every frame). The spikes of the T steps are
+    kept (per sub-step for unit spikes) and the sum is formed when the last step and the weights
+    have arrived, in the reference's order (per sub-step: the sum over t; then over sub-steps);
+    it is sent at ``fire`` as one real-valued event (one macro-step)."""
+
+    def __init__(self, *, size: int, channels: int, scale: float, encoding: str, in_start: int, in_len: int,
+                 w_start: int, fire: int, period: int, num_macro: int, slots: int = None, steps: int = None,
+                 inputs: dict = None, send: dict = None, name: str = None):
+        super().__init__(size=size, channels=channels, scale=scale, encoding=encoding, in_start=in_start,
+                         in_len=in_len, w_start=w_start, w_len=1, fire=fire, name=name,
+                         **_clock_params(period, num_macro, inputs, send, None, slots, steps))
+        self._make_in_ports({"x_in": size, "w_in": int(steps) * channels}, inputs or {})
+        self.a_out = OutPort(shape=(size,))
+
+
+@implements(proc=TemplateGateSynapse, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyTemplateGateSynapseFloat(_TapModel):
+    x_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    w_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.size, self.C = int(p["size"]), int(p["channels"])
+        self.in_start, self.in_len = int(p["in_start"]), int(p["in_len"])
+        self.w_start, self.fire = int(p["w_start"]), int(p["fire"])
+        self.n = int(p["steps"]) if p.get("steps") else 1
+        self.scale, self.graded = float(p["scale"]), p["encoding"] == "graded"
+        self.x = {}  # sample -> [n, in_len, size] (spikes per step and sub-step)
+        self.w = {}  # sample -> [n, C]
+
+    def _sum(self, b: int) -> np.ndarray:
+        import torch  # noqa: PLC0415
+
+        from spikedeploy.reference import TemplateGateRule  # the reference's arithmetic
+
+        torch.set_num_threads(1)  # a forked child must not use the parent's thread pool
+        xs = self.x.pop(b, np.zeros((self.n, self.in_len, self.size)))
+        w = torch.from_numpy(self.w.pop(b).reshape(self.n, 1, self.C))
+        r = (self.size // self.C,)
+        acc = None
+        for j in range(1 if self.graded else self.in_len):
+            s_j = torch.from_numpy(xs[:, j].reshape((self.n, 1, self.C) + r))
+            term = TemplateGateRule._weighted_sum(s_j, w)
+            acc = term if acc is None else acc + term
+        if self.scale != 1.0:
+            acc = acc * self.scale
+        return acc.reshape(-1).numpy().copy()
+
+    def run_spk(self):
+        k = self.time_step
+        self._receive(k)
+        win = self._win(k, self.in_start, self.in_len)
+        wwin = self._win(k, self.w_start, 1, 1)
+        x = self._input("x_in", k, win is not None)
+        w = self._input("w_in", k, wwin is not None)
+        if win is not None and x is not None:
+            idx, j = win
+            b, t = divmod(idx, self.n)
+            self.x.setdefault(b, np.zeros((self.n, self.in_len, self.size)))[t, j] = x
+        if wwin is not None:
+            self.w[wwin[0]] = _zeros_if_none(w, self.n * self.C)
+        fw = self._win(k, self.fire, 1, 1)
+        out = self._sum(fw[0]) if fw is not None else None
+        if self._active("a_out", k):
+            self._send("a_out", out if out is not None else np.zeros(self.size))
+
+
 #: process class -> its floating_pt process model (passed to Lava as exception_proc_model_map,
 #: so Lava does not search sibling modules for models); processes with fused inputs use a
 #: subclass declaring their tap ports (``process.fused_model(MODELS[type(process)])``)
@@ -746,4 +962,7 @@ MODELS = {
     SpikeAttention: PySpikeAttentionFloat,
     MemoryWriter: PyMemoryWriterFloat,
     Readout: PyReadoutFloat,
+    StepGate: PyStepGateFloat,
+    HostSoftmax: PyHostSoftmaxFloat,
+    TemplateGateSynapse: PyTemplateGateSynapseFloat,
 }

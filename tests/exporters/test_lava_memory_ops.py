@@ -168,7 +168,8 @@ def test_time_varying_memory_is_unsupported():
         ),
         outputs=("n1",),
     )
-    with pytest.raises(UnsupportedOpError, match="T_mem = 2"):
+    # a per-macro-step memory needs values with a fixed number of macro-steps (T_mem = q's steps)
+    with pytest.raises(UnsupportedOpError, match="fixed number of macro-steps"):
         L.compile_graph(g, "binary")
 
 

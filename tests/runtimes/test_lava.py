@@ -293,28 +293,63 @@ def test_per_step_constants_match_reference(encoding):
     assert_matches_reference(graph, x, encoding, lava_export.LavaBundle(None, desc, arrays))
 
 
-def test_time_axis_ops_that_move_streams_are_refused():
-    from spikedeploy.errors import UnsupportedOpError
+def time_axis_graph() -> Graph:
+    """Every time-axis and template-gate op, as SpikeTrack T = 3 uses them: a template step used
+    alone (SelectStep -> one-step neuron), a one-step value repeated over the 3 steps into a
+    residual add (RepeatTime), a time-varying memory read (T_mem = 3), per-step synapses stacked
+    back (SelectStep -> Linear_t -> StackSteps), the gate MLP (GateLinear), the host GateSoftmax
+    and TemplateGate fusing the 3 steps into one."""
+    rng = np.random.default_rng(9)
 
-    rng = np.random.default_rng(8)
-    one_step = Graph(
-        inputs=(TensorSpec("x", (5,), steps=3),),
-        nodes=(Node("fc0", O.Linear(_w(rng, 6, 5), None), ("x",)),
-               Node("n0", O.IntegerLIF(d=4, norm=4.0), ("fc0",)),
-               Node("sel", O.SelectStep(1), ("n0",)),
-               Node("fc1", O.Linear(_w(rng, 3, 6), None), ("sel",)),
-               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("fc1",))),
-        outputs=("n1",),
-    )
-    with pytest.raises(UnsupportedOpError, match=r"fc1.*macro-steps \[1\]"):
-        lava_export.compile_graph(one_step, "graded")
-    repeat = Graph(
-        inputs=(TensorSpec("x", (5,), steps=1),),
-        nodes=(Node("fc0", O.Linear(_w(rng, 6, 5), None), ("x",)),
-               Node("n0", O.IntegerLIF(d=4, norm=4.0), ("fc0",)),
-               Node("rep", O.RepeatTime(3), ("n0",)),
-               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("rep",))),
-        outputs=("n1",),
-    )
-    with pytest.raises(UnsupportedOpError, match=r"RepeatTime at node 'rep'"):
-        lava_export.compile_graph(repeat, "graded")
+    def lin(o, i, gain=3.0, bias=True):
+        return O.Linear(_w(rng, o, i, gain), _p(rng.normal(size=o) * 0.5 + 0.5) if bias else None)
+
+    nodes = [
+        Node("fc0", lin(5, 5), ("x",)),
+        Node("n0", O.IntegerLIF(d=4, norm=4.0, leak=(0.5, 0.8), reset_norm=4.0), ("fc0",)),
+        Node("sel", O.SelectStep(1), ("n0",)),
+        Node("fc1", lin(5, 5, 5), ("sel",)),
+        Node("n1", O.IntegerLIF(d=4, norm=4.0), ("fc1",)),
+        Node("fc2", lin(5, 5, 4), ("n1",)),
+        Node("rep", O.RepeatTime(3), ("fc2",)),
+        Node("fc3", lin(5, 5, 4), ("n0",)),
+        Node("add", O.Add(), ("rep", "fc3")),
+        Node("n2", O.IntegerLIF(d=4, norm=4.0, leak=(0.5, 0.8), reset_norm=4.0), ("add",)),
+        Node("mread", O.MemoryRead(memory=_p(rng.normal(size=(3, 2, 2, 3)) * 2.0), num_heads=2, scale=1.0), ("n2",)),
+        Node("n3", O.IntegerLIF(d=4, norm=4.0), ("mread",)),
+    ]
+    for t in range(3):
+        nodes += [Node(f"s{t}", O.SelectStep(t), ("n3",)), Node(f"l{t}", lin(5, 5, 5), (f"s{t}",))]
+    nodes += [
+        Node("stack", O.StackSteps(), ("l0", "l1", "l2")),
+        Node("n4", O.IntegerLIF(d=4, norm=4.0, leak=(0.5, 0.8), reset_norm=4.0), ("stack",)),
+        Node("g0", O.GateLinear(_w(rng, 2, 5, 4), _p(rng.normal(size=2))), ("n4",)),
+        Node("g1", O.IntegerLIF(d=4, norm=4.0), ("g0",)),
+        Node("g2", O.GateLinear(_w(rng, 1, 2, 3), _p(rng.normal(size=1))), ("g1",)),
+        Node("logits", O.Reshape((6,)), ("g2",)),
+        Node("soft", O.GateSoftmax(), ("logits",)),
+        Node("gate", O.TemplateGate(scale=1.0), ("n4", "soft")),
+        Node("n5", O.IntegerLIF(d=4, norm=4.0), ("gate",)),
+        Node("out", lin(3, 5, 1), ("n5",)),
+    ]
+    return Graph(inputs=(TensorSpec("x", (4, 5), steps=3),), nodes=tuple(nodes), outputs=("out",))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_time_axis_and_template_gate_ops_match_reference(encoding):
+    graph = time_axis_graph()
+    desc, arrays = lava_export.compile_graph(graph, encoding)
+    assert desc["slots"] == 3
+    kinds = desc["process_counts"]
+    assert kinds["host_softmax"] == 1 and kinds["template_gate"] == 1
+    (soft,) = [p for p in desc["processes"] if p["type"] == "host_softmax"]
+    assert soft["host"] is True, "the softmax is a host op and marked as such"
+    # fused: the step gates of SelectStep / the time-varying memory read became tap filters
+    assert desc["fusion"]["removed_step_gates"] >= 3 and "step_gate" not in kinds
+    x = torch.randn(3, 2, 4, 5, generator=torch.Generator().manual_seed(9)) * 2 + 1
+    r = assert_matches_reference(graph, x, encoding, lava_export.LavaBundle(None, desc, arrays))
+    assert r.spike_counts["n1"].shape[0] == 1 and r.spike_counts["n2"].shape[0] == 3
+    # the same without fusion: step gates and delay lines as processes
+    unfused = lava_export.compile_graph(graph, encoding, fuse=False)
+    assert unfused[0]["process_counts"]["step_gate"] >= 3
+    assert_matches_reference(graph, x, encoding, lava_export.LavaBundle(None, *unfused))
