@@ -46,6 +46,28 @@ Process graph (what runs where)
   block-diagonal (``T_mem = 1`` only: a per-macro-step memory would need time-varying weights and
   is refused as unsupported); ``MemoryWrite`` is a ``MemoryWriter`` feeding a ``Readout``.
 
+Time axis (T > 1 templates)
+---------------------------
+Values may have different numbers of macro-steps (``value_steps``: SpikeTrack T = 3's search
+query is one step, repeated over the 3 templates; the template gate fuses 3 steps into one). Such
+graphs get ``slots`` macro-step slots per sample (the largest number of steps); a stream of n
+steps uses the first n slots of each sample and is zero in the others. ``SelectStep``,
+``StackSteps`` and ``RepeatTime`` cost no process: a term records which stream step each value
+step reads (``Term.slots``); it is realized by a ``step_gate`` (pass only the read steps) and a
+delay of whole macro-steps (``d * period``), both fused into the reader's taps. A time-varying
+``MemoryRead`` (``T_mem = T``) is one ``Sparse`` per memory step, each fed only with its step.
+``GateLinear`` is a ``Sparse``; ``GateSoftmax`` is a **host** process inside the network
+(``host_softmax``, marked ``"host": true``: integrates the gate logits of the T steps and sends
+the softmax over them as one event); ``TemplateGate`` is a ``template_gate`` process (a synapse of
+fan-out 1 whose weights the softmax writes every frame).
+
+Fusion
+------
+By default the compiled process graph is then *fused* (:func:`fuse_processes`): synapses,
+delay lines and step gates move into the processes that read them (same arithmetic, same
+timing), and project processes send only inside their output windows. Measured on a 171-layer
+SpikeTrack search branch (widths 8..48): 454 -> 213 Lava processes, 4.6x less simulator time.
+
 Delays
 ------
 Each ``Sparse`` adds one step (it sends at step k what it received at k - 1); a neuron emits its

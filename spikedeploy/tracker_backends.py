@@ -1,14 +1,15 @@
 """Network backends for the SpikeTrack tracker (:mod:`spikedeploy.tracker`): the same captured
-network run by the reference interpreter or by onnxruntime, plugged into the tracker's
+network run by the reference interpreter, onnxruntime or Lava's CPU simulator, plugged into the tracker's
 :class:`~spikedeploy.tracker.TrackerNetwork` protocol::
 
     from spikedeploy.models.spiketrack import spiketrack
     from spikedeploy.tracker import SpikeTrackTracker, track_sequence
-    from spikedeploy.tracker_backends import OnnxNetwork, ReferenceNetwork
+    from spikedeploy.tracker_backends import LavaNetwork, OnnxNetwork, ReferenceNetwork
 
     model = spiketrack("s256", 1, checkpoint="X.pth.tar")
     tracker = SpikeTrackTracker(ReferenceNetwork(model, mode="binary"))   # unit spikes
     tracker = SpikeTrackTracker(OnnxNetwork(model))                       # onnxruntime
+    tracker = SpikeTrackTracker(LavaNetwork(model, encoding="graded"))    # Lava CPU simulator
 
 How the two branches become graphs
     The template branch (:class:`~spikedeploy.models.spiketrack.SpikeTrackTemplateNet`, outputs
@@ -467,6 +468,10 @@ class LavaNetwork(TrackerNetwork, _Timed):
     weights, then :func:`spikedeploy.exporters.lava.compile_graph`; ``timings["rebuild"]``). Every
     ``template``/``search`` call is one Lava run (processes built, run for the bundle's number of
     steps, stopped), so the simulator's OS processes do not outlive a call.
+
+    T = 1 and T = 3 variants: the T = 3 search bundle maps the time axis (the query repeated over
+    the templates, per-template layers, time-varying memory reads, the gate MLP, a host softmax
+    process and the template gate; see :mod:`spikedeploy.exporters.lava`).
 
     Because the network is the same lowered graph and Lava's processes reproduce the reference's
     arithmetic, a :class:`ReferenceNetwork` with ``mode=encoding`` (float64) gives the same spike

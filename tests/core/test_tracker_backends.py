@@ -409,3 +409,28 @@ def test_lava_network_tracks_like_the_reference_with_equal_spike_counts():
     assert info["fusion"]["processes_after"] < info["fusion"]["processes_before"]
     assert info["process_counts"]["neuron"] == 171
 
+
+
+@pytest.mark.slow  # T = 3: a larger search graph (template gate, time-varying memory reads), ~2 min
+def test_lava_network_t3_tracks_like_the_reference():
+    """T = 3 (three templates): the Lava search bundle has the time axis (repeated query, per-
+    template layers, time-varying memory reads, host softmax, template gate); boxes and the spike
+    counts of every search layer equal the reference's (graded)."""
+    from spikedeploy.tracker_backends import LavaNetwork
+
+    graphs = capture_spiketrack(tiny_spiketrack(templates=3))
+    frames = make_sequence(n=2)
+    ref = ReferenceNetwork(mode="graded", graphs=graphs)
+    lava = LavaNetwork(encoding="graded", graphs=graphs)
+    assert lava.templates == 3
+    boxes_ref, scores_ref, _ = track(ref, frames)
+    boxes, scores, _ = track(lava, frames)
+    assert np.array_equal(boxes, boxes_ref) and np.array_equal(scores, scores_ref)
+    names = [n.name for n in ref.search_graph.neurons()]
+    assert sorted(lava.last_spikes) == sorted(names)
+    for name in names:
+        q_ref = ref.last_run.neuron_q(name)
+        assert torch.equal(lava.last_spikes[name].to(q_ref.dtype), q_ref), name
+    assert sum(int(ref.last_run.neuron_q(n).sum()) for n in names) > 0
+    counts = lava.last_run.info["process_counts"]
+    assert counts["host_softmax"] == 6 and counts["template_gate"] == 6
