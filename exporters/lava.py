@@ -520,6 +520,25 @@ class Compiler:
         return Val(tuple(out_shape), False, terms, offset, False, step_offset)
 
 
+    def apply_matmul(self, node: Node, x: Val, out_shape) -> Val:
+        """A dense layer on the last axis kept as a kernel (``MatMulSynapse``): ``y[r] = W x[r] +
+        bias`` for every row r of ``x`` ``[..., I]`` (``Linear``/``GateLinear`` whose unrolled
+        matrix ``I_rows (x) W`` would exceed the unroll limit)."""
+        x = self.expand_slots(x)
+        weight = np.ascontiguousarray(np.asarray(node.op.weight, dtype=np.float64))
+        rows = int(math.prod(x.shape[:-1]))
+        offset = None if x.offset is None else _matmul_offset(x.offset, weight)
+        if node.op.bias is not None:
+            b = np.broadcast_to(np.asarray(node.op.bias, dtype=np.float64), out_shape)
+            offset = b.copy() if offset is None else offset + b
+        step_offset = None if x.step_offset is None else _matmul_offset(x.step_offset, weight)
+        name = self.add_proc("matmul", node.name, node=node.name, rows=rows, in_features=int(weight.shape[1]),
+                             out_features=int(weight.shape[0]), weight=self.array(weight))
+        start, length = self.connect_streams([self.streams_of(x, node.name)], [(name, "s_in")])
+        out = self.mark(Stream(name, "a_out", int(math.prod(out_shape)), start + 1, length, "real"),
+                        self.vsteps.get(node.name))
+        return Val(tuple(out_shape), False, [Term(out, _arange(out_shape))], offset, False, step_offset)
+
     def apply_conv(self, node: Node, x: Val, out_shape) -> Val:
         """A convolution synapse kept as a kernel (``ConvSynapse``): ``y = conv(x) + bias``. Routed
         terms of ``x`` are gathered first; a constant offset of ``x`` goes through the convolution
@@ -549,6 +568,11 @@ class Compiler:
         n_out = int(math.prod(out_shape))
         out = self.mark(Stream(name, "a_out", n_out, start + 1, length, "real"), self.vsteps.get(node.name))
         return Val(tuple(out_shape), False, [Term(out, _arange(out_shape))], offset, False, step_offset)
+
+
+def _matmul_offset(offset: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """A constant input offset ``[..., I]`` through ``W`` (``[O, I]``): ``offset @ W.T``."""
+    return np.asarray(offset, dtype=np.float64) @ weight.T
 
 
 def conv2d_args(op, in_shape) -> Tuple[np.ndarray, Tuple[int, int, int], tuple]:
@@ -612,6 +636,8 @@ def neuron_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
 def synapse_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     x = c.device(ins[0], node.inputs[0])
     if kept_as_kernel(node.op, x.shape, c.shapes[node.name], c.unroll_limit):
+        if isinstance(node.op, (O.Linear, O.GateLinear)):
+            return c.apply_matmul(node, x, c.shapes[node.name])
         return c.apply_conv(node, x, c.shapes[node.name])
     m, bias = linear_map(node.op, x.shape, c.shapes[node.name])
     return c.apply_linear(node, x, m, bias, c.shapes[node.name])
@@ -925,7 +951,7 @@ TAP_CONSUMERS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "template_gate": {"x_in": ("in_start", "in_len"), "w_in": ("w_start", "w_len")},
 }
 #: synapse processes that can be fused into their consumer
-FUSABLE_SYNAPSES = ("sparse", "conv")
+FUSABLE_SYNAPSES = ("sparse", "conv", "matmul")
 #: a synapse read by several processes is fused into each of them up to this many readers
 MAX_SYNAPSE_COPIES = 3
 
@@ -937,6 +963,8 @@ def _out_size(p: dict) -> int:
         return int(p["shape"][0])
     if t == "conv":
         return int(math.prod(p["out_shape"]))
+    if t == "matmul":
+        return int(p["rows"]) * int(p["out_features"])
     if t == "attention":
         return int(p["v_channels"]) * int(p["tokens"])
     if t == "memory_write":
@@ -1172,11 +1200,13 @@ MAX_SYNAPSES = 100_000_000
 #: of being unrolled into a ``Sparse`` matrix.
 UNROLL_LIMIT = 1_000_000
 #: ops that can run as a ``ConvSynapse``
-KERNEL_OPS = (O.Conv2d, O.Conv1d)
+KERNEL_OPS = (O.Conv2d, O.Conv1d, O.Linear, O.GateLinear)
 
 
 def kept_as_kernel(op: O.Op, in_shape, out_shape, unroll_limit: int) -> bool:
-    """Whether ``op`` runs as a ``ConvSynapse`` (a convolution above ``unroll_limit`` synapses)."""
+    """Whether ``op`` runs as a kernel process instead of an unrolled ``Sparse``: a convolution
+    (``ConvSynapse``) or a dense layer on the last axis (``MatMulSynapse``) above ``unroll_limit``
+    synapses."""
     return isinstance(op, KERNEL_OPS) and synapse_upper_bound(op, in_shape, out_shape) > unroll_limit
 
 

@@ -104,7 +104,7 @@ def _inputs_spec(bundle, p: dict):
                 syn = dict(syn)
                 if syn["kind"] == "sparse":
                     syn["matrix"] = _csr(bundle, syn)
-                elif syn["kind"] == "conv":
+                elif syn["kind"] in ("conv", "matmul"):
                     syn["weight_array"] = bundle.array(syn["weight"])
                 else:
                     raise SpikedeployError(f"Lava bundle: process {p['name']!r} has a fused synapse of unknown "
@@ -162,6 +162,8 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_
             proc = LP.ConvSynapse(weight=bundle.array(p["weight"]), in_shape=p["in_shape"], out_shape=p["out_shape"],
                                   stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
                                   groups=int(p["groups"]), name=name)
+        elif kind == "matmul":
+            proc = LP.MatMulSynapse(weight=bundle.array(p["weight"]), rows=int(p["rows"]), name=name)
         elif kind == "source":
             v = np.asarray(host_values[p["value"]], dtype=np.float64)  # [n, B, *s]
             if v.shape[0] != n:

@@ -69,7 +69,7 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
-__all__ = ["IntegerNeuron", "ConvSynapse", "HostSource", "Delay", "Junction", "StepGate", "HostSoftmax",
+__all__ = ["IntegerNeuron", "ConvSynapse", "MatMulSynapse", "HostSource", "Delay", "Junction", "StepGate", "HostSoftmax",
            "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step"]
 
 
@@ -212,6 +212,9 @@ class _Tap:
         if self.kind == "sparse":
             self.w = syn["matrix"]
             self.binary = int(syn["num_message_bits"]) == 0
+        elif self.kind == "matmul":
+            self.w = np.ascontiguousarray(syn["weight_array"])
+            self.rows = int(syn["rows"])
         elif self.kind == "conv":
             self.kernel = None
             self.weight = syn["weight_array"]
@@ -229,6 +232,8 @@ class _Tap:
             return x
         if self.kind == "sparse":
             return self.w[:, x.astype(bool)].sum(axis=1).A1 if self.binary else self.w.dot(x)
+        if self.kind == "matmul":
+            return _matmul(self.w, x, self.rows)
         import torch  # noqa: PLC0415 - only convolving taps need torch
 
         torch.set_num_threads(1)
@@ -547,6 +552,46 @@ class PyConvSynapseFloat(PyLoihiProcessModel):
 def _heads(x: np.ndarray, h: int, c: int, n: int) -> np.ndarray:
     # [C, N] -> [H, N, C/H] (channels split into contiguous groups, as reference.AttentionRule)
     return x.reshape(h, c // h, n).transpose(0, 2, 1)
+
+
+def _matmul(weight: np.ndarray, x: np.ndarray, rows: int) -> np.ndarray:
+    """``y[r] = W @ x[r]`` for the ``rows`` rows of the flat ``x`` (float64)."""
+    return (np.asarray(x, dtype=np.float64).reshape(rows, -1) @ weight.T).reshape(-1)
+
+
+class MatMulSynapse(AbstractProcess):
+    """A dense layer on the last axis kept as a kernel: ``a_out[r] = W @ s_in[r]`` for each of the
+    ``rows`` rows of the input ``[rows, I]`` (flattened row-major; no bias, the compiler carries
+    biases forward), one-step delay like ``Sparse``. Used for ``Linear``/``GateLinear`` whose
+    unrolled block-diagonal matrix would be too large (SpikeTrack T = 3's template-gate MLP)."""
+
+    def __init__(self, *, weight: np.ndarray, rows: int, name: str = None):
+        weight = np.asarray(weight, dtype=np.float64)
+        super().__init__(rows=int(rows), name=name)
+        self.s_in = InPort(shape=(int(rows) * weight.shape[1],))
+        self.a_out = OutPort(shape=(int(rows) * weight.shape[0],))
+        self.weight = Var(shape=weight.shape, init=weight)
+
+
+@implements(proc=MatMulSynapse, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyMatMulSynapseFloat(PyLoihiProcessModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    weight: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.rows = int(self.proc_params["rows"])
+        self.a_buf = None
+
+    def run_spk(self):
+        if self.a_buf is None:
+            self.a_buf = np.zeros(self.rows * self.weight.shape[0])
+        self.a_out.send(self.a_buf)
+        x = self.s_in.recv()
+        self.a_buf = _matmul(self.weight, x, self.rows) if x.any() else np.zeros_like(self.a_buf)
 
 
 class SpikeAttention(_TapProcess):
@@ -956,6 +1001,7 @@ class PyTemplateGateSynapseFloat(_TapModel):
 MODELS = {
     IntegerNeuron: PyIntegerNeuronFloat,
     ConvSynapse: PyConvSynapseFloat,
+    MatMulSynapse: PyMatMulSynapseFloat,
     HostSource: PyHostSourceFloat,
     Delay: PyDelayFloat,
     Junction: PyJunctionFloat,

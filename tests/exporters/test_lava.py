@@ -323,15 +323,23 @@ def test_oversized_graph_is_refused_before_compiling(tmp_path):
     from spikedeploy.errors import UnsupportedOpError
     from spikedeploy.ir import Graph, Node, TensorSpec, ops as O
 
-    g = Graph(
+    lin = Graph(
         inputs=(TensorSpec("x", (2048, 1024)),),
         nodes=(Node("n0", O.IntegerLIF(d=4, norm=4.0), ("x",)),
                Node("big_linear", O.Linear(weight=O.as_param(np.ones((1024, 1024)))), ("n0",)),
                Node("n1", O.IntegerLIF(d=4, norm=4.0), ("big_linear",))),
         outputs=("n1",),
     )
-    assert L.synapse_upper_bound(g.nodes[1].op, (2048, 1024), (2048, 1024)) == 2048 * 1024 * 1024
-    with pytest.raises(UnsupportedOpError, match=r"big_linear .*use the onnx/nir targets"):
+    assert L.synapse_upper_bound(lin.nodes[1].op, (2048, 1024), (2048, 1024)) == 2048 * 1024 * 1024
+    assert L.check_size(lin) == 0, "a dense layer above the unroll limit is kept as a kernel (MatMulSynapse)"
+    g = Graph(
+        inputs=(TensorSpec("x", (1024, 2048)),),
+        nodes=(Node("n0", O.IntegerLIF(d=4, norm=4.0), ("x",)),
+               Node("big_read", O.MemoryRead(memory=O.as_param(np.ones((1, 1, 1024, 1024))), num_heads=1), ("n0",)),
+               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("big_read",))),
+        outputs=("n1",),
+    )
+    with pytest.raises(UnsupportedOpError, match=r"big_read .*use the onnx/nir targets"):
         L.export(g, tmp_path / "big.lava", encoding="binary")
     assert list(tmp_path.iterdir()) == []
 

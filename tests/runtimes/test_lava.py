@@ -353,3 +353,16 @@ def test_time_axis_and_template_gate_ops_match_reference(encoding):
     unfused = lava_export.compile_graph(graph, encoding, fuse=False)
     assert unfused[0]["process_counts"]["step_gate"] >= 3
     assert_matches_reference(graph, x, encoding, lava_export.LavaBundle(None, *unfused))
+
+
+def test_dense_layers_kept_as_kernels_match_reference():
+    """``unroll_limit=0``: Linear/GateLinear run as ``MatMulSynapse`` kernels (SpikeTrack T = 3's
+    gate MLP would unroll into 2.5e7 synapses per layer), fused into their readers or standalone."""
+    graph = time_axis_graph()
+    x = torch.randn(3, 1, 4, 5, generator=torch.Generator().manual_seed(10)) * 2 + 1
+    for fuse in (True, False):
+        desc, arrays = lava_export.compile_graph(graph, "graded", unroll_limit=0, fuse=fuse)
+        kinds = {t["syn"]["kind"] for p in desc["processes"] for taps in p.get("inputs", {}).values()
+                 for t in taps if t["syn"] is not None}
+        assert ("matmul" in kinds) if fuse else desc["process_counts"]["matmul"] >= 8
+        assert_matches_reference(graph, x, "graded", lava_export.LavaBundle(None, desc, arrays))
