@@ -7,6 +7,8 @@
    standard Lava ``RingBuffer`` sources, one real-valued event per macro-step;
 2. the batch is *streamed*: sample b occupies macro-steps ``b*T ... b*T + T - 1`` of one Lava run
    (neuron state resets at each sample boundary), so the whole batch is a single compile + run;
+   in graphs whose values have different numbers of macro-steps (time-axis ops) each sample has
+   the bundle's ``slots`` macro-step slots and a value of n steps uses the first n of them;
 3. ``Loihi2SimCfg(select_tag="floating_pt")`` runs ``end_step + (B*T - 1) * period`` steps; every
    process's model is given explicitly (``exception_proc_model_map``), so Lava does not search
    the file system for process models;
