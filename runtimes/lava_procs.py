@@ -238,7 +238,7 @@ class _Tap:
 
         torch.set_num_threads(1)
         if self.kernel is None:
-            self.kernel = torch.from_numpy(np.asarray(self.weight, dtype=np.float64))
+            self.kernel = torch.from_numpy(np.array(self.weight, dtype=np.float64))  # a writable copy
         xt = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape((1,) + self.in_shape))
         return torch.nn.functional.conv2d(xt, self.kernel, None, *self.conv_args).reshape(-1).numpy().copy()
 
