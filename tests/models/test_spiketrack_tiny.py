@@ -89,7 +89,8 @@ def test_demo_clip_is_deterministic_held_out_data():
 @pytest.mark.parametrize("templates", [1, 3])
 def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
     """The shipped weights track held-out sequences (photographs never seen in training) far
-    better than a box that stays where it started."""
+    better than a box that stays where it started (first 40 frames of held-out seeds 0..5, the
+    first half of the sequences reported in spiketrack-tiny128-t1_eval.json)."""
     try:
         tracker = st.bundled_tracker(templates)
     except CheckpointError:
@@ -98,10 +99,28 @@ def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
         pytest.skip("no bundled T = 3 weights")
     from spikedeploy.tracking_eval import heldout_sequences, pooled_score, static_boxes, track_boxes
 
-    seqs = heldout_sequences(3, 40, first_seed=50)
+    seqs = heldout_sequences(6, 40)
     preds = [track_boxes(tracker, s.frames, s.boxes[0]) for s in seqs]
     gts = [s.boxes for s in seqs]
     trk = pooled_score(preds, gts)
     static = pooled_score([static_boxes(g) for g in gts], gts)
-    assert trk.auc > static.auc + 0.15 and trk.auc > 0.4, (trk.auc, static.auc)
-    assert trk.precision20 > static.precision20 and trk.precision20 > 0.5
+    # measured: AUC 0.409, P@20 0.684; static box 0.166, 0.235
+    assert trk.auc > static.auc + 0.15 and trk.precision20 > static.precision20 + 0.25, (trk, static)
+
+
+@pytest.mark.slow
+def test_bundled_evaluation_record_reproduces():
+    """The numbers shipped in spikedeploy/data/spiketrack-tiny128-t1_eval.json are what the
+    bundled weights measure (12 held-out sequences of 60 frames)."""
+    import json
+    from importlib import resources
+
+    from spikedeploy.tracking_eval import evaluate_model, heldout_sequences
+
+    record = json.loads((resources.files("spikedeploy.data") / "spiketrack-tiny128-t1_eval.json").read_text())
+    torch.set_num_threads(1)
+    rep = evaluate_model(st.bundled_model(1), heldout_sequences(record["sequences"], record["frames_per_sequence"]))
+    assert rep["tracker"].auc == pytest.approx(record["auc"], abs=0.02)
+    assert rep["tracker"].precision20 == pytest.approx(record["precision20"], abs=0.02)
+    assert rep["static"].auc == pytest.approx(record["static_auc"], abs=1e-12)
+    assert rep["tracker"].auc > 1.5 * rep["static"].auc
