@@ -181,3 +181,13 @@ def test_audit_bad_input(tmp_path, capsys, args, needle):
     rc = main(["audit", "-o", str(tmp_path / "aud")] + args)
     assert rc == 2 and needle in capsys.readouterr().err
     assert not (tmp_path / "aud").exists()
+
+
+def test_train_command_rejects_bad_options_before_work(tmp_path, capsys):
+    rc = main(["train", "--model", "spiketrack-nope", "-o", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "spiketrack-nope" in err and "Traceback" not in err
+    rc = main(["train", "--eval-frames", "1", "-o", str(tmp_path / "t")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--eval-frames" in err
+    assert not (tmp_path / "t").exists()
