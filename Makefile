@@ -9,7 +9,7 @@ PIP    := $(VPY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.setup-stamp
 REQS   := requirements/lock.txt requirements/lava.txt
 
-.PHONY: setup test test-heavy demo wheel-check clean-venv
+.PHONY: setup test demo wheel-check clean-venv
 
 setup: $(STAMP)
 
@@ -23,10 +23,6 @@ $(STAMP): pyproject.toml $(REQS)
 test: setup
 	$(VPY) -m pytest
 	$(MAKE) --no-print-directory wheel-check
-
-# The full-size SpikeTrack search frame in the Lava simulator (10-20 min on two cores).
-test-heavy: setup
-	SPIKEDEPLOY_HEAVY=1 $(VPY) -m pytest -m heavy
 
 # Build the wheel from a clean copy, install it into a throwaway venv and import every module.
 wheel-check: setup
