@@ -12,7 +12,6 @@ audit, shown per frame too). Times are the best of ``--repeat`` runs divided by 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
@@ -20,15 +19,7 @@ from spikedeploy import api
 from spikedeploy.audit import audit_graph
 from spikedeploy.passes import ExpandSpikes
 from spikedeploy.reference import run
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from timing import best_of  # benchmarks/timing.py
 
 
 def main(argv=None) -> int:

@@ -29,15 +29,7 @@ from spikedeploy.errors import SpikedeployError
 from spikedeploy.passes import ExpandSpikes
 from spikedeploy.reference import run
 from spikedeploy.targets import get_target
-
-
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from timing import best_of  # benchmarks/timing.py
 
 
 def time_branch(variant: str, branch: str, repeat: int, rows: list, export_rows: list, targets, lava_enc):
