@@ -150,7 +150,11 @@ def test_t3_search_audit_keeps_host_and_spike_ops_apart(s256):
     assert rep.totals["per_frame"]["host_macs"] == host_total
 
 
-def test_t3_nir_and_lava_refuse_with_a_clear_error(s256, tmp_path):
+def test_t3_nir_refuses_and_lava_compiles(s256, tmp_path):
+    """NIR has one time axis: it refuses the time-axis ops by name (exit code 2). Lava expresses
+    them (step gates, whole-macro-step delays, a host softmax process): the search graph compiles,
+    with the six gate softmaxes as host processes (run and compared in
+    tests/runtimes/test_lava_spiketrack.py)."""
     from spikedeploy.exporters import lava as L
     from spikedeploy.exporters import nir as N
 
@@ -158,18 +162,20 @@ def test_t3_nir_and_lava_refuse_with_a_clear_error(s256, tmp_path):
     with pytest.raises(UnsupportedOpError, match="RepeatTime.*one time axis") as info:
         N.export(g, tmp_path / "s.nir", encoding="integer")
     assert info.value.exit_code == 2
-    with pytest.raises(UnsupportedOpError, match="lava.*RepeatTime") as info:
-        L.export(default_pipeline("binary").apply(s256["gs"]), tmp_path / "lava", encoding="binary")
-    assert info.value.exit_code == 2
+    desc, arrays = L.compile_graph(default_pipeline("graded").apply(s256["gs"]), "graded")
+    host = [p for p in desc["processes"] if p["type"] == "host_softmax"]
+    assert len(host) == 6 and all(p.get("host") for p in host)
+    assert desc["process_counts"]["neuron"] == SEARCH_NEURONS
 
 
 @pytest.mark.slow
-def test_t3_lava_export_exits_2_from_the_cli(tmp_path, capsys):
+def test_t3_nir_export_exits_2_from_the_cli(tmp_path, capsys):
     from spikedeploy.cli import main
 
-    rc = main(["export", "--model", "spiketrack-s256-t3:search", "--target", "lava", "-o", str(tmp_path / "b.lava")])
+    rc = main(["export", "--model", "spiketrack-s256-t3:search", "--target", "nir", "-o", str(tmp_path / "b.nir")])
     assert rc == 2
     assert "RepeatTime" in capsys.readouterr().err
+    assert not (tmp_path / "b.nir").exists()
 
 
 @pytest.mark.slow
