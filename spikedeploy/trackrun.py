@@ -140,8 +140,10 @@ def load_boxes(path, num_frames: Optional[int] = None) -> np.ndarray:
 # networks
 # ---------------------------------------------------------------------------------------------
 
-def make_network(model, target: str, *, lava_options: Optional[Mapping] = None):
-    """The :class:`~spikedeploy.tracker.TrackerNetwork` of ``target`` for the SpikeTrack ``model``."""
+def make_network(model, target: str, *, lava_options: Optional[Mapping] = None, graphs=None):
+    """The :class:`~spikedeploy.tracker.TrackerNetwork` of ``target`` for the SpikeTrack ``model``.
+    ``graphs``: the model's captured branches (:func:`spikedeploy.tracker_backends.capture_spiketrack`)
+    to share between graph-based targets (reference, onnx, lava) instead of capturing again."""
     from spikedeploy import tracker_backends as TB
     from spikedeploy.tracker import TorchNetwork
 
@@ -153,14 +155,15 @@ def make_network(model, target: str, *, lava_options: Optional[Mapping] = None):
 
         return TorchNetwork(copy.deepcopy(model).double())
     if target.startswith("reference-"):
-        return TB.ReferenceNetwork(model, mode=target.split("-", 1)[1])
+        return TB.ReferenceNetwork(None if graphs else model, mode=target.split("-", 1)[1], graphs=graphs)
     if target == "onnx":
-        return TB.OnnxNetwork(model)
+        return TB.OnnxNetwork(None if graphs else model, graphs=graphs)
     if target.startswith("lava-"):
         lava_cls = getattr(TB, "LavaNetwork", None)
         if lava_cls is None:
             raise ConfigError("the Lava tracking backend is not available in this version of spikedeploy")
-        return lava_cls(model, encoding=target.split("-", 1)[1], **dict(lava_options or {}))
+        return lava_cls(None if graphs else model, encoding=target.split("-", 1)[1], graphs=graphs,
+                        **dict(lava_options or {}))
     raise ConfigError(f"unknown tracking target {target!r}")  # pragma: no cover - canonical_target checked
 
 
@@ -316,7 +319,18 @@ def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[floa
     for t, v in limits.items():
         if v < 1:
             raise ConfigError(f"track: the frame limit of {t} must be at least 1, got {v}")
-    factory = network_factory or (lambda model, target: make_network(model, target, lava_options=lava_options))
+    captured = {}
+
+    def default_factory(model, target):
+        if target.startswith("torch"):
+            return make_network(model, target)
+        if "graphs" not in captured:  # one capture of both branches for every graph-based target
+            from spikedeploy.tracker_backends import capture_spiketrack
+
+            captured["graphs"] = capture_spiketrack(model)
+        return make_network(model, target, lava_options=lava_options, graphs=captured["graphs"])
+
+    factory = network_factory or default_factory
     n = len(frames)
     report = TrackReport(model_name, weights, clip, n, {},
                          ground_truth=None if ground_truth is None else np.asarray(ground_truth).tolist())
