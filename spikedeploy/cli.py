@@ -227,7 +227,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "fails.")
     d.add_argument("-o", "--output", default="out/demo", help="output directory, replaced atomically "
                                                                "(default: %(default)s)")
-    d.add_argument("--lava-frames", type=int, default=12, metavar="N",
+    d.add_argument("--lava-frames", type=int, default=30, metavar="N",
                    help="frames tracked in Lava's simulator, counting the first (default: %(default)s)")
     d.add_argument("--frames", type=int, default=None, dest="num_frames", metavar="N",
                    help="track only the first N frames of the bundled clip (default: all)")

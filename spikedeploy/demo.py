@@ -69,7 +69,7 @@ def _search_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) 
     return normalize_images(np.stack(crops)).numpy()[None].astype(np.float32)
 
 
-def run_demo(output="out/demo", *, lava_frames: int = 12, num_frames: Optional[int] = None, crops: int = 8,
+def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[int] = None, crops: int = 8,
              neuron_inputs: int = 32, progress: bool = True, lava: bool = True) -> DemoResult:
     """Run the main job into the directory ``output`` (see the module docstring); returns the
     :class:`DemoResult` (``passed``) and prints a summary and where ``index.html`` is.
