@@ -615,7 +615,7 @@ def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool 
 # tracking
 # ---------------------------------------------------------------------------------------------
 
-from spikedeploy.trackrun import TARGET_ALIASES, TRACK_TARGETS, load_boxes, load_frames  # noqa: E402
+from spikedeploy.trackrun import TRACK_TARGETS, load_boxes, load_frames  # noqa: E402,F401 (public names)
 
 #: kept for callers of earlier versions: the canonical tracking target names
 TRACK_BACKENDS = TRACK_TARGETS

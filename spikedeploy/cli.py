@@ -327,7 +327,7 @@ def _cmd_audit(args) -> int:
 def _cmd_track(args) -> int:
     from spikedeploy import api
     from spikedeploy.errors import ConfigError
-    from spikedeploy.trackrun import canonical_target
+    from spikedeploy.trackrun import canonical_target, spike_summary
 
     if args.init_box is not None and len(args.init_box) != 4:
         raise ConfigError(f"--init-box needs X,Y,W,H, got {len(args.init_box)} numbers")
@@ -350,9 +350,7 @@ def _cmd_track(args) -> int:
         score = f"; AUC {s['auc']:.3f}, precision@20px {s['precision20']:.3f}" if s else ""
         print(f"  {t:<18} {r.frames:>4} frames, {r.seconds_per_frame * 1e3:8.1f} ms per frame{score}")
     for t, a in report.agreement.items():
-        spikes = ("" if a["all_spikes_identical"] is None else
-                  f", spike counts {'identical to' if a['all_spikes_identical'] else 'DIFFER from'} "
-                  f"{a['spikes_against']}'s on {a['spike_frames_compared']} frames")
+        spikes = f", spike counts {spike_summary(a)}" if spike_summary(a) else ""
         print(f"  {t} vs {report.primary}: min IoU {a['min_iou']:.6f} over {a['frames']} frames, boxes "
               f"{'identical' if a['all_boxes_identical'] else 'differ'}{spikes}")
     for note in report.notes:

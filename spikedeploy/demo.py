@@ -80,6 +80,7 @@ def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[i
     from spikedeploy.fsutil import atomic_directory, check_output_dir
     from spikedeploy.htmlreport import HtmlPage
     from spikedeploy.models.spiketrack import VARIANT_CONFIGS, default_tracker_checkpoint, demo_clip
+    from spikedeploy.trackrun import spike_summary
 
     check_output_dir(output)
     result = DemoResult()
@@ -146,9 +147,7 @@ def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[i
         parts = [f"{tr.primary}: AUC {score['auc']:.3f}, precision@20px {score['precision20']:.3f} on "
                  f"{score['frames']} frames"]
         for t, a in tr.agreement.items():
-            spikes = ("" if a["all_spikes_identical"] is None else
-                      f", spike counts {'identical to' if a['all_spikes_identical'] else 'DIFFER from'} "
-                      f"{a['spikes_against']} on {a['spike_frames_compared']} frames")
+            spikes = f", spike counts {spike_summary(a)}" if spike_summary(a) else ""
             parts.append(f"{t}: {a['frames']} frames, boxes {'identical' if a['all_boxes_identical'] else 'DIFFER'}"
                          f"{spikes}, {tr.runs[t].seconds_per_frame:.2f} s/frame")
         step("tracking (torch64, reference, onnx, lava)", ok, t0, "; ".join(parts + tr.notes), "track/report.html")

@@ -421,26 +421,47 @@ def _curve_figures(report: TrackReport):
     return fs, fp
 
 
+def spike_summary(a: dict) -> Optional[str]:
+    """``"identical to X's on n frames"`` / ``"DIFFER from X's on n frames"`` for one agreement entry,
+    None when no spike counts were compared."""
+    if a["all_spikes_identical"] is None:
+        return None
+    return (f"{'identical to' if a['all_spikes_identical'] else 'DIFFER from'} {a['spikes_against']}'s on "
+            f"{a['spike_frames_compared']} frames")
+
+
+_RUN_HEADERS = ["target", "frames", "ms / frame", "init s", "template updates", "AUC", "P@20"]
+_AGREEMENT_HEADERS = ["target", "frames", "min IoU", "boxes identical", "spike counts identical"]
+
+
+def _run_rows(report: TrackReport) -> List[list]:
+    rows = []
+    for t, r in report.runs.items():
+        s = report.scores.get(t)
+        rows.append([t, r.frames, f"{r.seconds_per_frame * 1e3:.1f}", f"{r.init_seconds:.2f}",
+                     ", ".join(map(str, r.template_updates)) or "-",
+                     f"{s['auc']:.3f}" if s else "-", f"{s['precision20']:.3f}" if s else "-"])
+    return rows
+
+
+def _agreement_rows(report: TrackReport) -> List[list]:
+    return [[t, a["frames"], f"{a['min_iou']:.6f}", "yes" if a["all_boxes_identical"] else "NO",
+             spike_summary(a) or "n/a (no spike counts to compare)"] for t, a in report.agreement.items()]
+
+
+def _md_table(headers: Sequence[str], rows: List[list], align: str) -> List[str]:
+    rule = "|" + "|".join("---:" if c == "r" else "---" for c in align) + "|"
+    return ["| " + " | ".join(headers) + " |", rule] + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+
+
 def to_markdown(report: TrackReport) -> str:
     lines = [f"# Tracking report: {report.model}", "",
              f"- weights: {report.weights}", f"- clip: {report.clip} ({report.num_frames} frames)", ""]
-    lines += ["| target | frames | ms / frame | init s | template updates | AUC | P@20 |", "|---|---:|---:|---:|---|---:|---:|"]
-    for t, r in report.runs.items():
-        s = report.scores.get(t)
-        lines.append(f"| {t} | {r.frames} | {r.seconds_per_frame * 1e3:.1f} | {r.init_seconds:.2f} | "
-                     f"{r.template_updates or '-'} | {s['auc']:.3f} | {s['precision20']:.3f} |" if s else
-                     f"| {t} | {r.frames} | {r.seconds_per_frame * 1e3:.1f} | {r.init_seconds:.2f} | "
-                     f"{r.template_updates or '-'} | - | - |")
+    lines += _md_table(_RUN_HEADERS, _run_rows(report), "lrrrlrr")
     if report.agreement:
         lines += ["", f"## Agreement (boxes against {report.primary}; spike counts against the first target "
-                      f"that exposes them)", "",
-                  "| target | frames | min IoU | boxes identical | spike counts identical |", "|---|---:|---:|---|---|"]
-        for t, a in report.agreement.items():
-            spikes = ("n/a (no spike counts to compare)" if a["all_spikes_identical"] is None else
-                      f"{'yes' if a['all_spikes_identical'] else 'NO'} ({a['spike_frames_compared']} frames, "
-                      f"vs {a['spikes_against']})")
-            lines.append(f"| {t} | {a['frames']} | {a['min_iou']:.6f} | "
-                         f"{'yes' if a['all_boxes_identical'] else 'NO'} | {spikes} |")
+                      f"that exposes them)", ""]
+        lines += _md_table(_AGREEMENT_HEADERS, _agreement_rows(report), "lrrll")
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(lines) + "\n"
@@ -466,14 +487,7 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
         page = HtmlPage(f"Tracking report: {report.model}")
         page.heading(f"Tracking report: {report.model}", 1)
         page.paragraph(f"weights: {report.weights}; clip: {report.clip} ({report.num_frames} frames)")
-        rows = []
-        for t, r in report.runs.items():
-            s = report.scores.get(t)
-            rows.append([t, r.frames, f"{r.seconds_per_frame * 1e3:.1f}", f"{r.init_seconds:.2f}",
-                         ", ".join(map(str, r.template_updates)) or "-",
-                         f"{s['auc']:.3f}" if s else "-", f"{s['precision20']:.3f}" if s else "-"])
-        page.table(["target", "frames", "ms / frame", "init s", "template updates", "AUC", "P@20"], rows,
-                   align="lrrrlrr")
+        page.table(_RUN_HEADERS, _run_rows(report), align="lrrrlrr")
         if gif:
             (tmp / "track.gif").write_bytes(annotated_gif(frames, report))
             page.raw('<figure><img alt="annotated clip" src="track.gif"/><figcaption>boxes per target '
@@ -485,14 +499,7 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
             page.raw('<p><img alt="success plot" src="success.png"/> <img alt="precision plot" src="precision.png"/></p>')
         if report.agreement:
             page.heading(f"Agreement with {report.primary}", 2)
-            arows = []
-            for t, a in report.agreement.items():
-                spikes = ("n/a" if a["all_spikes_identical"] is None else
-                          f"{'yes' if a['all_spikes_identical'] else 'NO'} ({a['spike_frames_compared']} frames, "
-                          f"vs {a['spikes_against']})")
-                arows.append([t, a["frames"], f"{a['min_iou']:.6f}", "yes" if a["all_boxes_identical"] else "NO", spikes])
-            page.table(["target", "frames", "min IoU", "boxes identical", "spike counts identical"], arows,
-                       align="lrrll")
+            page.table(_AGREEMENT_HEADERS, _agreement_rows(report), align="lrrll")
         if report.notes:
             page.heading("Notes", 2)
             page.bullets(report.notes)
