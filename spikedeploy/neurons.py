@@ -28,8 +28,8 @@ subtracts the normalized spike as NI-LIF does).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Union
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Union
 
 import torch
 
@@ -53,12 +53,24 @@ ROUNDING_MODES = ("half_even", "half_up")
 
 @dataclass(frozen=True)
 class NeuronTrace:
-    """Result of running a neuron over ``T`` steps (see module docstring)."""
+    """Result of running a neuron over ``T`` steps (see module docstring).
+
+    ``margin`` is computed on first access (from the detached membranes the neuron kept), so a
+    forward pass that never asks for it (training, tracking) does not pay for it; pass either a
+    tensor or a zero-argument callable returning one."""
 
     q: torch.Tensor
     value: torch.Tensor
-    margin: torch.Tensor
+    margin_source: Union[torch.Tensor, Callable[[], torch.Tensor]] = field(repr=False)
     d: Union[int, torch.Tensor]
+
+    @property
+    def margin(self) -> torch.Tensor:
+        src = self.margin_source
+        if callable(src):
+            src = src()
+            object.__setattr__(self, "margin_source", src)  # computed once
+        return src
 
 
 def check_firing_limit(d, where: str = "neuron") -> int:
@@ -148,11 +160,11 @@ def integer_lif(
     d_b = _expand_d(d, x)
     if leaks is None:
         q = quantize(x, d_b, rounding)
-        margin = _rounding_margin(x.detach(), d_b)
-        return NeuronTrace(q=q, value=q / norm, margin=margin, d=d)
+        x_det = x.detach().clone()  # a copy: the caller may change x in place before the margin is asked for
+        return NeuronTrace(q=q, value=q / norm, margin_source=lambda: _rounding_margin(x_det, d_b), d=d)
     if isinstance(leaks, torch.Tensor) and leaks.numel() < T - 1:
         raise ValueError(f"neuron has {leaks.numel()} per-step leaks but the input has T={T} steps")
-    qs, margins = [], []
+    qs, membranes = [], []
     m_prev = q_prev = None
     for t in range(T):
         d_t = d_b[t] if isinstance(d_b, torch.Tensor) else d_b
@@ -163,10 +175,11 @@ def integer_lif(
             m = (m_prev - q_prev.detach() / reset_norm) * lam + x[t]
         q_t = quantize(m, d_t, rounding)
         qs.append(q_t)
-        margins.append(_rounding_margin(m.detach(), d_t))
+        membranes.append((m.detach().clone() if t == 0 else m.detach(), d_t))  # m_0 is a view of x
         m_prev, q_prev = m, q_t
     q = torch.stack(qs)
-    return NeuronTrace(q=q, value=q / norm, margin=torch.stack(margins), d=d)
+    return NeuronTrace(q=q, value=q / norm, d=d,
+                       margin_source=lambda: torch.stack([_rounding_margin(mt, dt) for mt, dt in membranes]))
 
 
 def multispike(x, *, d: int, norm: Optional[float] = None, rounding: str = "half_even") -> NeuronTrace:
@@ -222,16 +235,17 @@ def binary_lif(x, *, beta: float, threshold: float = 1.0) -> NeuronTrace:
     ``S_t = [H_t > u_th]``, ``U_t = H_t - u_th * S_t``, ``U_{-1} = 0``. D = 1, out = S."""
     if threshold <= 0:
         raise ValueError(f"binary LIF: threshold must be > 0, got {threshold}")
-    qs, margins = [], []
+    qs, membranes = [], []
     u = torch.zeros_like(x[0])
     for t in range(x.shape[0]):
         h = beta * u + x[t]
         s = _HeavisideSTE.apply(h - threshold)
         qs.append(s)
-        margins.append((h.detach() - threshold).abs())
+        membranes.append(h.detach())
         u = h - threshold * s
     q = torch.stack(qs)
-    return NeuronTrace(q=q, value=q, margin=torch.stack(margins), d=1)
+    return NeuronTrace(q=q, value=q, d=1,
+                       margin_source=lambda: torch.stack([(h - threshold).abs() for h in membranes]))
 
 
 class _RoundSTE(torch.autograd.Function):

@@ -74,14 +74,18 @@ class TrainConfig:
     from (e.g. the T = 1 weights for a T = 3 fine-tune; keys missing in it, such as the gate, keep
     their initialization, and BatchNorm calibration is skipped). ``steps`` and/or ``time_limit_s``
     bound the run (whichever comes first; the learning-rate schedule follows ``steps``).
+    ``difficulty_min``: each training sequence gets a difficulty drawn uniformly from
+    ``[difficulty_min, 1]`` (:func:`~spikedeploy.data.synth_tracking.generate_sequence`), an easier
+    mix than the held-out evaluation (always difficulty 1); ``wide_jitter_p``: share of search crops
+    placed far from the target (re-detection practice).
     """
 
     variant: str = "spiketrack-tiny128-t1"
-    steps: int = 2000
-    batch_size: int = 24
-    lr: float = 1e-3
+    steps: int = 3600
+    batch_size: int = 16
+    lr: float = 2e-3
     weight_decay: float = 1e-4
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     grad_clip: float = 5.0
     seed: int = 0
     threads: int = 2
@@ -92,7 +96,8 @@ class TrainConfig:
     refresh_count: int = 2
     frame_size: Tuple[int, int] = (240, 320)
     max_gap: int = 40
-    wide_jitter_p: float = 0.3
+    wide_jitter_p: float = 0.5
+    difficulty_min: float = 0.3
     loss_weights: Tuple[float, float, float] = (1.0, 5.0, 2.0)  # focal, L1, GIoU
     log_every: int = 10
     save_every: int = 200
@@ -112,7 +117,7 @@ class TrainConfig:
                 raise ConfigError(f"train: {name} must be an integer >= {lo}, got {v!r}")
         if self.sequence_frames < 2:
             raise ConfigError(f"train: sequence_frames must be >= 2 (pairs need two frames), got {self.sequence_frames}")
-        for name in ("lr", "weight_decay", "grad_clip", "wide_jitter_p"):
+        for name in ("lr", "weight_decay", "grad_clip", "wide_jitter_p", "difficulty_min"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"train: {name} must be a finite number >= 0, got {v!r}")
@@ -120,8 +125,9 @@ class TrainConfig:
             raise ConfigError(f"train: batchnorm must be 'batch' or 'frozen', got {self.batchnorm!r}")
         if self.lr <= 0:
             raise ConfigError(f"train: lr must be > 0, got {self.lr!r}")
-        if self.wide_jitter_p > 1:
-            raise ConfigError(f"train: wide_jitter_p must be in [0, 1], got {self.wide_jitter_p!r}")
+        for name in ("wide_jitter_p", "difficulty_min"):
+            if getattr(self, name) > 1:
+                raise ConfigError(f"train: {name} must be in [0, 1], got {getattr(self, name)!r}")
         if self.time_limit_s is not None and (not isinstance(self.time_limit_s, numbers.Real)
                                               or isinstance(self.time_limit_s, bool) or self.time_limit_s <= 0):
             raise ConfigError(f"train: time_limit_s must be a positive number, got {self.time_limit_s!r}")
@@ -302,6 +308,8 @@ def _crop_targets(gt: np.ndarray, prev: Sequence[float], size: int) -> Tuple[np.
 class PairSampler:
     """Template/search pairs from a pool of synthetic ``split`` sequences, refreshed as training
     goes (``refresh()`` replaces the oldest sequences with new seeds). Deterministic in ``seed``.
+    Each sequence's difficulty is drawn from ``[difficulty_min, 1]`` (1: every sequence at full
+    difficulty).
 
     ``sample(batch)`` returns ``(templates [T, B, 3, S, S], search [1, B, 3, S, S], boxes [B, 4])``
     (normalized crops; boxes ``(cx, cy, w, h)`` normalized to the search crop). With ``templates``
@@ -309,13 +317,14 @@ class PairSampler:
 
     def __init__(self, *, size: int, templates: int = 1, split: str = "train", seed: int = 0,
                  pool_sequences: int = 48, sequence_frames: int = 48, frame_size=(240, 320),
-                 max_gap: int = 40, wide_jitter_p: float = 0.3, seed_offset: int = 0):
+                 max_gap: int = 40, wide_jitter_p: float = 0.3, difficulty_min: float = 1.0, seed_offset: int = 0):
         from spikedeploy.data.synth_tracking import generate_sequence
 
         self._gen = generate_sequence
         self.size, self.templates, self.split = int(size), int(templates), split
         self.sequence_frames, self.frame_size = int(sequence_frames), tuple(frame_size)
         self.max_gap, self.wide_jitter_p = int(max_gap), float(wide_jitter_p)
+        self.difficulty_min = float(difficulty_min)
         self.rng = np.random.default_rng(np.random.SeedSequence([7, int(seed)]))
         # sequence seeds: disjoint per training seed, so reruns with another seed see other data
         self._next_seed = 1_000_000 * int(seed) + int(seed_offset)
@@ -325,7 +334,10 @@ class PairSampler:
     def _new(self):
         s = self._next_seed
         self._next_seed += 1
-        return self._gen(s, self.split, self.sequence_frames, self.frame_size)
+        # the sequence's difficulty is a function of its seed alone (independent of sampling order)
+        u = float(np.random.default_rng(np.random.SeedSequence([11, s])).random())
+        difficulty = self.difficulty_min + (1.0 - self.difficulty_min) * u
+        return self._gen(s, self.split, self.sequence_frames, self.frame_size, difficulty=difficulty)
 
     def refresh(self, count: int) -> None:
         for _ in range(count):
@@ -509,7 +521,8 @@ def train_tracker(config: Optional[TrainConfig] = None, output_dir=None, *, prog
     model.eval()
     sampler = PairSampler(size=model.config.resolution, templates=model.config.templates, seed=cfg.seed,
                           pool_sequences=cfg.pool_sequences, sequence_frames=cfg.sequence_frames,
-                          frame_size=cfg.frame_size, max_gap=cfg.max_gap, wide_jitter_p=cfg.wide_jitter_p)
+                          frame_size=cfg.frame_size, max_gap=cfg.max_gap, wide_jitter_p=cfg.wide_jitter_p,
+                          difficulty_min=cfg.difficulty_min)
     if cfg.init_weights:
         from spikedeploy.checkpoint import load_checkpoint
 
@@ -656,6 +669,11 @@ def add_train_arguments(parser) -> None:
     parser.add_argument("--batch-size", type=int, default=d.batch_size, help="pairs per step (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=d.seed, help="seed of weights and data (default: %(default)s)")
+    parser.add_argument("--difficulty-min", type=float, default=d.difficulty_min,
+                        help="training sequences get a difficulty drawn from [this, 1] (held-out evaluation: always 1; "
+                             "default: %(default)s)")
+    parser.add_argument("--wide-jitter", type=float, default=d.wide_jitter_p,
+                        help="share of search crops placed far from the target, 0..1 (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=d.threads, help="torch threads (default: %(default)s)")
     parser.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                         help="stop after this many seconds even if --steps are not done")
@@ -686,7 +704,8 @@ def run_train(args, log: Callable[[str], None] = print) -> Dict[str, object]:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"train: output {str(out)!r} exists and is not a folder")
     cfg = TrainConfig(variant=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      threads=args.threads, time_limit_s=args.time_limit, init_weights=args.init_weights)
+                      threads=args.threads, time_limit_s=args.time_limit, init_weights=args.init_weights,
+                      difficulty_min=args.difficulty_min, wide_jitter_p=args.wide_jitter)
     cfg.validate()
     result = train_tracker(cfg, out, progress=not args.no_progress, log=log)
     summary: Dict[str, object] = {"steps": result.steps, "seconds": round(result.seconds, 1), "files": dict(result.files)}

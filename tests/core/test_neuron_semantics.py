@@ -245,3 +245,19 @@ def test_straight_through_gradient_inside_range(fn):
     xs = torch.tensor([-1.0, 20.0], dtype=torch.float64).reshape(1, 1, 2).requires_grad_(True)
     sem.multispike(xs, d=4).q.sum().backward()
     assert xs.grad.flatten().tolist() == [0.0, 0.0]
+
+
+def test_margin_is_computed_on_demand_from_the_membranes_of_that_call():
+    """The margin is lazy (training and tracking never pay for it), but it still belongs to the
+    call that made the trace: changing the input tensor afterwards (in place) does not change it,
+    and a second access returns the same tensor."""
+    x = torch.tensor([[0.2, 1.3]], dtype=torch.float64).reshape(2, 1, 1).clone()
+    tr = sem.leaky_integer(x, d=4, leak=0.25)
+    x.mul_(100.0)
+    eager = sem.leaky_integer(x / 100.0, d=4, leak=0.25)
+    assert torch.equal(tr.q, eager.q) and tr.q.sum() > 0
+    assert torch.allclose(tr.margin, eager.margin) and tr.margin is tr.margin
+    y = torch.tensor([0.2, 1.3, 2.6], dtype=torch.float64).reshape(1, 1, 3)
+    st = sem.multispike(y, d=4)
+    y.mul_(0.0)
+    assert torch.allclose(st.margin.flatten(), torch.tensor([0.3, 0.2, 0.1], dtype=torch.float64))

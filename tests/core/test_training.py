@@ -121,10 +121,24 @@ def test_train_tracker_writes_weights_and_curves(tmp_path):
     torch.testing.assert_close(res.model.state_dict(), ck["net"])
 
 
+def test_sampler_difficulty_mix_is_per_seed_and_in_range():
+    kw = dict(size=128, pool_sequences=6, sequence_frames=3, frame_size=(96, 96))
+    a = tr.PairSampler(difficulty_min=0.3, **kw)
+    b = tr.PairSampler(difficulty_min=0.3, **kw)
+    diffs = [s.info["difficulty"] for s in a.pool]
+    assert diffs == [s.info["difficulty"] for s in b.pool]  # deterministic
+    assert all(0.3 <= d <= 1.0 for d in diffs) and len(set(diffs)) == len(diffs)  # a mix, not one value
+    full = tr.PairSampler(difficulty_min=1.0, **kw)
+    assert all(s.info["difficulty"] == 1.0 for s in full.pool)
+    # same seeds, same photographs: only the difficulty differs
+    assert [s.info["target"] for s in full.pool] == [s.info["target"] for s in a.pool]
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(steps=0), "steps"), (dict(batch_size=-2), "batch_size"), (dict(lr=0.0), "lr"),
     (dict(lr=float("nan")), "lr"), (dict(sequence_frames=1), "sequence_frames"),
     (dict(time_limit_s=-1), "time_limit_s"), (dict(wide_jitter_p=2.0), "wide_jitter_p"),
+    (dict(difficulty_min=1.5), "difficulty_min"), (dict(difficulty_min=-0.1), "difficulty_min"),
 ])
 def test_bad_training_config(kwargs, match):
     with pytest.raises(ConfigError, match=match):
