@@ -710,40 +710,16 @@ def run_train(args, log: Callable[[str], None] = print) -> Dict[str, object]:
     result = train_tracker(cfg, out, progress=not args.no_progress, log=log)
     summary: Dict[str, object] = {"steps": result.steps, "seconds": round(result.seconds, 1), "files": dict(result.files)}
     if args.eval_sequences:
-        from spikedeploy.metrics import PRECISION_DISTANCES, SUCCESS_THRESHOLDS
-        from spikedeploy.tracking_eval import evaluate_model, heldout_sequences
+        from spikedeploy.tracking_eval import heldout_evaluation, write_heldout_evaluation
 
-        seqs = heldout_sequences(args.eval_sequences, args.eval_frames)
-        rep = evaluate_model(result.model, seqs, progress=not args.no_progress)
-        trk, static = rep["tracker"], rep["static"]
-        ev = {"sequences": len(seqs), "frames_per_sequence": args.eval_frames, "split": "heldout",
-              "auc": trk.auc, "precision20": trk.precision20, "mean_iou": trk.mean_iou, "frames": trk.frames,
-              "static_auc": static.auc, "static_precision20": static.precision20,
-              "per_sequence": rep["per_sequence"]}
-        stem = result.model.config.variant
-        (out / f"{stem}_eval.json").write_text(json.dumps(ev, indent=2) + "\n")
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-            for label, s in (("tracker", trk), ("static box", static)):
-                a.plot(SUCCESS_THRESHOLDS, s.success, label=f"{label} [AUC {s.auc:.3f}]")
-                b.plot(PRECISION_DISTANCES, s.precision, label=f"{label} [P@20 {s.precision20:.3f}]")
-            a.set(xlabel="IoU threshold", ylabel="success rate", title="success (held-out)", ylim=(0, 1.02))
-            b.set(xlabel="center error threshold (px)", ylabel="precision", title="precision (held-out)", ylim=(0, 1.02))
-            a.legend()
-            b.legend()
-            fig.tight_layout()
-            fig.savefig(out / f"{stem}_eval.png", dpi=100)
-            plt.close(fig)
-        except ImportError:  # pragma: no cover
-            pass
-        summary["eval"] = {k: v for k, v in ev.items() if k != "per_sequence"}
-        log(f"held-out: AUC {trk.auc:.3f}, precision@20 {trk.precision20:.3f} over {trk.frames} frames "
-            f"(static box: AUC {static.auc:.3f}, precision@20 {static.precision20:.3f})")
+        ev = heldout_evaluation(result.model, args.eval_sequences, args.eval_frames, progress=not args.no_progress,
+                                weights=f"{result.model.config.variant}.pth (float32, as trained)")
+        summary["files"].update({f"eval_{k}": v for k, v in
+                                 write_heldout_evaluation(ev, out, result.model.config.variant).items()})
+        summary["eval"] = {k: ev[k] for k in ("sequences", "frames_per_sequence", "frames_scored", "auc",
+                                              "precision20", "mean_iou", "static_auc", "static_precision20")}
+        log(f"held-out: AUC {ev['auc']:.3f}, precision@20 {ev['precision20']:.3f} over {ev['frames_scored']} frames "
+            f"(static box: AUC {ev['static_auc']:.3f}, precision@20 {ev['static_precision20']:.3f})")
     return summary
 
 

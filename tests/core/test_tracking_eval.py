@@ -28,3 +28,28 @@ def test_static_boxes_and_bad_input():
         pooled_score([], [])
     with pytest.raises(ValueError):
         pooled_score([g], [g, g])
+
+
+def test_heldout_evaluation_record_and_files(tmp_path):
+    """The record that ships next to the bundled weights: pooled scores equal to scoring the
+    tracked boxes directly, curves, the static baseline, and a JSON + PNG written."""
+    import json
+
+    import torch
+
+    from spikedeploy.models.spiketrack import spiketrack
+    from spikedeploy.tracking_eval import heldout_evaluation, heldout_sequences, write_heldout_evaluation
+
+    torch.manual_seed(0)
+    model = spiketrack("spiketrack-tiny128-t1").eval()
+    rec = heldout_evaluation(model, 2, 4, weights="random init")
+    assert rec["weights"] == "random init" and rec["variant"] == "spiketrack-tiny128-t1"
+    assert rec["seeds"] == [0, 1] and rec["frames_scored"] == 2 * 3
+    gts = [s.boxes for s in heldout_sequences(2, 4)]
+    static = pooled_score([static_boxes(g) for g in gts], gts)
+    assert rec["static_auc"] == pytest.approx(static.auc, abs=1e-12)
+    assert len(rec["success_curve"]) == 21 and len(rec["precision_curve"]) == len(rec["static_precision_curve"])
+    files = write_heldout_evaluation(rec, tmp_path, "x")
+    assert json.loads((tmp_path / "x_eval.json").read_text())["auc"] == rec["auc"]
+    assert (tmp_path / "x_eval.png").stat().st_size > 1000 and set(files) == {"json", "png"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x_eval.json", "x_eval.png"]  # no temporaries left

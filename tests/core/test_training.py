@@ -156,3 +156,27 @@ def test_train_script_rejects_bad_input(tmp_path):
                            timeout=120)
         assert r.returncode == 2, r.stderr
         assert match in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bundle_script_ships_float16_weights_and_measures_them(tmp_path):
+    run = tmp_path / "run"
+    cfg = tr.TrainConfig(steps=2, batch_size=2, pool_sequences=2, sequence_frames=4, frame_size=(120, 160),
+                         log_every=1, warmup_steps=1, calibration_batch=2, bn_recompute_batches=1)
+    tr.train_tracker(cfg, run)
+    script = REPO / "scripts" / "bundle_tracker.py"
+    dest = tmp_path / "dest"
+    r = subprocess.run([sys.executable, str(script), str(run), "--dest", str(dest), "--eval-sequences", "1",
+                        "--eval-frames", "3"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    stem = "spiketrack-tiny128-t1"
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        f"{stem}{s}" for s in (".pth", "_loss.csv", "_loss.png", "_train.json", "_eval.json", "_eval.png"))
+    ck = torch.load(dest / f"{stem}.pth", weights_only=True)
+    assert ck["meta"]["steps"] == 2
+    assert all(v.dtype == (torch.float16 if v.is_floating_point() else torch.int64) for v in ck["net"].values())
+    rec = json.loads((dest / f"{stem}_eval.json").read_text())
+    assert "as stored, float16" in rec["weights"] and rec["frames_scored"] == 2
+    # a folder that is not a finished training run
+    bad = subprocess.run([sys.executable, str(script), str(tmp_path / "nothing"), "--dest", str(tmp_path / "d2")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "_train.json" in bad.stderr and not (tmp_path / "d2").exists()
