@@ -622,7 +622,7 @@ TRACK_BACKENDS = TRACK_TARGETS
 
 
 def track(
-    model: str = "spiketrack-s256-t1",
+    model: str = "spiketrack-tiny128-t1",
     *,
     clip,
     init_box: Optional[Sequence[float]] = None,
@@ -641,14 +641,18 @@ def track(
     """Track the object in ``init_box`` ([x, y, w, h] in the first frame) through ``clip`` (see
     :func:`spikedeploy.trackrun.load_frames`) with SpikeTrack ``model``, once per target in
     ``targets`` (see :data:`spikedeploy.trackrun.TRACK_TARGETS`; ``backend=`` is the single-target
-    spelling of earlier versions). Without a checkpoint the weights are deterministic random ones
-    (seed ``seed``): they fire, but do not track. ``ground_truth``: boxes ``[N, 4]`` or a file
+    spelling of earlier versions). ``checkpoint``: an official-layout checkpoint file,
+    ``"bundled"`` (the trained weights shipped for ``spiketrack-tiny128-t1``/``-t3``),
+    ``"random"`` (deterministic random weights, seed ``seed``: they fire, but do not track), or
+    None: bundled for the tiny128 variants, random for the others. ``ground_truth``: boxes ``[N, 4]`` or a file
     (:func:`~spikedeploy.trackrun.load_boxes`) for success/precision scores; without ``init_box``
     its first box is used. ``frame_limits``: at most that many frames for a target (e.g.
     ``{"lava": 5}``). Writes boxes, reports, plots and an annotated GIF into the directory
     ``output`` (atomically) when given. ``clip`` may also be an ``N x H x W x 3`` uint8 array;
     ``clip_label`` names it in the report. Returns a :class:`spikedeploy.trackrun.TrackReport`."""
     from spikedeploy.models.spiketrack import (
+        BUNDLED_FAMILY,
+        default_tracker_checkpoint,
         init_spiketrack_for_spiking,
         load_spiketrack_checkpoint,
         spiketrack,
@@ -687,12 +691,22 @@ def track(
         net = spiketrack(model)
     except ValueError as e:
         raise ConfigError(f"--model {model!r} is not a SpikeTrack variant: {e}") from None
-    if checkpoint is not None:
-        load_spiketrack_checkpoint(net, checkpoint)
-        weights = f"checkpoint {checkpoint}"
-    else:
+    has_bundled = f"{net.config.family.lower()}{net.config.resolution}" == BUNDLED_FAMILY
+    if checkpoint is None:
+        checkpoint = "bundled" if has_bundled else "random"
+    if checkpoint == "bundled":
+        if not has_bundled:
+            raise ConfigError(f"track: trained weights ship only for spiketrack-{BUNDLED_FAMILY}-t1/-t3, not {model!r}; "
+                              "give --checkpoint FILE or --checkpoint random")
+        path = default_tracker_checkpoint(net.config.templates)
+        load_spiketrack_checkpoint(net, str(path))
+        weights = f"bundled trained weights ({path.name})"
+    elif checkpoint == "random":
         init_spiketrack_for_spiking(net, seed=seed)
         weights = f"random (seed {seed})"
+    else:
+        load_spiketrack_checkpoint(net, checkpoint)
+        weights = f"checkpoint {checkpoint}"
     report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=clip, ground_truth=gt,
                         preset=preset, frame_limits=frame_limits, progress=progress)
     if output is not None:

@@ -163,11 +163,13 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "targets the report gives their per-frame agreement with the first one (IoU of "
                                    "the boxes, identical boxes, identical per-layer spike counts where both expose "
                                    "them). A progress bar per target shows the frames.")
-    t.add_argument("--model", default="spiketrack-s256-t1",
-                   help="SpikeTrack variant: spiketrack-{s256,b256,b384}-t{1,3} (default: %(default)s)")
+    t.add_argument("--model", default="spiketrack-tiny128-t1",
+                   help="SpikeTrack variant: spiketrack-{tiny128,s256,b256,b384}-t{1,3} (default: %(default)s, the "
+                        "small tracker trained by this project)")
     t.add_argument("--checkpoint", default=None,
-                   help="official-layout checkpoint (its ['net']); without it the weights are random (they fire "
-                        "but do not track)")
+                   help="the weights: an official-layout checkpoint file (its ['net']), 'bundled' (the trained "
+                        "weights shipped for spiketrack-tiny128-t1/-t3) or 'random' (seeded random weights: they "
+                        "fire but do not track). Default: bundled for the tiny128 variants, random otherwise")
     t.add_argument("--clip", required=True,
                    help="the frames: a folder of PNG/JPEG/BMP images (sorted by name), a GIF/TIFF video, or an "
                         "N x H x W x 3 uint8 .npy file")

