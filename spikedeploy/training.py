@@ -81,7 +81,7 @@ class TrainConfig:
     """
 
     variant: str = "spiketrack-tiny128-t1"
-    steps: int = 3600
+    steps: int = 3200
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
