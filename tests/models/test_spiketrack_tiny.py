@@ -89,8 +89,8 @@ def test_demo_clip_is_deterministic_held_out_data():
 @pytest.mark.parametrize("templates", [1, 3])
 def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
     """The shipped weights track held-out sequences (photographs never seen in training) far
-    better than a box that stays where it started (first 40 frames of held-out seeds 0..5, the
-    first half of the sequences reported in spiketrack-tiny128-t1_eval.json)."""
+    better than a box that stays where it started (30 frames of held-out seeds 12..15, sequences
+    that the shipped evaluation records do not use)."""
     try:
         tracker = st.bundled_tracker(templates)
     except CheckpointError:
@@ -99,7 +99,8 @@ def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
         pytest.skip("no bundled T = 3 weights")
     from spikedeploy.tracking_eval import heldout_sequences, pooled_score, static_boxes, track_boxes
 
-    seqs = heldout_sequences(6, 40)
+    torch.set_num_threads(1)
+    seqs = heldout_sequences(4, 30, first_seed=12)
     preds = [track_boxes(tracker, s.frames, s.boxes[0]) for s in seqs]
     gts = [s.boxes for s in seqs]
     trk = pooled_score(preds, gts)
@@ -112,9 +113,10 @@ def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
 @pytest.mark.parametrize("templates", [1, 3])
 def test_bundled_evaluation_record_reproduces(templates):
     """The numbers shipped in spikedeploy/data/spiketrack-tiny128-t<T>_eval.json are what the
-    bundled weights measure: the first 4 of its held-out sequences are tracked again and their
-    per-sequence scores compared with the record (thread count may move a box by a rounding tie,
-    hence 0.02), and the pooled record beats the static box."""
+    bundled weights measure: its held-out sequences (T = 1: all 12; T = 3: the first 4) are
+    tracked again and their per-sequence scores compared with the record (the thread count may
+    move a box by a rounding tie, hence 0.02), T = 1 reaches the goal (AUC >= 0.55, P@20 >= 0.6),
+    and the pooled record beats the static box."""
     import json
     from importlib import resources
 
@@ -130,8 +132,13 @@ def test_bundled_evaluation_record_reproduces(templates):
     record = json.loads((resources.files("spikedeploy.data") / name).read_text())
     assert record["variant"] == model.config.variant and "as stored" in record["weights"]
     torch.set_num_threads(1)
-    rep = evaluate_model(model, heldout_sequences(4, record["frames_per_sequence"]))
-    for got, want in zip(rep["per_sequence"], record["per_sequence"][:4]):
+    count = record["sequences"] if templates == 1 else 4  # T = 3 is three times slower per frame
+    rep = evaluate_model(model, heldout_sequences(count, record["frames_per_sequence"]))
+    if templates == 1:
+        # the issue's goal, measured here on all 12 held-out sequences (708 scored frames)
+        assert rep["tracker"].auc >= 0.55 and rep["tracker"].precision20 >= 0.6, rep["tracker"]
+        assert rep["tracker"].auc == pytest.approx(record["auc"], abs=0.01)
+    for got, want in zip(rep["per_sequence"], record["per_sequence"][:count]):
         assert got["seed"] == want["seed"]
         assert got["static_auc"] == pytest.approx(want["static_auc"], abs=1e-12)
         assert got["auc"] == pytest.approx(want["auc"], abs=0.02), (got, want)
