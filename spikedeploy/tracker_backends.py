@@ -269,11 +269,23 @@ def _memory_dict(values: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
     return dict(zip(MEMORY_KEYS, values))
 
 
-class _Timed:
-    """Per-call wall times of a backend (``timings["template"]`` / ``["search"]`` / ``["rebuild"]``)."""
+class _CapturedNetwork(TrackerNetwork):
+    """What the graph-based backends share: the captured branches (``graphs``, captured from
+    ``model`` unless given), crop size and template count, the memory the search graph is bound to
+    (``_bound``), and per-call wall times (``timings["template"]`` / ``["search"]`` /
+    ``["rebuild"]``)."""
 
-    def _init_timings(self):
+    def _init_capture(self, model, graphs: Optional[SpikeTrackGraphs], who: str) -> SpikeTrackGraphs:
+        if graphs is None:
+            if model is None:
+                raise ConfigError(f"{who}: pass a SpikeTrack model (or graphs=)")
+            graphs = capture_spiketrack(model)
+        self.graphs = graphs
+        self.size = graphs.size
+        self.templates = graphs.templates
+        self._bound = None  # the memory object the search graph / session / bundle was built for
         self.timings: Dict[str, List[float]] = {"template": [], "search": [], "rebuild": []}
+        return graphs
 
     def _record(self, what: str, t0: float) -> None:
         self.timings[what].append(time.perf_counter() - t0)
@@ -284,7 +296,7 @@ class _Timed:
 # ---------------------------------------------------------------------------------------------
 
 
-class ReferenceNetwork(TrackerNetwork, _Timed):
+class ReferenceNetwork(_CapturedNetwork):
     """:class:`~spikedeploy.tracker.TrackerNetwork` run by the reference interpreter
     (:func:`spikedeploy.reference.run`).
 
@@ -309,15 +321,9 @@ class ReferenceNetwork(TrackerNetwork, _Timed):
             raise ConfigError(f"ReferenceNetwork: unknown mode {mode!r}; expected one of {MODES}")
         if dtype not in (torch.float32, torch.float64):
             raise ConfigError(f"ReferenceNetwork: dtype must be torch.float32 or torch.float64, got {dtype!r}")
-        if graphs is None:
-            if model is None:
-                raise ConfigError("ReferenceNetwork: pass a SpikeTrack model (or graphs=)")
-            graphs = capture_spiketrack(model)
-        self.graphs = graphs
+        graphs = self._init_capture(model, graphs, "ReferenceNetwork")
         self.mode = mode
         self.dtype = dtype
-        self.size = graphs.size
-        self.templates = graphs.templates
         if mode == "integer":
             self.template_graph, self._search_base = graphs.template, graphs.search
         else:
@@ -325,9 +331,7 @@ class ReferenceNetwork(TrackerNetwork, _Timed):
             self.template_graph, self._search_base = lower.apply(graphs.template), lower.apply(graphs.search)
         memory_read_map(self._search_base)  # fail now if the search graph is not SpikeTrack's
         self.search_graph: Optional[Graph] = None  #: the search graph with the current memory
-        self._bound = None  # the memory object search_graph was built for
         self.last_run = None
-        self._init_timings()
 
     def with_mode(self, mode: str, dtype: Optional[torch.dtype] = None) -> "ReferenceNetwork":
         """The same captured graphs run in another ``mode`` (no re-capture)."""
@@ -369,7 +373,7 @@ class ReferenceNetwork(TrackerNetwork, _Timed):
 # ---------------------------------------------------------------------------------------------
 
 
-class OnnxNetwork(TrackerNetwork, _Timed):
+class OnnxNetwork(_CapturedNetwork):
     """:class:`~spikedeploy.tracker.TrackerNetwork` run by onnxruntime (the ONNX target:
     ``spikedeploy.exporters.onnx`` / ``spikedeploy.runtimes.onnx``).
 
@@ -391,21 +395,13 @@ class OnnxNetwork(TrackerNetwork, _Timed):
 
         if precision not in PRECISIONS:
             raise ConfigError(f"OnnxNetwork: unknown precision {precision!r}; expected one of {PRECISIONS}")
-        if graphs is None:
-            if model is None:
-                raise ConfigError("OnnxNetwork: pass a SpikeTrack model (or graphs=)")
-            graphs = capture_spiketrack(model)
-        self.graphs = graphs
+        graphs = self._init_capture(model, graphs, "OnnxNetwork")
         self.precision = precision
-        self.size = graphs.size
-        self.templates = graphs.templates
         memory_read_map(graphs.search)
         self.template_artifact = self._export(graphs.template)
         self._template_session = self._session(self.template_artifact)
         self.search_artifact = None
         self._search_session = None
-        self._bound = None
-        self._init_timings()
 
     def _export(self, graph: Graph):
         from spikedeploy.exporters.onnx import OnnxArtifact, build_model, read_metadata
@@ -456,7 +452,7 @@ class OnnxNetwork(TrackerNetwork, _Timed):
 # ---------------------------------------------------------------------------------------------
 
 
-class LavaNetwork(TrackerNetwork, _Timed):
+class LavaNetwork(_CapturedNetwork):
     """:class:`~spikedeploy.tracker.TrackerNetwork` run in Lava's CPU simulator (the Lava target:
     ``spikedeploy.exporters.lava`` compiles, ``spikedeploy.runtimes.lava`` runs, ``floating_pt``).
 
@@ -500,14 +496,8 @@ class LavaNetwork(TrackerNetwork, _Timed):
 
         if encoding not in lava_export.ENCODINGS:
             raise ConfigError(f"LavaNetwork: unknown encoding {encoding!r}; expected one of {lava_export.ENCODINGS}")
-        if graphs is None:
-            if model is None:
-                raise ConfigError("LavaNetwork: pass a SpikeTrack model (or graphs=)")
-            graphs = capture_spiketrack(model)
-        self.graphs = graphs
+        graphs = self._init_capture(model, graphs, "LavaNetwork")
         self.encoding = encoding
-        self.size = graphs.size
-        self.templates = graphs.templates
         self.unroll_limit = unroll_limit
         self.fuse = bool(fuse)
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
@@ -517,13 +507,11 @@ class LavaNetwork(TrackerNetwork, _Timed):
         self.template_bundle = self._compile(self.template_graph, "template")
         self.search_graph: Optional[Graph] = None  #: the lowered search graph with the current memory
         self.search_bundle = None
-        self._bound = None
         self._rebuilds = 0
         self.last_run = None
         self.last_template_run = None
         self.last_spikes: Dict[str, torch.Tensor] = {}
         self.last_template_spikes: Dict[str, torch.Tensor] = {}
-        self._init_timings()
 
     def _compile(self, graph: Graph, label: str):
         from spikedeploy.exporters import lava as lava_export

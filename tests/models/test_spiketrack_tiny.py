@@ -89,7 +89,7 @@ def test_demo_clip_is_deterministic_held_out_data():
 @pytest.mark.parametrize("templates", [1, 3])
 def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
     """The shipped weights track held-out sequences (photographs never seen in training) far
-    better than a box that stays where it started (30 frames of held-out seeds 12..15, sequences
+    better than a box that stays where it started (60 frames of held-out seeds 12..15, sequences
     that the shipped evaluation records do not use)."""
     try:
         tracker = st.bundled_tracker(templates)
@@ -100,13 +100,14 @@ def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
     from spikedeploy.tracking_eval import heldout_sequences, pooled_score, static_boxes, track_boxes
 
     torch.set_num_threads(1)
-    seqs = heldout_sequences(4, 30, first_seed=12)
+    seqs = heldout_sequences(4, 60, first_seed=12)
     preds = [track_boxes(tracker, s.frames, s.boxes[0]) for s in seqs]
     gts = [s.boxes for s in seqs]
     trk = pooled_score(preds, gts)
     static = pooled_score([static_boxes(g) for g in gts], gts)
-    # measured: AUC 0.409, P@20 0.684; static box 0.166, 0.235
-    assert trk.auc > static.auc + 0.15 and trk.precision20 > static.precision20 + 0.25, (trk, static)
+    # measured: T = 1 AUC 0.604, P@20 0.898; T = 3 0.668, 0.975; static box 0.337, 0.487
+    assert trk.auc > static.auc + 0.2 and trk.precision20 > static.precision20 + 0.3, (trk, static)
+    assert trk.auc > 0.5 and trk.precision20 > 0.8, trk
 
 
 @pytest.mark.slow
