@@ -1,9 +1,9 @@
 """Train the small SpikeTrack tracker (SpikeTrack-TINY128) on synthetic sequences made from
 scikit-image's photographs, then evaluate it on held-out sequences.
 
-    python examples/train_tracker.py -o out/train-t1 --steps 1600 --time-limit 2400
+    python examples/train_tracker.py -o out/train-t1                       # the bundled recipe, about 46 min
     python examples/train_tracker.py -o out/train-t3 --model spiketrack-tiny128-t3 \\
-        --init-weights out/train-t1/spiketrack-tiny128-t1.pth --steps 300 --lr 3e-4
+        --init-weights out/train-t1/spiketrack-tiny128-t1.pth --steps 400 --lr 5e-4
 
 Writes the weights ({"net": state_dict}, official layout), the loss curves (CSV, PNG), the training
 config (JSON) and the held-out evaluation (JSON, PNG) into the output folder.
