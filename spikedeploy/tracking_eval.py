@@ -131,18 +131,17 @@ def write_heldout_evaluation(record: Dict[str, object], out_dir, stem: str) -> D
     """Write ``<stem>_eval.json`` and the success/precision plot ``<stem>_eval.png`` (tracker
     against the static box) for a :func:`heldout_evaluation` record into ``out_dir``, each file
     atomically. Returns the paths written."""
-    from spikedeploy.fsutil import atomic_write_text
+    from matplotlib.figure import Figure
+
+    from spikedeploy.fsutil import atomic_write_bytes, atomic_write_text
+    from spikedeploy.htmlreport import figure_png
     from spikedeploy.metrics import PRECISION_DISTANCES, SUCCESS_THRESHOLDS
 
     out = Path(out_dir)
-    files = {"json": str(out / f"{stem}_eval.json")}
+    files = {"json": str(out / f"{stem}_eval.json"), "png": str(out / f"{stem}_eval.png")}
     atomic_write_text(files["json"], json.dumps(record, indent=2) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    a, b = fig.subplots(1, 2)
     for label, key, score in (("tracker", "", record["auc"]), ("static box", "static_", record["static_auc"])):
         p20 = record[f"{key}precision20"]
         a.plot(SUCCESS_THRESHOLDS, record[f"{key}success_curve"], label=f"{label} [AUC {score:.3f}]")
@@ -153,10 +152,5 @@ def write_heldout_evaluation(record: Dict[str, object], out_dir, stem: str) -> D
     a.legend()
     b.legend()
     fig.tight_layout()
-    png = out / f"{stem}_eval.png"
-    tmp = png.with_name(png.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(png)
-    files["png"] = str(png)
+    atomic_write_bytes(files["png"], figure_png(fig, dpi=100))
     return files

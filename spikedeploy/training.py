@@ -30,6 +30,7 @@ Entry point: :func:`train_tracker` (``examples/train_tracker.py`` is its command
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import numbers
@@ -43,6 +44,7 @@ import torch
 from torch import nn
 
 from spikedeploy.errors import ConfigError
+from spikedeploy.fsutil import atomic_write_text
 
 __all__ = [
     "TrainConfig",
@@ -474,16 +476,15 @@ def _lr_at(step: int, cfg: TrainConfig, elapsed: float = 0.0) -> float:
     return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
 
-def _plot(history: List[Dict[str, float]], path: Path, title: str) -> Optional[Path]:
-    try:
-        import matplotlib
+def _plot(history: List[Dict[str, float]], path: Path, title: str) -> Path:
+    from matplotlib.figure import Figure
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:  # pragma: no cover - matplotlib is pinned in the dev environment
-        return None
+    from spikedeploy.fsutil import atomic_write_bytes
+    from spikedeploy.htmlreport import figure_png
+
     steps = [r["step"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     for key in ("loss", "focal", "l1", "giou"):
         axes[0].plot(steps, [r[key] for r in history], label=key)
     axes[0].set_yscale("log")
@@ -496,8 +497,7 @@ def _plot(history: List[Dict[str, float]], path: Path, title: str) -> Optional[P
     axes[1].legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    atomic_write_bytes(path, figure_png(fig, dpi=100))
     return path
 
 
@@ -589,17 +589,16 @@ def train_tracker(config: Optional[TrainConfig] = None, output_dir=None, *, prog
         finalize_batchnorm()
         meta = {"variant": stem, "steps": step, "seconds": round(time.perf_counter() - t0, 1), "final": final}
         files["weights"] = str(save_tracker_weights(model, out / f"{stem}.pth", meta=meta))
-        with open(out / f"{stem}_loss.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(history[0].keys()) if history else ["step"])
-            w.writeheader()
-            w.writerows(history)
+        table = io.StringIO(newline="")
+        w = csv.DictWriter(table, fieldnames=list(history[0].keys()) if history else ["step"])
+        w.writeheader()
+        w.writerows(history)
+        atomic_write_text(out / f"{stem}_loss.csv", table.getvalue())
         files["csv"] = str(out / f"{stem}_loss.csv")
         if history:
-            png = _plot(history, out / f"{stem}_loss.png", f"{model.config.name}: {step} steps, batch {cfg.batch_size}")
-            if png is not None:
-                files["png"] = str(png)
-        cfg_json = asdict(cfg)
-        (out / f"{stem}_train.json").write_text(json.dumps({"config": cfg_json, **meta}, indent=2) + "\n")
+            files["png"] = str(_plot(history, out / f"{stem}_loss.png",
+                                     f"{model.config.name}: {step} steps, batch {cfg.batch_size}"))
+        atomic_write_text(out / f"{stem}_train.json", json.dumps({"config": asdict(cfg), **meta}, indent=2) + "\n")
         files["json"] = str(out / f"{stem}_train.json")
 
     try:

@@ -68,13 +68,14 @@ def test_tiny_branches_run_with_memory_shapes():
 
 
 def test_bundled_weights_load_strictly_in_the_official_layout():
-    path = st.default_tracker_checkpoint(1)
-    assert path.is_file() and path.stat().st_size < 10 * 2 ** 20
-    ck = torch.load(path, weights_only=True)
-    assert st.identify_variant(ck["net"]) == "spiketrack-tiny128-t1"
-    model = st.spiketrack_from_checkpoint(path)
-    assert model.config.variant == "spiketrack-tiny128-t1"
-    assert next(st.bundled_model(1).parameters()).dtype == torch.float32
+    paths = [st.default_tracker_checkpoint(t) for t in (1, 3)]
+    assert sum(p.stat().st_size for p in paths) <= 10 * 10 ** 6  # both bundled models: 10 MB at most
+    for templates, path in zip((1, 3), paths):
+        ck = torch.load(path, weights_only=True)
+        assert st.identify_variant(ck["net"]) == f"spiketrack-tiny128-t{templates}"
+        model = st.spiketrack_from_checkpoint(path)
+        assert model.config.variant == f"spiketrack-tiny128-t{templates}"
+        assert next(st.bundled_model(templates).parameters()).dtype == torch.float32
     with pytest.raises(ConfigError):
         st.default_tracker_checkpoint(2)
 
@@ -91,12 +92,7 @@ def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
     """The shipped weights track held-out sequences (photographs never seen in training) far
     better than a box that stays where it started (60 frames of held-out seeds 12..15, sequences
     that the shipped evaluation records do not use)."""
-    try:
-        tracker = st.bundled_tracker(templates)
-    except CheckpointError:
-        if templates == 1:
-            raise
-        pytest.skip("no bundled T = 3 weights")
+    tracker = st.bundled_tracker(templates)
     from spikedeploy.tracking_eval import heldout_sequences, pooled_score, static_boxes, track_boxes
 
     torch.set_num_threads(1)
@@ -123,12 +119,7 @@ def test_bundled_evaluation_record_reproduces(templates):
 
     from spikedeploy.tracking_eval import evaluate_model, heldout_sequences
 
-    try:
-        model = st.bundled_model(templates)
-    except CheckpointError:
-        if templates == 1:
-            raise
-        pytest.skip("no bundled T = 3 weights")
+    model = st.bundled_model(templates)
     name = f"spiketrack-tiny128-t{templates}_eval.json"
     record = json.loads((resources.files("spikedeploy.data") / name).read_text())
     assert record["variant"] == model.config.variant and "as stored" in record["weights"]
