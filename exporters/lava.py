@@ -84,6 +84,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,8 +93,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.sparse as sp
 
-from spikedeploy.errors import SpikedeployError
-from spikedeploy.fsutil import atomic_directory
+from spikedeploy.errors import OutputPathError, SpikedeployError
+from spikedeploy.fsutil import atomic_directory, check_output_dir
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.serialize import graph_from_json, graph_to_json, op_from_json, op_to_json
 from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate, value_steps
@@ -1402,9 +1403,12 @@ def export(graph: Graph, path, *, encoding: str, overwrite: bool = False, unroll
     """Compile ``graph`` for Lava and write the bundle directory ``path`` (``graph.json`` +
     ``arrays.npz``) atomically. Raises ``UnsupportedOpError`` for an op Lava cannot express.
     ``unroll_limit``: see :func:`compile_graph`."""
-    desc, arrays = compile_graph(graph, encoding, unroll_limit=unroll_limit)
     path = Path(path)
-    with atomic_directory(path, overwrite=overwrite) as tmp:
+    if os.path.lexists(path) and not overwrite:
+        raise OutputPathError(f"output {path} already exists; choose another path or pass --overwrite")
+    check_output_dir(path, overwrite=overwrite)
+    desc, arrays = compile_graph(graph, encoding, unroll_limit=unroll_limit)
+    with atomic_directory(path, overwrite=overwrite, command="export", exclusive=True) as tmp:
         (tmp / GRAPH_FILE).write_text(json.dumps(desc, indent=1), encoding="utf-8")
         np.savez(tmp / ARRAYS_FILE, **arrays)
     return path

@@ -109,7 +109,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from spikedeploy.errors import ConfigError, SpikedeployError
-from spikedeploy.fsutil import atomic_write_bytes, require_file
+from spikedeploy.fsutil import atomic_write_bytes, check_output_file, require_file
 from spikedeploy.ir.serialize import meta_from_json
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate
@@ -569,21 +569,21 @@ def build_nir_graph(graph: Graph, *, encoding: Optional[str] = None, extensions:
         raise SpikedeployError(f"NIR rejected the exported graph: {e}") from None
 
 
-def export(graph: Graph, path, *, encoding: str, extensions: bool = True) -> Path:
+def export(graph: Graph, path, *, encoding: str, extensions: bool = True, overwrite: bool = False) -> Path:
     """Write ``graph`` as a NIR file at ``path`` (atomically: temporary file, fsync, rename).
 
     ``encoding``: "integer" (un-lowered graph), "binary" or "graded" (lowered by ExpandSpikes);
     it must match the graph. ``extensions=False`` raises UnsupportedOpError for every op that has
-    no standard NIR expression instead of writing it as an extension node.
+    no standard NIR expression instead of writing it as an extension node. ``overwrite``: replace
+    an existing file (else an existing path is an error, checked atomically).
     """
     nir = _nir()
     path = Path(path)
-    if path.is_dir():
-        raise SpikedeployError(f"cannot write NIR file {path}: it is an existing directory")
+    check_output_file(path, "NIR file", overwrite=overwrite)
     g = build_nir_graph(graph, encoding=encoding, extensions=extensions)
     buf = io.BytesIO()
     nir.write(buf, g)
-    return atomic_write_bytes(path, buf.getvalue())
+    return atomic_write_bytes(path, buf.getvalue(), replace=overwrite)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -803,21 +803,22 @@ def build_model(graph: Graph, *, timesteps: Optional[int] = None, precision: str
 
 
 def export(graph: Graph, path: PathLike, *, encoding: str = "integer", timesteps: Optional[int] = None,
-           precision: str = "float64") -> Path:
+           precision: str = "float64", overwrite: bool = False) -> Path:
     """Write ``graph`` (an integer, folded graph) to ``path`` as an ONNX model, atomically.
 
     ``timesteps``: T the neurons are unrolled over (default: the graph's ``capture_T``).
     ``precision``: ``"float64"`` (default; exact q) or ``"float32"`` (native Conv/AveragePool).
+    ``overwrite``: replace an existing file (else an existing path is an error, checked atomically).
     """
     path = Path(path)
-    check_output_file(path, "ONNX model")
+    check_output_file(path, "ONNX model", overwrite=overwrite)
     model = build_model(graph, timesteps=timesteps, precision=precision, encoding=encoding)
     try:
         data = model.SerializeToString()
     except ValueError as e:  # > 2 GiB protobuf limit
         raise SpikedeployError(f"cannot serialize the ONNX model for {path}: {e}") from None
     try:
-        return atomic_write_bytes(path, data)
+        return atomic_write_bytes(path, data, replace=overwrite)
     except OSError as e:
         raise SpikedeployError(f"cannot write ONNX model to {path}: {e.strerror or e}") from None
 

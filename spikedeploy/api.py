@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -22,7 +23,7 @@ from torch import nn
 from spikedeploy.capture import capture
 from spikedeploy.equivalence import EquivalenceReport, compare_runs
 from spikedeploy.errors import ConfigError, InputError, OutputPathError, SpikedeployError
-from spikedeploy.fsutil import atomic_directory, check_output_dir
+from spikedeploy.fsutil import atomic_directory, check_output_dir, check_output_file
 from spikedeploy.ir.graph import Graph
 from spikedeploy.passes import default_pipeline
 from spikedeploy.reference import execute, run
@@ -246,9 +247,10 @@ class VerificationReport:
         ]
         return "\n".join(lines)
 
-    def write(self, output, *, overwrite: bool = True) -> Path:
-        """Write ``report.md`` and ``report.json`` into the directory ``output`` atomically."""
-        with atomic_directory(output, overwrite=overwrite) as tmp:
+    def write(self, output, *, overwrite: bool = False, inputs=()) -> Path:
+        """Write ``report.md`` and ``report.json`` into the directory ``output`` atomically (see
+        :func:`spikedeploy.fsutil.atomic_directory` for when an existing folder may be written)."""
+        with atomic_directory(output, overwrite=overwrite, inputs=inputs, command="verify") as tmp:
             (tmp / "report.md").write_text(self.to_markdown(), encoding="utf-8")
             (tmp / "report.json").write_text(self.to_json(), encoding="utf-8")
         return Path(output)
@@ -320,22 +322,29 @@ def verify(
     progress: bool = False,
     targets: Sequence[str] = (),
     target_inputs: int = 4,
+    overwrite: bool = False,
 ) -> VerificationReport:
     """Capture the model, fold/fuse, lower to each spike encoding in ``modes`` and prove each stage
     equivalent to the previous one (see :class:`VerificationReport`). For each name in ``targets``
     (onnx, nir, lava; "reference" is always included) the network is exported, re-loaded and run
     on the first ``target_inputs`` inputs, and compared with the reference run of the same graph.
-    Writes the report to ``output`` (a directory) when given."""
+    Writes the report to ``output`` (a directory) when given: a new or empty folder, an earlier
+    spikedeploy output, or with ``overwrite=True`` any folder (files of the same names replaced,
+    others kept; :mod:`spikedeploy.fsutil`)."""
     from tqdm.auto import tqdm
 
     if dtype not in DTYPES:
         raise ConfigError(f"unknown --dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    modes = list(modes)
+    if not modes:
+        raise ConfigError(f"no spike mode to verify: give at least one of {', '.join(SPIKE_MODES)}")
     for m in modes:
         if m not in SPIKE_MODES:
             raise ConfigError(f"unknown spike mode {m!r}; expected one of {SPIKE_MODES}")
     dt = DTYPES[dtype]
+    inputs = (checkpoint, input_file)
     if output is not None:
-        check_output_dir(output)
+        check_output_dir(output, overwrite=overwrite, inputs=inputs)
     loaded = build_model(
         model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint, checkpoint_key=checkpoint_key,
         seed=seed, input_shape=input_shape, model_kwargs=model_kwargs,
@@ -395,7 +404,7 @@ def verify(
         stages=tuple(stages),
     )
     if output is not None:
-        report.write(output)
+        report.write(output, overwrite=overwrite, inputs=inputs)
     return report
 
 
@@ -420,19 +429,19 @@ DEMO_CASES = (
 
 
 def demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[int] = None, neuron_inputs: int = 32,
-         progress: bool = True, lava: bool = True) -> int:
+         progress: bool = True, lava: bool = True, overwrite: bool = False) -> int:
     """The main job: the bundled trained SpikeTrack tracker exported to every target, verified,
     audited and tracking the bundled clip in Lava and onnxruntime (:func:`spikedeploy.demo.run_demo`).
     Returns the exit code (0 when every check passed)."""
     from spikedeploy.demo import run_demo
 
     res = run_demo(output, lava_frames=lava_frames, num_frames=num_frames, neuron_inputs=neuron_inputs,
-                   progress=progress, lava=lava)
+                   progress=progress, lava=lava, overwrite=overwrite)
     return 0 if res.passed else 1
 
 
 def neuron_demo(output="out/neurons", *, num_inputs: int = 128, progress: bool = True, cases=DEMO_CASES,
-                quiet: bool = False) -> int:
+                quiet: bool = False, overwrite: bool = False) -> int:
     """Verify the lowering of the bundled SDT-v3-style test model for every neuron type and write
     ``report.md``/``report.json`` (plus one folder per neuron type) into ``output``. Prints a
     summary (unless ``quiet``) and the report's path; returns the exit code."""
@@ -440,7 +449,7 @@ def neuron_demo(output="out/neurons", *, num_inputs: int = 128, progress: bool =
 
     from tqdm.auto import tqdm
 
-    check_output_dir(output)
+    check_output_dir(output, overwrite=overwrite)
     rows, reports = [], {}
     t0 = time.perf_counter()
     for kind, T in tqdm(cases, desc="demo", unit="neuron type", disable=not progress):
@@ -470,7 +479,7 @@ def neuron_demo(output="out/neurons", *, num_inputs: int = 128, progress: bool =
         )
     lines += ["", f"Total time {time.perf_counter() - t0:.1f} s. Each neuron type's full report is in its folder.", ""]
     summary = "\n".join(lines)
-    with atomic_directory(output, overwrite=True) as tmp:
+    with atomic_directory(output, overwrite=overwrite, command="demo") as tmp:
         (tmp / "report.md").write_text(summary, encoding="utf-8")
         (tmp / "report.json").write_text(
             json.dumps({"passed": passed, "cases": {k: r.to_dict() for k, r in reports.items()}}, indent=2),
@@ -559,9 +568,12 @@ def export(
     seed: int = 0,
     input_shape: Optional[Sequence[int]] = None,
     model_kwargs: Optional[Dict] = None,
+    overwrite: bool = False,
 ) -> ExportResult:
-    """Export ``model`` to ``target`` (onnx, nir, lava) at ``output``. The path must not exist;
-    the artifact is written atomically, so a failure leaves nothing behind."""
+    """Export ``model`` to ``target`` (onnx, nir, lava) at ``output``. The path must not exist
+    unless ``overwrite`` (an ONNX/NIR file is then replaced atomically; a Lava bundle folder follows
+    :func:`spikedeploy.fsutil.atomic_directory`); the artifact is written atomically, so a failure
+    leaves nothing behind, and of two exports to one new path only one succeeds."""
     import time
 
     from spikedeploy.targets import get_target
@@ -569,14 +581,18 @@ def export(
     spec = get_target(target)
     enc = default_encoding(target, encoding)
     out = Path(output)
-    if out.exists():
-        raise OutputPathError(f"output {out} already exists; remove it or choose another path")
+    if spec.name == "lava":
+        check_output_dir(out, overwrite=overwrite, inputs=(checkpoint,))
+    else:
+        check_output_file(out, "artifact", overwrite=overwrite, inputs=(checkpoint,))
+    if os.path.lexists(out) and not overwrite:
+        raise OutputPathError(f"output {out} already exists; choose another path or pass --overwrite")
     t0 = time.perf_counter()
     loaded = build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
                          checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape,
                          model_kwargs=model_kwargs)
     graph = prepare_graph(loaded, timesteps=timesteps, encoding=enc)
-    path = spec.exporter_module().export(graph, out, encoding=enc)
+    path = spec.exporter_module().export(graph, out, encoding=enc, overwrite=overwrite)
     return ExportResult(Path(path), spec.name, enc, len(graph.nodes), len(graph.neurons()),
                         time.perf_counter() - t0)
 
@@ -637,6 +653,7 @@ def track(
     progress: bool = False,
     backend: Optional[str] = None,
     clip_label: Optional[str] = None,
+    overwrite: bool = False,
 ):
     """Track the object in ``init_box`` ([x, y, w, h] in the first frame) through ``clip`` (see
     :func:`spikedeploy.trackrun.load_frames`) with SpikeTrack ``model``, once per target in
@@ -662,8 +679,10 @@ def track(
     if backend is not None:
         targets = (backend,)
     targets = [canonical_target(t) for t in targets]
+    file_inputs = [v for v in (clip, ground_truth, checkpoint) if isinstance(v, (str, Path))
+                   and v not in ("bundled", "random")]
     if output is not None:
-        check_output_dir(output)
+        check_output_dir(output, overwrite=overwrite, inputs=file_inputs)
     if isinstance(clip, np.ndarray):
         frames = clip
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
@@ -710,5 +729,5 @@ def track(
     report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=clip, ground_truth=gt,
                         preset=preset, frame_limits=frame_limits, progress=progress)
     if output is not None:
-        write_track_outputs(report, frames, output, gif=gif)
+        write_track_outputs(report, frames, output, gif=gif, overwrite=overwrite, inputs=file_inputs)
     return report

@@ -476,6 +476,7 @@ class AuditReport:
         rows.append(["Ratio measured / estimated (spike ops)"] + [_fmt(t["per_frame"].get("ratio"))] * 3)
         page.table(["quantity", "per macro-step", "per frame", f"per sequence ({self.n_inputs} inputs)"], rows,
                    align="lrrr")
+        page.heading("Per-layer plots", 2)
         for fig, caption in audit_figures(self):
             page.figure(fig, caption)
         page.heading("Spike-driven layers (per frame)", 2)
@@ -485,22 +486,22 @@ class AuditReport:
             [[l.name, l.op, l.source, _fmt(l.flops), f"{l.firing_rate:.4f}", _fmt(l.theoretical_ops),
               _fmt(l.measured_synops), _fmt(l.ratio), _fmt(l.graded_events), _fmt(l.energy_pj), l.explanation]
              for l in self.spike_layers],
-            align="lllrrrrrrrl",
+            align="nlnrrrrrrrt",
         )
         page.heading("Host / real-valued layers (MACs, never counted as spike ops)", 2)
         page.table(["layer", "op", "input", "FLOPs / step", "MACs / frame", "energy [pJ]", "note"],
                    [[l.name, l.op, l.source, _fmt(l.flops), _fmt(l.macs), _fmt(l.energy_pj), l.explanation]
-                    for l in self.host_layers] or [["—", "", "", "", "", "", "none"]], align="lllrrrl")
+                    for l in self.host_layers] or [["—", "", "", "", "", "", "none"]], align="nlnrrrt")
         page.heading("Neuron layers", 2)
         page.table(["layer", "neuron", "updates / frame", "firing rate", "energy [pJ]", "note"],
                    [[l.name, l.op, _fmt(l.neuron_updates), f"{l.firing_rate:.4f}", _fmt(l.energy_pj), l.explanation]
-                    for l in self.neuron_layers], align="llrrrl")
+                    for l in self.neuron_layers], align="nlrrrt")
         page.heading("Firing rate per layer and time step", 2)
         page.paragraph("Mean integer output of the neuron feeding each layer (the papers' definition; it can exceed 1), "
                        "in the shape of the SpikeTrack supplementary tables (layer → rate per template step).")
         page.table(["layer", "op", "source neuron"] + [f"T{i + 1}" for i in range(self.T)],
                    [[n, op, s] + [f"{r:.4f}" for r in rates] for n, op, s, rates in self.firing_rate_table()],
-                   align="lll" + "r" * self.T)
+                   align="nln" + "r" * self.T)
         if self.uncounted:
             page.heading("Not counted (no counting rule for these spike consumers)", 2)
             page.bullets(list(self.uncounted))
@@ -508,12 +509,12 @@ class AuditReport:
         page.bullets(list(self.notes))
         return page.render()
 
-    def write(self, output, *, overwrite: bool = True) -> Path:
+    def write(self, output, *, overwrite: bool = False, inputs=()) -> Path:
         """Write ``report.md``, ``report.json`` and ``report.html`` into ``output`` atomically."""
         from spikedeploy.fsutil import atomic_directory
 
         md, js, html = self.to_markdown(), self.to_json(), self.to_html()
-        with atomic_directory(output, overwrite=overwrite) as tmp:
+        with atomic_directory(output, overwrite=overwrite, inputs=inputs, command="audit") as tmp:
             (tmp / "report.md").write_text(md, encoding="utf-8")
             (tmp / "report.json").write_text(js, encoding="utf-8")
             (tmp / "report.html").write_text(html, encoding="utf-8")
@@ -1045,6 +1046,7 @@ def audit(
     model_kwargs: Optional[Dict] = None,
     output=None,
     runtime: str = "reference",
+    overwrite: bool = False,
 ) -> AuditReport:
     """Build ``model`` (as :func:`spikedeploy.api.build_model`), run it on ``num_inputs`` random
     inputs (seed ``seed + 1``, as ``verify``) or the .npy ``input_file``, and audit the spike run of
@@ -1064,8 +1066,9 @@ def audit(
         raise ConfigError(f"unknown spike encoding {encoding!r}; expected one of {ENCODINGS}")
     if input_file is None and (isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1):
         raise AuditError(f"empty input set: --inputs must be a positive integer, got {num_inputs!r}")
+    inputs = (checkpoint, input_file)
     if output is not None:
-        check_output_dir(output)
+        check_output_dir(output, overwrite=overwrite, inputs=inputs)
     loaded = api.build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
                              checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape,
                              model_kwargs=model_kwargs)
@@ -1077,7 +1080,7 @@ def audit(
     report = audit_graph(graph, x, encoding=encoding, profile=prof, model=loaded.name + (f" (neuron={neuron})" if neuron else ""),
                          weights=loaded.weights, spike_counts=counts, runtime=runtime)
     if output is not None:
-        report.write(output)
+        report.write(output, overwrite=overwrite, inputs=inputs)
     return report
 
 
@@ -1131,6 +1134,7 @@ def audit_artifact(
     input_file=None,
     profile="45nm",
     output=None,
+    overwrite: bool = False,
 ) -> AuditReport:
     """Audit an exported artifact (a NIR file or a Lava bundle; both carry their IR graph) on
     ``num_inputs`` random inputs (T and the input shape from the artifact) or the .npy
@@ -1149,8 +1153,9 @@ def audit_artifact(
             "an ONNX artifact holds the integer network, which emits no spikes to count; audit the model "
             "('spikedeploy audit --model ...') or its NIR/Lava export"
         )
+    inputs = (path, input_file)
     if output is not None:
-        check_output_dir(output)
+        check_output_dir(output, overwrite=overwrite, inputs=inputs)
     artifact = spec.exporter_module().load(path)
     graph = artifact.graph
     if input_file is not None:
@@ -1174,5 +1179,5 @@ def audit_artifact(
                          runtime=spec.name if counts is not None else "reference", model=str(path),
                          weights=str(graph.meta_dict().get("weights", "")))
     if output is not None:
-        report.write(output)
+        report.write(output, overwrite=overwrite, inputs=inputs)
     return report

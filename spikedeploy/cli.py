@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,6 +19,23 @@ from typing import List, Optional
 from spikedeploy.errors import SpikedeployError
 
 DEMO_KINDS = ("ilif", "ilif_half_up", "leaky_ilif", "nilif", "integer_if", "binary_lif", "dilif")
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (``spikedeploy <command>: error: ...`` with a
+    pointer to ``--help``) and exit code 2, as every other bad input."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+_OVERWRITE_HELP = ("write into an existing output folder that holds files spikedeploy did not write: files of the "
+                   "same names are replaced, all others are kept (without it such a folder is refused; a new or "
+                   "empty folder, or spikedeploy's own earlier output, is always fine)")
+
+
+def _overwrite_option(p: argparse.ArgumentParser, help: str = _OVERWRITE_HELP) -> None:
+    p.add_argument("--overwrite", action="store_true", help=help)
 
 
 def _shape(text: str):
@@ -65,11 +83,15 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from spikedeploy import __version__
+
+    p = _Parser(
         prog="spikedeploy",
         description="Deploy integer-activation spiking networks exactly: capture a PyTorch model into an IR, "
                     "lower integer activations to binary or graded spikes, and prove the lowering exact.",
     )
+    p.add_argument("--version", action="version", version=f"spikedeploy {__version__}",
+                   help="print the version and exit")
     sub = p.add_subparsers(dest="command", metavar="command")
     sub.required = True
 
@@ -90,7 +112,8 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                    help="arithmetic of the reference runs (default: %(default)s; float64 makes ties vanishingly rare)")
     g.add_argument("-o", "--output", default="out/verify",
-                   help="report directory, replaced atomically (default: %(default)s)")
+                   help="report directory, written atomically (default: %(default)s)")
+    _overwrite_option(g)
     g.add_argument("--targets", default="reference",
                    help="comma-separated targets to check as well: reference (always), onnx, nir, lava; each is "
                         "exported, re-loaded and run, and its spike counts compared with the reference "
@@ -111,7 +134,10 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="binary: q unit spikes in D sub-steps; graded: one event with payload q (default: binary "
                         "for lava and nir; onnx always exports the integer network)")
     e.add_argument("-o", "--output", required=True,
-                   help="artifact path (must not exist): a .onnx/.nir file or a .lava bundle directory")
+                   help="artifact path (must not exist unless --overwrite): a .onnx/.nir file or a .lava bundle "
+                        "directory")
+    _overwrite_option(e, "replace an existing artifact at --output (a file is replaced atomically; a bundle folder "
+                         "keeps files spikedeploy did not write)")
 
     r = sub.add_parser("run", help="run an exported artifact on an input file",
                        description="Load an artifact written by 'spikedeploy export' (no PyTorch model code needed), "
@@ -121,7 +147,9 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--input", required=True, dest="input_file",
                    help=".npy file with inputs of shape [T, B, *input_shape]")
     r.add_argument("-o", "--output", default=None,
-                   help="write outputs and spike counts to this .npz file (atomically)")
+                   help="write outputs and spike counts to this .npz file (atomically; it must not exist unless "
+                        "--overwrite)")
+    _overwrite_option(r, "replace an existing --output file")
     r.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
     a = sub.add_parser("audit", help="measured synaptic ops and energy per layer, next to the papers' estimate",
@@ -153,8 +181,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="the artifact's target (with --artifact): lava runs it in the Lava simulator, nir re-executes "
                         "it with the reference")
     a.add_argument("-o", "--output", default="out/audit",
-                   help="report directory (report.md, report.json, report.html), replaced atomically "
+                   help="report directory (report.md, report.json, report.html), written atomically "
                         "(default: %(default)s)")
+    _overwrite_option(a)
 
     t = sub.add_parser("track", help="track an object through a clip with SpikeTrack on one or several targets",
                        description="Run the SpikeTrack tracker frame by frame (host: crops, window, decoding; network: "
@@ -196,7 +225,9 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seed of the random weights (without --checkpoint)")
     t.add_argument("--no-gif", action="store_true", help="do not write the annotated track.gif")
     t.add_argument("-o", "--output", default="out/track",
-                   help="output directory, replaced atomically (default: %(default)s)")
+                   help="output directory, written atomically; it must not hold the clip or the ground truth "
+                        "(default: %(default)s)")
+    _overwrite_option(t)
     t.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
     tr = sub.add_parser("train", help="train the small SpikeTrack tracker on generated sequences, then evaluate it",
@@ -227,8 +258,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "and compare boxes and spike counts frame by frame; verify every neuron type on "
                                    "the test model. Writes index.html linking every report; exit code 1 if a check "
                                    "fails.")
-    d.add_argument("-o", "--output", default="out/demo", help="output directory, replaced atomically "
+    d.add_argument("-o", "--output", default="out/demo", help="output directory, written atomically "
                                                                "(default: %(default)s)")
+    _overwrite_option(d)
     d.add_argument("--lava-frames", type=int, default=30, metavar="N",
                    help="frames tracked in Lava's simulator, counting the first (default: %(default)s)")
     d.add_argument("--frames", type=int, default=None, dest="num_frames", metavar="N",
@@ -256,7 +288,7 @@ def _cmd_verify(args) -> int:
     report = api.verify(
         **_model_kwargs(args), num_inputs=args.num_inputs, input_file=args.input_file, modes=modes,
         dtype=args.dtype, output=args.output, progress=not args.no_progress, targets=targets,
-        target_inputs=args.target_inputs,
+        target_inputs=args.target_inputs, overwrite=args.overwrite,
     )
     for s in report.stages:
         print(f"{s.name:<10} {'SUCCESS' if s.passed else 'FAIL'}  {s.description}")
@@ -267,7 +299,8 @@ def _cmd_verify(args) -> int:
 def _cmd_export(args) -> int:
     from spikedeploy import api
 
-    res = api.export(**_model_kwargs(args), target=args.target, output=args.output, encoding=args.spike_encoding)
+    res = api.export(**_model_kwargs(args), target=args.target, output=args.output, encoding=args.spike_encoding,
+                     overwrite=args.overwrite)
     print(f"exported {res.neuron_layers} neuron layers ({res.nodes} IR nodes, {res.encoding}) to {res.target}: "
           f"{res.path} in {res.seconds:.1f} s")
     return 0
@@ -279,8 +312,10 @@ def _cmd_run(args) -> int:
     import numpy as np
 
     from spikedeploy import api
-    from spikedeploy.fsutil import atomic_write_bytes
+    from spikedeploy.fsutil import atomic_write_bytes, check_output_file
 
+    if args.output:
+        check_output_file(args.output, "outputs", overwrite=args.overwrite, inputs=(args.artifact, args.input_file))
     x = api.load_input_file(args.input_file)
     result = api.run_artifact(args.target, args.artifact, x, progress=not args.no_progress)
     print(f"{result.target} ({result.encoding}): {x.shape[1]} input(s), T = {x.shape[0]}")
@@ -301,7 +336,7 @@ def _cmd_run(args) -> int:
         arrays = {f"output/{k}": v.detach().cpu().numpy() for k, v in result.outputs.items()}
         arrays.update({f"spikes/{k}": v.detach().cpu().numpy() for k, v in result.spike_counts.items()})
         np.savez(buf, **arrays)
-        atomic_write_bytes(args.output, buf.getvalue())
+        atomic_write_bytes(args.output, buf.getvalue(), replace=args.overwrite)
         print(f"wrote {args.output}")
     return 0
 
@@ -314,10 +349,12 @@ def _cmd_audit(args) -> int:
         if args.target is None:
             raise ConfigError("--artifact needs --target lava|nir")
         report = audit_artifact(args.target, args.artifact, num_inputs=args.num_inputs, seed=args.seed,
-                                input_file=args.input_file, profile=args.energy, output=args.output)
+                                input_file=args.input_file, profile=args.energy, output=args.output,
+                                overwrite=args.overwrite)
     else:
         report = audit(**_model_kwargs(args), num_inputs=args.num_inputs, input_file=args.input_file,
-                       encoding=args.encoding, profile=args.energy, output=args.output, runtime=args.runtime)
+                       encoding=args.encoding, profile=args.energy, output=args.output, runtime=args.runtime,
+                       overwrite=args.overwrite)
     t = report.totals["per_frame"]
     print(f"{report.model}: {report.runtime} run, {report.encoding} spikes, energy profile {report.profile.name}")
     print(f"per frame: measured SynOps {t['measured_synops']:,.0f}, papers' estimate {t['theoretical_ops']:,.0f} "
@@ -345,7 +382,7 @@ def _cmd_track(args) -> int:
     report = api.track(args.model, clip=args.clip, init_box=args.init_box, targets=targets,
                        checkpoint=args.checkpoint, ground_truth=args.ground_truth, preset=args.preset,
                        seed=args.seed, frame_limits=limits, output=args.output, gif=not args.no_gif,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, overwrite=args.overwrite)
     print(f"{report.model} ({report.weights}) on {report.num_frames} frames of {report.clip}")
     for t, r in report.runs.items():
         s = report.scores.get(t)
@@ -384,7 +421,8 @@ def _cmd_demo(args) -> int:
         if v is not None and v < 1:
             raise ConfigError(f"{what} must be at least 1, got {v}")
     return api.demo(output=args.output, lava_frames=args.lava_frames, num_frames=args.num_frames,
-                    neuron_inputs=args.neuron_inputs, progress=not args.no_progress, lava=not args.no_lava)
+                    neuron_inputs=args.neuron_inputs, progress=not args.no_progress, lava=not args.no_lava,
+                    overwrite=args.overwrite)
 
 
 COMMANDS = {
@@ -393,19 +431,50 @@ COMMANDS = {
 }
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that every ``finally`` and cleanup runs (temporary
+    outputs removed, Lava runtimes stopped) exactly as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        try:
+            previous = signal.signal(signal.SIGTERM, _on_sigterm)
+        except ValueError:  # not the main thread (the API used from a thread): leave signals alone
+            previous = None
     try:
         return COMMANDS[args.command](args)
     except SpikedeployError as e:
         if os.environ.get("SPIKEDEPLOY_DEBUG"):
             raise
-        print(f"spikedeploy: error: {e}", file=sys.stderr)
+        print(f"spikedeploy: error: {_one_line(e)}", file=sys.stderr)
         return e.exit_code
+    except Terminated:
+        print("spikedeploy: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("spikedeploy: interrupted", file=sys.stderr)
         return 130
+    except MemoryError:
+        if os.environ.get("SPIKEDEPLOY_DEBUG"):
+            raise
+        print("spikedeploy: error: out of memory; use a smaller input (fewer inputs, time steps or frames)",
+              file=sys.stderr)
+        return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

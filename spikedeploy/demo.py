@@ -70,7 +70,8 @@ def _search_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) 
 
 
 def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[int] = None, crops: int = 8,
-             neuron_inputs: int = 32, progress: bool = True, lava: bool = True) -> DemoResult:
+             neuron_inputs: int = 32, progress: bool = True, lava: bool = True,
+             overwrite: bool = False) -> DemoResult:
     """Run the main job into the directory ``output`` (see the module docstring); returns the
     :class:`DemoResult` (``passed``) and prints a summary and where ``index.html`` is.
     ``num_frames``: track only the first frames of the clip; ``lava=False`` leaves Lava out of the
@@ -82,7 +83,7 @@ def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[i
     from spikedeploy.models.spiketrack import VARIANT_CONFIGS, default_tracker_checkpoint, demo_clip
     from spikedeploy.trackrun import spike_summary
 
-    check_output_dir(output)
+    check_output_dir(output, overwrite=overwrite)
     result = DemoResult()
     ckpt = str(default_tracker_checkpoint())
     frames, gt = demo_clip()
@@ -97,7 +98,7 @@ def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[i
 
     print(f"spikedeploy demo: {DEMO_MODEL}, bundled weights {Path(ckpt).name}, bundled clip of {len(frames)} frames",
           flush=True)
-    with atomic_directory(output, overwrite=True) as tmp:
+    with atomic_directory(output, overwrite=overwrite, command="demo") as tmp:
         np.save(tmp / "clip.npy", frames)
         np.savetxt(tmp / "groundtruth.txt", gt, fmt="%.2f", delimiter=",")
 

@@ -467,7 +467,8 @@ def to_markdown(report: TrackReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif: bool = True) -> Path:
+def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif: bool = True,
+                        overwrite: bool = False, inputs=()) -> Path:
     """Write the report into the directory ``output`` (replaced atomically): ``boxes.json`` (all
     runs), ``report.json``, ``report.md``, ``report.html``, ``track.gif`` and, with ground truth,
     ``success.png`` and ``precision.png``."""
@@ -475,7 +476,7 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
     from spikedeploy.htmlreport import HtmlPage, figure_png
 
     output = Path(output)
-    with atomic_directory(output, overwrite=True) as tmp:
+    with atomic_directory(output, overwrite=overwrite, inputs=inputs, command="track") as tmp:
         boxes = {"model": report.model, "weights": report.weights, "primary": report.primary,
                  "boxes": report.runs[report.primary].boxes,
                  "runs": {t: {"boxes": r.boxes, "scores": r.scores, "seconds_per_frame": r.seconds_per_frame}

@@ -34,6 +34,7 @@ import io
 import json
 import math
 import numbers
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -682,6 +683,9 @@ def add_train_arguments(parser) -> None:
                         help="held-out synthetic sequences to evaluate on after training (0: none; default: %(default)s)")
     parser.add_argument("--eval-frames", type=int, default=60, help="frames per evaluation sequence (default: %(default)s)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into an existing output folder that holds files spikedeploy did not write (files "
+                             "of the same names are replaced, others kept)")
 
 
 def run_train(args, log: Callable[[str], None] = print) -> Dict[str, object]:
@@ -699,9 +703,10 @@ def run_train(args, log: Callable[[str], None] = print) -> Dict[str, object]:
             raise ConfigError(f"train: --{name.replace('_', '-')} must be >= {0 if name == 'eval_sequences' else 2}, got {v}")
     if args.init_weights is not None and not Path(args.init_weights).is_file():
         raise ConfigError(f"train: --init-weights {args.init_weights!r} is not a file")
+    from spikedeploy.fsutil import check_output_dir, write_marker
+
     out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"train: output {str(out)!r} exists and is not a folder")
+    check_output_dir(out, overwrite=getattr(args, "overwrite", False), inputs=(args.init_weights,))
     cfg = TrainConfig(variant=args.model, steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       threads=args.threads, time_limit_s=args.time_limit, init_weights=args.init_weights,
                       difficulty_min=args.difficulty_min, wide_jitter_p=args.wide_jitter)
@@ -719,6 +724,11 @@ def run_train(args, log: Callable[[str], None] = print) -> Dict[str, object]:
                                               "precision20", "mean_iou", "static_auc", "static_precision20")}
         log(f"held-out: AUC {ev['auc']:.3f}, precision@20 {ev['precision20']:.3f} over {ev['frames_scored']} frames "
             f"(static box: AUC {ev['static_auc']:.3f}, precision@20 {ev['static_precision20']:.3f})")
+    written = {os.path.relpath(str(f), str(out)) for f in summary["files"].values()
+               if isinstance(f, str) and Path(f).is_file()}
+    from spikedeploy.fsutil import read_marker
+
+    write_marker(out, written | (read_marker(out) or set()), command="train")
     return summary
 
 

@@ -39,6 +39,11 @@ def test_path_checks(tmp_path):
         check_output_file(tmp_path / "dir", "model")
     with pytest.raises(Exception, match="does not exist"):
         require_file(tmp_path / "missing.onnx", "ONNX model")
-    with pytest.raises(OutputPathError, match="already exists"):
+    (tmp_path / "dir" / "user.txt").write_text("u")
+    with pytest.raises(OutputPathError, match="did not write"):
         with atomic_directory(tmp_path / "dir"):
             pass
+    with pytest.raises(OutputPathError, match="already exists"):
+        with atomic_directory(tmp_path / "dir", exclusive=True, overwrite=False):
+            pass
+    assert sorted(os.listdir(tmp_path / "dir")) == ["user.txt"]
