@@ -200,6 +200,23 @@ def _check_image_input(x, name: str, shape_hint: str, channels: int, size: int, 
         raise ValueError(f"{name}: expected {shape_hint}, got shape {list(x.shape)}")
 
 
+def _contiguous(x):
+    """A branch input in the row-major (contiguous) memory layout, as the official tracker feeds it.
+
+    The values do not depend on the layout, but the convolution kernels do: the same template
+    tensor in the channels-last layout (what ``torch.stack`` of channels-last crops gives) runs 85 of
+    the template branch's convolutions through other kernels, which round differently by ~1e-6; at
+    T = 3 that flips a spike and changes the cached memory (fixtures: ``s256-t3``). The official
+    template input is contiguous, and its ``MS_DownSampling`` ends in ``.contiguous()`` (as
+    :class:`~spikedeploy.models.spiketrack_blocks.DownSampling` does). The official search input is a
+    channels-last view for the first (3-channel) convolution only, which gives bitwise the same
+    output in either layout (checked on the s256-t3 fixtures' 11 search inputs). torch.fx proxies
+    pass through unchanged (capture)."""
+    if isinstance(x, torch.Tensor) and not x.is_contiguous():
+        return x.contiguous()
+    return x
+
+
 class SpikeTrackEncoder(nn.Module):
     """The SDT v3 backbone with the six MRMs (official ``Spiking_vit_MetaFormer_Spike_SepConv``,
     key prefix ``encoder.``). Layout (widths e0..e3, S the crop size)::
@@ -265,7 +282,9 @@ class SpikeTrackEncoder(nn.Module):
         return mrm_hook(5, x)
 
     def forward_template(self, templates: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """``[T, B, 3, S, S]`` normalized templates -> the six memories (MRM order)."""
+        """``[T, B, 3, S, S]`` normalized templates -> the six memories (MRM order). The input is
+        made contiguous first (:func:`_contiguous`)."""
+        templates = _contiguous(templates)
         memory = []
 
         def write(k, x):
@@ -276,8 +295,9 @@ class SpikeTrackEncoder(nn.Module):
         return tuple(memory)
 
     def forward_search(self, search: torch.Tensor, memory: Sequence[torch.Tensor]) -> torch.Tensor:
-        """``[1, B, 3, S, S]`` normalized search crop + memories -> feature ``[1, B, e3, F, F]``."""
-        return self._stages(search, lambda k, x: self.mrm[k](x, memory[k]), template=False)
+        """``[1, B, 3, S, S]`` normalized search crop + memories -> feature ``[1, B, e3, F, F]``
+        (the input made contiguous first, :func:`_contiguous`)."""
+        return self._stages(_contiguous(search), lambda k, x: self.mrm[k](x, memory[k]), template=False)
 
 
 class SpikeTrack(nn.Module):
@@ -698,8 +718,13 @@ def normalize_images(images) -> torch.Tensor:
     """HOST: RGB uint8 crops ``[H, W, 3]`` or ``[N, H, W, 3]`` (numpy or tensor) -> float32
     ``[N, 3, H, W]``, ``(x / 255 - mean) / std`` in the official Preprocessor's op order.
     Templates for :meth:`SpikeTrack.template_branch` are ``normalize_images(z)[:, None]``
-    (``[T, 1, 3, S, S]``), a search crop is ``normalize_images(x)`` (``[1, 3, S, S]``, B = 1)."""
-    t = torch.as_tensor(np.asarray(images))
+    (``[T, 1, 3, S, S]``), a search crop is ``normalize_images(x)`` (``[1, 3, S, S]``, B = 1).
+
+    The result is contiguous (row-major NCHW), so that stacking and reshaping it gives the
+    contiguous template tensor of the official tracker: a permuted HWC tensor is channels-last, and
+    ``torch.stack`` of such crops stays channels-last, which changes the template branch's float32
+    rounding (see :func:`_contiguous`)."""
+    t = torch.as_tensor(np.ascontiguousarray(images))  # also numpy views with negative strides
     if t.dim() == 3:
         t = t.unsqueeze(0)
     if t.dim() != 4 or t.shape[-1] != 3:
@@ -707,7 +732,7 @@ def normalize_images(images) -> torch.Tensor:
     t = t.float().permute(0, 3, 1, 2)
     mean = torch.tensor(IMAGE_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGE_STD).view(1, 3, 1, 1)
-    return ((t / 255.0) - mean) / std
+    return (((t / 255.0) - mean) / std).contiguous()
 
 
 def head_maps(out: HeadOutputs) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

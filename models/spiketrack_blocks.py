@@ -267,7 +267,7 @@ class DownSampling(nn.Module):
             x = self.encode_spike(x)
         x = self.encode_conv(x.flatten(0, 1))
         x = self.encode_bn(x)
-        return x.reshape(T, B, x.shape[1], x.shape[2], x.shape[3])
+        return x.reshape(T, B, x.shape[1], x.shape[2], x.shape[3]).contiguous()  # as official (layout)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -262,7 +262,7 @@ class TrackerNetwork:
 
     Methods (the only non-host work of the tracker):
 
-    * ``template(templates) -> memory``: ``templates`` is a float32 CPU ``torch.Tensor``
+    * ``template(templates) -> memory``: ``templates`` is a contiguous float32 CPU ``torch.Tensor``
       ``[T, 1, 3, S, S]`` of *normalized* crops (``normalize_images`` output stacked on a new
       axis 1; index 0 = the initial template). ``memory`` is opaque to the tracker: it is stored
       and passed back to ``search`` unchanged until the next ``template`` call (for the torch
@@ -446,7 +446,9 @@ class SpikeTrackTracker:
     # -- network calls -------------------------------------------------------------------------
 
     def _run_template(self) -> None:
-        templates = torch.stack(self.template_list, dim=0)  # [T, 1, 3, S, S]
+        # [T, 1, 3, S, S], contiguous as the official tracker's: a channels-last stack changes the
+        # template branch's float32 rounding (models.spiketrack._contiguous)
+        templates = torch.stack(self.template_list, dim=0).contiguous()
         self.memory = self.network.template(templates)
 
     def _head_maps(self, head):

@@ -6,6 +6,7 @@ SpikeTrack S256-T1 with the official fixtures' weights: ``../shared/fixtures/spi
 reference data. The weights are generated once per session, their digest checked against
 ``weights_info.txt``; tests that need them skip with a reason when the fixtures are absent (a user's
 clone outside this repository's CI has no ``../shared``). Tests must not modify the shared model.
+SpikeTrack S256-T3 (``s256-t3/``: the official tracker's trace) likewise: ``s256_t3_model``.
 """
 
 import collections
@@ -22,6 +23,27 @@ SPIKETRACK_FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "f
 S256 = SPIKETRACK_FIXTURES / "s256-t1"
 _FIXTURES_PRESENT = (S256 / "reference.npz").is_file() and (SPIKETRACK_FIXTURES / "make_weights.py").is_file()
 _SKIP_REASON = f"SpikeTrack fixtures are not present at {SPIKETRACK_FIXTURES} (they live in ../shared next to the repository in CI)"
+S256_T3 = SPIKETRACK_FIXTURES / "s256-t3"
+_S256_T3_PRESENT = all(
+    p.is_file()
+    for p in (S256_T3 / "manifest.json", S256_T3 / "weights_info.txt", S256_T3 / "tracker_trace.npz",
+              SPIKETRACK_FIXTURES / "make_weights.py", SPIKETRACK_FIXTURES / "inputs" / "frames.npy",
+              SPIKETRACK_FIXTURES / "inputs" / "sequence.json")
+)
+_SKIP_REASON_T3 = (f"SpikeTrack S256-T3 tracker fixtures are not present at {S256_T3} (they live in ../shared "
+                   "next to the repository in CI)")
+
+
+def _fixture_state_dict(folder: Path):
+    """The weights of ``folder`` (``manifest.json``, seed 0), their digest checked against the
+    folder's ``weights_info.txt``."""
+    spec = importlib.util.spec_from_file_location("spiketrack_fixture_make_weights", SPIKETRACK_FIXTURES / "make_weights.py")
+    mw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mw)
+    arrays = mw.generate(json.loads((folder / "manifest.json").read_text()), 0)
+    m = re.search(r"sha256=([0-9a-f]{64})", (folder / "weights_info.txt").read_text())
+    assert m and mw.digest(arrays) == m.group(1), f"make_weights.py did not regenerate the weights of {folder.name}"
+    return collections.OrderedDict((k, torch.from_numpy(a)) for k, a in arrays.items())
 
 
 @pytest.fixture(scope="session")
@@ -29,13 +51,20 @@ def s256_state_dict():
     """The S256-T1 fixture weights (official key layout, seed 0, digest checked)."""
     if not _FIXTURES_PRESENT:
         pytest.skip(_SKIP_REASON)
-    spec = importlib.util.spec_from_file_location("spiketrack_fixture_make_weights", SPIKETRACK_FIXTURES / "make_weights.py")
-    mw = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mw)
-    arrays = mw.generate(json.loads((S256 / "manifest.json").read_text()), 0)
-    m = re.search(r"sha256=([0-9a-f]{64})", (S256 / "weights_info.txt").read_text())
-    assert m and mw.digest(arrays) == m.group(1), "make_weights.py did not regenerate the fixture weights"
-    return collections.OrderedDict((k, torch.from_numpy(a)) for k, a in arrays.items())
+    return _fixture_state_dict(S256)
+
+
+@pytest.fixture(scope="session")
+def s256_t3_model():
+    """SpikeTrack S256-T3 (eval mode) with the ``s256-t3`` fixture weights (seed 0, digest
+    checked; ~13 M parameters, generated in memory in ~2 s). Shared: do not modify it."""
+    if not _S256_T3_PRESENT:
+        pytest.skip(_SKIP_REASON_T3)
+    from spikedeploy.models.spiketrack import spiketrack
+
+    model = spiketrack("s256", 3).eval()
+    model.load_state_dict(_fixture_state_dict(S256_T3), strict=True)
+    return model
 
 
 @pytest.fixture(scope="session")
