@@ -17,8 +17,12 @@
    record to a per-run temporary directory (``/dev/shm`` when available) in the last step that
    changes it: Lava 0.10's ``Var.get`` sends one element per message through the runtime service
    (measured: 15 s of a 44 s run on a 171-layer graph), so ``get`` is only the fallback (and is
-   used for the attention's small pair-event counters); the runtime is always stopped, also on
-   errors.
+   used for the attention's small pair-event counters);
+5. the runtime's lifetime is :class:`~spikedeploy.runtimes.lava_session.LavaSession`'s: every wait
+   is bounded, an exception in a Lava process is reported as one
+   :class:`~spikedeploy.lava_compat.LavaProcessError` naming it, and on every exit path (an
+   error, Ctrl-C, the CLI's SIGTERM exception) the Lava processes are ended and their shared
+   memory and the record directory removed.
 
 Only ``floating_pt`` is implemented (see the module's ``run`` docstring for fixed_pt).
 """
@@ -36,7 +40,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from spikedeploy.errors import ConfigError, SpikedeployError
+from spikedeploy.errors import ConfigError, InputError, SpikedeployError
 from spikedeploy.targets import TargetRun
 
 __all__ = ["run", "build", "SELECT_TAGS"]
@@ -116,8 +120,18 @@ def _inputs_spec(bundle, p: dict):
     return out
 
 
+#: environment variable naming the directory in which a run's record directory is made
+RECORDS_ENV = "SPIKEDEPLOY_LAVA_RECORDS"
+
+
 def _record_root() -> Optional[str]:
-    """Where processes write their records: shared memory (``/dev/shm``) when available."""
+    """Where processes write their records: ``$SPIKEDEPLOY_LAVA_RECORDS`` if set (e.g. where
+    ``/dev/shm`` is small), else shared memory (``/dev/shm``) when available, else the temp dir."""
+    env = os.environ.get(RECORDS_ENV)
+    if env:
+        if not os.path.isdir(env):
+            raise ConfigError(f"{RECORDS_ENV}={env!r} is not a directory; set it to an existing one or unset it")
+        return env
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
@@ -144,6 +158,9 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_
     G = int(G) if grid else T
     M = G * B
     num_steps = int(d["end_step"]) + (M - 1) * period
+    if num_steps < 1:  # Lava would run forever: its runtime service only stops *at* step num_steps
+        raise InputError(f"{bundle.path or 'Lava bundle'}: end_step {d['end_step']} and period {period} give "
+                         f"{num_steps} Lava steps for {M} macro-steps; expected at least 1 (re-export the bundle)")
     procs, models = {}, {}
     for index, p in enumerate(d["processes"]):
         kind, name = p["type"], p["name"]
@@ -266,7 +283,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
     from spikedeploy.reference import run as ref_run
     from spikedeploy.lava_compat import import_lava
 
-    run_configs, run_conditions = import_lava()
+    run_configs, _ = import_lava()
     bundle = _bundle(bundle)
     d = bundle.description
     xs = _inputs(bundle, x)
@@ -277,53 +294,56 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
     host_values = {name: host.outputs[name].numpy() for name in d["host"]["values"]}
     t_host = time.perf_counter() - t0
 
-    record_dir = tempfile.TemporaryDirectory(prefix="spikedeploy-lava-", dir=_record_root())
-    index = {p["name"]: i for i, p in enumerate(d["processes"])}
-    procs, models, num_steps = build(bundle, host_values, T=T, B=B, record_dir=record_dir.name)
-    t_build = time.perf_counter() - t0 - t_host
-    cfg = run_configs.Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=models)
-    comps = _components(d)
-    rec: Dict[str, np.ndarray] = {}
-    pair_events, write_events = {}, {}
     from spikedeploy.runtimes import lava_procs as LP
-    t_run = time.perf_counter()
-    from tqdm.auto import tqdm
+    from spikedeploy.runtimes.lava_session import LavaSession, deferred_signals
 
-    phases = {"start": 0.0, "steps": 0.0, "read": 0.0, "stop": 0.0}
-    for comp in tqdm(comps, desc="lava", disable=not progress, unit="component"):
-        first = procs[comp[0]]
-        # Lava forks one OS process per process model: objects frozen out of the garbage collector
-        # are not traversed (and so not copied page by page) in every child
-        gc.collect()
-        gc.freeze()
-        t = time.perf_counter()
-        try:
-            first.create_runtime(run_cfg=cfg, compile_config={"pypy_channel_size": CHANNEL_SIZE})
-            phases["start"] += time.perf_counter() - t
-            t = time.perf_counter()
-            first.run(condition=run_conditions.RunSteps(num_steps=num_steps))
-            phases["steps"] += time.perf_counter() - t
-            t = time.perf_counter()
-            for name in comp:
-                p = procs[name]
-                written = Path(record_dir.name) / f"{index[name]}.npy"
-                if written.is_file():  # the process wrote its record in its last step
-                    rec[name] = np.load(written, allow_pickle=False)
-                elif hasattr(p, "q_rec"):
-                    rec[name] = np.asarray(p.q_rec.get())
-                elif hasattr(p, "rec"):
-                    rec[name] = np.asarray(p.rec.get())
-                elif hasattr(p, "pair_events"):
-                    events = float(np.asarray(p.pair_events.get()).sum())
-                    (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
-            phases["read"] += time.perf_counter() - t
-        finally:
-            t = time.perf_counter()
-            if first.runtime is not None:
-                first.stop()
-            phases["stop"] += time.perf_counter() - t
-            gc.unfreeze()
-    record_dir.cleanup()
+    # every exit path (an error, a failed Lava child, Ctrl-C, the CLI's SIGTERM exception) ends the
+    # runtime's processes and removes its shared memory and this record directory
+    record_dir = tempfile.TemporaryDirectory(prefix="spikedeploy-lava-", dir=_record_root())
+    try:
+        index = {p["name"]: i for i, p in enumerate(d["processes"])}
+        procs, models, num_steps = build(bundle, host_values, T=T, B=B, record_dir=record_dir.name)
+        t_build = time.perf_counter() - t0 - t_host
+        cfg = run_configs.Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=models)
+        comps = _components(d)
+        rec: Dict[str, np.ndarray] = {}
+        pair_events, write_events = {}, {}
+        t_run = time.perf_counter()
+        from tqdm.auto import tqdm
+
+        phases = {"start": 0.0, "steps": 0.0, "read": 0.0, "stop": 0.0}
+        for comp in tqdm(comps, desc="lava", disable=not progress, unit="component"):
+            first = procs[comp[0]]
+            # Lava forks one OS process per process model: objects frozen out of the garbage
+            # collector are not traversed (and so not copied page by page) in every child
+            gc.collect()
+            gc.freeze()
+            session = LavaSession(first, cfg, {"pypy_channel_size": CHANNEL_SIZE})
+            try:
+                with session:
+                    session.start()
+                    session.run(num_steps)
+                    t = time.perf_counter()
+                    for name in comp:
+                        p = procs[name]
+                        written = Path(record_dir.name) / f"{index[name]}.npy"
+                        if written.is_file():  # the process wrote its record in its last step
+                            rec[name] = np.load(written, allow_pickle=False)
+                        elif hasattr(p, "q_rec"):
+                            rec[name] = np.asarray(p.q_rec.get())
+                        elif hasattr(p, "rec"):
+                            rec[name] = np.asarray(p.rec.get())
+                        elif hasattr(p, "pair_events"):
+                            events = float(np.asarray(p.pair_events.get()).sum())
+                            (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
+                    phases["read"] += time.perf_counter() - t
+            finally:
+                gc.unfreeze()
+                for k, v in session.timings.items():
+                    phases[k] += v
+    finally:
+        with deferred_signals():
+            record_dir.cleanup()
     t_run = time.perf_counter() - t_run
 
     grid = d.get("slots") is not None
