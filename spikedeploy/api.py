@@ -247,12 +247,24 @@ class VerificationReport:
         ]
         return "\n".join(lines)
 
+    def to_html(self) -> str:
+        """The report as a self-contained HTML page (the Markdown report in the style of the other
+        reports, :mod:`spikedeploy.htmlreport`)."""
+        from spikedeploy.htmlreport import HtmlPage
+
+        page = HtmlPage(f"spikedeploy verification — {self.model}")
+        page.markdown(self.to_markdown())
+        page.bullets(['<a href="report.md">report.md</a>', '<a href="report.json">report.json</a>'], html=True)
+        return page.render()
+
     def write(self, output, *, overwrite: bool = False, inputs=()) -> Path:
-        """Write ``report.md`` and ``report.json`` into the directory ``output`` atomically (see
-        :func:`spikedeploy.fsutil.atomic_directory` for when an existing folder may be written)."""
+        """Write ``report.md``, ``report.json`` and ``report.html`` into the directory ``output``
+        atomically (see :func:`spikedeploy.fsutil.atomic_directory` for when an existing folder may
+        be written)."""
         with atomic_directory(output, overwrite=overwrite, inputs=inputs, command="verify") as tmp:
             (tmp / "report.md").write_text(self.to_markdown(), encoding="utf-8")
             (tmp / "report.json").write_text(self.to_json(), encoding="utf-8")
+            (tmp / "report.html").write_text(self.to_html(), encoding="utf-8")
         return Path(output)
 
 
@@ -440,10 +452,19 @@ def demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[int] 
     return 0 if res.passed else 1
 
 
+def _neuron_demo_html(summary_md: str) -> str:
+    """The neuron demo's summary page: its Markdown as HTML, linking each type's report.html."""
+    from spikedeploy.htmlreport import HtmlPage
+
+    page = HtmlPage("spikedeploy demo — exact spike lowering of the bundled test model")
+    page.markdown(summary_md, link_map=lambda href: href[:-3] + ".html" if href.endswith("report.md") else href)
+    return page.render()
+
+
 def neuron_demo(output="out/neurons", *, num_inputs: int = 128, progress: bool = True, cases=DEMO_CASES,
                 quiet: bool = False, overwrite: bool = False) -> int:
     """Verify the lowering of the bundled SDT-v3-style test model for every neuron type and write
-    ``report.md``/``report.json`` (plus one folder per neuron type) into ``output``. Prints a
+    ``report.md``/``report.json``/``report.html`` (plus one folder per neuron type) into ``output``. Prints a
     summary (unless ``quiet``) and the report's path; returns the exit code."""
     import time
 
@@ -481,6 +502,7 @@ def neuron_demo(output="out/neurons", *, num_inputs: int = 128, progress: bool =
     summary = "\n".join(lines)
     with atomic_directory(output, overwrite=overwrite, command="demo") as tmp:
         (tmp / "report.md").write_text(summary, encoding="utf-8")
+        (tmp / "report.html").write_text(_neuron_demo_html(summary), encoding="utf-8")
         (tmp / "report.json").write_text(
             json.dumps({"passed": passed, "cases": {k: r.to_dict() for k, r in reports.items()}}, indent=2),
             encoding="utf-8",
@@ -488,6 +510,7 @@ def neuron_demo(output="out/neurons", *, num_inputs: int = 128, progress: bool =
         for kind, rep in reports.items():
             (tmp / kind).mkdir()
             (tmp / kind / "report.md").write_text(rep.to_markdown(), encoding="utf-8")
+            (tmp / kind / "report.html").write_text(rep.to_html(), encoding="utf-8")
             (tmp / kind / "report.json").write_text(rep.to_json(), encoding="utf-8")
     if not quiet:
         print(summary)

@@ -386,7 +386,7 @@ def _cmd_track(args) -> int:
     print(f"{report.model} ({report.weights}) on {report.num_frames} frames of {report.clip}")
     for t, r in report.runs.items():
         s = report.scores.get(t)
-        score = f"; AUC {s['auc']:.3f}, precision@20px {s['precision20']:.3f}" if s else ""
+        score = f"; AUC {s['auc']:.3f}, precision@20px {s['precision20']:.3f} over {s['frames']} frames" if s else ""
         print(f"  {t:<18} {r.frames:>4} frames, {r.seconds_per_frame * 1e3:8.1f} ms per frame{score}")
     for t, a in report.agreement.items():
         spikes = f", spike counts {spike_summary(a)}" if spike_summary(a) else ""

@@ -24,6 +24,7 @@ to the reference's on every frame.
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[i
     from spikedeploy import api
     from spikedeploy.audit import audit
     from spikedeploy.fsutil import atomic_directory, check_output_dir
-    from spikedeploy.htmlreport import HtmlPage
+    from spikedeploy.htmlreport import COLUMN_PX, HtmlPage, Markup
     from spikedeploy.models.spiketrack import VARIANT_CONFIGS, default_tracker_checkpoint, demo_clip
     from spikedeploy.trackrun import spike_summary
 
@@ -122,7 +123,7 @@ def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[i
                          progress=progress)
         stages = ", ".join(f"{s.name} {'ok' if s.passed else 'FAIL'}" for s in rep.stages)
         step("equivalence (search branch, spikes vs integer; onnx, nir)", rep.passed, t0,
-             f"{x.shape[1]} search crops of the clip: {stages}", "verify/report.md")
+             f"{x.shape[1]} search crops of the clip: {stages}", "verify/report.html")
 
         # 3. audit
         t0 = time.perf_counter()
@@ -144,20 +145,24 @@ def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[i
         lava_agree = tr.agreement.get("lava-graded")
         if lava_agree is not None:
             ok = ok and lava_agree["all_spikes_identical"] is True
-        score = tr.scores[tr.primary]
-        parts = [f"{tr.primary}: AUC {score['auc']:.3f}, precision@20px {score['precision20']:.3f} on "
-                 f"{score['frames']} frames"]
+        def scores(t: str) -> str:
+            s = tr.scores.get(t)
+            return (f"AUC {s['auc']:.3f}, precision@20px {s['precision20']:.3f} over {s['frames']} scored frames"
+                    if s else "no scores")
+
+        parts = [f"{tr.primary}: {scores(tr.primary)}"]
         for t, a in tr.agreement.items():
             spikes = f", spike counts {spike_summary(a)}" if spike_summary(a) else ""
             parts.append(f"{t}: {a['frames']} frames, boxes {'identical' if a['all_boxes_identical'] else 'DIFFER'}"
-                         f"{spikes}, {tr.runs[t].seconds_per_frame:.2f} s/frame")
-        step("tracking (torch64, reference, onnx, lava)", ok, t0, "; ".join(parts + tr.notes), "track/report.html")
+                         f"{spikes}, {scores(t)}, {tr.runs[t].seconds_per_frame:.2f} s/frame")
+        step(f"tracking ({', '.join(t.split('-')[0] for t in targets)})", ok, t0, "; ".join(parts + tr.notes),
+             "track/report.html")
 
         # 5. every neuron type on the test model
         t0 = time.perf_counter()
         code = api.neuron_demo(tmp / "neurons", num_inputs=neuron_inputs, progress=progress, quiet=True)
         step("lowering of every neuron type (SDT-v3-style test model)", code == 0, t0,
-             f"{len(api.DEMO_CASES)} neuron types, {neuron_inputs} random inputs each", "neurons/report.md")
+             f"{len(api.DEMO_CASES)} neuron types, {neuron_inputs} random inputs each", "neurons/report.html")
 
         # index
         page = HtmlPage("spikedeploy demo")
@@ -165,13 +170,28 @@ def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[i
         page.heading(f"spikedeploy demo: {DEMO_MODEL} deployed — {verdict}", 1)
         page.paragraph(f"The bundled trained SpikeTrack tracker ({DEMO_MODEL}, weights {Path(ckpt).name}) on the "
                        f"bundled clip ({len(frames)} frames, ground truth by construction).")
+        def verdict(s: DemoStep) -> Markup:
+            return Markup(f'<span class="{"ok" if s.passed else "bad"}">{"PASS" if s.passed else "FAIL"}</span>')
+
+        def link(s: DemoStep) -> Markup:
+            if not s.link:
+                return Markup("")
+            href = html.escape(s.link, quote=True)
+            return Markup(f'<a href="{href}">{html.escape(s.link)}</a>')
+
         page.table(["step", "verdict", "seconds", "summary", "report"],
-                   [[s.name, "PASS" if s.passed else "FAIL", f"{s.seconds:.1f}", s.summary, s.link or ""]
-                    for s in result.steps], align="llrll")
-        page.bullets([f'<a href="{s.link}">{s.name}</a>' for s in result.steps if s.link], html=True)
-        if (tmp / "track" / "track.gif").exists():
-            page.raw('<figure><img alt="tracking" src="track/track.gif"/><figcaption>the clip with every '
-                     'target\'s boxes (ground truth in green)</figcaption></figure>')
+                   [[s.name, verdict(s), f"{s.seconds:.1f}", s.summary, link(s)] for s in result.steps],
+                   align="llrtl")
+        gif = tmp / "track" / "track.gif"
+        if gif.exists():
+            head = gif.read_bytes()[:10]
+            gw, gh = int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+            zoom = 2 if 2 * gw <= COLUMN_PX else 1
+            page.raw(f'<figure><div class="fig-wrap"><img class="native pixel" width="{zoom * gw}" '
+                     f'height="{zoom * gh}" alt="tracking" src="track/track.gif"/></div><figcaption>the clip with '
+                     f'every target\'s boxes{" (shown at 2x)" if zoom == 2 else ""}: ground truth in green, the '
+                     'legend below the frame; boxes that coincide are drawn once, dashed in each of their colors, '
+                     'and named together</figcaption></figure>')
         (tmp / "index.html").write_text(page.render(), encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(
             {"passed": result.passed, "model": DEMO_MODEL, "steps": [s.__dict__ for s in result.steps]}, indent=1),

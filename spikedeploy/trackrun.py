@@ -240,8 +240,15 @@ class TrackReport:
         return next(iter(self.runs))
 
     def to_json(self) -> dict:
+        """Everything as JSON-ready data; ``scores[target]["frames"]`` is the number of frames a
+        score is over, also given per run (``runs[target]["scored_frames"]``), and
+        ``scores_common`` the scores over the frames every target tracked when those differ."""
         d = asdict(self)
         d["primary"] = self.primary
+        for t, r in d["runs"].items():
+            r["frames_tracked"] = len(r["boxes"])
+            r["scored_frames"] = self.scores[t]["frames"] if t in self.scores else None
+        d["scores_common"] = common_scores(self)
         return d
 
 
@@ -356,68 +363,221 @@ def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[floa
 # outputs
 # ---------------------------------------------------------------------------------------------
 
+#: one color per target (in the order of the targets), exact on every GIF frame (reserved palette entries)
 _COLORS = [(230, 60, 40), (40, 120, 230), (240, 180, 0), (170, 60, 200), (0, 170, 170), (120, 120, 120),
            (230, 120, 180), (100, 60, 20)]
 _GT_COLOR = (20, 200, 60)
+_LEGEND_BG = (24, 24, 24)
+_LEGEND_TEXT = (240, 240, 240)
+#: boxes within this many pixels (at the GIF's scale) in every coordinate are drawn as one, striped
+COINCIDE_PX = 1.0
+_DASH_PX = 6
+
+
+def _color(k: int) -> tuple:
+    return _COLORS[k % len(_COLORS)]
+
+
+def _coincident_groups(boxes: Sequence[Optional[Sequence[float]]], tol: float) -> List[List[int]]:
+    """Indices of ``boxes`` grouped by coincidence (every coordinate within ``tol`` of the group's
+    first box); None boxes are left out. Groups keep the order of their first member."""
+    groups: List[List[int]] = []
+    for i, b in enumerate(boxes):
+        if b is None:
+            continue
+        for g in groups:
+            if max(abs(float(u) - float(v)) for u, v in zip(boxes[g[0]], b)) <= tol:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return groups
+
+
+def _striped_rect(draw, rect, colors: Sequence[tuple], width: int = 2, dash: int = _DASH_PX) -> None:
+    """A rectangle outline whose dashes cycle through ``colors`` (one color: a solid outline), so
+    coinciding boxes all stay visible at their exact position."""
+    x0, y0, x1, y1 = (int(round(v)) for v in rect)
+    if len(colors) == 1:
+        draw.rectangle([x0, y0, x1, y1], outline=colors[0], width=width)
+        return
+    for w in range(width):  # inset outlines, one pixel each
+        a0, b0, a1, b1 = x0 + w, y0 + w, x1 - w, y1 - w
+        if a1 < a0 or b1 < b0:
+            break
+        path = ([(x, b0) for x in range(a0, a1 + 1)] + [(a1, y) for y in range(b0 + 1, b1 + 1)]
+                + [(x, b1) for x in range(a1 - 1, a0 - 1, -1)] + [(a0, y) for y in range(b1 - 1, b0, -1)])
+        for j, p in enumerate(path):
+            draw.point(p, fill=colors[(j // dash) % len(colors)])
+
+
+def _swatch(draw, x: int, y: int, colors: Sequence[tuple], w: int = 16, h: int = 9, stripe: int = 4) -> None:
+    """A filled legend swatch: one color, or vertical stripes cycling through ``colors``."""
+    for j, x0 in enumerate(range(x, x + w, stripe)):
+        draw.rectangle([x0, y, min(x0 + stripe, x + w) - 1, y + h - 1], fill=colors[j % len(colors)])
+
+
+def _legend_font():
+    from PIL import ImageFont, features
+
+    return ImageFont.load_default(size=12) if features.check("freetype2") else ImageFont.load_default()
+
+
+def _legend_layout(draw, font, entries, width: int, line_h: int, pad: int = 4):
+    """Positions of legend ``entries`` ((text, colors) pairs: a swatch of the colors, then the text)
+    flowing left to right and wrapping at ``width``: a list of (x, y, text, colors)."""
+    out, x, y = [], pad, pad
+    for text, colors in entries:
+        w = 22 + int(draw.textlength(text, font=font)) + 12 if colors else int(draw.textlength(text, font=font)) + 12
+        if x > pad and x + w > width - pad:
+            x, y = pad, y + line_h
+        out.append((x, y, text, colors))
+        x += w
+    return out, y + line_h + pad
+
+
+def _to_palette(rgb: np.ndarray, reserved: Sequence[tuple]):
+    """``rgb`` (H x W x 3 uint8) as a "P" image whose palette holds every color of ``reserved``
+    exactly (pixels of those colors keep them) and an adaptive palette for everything else."""
+    from PIL import Image
+
+    reserved = list(dict.fromkeys(tuple(int(v) for v in c) for c in reserved))
+    k = 255 - len(reserved)  # one entry left free for the GIF writer (unchanged-pixel transparency)
+    adaptive = Image.fromarray(rgb).quantize(colors=k, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    idx = np.asarray(adaptive, dtype=np.uint8).copy()
+    pal = adaptive.getpalette()[: 3 * k]
+    pal += [0] * (3 * k - len(pal))
+    for j, c in enumerate(reserved):
+        idx[np.all(rgb == np.asarray(c, np.uint8), axis=-1)] = k + j
+        pal += list(c)
+    out = Image.fromarray(idx, mode="P")
+    out.putpalette(pal + [0] * (768 - len(pal)))
+    return out
 
 
 def annotated_gif(frames: np.ndarray, report: TrackReport, *, max_side: int = 360, duration_ms: int = 120) -> bytes:
-    """An animated GIF of the clip with every target's box (one color each, legend in the corner)
-    and the ground truth (green) drawn on it."""
+    """An animated GIF of the clip with every target's box (one color each) and the ground truth
+    (green). The legend sits in a strip below the frame, never over it; boxes that coincide (within
+    :data:`COINCIDE_PX` pixels) are drawn once with dashes cycling through their colors, and the
+    legend names them together (``reference-binary = torch``). The box colors are reserved palette
+    entries, so they are exact on every frame."""
     from PIL import Image, ImageDraw
 
     H, W = frames.shape[1:3]
     scale = min(1.0, max_side / max(H, W))
     size = (max(1, round(W * scale)), max(1, round(H * scale)))
     gt = report.ground_truth
+    runs = list(report.runs.items())
+    labels = (["ground truth"] if gt is not None else []) + [t for t, _ in runs]
+    colors = ([_GT_COLOR] if gt is not None else []) + [_color(k) for k in range(len(runs))]
+    font = _legend_font()
+    line_h = 16
+
+    def frame_boxes(i):
+        out = []
+        if gt is not None:
+            out.append([float(v) * scale for v in gt[i]] if np.isfinite(gt[i]).all() else None)
+        for _, r in runs:
+            out.append([float(v) * scale for v in r.boxes[i]] if i < r.frames else None)
+        return out
+
+    def entries(i, groups, boxes):
+        e = [(f"frame {i}/{len(frames) - 1}", None)]
+        for g in groups:
+            e.append((" = ".join(labels[j] for j in g), [colors[j] for j in g]))
+        for j, b in enumerate(boxes):
+            if b is None and labels[j] != "ground truth":
+                e.append((f"{labels[j]}: no box (tracked {runs[j - (gt is not None)][1].frames} frames)", [colors[j]]))
+        return e
+
+    probe = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    plans = []
+    strip_h = 0
+    for i in range(len(frames)):
+        boxes = frame_boxes(i)
+        groups = _coincident_groups(boxes, COINCIDE_PX)
+        layout, h = _legend_layout(probe, font, entries(i, groups, boxes), size[0], line_h)
+        plans.append((boxes, groups, layout))
+        strip_h = max(strip_h, h)
+    reserved = colors + [_LEGEND_BG, _LEGEND_TEXT]
     images = []
     for i, frame in enumerate(frames):
-        im = Image.fromarray(frame).resize(size, Image.BILINEAR) if scale != 1.0 else Image.fromarray(frame)
-        draw = ImageDraw.Draw(im)
-
-        def rect(b, color, width=2):
-            x, y, w, h = (float(v) * scale for v in b)
-            draw.rectangle([x, y, x + w, y + h], outline=color, width=width)
-
-        if gt is not None and np.isfinite(gt[i]).all():
-            rect(gt[i], _GT_COLOR)
-        for k, (t, r) in enumerate(report.runs.items()):
-            if i < r.frames:
-                rect(r.boxes[i], _COLORS[k % len(_COLORS)], width=1 if k else 2)
-        y = 2
-        draw.text((3, y), f"frame {i}", fill=(255, 255, 255))
-        for k, (t, r) in enumerate(report.runs.items()):
-            y += 11
-            draw.text((3, y), t, fill=_COLORS[k % len(_COLORS)])
-        if gt is not None:
-            draw.text((3, y + 11), "ground truth", fill=_GT_COLOR)
-        images.append(im.convert("P", palette=Image.ADAPTIVE, colors=128))
+        boxes, groups, layout = plans[i]
+        pic = Image.fromarray(frame).resize(size, Image.BILINEAR) if scale != 1.0 else Image.fromarray(frame)
+        canvas = Image.new("RGB", (size[0], size[1] + strip_h), _LEGEND_BG)
+        canvas.paste(pic, (0, 0))
+        draw = ImageDraw.Draw(canvas)
+        for g in groups:
+            x, y, w, h = boxes[g[0]]
+            _striped_rect(draw, (x, y, x + w, y + h), [colors[j] for j in g])
+        for x, y, text, cols in layout:
+            y += size[1]
+            if cols:
+                _swatch(draw, x, y + 3, cols)
+                x += 22
+            draw.text((x, y), text, fill=_LEGEND_TEXT, font=font)
+        images.append(_to_palette(np.asarray(canvas), reserved))
     import io
 
     buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=duration_ms, loop=0,
+                   optimize=False)
     return buf.getvalue()
 
 
+#: line styles of the curves of coinciding targets, by position in the group (earlier: wider, below)
+_CURVE_STYLES = [dict(ls="-", lw=4.0, alpha=0.55), dict(ls="--", lw=2.2, marker="o", ms=4),
+                 dict(ls=":", lw=2.0, marker="s", ms=3.5), dict(ls="-.", lw=1.6, marker="^", ms=4),
+                 dict(ls=(0, (1, 1)), lw=1.4, marker="x", ms=4), dict(ls=(0, (5, 1)), lw=1.2, marker="D", ms=3)]
+
+
+def _curve_groups(report: TrackReport, key: str) -> Dict[str, tuple]:
+    """For each scored target: (index in its group of identical ``key`` curves, the group's first
+    target, the group's size)."""
+    pos: Dict[str, tuple] = {}
+    firsts: List[str] = []
+    for t, s in report.scores.items():
+        for f in firsts:
+            if report.scores[f][key] == s[key]:
+                pos[t] = (sum(1 for _, g in pos.values() if g == f), f)
+                break
+        else:
+            firsts.append(t)
+            pos[t] = (0, t)
+    sizes = {f: sum(1 for _, g in pos.values() if g == f) for f in firsts}
+    return {t: (p, f, sizes[f]) for t, (p, f) in pos.items()}
+
+
 def _curve_figures(report: TrackReport):
+    """The OTB success and precision plots: one curve per target, the number of scored frames in
+    its label; identical curves get distinct line styles and markers (and say whom they equal)."""
     from matplotlib.figure import Figure
 
     from spikedeploy.metrics import PRECISION_DISTANCES, SUCCESS_THRESHOLDS
 
-    fs = Figure(figsize=(5.2, 4))
+    fs = Figure(figsize=(5.6, 4.3))
     ax = fs.add_subplot()
-    fp = Figure(figsize=(5.2, 4))
+    fp = Figure(figsize=(5.6, 4.3))
     ap = fp.add_subplot()
-    for k, (t, s) in enumerate(report.scores.items()):
-        c = tuple(v / 255 for v in _COLORS[k % len(_COLORS)])
-        ax.plot(SUCCESS_THRESHOLDS, s["success"], color=c, label=f"{t} [AUC {s['auc']:.3f}]")
-        ap.plot(PRECISION_DISTANCES, s["precision"], color=c, label=f"{t} [P@20 {s['precision20']:.3f}]")
+    colors = {t: tuple(v / 255 for v in _color(k)) for k, t in enumerate(report.runs)}
+    for axis, key, xs, what in ((ax, "success", SUCCESS_THRESHOLDS, "auc"),
+                                (ap, "precision", PRECISION_DISTANCES, "precision20")):
+        groups = _curve_groups(report, key)
+        for t, s in report.scores.items():
+            pos, first, size = groups[t]
+            style = dict(_CURVE_STYLES[pos % len(_CURVE_STYLES)]) if size > 1 else dict(ls="-", lw=1.8)
+            if "marker" in style:
+                style["markevery"] = (pos % 3, 3)
+            name = "AUC" if what == "auc" else "P@20"
+            same = f" = {first}" if pos else ""
+            axis.plot(xs, s[key], color=colors.get(t, "k"), zorder=3 + pos,
+                      label=f"{t}{same} [{name} {s[what]:.3f}, {s['frames']} frames]", **style)
     ax.set(xlabel="overlap threshold (IoU)", ylabel="success rate", title="Success plot", xlim=(0, 1), ylim=(0, 1.02))
     ap.set(xlabel="location error threshold (px)", ylabel="precision", title="Precision plot", xlim=(0, 50),
            ylim=(0, 1.02))
     ap.axvline(20, color="0.6", lw=0.8, ls="--")
-    ax.legend(loc="lower left", fontsize=8)
-    ap.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower left", fontsize=7.5)
+    ap.legend(loc="lower right", fontsize=7.5)
     return fs, fp
 
 
@@ -430,7 +590,29 @@ def spike_summary(a: dict) -> Optional[str]:
             f"{a['spike_frames_compared']} frames")
 
 
-_RUN_HEADERS = ["target", "frames", "ms / frame", "init s", "template updates", "AUC", "P@20"]
+def common_scores(report: TrackReport) -> Optional[dict]:
+    """When the targets' scores are over different numbers of frames (a frame limit): every
+    target's scores over the first ``frames_tracked`` frames, which all of them tracked
+    (``{"frames_tracked": n, "scores": {target: {"auc", "precision20", "frames"}}}``); else None."""
+    from spikedeploy.metrics import score_tracking
+
+    if report.ground_truth is None or not report.scores:
+        return None
+    if len({s["frames"] for s in report.scores.values()}) <= 1:
+        return None
+    n = min(r.frames for r in report.runs.values())
+    gt = np.asarray(report.ground_truth, dtype=np.float64)[:n]
+    out = {}
+    for t, r in report.runs.items():
+        s = score_tracking(np.asarray(r.boxes[:n]), gt)
+        out[t] = {"auc": s.auc, "precision20": s.precision20, "frames": s.frames}
+    return {"frames_tracked": n, "scores": out}
+
+
+_RUN_HEADERS = ["target", "frames tracked", "ms / frame", "init s", "template updates", "scored frames", "AUC",
+                "P@20"]
+_RUN_ALIGN = "lrrrlrrr"
+_COMMON_HEADERS = ["target", "scored frames", "AUC", "P@20"]
 _AGREEMENT_HEADERS = ["target", "frames", "min IoU", "boxes identical", "spike counts identical"]
 
 
@@ -439,9 +621,22 @@ def _run_rows(report: TrackReport) -> List[list]:
     for t, r in report.runs.items():
         s = report.scores.get(t)
         rows.append([t, r.frames, f"{r.seconds_per_frame * 1e3:.1f}", f"{r.init_seconds:.2f}",
-                     ", ".join(map(str, r.template_updates)) or "-",
+                     ", ".join(map(str, r.template_updates)) or "-", s["frames"] if s else "-",
                      f"{s['auc']:.3f}" if s else "-", f"{s['precision20']:.3f}" if s else "-"])
     return rows
+
+
+def _scores_note(report: TrackReport) -> Optional[str]:
+    frames = {t: s["frames"] for t, s in report.scores.items()}
+    if len(set(frames.values())) <= 1:
+        return (f"Scores (success AUC, precision at 20 px) are over {next(iter(frames.values()))} frames each "
+                "(every tracked frame after the first)." if frames else None)
+    return ("Scores are over different numbers of frames (" + ", ".join(f"{t} {n}" for t, n in frames.items())
+            + "): compare targets only on the frames every target tracked (table below).")
+
+
+def _common_rows(common: dict) -> List[list]:
+    return [[t, s["frames"], f"{s['auc']:.3f}", f"{s['precision20']:.3f}"] for t, s in common["scores"].items()]
 
 
 def _agreement_rows(report: TrackReport) -> List[list]:
@@ -454,10 +649,21 @@ def _md_table(headers: Sequence[str], rows: List[list], align: str) -> List[str]
     return ["| " + " | ".join(headers) + " |", rule] + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
 
 
+def _common_heading(common: dict) -> str:
+    return f"Scores over the first {common['frames_tracked']} frames (tracked by every target)"
+
+
 def to_markdown(report: TrackReport) -> str:
     lines = [f"# Tracking report: {report.model}", "",
              f"- weights: {report.weights}", f"- clip: {report.clip} ({report.num_frames} frames)", ""]
-    lines += _md_table(_RUN_HEADERS, _run_rows(report), "lrrrlrr")
+    lines += _md_table(_RUN_HEADERS, _run_rows(report), _RUN_ALIGN)
+    note = _scores_note(report)
+    if note:
+        lines += ["", note]
+    common = common_scores(report)
+    if common:
+        lines += ["", f"## {_common_heading(common)}", ""]
+        lines += _md_table(_COMMON_HEADERS, _common_rows(common), "lrrr")
     if report.agreement:
         lines += ["", f"## Agreement (boxes against {report.primary}; spike counts against the first target "
                       f"that exposes them)", ""]
@@ -473,13 +679,15 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
     runs), ``report.json``, ``report.md``, ``report.html``, ``track.gif`` and, with ground truth,
     ``success.png`` and ``precision.png``."""
     from spikedeploy.fsutil import atomic_directory
-    from spikedeploy.htmlreport import HtmlPage, figure_png
+    from spikedeploy.htmlreport import COLUMN_PX, HtmlPage, figure_png, png_size
 
     output = Path(output)
     with atomic_directory(output, overwrite=overwrite, inputs=inputs, command="track") as tmp:
         boxes = {"model": report.model, "weights": report.weights, "primary": report.primary,
                  "boxes": report.runs[report.primary].boxes,
-                 "runs": {t: {"boxes": r.boxes, "scores": r.scores, "seconds_per_frame": r.seconds_per_frame}
+                 "runs": {t: {"boxes": r.boxes, "scores": r.scores, "seconds_per_frame": r.seconds_per_frame,
+                              "frames_tracked": r.frames,
+                              "scored_frames": report.scores[t]["frames"] if t in report.scores else None}
                           for t, r in report.runs.items()}}
         (tmp / "boxes.json").write_text(json.dumps(boxes, indent=1), encoding="utf-8")
         (tmp / "report.json").write_text(json.dumps(report.to_json(), indent=1), encoding="utf-8")
@@ -488,16 +696,35 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
         page = HtmlPage(f"Tracking report: {report.model}")
         page.heading(f"Tracking report: {report.model}", 1)
         page.paragraph(f"weights: {report.weights}; clip: {report.clip} ({report.num_frames} frames)")
-        page.table(_RUN_HEADERS, _run_rows(report), align="lrrrlrr")
+        page.table(_RUN_HEADERS, _run_rows(report), align=_RUN_ALIGN)
+        note = _scores_note(report)
+        if note:
+            page.paragraph(note)
+        common = common_scores(report)
+        if common:
+            page.heading(_common_heading(common), 2)
+            page.table(_COMMON_HEADERS, _common_rows(common), align="lrrr")
         if gif:
-            (tmp / "track.gif").write_bytes(annotated_gif(frames, report))
-            page.raw('<figure><img alt="annotated clip" src="track.gif"/><figcaption>boxes per target '
-                     '(ground truth in green)</figcaption></figure>')
+            data = annotated_gif(frames, report)
+            (tmp / "track.gif").write_bytes(data)
+            gw, gh = int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")  # GIF screen size
+            zoom = 2 if 2 * gw <= COLUMN_PX else 1
+            page.raw(f'<figure><div class="fig-wrap"><img class="native pixel" width="{zoom * gw}" height="{zoom * gh}" '
+                     f'alt="annotated clip" src="track.gif"/></div><figcaption>boxes per target '
+                     f'{"(shown at 2x) " if zoom == 2 else ""}— ground truth in green, the legend below the frame; '
+                     'boxes that coincide are drawn once, dashed in each of their colors, and named together '
+                     '(e.g. "torch = reference-binary")</figcaption></figure>')
         if report.scores:
             fs, fp = _curve_figures(report)
-            (tmp / "success.png").write_bytes(figure_png(fs))
-            (tmp / "precision.png").write_bytes(figure_png(fp))
-            page.raw('<p><img alt="success plot" src="success.png"/> <img alt="precision plot" src="precision.png"/></p>')
+            ps, pp = figure_png(fs), figure_png(fp)
+            (tmp / "success.png").write_bytes(ps)
+            (tmp / "precision.png").write_bytes(pp)
+            imgs = "".join(f'<img class="native" width="{w}" height="{h}" alt="{alt}" src="{src}"/> '
+                           for (w, h), alt, src in ((png_size(ps), "success plot", "success.png"),
+                                                    (png_size(pp), "precision plot", "precision.png")))
+            page.raw(f'<figure><div class="fig-wrap">{imgs}</div><figcaption>OTB success and precision plots; '
+                     'each label gives the number of scored frames; identical curves are drawn in different '
+                     'line styles and say which target they equal</figcaption></figure>')
         if report.agreement:
             page.heading(f"Agreement with {report.primary}", 2)
             page.table(_AGREEMENT_HEADERS, _agreement_rows(report), align="lrrll")
