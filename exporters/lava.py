@@ -1415,40 +1415,43 @@ def export(graph: Graph, path, *, encoding: str, overwrite: bool = False, unroll
 
 
 def load(path) -> LavaBundle:
-    """Re-load a bundle written by :func:`export` (no PyTorch model code needed)."""
+    """Re-load a bundle written by :func:`export` (no PyTorch model code needed), validated
+    before anything runs (:func:`spikedeploy.exporters.lava_validate.validate_bundle`: types,
+    ranges, known process types, neuron kinds and ports, array shapes and dtypes, finite arrays,
+    CSR consistency, connections). Every problem raises
+    :class:`~spikedeploy.errors.ArtifactError` naming the bundle and the field (exit code 2)."""
+    from spikedeploy.errors import ArtifactError
+    from spikedeploy.exporters.lava_validate import validate_bundle
+    from spikedeploy.validate import check_artifact_file, detail
+
+    todo = "export the bundle again with spikedeploy export --target lava"
     path = Path(path)
     if not path.exists():
-        raise SpikedeployError(f"no Lava bundle at {path}")
+        raise ArtifactError(f"no Lava bundle at {path}")
     if not path.is_dir():
-        raise SpikedeployError(f"{path} is not a Lava bundle (expected a directory with {GRAPH_FILE})")
+        raise ArtifactError(f"{path} is not a Lava bundle (expected a directory with {GRAPH_FILE})")
     gfile, afile = path / GRAPH_FILE, path / ARRAYS_FILE
     for f in (gfile, afile):
         if not f.is_file():
-            raise SpikedeployError(f"Lava bundle {path} is incomplete: {f.name} is missing")
+            raise ArtifactError(f"Lava bundle {path} is incomplete: {f.name} is missing; {todo}")
+        check_artifact_file(f, "Lava bundle file")
     try:
         desc = json.loads(gfile.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SpikedeployError(f"Lava bundle {path}: {GRAPH_FILE} is corrupt ({e})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ArtifactError(f"Lava bundle {path}: {GRAPH_FILE} is corrupt ({detail(e)}); {todo}") from None
     if not isinstance(desc, dict) or desc.get("format") != FORMAT:
-        raise SpikedeployError(f"Lava bundle {path}: {GRAPH_FILE} is not a spikedeploy Lava bundle")
+        raise ArtifactError(f"Lava bundle {path}: {GRAPH_FILE} is not a spikedeploy Lava bundle")
     if desc.get("version") not in READ_VERSIONS:
-        raise SpikedeployError(f"Lava bundle {path}: format version {desc.get('version')!r} is not "
-                               f"supported (this spikedeploy reads version {VERSION})")
+        raise ArtifactError(f"Lava bundle {path}: format version {desc.get('version')!r} is not "
+                            f"supported (this spikedeploy reads version {VERSION}); {todo}")
     missing = [k for k in ("encoding", "period", "end_step", "inputs", "host", "processes",
                            "connections", "neurons", "outputs") if k not in desc]
     if missing:
-        raise SpikedeployError(f"Lava bundle {path}: {GRAPH_FILE} lacks {', '.join(missing)}")
+        raise ArtifactError(f"Lava bundle {path}: {GRAPH_FILE} lacks {', '.join(missing)}; {todo}")
     try:
         with np.load(afile, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise SpikedeployError(f"Lava bundle {path}: {ARRAYS_FILE} is corrupt ({e})") from None
-    bundle = LavaBundle(path=path, description=desc, arrays=arrays)
-    keys = ("data", "indices", "indptr", "bias", "offset", "weight")
-    for p in desc["processes"]:
-        syns = [t["syn"] for taps in p.get("inputs", {}).values() for t in taps if t.get("syn")]
-        for rec in [p] + syns:
-            for k in keys:
-                if k in rec:
-                    bundle.array(rec[k])
-    return bundle
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
+        raise ArtifactError(f"Lava bundle {path}: {ARRAYS_FILE} is corrupt ({detail(e)}); {todo}") from None
+    validate_bundle(desc, arrays, f"Lava bundle {path}")
+    return LavaBundle(path=path, description=desc, arrays=arrays)

@@ -102,6 +102,7 @@ import dataclasses
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -601,73 +602,143 @@ class NirArtifact:
     encoding: str
 
 
+#: what to do about a damaged or foreign NIR file
+_REEXPORT = "export it again with spikedeploy export --target nir"
+#: NIR node attributes a record may name as the storage of an IR array ("node:<attr>")
+_NODE_ARRAY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
 def _record(meta, what: str) -> dict:
-    raw = (meta or {}).get(META)
+    from spikedeploy.errors import ArtifactError
+
+    raw = meta.get(META) if isinstance(meta, dict) else None
     if raw is None:
-        raise SpikedeployError(f"{what} has no '{META}' metadata (not written by spikedeploy)")
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8")
+        raise ArtifactError(f"{what} has no '{META}' metadata (not written by spikedeploy)")
+    if isinstance(raw, np.ndarray) and raw.ndim == 0:
+        raw = raw.item()
     try:
-        return json.loads(raw)
-    except (TypeError, ValueError) as e:
-        raise SpikedeployError(f"{what}: unreadable '{META}' metadata: {e}") from None
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        rec = json.loads(raw)
+    except (TypeError, ValueError) as e:  # UnicodeDecodeError is a ValueError
+        raise ArtifactError(f"{what}: unreadable '{META}' metadata ({type(e).__name__}: {e})") from None
+    if not isinstance(rec, dict):
+        raise ArtifactError(f"{what}: '{META}' metadata is a {type(rec).__name__}, expected an object")
+    return rec
 
 
 def to_ir(nir_graph) -> Graph:
     """Rebuild the exact IR graph from a NIR graph written by :func:`export` (same ops, float64
-    parameters, node names and order). Raises SpikedeployError for graphs without spikedeploy
-    metadata."""
+    parameters, node names and order). Every record is validated (types, known ops, arrays that
+    are finite real numbers within :mod:`spikedeploy.validate`'s limits, NIR edges that agree with
+    the records) and so is the rebuilt graph (:func:`spikedeploy.validate.check_graph`: field
+    ranges, sizes, order, cycles, shapes). Raises :class:`~spikedeploy.errors.ArtifactError`
+    (also for graphs without spikedeploy metadata)."""
+    from spikedeploy.errors import ArtifactError
+    from spikedeploy.reference import graph_mode
+    from spikedeploy.validate import MAX_GRAPH_NODES, FieldChecker, check_array, check_graph, describe
+
     g = _record(nir_graph.metadata, "NIR graph")
     if g.get("format") != FORMAT:
-        raise SpikedeployError(f"unsupported spikedeploy NIR format {g.get('format')!r} (expected {FORMAT})")
+        raise ArtifactError(f"unsupported spikedeploy NIR format {describe(g.get('format'))} (expected {FORMAT})")
+    c = FieldChecker("NIR graph metadata", _REEXPORT)
+    encoding = c.str(c.key(g, "encoding", ""), "encoding", ENCODINGS)
     op_types = {t.__name__: t for t in RULES}
-    inputs = tuple(TensorSpec(name, tuple(int(s) for s in shape)) for name, shape in g["inputs"])
+    inputs = []
+    for i, item in enumerate(c.list(c.key(g, "inputs", ""), "inputs", min_len=1, max_len=64)):
+        pair = c.list(item, f"inputs[{i}]", min_len=2, max_len=2)
+        inputs.append(TensorSpec(c.str(pair[0], f"inputs[{i}] name"), c.shape(pair[1], f"inputs[{i}] shape")))
+    names = c.list(c.key(g, "nodes", ""), "nodes", max_len=MAX_GRAPH_NODES)
+    outputs = c.list(c.key(g, "outputs", ""), "outputs", min_len=1, max_len=MAX_GRAPH_NODES)
+    for i, o in enumerate(outputs):
+        c.str(o, f"outputs[{i}]")
+    nir_nodes = nir_graph.nodes if isinstance(nir_graph.nodes, dict) else {}
     nodes = []
-    for name in g["nodes"]:
-        key = nir_name(name)
-        if key not in nir_graph.nodes:
-            raise SpikedeployError(f"NIR graph lacks node {key!r} listed in its metadata")
-        nn_ = nir_graph.nodes[key]
-        rec = _record(nn_.metadata, f"NIR node {key!r}")
-        cls = op_types.get(rec.get("op"))
+    for i, name in enumerate(names):
+        key = nir_name(c.str(name, f"nodes[{i}]"))
+        if key not in nir_nodes:
+            c.fail(f"nodes[{i}]", f"NIR graph lacks node {key!r} listed in its metadata")
+        nn_ = nir_nodes[key]
+        rec = _record(getattr(nn_, "metadata", None), f"NIR node {key!r}")
+        n = FieldChecker(f"NIR node {key!r}", _REEXPORT)
+        cls = op_types.get(n.str(rec.get("op"), "op"))
         if cls is None:
-            raise SpikedeployError(f"NIR node {key!r}: unknown IR op {rec.get('op')!r}")
-        kwargs = {k: _tuplify(v) for k, v in rec["params"].items()}
+            n.fail("op", f"unknown IR op {describe(rec.get('op'))}; expected one of {', '.join(sorted(op_types))}")
+        params = n.dict(n.key(rec, "params", ""), "params")
+        node_inputs = tuple(n.str(v, f"inputs[{j}]") for j, v in
+                            enumerate(n.list(n.key(rec, "inputs", ""), "inputs", max_len=MAX_GRAPH_NODES)))
+        kwargs = {k: _tuplify(v) for k, v in params.items()}
         stored = (nn_.metadata or {}).get(META_ARRAYS, {})
-        for field_name, where in rec["arrays"].items():
+        if not isinstance(stored, dict):
+            n.fail(META_ARRAYS, f"expected a group of arrays, got {type(stored).__name__}")
+        for field_name, where in n.dict(n.key(rec, "arrays", ""), "arrays").items():
+            n.str(where, f"arrays[{field_name!r}]")
             if where == "meta":
                 if field_name not in stored:
-                    raise SpikedeployError(f"NIR node {key!r}: array {field_name!r} missing from metadata")
+                    n.fail(f"array {field_name!r}", "missing from its metadata")
                 arr = stored[field_name]
-            elif where.startswith("node:"):
+            elif where.startswith("node:") and _NODE_ARRAY.match(where[5:]) and hasattr(nn_, where[5:]):
                 arr = getattr(nn_, where[5:])
             else:
-                raise SpikedeployError(f"NIR node {key!r}: bad array location {where!r}")
+                n.fail(f"array {field_name!r}", f"bad array location {describe(where)}")
+            try:
+                arr = np.asarray(arr)
+            except (TypeError, ValueError) as e:
+                n.fail(f"array {field_name!r}", f"not an array ({type(e).__name__})")
+            check_array(arr, f"NIR node {key!r}", f"array {field_name!r}", kinds="fiu", todo=_REEXPORT)
             kwargs[field_name] = O.as_param(np.asarray(arr, dtype=np.float64))
         try:
             op = cls(**kwargs)
         except (TypeError, ValueError) as e:
-            raise SpikedeployError(f"NIR node {key!r}: cannot rebuild {cls.__name__}: {e}") from None
-        nodes.append(Node(name, op, tuple(rec["inputs"]), source=rec.get("source", "")))
-    meta = tuple(sorted(meta_from_json(g.get("graph_meta", []))))
-    graph = Graph(inputs=inputs, nodes=tuple(nodes), outputs=tuple(g["outputs"]), meta=meta)
-    validate(graph)
+            n.fail(None, f"cannot rebuild {cls.__name__}: {e}")
+        except Exception as e:  # e.g. a comparison of a field of the wrong type
+            n.fail(None, f"cannot rebuild {cls.__name__}: {type(e).__name__}: {e}")
+        source = rec.get("source", "")
+        nodes.append(Node(name, op, node_inputs, source=source if isinstance(source, str) else ""))
+    pairs = c.list(g.get("graph_meta", []), "graph_meta", max_len=10_000)
+    for j, kv in enumerate(pairs):
+        c.str(c.list(kv, f"graph_meta[{j}]", min_len=2, max_len=2)[0], f"graph_meta[{j}] key")
+    meta = tuple(sorted(meta_from_json(pairs), key=lambda kv: kv[0]))
+    graph = Graph(inputs=tuple(inputs), nodes=tuple(nodes), outputs=tuple(outputs), meta=meta)
+    check_graph(graph, "NIR graph", _REEXPORT)
+    mode = graph_mode(graph)
+    if mode != encoding:
+        c.fail("encoding", f"says {encoding!r} but the graph's neurons are {mode!r}")
+    # the NIR edges other consumers follow must be the graph spikedeploy rebuilt
+    out_nodes = g.get("output_nodes")
+    if isinstance(out_nodes, list) and len(out_nodes) == len(outputs) and all(isinstance(v, str) for v in out_nodes):
+        want = {(nir_name(i), nir_name(nd.name)) for nd in nodes for i in nd.inputs}
+        want |= {(nir_name(o), nir_name(on)) for o, on in zip(outputs, out_nodes)}
+        try:
+            have = {tuple(e) for e in nir_graph.edges}
+        except TypeError:
+            have = set()
+        if have != want:
+            extra, lost = sorted(have - want, key=str), sorted(want - have, key=str)
+            c.fail("edges", f"the NIR edges disagree with the node records (extra {describe(extra[:3])}, missing "
+                            f"{describe(lost[:3])})")
     return graph
 
 
 def load(path) -> NirArtifact:
-    """Read a NIR file written by :func:`export` and rebuild its IR graph."""
+    """Read a NIR file written by :func:`export` and rebuild its IR graph. Every problem (missing,
+    empty, truncated or foreign file, a malformed record or graph) raises
+    :class:`~spikedeploy.errors.ArtifactError` naming the file (exit code 2)."""
+    from spikedeploy.errors import ArtifactError
+    from spikedeploy.validate import check_artifact_file, detail
+
     nir = _nir()
-    path = require_file(path, "NIR file")
+    path = check_artifact_file(path, "NIR file")
     try:
         ng = nir.read(path, type_check=False)
     except Exception as e:  # h5py raises OSError/KeyError/ValueError... for damaged files
-        raise SpikedeployError(f"cannot read NIR file {path}: {type(e).__name__}: {e}") from None
+        raise ArtifactError(f"cannot read NIR file {path} (corrupt, truncated or not NIR: {detail(e)}); "
+                            f"{_REEXPORT}") from None
     try:
         graph = to_ir(ng)
         encoding = _record(ng.metadata, "NIR graph")["encoding"]
     except SpikedeployError as e:
-        raise SpikedeployError(f"NIR file {path}: {e}") from None
-    except Exception as e:
-        raise SpikedeployError(f"NIR file {path}: cannot rebuild the IR graph: {type(e).__name__}: {e}") from None
+        raise ArtifactError(f"NIR file {path}: {e}") from None
+    except Exception as e:  # anything the record checks did not foresee is still a bad file
+        raise ArtifactError(f"NIR file {path}: cannot rebuild the IR graph ({detail(e)}); {_REEXPORT}") from None
     return NirArtifact(path=path, nir_graph=ng, graph=graph, encoding=encoding)

@@ -869,31 +869,85 @@ def read_metadata(model) -> Dict[str, object]:
     return meta
 
 
-def load(path: PathLike) -> OnnxArtifact:
-    """Re-load a model written by :func:`export` (no PyTorch model code needed)."""
+#: what to do about a damaged or foreign ONNX file
+_REEXPORT = "export it again with spikedeploy export --target onnx"
+
+
+def _check_metadata(model, meta: dict, path: Path) -> None:
+    """The spikedeploy metadata of a loaded model: types and ranges of every field, and every
+    name it lists is an input/output of the ONNX graph with the dtype and dims it implies."""
+    from spikedeploy.validate import MAX_TIMESTEPS, FieldChecker
+
+    c = FieldChecker(f"ONNX model {path}: metadata", _REEXPORT)
+    T = c.int(meta["timesteps"], f"{META_PREFIX}timesteps", 1, MAX_TIMESTEPS)
+    c.str(meta["encoding"], f"{META_PREFIX}encoding", ENCODINGS)
+    precision = c.str(meta["precision"], f"{META_PREFIX}precision", PRECISIONS)
     onnx = _onnx()
-    path = require_file(path, "ONNX model")
+    elem = onnx.TensorProto.DOUBLE if precision == "float64" else onnx.TensorProto.FLOAT
+    graph_inputs = {v.name: v for v in model.graph.input}
+    graph_outputs = {v.name for v in model.graph.output}
+    specs = c.list(meta["inputs"], f"{META_PREFIX}inputs", min_len=1, max_len=64)
+    for i, spec in enumerate(specs):
+        where = f"{META_PREFIX}inputs[{i}]"
+        c.dict(spec, where)
+        c.str(c.key(spec, "ir", where), f"{where}.ir")
+        name = c.str(c.key(spec, "onnx", where), f"{where}.onnx")
+        shape = c.shape(c.key(spec, "shape", where), f"{where}.shape")
+        vi = graph_inputs.get(name)
+        if vi is None:
+            c.fail(f"{where}.onnx", f"{name!r} is not an input of the ONNX graph")
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tt.shape.dim]
+        if tt.elem_type != elem or dims != [T, BATCH_DIM, *shape]:
+            c.fail(f"{where}", f"graph input {name!r} is {onnx.TensorProto.DataType.Name(tt.elem_type)} {dims}, but the "
+                               f"metadata says {precision} {[T, BATCH_DIM, *shape]}")
+    for key in ("outputs", "neurons"):
+        entries = c.dict(meta[key], f"{META_PREFIX}{key}")
+        if key == "outputs" and not entries:
+            c.fail(f"{META_PREFIX}outputs", "lists no graph output")
+        for ir_name, onnx_name in entries.items():
+            c.str(onnx_name, f"{META_PREFIX}{key}[{ir_name!r}]")
+            if onnx_name not in graph_outputs:
+                c.fail(f"{META_PREFIX}{key}[{ir_name!r}]", f"{onnx_name!r} is not an output of the ONNX graph")
+
+
+def load(path: PathLike) -> OnnxArtifact:
+    """Re-load a model written by :func:`export` (no PyTorch model code needed). Every problem
+    (missing, empty, truncated or foreign file, metadata that does not fit the graph, a model
+    that fails the ONNX checker) raises :class:`~spikedeploy.errors.ArtifactError` naming the
+    file (exit code 2)."""
+    from spikedeploy.errors import ArtifactError
+    from spikedeploy.validate import check_artifact_file, detail
+
+    onnx = _onnx()
+    path = check_artifact_file(path, "ONNX model")
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise SpikedeployError(f"cannot read ONNX model {path}: {e.strerror or e}") from None
+        raise ArtifactError(f"cannot read ONNX model {path}: {e.strerror or e}") from None
     try:
         model = onnx.load_model_from_string(data)
-    except Exception as e:
-        raise SpikedeployError(f"{path} is not a valid ONNX model (corrupt or truncated?): {e}") from None
+    except Exception as e:  # protobuf raises DecodeError, RuntimeWarning-like errors, ...
+        raise ArtifactError(f"{path} is not a valid ONNX model (corrupt, truncated or not ONNX: {detail(e)}); "
+                            f"{_REEXPORT}") from None
     if not model.graph.node:
-        raise SpikedeployError(f"{path} is not a valid ONNX model (empty graph; corrupt or truncated?)")
-    meta = read_metadata(model)
+        raise ArtifactError(f"{path} is not a valid ONNX model (empty graph; corrupt, truncated or not ONNX); "
+                            f"{_REEXPORT}")
+    try:
+        meta = read_metadata(model)
+    except SpikedeployError as e:
+        raise ArtifactError(f"{path}: {e}; {_REEXPORT}") from None
     if meta.get("format") != FORMAT:
-        raise SpikedeployError(
+        raise ArtifactError(
             f"{path} is an ONNX model but not one written by spikedeploy's ONNX exporter "
-            f"(metadata {META_PREFIX}format is {meta.get('format')!r}, expected {FORMAT!r})"
+            f"(metadata {META_PREFIX}format is {meta.get('format')!r}, expected {FORMAT!r}); {_REEXPORT}"
         )
     missing = [k for k in ("timesteps", "encoding", "precision", "inputs", "outputs", "neurons") if k not in meta]
     if missing:
-        raise SpikedeployError(f"{path}: spikedeploy metadata is missing {missing}")
+        raise ArtifactError(f"{path}: spikedeploy metadata is missing {missing}; {_REEXPORT}")
     try:
         onnx.checker.check_model(model)
-    except Exception as e:
-        raise SpikedeployError(f"{path} fails the ONNX checker (corrupt?): {e}") from None
+    except Exception as e:  # onnx.checker.ValidationError and protobuf errors
+        raise ArtifactError(f"{path} fails the ONNX checker (corrupt?): {detail(e)}; {_REEXPORT}") from None
+    _check_metadata(model, meta, path)
     return OnnxArtifact(model=model, metadata=meta, path=path)

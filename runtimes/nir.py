@@ -10,12 +10,34 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Union
+from typing import Dict, Mapping
 
+import numpy as np
 import torch
 
+from spikedeploy.errors import InputError
 from spikedeploy.reference import run as reference_run
 from spikedeploy.targets import TargetRun
+from spikedeploy.validate import check_run_input
+
+
+def _inputs(graph, x) -> Dict[str, torch.Tensor]:
+    """Every graph input checked at the boundary (shape ``[T, B, *s]``, non-empty T and B, the
+    fixed T of graphs with time-axis ops, a real dtype, finite values)."""
+    if not isinstance(x, Mapping):
+        if len(graph.inputs) != 1:
+            raise InputError(f"the NIR graph has {len(graph.inputs)} inputs ({[s.name for s in graph.inputs]}); "
+                             "pass a dict by input name")
+        x = {graph.inputs[0].name: x}
+    out = {}
+    for spec in graph.inputs:
+        if spec.name not in x:
+            raise InputError(f"missing graph input {spec.name!r}")
+        arr = check_run_input(x[spec.name], f"input {spec.name!r}", spec.shape, steps=spec.steps,
+                              step_hint=f"the graph needs exactly T={spec.steps} (its time-axis ops have fixed "
+                                        "step counts)")
+        out[spec.name] = torch.from_numpy(np.ascontiguousarray(arr))
+    return out
 
 
 def run(artifact, x, *, progress: bool = False, dtype: torch.dtype = torch.float64) -> TargetRun:
@@ -28,8 +50,9 @@ def run(artifact, x, *, progress: bool = False, dtype: torch.dtype = torch.float
         artifact = load(artifact)
     if not isinstance(artifact, NirArtifact):
         raise TypeError(f"expected a NirArtifact or a path, got {type(artifact).__name__}")
+    xs = _inputs(artifact.graph, x)
     t0 = time.perf_counter()
-    r = reference_run(artifact.graph, x, dtype=dtype)
+    r = reference_run(artifact.graph, xs, dtype=dtype)
     spike_counts = {n.name: r.records[n.name].q for n in artifact.graph.neurons()}
     return TargetRun(
         target="nir",

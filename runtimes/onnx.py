@@ -15,8 +15,9 @@ from typing import Dict, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from spikedeploy.errors import SpikedeployError
+from spikedeploy.errors import ArtifactError, InputError, SpikedeployError
 from spikedeploy.targets import TargetRun
+from spikedeploy.validate import check_run_input, detail
 
 INTRA_OP_THREADS = 2
 
@@ -46,10 +47,13 @@ def session(artifact):
     try:
         return ort.InferenceSession(art.serialized(), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise SpikedeployError(f"onnxruntime cannot load the model{f' {art.path}' if art.path else ''}: {e}") from None
+        raise ArtifactError(f"onnxruntime cannot load the ONNX model{f' {art.path}' if art.path else ''} ({detail(e)}); "
+                            "export it again with spikedeploy export --target onnx") from None
 
 
 def _feeds(art, x) -> Dict[str, np.ndarray]:
+    """The onnxruntime feeds for ``x``: every model input checked (shape ``[T, B, *s]`` with the
+    exported T, a non-empty batch, a real dtype, finite values) and cast to the model's precision."""
     specs = art.metadata["inputs"]
     if not isinstance(x, Mapping):
         if len(specs) != 1:
@@ -60,23 +64,10 @@ def _feeds(art, x) -> Dict[str, np.ndarray]:
     feeds = {}
     for spec in specs:
         if spec["ir"] not in x:
-            raise SpikedeployError(f"missing model input {spec['ir']!r}")
-        v = x[spec["ir"]]
-        arr = v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)
-        want = tuple(spec["shape"])
-        if arr.ndim != len(want) + 2 or tuple(arr.shape[2:]) != want:
-            raise SpikedeployError(
-                f"input {spec['ir']!r} must have shape [T, B, {', '.join(map(str, want))}], got {list(arr.shape)}"
-            )
-        if arr.shape[0] != T:
-            raise SpikedeployError(
-                f"input {spec['ir']!r} has T={arr.shape[0]} time steps, but the ONNX model was exported "
-                f"unrolled over T={T}; re-export with timesteps={arr.shape[0]}"
-            )
-        if arr.shape[1] < 1:
-            raise SpikedeployError(f"input {spec['ir']!r} has an empty batch")
-        if not np.isfinite(arr).all():
-            raise SpikedeployError(f"input {spec['ir']!r} contains NaN or Inf")
+            raise InputError(f"missing model input {spec['ir']!r}")
+        arr = check_run_input(x[spec["ir"]], f"input {spec['ir']!r}", spec["shape"], steps=T,
+                              step_hint=f"the ONNX model was exported unrolled over T={T}; re-export with "
+                                        f"timesteps={np.shape(x[spec['ir']])[0]}")
         feeds[spec["onnx"]] = np.ascontiguousarray(arr, dtype=dtype)
     return feeds
 
@@ -102,7 +93,11 @@ def run(artifact, x, *, progress: bool = False, batch_size: Optional[int] = None
     parts = {n: [] for n in names}
     starts = list(range(0, B, chunk))
     for s in tqdm(starts, desc="onnxruntime", unit="chunk", disable=not progress):
-        res = sess.run(names, {k: v[:, s:s + chunk] for k, v in feeds.items()})
+        try:
+            res = sess.run(names, {k: v[:, s:s + chunk] for k, v in feeds.items()})
+        except Exception as e:  # onnxruntime's Fail/InvalidArgument/RuntimeException: a damaged model
+            raise ArtifactError(f"onnxruntime failed running the ONNX model{f' {art.path}' if art.path else ''} "
+                                f"({detail(e)}); export it again with spikedeploy export --target onnx") from None
         for n, r in zip(names, res):
             parts[n].append(r)
     wall = time.perf_counter() - t0

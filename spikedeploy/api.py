@@ -621,20 +621,19 @@ def export(
 
 
 def load_input_file(path) -> torch.Tensor:
-    """Read inputs ``[T, B, *s]`` from a .npy file (no pickles)."""
+    """Read inputs ``[T, B, *s]`` from a .npy file (no pickles), validated before use
+    (:mod:`spikedeploy.validate`): the header first (a plain dtype, at most ``MAX_INPUT_ELEMENTS``
+    elements, the file as long as it announces), then a real integer or float dtype (no bool,
+    complex, uint64), at least 3 axes, none empty, finite values; big-endian data is converted to
+    the native byte order. Errors are :class:`InputError` (exit code 2) naming the file."""
+    from spikedeploy.validate import MAX_INPUT_ELEMENTS, check_input_array, read_npy
+
     path = Path(path)
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"input file {path} does not exist") from None
-    except (ValueError, OSError) as e:
-        raise InputError(f"cannot read input file {path} as .npy: {e}") from None
-    if arr.ndim < 3 or not np.issubdtype(arr.dtype, np.number):
-        raise InputError(f"input file {path} must hold a numeric array [T, B, ...], got {arr.dtype} {list(arr.shape)}")
-    x = torch.as_tensor(arr)
-    if not torch.isfinite(x.double()).all():
-        raise InputError(f"input file {path} contains NaN or Inf")
-    return x
+    if path.is_file() and path.suffix.lower() == ".npz":
+        raise InputError(f"input file {path} is an .npz archive; give one .npy array [T, B, *input_shape] "
+                         "(numpy.save)")
+    arr = read_npy(path, "input file", max_elements=MAX_INPUT_ELEMENTS)
+    return torch.from_numpy(np.ascontiguousarray(check_input_array(arr, f"input file {path}")))
 
 
 def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool = False):

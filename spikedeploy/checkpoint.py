@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import zipfile
 from collections.abc import Mapping
 from typing import Dict, Optional
 
@@ -28,20 +29,60 @@ def _listing(items, limit: int = _MAX_LISTED) -> str:
     return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-def _load_hint(exc: Exception) -> str:
-    detail = " ".join(str(exc).split())
-    detail = detail.split(". ")[0][:160]
-    if isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in str(exc):
-        return (
-            "it stores Python objects other than tensors and plain containers, which "
-            "weights_only loading refuses (training checkpoints often hold optimizer stats or "
-            "settings objects); if you trust the file, extract the weights once and re-save them, "
-            "e.g. torch.save({'net': torch.load(path, weights_only=False)['net']}, new_path)"
-        )
-    return (
-        f"{type(exc).__name__}: {detail}; the file may be truncated or corrupt, "
-        "or not a PyTorch checkpoint"
-    )
+#: how a file written by ``torch.save`` begins: a zip archive, or (before PyTorch 1.6) a pickle
+#: stream starting with torch's magic number
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)
+
+
+def _file_kind(path: str) -> str:
+    """"torch" (a zip archive holding a pickle ``data.pkl``, or a legacy torch file), "zip" (another
+    zip archive), "damaged-zip" (zip magic but unreadable) or "other"."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_LEGACY_MAGIC))
+    except OSError:
+        return "other"
+    if head.startswith(_LEGACY_MAGIC):
+        return "torch"
+    if not head.startswith(_ZIP_MAGIC):
+        return "other"
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return "damaged-zip"
+    return "torch" if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names) else "zip"
+
+
+def _load_hint(exc: Exception, path: str) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` refused, and what to do. Never
+    advises ``weights_only=False`` (that would run the file's pickled code)."""
+    kind = _file_kind(path)
+    text = " ".join(str(exc).split())
+    if kind == "torch" and isinstance(exc, pickle.UnpicklingError) and "Weights only load failed" in text \
+            and ("Unsupported global" in text or "GLOBAL" in text):
+        return ("it is a PyTorch checkpoint that holds Python objects besides tensors and plain containers "
+                "(e.g. optimizer state or a settings object), which spikedeploy never unpickles; where the file "
+                "was made, save the weights alone, e.g. torch.save({'net': model.state_dict()}, path)")
+    if kind == "torch":
+        detail = "" if isinstance(exc, pickle.UnpicklingError) else f" ({type(exc).__name__}: {text.split('. ')[0][:160]})"
+        return f"the PyTorch checkpoint is truncated or corrupt{detail}; copy or save it again"
+    if kind == "damaged-zip":
+        return "it is a truncated or corrupt zip archive (a torch.save file cut short?); copy or save it again"
+    if kind == "zip":
+        return "it is a zip archive but not a PyTorch checkpoint (no data.pkl); give a file written by torch.save"
+    return "it is not a PyTorch checkpoint (a file written by torch.save); check the path"
+
+
+def _kind(t: torch.Tensor) -> str:
+    if t.dtype == torch.bool:
+        return "bool"
+    if t.is_complex():
+        return "complex"
+    if t.is_floating_point():
+        return "floating"
+    return "integer"
 
 
 def load_checkpoint(
@@ -61,7 +102,7 @@ def load_checkpoint(
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch, zip and pickle raise many types for a bad file
-        raise CheckpointError(f"checkpoint {path!r}: cannot be read: {_load_hint(exc)}") from exc
+        raise CheckpointError(f"checkpoint {path!r}: cannot be read: {_load_hint(exc, path)}") from None
 
     if key is not None:
         if not isinstance(obj, Mapping):
@@ -113,8 +154,10 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping, *, source: str = "<c
     """Load ``state_dict`` into ``model`` strictly.
 
     On any mismatch raises CheckpointError naming ``source`` and listing every missing key,
-    unexpected key and shape conflict (``key: model expects [..], checkpoint has [..]``), each list
-    truncated to a readable length with its count.
+    unexpected key, shape conflict (``key: model expects [..], checkpoint has [..]``) and tensor of
+    another kind than the model's (floating, integer, bool, complex: e.g. an int64 or complex
+    tensor for a float weight, which ``load_state_dict`` would cast silently; float16 for float32
+    is the same kind and is accepted), each list truncated to a readable length with its count.
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state_dict]
@@ -124,7 +167,12 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping, *, source: str = "<c
         for k, v in state_dict.items()
         if k in expected and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(expected[k].shape)
     ]
-    if missing or unexpected or conflicts:
+    kinds = [
+        f"{k}: model expects {expected[k].dtype} ({_kind(expected[k])}), checkpoint has {v.dtype} ({_kind(v)})"
+        for k, v in state_dict.items()
+        if k in expected and isinstance(v, torch.Tensor) and _kind(v) != _kind(expected[k])
+    ]
+    if missing or unexpected or conflicts or kinds:
         parts = []
         if missing:
             parts.append(f"{len(missing)} missing keys: {_listing(missing)}")
@@ -132,6 +180,9 @@ def apply_state_dict(model: nn.Module, state_dict: Mapping, *, source: str = "<c
             parts.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
         if conflicts:
             parts.append(f"{len(conflicts)} shape conflicts: {_listing(conflicts)}")
+        if kinds:
+            parts.append(f"{len(kinds)} tensors of another kind (loading would cast them silently; save the "
+                         f"checkpoint with the model's own dtypes): {_listing(kinds)}")
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__}: " + "; ".join(parts)
         )

@@ -1,13 +1,26 @@
 """Error types. Every error a user can cause derives from :class:`SpikedeployError`; the CLI prints
-its message (no traceback) and exits non-zero (2 for unsupported ops / bad input, 1 otherwise)."""
+its message on one line (no traceback) and exits non-zero: 2 for bad input (an unreadable or
+malformed file, a bad option, an unsupported op), 1 for a verification that ran and failed or an
+internal error.
+
+An IR graph that breaks an invariant is an internal error (:class:`GraphValidationError`, exit 1)
+when spikedeploy built it, and bad input when it came from a user's file: artifact loaders
+report it as an :class:`ArtifactError` (exit 2).
+"""
 
 from __future__ import annotations
 
+import re
+
 
 class SpikedeployError(Exception):
-    """Base class: a problem with the user's model, checkpoint, input or options."""
+    """Base class: a problem with the user's model, checkpoint, input or options. Its message is
+    always one line (line breaks in the text given are replaced by spaces)."""
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return re.sub(r"\s*[\r\n]+\s*", " ", super().__str__()).strip()
 
 
 class CaptureError(SpikedeployError):
@@ -46,5 +59,13 @@ class OutputPathError(SpikedeployError):
 
 class InputError(SpikedeployError):
     """An input file (inputs, a clip, an artifact) that is missing, unreadable or of the wrong shape."""
+
+    exit_code = 2
+
+
+class ArtifactError(InputError):
+    """An exported artifact (ONNX model, NIR file, Lava bundle) that is missing, truncated, foreign
+    or inconsistent: the message names the file and the field; the fix is usually to export it
+    again (validated before any work starts, :mod:`spikedeploy.validate`)."""
 
     exit_code = 2

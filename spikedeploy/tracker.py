@@ -434,13 +434,14 @@ class SpikeTrackTracker:
         vals = list(np.asarray(box).reshape(-1)) if isinstance(box, (np.ndarray, torch.Tensor)) else list(box)
         if len(vals) != 4 or not all(_is_number(v) for v in vals):
             raise InvalidBoxError(f"init box must be [x, y, w, h] (4 numbers), got {box!r}")
-        x, y, w, h = (float(v) for v in vals)
-        if not all(math.isfinite(v) for v in (x, y, w, h)):
-            raise InvalidBoxError(f"init box {[x, y, w, h]} has a non-finite value")
-        if w <= 0 or h <= 0:
-            raise InvalidBoxError(f"init box {[x, y, w, h]}: width and height must be > 0")
-        if x >= W or y >= H or x + w <= 0 or y + h <= 0:
-            raise InvalidBoxError(f"init box {[x, y, w, h]} lies outside the {W}x{H} (W x H) frame")
+        try:
+            x, y, w, h = (float(v) for v in vals)
+        except OverflowError:  # an integer too large for a float
+            raise InvalidBoxError(f"init box {box!r} has a value too large for a pixel coordinate") from None
+        # finite, w, h > 0, at most MAX_BOX_FRAMES frames large, overlapping the frame
+        from spikedeploy.validate import check_init_box
+
+        check_init_box(x, y, w, h, H, W, InvalidBoxError)
         return [x, y, w, h]
 
     # -- network calls -------------------------------------------------------------------------

@@ -65,22 +65,24 @@ def _rgb(im) -> np.ndarray:
 
 def load_frames(path) -> np.ndarray:
     """A clip as ``N x H x W x 3`` uint8 RGB: a ``.npy`` array, a multi-frame video file PIL reads
-    (GIF, TIFF, APNG) or a folder of image files (PNG/JPEG/BMP, sorted by name). Errors name the
-    file: no frames, an unreadable frame, frames of different sizes."""
+    (GIF, TIFF, APNG) or a folder of image files (PNG/JPEG/BMP, sorted by name). Validated before
+    the frames are decoded (:mod:`spikedeploy.validate`: at most ``MAX_CLIP_FRAMES`` frames of at
+    most ``MAX_FRAME_SIDE`` pixels a side, ``MAX_CLIP_BYTES`` in all; a ``.npy`` clip must be
+    uint8 with N >= 1). Errors (:class:`InputError`) name the file: no frames, an unreadable frame,
+    frames of different sizes, a wrong dtype or shape."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    from spikedeploy.validate import (MAX_CLIP_BYTES, check_clip, check_frame_count, check_frame_size, detail,
+                                      read_npy)
 
     path = Path(path)
     if not path.exists():
         raise InputError(f"clip {path} does not exist")
     if path.is_file() and path.suffix.lower() == ".npy":
-        try:
-            frames = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise InputError(f"cannot read clip {path} as .npy: {e}") from None
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or frames.shape[0] == 0:
-            raise InputError(f"clip {path} must be an N x H x W x 3 uint8 array with N >= 1, got "
-                             f"{frames.dtype} {list(frames.shape)}")
-        return frames
+        return check_clip(read_npy(path, "clip", max_elements=MAX_CLIP_BYTES, max_bytes=MAX_CLIP_BYTES),
+                          f"clip {path}")
+    # PIL's decompression-bomb guard raises DecompressionBombError, which is not an OSError
+    unreadable = (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError, EOFError)
     if path.is_file():
         if path.suffix.lower() not in _VIDEO_SUFFIXES:
             raise InputError(f"clip {path}: unsupported file type {path.suffix!r}; give an N x H x W x 3 uint8 "
@@ -88,49 +90,93 @@ def load_frames(path) -> np.ndarray:
                              f"frames (convert other videos to frames first, e.g. ffmpeg -i clip.mp4 frames/%05d.png)")
         try:
             with Image.open(path) as im:
-                frames = [_rgb(f) for f in ImageSequence.Iterator(im)]
-        except (UnidentifiedImageError, OSError) as e:
-            raise InputError(f"clip {path} cannot be read: {e}") from None
-        return np.stack(frames)
+                n = int(getattr(im, "n_frames", 1))
+                check_frame_count(n, f"clip {path}")
+                check_frame_size(im.size[1], im.size[0], f"clip {path}", n)
+                frames = []
+                for f in ImageSequence.Iterator(im):
+                    arr = _rgb(f)
+                    if frames and arr.shape != frames[0].shape:
+                        raise InputError(f"clip {path}: frame {len(frames) + 1} is {arr.shape[1]}x{arr.shape[0]}, "
+                                         f"but the first is {frames[0].shape[1]}x{frames[0].shape[0]}")
+                    frames.append(arr)
+        except unreadable as e:
+            raise InputError(f"clip {path} cannot be read: {detail(e)}") from None
+        if not frames:
+            raise InputError(f"clip {path} holds no frames")
+        return check_clip(np.stack(frames), f"clip {path}")
+    if not path.is_dir():
+        raise InputError(f"clip {path} is neither a file nor a folder")
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"clip folder {path} holds no frames ({', '.join(_IMAGE_SUFFIXES)})")
+    check_frame_count(len(files), f"clip folder {path}")
     frames = []
     for f in files:
         try:
             with Image.open(f) as im:
+                if not frames:
+                    check_frame_size(im.size[1], im.size[0], f"clip folder {path}", len(files))
                 arr = _rgb(im)
-        except (UnidentifiedImageError, OSError) as e:
-            raise InputError(f"frame {f} cannot be read: {e}") from None
+        except unreadable as e:
+            raise InputError(f"frame {f} cannot be read: {detail(e)}") from None
         if frames and arr.shape != frames[0].shape:
             raise InputError(f"frame {f} is {arr.shape[1]}x{arr.shape[0]}, but {files[0].name} is "
                              f"{frames[0].shape[1]}x{frames[0].shape[0]}: all frames must have one size")
         frames.append(arr)
-    return np.stack(frames)
+    return check_clip(np.stack(frames), f"clip folder {path}")
 
 
 def load_boxes(path, num_frames: Optional[int] = None) -> np.ndarray:
     """Ground-truth boxes ``[N, 4]`` (x, y, w, h in pixels) from a ``.npy`` array, a ``.json`` list
     (or ``{"boxes": [...]}``) or a text file with one box per line (comma, tab or space separated,
-    the OTB ``groundtruth_rect.txt`` format). ``num_frames``: the clip's length, which must match."""
+    the OTB ``groundtruth_rect.txt`` format). ``num_frames``: the clip's length, which must match.
+    A row of NaN or with a size <= 0 (an absent target) is kept; a malformed file (text, a wrong
+    number of columns, complex or boolean values, +-Inf, absurd coordinates) is an
+    :class:`InputError` naming the file and the row (:func:`spikedeploy.validate.check_ground_truth`)."""
+    from spikedeploy.validate import MAX_CLIP_FRAMES, check_ground_truth, detail, read_npy
+
     path = Path(path)
     if not path.is_file():
         raise InputError(f"ground-truth file {path} does not exist")
-    try:
-        if path.suffix.lower() == ".npy":
-            boxes = np.load(path, allow_pickle=False)
-        elif path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            boxes = data["boxes"] if isinstance(data, dict) else data
-        else:
-            rows = [line.replace(",", " ").split() for line in path.read_text(encoding="utf-8").splitlines()]
-            boxes = [[float(v) for v in r] for r in rows if r]
-        boxes = np.asarray(boxes, dtype=np.float64)
-    except (ValueError, OSError, KeyError, TypeError) as e:
-        raise InputError(f"cannot read ground-truth boxes from {path}: {e}") from None
-    if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise InputError(f"ground-truth file {path} must hold one x, y, w, h box per frame, got shape "
-                         f"{list(boxes.shape)}")
+    where = f"ground-truth file {path}"
+    if path.suffix.lower() == ".npy":
+        boxes = read_npy(path, "ground-truth file", max_elements=4 * MAX_CLIP_FRAMES)
+    else:
+        if path.stat().st_size > 64 * MAX_CLIP_FRAMES:
+            raise InputError(f"{where} has {path.stat().st_size} bytes, too many for {MAX_CLIP_FRAMES} boxes")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise InputError(f"cannot read ground-truth boxes from {path}: {detail(e)}") from None
+        try:
+            if path.suffix.lower() == ".json":
+                data = json.loads(text)
+                boxes = data["boxes"] if isinstance(data, dict) else data
+                if not isinstance(boxes, list) or not all(
+                        isinstance(r, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) or v is None
+                                                    for v in r) for r in boxes):
+                    raise ValueError("expected a list of [x, y, w, h] rows of numbers (null for an absent target)")
+                boxes = [[np.nan if v is None else v for v in r] for r in boxes]
+            else:
+                boxes = []
+                for i, line in enumerate(text.splitlines()):
+                    r = line.replace(",", " ").split()
+                    if not r:
+                        continue
+                    try:
+                        boxes.append([float(v) for v in r])
+                    except ValueError:
+                        raise ValueError(f"line {i + 1} ({line.strip()[:40]!r}) is not numbers") from None
+                    if len(r) != 4:
+                        raise ValueError(f"line {i + 1} has {len(r)} values, expected 4 (x, y, w, h)")
+            rows = {len(r) for r in boxes}
+            if len(rows) > 1 or rows and rows != {4}:
+                raise ValueError(f"rows of {sorted(rows)} values, expected 4 (x, y, w, h)")
+            boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        except (ValueError, KeyError, TypeError) as e:
+            raise InputError(f"cannot read ground-truth boxes from {path}: {detail(e)}") from None
+    boxes = check_ground_truth(boxes, where)
     if num_frames is not None and len(boxes) != num_frames:
         raise InputError(f"ground-truth file {path} has {len(boxes)} boxes but the clip has {num_frames} frames")
     return boxes
