@@ -466,16 +466,41 @@ def test_reports_render(sdt_report, tmp_path):
     assert d["runtime"] == "reference-binary" and d["profile"]["name"] == "loihi"
     assert len(d["firing_rates"]) == len(rep.spike_layers) and len(d["firing_rates"][0]["rates_per_step"]) == 3
     html = rep.to_html()
-    assert html.startswith("<!DOCTYPE html>") and html.count('<img alt="') == 3
-    assert '<img alt="' in html and 'src="data:image/png;base64,' in html
+    # 17 synaptic rows: one per-layer figure (ops and firing rates side by side) and the energy breakdown
+    assert html.startswith("<!DOCTYPE html>") and html.count('src="data:image/png;base64,') == 2
+    assert html.count('<img class="native"') == 2 and html.count('<div class="table-wrap">') >= 5
     out = rep.write(tmp_path / "audit")
-    assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json", "report.md"]
+    assert {"report.html", "report.json", "report.md"} <= {p.name for p in out.iterdir()}
+
+
+def test_many_layer_audit_plots_are_legible(tmp_path):
+    """The tiny SpikeTrack search branch (about 130 synaptic rows): one per-layer figure per stage,
+    each shown at its native size (fits the column, >= 20 px per layer row), every layer in a
+    figure; the report's tables sit in scrolling containers."""
+    import base64
+    import re
+
+    from spikedeploy.htmlreport import COLUMN_PX, layer_groups, png_size
+
+    rep = audit("spiketrack-tiny128-t1:search", num_inputs=1)
+    rows = [l for l in rep.layers if l.kind != "neuron"]
+    groups = layer_groups([l.name for l in rows])
+    assert len(rows) > 100 and len(groups) >= 3
+    html = rep.to_html()
+    imgs = re.findall(r'<img class="native" width="(\d+)" height="(\d+)" alt="([^"]*)" '
+                      r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(imgs) == 1 + len(groups) + 1  # stage overview, one per stage, energy
+    for (w, h, alt, data), (_, idx) in zip(imgs[1:-1], groups):
+        assert png_size(base64.b64decode(data)) == (int(w), int(h))
+        assert int(w) <= COLUMN_PX and int(h) / len(idx) >= 20, (w, h, len(idx), alt)
+    assert sum(len(idx) for _, idx in groups) == len(rows)
+    assert html.count('<div class="table-wrap">') >= 5 and '<td class="n">model.<wbr>encoder.<wbr>' in html
 
 
 def test_audit_writes_output_and_default_profile(tmp_path):
     rep = audit("sdt-test", num_inputs=2, output=tmp_path / "a")
     assert rep.profile.name == "45nm" and rep.spikes_occurred
-    assert (tmp_path / "a" / "report.html").read_text().count("data:image/png;base64,") == 3
+    assert (tmp_path / "a" / "report.html").read_text().count("data:image/png;base64,") == 2
     t = rep.totals["per_frame"]
     assert t["energy_neurons_pj"] == 0.0
     assert t["energy_pj"] == pytest.approx(0.9 * t["measured_synops"] + 4.6 * t["host_macs"])

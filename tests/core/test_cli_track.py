@@ -102,6 +102,8 @@ def test_several_targets_agree_and_report(tmp_path, capsys):
     with Image.open(out / "track.gif") as im:
         assert im.n_frames == 4
     assert "identical to reference-binary's on 3 frames" in text
+    assert text.count("precision@20px") == 4 and text.count("over 3 frames") == 4  # scored frames beside scores
+    assert "| scored frames | AUC | P@20 |" in (out / "report.md").read_text()
 
     # a GIF clip reads back as frames; a frame limit per run is reported
     gif_out = tmp_path / "gif"

@@ -30,6 +30,13 @@ def test_demo_on_a_few_frames(tmp_path, capsys):
     assert report["agreement"]["onnx"]["all_boxes_identical"] is True
     assert "lava-graded tracked the first 3 of 4 frames" in " ".join(report["notes"])
     index = (out / "index.html").read_text()
-    for link in ("track/report.html", "verify/report.md", "audit/report.html", "neurons/report.md", "track/track.gif"):
+    for link in ("track/report.html", "verify/report.html", "audit/report.html", "neurons/report.html",
+                 "track/track.gif"):
         assert link in index and (out / link).exists(), link
+    assert ".md" not in index  # every report is linked as HTML
+    assert "nilif/report.html" in (out / "neurons" / "report.html").read_text()
     assert "report: " in printed and "index.html" in printed
+    # the number of scored frames beside every score: 3 for the 4 frames, 2 for Lava's 3
+    assert "lava-graded: 3 frames" in printed and "over 2 scored frames" in printed
+    assert "torch64: AUC" in printed and "over 3 scored frames" in printed
+    assert report["runs"]["lava-graded"]["scored_frames"] == 2 and report["scores_common"]["frames_tracked"] == 3
