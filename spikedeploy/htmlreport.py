@@ -425,7 +425,7 @@ def audit_figures(report) -> List[Tuple[object, str]]:
     rows = [l for l in report.layers if l.kind in ("synapse", "attention", "host")]
     groups = layer_groups([l.name for l in rows])
     T = max(int(report.T), 1)
-    step_colors = ["#1f6feb", "#f0883e", "#2da44e", "#8250df", "#bf3989", "#57606a"]
+    step_colors = ["#2da44e", "#f0883e", "#8250df", "#bf3989", "#0a7ea4", "#57606a"]  # not the ops colours
 
     def ops_of(l):
         return max(l.theoretical_ops, 0.0), (l.macs if l.host else l.measured_synops)
