@@ -60,6 +60,11 @@ def _kv(text: str):
     return k, {"true": True, "false": False, "none": None}.get(v.lower(), v)
 
 
+_MAX_MEMORY_HELP = ("refuse to start when the estimated peak memory exceeds GB gigabytes (default: "
+                    "$SPIKEDEPLOY_MAX_MEMORY_GB, else half the physical memory or the memory available now, "
+                    "whichever is smaller; spikedeploy.resources)")
+
+
 def _model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="sdt-test",
@@ -80,6 +85,7 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
                    help="per-step input shape, for models that do not declare 'input_shape'")
     g.add_argument("--seed", type=int, default=0, help="seed for random weights and inputs (default: %(default)s)")
+    g.add_argument("--max-memory", type=float, default=None, metavar="GB", help=_MAX_MEMORY_HELP)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -98,8 +104,8 @@ def _build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="prove capture, folding and spike lowering equivalent; write a report",
                        description="Capture the model, fold BatchNorm and fuse linear chains, lower to binary and "
                                    "graded spikes, and compare every stage with the previous one: per neuron layer "
-                                   "teacher-forced (exact except boundary ties) and free-running. Writes report.md "
-                                   "and report.json. Exit code 0 if every stage succeeds, 1 otherwise.")
+                                   "teacher-forced (exact except boundary ties) and free-running. Writes report.html, "
+                                   "report.md and report.json. Exit code 0 if every stage succeeds, 1 otherwise.")
     _model_options(v)
     g = v.add_argument_group("verification")
     g.add_argument("--inputs", type=int, default=64, dest="num_inputs",
@@ -150,6 +156,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="write outputs and spike counts to this .npz file (atomically; it must not exist unless "
                         "--overwrite)")
     _overwrite_option(r, "replace an existing --output file")
+    r.add_argument("--max-memory", type=float, default=None, metavar="GB", help=_MAX_MEMORY_HELP)
     r.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
     a = sub.add_parser("audit", help="measured synaptic ops and energy per layer, next to the papers' estimate",
@@ -276,7 +283,7 @@ def _model_kwargs(args) -> dict:
     return dict(
         model=args.model, neuron=args.neuron, timesteps=args.timesteps, checkpoint=args.checkpoint,
         checkpoint_key=args.checkpoint_key, seed=args.seed, input_shape=args.input_shape,
-        model_kwargs=dict(args.model_arg),
+        model_kwargs=dict(args.model_arg), max_memory=args.max_memory,
     )
 
 
@@ -292,7 +299,7 @@ def _cmd_verify(args) -> int:
     )
     for s in report.stages:
         print(f"{s.name:<10} {'SUCCESS' if s.passed else 'FAIL'}  {s.description}")
-    print(f"report: {Path(args.output) / 'report.md'}")
+    print(f"report: {Path(args.output) / 'report.html'}")
     return 0 if report.passed else 1
 
 
@@ -317,7 +324,7 @@ def _cmd_run(args) -> int:
     if args.output:
         check_output_file(args.output, "outputs", overwrite=args.overwrite, inputs=(args.artifact, args.input_file))
     x = api.load_input_file(args.input_file)
-    result = api.run_artifact(args.target, args.artifact, x, progress=not args.no_progress)
+    result = api.run_artifact(args.target, args.artifact, x, progress=not args.no_progress, max_memory=args.max_memory)
     print(f"{result.target} ({result.encoding}): {x.shape[1]} input(s), T = {x.shape[0]}")
     info = result.info or {}
     if "processes" in info and "time_steps" in info:
