@@ -34,12 +34,11 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
-import signal
 import threading
 import time
-from typing import Iterable, List, Optional
+from typing import Optional
 
-from spikedeploy.lava_compat import LavaProcessError, exit_text
+from spikedeploy.lava_compat import LavaProcessError, deferred_signals, exit_text
 
 __all__ = ["LavaSession", "LavaProcessError", "deferred_signals"]
 
@@ -51,35 +50,6 @@ KILL_TIMEOUT_S = 3.0
 POLL_S = 0.05
 #: seconds to wait for a failed child's report after the runtime service reported an error
 REPORT_WAIT_S = 2.0
-
-
-@contextlib.contextmanager
-def deferred_signals(signums: Iterable[int] = (signal.SIGINT, signal.SIGTERM)):
-    """Hold SIGINT/SIGTERM back during the block (cleanup code): a signal that arrives is
-    recorded and delivered again, to this process, right after the block, so it has the effect it
-    would have had (KeyboardInterrupt, the CLI's SIGTERM exception, or the default action).
-    Outside the main thread, where Python cannot change handlers, it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: List[int] = []
-    previous = {}
-
-    def record(signum, frame):
-        received.append(signum)
-
-    for s in signums:
-        handler = signal.getsignal(s)
-        if handler in (signal.SIG_IGN, None):  # ignored, or set outside Python: leave it
-            continue
-        previous[s] = signal.signal(s, record)
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        for s in dict.fromkeys(received):
-            os.kill(os.getpid(), s)
 
 
 def _alive(actor) -> bool:

@@ -46,17 +46,20 @@ import importlib
 import multiprocessing
 import importlib.abc
 import importlib.machinery
+import os
 import queue
 import re
 import signal
 import sys
+import threading
 import traceback
 from types import ModuleType
+from typing import Iterable, List
 
 from spikedeploy.errors import SpikedeployError
 
 __all__ = ["TARGET_MODULE", "LavaCompatError", "LavaProcessError", "ChildError", "install", "import_lava",
-           "patch_source", "patch_runtime"]
+           "patch_source", "patch_runtime", "deferred_signals"]
 
 #: The one module whose source is rewritten before it executes.
 TARGET_MODULE = "lava.magma.compiler.var_model"
@@ -245,6 +248,35 @@ class ChildError(Exception):
         return cls(summary, code)
 
 
+@contextlib.contextmanager
+def deferred_signals(signums: Iterable[int] = (signal.SIGINT, signal.SIGTERM)):
+    """Hold SIGINT/SIGTERM back during the block (cleanup code): a signal that arrives is
+    recorded and delivered again, to this process, right after the block, so it has the effect it
+    would have had (KeyboardInterrupt, the CLI's SIGTERM exception, or the default action).
+    Outside the main thread, where Python cannot change handlers, it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: List[int] = []
+    previous = {}
+
+    def record(signum, frame):
+        received.append(signum)
+
+    for s in signums:
+        handler = signal.getsignal(s)
+        if handler in (signal.SIG_IGN, None):  # ignored, or set outside Python: leave it
+            continue
+        previous[s] = signal.signal(s, record)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(received):
+            os.kill(os.getpid(), s)
+
+
 def _child_signals() -> None:
     """In a freshly forked Lava child: Ctrl-C is the parent's to handle; SIGTERM ends the child."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -317,14 +349,20 @@ def _startup_report(q, actor, poll: float = STARTUP_POLL_S):
 
 
 def _runtime_initialize(self, node_cfg_idx: int = 0) -> None:
-    """``Runtime.initialize``: Lava's steps, then a bounded wait for every child's start-up."""
-    self._build_watchdog_manager()
-    self._build_message_infrastructure()
-    self._build_channels()
-    self._build_sync_channels()
-    self._build_processes()
-    self._build_runtime_services()
-    self._start_ports()
+    """``Runtime.initialize``: Lava's steps, then a bounded wait for every child's start-up.
+
+    The children are forked with SIGINT/SIGTERM held back (:func:`deferred_signals`): a Python
+    signal handler that raised inside ``fork``'s Python callbacks would be ignored ("Exception
+    ignored in _releaseLock") in the parent, or print a traceback in a child that has not yet set
+    its own signals; a signal that arrives meanwhile takes effect right after the forks."""
+    with deferred_signals():
+        self._build_watchdog_manager()
+        self._build_message_infrastructure()
+        self._build_channels()
+        self._build_sync_channels()
+        self._build_processes()
+        self._build_runtime_services()
+        self._start_ports()
     actors = self._messaging_infrastructure.actors
     for actor, label in zip(actors, actor_labels(self._executable)):
         actor.spikedeploy_label = label

@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import fields
 
 import numpy as np
@@ -239,3 +240,114 @@ def test_conv_is_true_convolution(tag):
     np.testing.assert_array_equal(received[..., 0, 0], np.zeros((3, 3)))
     np.testing.assert_array_equal(received[..., 0, 1], kernel)
     np.testing.assert_array_equal(received[..., 0, 2], np.zeros((3, 3)))
+
+
+# --------------------------------------------------------------------------------------------
+# The runtime patches: quiet children that report their errors, bounded waits
+# --------------------------------------------------------------------------------------------
+
+from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
+from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
+from lava.magma.core.model.py.ports import PyInPort  # noqa: E402
+from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
+from lava.magma.core.process.ports.ports import InPort  # noqa: E402
+from lava.magma.core.process.process import AbstractProcess  # noqa: E402
+from lava.magma.core.resources import CPU  # noqa: E402
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
+from lava.proc.dense.models import PyDenseModelFloat  # noqa: E402
+from lava.proc.io.source import PySendModelFloat  # noqa: E402
+
+
+class Boom(AbstractProcess):
+    """Receives a vector each step; its model raises at step ``fail_at``."""
+
+    def __init__(self, *, shape, fail_at: int, name: str = None):
+        super().__init__(name=name, fail_at=fail_at)
+        self.a_in = InPort(shape=shape)
+
+
+@implements(proc=Boom, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyBoomModel(PyLoihiProcessModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+
+    def run_spk(self):
+        self.a_in.recv()
+        if self.time_step == self.proc_params["fail_at"]:
+            raise ZeroDivisionError("boom at step %d" % self.time_step)
+
+
+def test_runtime_patches_are_installed():
+    from lava.magma.runtime import runtime
+    from lava.magma.runtime.message_infrastructure import multiprocessing as lava_mp
+
+    lava_compat.import_lava()
+    assert lava_mp.SystemProcess.run is lava_compat._system_process_run
+    assert runtime.target_fn is lava_compat._target_fn
+    assert runtime.Runtime.initialize is lava_compat._runtime_initialize
+
+
+def test_child_error_is_one_picklable_line():
+    import pickle
+
+    from spikedeploy.errors import InputError
+
+    class Unpicklable(Exception):
+        def __init__(self, a, b):  # pickle re-creates exceptions from args: this one cannot be
+            super().__init__(f"{a}\n{b}")
+
+    err = lava_compat.ChildError.of(Unpicklable("first line", "second line"))
+    back = pickle.loads(pickle.dumps(err))
+    assert str(back) == "Unpicklable: first line second line" and back.exit_code == 1
+    assert lava_compat.ChildError.of(InputError("bad field")).exit_code == 2
+    assert lava_compat.exit_text(-9) == "killed by SIGKILL" and lava_compat.exit_text(1) == "exit code 1"
+    e = lava_compat.LavaProcessError("p (M)", "KeyError: 'x'", 2)
+    assert str(e) == "Lava process p (M) failed: KeyError: 'x'" and e.exit_code == 2
+
+
+def _children() -> list:
+    import multiprocessing
+
+    return [p for p in multiprocessing.active_children()]
+
+
+@pytest.mark.parametrize("fail_at", [1, 3])
+def test_failing_process_model_is_reported_not_hung(fail_at):
+    """Lava 0.10 alone hangs here: the Dense upstream and the runtime service wait for Boom's
+    answer forever. The session reports Boom's exception and ends every child."""
+    from spikedeploy.runtimes.lava_session import LavaSession
+
+    source = Source(data=np.ones((2, 8)))
+    dense = Dense(weights=np.eye(2))
+    boom = Boom(shape=(2,), fail_at=fail_at, name="the-boom")
+    source.s_out.connect(dense.s_in)
+    dense.a_out.connect(boom.a_in)
+    models = {source: PySendModelFloat, dense: PyDenseModelFloat, boom: PyBoomModel}
+    cfg = run_configs.Loihi2SimCfg(select_tag="floating_pt", exception_proc_model_map=models)
+    t0 = time.monotonic()
+    with pytest.raises(lava_compat.LavaProcessError) as info:
+        with LavaSession(boom, cfg) as session:
+            session.start()
+            session.run(8)
+    assert time.monotonic() - t0 < 30
+    assert str(info.value) == f"Lava process the-boom (PyBoomModel) failed: ZeroDivisionError: boom at step {fail_at}"
+    assert _children() == []
+    assert boom.runtime is None  # detached: Lava's __del__ -> stop() has nothing left to wait for
+
+
+def test_session_runs_and_stops_a_healthy_network():
+    from spikedeploy.runtimes.lava_session import LavaSession
+
+    source = Source(data=SOURCE_SPIKES)
+    dense = Dense(weights=WEIGHTS)
+    sink = Sink(shape=(2,), buffer=STEPS)
+    source.s_out.connect(dense.s_in)
+    dense.a_out.connect(sink.a_in)
+    cfg = run_configs.Loihi2SimCfg(select_tag="floating_pt")
+    with LavaSession(sink, cfg) as session:
+        session.start()
+        session.run(STEPS)
+        received = sink.data.get()
+    np.testing.assert_array_equal(received[:, 1:], WEIGHTS @ SOURCE_SPIKES[:, :-1])  # Dense: one step late
+    assert _children() == [] and session.timings["stop"] > 0

@@ -374,6 +374,24 @@ def test_keyboard_interrupt_in_the_parent_ends_the_children(bundle, monkeypatch,
     _assert_nothing_left(created_segments)
 
 
+def test_driver_error_while_reading_records_ends_the_children(bundle, monkeypatch, created_segments):
+    """An error in the parent (here: reading a process's record after the run) propagates as it
+    is, and the runtime is ended all the same."""
+    from spikedeploy.exporters import lava as lava_export
+
+    x = np.load(bundle / "short.npy")
+    loaded = lava_export.load(bundle / "m.lava")  # before np.load is broken
+
+    def unreadable(*args, **kwargs):
+        raise OSError("record unreadable")
+
+    monkeypatch.setattr(lava_run.np, "load", unreadable)
+    with pytest.raises(OSError, match="record unreadable"):
+        lava_run.run(loaded, x)
+    monkeypatch.undo()
+    _assert_nothing_left(created_segments)
+
+
 def test_successful_run_leaves_nothing(bundle, created_segments):
     x = np.load(bundle / "short.npy")
     r = lava_run.run(bundle / "m.lava", x)
@@ -393,3 +411,20 @@ def test_deferred_signals_delivers_after_the_block():
         time.sleep(0.05)  # delivered again, to the original handler
     assert seen == ["cleanup finished"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code, line", [(signal.SIGINT, 130, "spikedeploy: interrupted"),
+                                                (signal.SIGTERM, 143, "spikedeploy: terminated")])
+def test_signal_during_lava_track_exits_cleanly(tmp_path, signum, code, line):
+    """``track --target lava`` (one Lava runtime per template/search call, a hundred-odd processes
+    each): the signal to the whole group ends it as cleanly."""
+    np.save(tmp_path / "clip.npy", np.random.default_rng(0).integers(0, 255, size=(4, 128, 128, 3), dtype=np.uint8))
+    proc = _launch(["track", "--clip", "clip.npy", "--init-box", "40,40,30,30", "--target", "lava", "--no-gif",
+                    "--no-progress", "-o", str(tmp_path / "track")], tmp_path)
+    names = _wait_for_lava(proc, timeout=300)
+    t0 = time.monotonic()
+    os.killpg(proc.pid, signum)
+    rc, err = _finish(proc, tmp_path, t0, names)
+    assert rc == code and _one_line(err) == line
+    assert not (tmp_path / "track").exists()
