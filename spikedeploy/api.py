@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spikedeploy import resources
 from spikedeploy.capture import capture
 from spikedeploy.equivalence import EquivalenceReport, compare_runs
 from spikedeploy.errors import ConfigError, InputError, OutputPathError, SpikedeployError
@@ -335,6 +336,7 @@ def verify(
     targets: Sequence[str] = (),
     target_inputs: int = 4,
     overwrite: bool = False,
+    max_memory: Optional[float] = None,
 ) -> VerificationReport:
     """Capture the model, fold/fuse, lower to each spike encoding in ``modes`` and prove each stage
     equivalent to the previous one (see :class:`VerificationReport`). For each name in ``targets``
@@ -342,7 +344,9 @@ def verify(
     on the first ``target_inputs`` inputs, and compared with the reference run of the same graph.
     Writes the report to ``output`` (a directory) when given: a new or empty folder, an earlier
     spikedeploy output, or with ``overwrite=True`` any folder (files of the same names replaced,
-    others kept; :mod:`spikedeploy.fsutil`)."""
+    others kept; :mod:`spikedeploy.fsutil`). The estimated memory (capture, and the reference runs
+    kept at once) must stay under ``max_memory`` GB (:mod:`spikedeploy.resources`), checked before
+    the inputs are made."""
     from tqdm.auto import tqdm
 
     if dtype not in DTYPES:
@@ -361,6 +365,8 @@ def verify(
         model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint, checkpoint_key=checkpoint_key,
         seed=seed, input_shape=input_shape, model_kwargs=model_kwargs,
     )
+    resources.guard_model(loaded, "verify", timesteps=timesteps, num_inputs=num_inputs, input_file=input_file,
+                          run_itemsizes=resources.verify_run_itemsizes(dt.itemsize, modes), max_memory=max_memory)
     x = make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=seed + 1, input_file=input_file)
     from spikedeploy.targets import get_target
 
@@ -421,11 +427,13 @@ def verify(
 
 
 def inspect(model: str = "sdt-test", *, neuron=None, timesteps: int = 1, checkpoint=None, checkpoint_key=None,
-            seed: int = 0, input_shape=None, model_kwargs=None, encoding: Optional[str] = None) -> str:
+            seed: int = 0, input_shape=None, model_kwargs=None, encoding: Optional[str] = None,
+            max_memory: Optional[float] = None) -> str:
     """The IR graph of ``model`` as text: captured, then after folding/fusion (and lowering to
-    ``encoding`` if given)."""
+    ``encoding`` if given). The capture's estimated memory must stay under ``max_memory`` GB."""
     loaded = build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
                          checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape, model_kwargs=model_kwargs)
+    resources.guard_model(loaded, "inspect", timesteps=timesteps, max_memory=max_memory)
     x = torch.zeros((timesteps, 1) + loaded.input_shape)
     g = capture(loaded.module, x, name=loaded.name)
     out = ["# captured", g.summary(), "", "# after " + ", ".join(p.name for p in default_pipeline(encoding).passes)]
@@ -592,11 +600,14 @@ def export(
     input_shape: Optional[Sequence[int]] = None,
     model_kwargs: Optional[Dict] = None,
     overwrite: bool = False,
+    max_memory: Optional[float] = None,
 ) -> ExportResult:
     """Export ``model`` to ``target`` (onnx, nir, lava) at ``output``. The path must not exist
     unless ``overwrite`` (an ONNX/NIR file is then replaced atomically; a Lava bundle folder follows
     :func:`spikedeploy.fsutil.atomic_directory`); the artifact is written atomically, so a failure
-    leaves nothing behind, and of two exports to one new path only one succeeds."""
+    leaves nothing behind, and of two exports to one new path only one succeeds. The estimated
+    memory must stay under ``max_memory`` GB (default: :mod:`spikedeploy.resources`), checked
+    before the capture allocates."""
     import time
 
     from spikedeploy.targets import get_target
@@ -614,6 +625,7 @@ def export(
     loaded = build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
                          checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape,
                          model_kwargs=model_kwargs)
+    resources.guard_model(loaded, "export", timesteps=timesteps, max_memory=max_memory)
     graph = prepare_graph(loaded, timesteps=timesteps, encoding=enc)
     path = spec.exporter_module().export(graph, out, encoding=enc, overwrite=overwrite)
     return ExportResult(Path(path), spec.name, enc, len(graph.nodes), len(graph.neurons()),
@@ -636,9 +648,11 @@ def load_input_file(path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(check_input_array(arr, f"input file {path}")))
 
 
-def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool = False):
+def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool = False,
+                 max_memory: Optional[float] = None):
     """Load the artifact at ``artifact_path`` with ``target``'s loader and run it on ``x``
-    (``[T, B, *s]``); returns a :class:`spikedeploy.targets.TargetRun`."""
+    (``[T, B, *s]``); returns a :class:`spikedeploy.targets.TargetRun`. A NIR file's reference run
+    must stay under ``max_memory`` GB (:func:`spikedeploy.resources.guard_artifact_run`)."""
     from spikedeploy.targets import get_target
 
     spec = get_target(target)
@@ -646,6 +660,7 @@ def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool 
     if not p.exists():
         raise InputError(f"artifact {p} does not exist")
     artifact = spec.exporter_module().load(p)
+    resources.guard_artifact_run(spec.name, artifact, tuple(x.shape), f"run of {p}", max_memory=max_memory)
     return spec.runtime_module().run(artifact, x, progress=progress)
 
 

@@ -1047,6 +1047,7 @@ def audit(
     output=None,
     runtime: str = "reference",
     overwrite: bool = False,
+    max_memory: Optional[float] = None,
 ) -> AuditReport:
     """Build ``model`` (as :func:`spikedeploy.api.build_model`), run it on ``num_inputs`` random
     inputs (seed ``seed + 1``, as ``verify``) or the .npy ``input_file``, and audit the spike run of
@@ -1055,8 +1056,9 @@ def audit(
 
     ``runtime="lava"`` takes the spike counts from the network exported to Lava and run in its CPU
     simulator; they are first checked against the reference spike run, layer by layer, and any
-    difference is an :class:`AuditError` (the counts of the two runtimes must be identical)."""
-    from spikedeploy import api
+    difference is an :class:`AuditError` (the counts of the two runtimes must be identical).
+    The estimated memory must stay under ``max_memory`` GB (:mod:`spikedeploy.resources`)."""
+    from spikedeploy import api, resources
     from spikedeploy.fsutil import check_output_dir
 
     prof = get_profile(profile)
@@ -1072,6 +1074,8 @@ def audit(
     loaded = api.build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
                              checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape,
                              model_kwargs=model_kwargs)
+    resources.guard_model(loaded, "audit", timesteps=timesteps, num_inputs=num_inputs, input_file=input_file,
+                          run_itemsizes=resources.audit_run_itemsizes(runtime), max_memory=max_memory)
     x = api.make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=seed + 1, input_file=input_file)
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise AuditError(f"empty input set: {input_file or 'inputs'} holds no input (shape {list(x.shape)})")

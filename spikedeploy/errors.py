@@ -69,3 +69,10 @@ class ArtifactError(InputError):
     again (validated before any work starts, :mod:`spikedeploy.validate`)."""
 
     exit_code = 2
+
+
+class ResourceError(SpikedeployError):
+    """A command whose estimated memory exceeds the limit, refused before it allocates
+    (:mod:`spikedeploy.resources`); the message names the estimate, the limit and ``--max-memory``."""
+
+    exit_code = 2

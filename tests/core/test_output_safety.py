@@ -243,7 +243,9 @@ def test_sigterm_stops_cleanly_with_nothing_left(tmp_path):
     """SIGTERM to a running command: exit 143, the one line ``spikedeploy: terminated``, no output
     and no hidden temporary (the handler raises in the main thread, so every cleanup runs)."""
     out = tmp_path / "rep"
-    proc = subprocess.Popen([str(SPIKEDEPLOY), "verify", "--inputs", "4000", "--no-progress", "-o", str(out)],
+    # 4000 inputs keep it busy (it is stopped after 4 s); their estimate (~20 GB) needs --max-memory
+    proc = subprocess.Popen([str(SPIKEDEPLOY), "verify", "--inputs", "4000", "--max-memory", "1000", "--no-progress",
+                             "-o", str(out)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(4.0)  # imports done, verification running
     assert proc.poll() is None, proc.communicate()
