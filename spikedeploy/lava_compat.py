@@ -24,7 +24,7 @@ been set`` if anything set a start method before. :func:`import_lava` imports th
 eagerly and turns the failure into a :class:`LavaCompatError` that says what to do.
 
 Lava's runtime, as shipped, cannot be stopped cleanly (measured: Ctrl-C hung 8 of 8 runs) and
-never reports an error in one of its OS processes. :func:`import_lava` patches three functions
+never reports an error in one of its OS processes. :func:`import_lava` patches four functions
 of ``lava.magma.runtime`` (see :func:`patch_runtime`); :mod:`spikedeploy.runtimes.lava_session`
 builds the bounded waits and the teardown on top of them:
 
@@ -34,10 +34,15 @@ builds the bounded waits and the teardown on top of them:
   a :class:`ChildError` (picklable, one line) through the pipe Lava already has, and the child
   exits with code 1 without printing a traceback.
 - ``runtime.target_fn``: the same, but a failed build is reported as a :class:`ChildError`.
-- ``Runtime.initialize``: waits for each child's start-up report with a timeout and watches the
-  child meanwhile (Lava waits forever, also on a child that died before reporting), labels each
-  child with its Lava process and model, and raises :class:`LavaProcessError` naming the child
-  instead of printing the child's traceback to stdout.
+- ``Runtime.initialize``: forks the children with SIGINT/SIGTERM deferred, waits for each
+  child's start-up report with a timeout and watches the child meanwhile (Lava waits forever,
+  also on a child that died before reporting), labels each child with its Lava process and
+  model, and raises :class:`LavaProcessError` naming the child instead of printing the child's
+  traceback to stdout.
+- ``SharedMemoryManager.start``: its server process takes SIGTERM's default action.
+
+On Linux every child (and the shared-memory server) also ends with its parent (PR_SET_PDEATHSIG),
+so even a parent killed outright (SIGKILL, the out-of-memory killer) leaves no Lava process.
 """
 from __future__ import annotations
 
@@ -277,10 +282,36 @@ def deferred_signals(signums: Iterable[int] = (signal.SIGINT, signal.SIGTERM)):
             os.kill(os.getpid(), s)
 
 
+#: whether the Lava children being forked are forked by the parent's main thread (set in the
+#: parent before the forks, read in the children, which inherit it)
+_FORKED_BY_MAIN_THREAD = False
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the thread that forked it ends (prctl PR_SET_PDEATHSIG), so
+    that a parent killed outright (SIGKILL, the out-of-memory killer) leaves no Lava process behind.
+    Only for children of the main thread, which lives as long as the parent process."""
+    if not (_FORKED_BY_MAIN_THREAD and sys.platform.startswith("linux")):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent or parent == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def _child_signals() -> None:
-    """In a freshly forked Lava child: Ctrl-C is the parent's to handle; SIGTERM ends the child."""
+    """In a freshly forked Lava child: Ctrl-C is the parent's to handle; SIGTERM ends the child;
+    the child ends with its parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
 
 
 def _system_process_run(self) -> None:
@@ -355,6 +386,8 @@ def _runtime_initialize(self, node_cfg_idx: int = 0) -> None:
     signal handler that raised inside ``fork``'s Python callbacks would be ignored ("Exception
     ignored in _releaseLock") in the parent, or print a traceback in a child that has not yet set
     its own signals; a signal that arrives meanwhile takes effect right after the forks."""
+    global _FORKED_BY_MAIN_THREAD
+    _FORKED_BY_MAIN_THREAD = threading.current_thread() is threading.main_thread()
     with deferred_signals():
         self._build_watchdog_manager()
         self._build_message_infrastructure()
@@ -376,10 +409,24 @@ def _runtime_initialize(self, node_cfg_idx: int = 0) -> None:
     self._is_initialized = True
 
 
+def _shared_memory_server_init() -> None:
+    """Initializer of the shared-memory manager's server process (multiprocessing already makes it
+    ignore SIGINT): SIGTERM ends it, and it ends with its parent."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _die_with_parent()
+
+
+def _shared_memory_manager_start(self) -> None:
+    """Lava's ``SharedMemoryManager.start``, with :func:`_shared_memory_server_init`."""
+    self._manager.start(initializer=_shared_memory_server_init)
+
+
 def patch_runtime() -> None:
-    """Install the three runtime patches described in the module docstring (idempotent)."""
+    """Install the runtime patches described in the module docstring (idempotent)."""
     mp_module = importlib.import_module(_LAVA_MULTIPROCESSING)
     runtime_module = importlib.import_module("lava.magma.runtime.runtime")
+    smm_module = importlib.import_module("lava.magma.runtime.message_infrastructure.shared_memory_manager")
     mp_module.SystemProcess.run = _system_process_run
     runtime_module.target_fn = _target_fn
     runtime_module.Runtime.initialize = _runtime_initialize
+    smm_module.SharedMemoryManager.start = _shared_memory_manager_start

@@ -351,3 +351,23 @@ def test_session_runs_and_stops_a_healthy_network():
         received = sink.data.get()
     np.testing.assert_array_equal(received[:, 1:], WEIGHTS @ SOURCE_SPIKES[:, :-1])  # Dense: one step late
     assert _children() == [] and session.timings["stop"] > 0
+
+
+def test_session_in_a_worker_thread():
+    """Off the main thread no signal handler can be changed and children are not tied to the
+    forking thread's life: the session still runs, stops and leaves no child."""
+    import threading
+
+    outcome = {}
+
+    def work():
+        try:
+            test_session_runs_and_stops_a_healthy_network()
+            outcome["ok"] = lava_compat._FORKED_BY_MAIN_THREAD is False  # no PR_SET_PDEATHSIG
+        except BaseException as exc:  # noqa: BLE001  (reported below)
+            outcome["error"] = exc
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join(60)
+    assert outcome == {"ok": True}

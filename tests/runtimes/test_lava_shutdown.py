@@ -204,6 +204,27 @@ def test_signal_during_lava_run_exits_cleanly(bundle, tmp_path, case):
     assert not (tmp_path / "out.npz").exists()
 
 
+def test_sigkill_of_the_cli_leaves_no_lava_process(bundle, tmp_path):
+    """Even a CLI killed outright (SIGKILL, the out-of-memory killer) takes its Lava children
+    along (PR_SET_PDEATHSIG), and multiprocessing's resource tracker, once they are gone, removes
+    the segments. Only the record directory stays: nothing of the CLI runs to remove it."""
+    proc = _launch(["run", "--target", "lava", str(bundle / "m.lava"), "--input", str(bundle / "long.npy"),
+                    "--no-progress"], tmp_path)
+    names = _wait_for_lava(proc)
+    t0 = time.monotonic()
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=CLEAN_EXIT_S) == -signal.SIGKILL
+    while _session(proc.pid) and time.monotonic() - t0 < CLEAN_EXIT_S:
+        time.sleep(0.05)
+    left = _session(proc.pid)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left
+    while _left_in_shm(names) and time.monotonic() - t0 < CLEAN_EXIT_S:
+        time.sleep(0.05)
+    assert _left_in_shm(names) == []
+
+
 def test_sigint_during_lava_audit_exits_cleanly(bundle, tmp_path):
     """``audit --runtime lava`` goes through the same runtime: the same clean end."""
     proc = _launch(["audit", "--neuron", "ilif", "--runtime", "lava", "--inputs", "600", "-o",
