@@ -937,6 +937,8 @@ def load(path: PathLike) -> OnnxArtifact:
         meta = read_metadata(model)
     except SpikedeployError as e:
         raise ArtifactError(f"{path}: {e}; {_REEXPORT}") from None
+    except (UnicodeDecodeError, TypeError, ValueError) as e:  # e.g. a key that is not UTF-8
+        raise ArtifactError(f"{path}: unreadable metadata ({detail(e)}); {_REEXPORT}") from None
     if meta.get("format") != FORMAT:
         raise ArtifactError(
             f"{path} is an ONNX model but not one written by spikedeploy's ONNX exporter "
@@ -949,5 +951,8 @@ def load(path: PathLike) -> OnnxArtifact:
         onnx.checker.check_model(model)
     except Exception as e:  # onnx.checker.ValidationError and protobuf errors
         raise ArtifactError(f"{path} fails the ONNX checker (corrupt?): {detail(e)}; {_REEXPORT}") from None
-    _check_metadata(model, meta, path)
+    try:
+        _check_metadata(model, meta, path)
+    except (UnicodeDecodeError, TypeError, ValueError, AttributeError) as e:  # names that are not text, ...
+        raise ArtifactError(f"{path}: malformed model ({detail(e)}); {_REEXPORT}") from None
     return OnnxArtifact(model=model, metadata=meta, path=path)
