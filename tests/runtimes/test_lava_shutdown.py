@@ -374,6 +374,25 @@ def test_error_in_a_child_build_keeps_its_exit_code(bundle, monkeypatch, created
     _assert_nothing_left(created_segments)
 
 
+@pytest.mark.parametrize("phase", ["start-up", "run"])
+def test_child_that_dies_without_a_word_is_reported(bundle, monkeypatch, created_segments, phase):
+    """A child that vanishes (here: os._exit; in life the out-of-memory killer) in its build or in
+    its run: the parent notices, names it, and ends the rest."""
+    def vanish(*args, **kwargs):
+        os._exit(3)
+
+    if phase == "run":
+        monkeypatch.setattr(lava_procs, "neuron_step", vanish)
+    else:
+        monkeypatch.setattr(lava_procs.PyReadoutFloat, "__init__", vanish)
+    with pytest.raises(LavaProcessError) as info:
+        lava_run.run(bundle / "m.lava", np.load(bundle / "short.npy"))
+    expected = "exited during start-up (exit code 3)" if phase == "start-up" else "exited unexpectedly (exit code 3)"
+    assert info.value.error == expected and info.value.exit_code == 1
+    assert ("(PyReadoutFloat" if phase == "start-up" else "(PyIntegerNeuronFloat") in info.value.process
+    _assert_nothing_left(created_segments)
+
+
 def test_keyboard_interrupt_in_the_parent_ends_the_children(bundle, monkeypatch, created_segments):
     """Ctrl-C arriving while the parent waits for the run (here: raised by the first look at the
     children) ends the run with KeyboardInterrupt, and nothing is left."""
