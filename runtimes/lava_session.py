@@ -88,7 +88,8 @@ class LavaSession:
             ... read Vars ...
         # stopped, or on an exception ended by force; nothing left either way
 
-    ``timings`` holds the seconds spent in ``start``, ``run`` and ``stop``."""
+    ``timings`` holds the seconds spent starting (``start``), running (``steps``) and stopping
+    (``stop``)."""
 
     def __init__(self, proc, run_cfg, compile_config: Optional[dict] = None, *,
                  stop_timeout: float = STOP_TIMEOUT_S, kill_timeout: float = KILL_TIMEOUT_S) -> None:
