@@ -243,11 +243,12 @@ def test_sigterm_stops_cleanly_with_nothing_left(tmp_path):
     """SIGTERM to a running command: exit 143, the one line ``spikedeploy: terminated``, no output
     and no hidden temporary (the handler raises in the main thread, so every cleanup runs)."""
     out = tmp_path / "rep"
-    # 4000 inputs keep it busy (it is stopped after 4 s); their estimate (~20 GB) needs --max-memory
-    proc = subprocess.Popen([str(SPIKEDEPLOY), "verify", "--inputs", "4000", "--max-memory", "1000", "--no-progress",
-                             "-o", str(out)],
+    clip = tmp_path.parent / f"{tmp_path.name}-clip.npy"
+    np.save(clip, _clip(n=2000))  # 2000 frames with the reference take minutes, in little memory
+    proc = subprocess.Popen([str(SPIKEDEPLOY), "track", "--clip", str(clip), "--init-box", "30,30,30,30",
+                             "--target", "reference-binary", "--checkpoint", "random", "--no-progress", "-o", str(out)],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(4.0)  # imports done, verification running
+    time.sleep(5.0)  # imports done, tracking running
     assert proc.poll() is None, proc.communicate()
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
