@@ -68,6 +68,8 @@ def _inputs(bundle, x) -> Dict[str, torch.Tensor]:
     for s in specs:
         if s["name"] not in x:
             raise SpikedeployError(f"missing input {s['name']!r}")
+        from spikedeploy.validate import check_run_input  # dtype, shape, empty axes, finite: InputError
+        check_run_input(x[s["name"]], f"input {s['name']!r}", s["shape"])
         t = torch.as_tensor(x[s["name"]]).to(torch.float64)
         if t.dim() != len(s["shape"]) + 2 or list(t.shape[2:]) != list(s["shape"]):
             raise SpikedeployError(f"input {s['name']!r} must have shape [T, B, {', '.join(map(str, s['shape']))}], "

@@ -306,8 +306,8 @@ def check_input_array(arr: np.ndarray, where: str, *, min_dims: int = 3,
     if arr.dtype.name not in INPUT_DTYPES:
         kind = {"b": "boolean", "c": "complex", "U": "text", "S": "bytes", "M": "datetime", "m": "timedelta",
                 "O": "object", "V": "record"}.get(arr.dtype.kind, str(arr.dtype))
-        raise InputError(f"{where}: dtype {arr.dtype} ({kind}) is not accepted; inputs are real numbers: save them "
-                         f"as float32/float64 (or an integer type up to 32 bits)")
+        raise InputError(f"{where}: dtype {arr.dtype} ({kind}) is not accepted; inputs are real numbers: give them "
+                         f"as float32/float64 (or an integer type of up to 32 bits)")
     if not min_dims <= arr.ndim <= MAX_DIMS:
         raise InputError(f"{where}: expected an array [T, B, *input_shape] with {min_dims} to {MAX_DIMS} axes, got "
                          f"shape {list(arr.shape)}")

@@ -228,6 +228,21 @@ def test_checkpoint_with_objects_is_explained_without_unsafe_advice(tmp_path):
         load_checkpoint(zipped)
 
 
+def test_cli_refuses_a_checkpoint_with_int_weights(tmp_path, capsys):
+    from spikedeploy import api
+    from spikedeploy.cli import main
+
+    sd = api.build_model("sdt-test", model_kwargs={"image_size": 8}).module.state_dict()
+    key = next(k for k, v in sd.items() if v.is_floating_point() and k.endswith("weight"))
+    sd[key] = sd[key].round().long()
+    torch.save(sd, tmp_path / "int.pt")
+    rc = main(["export", "--target", "onnx", "--model-arg", "image_size=8", "--checkpoint", str(tmp_path / "int.pt"),
+               "-o", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "int.pt" in err[0] and f"{key}: model expects torch.float32" in err[0]
+    assert not (tmp_path / "m.onnx").exists()
+
+
 # ---------------------------------------------------------------------------------------------
 # clips
 # ---------------------------------------------------------------------------------------------

@@ -409,6 +409,21 @@ def test_the_validator_accepts_every_compiled_bundle():
     assert n == 30
 
 
+def test_lava_runtime_refuses_bad_inputs_before_lava_starts(artifacts):
+    from spikedeploy.exporters.lava import load
+    from spikedeploy.runtimes.lava import run
+
+    bundle = load(artifacts["lava"])
+    for x, match in ((np.zeros((1, 0, 3, 8, 8)), "batch axis B"), (np.zeros((0, 2, 3, 8, 8)), "time axis T"),
+                     (np.zeros((1, 2, 3, 8, 8), dtype=np.complex64), "complex"),
+                     (np.full((1, 2, 3, 8, 8), np.inf), "NaN or Inf"), (np.zeros((1, 2, 3, 9, 9)), "must have shape")):
+        before = _children()
+        t0 = time.perf_counter()
+        with pytest.raises(InputError, match=match):
+            run(bundle, x)
+        assert time.perf_counter() - t0 < LAVA_REFUSAL_S and _children() - before == set()
+
+
 # ---------------------------------------------------------------------------------------------
 # run inputs
 # ---------------------------------------------------------------------------------------------
