@@ -452,8 +452,6 @@ def _one_line(text: str) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
     previous = None
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         try:
@@ -461,6 +459,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         except ValueError:  # not the main thread (the API used from a thread): leave signals alone
             previous = None
     try:
+        parser = _build_parser()  # imports torch (the train options): a signal here is handled too
+        args = parser.parse_args(argv)
         return COMMANDS[args.command](args)
     except SpikedeployError as e:
         if os.environ.get("SPIKEDEPLOY_DEBUG"):
