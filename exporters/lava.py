@@ -85,7 +85,6 @@ import io
 import json
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -1421,7 +1420,7 @@ def load(path) -> LavaBundle:
     CSR consistency, connections). Every problem raises
     :class:`~spikedeploy.errors.ArtifactError` naming the bundle and the field (exit code 2)."""
     from spikedeploy.errors import ArtifactError
-    from spikedeploy.exporters.lava_validate import validate_bundle
+    from spikedeploy.exporters.lava_validate import read_arrays, validate_bundle
     from spikedeploy.validate import check_artifact_file, detail
 
     todo = "export the bundle again with spikedeploy export --target lava"
@@ -1448,10 +1447,6 @@ def load(path) -> LavaBundle:
                            "connections", "neurons", "outputs") if k not in desc]
     if missing:
         raise ArtifactError(f"Lava bundle {path}: {GRAPH_FILE} lacks {', '.join(missing)}; {todo}")
-    try:
-        with np.load(afile, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise ArtifactError(f"Lava bundle {path}: {ARRAYS_FILE} is corrupt ({detail(e)}); {todo}") from None
+    arrays = read_arrays(afile, f"Lava bundle {path}")  # every member's header checked first
     validate_bundle(desc, arrays, f"Lava bundle {path}")
     return LavaBundle(path=path, description=desc, arrays=arrays)

@@ -37,7 +37,7 @@ from spikedeploy.ir import ops as O
 from spikedeploy.validate import (MAX_ARRAY_ELEMENTS, MAX_DIM_SIZE, MAX_TIMESTEPS, MAX_VALUE_ELEMENTS, FieldChecker,
                                   check_array, check_graph, describe, detail)
 
-__all__ = ["validate_bundle", "MAX_LAVA_PROCESSES", "MAX_LAVA_STEPS", "MAX_LAVA_PERIOD", "MAX_FIRING_LIMIT",
+__all__ = ["validate_bundle", "read_arrays", "MAX_LAVA_PROCESSES", "MAX_LAVA_STEPS", "MAX_LAVA_PERIOD", "MAX_FIRING_LIMIT",
            "PROCESS_TYPES", "NEURON_KINDS"]
 
 #: processes of one bundle (Lava's CPU simulator forks one OS process per process)
@@ -559,6 +559,34 @@ class _Bundle:
                 ends.append(p["fire"])
         if max(ends) != self.end_step:
             self.top.fail("end_step", f"is {self.end_step}, but its processes' last step of macro-step 0 is {max(ends)}")
+
+
+def read_arrays(path, where: str) -> Dict[str, np.ndarray]:
+    """The arrays of a bundle's ``arrays.npz`` (no pickles). Every member's ``.npy`` header is
+    checked before its data is read (a plain dtype, at most :data:`MAX_ARRAY_ELEMENTS` elements:
+    a compressed member announcing a huge array is refused without inflating it)."""
+    import zipfile
+
+    todo = _REEXPORT
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                    if version not in read:
+                        raise ValueError(f"member {info.filename!r}: .npy format version {version}")
+                    shape, _, dtype = read[version](f)
+                n = math.prod(shape)
+                if dtype.hasobject or dtype.fields is not None or n > MAX_ARRAY_ELEMENTS or len(shape) > 8:
+                    raise ArtifactError(f"{where}: arrays.npz: member {info.filename!r} ({dtype} {list(shape)}) is not "
+                                        f"a plain array within the limit of {MAX_ARRAY_ELEMENTS} elements; {todo}")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ArtifactError:
+        raise
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, KeyError, SyntaxError, TypeError) as e:
+        raise ArtifactError(f"{where}: arrays.npz is corrupt ({detail(e)}); {todo}") from None
 
 
 def validate_bundle(desc: dict, arrays: Dict[str, np.ndarray], where: str) -> None:

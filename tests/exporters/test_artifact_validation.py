@@ -371,6 +371,21 @@ def _ppid(proc: Path) -> int:
     return -1
 
 
+def test_lava_arrays_announcing_a_huge_array_are_refused_unread(capsys, tmp_path, artifacts):
+    """A compressed arrays.npz member whose header announces 10^12 values (a few bytes on disk)."""
+    import io
+    import zipfile
+
+    desc, arrays = _bundle_parts(artifacts["lava"])
+    path = write_bundle(tmp_path / "bomb.lava", desc, arrays)
+    with zipfile.ZipFile(path / "arrays.npz", "a", compression=zipfile.ZIP_DEFLATED) as z:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (10 ** 6, 10 ** 6)})
+        z.writestr("bomb.npy", buf.getvalue() + b"\0" * 4096)
+    line, seconds = run_refused(capsys, tmp_path, "lava", path, artifacts["x"], contains=("'bomb.npy'", "limit"))
+    assert seconds < LAVA_REFUSAL_S
+
+
 def test_lava_messages_name_the_process_and_field(tmp_path, artifacts):
     from spikedeploy.exporters.lava import load
 
