@@ -110,7 +110,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from spikedeploy.errors import ConfigError, SpikedeployError
-from spikedeploy.fsutil import atomic_write_bytes, check_output_file, require_file
+from spikedeploy.fsutil import atomic_write_bytes, check_output_file
 from spikedeploy.ir.serialize import meta_from_json
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate

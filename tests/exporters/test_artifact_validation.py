@@ -5,7 +5,6 @@ artifacts still load and run."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import time
