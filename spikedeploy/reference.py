@@ -548,7 +548,7 @@ def _as_inputs(graph: Graph, inputs) -> Dict[str, torch.Tensor]:
             )
         if not torch.isfinite(x).all():
             raise SpikedeployError(f"input {spec.name!r} contains NaN or Inf")
-        out[spec.name] = x
+        out[spec.name] = x.contiguous()  # layout-independent: strided inputs would run other conv kernels
     return out
 
 

@@ -26,7 +26,7 @@ does is the intermediate results kept while running the network over T steps:
   + 3 (fold/fuse: raw, folded, teacher-forced) + 2 per spike mode; measured 18.3 P per sample-step
   with both modes (4.7 MB for sdt-test). Audit keeps about 1-2 float64 runs, a NIR ``run`` one.
 
-The estimate (documented, conservative: measured peaks were 0.55-0.85 of it for T >= 10):
+The estimate (documented, conservative: measured peaks were 0.65-0.85 of it):
 
     P        = a probe: the model traced with the capture's own tracer and run once on a zeros
                input [T0 = 1, B = 1, *input_shape] (T0 = T for a model that needs its own T, when
