@@ -10,10 +10,11 @@ Why layout matters: the T = 3 template tensor is ``torch.stack`` of three normal
 crop is a permuted HWC tensor (channels-last strides), the stack stays channels-last and 85 of the
 template branch's convolutions run through other kernels that round differently (~4e-6); one spike
 of ``ConvBlock1_2.0.spike2`` flips (membrane 0.50000018 vs 0.49999958) and the cached memory, and
-so every box after frame 0, changes. The official template tensor is contiguous. Hence three
+so every box after frame 0, changes. The official template tensor is contiguous. Hence the
 guards, each tested here: ``normalize_images`` returns a contiguous tensor; the tracker stacks into
 a contiguous tensor; the model's branches make their input contiguous (and ``DownSampling`` ends
-in ``.contiguous()`` as the official ``MS_DownSampling``).
+in ``.contiguous()`` as the official ``MS_DownSampling``); the reference executor makes its inputs
+contiguous.
 
 All comparisons are exact (``np.array_equal``) with torch pinned to 2 threads (the fixture's
 thread count; the float32 reduction order depends on it). Runs in ~5 s (12 frames at 256 x 256).
