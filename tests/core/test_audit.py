@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from spikedeploy.audit import AuditError, audit, audit_graph, fanout_map, layer_flops
-from spikedeploy.errors import ConfigError, SpikedeployError
+from spikedeploy.errors import ConfigError, InputError, SpikedeployError
 from spikedeploy.ir import Graph, Node, TensorSpec, ops as O
 
 D = 4
@@ -560,7 +560,7 @@ def test_empty_input_set():
 def test_empty_input_file(tmp_path):
     f = tmp_path / "x.npy"
     np.save(f, np.zeros((1, 0, 3, 16, 16), dtype=np.float32))
-    with pytest.raises(AuditError, match="empty input set"):
+    with pytest.raises(InputError, match=r"batch axis B \(axis 1\) is empty"):  # refused where it is read
         audit("sdt-test", input_file=f)
 
 
