@@ -613,7 +613,8 @@ def _record(meta, what: str) -> dict:
 
     raw = meta.get(META) if isinstance(meta, dict) else None
     if raw is None:
-        raise ArtifactError(f"{what} has no '{META}' metadata (not written by spikedeploy)")
+        raise ArtifactError(f"{what} has no '{META}' metadata (not written by spikedeploy: it runs the NIR files "
+                            "it exports; export the model with spikedeploy export --target nir)")
     if isinstance(raw, np.ndarray) and raw.ndim == 0:
         raw = raw.item()
     try:
