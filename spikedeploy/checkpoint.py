@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import Dict, Optional
@@ -99,10 +100,16 @@ def load_checkpoint(
         raise CheckpointError(f"checkpoint {path!r}: file not found")
     if os.path.isdir(path):
         raise CheckpointError(f"checkpoint {path!r}: is a directory, expected a file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch, zip and pickle raise many types for a bad file
-        raise CheckpointError(f"checkpoint {path!r}: cannot be read: {_load_hint(exc, path)}") from None
+    # torch warns about odd pickle streams before it fails on them: a refused file gets one line (the
+    # error), a loaded one its warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch, zip and pickle raise many types for a bad file
+            raise CheckpointError(f"checkpoint {path!r}: cannot be read: {_load_hint(exc, path)}") from None
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
     if key is not None:
         if not isinstance(obj, Mapping):
