@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -70,10 +71,14 @@ def cli_run(capsys, target, artifact, inputs, *, allow_success=False):
     capsys.readouterr()
     t0 = time.perf_counter()
     try:
-        rc = main(["run", "--target", target, str(artifact), "--input", str(inputs), "-o", str(out), "--no-progress"])
+        with warnings.catch_warnings(record=True) as caught:  # a warning would be a second stderr line
+            warnings.simplefilter("always")
+            rc = main(["run", "--target", target, str(artifact), "--input", str(inputs), "-o", str(out),
+                       "--no-progress"])
         seconds = time.perf_counter() - t0
         err = capsys.readouterr().err
         assert "Traceback" not in err
+        assert rc == 0 or not caught, f"warnings beside the error: {[str(w.message)[:100] for w in caught]}"
         if rc == 0 and allow_success:
             assert out.is_file() and [p.name for p in out_dir.iterdir()] == ["o.npz"]
             return rc, "", seconds
