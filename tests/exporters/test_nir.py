@@ -245,7 +245,7 @@ def test_failed_write_leaves_old_file_intact(tmp_path, monkeypatch):
 
     monkeypatch.setattr(nir, "write", boom)
     with pytest.raises(RuntimeError):
-        NX.export(g, path, encoding="integer")
+        NX.export(g, path, encoding="integer", overwrite=True)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.nir"]
 

@@ -15,7 +15,7 @@ import torch
 
 from spikedeploy import api
 from spikedeploy.capture import capture
-from spikedeploy.errors import ConfigError, SpikedeployError, UnsupportedOpError
+from spikedeploy.errors import ConfigError, OutputPathError, SpikedeployError, UnsupportedOpError
 from spikedeploy.exporters import onnx as E
 from spikedeploy.ir import Graph, Node, TensorSpec, ops as O
 from spikedeploy.passes import ExpandSpikes, default_pipeline
@@ -214,8 +214,10 @@ def _mystery_graph():
 def test_unsupported_op_named_and_nothing_written(tmp_path):
     target = tmp_path / "m.onnx"
     target.write_bytes(b"previous")
-    with pytest.raises(UnsupportedOpError) as ei:
+    with pytest.raises(OutputPathError, match="already exists"):  # never replaced unasked
         E.export(_mystery_graph(), target)
+    with pytest.raises(UnsupportedOpError) as ei:  # asked to replace: refused before writing
+        E.export(_mystery_graph(), target, overwrite=True)
     msg = str(ei.value)
     assert "'onnx'" in msg and "Mystery" in msg and "'odd.one'" in msg and "model.odd" in msg
     assert ei.value.exit_code == 2
