@@ -33,17 +33,21 @@ The estimate (documented, conservative: measured peaks were 0.65-0.85 of it):
                T <= 64), every distinct tensor storage counted once (float32)
     capture  = 1.6 * samples * T * P
     runs     = 1.25 * N * T * P * sum(itemsize / 4 of each run kept at once)
-    estimate = RSS of this process now + 64 MiB (imports that follow) + max(capture, runs)
+    growth   = 64 MiB (imports that follow) + max(capture, runs)   (what the command adds)
+    estimate = RSS of this process now + growth                  (its peak)
 
 (capture's results are freed before the reference runs start). For an artifact (``run`` on a NIR
 file) ``P`` is the sum of the IR graph's per-step value sizes. The probe costs one forward pass of
 one sample at one step; the input alone is checked first (``samples * T * prod(input_shape)``), so
 a huge T or input shape is refused before any allocation that grows with them.
 
-The limit: ``max_memory`` (GB, the CLI's ``--max-memory GB``), else the environment variable
-``SPIKEDEPLOY_MAX_MEMORY_GB``, else :func:`default_memory_limit`: the smallest of half the machine's
-physical memory, 90 % of a cgroup memory limit (containers), and the memory available now plus what
-this process already holds. 1 GB = 1e9 bytes.
+The limit bounds the **growth**, the memory the command adds to this process (for the CLI, a fresh
+process of ~0.3 GB, that is its peak less 0.3 GB; in a long-lived Python session or a test runner
+that already holds gigabytes, a small job is not refused for what the session holds): ``max_memory``
+(GB, the CLI's ``--max-memory GB``), else the environment variable ``SPIKEDEPLOY_MAX_MEMORY_GB``,
+else :func:`default_memory_limit`: the smallest of half the machine's physical memory, 90 % of a
+cgroup memory limit (containers) less what this process holds, and the memory available now.
+1 GB = 1e9 bytes.
 """
 
 from __future__ import annotations
@@ -145,19 +149,20 @@ def process_rss() -> int:
 
 
 def default_memory_limit() -> Tuple[int, str]:
-    """The default limit in bytes and how it was chosen: the smallest of half the physical memory,
-    90 % of a cgroup limit, and the memory available now plus this process's own (so that other
-    jobs on a shared machine keep theirs)."""
+    """The default limit of a command's growth in bytes and how it was chosen: the smallest of half
+    the physical memory, 90 % of a cgroup limit less this process's own, and the memory available
+    now (so that other jobs on a shared machine keep theirs)."""
     candidates = []
     total = physical_memory()
     if total:
         candidates.append((int(total * PHYSICAL_FRACTION), f"half of this machine's {_gb(total)} of memory"))
     cg = _cgroup_limit()
     if cg:
-        candidates.append((int(cg * CGROUP_FRACTION), f"90% of the container's {_gb(cg)} limit"))
+        candidates.append((max(int(cg * CGROUP_FRACTION) - process_rss(), 0),
+                           f"90% of the container's {_gb(cg)} limit, less this process's own"))
     avail = _meminfo().get("MemAvailable")
     if avail:
-        candidates.append((avail + process_rss(), f"the {_gb(avail)} available now plus this process's own"))
+        candidates.append((avail, f"the {_gb(avail)} available now"))
     if not candidates:
         return 8 * 1024 ** 3, "a fixed 8.6 GB (the machine's memory is unknown)"
     return min(candidates)
@@ -192,7 +197,8 @@ def memory_limit(max_memory: Optional[float] = None) -> Tuple[int, str]:
 @dataclass(frozen=True)
 class MemoryEstimate:
     """A command's estimated peak memory: ``total`` bytes = ``base`` (this process now + margin)
-    + the largest of the ``parts`` (they are not alive at the same time)."""
+    + the largest of the ``parts`` (they are not alive at the same time); ``growth`` = what the
+    command adds (margin + the largest part), the figure the limit bounds."""
 
     what: str
     base: int
@@ -202,6 +208,10 @@ class MemoryEstimate:
     @property
     def total(self) -> int:
         return self.base + max((b for _, b in self.parts), default=0)
+
+    @property
+    def growth(self) -> int:
+        return PROCESS_MARGIN + max((b for _, b in self.parts), default=0)
 
     def describe(self) -> str:
         parts = ", ".join(f"{name} {_gb(b)}" for name, b in self.parts)
@@ -296,11 +306,11 @@ def estimate_model_memory(
 
 def check(estimate: MemoryEstimate, max_memory: Optional[float] = None) -> MemoryEstimate:
     """Raise :class:`~spikedeploy.errors.ResourceError` (one line: the estimate, the limit and the
-    option that raises it) if ``estimate.total`` exceeds the limit; else return ``estimate``."""
+    option that raises it) if ``estimate.growth`` exceeds the limit; else return ``estimate``."""
     limit, origin = memory_limit(max_memory)
-    if estimate.total > limit:
+    if estimate.growth > limit:
         raise ResourceError(
-            f"{estimate.what} needs an estimated {_gb(estimate.total)} of memory ({estimate.describe()}), more "
+            f"{estimate.what} needs an estimated {_gb(estimate.growth)} of memory ({estimate.describe()}), more "
             f"than the limit of {_gb(limit)} ({origin}); {estimate.fix}, or raise the limit with {_OPTION} if the "
             f"machine has the memory"
         )
