@@ -48,6 +48,13 @@ def _shape(text: str):
     return dims
 
 
+def _box(text: str):
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers X,Y,W,H, got {text!r}") from None
+
+
 def _kv(text: str):
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -209,7 +216,7 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--clip", required=True,
                    help="the frames: a folder of PNG/JPEG/BMP images (sorted by name), a GIF/TIFF video, or an "
                         "N x H x W x 3 uint8 .npy file")
-    t.add_argument("--init-box", default=None, type=lambda v: [float(x) for x in v.split(",")],
+    t.add_argument("--init-box", default=None, type=_box,
                    metavar="X,Y,W,H", help="the target's box in the first frame, in pixels (default: the first "
                                            "ground-truth box)")
     t.add_argument("--ground-truth", default=None, metavar="FILE",
