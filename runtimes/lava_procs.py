@@ -70,7 +70,7 @@ from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
 __all__ = ["IntegerNeuron", "ConvSynapse", "MatMulSynapse", "HostSource", "Delay", "Junction", "StepGate", "HostSoftmax",
-           "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step"]
+           "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step", "register_model"]
 
 
 def _window(step: int, start: int, length: int, period: int, num_macro: int, slots: int = None,
@@ -1012,3 +1012,11 @@ MODELS = {
     HostSoftmax: PyHostSoftmaxFloat,
     TemplateGateSynapse: PyTemplateGateSynapseFloat,
 }
+
+
+def register_model(process: type, model: type) -> None:
+    """Add the ``floating_pt`` model of a process class defined in another module (the kernels of
+    :mod:`spikedeploy.runtimes.lava_kernels`) to :data:`MODELS`; registering a class twice is an error."""
+    if process in MODELS:
+        raise ValueError(f"process {process.__name__} already has the model {MODELS[process].__name__}")
+    MODELS[process] = model
