@@ -734,30 +734,49 @@ def upsample_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
 
 
 def memory_read_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
-    """``MemoryRead``: a synapse whose weights are the memory (times ``scale``). Only a memory that
-    is constant over time (``T_mem = 1``) maps onto a ``Sparse``; a per-macro-step memory needs
-    time-varying weights (a ``Sparse`` whose weights are swapped every macro-step, or one
-    synapse per memory step gated by the macro-step), which this target does not implement."""
-    tm = int(node.op.memory.shape[0])
-    if tm == 1:
-        return synapse_rule(c, node, ins)
-    # T_mem > 1: macro-step t reads memory[t]. One Sparse per memory step, each fed only with
-    # macro-step t of q (a step gate: Term.slots), the T results summed in the consumer's port
+    """``MemoryRead``: a ``memory_read`` kernel process (:class:`~spikedeploy.runtimes.lava_kernels.
+    MemoryReadSynapse`) that holds the memory (``[T_mem, H, C/H, Cv/H]``) instead of an unrolled
+    matrix: in the q window each step's events read their memory rows, the rows read are summed
+    over the window and, one step after it, ``scale * sum`` is sent as one real-valued event (the
+    reference's arithmetic: the scale after the sum over sub-steps). A time-varying memory
+    (``T_mem`` = q's macro-steps, SpikeTrack T = 3) is read at ``memory[t]`` in macro-step t. A
+    constant offset of q goes through the memory at compile time (the output's offset)."""
+    op = node.op
     x = c.device(ins[0], node.inputs[0])
-    n = _steps(c, node.inputs[0])
-    if n != tm:
-        raise unsupported(TARGET, node, f"q has {n} macro-steps but the memory {tm}")
-    if x.offset is not None or x.step_offset is not None:
-        raise unsupported(TARGET, node, "a time-varying memory read needs a pure spike input q")
-    out_shape = c.shapes[node.name]
-    terms = []
-    for t in range(tm):
-        xt = Val(x.shape, False, [Term(tr.stream, tr.origin,
-                                       tuple((tr.slots or tuple(range(n)))[u] if u == t else -1 for u in range(n)))
-                                  for tr in x.terms], None, x.spike)
-        m = memory_read_matrix(node.op.memory[t:t + 1], node.op.num_heads, node.op.scale, x.shape[1])
-        terms += c.apply_linear(node, xt, m, None, out_shape).terms
-    return Val(tuple(out_shape), False, terms, None, False)
+    tm = int(op.memory.shape[0])
+    if tm > 1:
+        n = _steps(c, node.inputs[0])
+        if n != tm:
+            raise unsupported(TARGET, node, f"q has {n} macro-steps but the memory {tm}")
+    (C, N), out_shape = x.shape, c.shapes[node.name]
+    Cv = int(out_shape[0])
+    memory = np.ascontiguousarray(np.asarray(op.memory, dtype=np.float64))
+    offs = x.offsets()
+    offset, step_offset = None, None
+    if offs is not None:  # through the memory (per memory step), as the reference's rule on a real input
+        read = np.stack([_memory_read_offset(o, memory[min(t, tm - 1)], float(op.scale))
+                         for t, o in enumerate(offs if offs.shape[0] > 1 or tm == 1 else np.repeat(offs, tm, 0))])
+        if read.shape[0] == 1:
+            offset = read[0].reshape(out_shape)
+        else:
+            step_offset = read.reshape((read.shape[0],) + tuple(out_shape))
+    name = c.add_proc("memory_read", node.name, node=node.name, channels=int(C), v_channels=Cv, tokens=int(N),
+                      heads=int(op.num_heads), scale=float(op.scale), mem_steps=tm, memory=c.array(memory),
+                      steps=c.vsteps.get(node.name))
+    start, length = c.connect_streams([c.streams_of(x, node.name)], [(name, "q_in")])
+    fire = start + length  # one step after the window's last step (a synapse's delay)
+    c.proc_index[name].update(q_start=start, q_len=length, fire=fire)
+    out = c.mark(Stream(name, "a_out", Cv * int(N), fire, 1, "real"), c.vsteps.get(node.name))
+    return Val(tuple(out_shape), False, [Term(out, _arange(out_shape))], offset, False, step_offset)
+
+
+def _memory_read_offset(q: np.ndarray, memory: np.ndarray, scale: float) -> np.ndarray:
+    """A constant input ``q`` ``[C, N]`` through one memory step ``[H, C/H, Cv/H]``, as
+    :class:`spikedeploy.reference.MemoryReadRule` computes it (float64): ``[Cv * N]``."""
+    H, cdim, cv = memory.shape
+    n = q.size // (H * cdim)
+    qh = np.asarray(q, dtype=np.float64).reshape(H, cdim, n).transpose(0, 2, 1)
+    return ((qh @ memory) * scale).transpose(0, 2, 1).reshape(H * cv * n)
 
 
 def memory_write_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
@@ -949,6 +968,7 @@ TAP_CONSUMERS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "junction": {"a_in": ("in_start", "in_len")},
     "host_softmax": {"a_in": ("in_start", "in_len")},
     "template_gate": {"x_in": ("in_start", "in_len"), "w_in": ("w_start", "w_len")},
+    "memory_read": {"q_in": ("q_start", "q_len")},
 }
 #: synapse processes that can be fused into their consumer
 FUSABLE_SYNAPSES = ("sparse", "conv", "matmul")
@@ -971,6 +991,8 @@ def _out_size(p: dict) -> int:
         return int(p["channels"]) * int(p["v_channels"]) // int(p["heads"])
     if t == "host_softmax":
         return int(p["steps"]) * int(p["size"])
+    if t == "memory_read":
+        return int(p["v_channels"]) * int(p["tokens"])
     return int(p["size"])
 
 
@@ -990,6 +1012,8 @@ def _send_window(p: dict) -> Optional[Tuple[str, int, int, Optional[int]]]:
         return "s_out", p["start"], 1, n
     if t in ("host_softmax", "template_gate"):
         return "a_out", p["fire"], 1, 1 if n is not None else None
+    if t == "memory_read":
+        return "a_out", p["fire"], 1, n
     return None
 
 
@@ -1206,7 +1230,10 @@ KERNEL_OPS = (O.Conv2d, O.Conv1d, O.Linear, O.GateLinear)
 def kept_as_kernel(op: O.Op, in_shape, out_shape, unroll_limit: int) -> bool:
     """Whether ``op`` runs as a kernel process instead of an unrolled ``Sparse``: a convolution
     (``ConvSynapse``) or a dense layer on the last axis (``MatMulSynapse``) above ``unroll_limit``
-    synapses."""
+    synapses, and every ``MemoryRead`` (``MemoryReadSynapse``: its weights are the template memory,
+    and the reference scales the sum, not the weights)."""
+    if isinstance(op, O.MemoryRead):
+        return True
     return isinstance(op, KERNEL_OPS) and synapse_upper_bound(op, in_shape, out_shape) > unroll_limit
 
 
@@ -1312,7 +1339,7 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
             ends.append(p["q_start"] + p["q_len"] - 1)
         elif p["type"] == "memory_write":
             ends.append(p["kv_start"] + p["kv_len"] - 1)
-        elif p["type"] in ("host_softmax", "template_gate"):
+        elif p["type"] in ("host_softmax", "template_gate", "memory_read"):
             ends.append(p["fire"])
     procs, connections = c.procs, c.connections
     fusion = None

@@ -68,11 +68,14 @@ PROCESS_TYPES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
     "step_gate": (("a_in",), ("a_out",)),
     "host_softmax": (("a_in",), ("a_out",)),
     "template_gate": (("x_in", "w_in"), ("a_out",)),
+    "memory_read": (("q_in",), ("a_out",)),
 }
 #: process types whose input ports can hold fused taps (``inputs``)
-TAP_TYPES = ("neuron", "readout", "attention", "memory_write", "junction", "host_softmax", "template_gate")
+TAP_TYPES = ("neuron", "readout", "attention", "memory_write", "junction", "host_softmax", "template_gate",
+             "memory_read")
 #: process types that may send only inside a window (``send``)
-SEND_TYPES = ("neuron", "attention", "memory_write", "junction", "source", "host_softmax", "template_gate")
+SEND_TYPES = ("neuron", "attention", "memory_write", "junction", "source", "host_softmax", "template_gate",
+              "memory_read")
 #: neuron kinds of :func:`spikedeploy.runtimes.lava_procs.neuron_step`
 NEURON_KINDS = ("integer_lif", "dynamic_integer_lif", "binary_lif")
 ROUNDINGS = ("half_even", "half_up")
@@ -262,7 +265,7 @@ class _Bundle:
             n = self.size(c, p)
             self.timing(c, p, "in_start", "in_len")
             sizes = {"a_in": n, "a_out": n}
-        elif kind in ("attention", "memory_write"):
+        elif kind in ("attention", "memory_write", "memory_read"):
             C = c.int(c.key(p, "channels", ""), "channels", 1, MAX_DIM_SIZE)
             Cv = c.int(c.key(p, "v_channels", ""), "v_channels", 1, MAX_DIM_SIZE)
             N = c.int(c.key(p, "tokens", ""), "tokens", 1, MAX_DIM_SIZE)
@@ -272,11 +275,14 @@ class _Bundle:
             if max(C, Cv) * N > MAX_VALUE_ELEMENTS or (C // H) * (Cv // H) * H > MAX_VALUE_ELEMENTS:
                 c.fail("channels", f"{C} x {Cv} channels of {N} tokens exceed the limit {MAX_VALUE_ELEMENTS}")
             c.number(c.key(p, "scale", ""), "scale")
-            self.timing(c, p, "kv_start", "kv_len")
-            if kind == "attention":
+            if kind == "memory_read":
+                sizes = self.check_memory_read(c, p, C, Cv, N, H, steps)
+            elif kind == "attention":
+                self.timing(c, p, "kv_start", "kv_len")
                 self.timing(c, p, "q_start", "q_len")
                 sizes = {"q_in": C * N, "k_in": C * N, "v_in": Cv * N, "a_out": Cv * N}
             else:
+                self.timing(c, p, "kv_start", "kv_len")
                 sizes = {"k_in": C * N, "v_in": Cv * N, "a_out": C * Cv // H}
         elif kind == "readout":
             n = self.size(c, p)
@@ -322,6 +328,23 @@ class _Bundle:
                     c.fail("send", f"{port!r} is not an output port of a {kind} process")
                 self.window(c, w, f"send[{port!r}]")
         return sizes
+
+    def check_memory_read(self, c: FieldChecker, p: dict, C: int, Cv: int, N: int, H: int,
+                          steps: Optional[int]) -> Dict[str, int]:
+        """A ``MemoryReadSynapse``: its memory ``[T_mem, H, C/H, Cv/H]`` (``T_mem`` 1, or the
+        process's macro-steps in a graph with slots) and its timing (it sends one step after its
+        q window)."""
+        tm = c.int(c.key(p, "mem_steps", ""), "mem_steps", 1, MAX_TIMESTEPS)
+        self.array(c, c.key(p, "memory", ""), "memory", ndim=4, shape=(tm, H, C // H, Cv // H))
+        if tm > 1 and (self.slots is None or steps != tm):
+            c.fail("mem_steps", f"a memory of {tm} steps needs a process of as many macro-steps per sample "
+                                f"(steps {steps}, slots {self.slots})")
+        self.timing(c, p, "q_start", "q_len")
+        self.timing(c, p, "fire")
+        if p["fire"] != p["q_start"] + p["q_len"]:
+            c.fail("fire", f"is {p['fire']}, but a memory read sends one step after its q window "
+                           f"(q_start + q_len = {p['q_start'] + p['q_len']})")
+        return {"q_in": C * N, "a_out": Cv * N}
 
     def window(self, c: FieldChecker, w, field: str) -> None:
         """A sender's window ``[start, length]`` or ``[start, length, steps]``."""
@@ -555,7 +578,7 @@ class _Bundle:
                 ends.append(p["q_start"] + p["q_len"] - 1)
             elif k == "memory_write":
                 ends.append(p["kv_start"] + p["kv_len"] - 1)
-            elif k in ("host_softmax", "template_gate"):
+            elif k in ("host_softmax", "template_gate", "memory_read"):
                 ends.append(p["fire"])
         if max(ends) != self.end_step:
             self.top.fail("end_step", f"is {self.end_step}, but its processes' last step of macro-step 0 is {max(ends)}")

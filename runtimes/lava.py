@@ -239,6 +239,13 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_
                                           encoding=p["encoding"], in_start=int(p["in_start"]),
                                           in_len=int(p["in_len"]), w_start=int(p["w_start"]), fire=int(p["fire"]),
                                           steps=n, inputs=inputs, send=send, name=name, **clock)
+        elif kind == "memory_read":
+            from spikedeploy.runtimes.lava_kernels import MemoryReadSynapse
+
+            proc = MemoryReadSynapse(memory=bundle.array(p["memory"]), channels=int(p["channels"]),
+                                     v_channels=int(p["v_channels"]), tokens=int(p["tokens"]), heads=int(p["heads"]),
+                                     scale=float(p["scale"]), q_start=int(p["q_start"]), q_len=int(p["q_len"]),
+                                     fire=int(p["fire"]), steps=n, inputs=inputs, send=send, name=name, **clock)
         else:
             raise SpikedeployError(f"Lava bundle: unknown process type {kind!r} ({name})")
         if proc not in models:

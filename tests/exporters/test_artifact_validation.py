@@ -423,6 +423,80 @@ def test_the_validator_accepts_every_compiled_bundle():
     assert n == 30
 
 
+def _memory_read_graph(t_mem: int):
+    """x -> neuron -> (T_mem = 3: repeated over 3 macro-steps -> neuron) -> MemoryRead -> neuron."""
+    from spikedeploy.ir import Graph, Node, TensorSpec, ops as O
+
+    rng = np.random.default_rng(3)
+    mem = O.as_param(rng.normal(size=(t_mem, 2, 2, 3)) * 4)
+    nodes = [Node("n0", O.IntegerLIF(d=4, norm=4.0), ("x",))]
+    if t_mem > 1:
+        nodes += [Node("rep", O.RepeatTime(t_mem), ("n0",)),
+                  Node("nr", O.IntegerLIF(d=4, norm=4.0, leak=(0.5,) * (t_mem - 1), reset_norm=4.0), ("rep",))]
+    nodes += [Node("read", O.MemoryRead(memory=mem, num_heads=2, scale=0.3), (nodes[-1].name,)),
+              Node("n1", O.IntegerLIF(d=4, norm=4.0), ("read",))]
+    return Graph(inputs=(TensorSpec("x", (4, 5), 1 if t_mem > 1 else None),), nodes=tuple(nodes), outputs=("n1",))
+
+
+def test_the_validator_accepts_compiled_memory_reads():
+    """Positive control for the ``memory_read`` kernel process: T_mem = 1 and 3, both encodings,
+    fused and unfused."""
+    from spikedeploy.exporters import lava as L
+    from spikedeploy.exporters.lava_validate import validate_bundle
+
+    for t_mem in (1, 3):
+        for enc in ("binary", "graded"):
+            for fuse in (True, False):
+                desc, arrays = L.compile_graph(_memory_read_graph(t_mem), enc, fuse=fuse)
+                assert desc["process_counts"]["memory_read"] == 1
+                validate_bundle(desc, arrays, f"T_mem={t_mem} {enc} fuse={fuse}")
+
+
+def _memory_read_edit(case):
+    def edit(d, a):
+        read = _first(d, "memory_read")
+        if case == "memory-shape":
+            a[read["memory"]] = a[read["memory"]][:, :, :1].copy()
+        elif case == "memory-nan":
+            m = a[read["memory"]].copy()
+            m.flat[2] = np.nan
+            a[read["memory"]] = m
+        elif case == "memory-steps-without-slots":
+            read["mem_steps"] = 3
+            a[read["memory"]] = np.repeat(a[read["memory"]], 3, axis=0)
+        elif case == "memory-read-fire":
+            read["fire"] = read["q_start"]
+        elif case == "memory-heads":
+            read["heads"] = 3
+        else:  # pragma: no cover
+            raise AssertionError(case)
+    return edit
+
+
+@pytest.mark.parametrize("case, match", [
+    ("memory-shape", r"'memory_read:read'.*memory \(array 'a\d+'\): expected shape \[1, 2, 2, 3\], got \[1, 2, 1, 3\]"),
+    ("memory-nan", r"'memory_read:read'.*memory \(array 'a\d+'\): has 1 NaN/Inf"),
+    ("memory-steps-without-slots", r"'memory_read:read'.*mem_steps: a memory of 3 steps needs a process of as many"),
+    ("memory-read-fire", r"'memory_read:read'.*fire: is \d+, but a memory read sends one step after its q window"),
+    ("memory-heads", r"'memory_read:read'.*heads: 3 heads do not divide channels 4"),
+])
+def test_malformed_memory_reads_are_refused_before_lava_starts(capsys, tmp_path, case, match):
+    from spikedeploy.exporters import lava as L
+
+    good = L.export(_memory_read_graph(1), tmp_path / "good.lava", encoding="graded")
+    desc, arrays = _bundle_parts(good)
+    _memory_read_edit(case)(desc, arrays)
+    path = write_bundle(tmp_path / f"{case}.lava", desc, arrays)
+    with pytest.raises(ArtifactError, match=match) as ei:
+        L.load(path)
+    assert "export the bundle again" in str(ei.value) and "\n" not in str(ei.value)
+    x = tmp_path / "x.npy"
+    np.save(x, np.ones((1, 1, 4, 5)))
+    before = _children()
+    _, seconds = run_refused(capsys, tmp_path, "lava", path, x, contains=(path.name, "memory_read:read"))
+    assert seconds < LAVA_REFUSAL_S and _children() - before == set()
+
+
 def test_lava_runtime_refuses_bad_inputs_before_lava_starts(artifacts):
     from spikedeploy.exporters.lava import load
     from spikedeploy.runtimes.lava import run

@@ -333,13 +333,13 @@ def test_oversized_graph_is_refused_before_compiling(tmp_path):
     assert L.synapse_upper_bound(lin.nodes[1].op, (2048, 1024), (2048, 1024)) == 2048 * 1024 * 1024
     assert L.check_size(lin) == 0, "a dense layer above the unroll limit is kept as a kernel (MatMulSynapse)"
     g = Graph(
-        inputs=(TensorSpec("x", (1024, 2048)),),
+        inputs=(TensorSpec("x", (64, 64, 64)),),
         nodes=(Node("n0", O.IntegerLIF(d=4, norm=4.0), ("x",)),
-               Node("big_read", O.MemoryRead(memory=O.as_param(np.ones((1, 1, 1024, 1024))), num_heads=1), ("n0",)),
-               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("big_read",))),
+               Node("big_upsample", O.Upsample(size=(1024, 1024)), ("n0",)),
+               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("big_upsample",))),
         outputs=("n1",),
     )
-    with pytest.raises(UnsupportedOpError, match=r"big_read .*use the onnx/nir targets"):
+    with pytest.raises(UnsupportedOpError, match=r"big_upsample .*use the onnx/nir targets"):
         L.export(g, tmp_path / "big.lava", encoding="binary")
     assert list(tmp_path.iterdir()) == []
 

@@ -1,13 +1,17 @@
-"""SpikeTrack's memory ops on the Lava target: ``Upsample`` and ``MemoryRead`` unrolled into
-``Sparse`` matrices, ``MemoryWrite`` as the own ``MemoryWriter`` process feeding a ``Readout``.
+"""SpikeTrack's memory ops on the Lava target: ``Upsample`` unrolled into a ``Sparse`` matrix,
+``MemoryRead`` as the ``MemoryReadSynapse`` kernel process (the memory held as is, the reference's
+arithmetic: the rows read summed over the window, then scaled once), ``MemoryWrite`` as the own
+``MemoryWriter`` process feeding a ``Readout``.
 
 Every Lava run must give the SAME spike counts q in every neuron layer and macro-step as
 ``spikedeploy.reference.execute(graph, x, mode)``, with spikes in every layer, and graph outputs
-within ``OUT_RTOL``/``OUT_ATOL``. Graphs are small and B = 1 (Lava starts one OS process per process).
+within ``OUT_RTOL``/``OUT_ATOL`` (a memory read's own output: bit for bit). Graphs are small and
+B = 1 or 2 (Lava starts one OS process per process).
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -30,7 +34,7 @@ def _p(a):
     return O.as_param(np.asarray(a, dtype=np.float64))
 
 
-def memory_read_graph() -> Graph:
+def memory_read_graph(scale: float = 0.5) -> Graph:
     """x -> IntegerLIF -> MemoryRead (random memory, 2 heads) -> IntegerLIF (and an output Linear)."""
     rng = np.random.default_rng(10)
     mem = rng.normal(size=(1, 2, 2, 3)) * 1.5  # [T_mem, H, C/H, Cv/H]: C = 4, Cv = 6
@@ -38,11 +42,30 @@ def memory_read_graph() -> Graph:
         inputs=(TensorSpec("x", (4, 5)),),
         nodes=(
             Node("n0", O.IntegerLIF(d=4, norm=2.0), ("x",)),
-            Node("read", O.MemoryRead(memory=_p(mem), num_heads=2, scale=0.5), ("n0",)),
+            Node("read", O.MemoryRead(memory=_p(mem), num_heads=2, scale=scale), ("n0",)),
             Node("n1", O.IntegerLIF(d=3, norm=3.0, leak=0.5), ("read",)),
             Node("out", O.Linear(_p(rng.normal(size=(2, 5))), None), ("n1",)),
         ),
         outputs=("out",),
+    )
+
+
+def time_varying_read_graph(scale: float = 0.3) -> Graph:
+    """SpikeTrack T = 3's read: a one-step query (a neuron) repeated over 3 macro-steps -> NI-LIF over
+    them -> MemoryRead with one memory per macro-step (T_mem = 3) -> NI-LIF; the read is also an
+    output."""
+    rng = np.random.default_rng(13)
+    mem = rng.normal(size=(3, 2, 2, 3)) * 8.0 + 2.0
+    return Graph(
+        inputs=(TensorSpec("x", (4, 5), steps=1),),
+        nodes=(
+            Node("nq", O.IntegerLIF(d=4, norm=4.0), ("x",)),
+            Node("rep", O.RepeatTime(3), ("nq",)),
+            Node("n0", O.IntegerLIF(d=4, norm=4.0, leak=(0.5, 0.75), reset_norm=4.0), ("rep",)),
+            Node("read", O.MemoryRead(memory=_p(mem), num_heads=2, scale=scale), ("n0",)),
+            Node("n1", O.IntegerLIF(d=4, norm=4.0, leak=(0.6, 0.3), reset_norm=4.0), ("read",)),
+        ),
+        outputs=("n1", "read"),
     )
 
 
@@ -154,11 +177,41 @@ def test_rules_and_processes():
     out = next(o for o in desc["outputs"] if o["name"] == "mem")
     assert out["shape"] == [2, 2, 3] and readouts[out["proc"]]["length"] == 1
     assert out["final_step"] == writes[0]["kv_start"] + writes[0]["kv_len"] - 1
-    desc, _ = L.compile_graph(memory_read_graph(), "graded", fuse=False)
-    assert [p["num_message_bits"] for p in desc["processes"] if p["type"] == "sparse"] == [24, 24]
+    desc, arrays = L.compile_graph(memory_read_graph(), "graded", fuse=False)
+    # the output Linear is a Sparse; the MemoryRead is a kernel holding the memory as is
+    assert [p["num_message_bits"] for p in desc["processes"] if p["type"] == "sparse"] == [24]
+    (read,) = [p for p in desc["processes"] if p["type"] == "memory_read"]
+    assert (read["channels"], read["v_channels"], read["tokens"], read["heads"], read["mem_steps"]) == (4, 6, 5, 2, 1)
+    assert read["scale"] == 0.5 / 2.0, "the lowering folds q's 1/norm into the scale"
+    assert np.array_equal(arrays[read["memory"]], np.asarray(memory_read_graph().nodes[1].op.memory))
+    # it sends one step after its q window (a synapse's delay), and n1 integrates that one event
+    (n1,) = [p for p in desc["processes"] if p["type"] == "neuron" and p["node"] == "n1"]
+    assert read["fire"] == read["q_start"] + read["q_len"] == n1["in_start"] and n1["in_len"] == 1
 
 
-def test_time_varying_memory_is_unsupported():
+@pytest.mark.parametrize("shape, memory, heads", [((1024, 2048), (1, 1, 1024, 1024), 1),  # 2.1e9 synapses unrolled
+                                                   ((360, 576), (1, 8, 45, 180), 8)])  # B384's MRM 5 read
+def test_memory_reads_of_any_size_are_kernels(shape, memory, heads):
+    """A MemoryRead is never unrolled (B256/B384's reads were 1.1e8 / 2.4e8 synapses): the size
+    check does not count it and the bundle holds the memory itself, ``[T_mem, H, C/H, Cv/H]``."""
+    g = Graph(
+        inputs=(TensorSpec("x", shape),),
+        nodes=(Node("n0", O.IntegerLIF(d=4, norm=4.0), ("x",)),
+               Node("read", O.MemoryRead(memory=_p(np.ones(memory)), num_heads=heads), ("n0",)),
+               Node("n1", O.IntegerLIF(d=4, norm=4.0), ("read",))),
+        outputs=("n1",),
+    )
+    shapes = validate(g)
+    assert L.synapse_upper_bound(g.nodes[1].op, shape, shapes["read"]) > 1e7
+    assert L.check_size(g) == 0
+    desc, arrays = L.compile_graph(g, "binary")
+    assert "sparse" not in desc["process_counts"] and desc["process_counts"]["memory_read"] == 1
+    (read,) = [p for p in desc["processes"] if p["type"] == "memory_read"]
+    assert arrays[read["memory"]].shape == memory
+    assert sum(a.size for a in arrays.values()) < L.synapse_upper_bound(g.nodes[1].op, shape, shapes["read"]) / 5
+
+
+def test_time_varying_memory_needs_fixed_macro_steps():
     g = Graph(
         inputs=(TensorSpec("x", (4, 5)),),
         nodes=(
@@ -202,8 +255,94 @@ def test_bundle_round_trip(tmp_path):
 @pytest.mark.parametrize("encoding", ENCODINGS)
 def test_memory_read_matches_reference(encoding):
     x = torch.randn(2, 1, 4, 5, generator=torch.Generator().manual_seed(20)) * 2 + 1.5
-    _, r, _ = _run_and_compare(memory_read_graph(), x, encoding)
-    assert r.info["fusion"]["fused_synapses"] == 2  # MemoryRead + output Linear, fused into their consumers
+    bundle, r, ref = _run_and_compare(memory_read_graph(), x, encoding)
+    assert r.info["fusion"]["fused_synapses"] == 1  # the output Linear, fused into its readout
+    assert bundle.description["process_counts"]["memory_read"] == 1
+    # the audit counts the same memory-row reads from the Lava run's spikes as from the reference's
+    from spikedeploy.audit import audit_graph
+
+    lowered = bundle.graph
+    a_lava = audit_graph(lowered, x, encoding=encoding, spike_counts=r.spike_counts, runtime="lava").layer("read")
+    a_ref = audit_graph(lowered, x, encoding=encoding).layer("read")
+    assert a_lava.measured_synops == a_ref.measured_synops > 0
+    assert a_lava.graded_events == a_ref.graded_events
+
+
+def _sparse_arithmetic(graph: Graph, ref, encoding: str) -> np.ndarray:
+    """What an unrolled ``Sparse`` with the scale folded into its weights (``scale * memory``)
+    sends into its reader, summed over the sub-steps of q: ``sum_j (s M) @ s_j``."""
+    (node,) = [n for n in ref.graph.nodes if isinstance(n.op, O.MemoryRead)]
+    q = ref.neuron_q(node.inputs[0]).numpy()  # [T, B, C, N]
+    T, B, C, N = q.shape
+    out = []
+    for t in range(T):
+        mem = node.op.memory[t:t + 1] if node.op.memory.shape[0] > 1 else node.op.memory
+        m = L.memory_read_matrix(mem, node.op.num_heads, node.op.scale, N)
+        rows = []
+        for b in range(B):
+            subs = [q[t, b]] if encoding == "graded" else [(q[t, b] > j).astype(np.float64) for j in range(4)]
+            acc = None
+            for s_j in subs:
+                y = m.dot(s_j.ravel())
+                acc = y if acc is None else acc + y
+            rows.append(acc)
+        out.append(np.stack(rows))
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+@pytest.mark.parametrize("graph_fn", [memory_read_graph, time_varying_read_graph], ids=["T_mem=1", "T_mem=3"])
+def test_memory_read_output_is_the_references_bit_for_bit(graph_fn, encoding):
+    """The read itself as a graph output: Lava's value equals the reference's bit for bit (the
+    rows read summed over the window, then ``* scale`` once, as ``MemoryReadRule``). The unrolled
+    form (``scale`` inside the weights) differs in the last bits for this scale (0.3 / norm is not a
+    power of two), so the comparison is one that the old form fails."""
+    graph = graph_fn(scale=0.3)
+    if graph_fn is memory_read_graph:
+        graph = Graph(graph.inputs, graph.nodes[:3], ("n1", "read"))
+    x = torch.randn((1, 2) + graph.inputs[0].shape, generator=torch.Generator().manual_seed(23)) * 2 + 1.5
+    if graph_fn is memory_read_graph:
+        x = x.repeat(2, 1, 1, 1)
+    bundle, r, ref = _run_and_compare(graph, x, encoding)
+    assert torch.equal(r.outputs["read"], ref.outputs["read"])
+    sparse = _sparse_arithmetic(bundle.graph, execute(bundle.graph, x, encoding), encoding)
+    want = ref.outputs["read"].numpy().reshape(sparse.shape)
+    np.testing.assert_allclose(sparse, want, rtol=1e-13, atol=1e-13)  # the same value ...
+    assert not np.array_equal(sparse, want), "... but not the same bits: this data would not tell the forms apart"
+    if graph_fn is time_varying_read_graph:
+        assert bundle.description["slots"] == 3 and "step_gate" not in bundle.description["process_counts"]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_memory_read_of_a_value_with_a_constant_offset(encoding):
+    """q = spikes + a constant (an AddConstant before the read): the constant goes through the
+    memory at compile time and becomes the output's offset, added once per macro-step."""
+    base = memory_read_graph()
+    rng = np.random.default_rng(14)
+    nodes = (base.nodes[0], Node("shift", O.AddConstant(_p(rng.normal(size=(4, 5)) * 0.5)), ("n0",)),
+             Node("read", base.nodes[1].op, ("shift",)), *base.nodes[2:])
+    graph = Graph(base.inputs, nodes, base.outputs)
+    desc, _ = L.compile_graph(graph, encoding)
+    assert desc["process_counts"]["memory_read"] == 1
+    x = torch.randn(2, 1, 4, 5, generator=torch.Generator().manual_seed(24)) * 2 + 1.5
+    _run_and_compare(graph, x, encoding)
+
+
+def test_read_rows_is_the_reference_rule_and_reads_only_tokens_with_events():
+    from spikedeploy.reference import MemoryReadRule
+    from spikedeploy.runtimes.lava_kernels import read_rows
+
+    rng = np.random.default_rng(15)
+    mem = rng.normal(size=(1, 4, 3, 5))  # H = 4, C = 12, Cv = 20
+    op = O.MemoryRead(memory=_p(mem), num_heads=4, scale=1.0)
+    for q in (rng.integers(0, 2, size=(12, 7)), rng.integers(0, 5, size=(12, 7)), rng.normal(size=(12, 7))):
+        q = q.astype(np.float64)
+        q[:, [1, 4]] = 0.0  # two tokens without any event
+        y = read_rows(q.ravel(), mem[0]).reshape(20, 7)
+        want = MemoryReadRule().linear(op, torch.from_numpy(q)[None, None])[0, 0].numpy()
+        assert np.array_equal(y, want)
+        assert not y[:, [1, 4]].any() and y[:, [0, 2, 3, 5, 6]].any()
+    assert not read_rows(np.zeros(12 * 7), mem[0]).any()
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
