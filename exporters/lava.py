@@ -1283,9 +1283,11 @@ def check_size(graph: Graph, max_synapses: int = MAX_SYNAPSES, unroll_limit: Opt
 
 
 def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = None,
-                  fuse: bool = True) -> Tuple[dict, Dict[str, np.ndarray]]:
+                  fuse: bool = True, partitions="auto") -> Tuple[dict, Dict[str, np.ndarray]]:
     """Compile ``graph`` (integer graphs are lowered to ``encoding`` first) into the bundle's
-    description (JSON-serializable) and its arrays. Convolutions with more than ``unroll_limit``
+    description (JSON-serializable) and its arrays; ``partitions`` (``"auto"``, ``"per-layer"`` or
+    N) is the placement recorded in it (``placement``, :mod:`spikedeploy.exporters.lava_placement`).
+    Convolutions with more than ``unroll_limit``
     synapses (default :data:`UNROLL_LIMIT`; 0 keeps every convolution as a kernel) run as
     ``ConvSynapse`` processes. Graphs that would unroll into more than :data:`MAX_SYNAPSES`
     synapses are refused (:func:`check_size`). ``fuse`` (default): synapses and delay lines are
@@ -1382,6 +1384,9 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
         },
         "graph_meta": {k: v for k, v in graph.meta if isinstance(v, (str, int, float, bool, type(None)))},
     }
+    from spikedeploy.exporters.lava_placement import plan
+
+    desc["placement"] = plan(desc, partitions).to_json()
     # the lowered IR graph travels with the bundle (audits and reports need it; the runtime does not)
     ir_desc, ir_arrays = graph_to_json(graph, prefix="ir/")
     desc["ir"] = ir_desc
@@ -1425,15 +1430,19 @@ class LavaBundle:
         return Graph(inputs=inputs, nodes=nodes, outputs=outputs)
 
 
-def export(graph: Graph, path, *, encoding: str, overwrite: bool = False, unroll_limit: Optional[int] = None) -> Path:
+def export(graph: Graph, path, *, encoding: str, overwrite: bool = False, unroll_limit: Optional[int] = None,
+           partitions="auto") -> Path:
     """Compile ``graph`` for Lava and write the bundle directory ``path`` (``graph.json`` +
     ``arrays.npz``) atomically. Raises ``UnsupportedOpError`` for an op Lava cannot express.
-    ``unroll_limit``: see :func:`compile_graph`."""
+    ``unroll_limit``, ``partitions``: see :func:`compile_graph`."""
+    from spikedeploy.exporters.lava_placement import parse_partitions
+
+    partitions = parse_partitions(partitions)  # a bad value is refused before the compilation
     path = Path(path)
     if os.path.lexists(path) and not overwrite:
         raise OutputPathError(f"output {path} already exists; choose another path or pass --overwrite")
     check_output_dir(path, overwrite=overwrite)
-    desc, arrays = compile_graph(graph, encoding, unroll_limit=unroll_limit)
+    desc, arrays = compile_graph(graph, encoding, unroll_limit=unroll_limit, partitions=partitions)
     with atomic_directory(path, overwrite=overwrite, command="export", exclusive=True) as tmp:
         (tmp / GRAPH_FILE).write_text(json.dumps(desc, indent=1), encoding="utf-8")
         np.savez(tmp / ARRAYS_FILE, **arrays)

@@ -146,6 +146,8 @@ class _Bundle:
             self.sizes[name] = self.check_process(c, kind, p)
         self.check_taps(procs)
         self.check_connections()
+        if d.get("placement") is not None:
+            self.check_placement()
         self.check_tables()
         self.check_end_step(procs)
         if "ir" in d:
@@ -529,6 +531,64 @@ class _Bundle:
             for port in ports:
                 if (name, port) not in tap_in:
                     t.fail("connections", f"tap port {name!r}.{port} is not connected")
+
+    def check_placement(self) -> None:
+        """``placement`` (:mod:`spikedeploy.exporters.lava_placement`): what was requested, and the
+        partitions: every process exactly once, each partition's order one that a single global
+        step order agrees with (the connections and every partition's order together acyclic:
+        otherwise two partitions could wait for each other forever)."""
+        from spikedeploy.exporters.lava_placement import AUTO, MAX_PARTITIONS, PER_LAYER
+
+        t = self.top
+        pl = t.dict(self.d["placement"], "placement")
+        req = t.key(pl, "requested", "placement")
+        if isinstance(req, str):
+            t.str(req, "placement.requested", (AUTO, PER_LAYER))
+        else:
+            t.int(req, "placement.requested", 1, MAX_PARTITIONS)
+        if "rule" in pl:
+            t.str(pl["rule"], "placement.rule")
+        groups = t.key(pl, "groups", "placement")
+        if groups is None:
+            if pl.get("partitions") is not None:
+                t.fail("placement.partitions", f"a per-layer placement has no partitions, got {describe(pl['partitions'])}")
+            return
+        t.list(groups, "placement.groups", min_len=1, max_len=MAX_PARTITIONS)
+        t.int(t.key(pl, "partitions", "placement"), "placement.partitions", len(groups), len(groups))
+        where: Dict[str, int] = {}
+        succ: Dict[str, list] = {n: [] for n in self.procs}
+        for i, g in enumerate(groups):
+            t.list(g, f"placement.groups[{i}]", min_len=1)
+            for j, n in enumerate(g):
+                t.str(n, f"placement.groups[{i}][{j}]")
+                if n not in self.procs:
+                    t.fail(f"placement.groups[{i}][{j}]", f"no process named {n!r}")
+                if n in where:
+                    t.fail(f"placement.groups[{i}][{j}]", f"process {n!r} is placed twice")
+                where[n] = i
+                if j:
+                    succ[g[j - 1]].append(n)
+        missing = [n for n in self.procs if n not in where]
+        if missing:
+            t.fail("placement.groups", f"process {missing[0]!r} is not placed ({len(missing)} in all)")
+        for cn in self.d["connections"]:
+            succ[cn["src"]].append(cn["dst"])
+        indeg = {n: 0 for n in succ}
+        for outs in succ.values():
+            for m in outs:
+                indeg[m] += 1
+        ready = [n for n, k in indeg.items() if k == 0]
+        seen = 0
+        while ready:
+            n = ready.pop()
+            seen += 1
+            for m in succ[n]:
+                indeg[m] -= 1
+                if indeg[m] == 0:
+                    ready.append(m)
+        if seen != len(succ):
+            t.fail("placement.groups", "the partitions' step orders contradict the connections (a process steps "
+                                       "before one that feeds it)")
 
     def check_tables(self) -> None:
         t = self.top

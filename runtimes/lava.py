@@ -138,12 +138,23 @@ def _record_root() -> Optional[str]:
 
 
 def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_dir: Optional[str] = None):
-    """Instantiate the Lava processes of ``bundle`` for ``B`` samples of ``T`` macro-steps.
+    """Instantiate the Lava processes of ``bundle`` for ``B`` samples of ``T`` macro-steps, one
+    Lava process per bundle process (the per-layer placement), connected as the bundle says.
 
     ``host_values``: host value name -> array ``[T, B, *s]``. ``record_dir``: neurons and readouts
     write their records there (``<index>.npy``) in the last step that changes them, instead of
     being read with ``Var.get`` (see :func:`run`). Returns ``(procs, model_map, num_steps)`` with
     ``procs`` by process name."""
+    procs, models, num_steps = make_processes(bundle, host_values, T=T, B=B, record_dir=record_dir)
+    for cn in bundle.description["connections"]:
+        getattr(procs[cn["src"]], cn["src_port"]).connect(getattr(procs[cn["dst"]], cn["dst_port"]))
+    return procs, models, num_steps
+
+
+def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_dir: Optional[str] = None):
+    """The Lava processes of ``bundle`` as :func:`build` makes them, not connected (the partitions
+    of :mod:`spikedeploy.runtimes.lava_partition` host them). Returns ``(procs, model_map,
+    num_steps)``; every connection names processes that exist."""
     from spikedeploy.lava_compat import import_lava
 
     import_lava()
@@ -253,17 +264,16 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_
             models[proc] = proc.fused_model(base) if isinstance(proc, LP._TapProcess) else base
         procs[name] = proc
     for cn in d["connections"]:
-        try:
-            src, dst = procs[cn["src"]], procs[cn["dst"]]
-        except KeyError as e:
-            raise SpikedeployError(f"Lava bundle: connection names an unknown process {e}") from None
-        getattr(src, cn["src_port"]).connect(getattr(dst, cn["dst_port"]))
+        for end in ("src", "dst"):
+            if cn[end] not in procs:
+                raise SpikedeployError(f"Lava bundle: connection names an unknown process {cn[end]!r}")
     return procs, models, num_steps
 
 
-def _components(desc) -> List[List[str]]:
-    """Connected components of the process graph (Lava runs one component per ``run`` call)."""
-    parent = {p["name"]: p["name"] for p in desc["processes"]}
+def _components(names, connections) -> List[List[str]]:
+    """Connected components of a process graph (Lava runs one component per ``run`` call):
+    ``names`` of the processes, ``connections`` as ``(src, dst)`` name pairs."""
+    parent = {n: n for n in names}
 
     def find(a):
         while parent[a] != a:
@@ -271,16 +281,30 @@ def _components(desc) -> List[List[str]]:
             a = parent[a]
         return a
 
-    for c in desc["connections"]:
-        parent[find(c["src"])] = find(c["dst"])
+    for src, dst in connections:
+        parent[find(src)] = find(dst)
     groups: Dict[str, List[str]] = {}
     for name in parent:
         groups.setdefault(find(name), []).append(name)
     return list(groups.values())
 
 
-def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -> TargetRun:
+#: Vars read after a run when no record file was written (Lava's ``Var.get``, or in a partition
+#: the member's Var written to a file in the last step); in this order of preference
+READ_VARS = ("q_rec", "rec", "pair_events")
+
+
+def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", partitions=None) -> TargetRun:
     """Run a Lava bundle (or its path) on ``x`` ``[T, B, *s]`` in Lava's CPU simulator.
+
+    ``partitions``: where the bundle's processes run (:mod:`spikedeploy.exporters.lava_placement`):
+    ``"per-layer"`` (one Lava process each), an integer N (N ``Partition`` processes, see
+    :mod:`spikedeploy.runtimes.lava_partition`) or ``"auto"``; None uses the bundle's recorded
+    placement (``auto`` decided again for this machine). Every placement gives the same spike
+    counts and outputs, bit for bit, in the same number of Lava steps. ``info`` reports the
+    placement (``placement``, ``partitions``), the Lava processes compiled
+    (``lava_processes``), the OS processes the runtime started (``os_processes``: one per Lava
+    process, its runtime service and the shared-memory server) and ``lava_steps_per_frame``.
 
     ``select_tag``: only ``"floating_pt"`` is implemented. A ``fixed_pt`` run needs fixed-point
     models of the project's processes (24-bit state, integer q) and 8-bit-mantissa weights with
@@ -289,12 +313,14 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
     if select_tag not in SELECT_TAGS:
         raise ConfigError(f"Lava runtime: select_tag {select_tag!r} is not implemented; "
                           f"supported: {', '.join(SELECT_TAGS)}")
+    from spikedeploy.exporters.lava_placement import placement_of
     from spikedeploy.reference import run as ref_run
     from spikedeploy.lava_compat import import_lava
 
     run_configs, _ = import_lava()
     bundle = _bundle(bundle)
     d = bundle.description
+    placement = placement_of(d, partitions)  # a bad value is refused before anything runs
     xs = _inputs(bundle, x)
     T, B = next(iter(xs.values())).shape[:2]
     t0 = time.perf_counter()
@@ -309,12 +335,39 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
     # every exit path (an error, a failed Lava child, Ctrl-C, the CLI's SIGTERM exception) ends the
     # runtime's processes and removes its shared memory and this record directory
     record_dir = tempfile.TemporaryDirectory(prefix="spikedeploy-lava-", dir=_record_root())
+    os_processes = 0
     try:
         index = {p["name"]: i for i, p in enumerate(d["processes"])}
-        procs, models, num_steps = build(bundle, host_values, T=T, B=B, record_dir=record_dir.name)
+        rdir = Path(record_dir.name)
+        procs, models, num_steps = make_processes(bundle, host_values, T=T, B=B, record_dir=record_dir.name)
+        if placement.groups is not None:
+            from spikedeploy.exporters.lava_placement import Placement, PlacementError
+            from spikedeploy.runtimes import lava_partition
+
+            dumps = {name: [(v, str(rdir / f"{index[name]}.{v}.npy"))] for name, p in procs.items()
+                     for v in READ_VARS[2:] if hasattr(p, v)}
+            try:
+                lava_procs, lava_models, host_of = lava_partition.place(
+                    procs, models, d["connections"], placement, num_steps=num_steps, channel_size=CHANNEL_SIZE,
+                    dumps=dumps)
+            except PlacementError as e:  # e.g. a model that cannot be hosted: auto runs per-layer
+                if placement.requested != "auto":
+                    raise
+                placement = Placement("auto", None, f"auto: per-layer, since {e}")
+            else:
+                cut = {(host_of[c["src"]], host_of[c["dst"]]) for c in d["connections"]}
+                comps = _components(list(lava_procs), [c for c in cut if c[0] != c[1]])
+        if placement.groups is None:
+            for cn in d["connections"]:
+                getattr(procs[cn["src"]], cn["src_port"]).connect(getattr(procs[cn["dst"]], cn["dst_port"]))
+            lava_procs, lava_models = procs, models
+            comps = _components(list(procs), [(c["src"], c["dst"]) for c in d["connections"]])
+            host_of = {name: name for name in procs}
         t_build = time.perf_counter() - t0 - t_host
-        cfg = run_configs.Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=models)
-        comps = _components(d)
+        cfg = run_configs.Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=lava_models)
+        members: Dict[str, List[str]] = {}
+        for name, h in host_of.items():
+            members.setdefault(h, []).append(name)
         rec: Dict[str, np.ndarray] = {}
         pair_events, write_events = {}, {}
         t_run = time.perf_counter()
@@ -322,7 +375,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
 
         phases = {"start": 0.0, "steps": 0.0, "read": 0.0, "stop": 0.0}
         for comp in tqdm(comps, desc="lava", disable=not progress, unit="component"):
-            first = procs[comp[0]]
+            first = lava_procs[comp[0]]
             # Lava forks one OS process per process model: objects frozen out of the garbage
             # collector are not traversed (and so not copied page by page) in every child
             gc.collect()
@@ -331,20 +384,32 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
             try:
                 with session:
                     session.start()
+                    # Lava's children: one per Lava process and the runtime service (+ the
+                    # shared-memory server, which is not an actor)
+                    os_processes = max(os_processes, len(session._actors()) + 1)
                     session.run(num_steps)
                     t = time.perf_counter()
-                    for name in comp:
+                    for name in (n for h in comp for n in members[h]):
                         p = procs[name]
-                        written = Path(record_dir.name) / f"{index[name]}.npy"
+                        written = rdir / f"{index[name]}.npy"
                         if written.is_file():  # the process wrote its record in its last step
                             rec[name] = np.load(written, allow_pickle=False)
-                        elif hasattr(p, "q_rec"):
-                            rec[name] = np.asarray(p.q_rec.get())
-                        elif hasattr(p, "rec"):
-                            rec[name] = np.asarray(p.rec.get())
-                        elif hasattr(p, "pair_events"):
-                            events = float(np.asarray(p.pair_events.get()).sum())
+                            continue
+                        var = next((v for v in READ_VARS if hasattr(p, v)), None)
+                        if var is None:
+                            continue
+                        dumped = rdir / f"{index[name]}.{var}.npy"
+                        if dumped.is_file():  # a partition wrote its member's Var in the last step
+                            value = np.load(dumped, allow_pickle=False)
+                        elif placement.groups is None:
+                            value = np.asarray(getattr(p, var).get())
+                        else:
+                            raise SpikedeployError(f"Lava run: the partition of process {name!r} wrote no {var}")
+                        if var == "pair_events":
+                            events = float(np.asarray(value).sum())
                             (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
+                        else:
+                            rec[name] = np.asarray(value)
                     phases["read"] += time.perf_counter() - t
             finally:
                 gc.unfreeze()
@@ -374,10 +439,16 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt") -
     info = {
         "select_tag": select_tag,
         "time_steps": num_steps,
+        "lava_steps_per_frame": num_steps / B,
         "period": int(d["period"]),
         "macro_steps": T * B,
         "processes": len(procs),
         "process_counts": dict(d.get("process_counts", {})),
+        "placement": placement.to_json() | {"groups": None},
+        "partitions": placement.partitions if placement.groups is not None else "per-layer",
+        "partition_sizes": None if placement.groups is None else [len(g) for g in placement.groups],
+        "lava_processes": len(lava_procs),
+        "os_processes": os_processes,
         "fusion": d.get("fusion"),
         "connections": len(d["connections"]),
         "components": len(comps),

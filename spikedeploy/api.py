@@ -601,19 +601,22 @@ def export(
     model_kwargs: Optional[Dict] = None,
     overwrite: bool = False,
     max_memory: Optional[float] = None,
+    partitions=None,
 ) -> ExportResult:
     """Export ``model`` to ``target`` (onnx, nir, lava) at ``output``. The path must not exist
     unless ``overwrite`` (an ONNX/NIR file is then replaced atomically; a Lava bundle folder follows
     :func:`spikedeploy.fsutil.atomic_directory`); the artifact is written atomically, so a failure
     leaves nothing behind, and of two exports to one new path only one succeeds. The estimated
     memory must stay under ``max_memory`` GB (default: :mod:`spikedeploy.resources`), checked
-    before the capture allocates."""
+    before the capture allocates. ``partitions`` (Lava only): the placement recorded in the bundle,
+    ``"auto"`` (default), ``"per-layer"`` or a number N (:mod:`spikedeploy.exporters.lava_placement`)."""
     import time
 
     from spikedeploy.targets import get_target
 
     spec = get_target(target)
     enc = default_encoding(target, encoding)
+    lava_kwargs = _lava_partitions(spec.name, partitions)
     out = Path(output)
     if spec.name == "lava":
         check_output_dir(out, overwrite=overwrite, inputs=(checkpoint,))
@@ -627,9 +630,21 @@ def export(
                          model_kwargs=model_kwargs)
     resources.guard_model(loaded, "export", timesteps=timesteps, max_memory=max_memory)
     graph = prepare_graph(loaded, timesteps=timesteps, encoding=enc)
-    path = spec.exporter_module().export(graph, out, encoding=enc, overwrite=overwrite)
+    path = spec.exporter_module().export(graph, out, encoding=enc, overwrite=overwrite, **lava_kwargs)
     return ExportResult(Path(path), spec.name, enc, len(graph.nodes), len(graph.neurons()),
                         time.perf_counter() - t0)
+
+
+def _lava_partitions(target: str, partitions) -> dict:
+    """``{"partitions": value}`` for the Lava target (checked now), ``{}`` when not given; a value
+    for another target is refused."""
+    if partitions is None:
+        return {}
+    if target != "lava":
+        raise ConfigError(f"--partitions applies to the Lava target only, not {target}")
+    from spikedeploy.exporters.lava_placement import parse_partitions
+
+    return {"partitions": parse_partitions(partitions)}
 
 
 def load_input_file(path) -> torch.Tensor:
@@ -649,19 +664,21 @@ def load_input_file(path) -> torch.Tensor:
 
 
 def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool = False,
-                 max_memory: Optional[float] = None):
+                 max_memory: Optional[float] = None, partitions=None):
     """Load the artifact at ``artifact_path`` with ``target``'s loader and run it on ``x``
     (``[T, B, *s]``); returns a :class:`spikedeploy.targets.TargetRun`. A NIR file's reference run
-    must stay under ``max_memory`` GB (:func:`spikedeploy.resources.guard_artifact_run`)."""
+    must stay under ``max_memory`` GB (:func:`spikedeploy.resources.guard_artifact_run`).
+    ``partitions`` (Lava only): place the bundle again (default: its recorded placement)."""
     from spikedeploy.targets import get_target
 
     spec = get_target(target)
+    lava_kwargs = _lava_partitions(spec.name, partitions)
     p = Path(artifact_path)
     if not p.exists():
         raise InputError(f"artifact {p} does not exist")
     artifact = spec.exporter_module().load(p)
     resources.guard_artifact_run(spec.name, artifact, tuple(x.shape), f"run of {p}", max_memory=max_memory)
-    return spec.runtime_module().run(artifact, x, progress=progress)
+    return spec.runtime_module().run(artifact, x, progress=progress, **lava_kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -691,6 +708,7 @@ def track(
     backend: Optional[str] = None,
     clip_label: Optional[str] = None,
     overwrite: bool = False,
+    partitions=None,
 ):
     """Track the object in ``init_box`` ([x, y, w, h] in the first frame) through ``clip`` (see
     :func:`spikedeploy.trackrun.load_frames`) with SpikeTrack ``model``, once per target in
@@ -703,7 +721,9 @@ def track(
     its first box is used. ``frame_limits``: at most that many frames for a target (e.g.
     ``{"lava": 5}``). Writes boxes, reports, plots and an annotated GIF into the directory
     ``output`` (atomically) when given. ``clip`` may also be an ``N x H x W x 3`` uint8 array;
-    ``clip_label`` names it in the report. Returns a :class:`spikedeploy.trackrun.TrackReport`."""
+    ``clip_label`` names it in the report. ``partitions``: the placement of the Lava targets' bundles
+    (``"auto"``, ``"per-layer"`` or N; see :mod:`spikedeploy.exporters.lava_placement`). Returns a
+    :class:`spikedeploy.trackrun.TrackReport`."""
     from spikedeploy.models.spiketrack import (
         BUNDLED_FAMILY,
         default_tracker_checkpoint,
@@ -716,6 +736,9 @@ def track(
     if backend is not None:
         targets = (backend,)
     targets = [canonical_target(t) for t in targets]
+    lava_options = _lava_partitions("lava", partitions)
+    if lava_options and not any(t.startswith("lava") for t in targets):
+        raise ConfigError("--partitions applies to the Lava targets only (lava, lava-binary)")
     file_inputs = [v for v in (clip, ground_truth, checkpoint) if isinstance(v, (str, Path))
                    and v not in ("bundled", "random")]
     if output is not None:
@@ -764,7 +787,7 @@ def track(
         load_spiketrack_checkpoint(net, checkpoint)
         weights = f"checkpoint {checkpoint}"
     report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=clip, ground_truth=gt,
-                        preset=preset, frame_limits=frame_limits, progress=progress)
+                        preset=preset, frame_limits=frame_limits, progress=progress, lava_options=lava_options)
     if output is not None:
         write_track_outputs(report, frames, output, gif=gif, overwrite=overwrite, inputs=file_inputs)
     return report

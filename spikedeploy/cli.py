@@ -95,6 +95,10 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-memory", type=float, default=None, metavar="GB", help=_MAX_MEMORY_HELP)
 
 
+_PARTITIONS_HELP = ("Lava processes the network runs in: auto (default; chosen for speed on this machine), per-layer "
+                    "(one per bundle process) or a number N of partitions; same spikes and timing in every case")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from spikedeploy import __version__
 
@@ -151,6 +155,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         "directory")
     _overwrite_option(e, "replace an existing artifact at --output (a file is replaced atomically; a bundle folder "
                          "keeps files spikedeploy did not write)")
+    e.add_argument("--partitions", default=None, metavar="auto|per-layer|N", help=_PARTITIONS_HELP)
 
     r = sub.add_parser("run", help="run an exported artifact on an input file",
                        description="Load an artifact written by 'spikedeploy export' (no PyTorch model code needed), "
@@ -164,6 +169,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         "--overwrite)")
     _overwrite_option(r, "replace an existing --output file")
     r.add_argument("--max-memory", type=float, default=None, metavar="GB", help=_MAX_MEMORY_HELP)
+    r.add_argument("--partitions", default=None, metavar="auto|per-layer|N",
+                   help="Lava: place the bundle's processes again (default: the placement the bundle records); "
+                        + _PARTITIONS_HELP)
     r.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
 
     a = sub.add_parser("audit", help="measured synaptic ops and energy per layer, next to the papers' estimate",
@@ -231,6 +239,8 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lava-frames", type=int, default=None, metavar="N",
                    help="track only the first N frames on Lava targets (the simulator takes seconds to minutes "
                         "per frame); the report says so")
+    t.add_argument("--partitions", default=None, metavar="auto|per-layer|N",
+                   help="Lava targets: " + _PARTITIONS_HELP)
     t.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="track only the first N frames of the clip on every target")
     t.add_argument("--preset", default="default", choices=["default", "lasot"],
@@ -314,7 +324,7 @@ def _cmd_export(args) -> int:
     from spikedeploy import api
 
     res = api.export(**_model_kwargs(args), target=args.target, output=args.output, encoding=args.spike_encoding,
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, partitions=args.partitions)
     print(f"exported {res.neuron_layers} neuron layers ({res.nodes} IR nodes, {res.encoding}) to {res.target}: "
           f"{res.path} in {res.seconds:.1f} s")
     return 0
@@ -331,13 +341,17 @@ def _cmd_run(args) -> int:
     if args.output:
         check_output_file(args.output, "outputs", overwrite=args.overwrite, inputs=(args.artifact, args.input_file))
     x = api.load_input_file(args.input_file)
-    result = api.run_artifact(args.target, args.artifact, x, progress=not args.no_progress, max_memory=args.max_memory)
+    result = api.run_artifact(args.target, args.artifact, x, progress=not args.no_progress, max_memory=args.max_memory,
+                              partitions=args.partitions)
     print(f"{result.target} ({result.encoding}): {x.shape[1]} input(s), T = {x.shape[0]}")
     info = result.info or {}
     if "processes" in info and "time_steps" in info:
         print(f"  {info['processes']} processes, {info['time_steps']} time steps, "
               f"{info.get('lava_time_s', float('nan')):.1f} s in the simulator "
               f"({info.get('wall_time_s', float('nan')):.1f} s in all)")
+        if "partitions" in info:
+            print(f"  placement {info['partitions']}: {info['lava_processes']} Lava processes, "
+                  f"{info['os_processes']} OS processes, {info['lava_steps_per_frame']:g} Lava steps per frame")
         phases = info.get("lava_phase_s")
         if phases:
             print("  simulator phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
@@ -396,7 +410,7 @@ def _cmd_track(args) -> int:
     report = api.track(args.model, clip=args.clip, init_box=args.init_box, targets=targets,
                        checkpoint=args.checkpoint, ground_truth=args.ground_truth, preset=args.preset,
                        seed=args.seed, frame_limits=limits, output=args.output, gif=not args.no_gif,
-                       progress=not args.no_progress, overwrite=args.overwrite)
+                       progress=not args.no_progress, overwrite=args.overwrite, partitions=args.partitions)
     print(f"{report.model} ({report.weights}) on {report.num_frames} frames of {report.clip}")
     for t, r in report.runs.items():
         s = report.scores.get(t)

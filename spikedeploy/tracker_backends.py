@@ -479,7 +479,9 @@ class LavaNetwork(_CapturedNetwork):
     synapses run as kernels) and ``fuse`` (synapses and delay lines fused into their consumers, the
     default), both passed to :func:`~spikedeploy.exporters.lava.compile_graph`;
     ``bundle_dir`` (optional: the template bundle and every search bundle are also written there
-    with :func:`~spikedeploy.exporters.lava.export`, as ``template.lava`` and ``search-<n>.lava``).
+    with :func:`~spikedeploy.exporters.lava.export`, as ``template.lava`` and ``search-<n>.lava``);
+    ``partitions`` (``"auto"``, the default, ``"per-layer"`` or N: the Lava processes each branch
+    runs in, :mod:`spikedeploy.exporters.lava_placement`; recorded in the bundles, same spikes).
 
     Attributes after a call: ``last_spikes`` (``Dict[str, torch.Tensor]``: neuron node name of the
     lowered search graph -> spike counts q ``[1, 1, *s]`` of the last ``search``; compare with
@@ -490,12 +492,14 @@ class LavaNetwork(_CapturedNetwork):
     ``timings`` (wall seconds per call: ``"template"``, ``"search"``, ``"rebuild"``)."""
 
     def __init__(self, model=None, *, encoding: str = "graded", graphs: Optional[SpikeTrackGraphs] = None,
-                 unroll_limit: Optional[int] = None, fuse: bool = True, bundle_dir=None):
+                 unroll_limit: Optional[int] = None, fuse: bool = True, bundle_dir=None, partitions="auto"):
         from spikedeploy.exporters import lava as lava_export
+        from spikedeploy.exporters.lava_placement import parse_partitions
         from spikedeploy.passes import ExpandSpikes
 
         if encoding not in lava_export.ENCODINGS:
             raise ConfigError(f"LavaNetwork: unknown encoding {encoding!r}; expected one of {lava_export.ENCODINGS}")
+        self.partitions = parse_partitions(partitions)
         graphs = self._init_capture(model, graphs, "LavaNetwork")
         self.encoding = encoding
         self.unroll_limit = unroll_limit
@@ -516,7 +520,7 @@ class LavaNetwork(_CapturedNetwork):
     def _compile(self, graph: Graph, label: str):
         from spikedeploy.exporters import lava as lava_export
 
-        kwargs = {"unroll_limit": self.unroll_limit, "fuse": self.fuse}
+        kwargs = {"unroll_limit": self.unroll_limit, "fuse": self.fuse, "partitions": self.partitions}
         if self.bundle_dir is not None:
             path = lava_export.export(graph, self.bundle_dir / f"{label}.lava", encoding=self.encoding,
                                       overwrite=True, **kwargs)
@@ -527,7 +531,7 @@ class LavaNetwork(_CapturedNetwork):
     def _run(self, bundle, x: torch.Tensor):
         from spikedeploy.runtimes import lava as lava_run
 
-        return lava_run.run(bundle, x.detach().cpu().to(torch.float64))
+        return lava_run.run(bundle, x.detach().cpu().to(torch.float64), partitions=self.partitions)
 
     def template(self, templates: torch.Tensor) -> Dict[str, torch.Tensor]:
         t0 = time.perf_counter()

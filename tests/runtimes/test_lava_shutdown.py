@@ -14,6 +14,7 @@ time, so nothing else is compared.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -32,9 +33,11 @@ from spikedeploy.runtimes import lava_procs
 from spikedeploy.runtimes.lava_session import LavaSession, deferred_signals
 
 SPIKEDEPLOY = Path(sys.executable).with_name("spikedeploy")
-#: a Lava run of the test bundle has this many OS processes (21 process models, the runtime
-#: service, the shared-memory server); the CLI waits for them before signalling
+#: a per-layer Lava run of the test bundle has this many OS processes (21 process models, the
+#: runtime service, the shared-memory server); the CLI waits for them before signalling
 LAVA_CHILDREN = 20
+#: a run in P partitions: the CLI, P partitions, the runtime service, the shared-memory server
+PARTITIONED_CHILDREN = {1: 4, 2: 5}
 #: the required bound from signal (or failure) to a clean exit
 CLEAN_EXIT_S = 10.0
 
@@ -133,13 +136,13 @@ def _launch(args, tmp_path, env_extra=None, python_code=None):
     return proc
 
 
-def _wait_for_lava(proc, timeout=180.0):
-    """Wait until the CLI's Lava children exist and the run is under way; return the shared-memory
-    names they map."""
+def _wait_for_lava(proc, timeout=180.0, children=LAVA_CHILDREN, channels=20):
+    """Wait until the CLI's Lava children (``children`` processes in its session) exist and the
+    run is under way; return the shared-memory names they map (more than ``channels``)."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
         assert proc.poll() is None, "the run ended before it could be interrupted"
-        if len(_session(proc.pid)) >= LAVA_CHILDREN:
+        if len(_session(proc.pid)) >= children:
             break
         time.sleep(0.1)
     else:
@@ -147,7 +150,7 @@ def _wait_for_lava(proc, timeout=180.0):
     time.sleep(1.5)  # past start-up: every child runs
     assert proc.poll() is None, "the run ended before it could be interrupted"
     names = _mapped_shm(_session(proc.pid))
-    assert len(names) > 20, names  # Lava's channels (the parent maps every one)
+    assert len(names) > channels, names  # Lava's channels (the parent maps every one)
     return names
 
 
@@ -195,7 +198,7 @@ CASES = {
 def test_signal_during_lava_run_exits_cleanly(bundle, tmp_path, case):
     signum, group, code, line = CASES[case]
     proc = _launch(["run", "--target", "lava", str(bundle / "m.lava"), "--input", str(bundle / "long.npy"),
-                    "--no-progress", "-o", str(tmp_path / "out.npz")], tmp_path)
+                    "--no-progress", "--partitions", "per-layer", "-o", str(tmp_path / "out.npz")], tmp_path)
     names = _wait_for_lava(proc)
     t0 = time.monotonic()
     (os.killpg if group else os.kill)(proc.pid, signum)
@@ -204,12 +207,27 @@ def test_signal_during_lava_run_exits_cleanly(bundle, tmp_path, case):
     assert not (tmp_path / "out.npz").exists()
 
 
+@pytest.mark.parametrize("group", [True, False], ids=["group", "cli"])
+def test_sigint_during_partitioned_lava_run_exits_cleanly(bundle, tmp_path, group):
+    """The same in two partitions (two Lava processes hosting the 21 processes): the partitions'
+    OS processes, the runtime service and the shared-memory server end, nothing is left."""
+    proc = _launch(["run", "--target", "lava", str(bundle / "m.lava"), "--input", str(bundle / "long.npy"),
+                    "--no-progress", "--partitions", "2", "-o", str(tmp_path / "out.npz")], tmp_path)
+    names = _wait_for_lava(proc, children=PARTITIONED_CHILDREN[2], channels=4)
+    assert len(_session(proc.pid)) < LAVA_CHILDREN  # fewer OS processes than per layer
+    t0 = time.monotonic()
+    (os.killpg if group else os.kill)(proc.pid, signal.SIGINT)
+    rc, err = _finish(proc, tmp_path, t0, names)
+    assert rc == 130 and _one_line(err) == "spikedeploy: interrupted"
+    assert not (tmp_path / "out.npz").exists()
+
+
 def test_sigkill_of_the_cli_leaves_no_lava_process(bundle, tmp_path):
     """Even a CLI killed outright (SIGKILL, the out-of-memory killer) takes its Lava children
     along (PR_SET_PDEATHSIG), and multiprocessing's resource tracker, once they are gone, removes
     the segments. Only the record directory stays: nothing of the CLI runs to remove it."""
     proc = _launch(["run", "--target", "lava", str(bundle / "m.lava"), "--input", str(bundle / "long.npy"),
-                    "--no-progress"], tmp_path)
+                    "--no-progress", "--partitions", "per-layer"], tmp_path)
     names = _wait_for_lava(proc)
     t0 = time.monotonic()
     os.kill(proc.pid, signal.SIGKILL)
@@ -226,10 +244,11 @@ def test_sigkill_of_the_cli_leaves_no_lava_process(bundle, tmp_path):
 
 
 def test_sigint_during_lava_audit_exits_cleanly(bundle, tmp_path):
-    """``audit --runtime lava`` goes through the same runtime: the same clean end."""
+    """``audit --runtime lava`` goes through the same runtime (its default placement, auto: one
+    partition): the same clean end."""
     proc = _launch(["audit", "--neuron", "ilif", "--runtime", "lava", "--inputs", "600", "-o",
                     str(tmp_path / "audit")], tmp_path)
-    names = _wait_for_lava(proc)
+    names = _wait_for_lava(proc, children=PARTITIONED_CHILDREN[1], channels=1)
     t0 = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     rc, err = _finish(proc, tmp_path, t0, names)
@@ -242,15 +261,17 @@ def test_sigint_during_lava_audit_exits_cleanly(bundle, tmp_path):
 # --------------------------------------------------------------------------------------------
 
 INJECT = textwrap.dedent("""
+    import os
     import sys
     from spikedeploy.runtimes import lava_procs
 
     calls = []
     original = lava_procs.neuron_step
+    fail_at = int(os.environ.get("FAIL_AT", "100"))
 
     def fail_later(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 100:  # seconds into the run, in every neuron process
+        if len(calls) == fail_at:  # seconds into the run, in every neuron process
             raise ValueError("injected failure in a neuron step")
         return original(*args, **kwargs)
 
@@ -260,22 +281,31 @@ INJECT = textwrap.dedent("""
 """)
 
 
-def test_child_error_is_one_line_and_leaves_nothing(bundle, tmp_path):
+@pytest.mark.parametrize("partitions", ["per-layer", "1"])
+def test_child_error_is_one_line_and_leaves_nothing(bundle, tmp_path, partitions):
     proc = _launch(["run", "--target", "lava", str(bundle / "m.lava"), "--input", str(bundle / "long.npy"),
-                    "--no-progress"], tmp_path, python_code=INJECT)
+                    "--no-progress", "--partitions", partitions], tmp_path, python_code=INJECT,
+                   # one partition steps all 14 neurons: the 2800th call is about a second into the run
+                   env_extra={"FAIL_AT": "100" if partitions == "per-layer" else "2800"})
+    children, channels = (LAVA_CHILDREN, 20) if partitions == "per-layer" else (PARTITIONED_CHILDREN[1], 1)
     t0 = time.monotonic()
-    while len(_session(proc.pid)) < LAVA_CHILDREN:  # start-up (imports, compile) is not bounded here
+    while len(_session(proc.pid)) < children:  # start-up (imports, compile) is not bounded here
         assert proc.poll() is None and time.monotonic() - t0 < 180, (tmp_path / "stderr.txt").read_text()
         time.sleep(0.05)
     names = _mapped_shm(_session(proc.pid))  # the parent made every channel before the children
     t1 = time.monotonic()
-    assert len(names) > 20 and proc.poll() is None
+    assert len(names) > channels, names
     rc, err = _finish(proc, tmp_path, t1, names)
     line = _one_line(err)
     assert rc == 1, err
-    assert line.startswith("spikedeploy: error: Lava process ") and \
-        line.endswith("failed: ValueError: injected failure in a neuron step"), line
-    assert "(PyIntegerNeuronFloat" in line  # the failing process is named with its model
+    assert line.startswith("spikedeploy: error: Lava process "), line
+    if partitions == "per-layer":
+        assert line.endswith("failed: ValueError: injected failure in a neuron step"), line
+        assert "(PyIntegerNeuronFloat" in line  # the failing process is named with its model
+    else:  # the partition, and inside it the member and its model
+        assert "partition0 (PyPartitionModel" in line, line
+        assert re.search(r"failed: MemberError: neuron:\S+ \(PyIntegerNeuronFloat\w*\): ValueError: injected "
+                         r"failure in a neuron step$", line), line
 
 
 def test_bundle_with_negative_end_step_is_refused(bundle, tmp_path, capsys):
@@ -339,7 +369,8 @@ def _lava_children() -> dict:
     return out
 
 
-def test_error_in_a_child_run_phase_raises_naming_it(bundle, monkeypatch, created_segments):
+@pytest.mark.parametrize("partitions", ["per-layer", 1])
+def test_error_in_a_child_run_phase_raises_naming_it(bundle, monkeypatch, created_segments, partitions):
     def fail(*args, **kwargs):
         raise ValueError("injected")
 
@@ -347,18 +378,26 @@ def test_error_in_a_child_run_phase_raises_naming_it(bundle, monkeypatch, create
     x = np.load(bundle / "short.npy")
     t0 = time.monotonic()
     with pytest.raises(LavaProcessError) as info:
-        lava_run.run(bundle / "m.lava", x)
+        lava_run.run(bundle / "m.lava", x, partitions=partitions)
     elapsed = time.monotonic() - t0
-    assert info.value.exit_code == 1 and info.value.error == "ValueError: injected"
-    assert str(info.value).startswith("Lava process ") and "(PyIntegerNeuronFloat" in info.value.process
+    assert info.value.exit_code == 1 and str(info.value).startswith("Lava process ")
+    if partitions == "per-layer":
+        assert info.value.error == "ValueError: injected"
+        assert "(PyIntegerNeuronFloat" in info.value.process
+    else:  # the partition fails, naming its member and the member's model
+        assert "partition0 (PyPartitionModel" in info.value.process
+        assert re.fullmatch(r"MemberError: neuron:\S+ \(PyIntegerNeuronFloat\w*\): ValueError: injected",
+                            info.value.error), info.value.error
     assert "\n" not in str(info.value)
     assert elapsed < 60  # start-up included; without the fix it never returns
     _assert_nothing_left(created_segments)
 
 
-def test_error_in_a_child_build_keeps_its_exit_code(bundle, monkeypatch, created_segments):
+@pytest.mark.parametrize("partitions", ["per-layer", 2])
+def test_error_in_a_child_build_keeps_its_exit_code(bundle, monkeypatch, created_segments, partitions):
     """A child whose model raises a SpikedeployError while it is built: start-up stops, the error's
-    exit code (2: bad input) is kept, nothing is printed by Lava."""
+    exit code (2: bad input) is kept, nothing is printed by Lava. In a partition the members are
+    built with the partition's model: the same start-up failure, naming the member."""
     from spikedeploy.errors import InputError
 
     def bad_init(self, proc_params):
@@ -367,15 +406,21 @@ def test_error_in_a_child_build_keeps_its_exit_code(bundle, monkeypatch, created
     monkeypatch.setattr(lava_procs.PyReadoutFloat, "__init__", bad_init)
     x = np.load(bundle / "short.npy")
     with pytest.raises(LavaProcessError) as info:
-        lava_run.run(bundle / "m.lava", x)
+        lava_run.run(bundle / "m.lava", x, partitions=partitions)
     assert info.value.exit_code == 2
-    assert info.value.error == "InputError: model refuses its parameters"
-    assert "(PyReadoutFloat" in info.value.process
+    if partitions == "per-layer":
+        assert info.value.error == "InputError: model refuses its parameters"
+        assert "(PyReadoutFloat" in info.value.process
+    else:
+        assert "(PyPartitionModel" in info.value.process
+        assert re.fullmatch(r"MemberError: readout:\S+ \(PyReadoutFloat\w*\): InputError: model refuses its "
+                            r"parameters", info.value.error), info.value.error
     _assert_nothing_left(created_segments)
 
 
+@pytest.mark.parametrize("partitions", ["per-layer", 1])
 @pytest.mark.parametrize("phase", ["start-up", "run"])
-def test_child_that_dies_without_a_word_is_reported(bundle, monkeypatch, created_segments, phase):
+def test_child_that_dies_without_a_word_is_reported(bundle, monkeypatch, created_segments, phase, partitions):
     """A child that vanishes (here: os._exit; in life the out-of-memory killer) in its build or in
     its run: the parent notices, names it, and ends the rest."""
     def vanish(*args, **kwargs):
@@ -386,10 +431,13 @@ def test_child_that_dies_without_a_word_is_reported(bundle, monkeypatch, created
     else:
         monkeypatch.setattr(lava_procs.PyReadoutFloat, "__init__", vanish)
     with pytest.raises(LavaProcessError) as info:
-        lava_run.run(bundle / "m.lava", np.load(bundle / "short.npy"))
+        lava_run.run(bundle / "m.lava", np.load(bundle / "short.npy"), partitions=partitions)
     expected = "exited during start-up (exit code 3)" if phase == "start-up" else "exited unexpectedly (exit code 3)"
     assert info.value.error == expected and info.value.exit_code == 1
-    assert ("(PyReadoutFloat" if phase == "start-up" else "(PyIntegerNeuronFloat") in info.value.process
+    if partitions == "per-layer":
+        assert ("(PyReadoutFloat" if phase == "start-up" else "(PyIntegerNeuronFloat") in info.value.process
+    else:  # the partition's OS process is the one that died
+        assert "partition0 (PyPartitionModel" in info.value.process
     _assert_nothing_left(created_segments)
 
 
@@ -461,7 +509,7 @@ def test_signal_during_lava_track_exits_cleanly(tmp_path, signum, code, line):
     each): the signal to the whole group ends it as cleanly."""
     np.save(tmp_path / "clip.npy", np.random.default_rng(0).integers(0, 255, size=(4, 128, 128, 3), dtype=np.uint8))
     proc = _launch(["track", "--clip", "clip.npy", "--init-box", "40,40,30,30", "--target", "lava", "--no-gif",
-                    "--no-progress", "-o", str(tmp_path / "track")], tmp_path)
+                    "--no-progress", "--partitions", "per-layer", "-o", str(tmp_path / "track")], tmp_path)
     names = _wait_for_lava(proc, timeout=300)
     t0 = time.monotonic()
     os.killpg(proc.pid, signum)
