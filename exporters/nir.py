@@ -3,10 +3,23 @@
 Layout of the file
 ==================
 
+* Every file passes ``nir.read`` with its default type checking (:func:`to_bytes` reads it back
+  before anything is written) and survives a ``nir.write``/``nir.read`` round trip unchanged.
 * One NIR node per IR node, **named like the IR node** (a ``/``, which HDF5 cannot store in a
-  name, is written as ``%2F``; ``%`` as ``%25``). One ``nir.Input`` per graph input (named like
-  it) and one ``nir.Output`` per graph output (named ``output``, ``output_1``, ...; its metadata
-  ``spikedeploy.value`` names the IR value it exposes).
+  name, is written as ``%2F``; ``%`` as ``%25``). One ``nir.Input`` per graph input, named
+  ``input`` (``input_1``, ...) in the ``portable`` profile, like the IR input in ``literal``; one
+  ``nir.Output`` per graph output (named ``output``, ``output_1``, ...; its metadata
+  ``spikedeploy.value`` names the IR value it exposes). An IR node whose name a graph input took
+  gets ``_`` appended; the graph record's ``keys`` maps every IR name to its NIR node.
+* **Profiles** (:data:`PROFILES`, ``spikedeploy export --nir-profile``) change only the standard
+  part other consumers read; the spikedeploy records are the same, so every profile loads back
+  to the identical IR graph. ``portable`` (default, the most widely readable form): canonical
+  input name, AvgPool2d as a depthwise Conv2d with weights 1/(k_h k_w), Flatten dims counted from
+  the end. ``literal``: IR input names, ``nir.AvgPool2d``, Flatten dims from the first axis.
+* Grouped convolutions (and BatchNorm's per-channel scale) are written with a dense block-diagonal
+  weight and ``groups = 1``: NIR 1.0.8 types a Conv input as ``[weight.shape[1], ...]``, ignoring
+  ``groups``, so ``nir.read`` refuses a grouped one; the IR weight is kept in the metadata. A
+  dense weight over :data:`MAX_DENSE_GROUPED` values makes the op an extension node instead.
 * Edges follow the IR data flow. NIR sums all edges that enter a node; the IR ``Add`` uses exactly
   that (see below). The ordered IR inputs of every node are also kept in its metadata.
 * Every NIR node carries ``metadata["spikedeploy"]``: a JSON record of the IR op (kind, ordered
@@ -44,10 +57,12 @@ IR op                   NIR
 ======================  ==========================================================================
 Conv2d / Conv1d         ``nir.Conv2d`` / ``nir.Conv1d`` (a missing bias is written as zeros)
 Linear                  ``nir.Affine`` (``nir.Linear`` without bias) on 1-D per-step values
-AvgPool2d               ``nir.AvgPool2d`` (zero padding counted, as PyTorch's default)
+AvgPool2d               ``portable``: ``nir.Conv2d`` with weights 1/(k_h k_w) per channel (dense,
+                        zero padding counted, as PyTorch's default); ``literal``: ``nir.AvgPool2d``
 Scale                   ``nir.Scale`` (factor broadcast to the value's shape)
 Add                     ``nir.Scale(1)`` with two incoming edges: NIR sums the edges into a node
 Reshape (axis merge)    ``nir.Flatten(start_dim, end_dim)`` in NIR's *unbatched* per-step axes
+                        (``portable``: negative, counted from the end)
 BatchNorm               ``nir.Conv2d``/``nir.Conv1d`` 1x1 depthwise (``a·x + b`` per channel);
                         1-D values: ``nir.Affine`` with a diagonal weight
 BinaryLIF, beta = 0     ``nir.LIF`` (tau = DT, r = 1, v_leak = 0, v_reset = 0): stateless, so
@@ -80,20 +95,21 @@ Upsample                extension node (NIR 1.0 has no interpolation node; summa
 **Extension nodes** (no NIR equivalent): ``SpikeLinearAttention`` (spike x spike product),
 ``MemoryWrite``, ``MemoryRead``, ``Upsample`` (SpikeTrack), ``DynamicIntegerLIF`` (D chosen per input), ``IntegerLIF`` with a per-step leak (NI-LIF),
 ``MeanReduce``, ``AddConstant``, ``Permute``, ``Concat``, non-flattening ``Reshape`` and
-``Linear`` on multi-dimensional values. Each is written as an **empty** ``nir.NIRGraph`` named
-like the IR node whose metadata carries the whole op (``spikedeploy.extension = <kind>``); its
-incoming edges are its inputs in the order given by the metadata (NIR's sum-of-edges rule does not
-apply to it). An empty graph computes nothing and declares no types, so standard NIR consumers
-reject such a file loudly (``nir.read`` type checking, nirtorch's "must contain input and output
-nodes") instead of silently computing something else. Pass ``extensions=False`` to
+``Linear`` on multi-dimensional values. Each **cuts** the standard graph: its result is a
+``nir.Input`` named like the IR node (declaring the op's output shape) whose metadata carries the
+whole op (``spikedeploy.extension = <kind>``), and each distinct input ends in its own
+``nir.Output`` port (``<name>.in0``, ``<name>.in1``, ...; the record's ``ports``; the metadata
+keeps the ordered inputs). NIR's types stay consistent, so the file passes ``nir.read``, but no
+NIR consumer can compute the op: it would have to be handed the op's value as a graph input
+(nirtorch refuses graphs with several inputs) instead of silently computing something else. Pass ``extensions=False`` to
 :func:`export` to get :class:`~spikedeploy.errors.UnsupportedOpError` instead (a file that every
 NIR consumer can load, or nothing). **Time-axis ops** (SpikeTrack T > 1: ``RepeatTime``,
 ``SelectStep``, ``StackSteps`` and the template gate ``GateLinear``/``GateSoftmax``/
 ``TemplateGate``) always raise :class:`~spikedeploy.errors.UnsupportedOpError`: one NIR time step is
 one IR macro-step of the whole graph, so a value with another number of macro-steps has no NIR
-meaning. Files with extension nodes are read with
-``nir.read(path, type_check=False)`` (what :func:`load` does); files without them pass NIR's type
-checking, which :func:`export` runs before writing.
+meaning. :func:`load` reads with
+``nir.read(path, type_check=False)`` so that a file of an older layout (format ``/1``, whose
+extension nodes were empty graphs) still loads.
 """
 
 from __future__ import annotations
@@ -117,7 +133,9 @@ from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate
 from spikedeploy.targets import unsupported
 
 ENCODINGS = ("integer", "binary", "graded")
-FORMAT = "spikedeploy-nir/1"
+FORMAT = "spikedeploy-nir/2"
+#: formats :func:`load` reads (/1: before profiles, canonical names and typed extension nodes)
+FORMATS = ("spikedeploy-nir/1", FORMAT)
 #: seconds per NIR time step (= one IR macro-step); snntorch's NIR convention
 DT = 1e-4
 META = "spikedeploy"
@@ -178,6 +196,7 @@ class _Ctx:
     shapes: Dict[str, Tuple[int, ...]]
     encoding: str
     extensions: bool
+    profile: "Profile" = None
 
     def in_shape(self, node: Node, i: int = 0) -> Tuple[int, ...]:
         return self.shapes[node.inputs[i]]
@@ -201,28 +220,66 @@ def _full(shape, value) -> np.ndarray:
     return np.full(tuple(int(s) for s in shape), float(value), dtype=np.float64)
 
 
+#: the largest dense weight (elements) a grouped convolution is expanded to (see _dense)
+MAX_DENSE_GROUPED = 4_000_000
+
+
+def _dense(weight: np.ndarray, groups: int) -> np.ndarray:
+    """The groups=1 weight ``[C_out, C_in, *k]`` of a grouped convolution (block diagonal).
+
+    NIR 1.0.8 types a Conv1d/Conv2d input as ``[weight.shape[1], *input_shape]``, ignoring
+    ``groups``, so a grouped convolution read back by ``nir.read`` fails its own type check; the
+    dense form is the same convolution (the added weights are zeros) and every consumer maps it."""
+    w = np.asarray(weight, dtype=np.float64)
+    c_out, c_in_g = w.shape[:2]
+    out_g = c_out // groups
+    dense = np.zeros((c_out, c_in_g * groups) + w.shape[2:], dtype=np.float64)
+    for g in range(groups):
+        dense[g * out_g:(g + 1) * out_g, g * c_in_g:(g + 1) * c_in_g] = w[g * out_g:(g + 1) * out_g]
+    return dense
+
+
+def _conv_weight(node: Node, ctx: _Ctx, weight, groups: int):
+    """(NIR weight, claimed arrays, extension or None) for a convolution's weight."""
+    if groups == 1:
+        return np.asarray(weight), {"weight": "weight", "bias": "bias"}, None
+    size = int(np.prod(weight.shape)) * groups
+    if size > MAX_DENSE_GROUPED:
+        return None, None, _extension(
+            node, ctx, f"a grouped convolution (groups={groups}) has no NIR form that nir.read accepts "
+                       f"(NIR types its input by weight.shape[1]) short of a dense weight of {size} values, "
+                       f"more than {MAX_DENSE_GROUPED}")
+    return _dense(weight, groups), {"bias": "bias"}, None
+
+
 def _conv2d(node: Node, ctx: _Ctx) -> _Lowered:
     nir, op = _nir(), node.op
     s = ctx.in_shape(node)
     bias = op.bias if op.bias is not None else np.zeros(op.weight.shape[0])
+    w, claimed, ext = _conv_weight(node, ctx, op.weight, int(op.groups))
+    if ext is not None:
+        return ext
     n = nir.Conv2d(
-        input_shape=(int(s[1]), int(s[2])), weight=np.asarray(op.weight), stride=tuple(op.stride),
-        padding=tuple(op.padding), dilation=tuple(op.dilation), groups=int(op.groups),
+        input_shape=(int(s[1]), int(s[2])), weight=w, stride=tuple(op.stride),
+        padding=tuple(op.padding), dilation=tuple(op.dilation), groups=1,
         bias=np.asarray(bias, dtype=np.float64),
     )
-    return _Lowered(n, {"weight": "weight", "bias": "bias"})
+    return _Lowered(n, claimed, summary={"groups": int(op.groups)} if op.groups != 1 else {})
 
 
 def _conv1d(node: Node, ctx: _Ctx) -> _Lowered:
     nir, op = _nir(), node.op
     s = ctx.in_shape(node)
     bias = op.bias if op.bias is not None else np.zeros(op.weight.shape[0])
+    w, claimed, ext = _conv_weight(node, ctx, op.weight, int(op.groups))
+    if ext is not None:
+        return ext
     n = nir.Conv1d(
-        input_shape=int(s[1]), weight=np.asarray(op.weight), stride=int(op.stride),
-        padding=int(op.padding), dilation=int(op.dilation), groups=int(op.groups),
+        input_shape=int(s[1]), weight=w, stride=int(op.stride),
+        padding=int(op.padding), dilation=int(op.dilation), groups=1,
         bias=np.asarray(bias, dtype=np.float64),
     )
-    return _Lowered(n, {"weight": "weight", "bias": "bias"})
+    return _Lowered(n, claimed, summary={"groups": int(op.groups)} if op.groups != 1 else {})
 
 
 def _linear(node: Node, ctx: _Ctx) -> _Lowered:
@@ -238,8 +295,20 @@ def _linear(node: Node, ctx: _Ctx) -> _Lowered:
 
 def _avgpool(node: Node, ctx: _Ctx) -> _Lowered:
     nir, op = _nir(), node.op
-    return _Lowered(nir.AvgPool2d(kernel_size=np.array(op.kernel), stride=np.array(op.stride),
-                                  padding=np.array(op.padding)))
+    if not ctx.profile.avgpool_as_conv:
+        return _Lowered(nir.AvgPool2d(kernel_size=np.array(op.kernel), stride=np.array(op.stride),
+                                      padding=np.array(op.padding)))
+    # the mean over a k_h x k_w window with zero padding counted is a depthwise convolution with
+    # every weight 1/(k_h k_w) and no bias: a node every peer maps (several skip or lack AvgPool2d)
+    s = ctx.in_shape(node)
+    c, (kh, kw) = int(s[0]), (int(op.kernel[0]), int(op.kernel[1]))
+    if c * c * kh * kw > MAX_DENSE_GROUPED:  # dense (NIR's types ignore groups, see _dense): too big
+        return _Lowered(nir.AvgPool2d(kernel_size=np.array(op.kernel), stride=np.array(op.stride),
+                                      padding=np.array(op.padding)))
+    n = nir.Conv2d(input_shape=(int(s[1]), int(s[2])), weight=_dense(_full((c, 1, kh, kw), 1.0 / (kh * kw)), c),
+                   stride=tuple(int(v) for v in op.stride), padding=tuple(int(v) for v in op.padding),
+                   dilation=(1, 1), groups=1, bias=np.zeros(c, dtype=np.float64))
+    return _Lowered(n, summary={"pooling": "AvgPool2d as a depthwise Conv2d (weights 1/(kh*kw))"})
 
 
 def _scale(node: Node, ctx: _Ctx) -> _Lowered:
@@ -268,7 +337,10 @@ def _reshape(node: Node, ctx: _Ctx) -> _Lowered:
     axes = _flatten_axes(s, t)
     if axes is None:
         return _extension(node, ctx, f"NIR has no reshape/unflatten node ({list(s)} -> {list(t)})")
-    return _Lowered(_nir().Flatten(input_type={"input": np.array(s)}, start_dim=axes[0], end_dim=axes[1]))
+    start, end = axes
+    if ctx.profile.negative_flatten:  # counted from the end: the same axes with or without a batch axis
+        start, end = start - len(s), end - len(s)
+    return _Lowered(_nir().Flatten(input_type={"input": np.array(s)}, start_dim=start, end_dim=end))
 
 
 def _batchnorm(node: Node, ctx: _Ctx) -> _Lowered:
@@ -276,12 +348,13 @@ def _batchnorm(node: Node, ctx: _Ctx) -> _Lowered:
     a, b = op.scale_shift()
     s = ctx.in_shape(node)
     c = int(s[0])
+    # a 1x1 convolution with a diagonal weight (dense: NIR's types ignore groups, see _dense)
     if len(s) == 3:
-        n = nir.Conv2d(input_shape=(int(s[1]), int(s[2])), weight=a.reshape(c, 1, 1, 1), stride=1,
-                       padding=0, dilation=1, groups=c, bias=b)
+        n = nir.Conv2d(input_shape=(int(s[1]), int(s[2])), weight=np.diag(a).reshape(c, c, 1, 1), stride=1,
+                       padding=0, dilation=1, groups=1, bias=b)
     elif len(s) == 2:
-        n = nir.Conv1d(input_shape=int(s[1]), weight=a.reshape(c, 1, 1), stride=1, padding=0,
-                       dilation=1, groups=c, bias=b)
+        n = nir.Conv1d(input_shape=int(s[1]), weight=np.diag(a).reshape(c, c, 1), stride=1, padding=0,
+                       dilation=1, groups=1, bias=b)
     elif len(s) == 1:
         n = nir.Affine(weight=np.diag(a), bias=b)
     else:
@@ -371,8 +444,11 @@ def _extension(node: Node, ctx: _Ctx, reason: str) -> _Lowered:
     if not ctx.extensions:
         raise unsupported("nir", node, reason + " (export with extensions=True to keep it as a "
                                                 "spikedeploy extension node)")
-    g = _nir().NIRGraph(nodes={}, edges=[], metadata={}, type_check=False)
-    return _Lowered(g, extension=True, summary={"reason": reason})
+    # the op's result enters the standard part of the graph as a NIR Input (its inputs leave it
+    # through Output "ports", added by build_nir_graph): NIR's types stay consistent, and no NIR
+    # consumer can compute the op (it would have to be given the value)
+    n = _nir().Input(input_type=np.array(ctx.out_shape(node)))
+    return _Lowered(n, extension=True, summary={"reason": reason})
 
 
 def _extension_rule(reason: str) -> Callable[[Node, _Ctx], _Lowered]:
@@ -465,6 +541,81 @@ RULES: Dict[type, Callable[[Node, _Ctx], _Lowered]] = {
 
 
 # ---------------------------------------------------------------------------------------------
+# profiles: how the same IR graph is shaped as NIR (the spikedeploy records are the same in all)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A NIR layout choice. Every profile writes the same spikedeploy records, so :func:`load`
+    rebuilds the identical IR graph from a file of any profile; what changes is only the standard
+    NIR part that other consumers read."""
+
+    name: str
+    doc: str
+    #: graph inputs named ``input`` (``input_1``, ...) instead of their IR names
+    canonical_names: bool
+    #: AvgPool2d written as a depthwise nir.Conv2d with weights 1/(k_h k_w) instead of nir.AvgPool2d
+    avgpool_as_conv: bool
+    #: nir.Flatten dims counted from the end (-3..-1) instead of from the first per-step axis
+    negative_flatten: bool
+
+
+PROFILES: Dict[str, Profile] = {
+    "portable": Profile(
+        "portable",
+        "the most widely readable form (default): the graph input is the NIR node `input` (spyx "
+        "builds an empty model for any other name), average pooling is a depthwise Conv2d with "
+        "weights 1/(k_h*k_w) (every peer maps Conv2d; norse and sinabs have no AvgPool2d and skip "
+        "or drop it), Flatten dims are negative (-3..-1: snntorch and norse pass NIR's unbatched "
+        "dims to torch.nn.Flatten unchanged, which with positive dims folds the batch axis)",
+        canonical_names=True, avgpool_as_conv=True, negative_flatten=True),
+    "literal": Profile(
+        "literal",
+        "one NIR node of the matching kind per IR op, named like the IR (graph inputs keep their IR "
+        "names, average pooling is nir.AvgPool2d, Flatten dims count from the first per-step axis "
+        "as NIR defines them): for tools that map nodes by kind and name (per-layer comparisons)",
+        canonical_names=False, avgpool_as_conv=False, negative_flatten=False),
+}
+DEFAULT_PROFILE = "portable"
+
+
+def get_profile(name: str) -> Profile:
+    if name not in PROFILES:
+        raise ConfigError(f"unknown NIR profile {name!r}; expected one of {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def _node_keys(graph: Graph, profile: Profile) -> Dict[str, str]:
+    """The NIR node key of every graph input and IR node. IR names are kept (escaped for HDF5)
+    except the graph inputs under a profile with canonical names; an IR node whose name a graph
+    input or another node already took gets ``_`` appended until it is unique."""
+    natural = {nir_name(n.name) for n in graph.nodes}
+    keys: Dict[str, str] = {}
+    used = set()
+    for i, spec in enumerate(graph.inputs):
+        k = ("input" if i == 0 else f"input_{i}") if profile.canonical_names else nir_name(spec.name)
+        keys[spec.name] = k
+        used.add(k)
+    for n in graph.nodes:
+        k = nir_name(n.name)
+        if k in used:
+            while k in used or k in natural:
+                k += "_"
+        keys[n.name] = k
+        used.add(k)
+    return keys
+
+
+def _fresh(base: str, used) -> str:
+    name, k = base, 0
+    while name in used:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+# ---------------------------------------------------------------------------------------------
 # export
 # ---------------------------------------------------------------------------------------------
 
@@ -493,9 +644,12 @@ def _op_record(node: Node, lowered: _Lowered) -> Tuple[dict, Dict[str, np.ndarra
     return rec, arrays
 
 
-def build_nir_graph(graph: Graph, *, encoding: Optional[str] = None, extensions: bool = True):
-    """The ``nir.NIRGraph`` for ``graph`` (see the module docstring for the mapping)."""
+def build_nir_graph(graph: Graph, *, encoding: Optional[str] = None, extensions: bool = True,
+                    profile: str = DEFAULT_PROFILE):
+    """The ``nir.NIRGraph`` for ``graph`` (see the module docstring for the mapping and
+    :data:`PROFILES` for ``profile``). The graph passes NIR's own type checking."""
     nir = _nir()
+    prof = get_profile(profile)
     shapes = validate(graph)
     mode = _graph_encoding(graph)
     if encoding is None:
@@ -508,24 +662,36 @@ def build_nir_graph(graph: Graph, *, encoding: Optional[str] = None, extensions:
             f"spikedeploy.passes.ExpandSpikes({encoding!r})" if mode == "integer" else
             f"graph is a {mode!r} graph but encoding={encoding!r} was asked for"
         )
-    ctx = _Ctx(graph=graph, shapes=shapes, encoding=encoding, extensions=extensions)
-    names = {s.name for s in graph.inputs} | {n.name for n in graph.nodes}
-    if len({nir_name(n) for n in names}) != len(names):  # pragma: no cover - escaping is injective
-        raise SpikedeployError("IR names collide after escaping for NIR")
+    ctx = _Ctx(graph=graph, shapes=shapes, encoding=encoding, extensions=extensions, profile=prof)
+    keys = _node_keys(graph, prof)
+    used = set(keys.values())
     nodes: Dict[str, object] = {}
     edges: List[Tuple[str, str]] = []
     extension_nodes: List[str] = []
     for spec in graph.inputs:
-        nodes[nir_name(spec.name)] = nir.Input(
+        nodes[keys[spec.name]] = nir.Input(
             input_type=np.array(spec.shape),
             metadata={META: _dumps({"input": spec.name, "shape": list(spec.shape)})},
         )
+    ports: List[Tuple[str, str, object]] = []  # (source key, port key, port node), added last
     for node in graph.nodes:
         rule = RULES.get(type(node.op))
         if rule is None:
             raise unsupported("nir", node, "no NIR rule for this op (spikedeploy.exporters.nir.RULES)")
         lowered = rule(node, ctx)
         rec, arrays = _op_record(node, lowered)
+        key = keys[node.name]
+        srcs = list(dict.fromkeys(node.inputs))  # NIR has no duplicate edges
+        if lowered.extension:
+            rec["ports"] = []
+            for j, src in enumerate(srcs):
+                pk = _fresh(f"{key}.in{j}", used)
+                used.add(pk)
+                rec["ports"].append(pk)
+                ports.append((keys[src], pk, nir.Output(
+                    output_type=np.array(shapes[src]),
+                    metadata={META: _dumps({"port": node.name, "index": j, "value": src}),
+                              "extension_input": f"input {j} of extension node {node.name}"})))
         meta = {META: _dumps(rec), "op": node.op.kind}
         if arrays:
             meta[META_ARRAYS] = arrays
@@ -538,53 +704,67 @@ def build_nir_graph(graph: Graph, *, encoding: Optional[str] = None, extensions:
             meta["extension"] = node.op.kind
             extension_nodes.append(node.name)
         lowered.node.metadata = {**(lowered.node.metadata or {}), **meta}
-        nodes[nir_name(node.name)] = lowered.node
-        for src in dict.fromkeys(node.inputs):  # NIR has no duplicate edges
-            edges.append((nir_name(src), nir_name(node.name)))
+        nodes[key] = lowered.node
+        if not lowered.extension:
+            edges += [(keys[src], key) for src in srcs]
+    for src, pk, port in ports:
+        nodes[pk] = port
+        edges.append((src, pk))
     out_names = []
     for i, o in enumerate(graph.outputs):
-        base = "output" if i == 0 else f"output_{i}"
-        name, k = base, 0
-        while nir_name(name) in nodes:
-            k += 1
-            name = f"{base}_{k}"
+        name = _fresh("output" if i == 0 else f"output_{i}", used)
+        used.add(name)
         out_names.append(name)
-        nodes[nir_name(name)] = nir.Output(output_type=np.array(shapes[o]),
-                                           metadata={META: _dumps({"value": o})})
-        edges.append((nir_name(o), nir_name(name)))
+        nodes[name] = nir.Output(output_type=np.array(shapes[o]), metadata={META: _dumps({"value": o})})
+        edges.append((keys[o], name))
     record = {
-        "format": FORMAT, "encoding": encoding, "dt": DT, "time_step": TIME_STEP,
+        "format": FORMAT, "encoding": encoding, "dt": DT, "time_step": TIME_STEP, "profile": prof.name,
         "inputs": [[s.name, list(s.shape)] for s in graph.inputs],
         "nodes": [n.name for n in graph.nodes], "outputs": list(graph.outputs),
         "output_nodes": out_names, "graph_meta": [[k, v] for k, v in graph.meta],
-        "extension_nodes": extension_nodes,
+        "extension_nodes": extension_nodes, "keys": keys,
     }
     metadata = {META: _dumps(record), "format": FORMAT, "encoding": encoding, "dt": DT,
-                "time_step": TIME_STEP, "producer": "spikedeploy"}
+                "time_step": TIME_STEP, "producer": "spikedeploy", "profile": prof.name}
     if extension_nodes:
         metadata["extension_nodes"] = ", ".join(extension_nodes)
     try:
-        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata,
-                            type_check=not extension_nodes)
-    except (ValueError, AssertionError, TypeError) as e:  # NIR's own type checker disagrees
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
+    except (ValueError, AssertionError, TypeError, NotImplementedError) as e:  # NIR's type checker disagrees
         raise SpikedeployError(f"NIR rejected the exported graph: {e}") from None
 
 
-def export(graph: Graph, path, *, encoding: str, extensions: bool = True, overwrite: bool = False) -> Path:
+def to_bytes(graph: Graph, *, encoding: str, extensions: bool = True, profile: str = DEFAULT_PROFILE) -> bytes:
+    """The NIR file of ``graph`` as bytes, after checking that ``nir.read`` with its default type
+    checking accepts them (a file another tool cannot open is never written)."""
+    nir = _nir()
+    g = build_nir_graph(graph, encoding=encoding, extensions=extensions, profile=profile)
+    buf = io.BytesIO()
+    nir.write(buf, g)
+    data = buf.getvalue()
+    try:
+        nir.read(io.BytesIO(data))
+    except Exception as e:  # pragma: no cover - build_nir_graph type-checked the same graph
+        raise SpikedeployError(f"nir.read rejects the exported graph ({type(e).__name__}: {e})") from None
+    return data
+
+
+def export(graph: Graph, path, *, encoding: str, extensions: bool = True, overwrite: bool = False,
+           profile: str = DEFAULT_PROFILE) -> Path:
     """Write ``graph`` as a NIR file at ``path`` (atomically: temporary file, fsync, rename).
 
     ``encoding``: "integer" (un-lowered graph), "binary" or "graded" (lowered by ExpandSpikes);
     it must match the graph. ``extensions=False`` raises UnsupportedOpError for every op that has
-    no standard NIR expression instead of writing it as an extension node. ``overwrite``: replace
-    an existing file (else an existing path is an error, checked atomically).
+    no standard NIR expression instead of writing it as an extension node. ``profile``: the NIR
+    layout (:data:`PROFILES`; every profile loads back to the same IR graph). ``overwrite``:
+    replace an existing file (else an existing path is an error, checked atomically). The file
+    passes ``nir.read`` with its default checks (verified before writing).
     """
-    nir = _nir()
     path = Path(path)
+    get_profile(profile)
     check_output_file(path, "NIR file", overwrite=overwrite)
-    g = build_nir_graph(graph, encoding=encoding, extensions=extensions)
-    buf = io.BytesIO()
-    nir.write(buf, g)
-    return atomic_write_bytes(path, buf.getvalue(), replace=overwrite)
+    data = to_bytes(graph, encoding=encoding, extensions=extensions, profile=profile)
+    return atomic_write_bytes(path, data, replace=overwrite)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -640,7 +820,7 @@ def to_ir(nir_graph) -> Graph:
     from spikedeploy.validate import MAX_GRAPH_NODES, FieldChecker, check_array, check_graph, describe
 
     g = _record(nir_graph.metadata, "NIR graph")
-    if g.get("format") != FORMAT:
+    if g.get("format") not in FORMATS:
         raise ArtifactError(f"unsupported spikedeploy NIR format {describe(g.get('format'))} (expected {FORMAT})")
     c = FieldChecker("NIR graph metadata", _REEXPORT)
     encoding = c.str(c.key(g, "encoding", ""), "encoding", ENCODINGS)
@@ -654,9 +834,15 @@ def to_ir(nir_graph) -> Graph:
     for i, o in enumerate(outputs):
         c.str(o, f"outputs[{i}]")
     nir_nodes = nir_graph.nodes if isinstance(nir_graph.nodes, dict) else {}
-    nodes = []
+    keys = c.dict(g.get("keys", {}), "keys")
+    for k, v in keys.items():
+        c.str(v, f"keys[{k!r}]")
+    if len(set(keys.values())) != len(keys):
+        c.fail("keys", "two IR names share one NIR node")
+    key_of = lambda name: keys.get(name, nir_name(name))  # noqa: E731
+    nodes, port_keys = [], {}
     for i, name in enumerate(names):
-        key = nir_name(c.str(name, f"nodes[{i}]"))
+        key = key_of(c.str(name, f"nodes[{i}]"))
         if key not in nir_nodes:
             c.fail(f"nodes[{i}]", f"NIR graph lacks node {key!r} listed in its metadata")
         nn_ = nir_nodes[key]
@@ -668,6 +854,11 @@ def to_ir(nir_graph) -> Graph:
         params = n.dict(n.key(rec, "params", ""), "params")
         node_inputs = tuple(n.str(v, f"inputs[{j}]") for j, v in
                             enumerate(n.list(n.key(rec, "inputs", ""), "inputs", max_len=MAX_GRAPH_NODES)))
+        if "ports" in rec:
+            port_keys[name] = tuple(n.str(v, f"ports[{j}]") for j, v in
+                                    enumerate(n.list(rec["ports"], "ports", max_len=MAX_GRAPH_NODES)))
+            if len(port_keys[name]) != len(dict.fromkeys(node_inputs)):
+                n.fail("ports", f"{len(port_keys[name])} ports for {len(dict.fromkeys(node_inputs))} distinct inputs")
         kwargs = {k: _tuplify(v) for k, v in params.items()}
         stored = (nn_.metadata or {}).get(META_ARRAYS, {})
         if not isinstance(stored, dict):
@@ -708,8 +899,13 @@ def to_ir(nir_graph) -> Graph:
     # the NIR edges other consumers follow must be the graph spikedeploy rebuilt
     out_nodes = g.get("output_nodes")
     if isinstance(out_nodes, list) and len(out_nodes) == len(outputs) and all(isinstance(v, str) for v in out_nodes):
-        want = {(nir_name(i), nir_name(nd.name)) for nd in nodes for i in nd.inputs}
-        want |= {(nir_name(o), nir_name(on)) for o, on in zip(outputs, out_nodes)}
+        want = set()
+        for nd in nodes:
+            if nd.name in port_keys:  # extension node: its inputs end in its Output ports
+                want |= set(zip((key_of(i) for i in dict.fromkeys(nd.inputs)), port_keys[nd.name]))
+            else:
+                want |= {(key_of(i), key_of(nd.name)) for i in nd.inputs}
+        want |= {(key_of(o), on) for o, on in zip(outputs, out_nodes)}
         try:
             have = {tuple(e) for e in nir_graph.edges}
         except TypeError:

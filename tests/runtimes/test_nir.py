@@ -91,8 +91,9 @@ class NirSim:
             return x * t(n.scale)
         if isinstance(n, nir.AvgPool2d):
             return F.avg_pool2d(x, tuple(n.kernel_size), tuple(n.stride), tuple(n.padding))
-        if isinstance(n, nir.Flatten):  # NIR's start/end dims exclude the batch axis
-            return torch.flatten(x, int(n.start_dim) + 1, int(n.end_dim) + 1 if n.end_dim >= 0 else -1)
+        if isinstance(n, nir.Flatten):  # NIR's start/end dims exclude the batch axis (negative: from the end)
+            a, b = int(n.start_dim), int(n.end_dim)
+            return torch.flatten(x, a + 1 if a >= 0 else a, b + 1 if b >= 0 else b)
         if isinstance(n, nir.Threshold):
             return (x > t(n.threshold)).to(torch.float64)
         v = self.state.get(name, 0.0)
