@@ -5,6 +5,12 @@ no integer/burst neuron, no graded accumulator with a per-macro-step schedule an
 attention. These processes fill the gap; everything else in a spikedeploy Lava network is a
 standard Lava process.
 
+Placement: each process runs as its own Lava process (``--partitions per-layer``) or hosted inside
+a ``Partition`` (:mod:`spikedeploy.runtimes.lava_partition`), which instantiates these very model
+classes in-process and calls their ``run_spk``. There is one arithmetic per process type, the
+model's, whatever the placement: the two cannot drift. A model registered in :data:`MODELS` is
+hostable without partition-specific code.
+
 Time convention (shared with :mod:`spikedeploy.exporters.lava`): one Lava time step is one
 *sub-step*. Macro-step ``t`` (the model's time axis; with a batch streamed sample after sample,
 ``t`` runs over ``B * T`` macro-steps) of a stream that starts at Lava step ``start`` with a window
