@@ -9,7 +9,15 @@ PIP    := $(VPY) -m pip --disable-pip-version-check
 STAMP  := $(VENV)/.setup-stamp
 REQS   := requirements/lock.txt requirements/lava.txt
 
-.PHONY: setup test demo wheel-check bundled-tracker clean-venv
+# The NIR peers (norse, sinabs, rockpool, spyx) live in .venv-peers, which sees .venv's packages
+# (torch, nir, nirtorch, snntorch, numpy: one copy, the pinned ones) through a .pth file and adds
+# the peers on top (requirements/peers*.txt, constraints pin torch/nir/nirtorch/numpy to .venv's).
+PEERS_VENV  := .venv-peers
+PEERS_PY    := $(PEERS_VENV)/bin/python
+PEERS_STAMP := $(PEERS_VENV)/.setup-stamp
+PEERS_REQS  := requirements/peers.txt requirements/peers-nodeps.txt requirements/peers-constraints.txt
+
+.PHONY: setup test demo wheel-check bundled-tracker clean-venv peers
 
 setup: $(STAMP)
 
@@ -20,7 +28,19 @@ $(STAMP): pyproject.toml $(REQS)
 	$(PIP) install --no-build-isolation -e .
 	@touch $@
 
-test: setup
+peers: $(PEERS_STAMP)
+
+$(PEERS_STAMP): $(STAMP) $(PEERS_REQS)
+	@test -x $(PEERS_PY) || $(PYTHON) -m venv $(PEERS_VENV)
+	$(VPY) -c "import site, sys; print('import site; site.addsitedir(%r)' % site.getsitepackages()[0])" \
+		> "$$($(PEERS_PY) -c 'import site; print(site.getsitepackages()[0])')/_spikedeploy_venv.pth"
+	$(PEERS_PY) -m pip --disable-pip-version-check install --prefer-binary --no-deps \
+		-c requirements/peers-constraints.txt -r requirements/peers-nodeps.txt
+	$(PEERS_PY) -m pip --disable-pip-version-check install --prefer-binary \
+		-c requirements/peers-constraints.txt -r requirements/peers.txt
+	@touch $@
+
+test: setup peers
 	$(VPY) -m pytest
 	$(MAKE) --no-print-directory wheel-check
 
@@ -45,4 +65,4 @@ bundled-tracker: setup
 	$(VPY) scripts/bundle_tracker.py $(TRAIN_OUT)/train-t3
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(PEERS_VENV)
