@@ -584,6 +584,8 @@ class ExportResult:
     nodes: int
     neuron_layers: int
     seconds: float
+    #: NIR with check_peers: one spikedeploy.exporters.nir_peers.PeerResult per peer
+    peers: Optional[list] = None
 
 
 def export(
@@ -602,6 +604,8 @@ def export(
     overwrite: bool = False,
     max_memory: Optional[float] = None,
     partitions=None,
+    nir_profile: Optional[str] = None,
+    check_peers: bool = False,
 ) -> ExportResult:
     """Export ``model`` to ``target`` (onnx, nir, lava) at ``output``. The path must not exist
     unless ``overwrite`` (an ONNX/NIR file is then replaced atomically; a Lava bundle folder follows
@@ -609,7 +613,10 @@ def export(
     leaves nothing behind, and of two exports to one new path only one succeeds. The estimated
     memory must stay under ``max_memory`` GB (default: :mod:`spikedeploy.resources`), checked
     before the capture allocates. ``partitions`` (Lava only): the placement recorded in the bundle,
-    ``"auto"`` (default), ``"per-layer"`` or a number N (:mod:`spikedeploy.exporters.lava_placement`)."""
+    ``"auto"`` (default), ``"per-layer"`` or a number N (:mod:`spikedeploy.exporters.lava_placement`).
+    ``nir_profile`` (NIR only): the layout, :data:`spikedeploy.exporters.nir.PROFILES` (default
+    ``portable``). ``check_peers`` (NIR only): run the NIR peers available here or in
+    ``.venv-peers`` on the file (a seeded spike train) and return their results in ``peers``."""
     import time
 
     from spikedeploy.targets import get_target
@@ -617,6 +624,7 @@ def export(
     spec = get_target(target)
     enc = default_encoding(target, encoding)
     lava_kwargs = _lava_partitions(spec.name, partitions)
+    lava_kwargs.update(_nir_options(spec.name, nir_profile, check_peers))
     out = Path(output)
     if spec.name == "lava":
         check_output_dir(out, overwrite=overwrite, inputs=(checkpoint,))
@@ -631,8 +639,38 @@ def export(
     resources.guard_model(loaded, "export", timesteps=timesteps, max_memory=max_memory)
     graph = prepare_graph(loaded, timesteps=timesteps, encoding=enc)
     path = spec.exporter_module().export(graph, out, encoding=enc, overwrite=overwrite, **lava_kwargs)
+    peers = _check_nir_peers(graph, path, timesteps, seed) if check_peers else None
     return ExportResult(Path(path), spec.name, enc, len(graph.nodes), len(graph.neurons()),
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, peers)
+
+
+def _nir_options(target: str, profile: Optional[str], check_peers: bool) -> dict:
+    """``{"profile": name}`` for the NIR target (checked now); NIR options for another target are refused."""
+    if target != "nir":
+        if profile is not None:
+            raise ConfigError(f"--nir-profile applies to the NIR target only, not {target}")
+        if check_peers:
+            raise ConfigError(f"--check-peers applies to the NIR target only, not {target}")
+        return {}
+    if profile is None:
+        return {}
+    from spikedeploy.exporters.nir import get_profile
+
+    return {"profile": get_profile(profile).name}
+
+
+def _check_nir_peers(graph, path, timesteps: int, seed: int) -> list:
+    """The NIR peers on the exported file, fed a seeded spike train [T, 2, *s] (p = 0.5) and
+    compared with the reference run of the same graph (its first output)."""
+    from spikedeploy.exporters import nir_peers
+    from spikedeploy.reference import run as reference_run
+
+    if len(graph.inputs) != 1:
+        raise ConfigError(f"--check-peers needs a single-input graph; this one has {len(graph.inputs)}")
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.rand((max(int(timesteps), 1), 2) + tuple(graph.inputs[0].shape), generator=gen) < 0.5).double()
+    ref = reference_run(graph, {graph.inputs[0].name: x}).outputs[graph.outputs[0]]
+    return nir_peers.check_peers(path, x.numpy(), ref.numpy())
 
 
 def _lava_partitions(target: str, partitions) -> dict:

@@ -156,6 +156,13 @@ def _build_parser() -> argparse.ArgumentParser:
     _overwrite_option(e, "replace an existing artifact at --output (a file is replaced atomically; a bundle folder "
                          "keeps files spikedeploy did not write)")
     e.add_argument("--partitions", default=None, metavar="auto|per-layer|N", help=_PARTITIONS_HELP)
+    e.add_argument("--nir-profile", default=None, choices=["portable", "literal"],
+                   help="NIR layout (nir only): portable (default; the most widely readable form: input/output "
+                        "node names, average pooling as Conv2d, Flatten dims from the end) or literal (one NIR "
+                        "node of the matching kind per IR op, IR names); both load back to the same graph")
+    e.add_argument("--check-peers", action="store_true",
+                   help="nir only: run the NIR peers available here or in .venv-peers (make peers) on the "
+                        "exported file and print what each did")
 
     r = sub.add_parser("run", help="run an exported artifact on an input file",
                        description="Load an artifact written by 'spikedeploy export' (no PyTorch model code needed), "
@@ -324,9 +331,14 @@ def _cmd_export(args) -> int:
     from spikedeploy import api
 
     res = api.export(**_model_kwargs(args), target=args.target, output=args.output, encoding=args.spike_encoding,
-                     overwrite=args.overwrite, partitions=args.partitions)
+                     overwrite=args.overwrite, partitions=args.partitions, nir_profile=args.nir_profile,
+                     check_peers=args.check_peers)
     print(f"exported {res.neuron_layers} neuron layers ({res.nodes} IR nodes, {res.encoding}) to {res.target}: "
           f"{res.path} in {res.seconds:.1f} s")
+    if res.peers is not None:
+        from spikedeploy.exporters.nir_peers import table
+
+        print(table(res.peers))
     return 0
 
 
