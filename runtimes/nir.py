@@ -2,8 +2,9 @@
 
 The file's spikedeploy metadata rebuilds the exact IR graph (:func:`spikedeploy.exporters.nir.to_ir`),
 which the reference executor runs; so a NIR round trip is checked bit for bit against the
-original graph. (Other NIR consumers, e.g. snntorch, run the standard nodes themselves; see
-``tests/runtimes/test_nir.py`` for the interop check.)
+original graph. (Other NIR consumers run the standard nodes themselves:
+:mod:`spikedeploy.exporters.nir_peers` runs snntorch, norse, sinabs, rockpool and spyx on a file, and
+``tests/interop/`` holds the peer matrix.)
 """
 
 from __future__ import annotations

@@ -215,23 +215,18 @@ def _snntorch_import():
 
 
 def run_snntorch(net, x):
-    """Per sample, unbatched, one call per macro-step.
-
-    Workaround (snntorch 1.0.0): its importer maps nir.Flatten(start_dim, end_dim) to
-    torch.nn.Flatten(start_dim, end_dim) unchanged, although NIR's dims exclude the batch axis
-    (snntorch's own exporter subtracts 1); so a batched input would be flattened into the batch.
-    Feeding unbatched [C, H, W] samples matches NIR's convention exactly."""
+    """Batched, one call per macro-step. snntorch 1.0.0 maps nir.Flatten(start_dim, end_dim) to
+    torch.nn.Flatten(start_dim, end_dim) unchanged although NIR's dims exclude the batch axis; the
+    portable profile writes the dims counted from the end (-3, -1), which mean the same axes with
+    or without a batch axis, so a batched input is not folded."""
     from snntorch import utils as snn_utils
 
-    out = []
-    for b in range(x.shape[1]):
-        snn_utils.reset(net)  # fresh membrane state per sample
-        state, ys = None, []
-        for t in range(x.shape[0]):
-            y, state = net(x[t, b].to(torch.float32), state)
-            ys.append(y)
-        out.append(torch.stack(ys))
-    return torch.stack(out, dim=1).to(torch.float64)
+    snn_utils.reset(net)
+    state, ys = None, []
+    for t in range(x.shape[0]):
+        y, state = net(x[t].to(torch.float32), state)
+        ys.append(y)
+    return torch.stack(ys).to(torch.float64)
 
 
 @pytest.mark.parametrize("thresholds", [(0.5, 0.25), (0.25, 1.0)])
@@ -239,6 +234,7 @@ def test_snntorch_runs_the_exported_file_exactly(tmp_path, thresholds):
     import_from_nir = _snntorch_import()
     g = small_net(O.BinaryLIF(beta=0.0, threshold=thresholds[0]), O.BinaryLIF(beta=0.0, threshold=thresholds[1]))
     path = NX.export(g, tmp_path / "snn.nir", encoding="integer")
+    assert (nir.read(path).nodes["flat"].start_dim, nir.read(path).nodes["flat"].end_dim) == (-3, -1)
     net = import_from_nir(nir.read(path))
     x = spike_train(T=8, B=3)
     ref = run(g, x)
