@@ -289,6 +289,9 @@ def _components(names, connections) -> List[List[str]]:
     return list(groups.values())
 
 
+#: a run of more Lava processes than this collects garbage before the fork (see :func:`run`)
+COLLECT_ABOVE = 8
+
 #: Vars read after a run when no record file was written (Lava's ``Var.get``, or in a partition
 #: the member's Var written to a file in the last step); in this order of preference
 READ_VARS = ("q_rec", "rec", "pair_events")
@@ -377,8 +380,10 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
         for comp in tqdm(comps, desc="lava", disable=not progress, unit="component"):
             first = lava_procs[comp[0]]
             # Lava forks one OS process per process model: objects frozen out of the garbage
-            # collector are not traversed (and so not copied page by page) in every child
-            gc.collect()
+            # collector are not traversed (and so not copied page by page) in every child; the
+            # full collection first (0.1 s here) pays off only for many children
+            if len(comp) > COLLECT_ABOVE:
+                gc.collect()
             gc.freeze()
             session = LavaSession(first, cfg, {"pypy_channel_size": CHANNEL_SIZE})
             try:

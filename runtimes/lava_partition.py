@@ -298,6 +298,7 @@ class PyPartitionModel(PyLoihiProcessModel):
             except Exception as e:
                 raise MemberError(m.name, m.model.__name__, e) from e
         self._wired = False
+        self._last_step = int(self.proc_params["num_steps"])
 
     def _setup(self) -> None:
         p = self.proc_params
@@ -322,21 +323,29 @@ class PyPartitionModel(PyLoihiProcessModel):
         self._wired = True
 
     def _each(self, method: str, guard: Optional[str] = None) -> None:
-        for spec, pm in zip(self._specs, self._members):
-            try:
-                pm.time_step, pm.phase = self.time_step, self.phase
+        """``method`` of every member (whose ``guard`` holds), in step order, at this partition's
+        time step and phase. The two attributes go straight into the members' ``__dict__``: what
+        Lava's ``AbstractPyProcessModel.__setattr__`` does for values that are not ports."""
+        ts, phase = self.time_step, self.phase
+        i = 0
+        try:
+            for i, pm in enumerate(self._members):
+                d = pm.__dict__
+                d["time_step"] = ts
+                d["phase"] = phase
                 if guard is None or getattr(pm, guard)():
                     getattr(pm, method)()
-            except MemberError:
-                raise
-            except Exception as e:
-                raise MemberError(spec.name, spec.model.__name__, e) from e
+        except MemberError:
+            raise
+        except Exception as e:
+            spec = self._specs[i]
+            raise MemberError(spec.name, spec.model.__name__, e) from e
 
     def run_spk(self):
         if not self._wired:
             self._setup()
         self._each("run_spk")
-        if self.time_step == int(self.proc_params["num_steps"]):
+        if self.time_step == self._last_step:
             self._dump()
 
     def _dump(self) -> None:
