@@ -23,7 +23,7 @@ Process graph (what runs where)
   which keeps the kernel and convolves each step (float64 ``torch.conv2d``, the reference's
   arithmetic). A routed input is first materialized by a 0/1 gather ``Sparse``.
 * **Synapses** (``Conv2d``, ``Conv1d``, ``Linear``, ``AvgPool2d``, ``MeanReduce``, ``Upsample``,
-  ``MemoryRead``, and ``Scale``/``BatchNorm`` when they act on a device value) are unrolled into
+  and ``Scale``/``BatchNorm`` when they act on a device value) are unrolled into
   sparse matrices and run as
   standard Lava ``Sparse`` processes (``num_message_bits = 0`` on binary spikes, 24 on graded or
   real-valued input). Unrolling avoids Lava ``Conv``'s flipped kernel and (X, Y, C) layout. Routing
@@ -42,9 +42,14 @@ Process graph (what runs where)
   event when the k/v window completes), ``Delay`` (path balancing) and ``Readout`` (graph outputs).
 * **SpikeTrack's memory ops**: ``Upsample`` is a weight-free ``Sparse`` whose weights are PyTorch's
   exact interpolation weights (unit impulses through ``F.interpolate`` in float64); ``MemoryRead``
-  is a ``Sparse`` whose weights are the memory: ``scale * memory[0, h].T (x) I_N`` per head,
-  block-diagonal (``T_mem = 1`` only: a per-macro-step memory would need time-varying weights and
-  is refused as unsupported); ``MemoryWrite`` is a ``MemoryWriter`` feeding a ``Readout``.
+  is always a ``memory_read`` kernel process (:mod:`spikedeploy.runtimes.lava_kernels`) that holds
+  the memory ``[T_mem, H, C/H, Cv/H]`` itself instead of the block-diagonal matrix ``scale *
+  memory[t, h].T (x) I_N`` (B384's 12 reads would unroll into 2.4e8 synapses): in each step of the
+  q window the events read the memory rows of their tokens, the rows are summed over the window and
+  ``scale * sum`` is sent one step after it (the reference's order: the scale after the sum; with
+  the scale folded into unrolled weights the sum differs in the last bits); with ``T_mem = T``
+  (SpikeTrack T = 3) macro-step t reads ``memory[t]``. ``MemoryWrite`` is a ``MemoryWriter``
+  feeding a ``Readout``.
 
 Time axis (T > 1 templates)
 ---------------------------
@@ -55,7 +60,7 @@ steps uses the first n slots of each sample and is zero in the others. ``SelectS
 ``StackSteps`` and ``RepeatTime`` cost no process: a term records which stream step each value
 step reads (``Term.slots``); it is realized by a ``step_gate`` (pass only the read steps) and a
 delay of whole macro-steps (``d * period``), both fused into the reader's taps. A time-varying
-``MemoryRead`` (``T_mem = T``) is one ``Sparse`` per memory step, each fed only with its step.
+``MemoryRead`` (``T_mem = T``) is one ``memory_read`` process that reads ``memory[t]`` in step t.
 ``GateLinear`` is a ``Sparse``; ``GateSoftmax`` is a **host** process inside the network
 (``host_softmax``, marked ``"host": true``: integrates the gate logits of the T steps and sends
 the softmax over them as one event); ``TemplateGate`` is a ``template_gate`` process (a synapse of
