@@ -104,7 +104,7 @@ from spikedeploy.ir.serialize import graph_from_json, graph_to_json, op_from_jso
 from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate, value_steps
 from spikedeploy.targets import unsupported
 
-__all__ = ["ENCODINGS", "RULES", "FORMAT", "VERSION", "LavaBundle", "compile_graph", "export", "load"]
+__all__ = ["ENCODINGS", "RULES", "FORMAT", "VERSION", "LavaBundle", "compile_graph", "export", "load", "with_memory"]
 
 TARGET = "lava"
 ENCODINGS = ("binary", "graded")
@@ -1433,6 +1433,38 @@ class LavaBundle:
         inputs = tuple(TensorSpec(i["name"], tuple(i["shape"])) for i in d["inputs"])
         outputs = tuple(d["host"]["values"]) or (inputs[0].name,)
         return Graph(inputs=inputs, nodes=nodes, outputs=outputs)
+
+
+def with_memory(bundle: LavaBundle, memory: Dict[str, np.ndarray]) -> LavaBundle:
+    """``bundle`` with new memories for its ``MemoryRead`` nodes (node name -> ``[T_mem, H, C/H,
+    Cv/H]``, the shape the node has), without compiling again: a memory read is a ``memory_read``
+    process that holds its memory as an array, so a new template changes that array and the IR
+    graph's copy (so ``bundle.graph`` stays the graph the processes compute), nothing else: the
+    result equals the bundle compiled from the graph with the new memories, array for array.
+    Raises :class:`~spikedeploy.errors.InputError` for a name that is no memory read of the
+    bundle, a wrong shape or values that are not finite. The input bundle is not changed."""
+    from spikedeploy.errors import InputError
+
+    desc = bundle.description
+    reads = {p["node"]: p for p in desc["processes"] if p["type"] == "memory_read"}
+    ir_fields = {n["name"]: n["op"]["fields"] for n in desc.get("ir", {}).get("nodes", [])
+                 if n["op"]["kind"] == "MemoryRead"}
+    arrays = dict(bundle.arrays)
+    for node, mem in memory.items():
+        if node not in reads:
+            raise InputError(f"Lava bundle {bundle.path}: {node!r} is not a memory read of this bundle "
+                             f"(memory reads: {', '.join(sorted(reads)) or 'none'})")
+        key = reads[node]["memory"]
+        new = np.ascontiguousarray(np.asarray(mem, dtype=np.float64))
+        if new.shape != arrays[key].shape:
+            raise InputError(f"Lava bundle {bundle.path}: memory for {node!r} has shape {list(new.shape)}, "
+                             f"expected {list(arrays[key].shape)}")
+        if not np.isfinite(new).all():
+            raise InputError(f"Lava bundle {bundle.path}: memory for {node!r} has NaN/Inf values")
+        arrays[key] = new
+        if node in ir_fields:
+            arrays[ir_fields[node]["memory"]["array"]] = new
+    return LavaBundle(path=bundle.path, description=desc, arrays=arrays)
 
 
 def export(graph: Graph, path, *, encoding: str, overwrite: bool = False, unroll_limit: Optional[int] = None,

@@ -105,10 +105,10 @@ def memory_write_graph() -> Graph:
     )
 
 
-def _run_and_compare(graph: Graph, x: torch.Tensor, encoding: str):
+def _run_and_compare(graph: Graph, x: torch.Tensor, encoding: str, bundle=None):
     from spikedeploy.runtimes import lava as lava_run
 
-    bundle = L.LavaBundle(None, *L.compile_graph(graph, encoding))
+    bundle = bundle or L.LavaBundle(None, *L.compile_graph(graph, encoding))
     result = lava_run.run(bundle, x)
     ref = execute(graph, x, encoding)
     neurons = [n.name for n in ref.graph.neurons()]
@@ -326,6 +326,41 @@ def test_memory_read_of_a_value_with_a_constant_offset(encoding):
     assert desc["process_counts"]["memory_read"] == 1
     x = torch.randn(2, 1, 4, 5, generator=torch.Generator().manual_seed(24)) * 2 + 1.5
     _run_and_compare(graph, x, encoding)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_new_memory_replaces_one_array_without_compiling(encoding):
+    """``with_memory`` (a new template): the bundle equals the one compiled from the graph with the
+    new memory, description and every array, and it runs exactly like the reference on that graph."""
+    from dataclasses import replace
+
+    from spikedeploy.errors import InputError
+
+    graph = time_varying_read_graph()
+    bundle = L.LavaBundle(None, *L.compile_graph(graph, encoding))
+    before = {k: a.copy() for k, a in bundle.arrays.items()}
+    new = np.random.default_rng(16).normal(size=(3, 2, 2, 3)) * 8.0 + 2.0
+    swapped = L.with_memory(bundle, {"read": new})
+    nodes = tuple(Node(n.name, replace(n.op, memory=_p(new)), n.inputs) if n.name == "read" else n
+                  for n in graph.nodes)
+    graph2 = Graph(graph.inputs, nodes, graph.outputs)
+    fresh = L.compile_graph(graph2, encoding)
+    assert swapped.description == fresh[0]
+    assert sorted(swapped.arrays) == sorted(fresh[1])
+    assert all(np.array_equal(swapped.arrays[k], a) for k, a in fresh[1].items())
+    assert all(np.array_equal(bundle.arrays[k], a) for k, a in before.items()), "the input bundle changed"
+    changed = [k for k in before if not np.array_equal(before[k], swapped.arrays[k])]
+    assert len(changed) == 2  # the process's memory and the IR graph's copy
+    x = torch.randn(1, 1, 4, 5, generator=torch.Generator().manual_seed(25)) * 2 + 1.5
+    (read,) = [n for n in swapped.graph.nodes if n.name == "read"]
+    assert np.array_equal(read.op.memory, new)  # the IR graph it carries is the new graph
+    _, r, ref = _run_and_compare(graph2, x, encoding, swapped)
+    assert torch.equal(r.outputs["read"], ref.outputs["read"])
+    for bad, match in (({"n1": new}, "'n1' is not a memory read.*memory reads: read"),
+                       ({"read": new[:1]}, r"shape \[1, 2, 2, 3\], expected \[3, 2, 2, 3\]"),
+                       ({"read": np.full((3, 2, 2, 3), np.nan)}, "NaN")):
+        with pytest.raises(InputError, match=match):
+            L.with_memory(bundle, bad)
 
 
 def test_read_rows_is_the_reference_rule_and_reads_only_tokens_with_events():
