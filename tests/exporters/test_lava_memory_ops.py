@@ -363,6 +363,26 @@ def test_a_new_memory_replaces_one_array_without_compiling(encoding):
             L.with_memory(bundle, bad)
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_memory_read_kernel_per_layer_and_partitioned_bit_for_bit(encoding):
+    """The kernel process's model runs the same per layer (its own OS process) and hosted in a
+    partition: spike counts and outputs bit for bit, in the same Lava steps."""
+    from spikedeploy.runtimes import lava as lava_run
+
+    graph = time_varying_read_graph()
+    bundle = L.LavaBundle(None, *L.compile_graph(graph, encoding))
+    x = torch.randn(1, 2, 4, 5, generator=torch.Generator().manual_seed(26)) * 2 + 1.5
+    runs = {p: lava_run.run(bundle, x, partitions=p) for p in ("per-layer", 1, 2)}
+    base = runs["per-layer"]
+    assert base.info["lava_processes"] == sum(bundle.description["process_counts"].values())  # one each
+    for p, r in runs.items():
+        assert r.info["lava_steps_per_frame"] == base.info["lava_steps_per_frame"], p
+        assert all(torch.equal(r.spike_counts[k], v) for k, v in base.spike_counts.items()), p
+        assert all(torch.equal(r.outputs[k], v) for k, v in base.outputs.items()), p
+    assert runs[1].info["lava_processes"] < base.info["lava_processes"]
+    assert int(base.spike_counts["n1"].sum()) > 0
+
+
 def test_read_rows_is_the_reference_rule_and_reads_only_tokens_with_events():
     from spikedeploy.reference import MemoryReadRule
     from spikedeploy.runtimes.lava_kernels import read_rows
