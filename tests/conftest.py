@@ -86,3 +86,25 @@ def s256_inputs():
     xt = torch.from_numpy(ref["template_input"]).float()
     xs = torch.from_numpy(ref["search_input"][:1]).float()
     return xt, xs, ref
+
+
+def _release_freed_heap() -> None:
+    """Give freed heap memory back to the operating system (glibc keeps it otherwise): the heavy
+    capture tests leave the runner at 10.7 GB resident after B384-T3 (measured), 0.3 GB after
+    ``malloc_trim``; later Lava tests fork children from this process."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        libc = ctypes.CDLL(name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _trim_heap_after_module():
+    yield
+    _release_freed_heap()
