@@ -86,7 +86,6 @@ table records at which Lava step each neuron's macro-step result is final.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os

@@ -11,7 +11,6 @@ B = 1 or 2 (Lava starts one OS process per process).
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
