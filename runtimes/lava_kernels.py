@@ -51,7 +51,6 @@ def read_rows(x: np.ndarray, memory: np.ndarray) -> np.ndarray:
     ``matmul`` on the reference's head layout (:class:`spikedeploy.reference.AttentionRule`)."""
     import torch  # noqa: PLC0415 - a kernel process runs in a forked child that already has torch
 
-    torch.set_num_threads(1)  # one OS process per Lava process: no thread oversubscription
     H, c, cv = memory.shape
     n = x.size // (H * c)
     q = np.asarray(x, dtype=np.float64).reshape(H * c, n)
@@ -109,6 +108,11 @@ class PyMemoryReadSynapseFloat(_TapModel):
         self.n = int(p["steps"]) if p.get("slots") else None
         self.acc = None  # the rows read so far in the current window
         self.out = {}  # macro-step -> scaled sum, sent at its fire step
+        import torch  # noqa: PLC0415
+
+        # one OS process per Lava process: no thread oversubscription. Set here, in the child that
+        # builds the model, not in read_rows: a caller of that pure function keeps its thread count.
+        torch.set_num_threads(1)
 
     def run_spk(self):
         k = self.time_step

@@ -104,6 +104,19 @@ def _release_freed_heap() -> None:
             libc.malloc_trim(0)
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Every test leaves torch's intra-op thread count as it found it. The count is not a
+    performance knob only: float32 convolution sums round differently with one thread, and the
+    official S256-T1 fixture's search frame 1 has a membrane within that rounding of a threshold
+    (one thread: a flipped spike, feature error 5.3; two or more: bit-exact, measured). A test
+    that set one thread once made a later module's comparison fail in CI."""
+    before = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != before:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _trim_heap_after_module():
     yield

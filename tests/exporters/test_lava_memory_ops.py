@@ -386,6 +386,7 @@ def test_read_rows_is_the_reference_rule_and_reads_only_tokens_with_events():
     from spikedeploy.reference import MemoryReadRule
     from spikedeploy.runtimes.lava_kernels import read_rows
 
+    torch.set_num_threads(2)  # read_rows is pure: the caller's thread count stays (asserted below)
     rng = np.random.default_rng(15)
     mem = rng.normal(size=(1, 4, 3, 5))  # H = 4, C = 12, Cv = 20
     op = O.MemoryRead(memory=_p(mem), num_heads=4, scale=1.0)
@@ -397,6 +398,7 @@ def test_read_rows_is_the_reference_rule_and_reads_only_tokens_with_events():
         assert np.array_equal(y, want)
         assert not y[:, [1, 4]].any() and y[:, [0, 2, 3, 5, 6]].any()
     assert not read_rows(np.zeros(12 * 7), mem[0]).any()
+    assert torch.get_num_threads() == 2
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
