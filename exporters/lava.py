@@ -4,6 +4,11 @@ The bundle is pure data (``graph.json`` + ``arrays.npz``, no pickle) that
 :mod:`spikedeploy.runtimes.lava` turns into Lava processes and runs in the CPU simulator
 (``Loihi2SimCfg``). It can be re-loaded with :func:`load` without any PyTorch model code.
 
+This module holds the compile rules (IR graph -> process description: the per-op rule table
+:data:`RULES`, delay balancing, :func:`fuse_processes`); the bundle format itself (the format
+version, :class:`LavaBundle`, :func:`load`, writing, :func:`with_memory`) is
+:mod:`spikedeploy.exporters.lava_bundle`, whose public names are re-exported here.
+
 Time
 ----
 One Lava time step is one spike *sub-step*. Every device value is a *stream*: macro-step ``m``
@@ -86,9 +91,7 @@ table records at which Lava step each neuron's macro-step result is final.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -96,25 +99,21 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import scipy.sparse as sp
 
-from spikedeploy.errors import OutputPathError, SpikedeployError
-from spikedeploy.fsutil import atomic_directory, check_output_dir
+from spikedeploy.errors import SpikedeployError
 from spikedeploy.ir import ops as O
-from spikedeploy.ir.serialize import graph_from_json, graph_to_json, op_from_json, op_to_json
-from spikedeploy.ir.graph import Graph, Node, TensorSpec, validate, value_steps
+from spikedeploy.ir.serialize import graph_to_json, op_to_json
+from spikedeploy.ir.graph import Graph, Node, validate, value_steps
 from spikedeploy.targets import unsupported
+
+# the bundle format (re-exported: ``lava.LavaBundle``, ``lava.load``, ... are this target's API)
+from spikedeploy.exporters.lava_bundle import (ARRAYS_FILE, ENCODINGS, FORMAT, GRAPH_FILE, READ_VERSIONS,  # noqa: F401
+                                                TARGET, VERSION, LavaBundle, check_destination, load, save,
+                                                with_memory)
 
 __all__ = ["ENCODINGS", "RULES", "FORMAT", "VERSION", "LavaBundle", "compile_graph", "export", "load", "with_memory"]
 
-TARGET = "lava"
-ENCODINGS = ("binary", "graded")
-FORMAT = "spikedeploy-lava-bundle"
-VERSION = 2
-#: bundle versions :func:`load` reads (1: no fusion fields)
-READ_VERSIONS = (1, 2)
 #: payload width of graded messages (Loihi 2 graded spikes carry up to 24 bits)
 GRADED_BITS = 24
-GRAPH_FILE = "graph.json"
-ARRAYS_FILE = "arrays.npz"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1397,128 +1396,15 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
     return desc, {**c.arrays, **ir_arrays}
 
 
-@dataclass(frozen=True)
-class LavaBundle:
-    """A loaded Lava bundle: the process-graph description and its arrays."""
-
-    path: Optional[Path]
-    description: dict
-    arrays: Dict[str, np.ndarray]
-
-    @property
-    def encoding(self) -> str:
-        return self.description["encoding"]
-
-    def array(self, key: str) -> np.ndarray:
-        if key not in self.arrays:
-            raise SpikedeployError(f"Lava bundle {self.path}: array {key!r} is missing from {ARRAYS_FILE}")
-        return self.arrays[key]
-
-    @property
-    def graph(self) -> Graph:
-        """The lowered IR graph the bundle was compiled from."""
-        if "ir" not in self.description:
-            raise SpikedeployError(f"Lava bundle {self.path} carries no IR graph (written by an older spikedeploy)")
-        return graph_from_json(self.description["ir"], self.arrays, f"Lava bundle {self.path}")
-
-    def host_graph(self) -> Graph:
-        """The host part as an IR graph (graph inputs -> every host value a device process needs)."""
-        d = self.description
-        nodes = tuple(
-            Node(n["name"], op_from_json(n["op"], self.arrays, "Lava bundle host part"), tuple(n["inputs"]),
-                 n.get("source", ""))
-            for n in d["host"]["nodes"]
-        )
-        inputs = tuple(TensorSpec(i["name"], tuple(i["shape"])) for i in d["inputs"])
-        outputs = tuple(d["host"]["values"]) or (inputs[0].name,)
-        return Graph(inputs=inputs, nodes=nodes, outputs=outputs)
-
-
-def with_memory(bundle: LavaBundle, memory: Dict[str, np.ndarray]) -> LavaBundle:
-    """``bundle`` with new memories for its ``MemoryRead`` nodes (node name -> ``[T_mem, H, C/H,
-    Cv/H]``, the shape the node has), without compiling again: a memory read is a ``memory_read``
-    process that holds its memory as an array, so a new template changes that array and the IR
-    graph's copy (so ``bundle.graph`` stays the graph the processes compute), nothing else: the
-    result equals the bundle compiled from the graph with the new memories, array for array.
-    Raises :class:`~spikedeploy.errors.InputError` for a name that is no memory read of the
-    bundle, a wrong shape or values that are not finite. The input bundle is not changed."""
-    from spikedeploy.errors import InputError
-
-    desc = bundle.description
-    reads = {p["node"]: p for p in desc["processes"] if p["type"] == "memory_read"}
-    ir_fields = {n["name"]: n["op"]["fields"] for n in desc.get("ir", {}).get("nodes", [])
-                 if n["op"]["kind"] == "MemoryRead"}
-    arrays = dict(bundle.arrays)
-    for node, mem in memory.items():
-        if node not in reads:
-            raise InputError(f"Lava bundle {bundle.path}: {node!r} is not a memory read of this bundle "
-                             f"(memory reads: {', '.join(sorted(reads)) or 'none'})")
-        key = reads[node]["memory"]
-        new = np.ascontiguousarray(np.asarray(mem, dtype=np.float64))
-        if new.shape != arrays[key].shape:
-            raise InputError(f"Lava bundle {bundle.path}: memory for {node!r} has shape {list(new.shape)}, "
-                             f"expected {list(arrays[key].shape)}")
-        if not np.isfinite(new).all():
-            raise InputError(f"Lava bundle {bundle.path}: memory for {node!r} has NaN/Inf values")
-        arrays[key] = new
-        if node in ir_fields:
-            arrays[ir_fields[node]["memory"]["array"]] = new
-    return LavaBundle(path=bundle.path, description=desc, arrays=arrays)
-
-
 def export(graph: Graph, path, *, encoding: str, overwrite: bool = False, unroll_limit: Optional[int] = None,
            partitions="auto") -> Path:
     """Compile ``graph`` for Lava and write the bundle directory ``path`` (``graph.json`` +
-    ``arrays.npz``) atomically. Raises ``UnsupportedOpError`` for an op Lava cannot express.
-    ``unroll_limit``, ``partitions``: see :func:`compile_graph`."""
+    ``arrays.npz``, :func:`spikedeploy.exporters.lava_bundle.save`) atomically. Raises
+    ``UnsupportedOpError`` for an op Lava cannot express. ``unroll_limit``, ``partitions``: see
+    :func:`compile_graph`."""
     from spikedeploy.exporters.lava_placement import parse_partitions
 
     partitions = parse_partitions(partitions)  # a bad value is refused before the compilation
-    path = Path(path)
-    if os.path.lexists(path) and not overwrite:
-        raise OutputPathError(f"output {path} already exists; choose another path or pass --overwrite")
-    check_output_dir(path, overwrite=overwrite)
+    path = check_destination(path, overwrite=overwrite)  # so is an output path that cannot be written
     desc, arrays = compile_graph(graph, encoding, unroll_limit=unroll_limit, partitions=partitions)
-    with atomic_directory(path, overwrite=overwrite, command="export", exclusive=True) as tmp:
-        (tmp / GRAPH_FILE).write_text(json.dumps(desc, indent=1), encoding="utf-8")
-        np.savez(tmp / ARRAYS_FILE, **arrays)
-    return path
-
-
-def load(path) -> LavaBundle:
-    """Re-load a bundle written by :func:`export` (no PyTorch model code needed), validated
-    before anything runs (:func:`spikedeploy.exporters.lava_validate.validate_bundle`: types,
-    ranges, known process types, neuron kinds and ports, array shapes and dtypes, finite arrays,
-    CSR consistency, connections). Every problem raises
-    :class:`~spikedeploy.errors.ArtifactError` naming the bundle and the field (exit code 2)."""
-    from spikedeploy.errors import ArtifactError
-    from spikedeploy.exporters.lava_validate import read_arrays, validate_bundle
-    from spikedeploy.validate import check_artifact_file, detail
-
-    todo = "export the bundle again with spikedeploy export --target lava"
-    path = Path(path)
-    if not path.exists():
-        raise ArtifactError(f"no Lava bundle at {path}")
-    if not path.is_dir():
-        raise ArtifactError(f"{path} is not a Lava bundle (expected a directory with {GRAPH_FILE})")
-    gfile, afile = path / GRAPH_FILE, path / ARRAYS_FILE
-    for f in (gfile, afile):
-        if not f.is_file():
-            raise ArtifactError(f"Lava bundle {path} is incomplete: {f.name} is missing; {todo}")
-        check_artifact_file(f, "Lava bundle file")
-    try:
-        desc = json.loads(gfile.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
-        raise ArtifactError(f"Lava bundle {path}: {GRAPH_FILE} is corrupt ({detail(e)}); {todo}") from None
-    if not isinstance(desc, dict) or desc.get("format") != FORMAT:
-        raise ArtifactError(f"Lava bundle {path}: {GRAPH_FILE} is not a spikedeploy Lava bundle")
-    if desc.get("version") not in READ_VERSIONS:
-        raise ArtifactError(f"Lava bundle {path}: format version {desc.get('version')!r} is not "
-                            f"supported (this spikedeploy reads version {VERSION}); {todo}")
-    missing = [k for k in ("encoding", "period", "end_step", "inputs", "host", "processes",
-                           "connections", "neurons", "outputs") if k not in desc]
-    if missing:
-        raise ArtifactError(f"Lava bundle {path}: {GRAPH_FILE} lacks {', '.join(missing)}; {todo}")
-    arrays = read_arrays(afile, f"Lava bundle {path}")  # every member's header checked first
-    validate_bundle(desc, arrays, f"Lava bundle {path}")
-    return LavaBundle(path=path, description=desc, arrays=arrays)
+    return save(path, desc, arrays, overwrite=overwrite)
