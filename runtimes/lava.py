@@ -34,7 +34,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional
 
 import numpy as np
 import scipy.sparse as sp
@@ -151,6 +151,40 @@ def build(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_
     return procs, models, num_steps
 
 
+def num_steps_of(bundle, *, T: int, B: int) -> int:
+    """The Lava steps of a run of ``B`` samples of ``T`` macro-steps."""
+    d = bundle.description
+    G = int(d["slots"]) if d.get("slots") is not None else T
+    num_steps = int(d["end_step"]) + (G * B - 1) * int(d["period"])
+    if num_steps < 1:  # Lava would run forever: its runtime service only stops *at* step num_steps
+        raise InputError(f"{bundle.path or 'Lava bundle'}: end_step {d['end_step']} and period {d['period']} give "
+                         f"{num_steps} Lava steps for {G * B} macro-steps; expected at least 1 (re-export the bundle)")
+    return num_steps
+
+
+def source_var(bundle, p: dict, host_values: Dict[str, np.ndarray], *, T: int, B: int):
+    """What the source process ``p`` injects for ``host_values``: ``("data", [size, steps])`` for
+    Lava's ``RingBuffer`` (a column per Lava step, while small: :data:`RING_BUFFER_LIMIT`), else
+    ``("values", [B*n, size])`` for the project's ``HostSource`` (a row per macro-step). The
+    initial value of that Var: a live runtime sends exactly this for its next input."""
+    d = bundle.description
+    period = int(d["period"])
+    grid = d.get("slots") is not None
+    G = int(d["slots"]) if grid else T
+    n = int(p["steps"]) if grid and p.get("steps") is not None else T
+    num_steps = num_steps_of(bundle, T=T, B=B)
+    v = np.asarray(host_values[p["value"]], dtype=np.float64)  # [n, B, *s]
+    if v.shape[0] != n:
+        raise SpikedeployError(f"host value {p['value']!r} has {v.shape[0]} macro-steps, expected {n}")
+    flat = v.transpose(1, 0, *range(2, v.ndim)).reshape(B * n, -1)  # row b*n + t
+    if p.get("send") is None and int(p["size"]) * num_steps <= RING_BUFFER_LIMIT:
+        data = np.zeros((int(p["size"]), num_steps))
+        slot = (np.arange(B)[:, None] * G + np.arange(n)[None, :]).ravel()
+        data[:, int(p["start"]) - 1 + period * slot] = flat.T
+        return "data", data
+    return "values", flat
+
+
 def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_dir: Optional[str] = None):
     """The Lava processes of ``bundle`` as :func:`build` makes them, not connected (the partitions
     of :mod:`spikedeploy.runtimes.lava_partition` host them). Returns ``(procs, model_map,
@@ -169,11 +203,7 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
     G = d.get("slots")  # macro-step slots per sample (graphs with time-axis ops), else T
     grid = G is not None
     G = int(G) if grid else T
-    M = G * B
-    num_steps = int(d["end_step"]) + (M - 1) * period
-    if num_steps < 1:  # Lava would run forever: its runtime service only stops *at* step num_steps
-        raise InputError(f"{bundle.path or 'Lava bundle'}: end_step {d['end_step']} and period {period} give "
-                         f"{num_steps} Lava steps for {M} macro-steps; expected at least 1 (re-export the bundle)")
+    num_steps = num_steps_of(bundle, T=T, B=B)
     procs, models = {}, {}
     for index, p in enumerate(d["processes"]):
         kind, name = p["type"], p["name"]
@@ -197,18 +227,12 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
         elif kind == "matmul":
             proc = LP.MatMulSynapse(weight=bundle.array(p["weight"]), rows=int(p["rows"]), name=name)
         elif kind == "source":
-            v = np.asarray(host_values[p["value"]], dtype=np.float64)  # [n, B, *s]
-            if v.shape[0] != n:
-                raise SpikedeployError(f"host value {p['value']!r} has {v.shape[0]} macro-steps, expected {n}")
-            flat = v.transpose(1, 0, *range(2, v.ndim)).reshape(B * n, -1)  # row b*n + t
-            if send is None and int(p["size"]) * num_steps <= RING_BUFFER_LIMIT:
-                data = np.zeros((int(p["size"]), num_steps))
-                slot = (np.arange(B)[:, None] * G + np.arange(n)[None, :]).ravel()
-                data[:, int(p["start"]) - 1 + period * slot] = flat.T
-                proc = RingBuffer(data=data)
+            var, value = source_var(bundle, p, host_values, T=T, B=B)
+            if var == "data":
+                proc = RingBuffer(data=value)
                 models[proc] = PySendModelFloat
             else:
-                proc = LP.HostSource(values=flat, start=int(p["start"]), period=period, send=send,
+                proc = LP.HostSource(values=value, start=int(p["start"]), period=period, send=send,
                                      slots=clock["slots"], steps=n, name=name)
         elif kind == "neuron":
             neuron = dict(p["neuron"])
@@ -317,22 +341,16 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
         raise ConfigError(f"Lava runtime: select_tag {select_tag!r} is not implemented; "
                           f"supported: {', '.join(SELECT_TAGS)}")
     from spikedeploy.exporters.lava_placement import placement_of
-    from spikedeploy.reference import run as ref_run
     from spikedeploy.lava_compat import import_lava
 
     run_configs, _ = import_lava()
     bundle = _bundle(bundle)
     d = bundle.description
     placement = placement_of(d, partitions)  # a bad value is refused before anything runs
-    xs = _inputs(bundle, x)
-    T, B = next(iter(xs.values())).shape[:2]
     t0 = time.perf_counter()
-    host_graph = bundle.host_graph()
-    host = ref_run(host_graph, xs, dtype=torch.float64)
-    host_values = {name: host.outputs[name].numpy() for name in d["host"]["values"]}
+    T, B, host, host_values = host_part(bundle, x)
     t_host = time.perf_counter() - t0
 
-    from spikedeploy.runtimes import lava_procs as LP
     from spikedeploy.runtimes.lava_session import LavaSession, deferred_signals
 
     # every exit path (an error, a failed Lava child, Ctrl-C, the CLI's SIGTERM exception) ends the
@@ -394,27 +412,8 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
                     os_processes = max(os_processes, len(session._actors()) + 1)
                     session.run(num_steps)
                     t = time.perf_counter()
-                    for name in (n for h in comp for n in members[h]):
-                        p = procs[name]
-                        written = rdir / f"{index[name]}.npy"
-                        if written.is_file():  # the process wrote its record in its last step
-                            rec[name] = np.load(written, allow_pickle=False)
-                            continue
-                        var = next((v for v in READ_VARS if hasattr(p, v)), None)
-                        if var is None:
-                            continue
-                        dumped = rdir / f"{index[name]}.{var}.npy"
-                        if dumped.is_file():  # a partition wrote its member's Var in the last step
-                            value = np.load(dumped, allow_pickle=False)
-                        elif placement.groups is None:
-                            value = np.asarray(getattr(p, var).get())
-                        else:
-                            raise SpikedeployError(f"Lava run: the partition of process {name!r} wrote no {var}")
-                        if var == "pair_events":
-                            events = float(np.asarray(value).sum())
-                            (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
-                        else:
-                            rec[name] = np.asarray(value)
+                    read_records(procs, [n for h in comp for n in members[h]], index, rdir, rec, pair_events,
+                                 write_events, hosted=placement.groups is not None)
                     phases["read"] += time.perf_counter() - t
             finally:
                 gc.unfreeze()
@@ -424,43 +423,17 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
         with deferred_signals():
             record_dir.cleanup()
     t_run = time.perf_counter() - t_run
-
-    grid = d.get("slots") is not None
-
-    def unstream(a: np.ndarray, shape, steps=None) -> torch.Tensor:  # [B*n, size] -> [n, B, *shape]
-        n = int(steps) if grid and steps is not None else T
-        a = a.reshape((B, n) + tuple(shape))
-        return torch.from_numpy(np.ascontiguousarray(np.swapaxes(a, 0, 1)))
-
-    spike_counts = {node: unstream(rec[info["proc"]], info["shape"], info.get("steps"))
-                    for node, info in d["neurons"].items()}
-    outputs = {}
-    for o in d["outputs"]:
-        if o["kind"] == "host":
-            outputs[o["name"]] = host.outputs[o["value"]].clone()
-        else:
-            outputs[o["name"]] = unstream(rec[o["proc"]], o["shape"], o.get("steps"))
-    host_nodes = [n["name"] for n in d["host"]["nodes"]]
     info = {
         "select_tag": select_tag,
         "time_steps": num_steps,
         "lava_steps_per_frame": num_steps / B,
-        "period": int(d["period"]),
-        "macro_steps": T * B,
         "processes": len(procs),
-        "process_counts": dict(d.get("process_counts", {})),
         "placement": placement.to_json() | {"groups": None},
         "partitions": placement.partitions if placement.groups is not None else "per-layer",
         "partition_sizes": None if placement.groups is None else [len(g) for g in placement.groups],
         "lava_processes": len(lava_procs),
         "os_processes": os_processes,
-        "fusion": d.get("fusion"),
-        "connections": len(d["connections"]),
         "components": len(comps),
-        "host_nodes": host_nodes,
-        "host": f"ran on the host (reference executor, float64): {', '.join(host_nodes) or 'nothing'}; "
-                f"injected values: {', '.join(d['host']['values'])}",
-        "batch": "streamed: sample b occupies macro-steps b*T .. b*T+T-1 of one Lava run",
         "attention_pair_events": pair_events,
         "memory_write_pair_events": write_events,
         "wall_time_s": time.perf_counter() - t0,
@@ -468,5 +441,87 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
         "build_time_s": t_build,
         "lava_time_s": t_run,
         "lava_phase_s": {k: round(v, 3) for k, v in phases.items()},
+    }
+    return target_run(bundle, rec, host, T=T, B=B, info=info)
+
+
+def host_part(bundle, x):
+    """The inputs checked (``[T, B, *s]``) and the bundle's host part run on them (reference
+    executor, float64): ``(T, B, host_run, host_values)``."""
+    from spikedeploy.reference import run as ref_run
+
+    d = bundle.description
+    xs = _inputs(bundle, x)
+    T, B = next(iter(xs.values())).shape[:2]
+    host = ref_run(bundle.host_graph(), xs, dtype=torch.float64)
+    return int(T), int(B), host, {name: host.outputs[name].numpy() for name in d["host"]["values"]}
+
+
+def read_records(procs, names, index, rdir: Path, rec: dict, pair_events: dict, write_events: dict, *,
+                 hosted: bool, remove: bool = False) -> None:
+    """Collect the records of the processes ``names`` after a run into ``rec`` (neuron and
+    readout records: the files the processes wrote in their last step; else a Var of
+    :data:`READ_VARS` dumped by a partition, or read with ``Var.get`` when not ``hosted``) and
+    the attention / memory-write pair-event counts. ``remove``: delete each file read (a live
+    runtime's next run must write it again)."""
+    from spikedeploy.runtimes import lava_procs as LP
+
+    for name in names:
+        p = procs[name]
+        written = rdir / f"{index[name]}.npy"
+        if written.is_file():  # the process wrote its record in its last step
+            rec[name] = np.load(written, allow_pickle=False)
+            if remove:
+                written.unlink()
+            continue
+        var = next((v for v in READ_VARS if hasattr(p, v)), None)
+        if var is None:
+            continue
+        dumped = rdir / f"{index[name]}.{var}.npy"
+        if dumped.is_file():  # a partition wrote its member's Var in the last step
+            value = np.load(dumped, allow_pickle=False)
+            if remove:
+                dumped.unlink()
+        elif not hosted:
+            value = np.asarray(getattr(p, var).get())
+        else:
+            raise SpikedeployError(f"Lava run: the partition of process {name!r} wrote no {var}")
+        if var == "pair_events":
+            events = float(np.asarray(value).sum())
+            (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
+        else:
+            rec[name] = np.asarray(value)
+
+
+def target_run(bundle, rec: dict, host, *, T: int, B: int, info: dict) -> TargetRun:
+    """The :class:`~spikedeploy.targets.TargetRun` of a run from the processes' records ``rec``
+    and the host run: spike counts ``[n, B, *s]`` per neuron node, the outputs, and ``info``
+    completed with the bundle's facts."""
+    d = bundle.description
+    grid = d.get("slots") is not None
+
+    def unstream(a: np.ndarray, shape, steps=None) -> torch.Tensor:  # [B*n, size] -> [n, B, *shape]
+        n = int(steps) if grid and steps is not None else T
+        a = a.reshape((B, n) + tuple(shape))
+        return torch.from_numpy(np.ascontiguousarray(np.swapaxes(a, 0, 1)))
+
+    spike_counts = {node: unstream(rec[n["proc"]], n["shape"], n.get("steps")) for node, n in d["neurons"].items()}
+    outputs = {}
+    for o in d["outputs"]:
+        if o["kind"] == "host":
+            outputs[o["name"]] = host.outputs[o["value"]].clone()
+        else:
+            outputs[o["name"]] = unstream(rec[o["proc"]], o["shape"], o.get("steps"))
+    host_nodes = [n["name"] for n in d["host"]["nodes"]]
+    info = dict(info) | {
+        "period": int(d["period"]),
+        "macro_steps": T * B,
+        "process_counts": dict(d.get("process_counts", {})),
+        "fusion": d.get("fusion"),
+        "connections": len(d["connections"]),
+        "host_nodes": host_nodes,
+        "host": f"ran on the host (reference executor, float64): {', '.join(host_nodes) or 'nothing'}; "
+                f"injected values: {', '.join(d['host']['values'])}",
+        "batch": "streamed: sample b occupies macro-steps b*T .. b*T+T-1 of one Lava run",
     }
     return TargetRun(target="lava", encoding=bundle.encoding, outputs=outputs, spike_counts=spike_counts, info=info)

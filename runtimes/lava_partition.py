@@ -151,11 +151,17 @@ class Member:
                    tuple((p.name, tuple(p.shape)) for p in proc.out_ports))
 
 
-def _build_member(m: Member) -> PyLoihiProcessModel:
-    """The member's process model with its Vars, as ``PyProcessBuilder.build`` makes it."""
+def _build_member(m: Member, values: Optional[dict] = None) -> PyLoihiProcessModel:
+    """The member's process model with its Vars, as ``PyProcessBuilder.build`` makes it.
+    ``values``: Var name -> initial value replacing the spec's (a live runtime's next input)."""
     pm = m.model(m.proc_params)
     types = _lava_types(m.model)
     for name, shape, init in m.vars:
+        if values and name in values:
+            init = values[name]
+            if np.shape(init) != tuple(shape):
+                raise PlacementError(f"member {m.name!r}: Var {name!r} given shape {list(np.shape(init))}, "
+                                     f"expected {list(shape)}")
         lt = types.get(name)
         if lt is None:
             raise PlacementError(f"member {m.name!r}: model {m.model.__name__} declares no Var {name!r}")
@@ -262,13 +268,15 @@ class Partition(AbstractProcess):
     proc params: ``members``; ``internal`` (connections inside: ``(src member, src port, dst
     member, dst port)`` indices/names); ``outer_in``/``outer_out`` (partition port name ->
     (member index, member port)); ``channel_size``; ``num_steps`` and ``dumps`` (``(member index,
-    Var name, path)`` written in step ``num_steps``)."""
+    Var name, path)`` written in step ``num_steps``); ``frame_file`` (None, or a live partition:
+    see :class:`PyPartitionModel`)."""
 
     def __init__(self, *, members: Sequence[Member], internal, outer_in: dict, outer_out: dict,
-                 port_types: dict, channel_size: int, num_steps: int, dumps=(), name: str = None):
+                 port_types: dict, channel_size: int, num_steps: int, dumps=(), frame_file: Optional[str] = None,
+                 name: str = None):
         super().__init__(members=tuple(members), internal=tuple(internal), outer_in=dict(outer_in),
                          outer_out=dict(outer_out), port_types=dict(port_types), channel_size=int(channel_size),
-                         num_steps=int(num_steps), dumps=tuple(dumps), name=name)
+                         num_steps=int(num_steps), dumps=tuple(dumps), frame_file=frame_file, name=name)
         shapes = {}
         for i, m in enumerate(members):
             for pname, shape in m.in_ports + m.out_ports:
@@ -286,19 +294,51 @@ class PyPartitionModel(PyLoihiProcessModel):
     """Steps the member models of a :class:`Partition` (see the module docstring). The members are
     built with the partition's model, in its OS process (a failure is a start-up failure, as for
     a per-layer process); their ports are wired at the first step, when the partition's own ports
-    exist."""
+    exist.
+
+    **Live partitions** (``frame_file`` set; :class:`spikedeploy.runtimes.lava_live.LiveRuntime`):
+    the runtime is not stopped after a run of ``num_steps`` steps but runs again on the next input.
+    The members see the *frame's* step ``1 .. num_steps`` (``(time_step - 1) % num_steps + 1``),
+    and at the first step of every frame after the first, every member is built again from its
+    spec, exactly as at start-up (fresh state, nothing carried over), with the Var values read
+    from ``frame_file`` (``.npz``, key ``"<member index>.<Var>"``: the sources' next input; a
+    key ``"keep:<member index>.<Var>"`` also replaces the spec's value for all later frames: a new
+    template memory), and wired again. So every frame computes what a fresh runtime would."""
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
-        self._specs: Sequence[Member] = self.proc_params["members"]
+        self._specs: List[Member] = list(self.proc_params["members"])
+        self._frame_file = self.proc_params.get("frame_file")
+        self._kept: Dict[int, dict] = {}
+        self._build()
+        self._last_step = int(self.proc_params["num_steps"])
+
+    def _build(self, values: Optional[Dict[int, dict]] = None) -> None:
         self._members: List[PyLoihiProcessModel] = []
-        for m in self._specs:
+        for i, m in enumerate(self._specs):
             try:
-                self._members.append(_build_member(m))
+                self._members.append(_build_member(m, (values or {}).get(i)))
             except Exception as e:
                 raise MemberError(m.name, m.model.__name__, e) from e
         self._wired = False
-        self._last_step = int(self.proc_params["num_steps"])
+
+    def _next_frame(self) -> None:
+        """Rebuild the members with the values of ``frame_file`` (see the class docstring)."""
+        path = self._frame_file
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                given = {k: f[k] for k in f.files}
+        except (OSError, ValueError) as e:
+            raise SpikedeployError(f"live Lava partition: cannot read the next frame's values {path}: {e}") from e
+        values: Dict[int, dict] = {i: dict(v) for i, v in self._kept.items()}
+        for key, arr in given.items():
+            keep = key.startswith("keep:")
+            i, var = key[5:].split(".", 1) if keep else key.split(".", 1)
+            i = int(i)
+            values.setdefault(i, {})[var] = arr
+            if keep:
+                self._kept.setdefault(i, {})[var] = arr
+        self._build(values)
 
     def _setup(self) -> None:
         p = self.proc_params
@@ -326,7 +366,7 @@ class PyPartitionModel(PyLoihiProcessModel):
         """``method`` of every member (whose ``guard`` holds), in step order, at this partition's
         time step and phase. The two attributes go straight into the members' ``__dict__``: what
         Lava's ``AbstractPyProcessModel.__setattr__`` does for values that are not ports."""
-        ts, phase = self.time_step, self.phase
+        ts, phase = self._local_step(), self.phase
         i = 0
         try:
             for i, pm in enumerate(self._members):
@@ -341,11 +381,19 @@ class PyPartitionModel(PyLoihiProcessModel):
             spec = self._specs[i]
             raise MemberError(spec.name, spec.model.__name__, e) from e
 
+    def _local_step(self) -> int:
+        """The members' step: the frame's step for a live partition, else Lava's."""
+        if self._frame_file is None:
+            return self.time_step
+        return (self.time_step - 1) % self._last_step + 1
+
     def run_spk(self):
+        if self._frame_file is not None and self.time_step > 1 and self._local_step() == 1:
+            self._next_frame()
         if not self._wired:
             self._setup()
         self._each("run_spk")
-        if self.time_step == self._last_step:
+        if self._local_step() == self._last_step:
             self._dump()
 
     def _dump(self) -> None:
@@ -394,10 +442,12 @@ def _partition_model(port_types: Dict[str, LavaPyType]) -> type:
 
 
 def place(procs: Dict[str, AbstractProcess], models: dict, connections: Sequence[dict], placement: Placement, *,
-          num_steps: int, channel_size: int, dumps: Optional[Dict[str, Sequence[Tuple[str, str]]]] = None):
+          num_steps: int, channel_size: int, dumps: Optional[Dict[str, Sequence[Tuple[str, str]]]] = None,
+          frame_files: Optional[Sequence[str]] = None):
     """``Partition`` processes (connected to each other) for the unconnected per-layer processes
     ``procs`` (name -> process, models in ``models``) and the bundle's ``connections``, grouped by
     ``placement``. ``dumps``: process name -> [(Var name, path)] written in the last step.
+    ``frame_files``: one path per partition, making them live partitions (:class:`PyPartitionModel`).
     Returns ``(partitions, partition_models, where)``: partitions by name, their models,
     and for each process name its partition's name."""
     if placement.groups is None:
@@ -449,7 +499,7 @@ def place(procs: Dict[str, AbstractProcess], models: dict, connections: Sequence
         name = f"partition{g}"
         proc = Partition(members=ms, internal=internal[g], outer_in=outer_in[g], outer_out=outer_out[g],
                          port_types=port_types[g], channel_size=channel_size, num_steps=num_steps, dumps=dump,
-                         name=name)
+                         frame_file=None if frame_files is None else str(frame_files[g]), name=name)
         parts[name] = proc
         part_models[proc] = _partition_model(port_types[g])
         names.append(name)

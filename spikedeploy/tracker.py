@@ -274,6 +274,8 @@ class TrackerNetwork:
       [1, 1, 1, F, F], size_logits [1, 1, 2, F, F], offset [1, 1, 2, F, F])`` of torch tensors or
       numpy arrays (any float dtype; converted to float32), F = S / 16. The leading time axis
       may be omitted (``[1, c, F, F]``). The host applies the sigmoid (``head_maps``).
+    * ``close()`` (optional): release what the network keeps running between calls (e.g. a live
+      Lava runtime); :func:`spikedeploy.trackrun.track_clip` calls it after a target's last frame.
     """
 
     size: int

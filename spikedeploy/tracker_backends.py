@@ -459,11 +459,17 @@ class LavaNetwork(_CapturedNetwork):
     Both branches are captured once (:func:`capture_spiketrack`, or ``graphs=``) and lowered once
     to ``encoding`` spikes (``"graded"``: one event per neuron and macro-step, the default and the
     fast one; ``"binary"``: q unit spikes in D sub-steps). The template graph is compiled into a
-    Lava bundle at construction; the search graph is compiled when ``search`` first sees a memory
-    and again whenever the memory object changes (:func:`set_memory` rewrites the 12 MemoryRead
-    weights, then :func:`spikedeploy.exporters.lava.compile_graph`; ``timings["rebuild"]``). Every
-    ``template``/``search`` call is one Lava run (processes built, run for the bundle's number of
-    steps, stopped), so the simulator's OS processes do not outlive a call.
+    Lava bundle at construction; the search graph is compiled when ``search`` first sees a memory.
+    When the memory object changes (a new template), nothing is compiled again: :func:`set_memory`
+    rewrites the 12 MemoryRead weights of the graph and
+    :func:`spikedeploy.exporters.lava.with_memory` swaps the same arrays of the bundle
+    (``timings["rebuild"]``; with ``bundle_dir`` the new bundle is compiled and written, as it
+    was). With a partitioned placement (``"auto"`` or N) each branch runs in a
+    :class:`~spikedeploy.runtimes.lava_live.LiveRuntime`: compiled and started at its first call,
+    then one run of the bundle's steps per call with the new input (and the new memory), every
+    frame computed from fresh neuron state, exactly as a fresh runtime would; :meth:`close` (the
+    tracker's driver calls it after the last frame) stops them. A per-layer placement runs each
+    call as one Lava run (processes built, run, stopped).
 
     T = 1 and T = 3 variants: the T = 3 search bundle maps the time axis (the query repeated over
     the templates, per-template layers, time-varying memory reads, the gate MLP, a host softmax
@@ -512,6 +518,7 @@ class LavaNetwork(_CapturedNetwork):
         self.search_graph: Optional[Graph] = None  #: the lowered search graph with the current memory
         self.search_bundle = None
         self._rebuilds = 0
+        self._live: Dict[str, Any] = {}  # branch -> LiveRuntime (partitioned placements)
         self.last_run = None
         self.last_template_run = None
         self.last_spikes: Dict[str, torch.Tensor] = {}
@@ -528,14 +535,39 @@ class LavaNetwork(_CapturedNetwork):
         desc, arrays = lava_export.compile_graph(graph, self.encoding, **kwargs)
         return lava_export.LavaBundle(path=None, description=desc, arrays=arrays)
 
-    def _run(self, bundle, x: torch.Tensor):
+    def _run(self, bundle, x: torch.Tensor, branch: str):
+        from spikedeploy.exporters.lava_placement import placement_of
         from spikedeploy.runtimes import lava as lava_run
+        from spikedeploy.runtimes.lava_live import LiveRuntime
 
-        return lava_run.run(bundle, x.detach().cpu().to(torch.float64), partitions=self.partitions)
+        x = x.detach().cpu().to(torch.float64)
+        live = self._live.get(branch)
+        if live is not None and live.bundle.description is not bundle.description:
+            live.close()  # a bundle compiled again (bundle_dir): start a runtime for it
+            live = None
+        if live is None:
+            if placement_of(bundle.description, self.partitions).groups is None:
+                return lava_run.run(bundle, x, partitions=self.partitions)
+            live = self._live[branch] = LiveRuntime(bundle, partitions=self.partitions)
+        if live.bundle is not bundle:  # the same compiled bundle with other memories (with_memory)
+            live.set_memory(self._memories(bundle))
+            live.bundle = bundle
+        return live.run(x)
+
+    @staticmethod
+    def _memories(bundle) -> Dict[str, np.ndarray]:
+        return {p["node"]: bundle.array(p["memory"]) for p in bundle.description["processes"]
+                if p["type"] == "memory_read"}
+
+    def close(self) -> None:
+        """Stop the branches' live Lava runtimes (idempotent; a later call starts them again)."""
+        live, self._live = self._live, {}
+        for rt in live.values():
+            rt.close()
 
     def template(self, templates: torch.Tensor) -> Dict[str, torch.Tensor]:
         t0 = time.perf_counter()
-        res = self._run(self.template_bundle, templates)
+        res = self._run(self.template_bundle, templates, "template")
         self.last_template_run = res
         self.last_template_spikes = dict(res.spike_counts)
         memory = _memory_dict([res.outputs[o] for o in self.template_graph.outputs])
@@ -546,9 +578,17 @@ class LavaNetwork(_CapturedNetwork):
         """Compile the search bundle for ``memory`` (unless it is the memory of the previous
         call) and return the lowered search graph it was compiled from."""
         if self.search_bundle is None or memory is not self._bound:
+            from spikedeploy.exporters.lava import with_memory
+
             t0 = time.perf_counter()
             self.search_graph = set_memory(self._search_base, memory)
-            self.search_bundle = self._compile(self.search_graph, f"search-{self._rebuilds}")
+            if self.search_bundle is None or self.bundle_dir is not None:
+                self.search_bundle = self._compile(self.search_graph, f"search-{self._rebuilds}")
+            else:
+                reads = memory_read_map(self.search_graph)
+                self.search_bundle = with_memory(self.search_bundle, {
+                    n.name: np.asarray(n.op.memory, dtype=np.float64) for n in self.search_graph.nodes
+                    if n.name in reads})
             self._rebuilds += 1
             self._bound = memory
             self._record("rebuild", t0)
@@ -557,7 +597,7 @@ class LavaNetwork(_CapturedNetwork):
     def search(self, search: torch.Tensor, memory):
         graph = self.bind(memory)
         t0 = time.perf_counter()
-        res = self._run(self.search_bundle, search)
+        res = self._run(self.search_bundle, search, "search")
         self.last_run = res
         self.last_spikes = dict(res.spike_counts)
         out = _head([res.outputs[o] for o in graph.outputs])

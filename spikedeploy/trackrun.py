@@ -299,6 +299,15 @@ class TrackReport:
 
 
 def _track_one(tracker, frames: np.ndarray, init_box, target: str, limit: int, progress: bool) -> TargetTrack:
+    try:
+        return _track_frames(tracker, frames, init_box, target, limit, progress)
+    finally:
+        close = getattr(tracker.network, "close", None)  # e.g. a live Lava runtime
+        if close is not None:
+            close()
+
+
+def _track_frames(tracker, frames: np.ndarray, init_box, target: str, limit: int, progress: bool) -> TargetTrack:
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()

@@ -1,0 +1,267 @@
+"""A Lava runtime kept alive across inputs: compile and start once, then one run per frame.
+
+:func:`spikedeploy.runtimes.lava.run` builds the processes, compiles, starts Lava's OS processes,
+runs and stops them for every call. For a tracker that runs the same bundle on a new search
+crop every frame, building and starting are the same work each time (measured on the bundled
+tiny tracker, one partition: 0.13 s building processes, 0.17 s starting, 0.10 s stopping of a
+0.85 s frame on busy cores). :class:`LiveRuntime` does that once:
+
+1. the first :meth:`LiveRuntime.run` builds the processes for its input, places them in
+   *live* partitions (:class:`spikedeploy.runtimes.lava_partition.PyPartitionModel`) and starts
+   one :class:`~spikedeploy.runtimes.lava_session.LavaSession` per connected component;
+2. every later run computes the bundle's host part for the new input, writes what each source
+   process injects (:func:`spikedeploy.runtimes.lava.source_var`, the same values a fresh build
+   gives it) to each partition's frame file, and runs the bundle's number of steps again. At the
+   first step of that frame every partition builds its members again from their specs — fresh
+   state, nothing carried over from the previous frame — with the new values;
+3. :meth:`LiveRuntime.set_memory` replaces ``memory_read`` memories (a new template) for all
+   later runs, without compiling again (as :func:`spikedeploy.exporters.lava.with_memory`);
+4. records are the files the processes write in the last step of each frame (read and removed).
+
+So each run computes exactly what :func:`~spikedeploy.runtimes.lava.run` computes for the same
+bundle and input (tested bit for bit, spike counts and outputs), in the same Lava steps per
+frame. Only partitioned placements can stay alive (a per-layer placement is one Lava process per
+layer, whose models Lava builds once: :func:`~spikedeploy.runtimes.lava.run` serves it).
+
+Lifetime: :meth:`close` (or the ``with`` block; or, for a runtime nobody closed, its garbage
+collection or the end of the interpreter) stops the runtime; an exception during a run (a failed Lava process,
+Ctrl-C, the CLI's SIGTERM exception) ends it by force, with every child ended and its shared
+memory and the record directory removed, as :class:`LavaSession` does for a single run; the
+next run then starts a new one.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import tempfile
+import time
+import weakref
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional
+
+import numpy as np
+
+from spikedeploy.errors import ConfigError, InputError
+from spikedeploy.targets import TargetRun
+
+__all__ = ["LiveRuntime"]
+
+
+class _Running:
+    """What a started runtime holds outside Python's memory (Lava's OS processes and shared
+    memory, the record directory): closed by :meth:`LiveRuntime.close` or, for a runtime nobody
+    closed, by its finalizer (garbage collection or interpreter exit), which must not refer to
+    the runtime itself."""
+
+    def __init__(self) -> None:
+        self.sessions: List = []
+        self.record_dir: Optional[tempfile.TemporaryDirectory] = None
+
+    def close(self, force: bool = False) -> None:
+        from spikedeploy.runtimes.lava_session import deferred_signals
+
+        sessions, self.sessions = self.sessions, []
+        try:
+            for s in sessions:
+                s.close(force=force)
+        finally:
+            if self.record_dir is not None:
+                with deferred_signals():
+                    self.record_dir.cleanup()
+                self.record_dir = None
+
+
+class LiveRuntime:
+    """``bundle`` (a :class:`~spikedeploy.exporters.lava.LavaBundle` or its path) kept running
+    in Lava's CPU simulator across :meth:`run` calls on inputs of one shape ``[T, B, *s]``.
+
+    ``partitions``: ``"auto"`` (default: the bundle's placement decided for this machine), or N;
+    a per-layer placement is refused (:class:`~spikedeploy.errors.ConfigError`): it cannot stay
+    alive, use :func:`spikedeploy.runtimes.lava.run`. ``info`` of each run adds ``live`` (the
+    run's index since start-up, ``0`` = the run that started the runtime) to the runtime's
+    usual ``info``; ``lava_phase_s`` then holds this run's phases (``frame``: writing the next
+    input; ``start`` only in the first)."""
+
+    def __init__(self, bundle, *, partitions="auto", select_tag: str = "floating_pt") -> None:
+        from spikedeploy.exporters.lava_placement import parse_partitions, placement_of
+        from spikedeploy.runtimes import lava as L
+
+        if select_tag not in L.SELECT_TAGS:
+            raise ConfigError(f"Lava runtime: select_tag {select_tag!r} is not implemented; "
+                              f"supported: {', '.join(L.SELECT_TAGS)}")
+        self.bundle = L._bundle(bundle)
+        self.select_tag = select_tag
+        self.partitions = parse_partitions(partitions)
+        self.placement = placement_of(self.bundle.description, self.partitions)
+        if self.placement.groups is None:
+            raise ConfigError(f"Lava live runtime: placement {self.placement.requested!r} is per-layer, which "
+                              "cannot stay alive between runs; use partitions 'auto' or N")
+        self._running = _Running()
+        self._finalizer = weakref.finalize(self, self._running.close)
+        self._shape = None
+        self._runs = 0
+        self._memory: Dict[str, np.ndarray] = {}  # memory_read process name -> memory (kept for all runs)
+        self._memory_sent: Dict[str, np.ndarray] = {}
+
+    # -- public ------------------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._running.sessions)
+
+    @property
+    def _sessions(self) -> List:
+        return self._running.sessions
+
+    def set_memory(self, memory: Mapping[str, np.ndarray]) -> None:
+        """New memories (MemoryRead node name -> ``[T_mem, H, C/H, Cv/H]``) for every later run;
+        checked as :func:`spikedeploy.exporters.lava.with_memory` checks them (the bundle's
+        arrays are replaced too, so ``self.bundle`` stays what the processes compute)."""
+        from spikedeploy.exporters.lava import with_memory
+
+        self.bundle = with_memory(self.bundle, dict(memory))
+        reads = {p["node"]: p for p in self.bundle.description["processes"] if p["type"] == "memory_read"}
+        for node in memory:
+            p = reads[node]
+            self._memory[p["name"]] = self.bundle.array(p["memory"])
+
+    def run(self, x, *, progress: bool = False) -> TargetRun:
+        """Run the bundle on ``x`` ``[T, B, *s]`` (the shape of the first run) and return what
+        :func:`spikedeploy.runtimes.lava.run` returns for it."""
+        from spikedeploy.runtimes import lava as L
+
+        t0 = time.perf_counter()
+        T, B, host, host_values = L.host_part(self.bundle, x)
+        t_host = time.perf_counter() - t0
+        if self._shape is not None and self._shape != (T, B):
+            raise InputError(f"Lava live runtime: input has [T, B] = {[T, B]}, but the runtime runs "
+                             f"[T, B] = {list(self._shape)}; make a new LiveRuntime for another shape")
+        phases = {"start": 0.0, "frame": 0.0, "steps": 0.0, "read": 0.0}
+        try:
+            if not self._sessions:
+                t = time.perf_counter()
+                self._start(host_values, T, B)
+                phases["start"] = time.perf_counter() - t
+                first = True
+            else:
+                t = time.perf_counter()
+                self._write_frame(host_values, T, B)
+                phases["frame"] = time.perf_counter() - t
+                first = False
+            t = time.perf_counter()
+            for s in self._sessions:
+                s.run(self._num_steps)
+            phases["steps"] = time.perf_counter() - t
+            t = time.perf_counter()
+            rec, pair_events, write_events = {}, {}, {}
+            L.read_records(self._procs, list(self._procs), self._index, self._rdir, rec, pair_events,
+                           write_events, hosted=True, remove=True)
+            phases["read"] = time.perf_counter() - t
+        except BaseException:
+            self.close(force=True)
+            raise
+        run_index = self._runs
+        self._runs += 1
+        d = self.bundle.description
+        info = {
+            "select_tag": self.select_tag,
+            "time_steps": self._num_steps,
+            "lava_steps_per_frame": self._num_steps / B,
+            "processes": len(self._procs),
+            "placement": self.placement.to_json() | {"groups": None},
+            "partitions": self.placement.partitions,
+            "partition_sizes": [len(g) for g in self.placement.groups],
+            "lava_processes": len(self._lava_procs),
+            "os_processes": self._os_processes,
+            "components": len(self._sessions),
+            "attention_pair_events": pair_events,
+            "memory_write_pair_events": write_events,
+            "wall_time_s": time.perf_counter() - t0,
+            "host_time_s": t_host,
+            "build_time_s": self._build_time if first else 0.0,
+            "lava_time_s": sum(phases.values()),
+            "lava_phase_s": {k: round(v, 3) for k, v in phases.items()},
+            "live": run_index,
+            "memory_reads": sum(1 for p in d["processes"] if p["type"] == "memory_read"),
+        }
+        return L.target_run(self.bundle, rec, host, T=T, B=B, info=info)
+
+    def close(self, force: bool = False) -> None:
+        """Stop the runtime (idempotent); the next :meth:`run` starts a new one."""
+        try:
+            self._running.close(force=force)
+        finally:
+            self._shape = None
+            self._runs = 0
+            self._memory_sent = {}
+
+    def __enter__(self) -> "LiveRuntime":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(force=exc_type is not None)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _start(self, host_values, T: int, B: int) -> None:
+        from spikedeploy.lava_compat import import_lava
+        from spikedeploy.runtimes import lava as L
+        from spikedeploy.runtimes import lava_partition
+        from spikedeploy.runtimes.lava_session import LavaSession
+
+        run_configs, _ = import_lava()
+        t = time.perf_counter()
+        d = self.bundle.description
+        self._running.record_dir = tempfile.TemporaryDirectory(prefix="spikedeploy-lava-live-", dir=L._record_root())
+        rdir = self._rdir = Path(self._running.record_dir.name)
+        self._index = {p["name"]: i for i, p in enumerate(d["processes"])}
+        # self.bundle holds the memories set so far (set_memory), so the processes are built with them
+        procs, models, num_steps = L.make_processes(self.bundle, host_values, T=T, B=B, record_dir=str(rdir))
+        self._memory_sent = dict(self._memory)
+        dumps = {name: [(v, str(rdir / f"{self._index[name]}.{v}.npy"))] for name, p in procs.items()
+                 for v in L.READ_VARS[2:] if hasattr(p, v)}
+        frames = [str(rdir / f"frame.{g}.npz") for g in range(len(self.placement.groups))]
+        lava_procs, lava_models, host_of = lava_partition.place(
+            procs, models, d["connections"], self.placement, num_steps=num_steps, channel_size=L.CHANNEL_SIZE,
+            dumps=dumps, frame_files=frames)
+        self._where = {name: (g, j) for g, names in enumerate(self.placement.groups) for j, name in enumerate(names)}
+        self._frames = frames
+        self._procs, self._lava_procs, self._num_steps = procs, lava_procs, num_steps
+        self._sources = [p for p in d["processes"] if p["type"] == "source"]
+        cut = {(host_of[c["src"]], host_of[c["dst"]]) for c in d["connections"]}
+        comps = L._components(list(lava_procs), [c for c in cut if c[0] != c[1]])
+        self._build_time = time.perf_counter() - t
+        cfg = run_configs.Loihi2SimCfg(select_tag=self.select_tag, exception_proc_model_map=lava_models)
+        self._os_processes = 0
+        gc.freeze()  # forked children do not copy the parent's heap page by page for its collector
+        try:
+            for comp in comps:
+                session = LavaSession(lava_procs[comp[0]], cfg, {"pypy_channel_size": L.CHANNEL_SIZE})
+                self._sessions.append(session)
+                session.start()
+                self._os_processes += len(session._actors()) + 1
+        finally:
+            gc.unfreeze()
+        self._shape = (T, B)
+
+    def _write_frame(self, host_values, T: int, B: int) -> None:
+        """Each partition's frame file: what its sources inject for ``host_values`` and the
+        memories changed since the last run (kept by the partition for later frames)."""
+        from spikedeploy.runtimes import lava as L
+
+        per: List[Dict[str, np.ndarray]] = [{} for _ in self._frames]
+        for p in self._sources:
+            var, value = L.source_var(self.bundle, p, host_values, T=T, B=B)
+            g, j = self._where[p["name"]]
+            per[g][f"{j}.{var}"] = value
+        for name, mem in self._memory.items():
+            if self._memory_sent.get(name) is mem:
+                continue
+            g, j = self._where[name]
+            per[g][f"keep:{j}.memory"] = np.asarray(mem, dtype=np.float64)
+            self._memory_sent[name] = mem
+        for path, values in zip(self._frames, per):
+            tmp = path + ".tmp.npz"
+            np.savez(tmp, **values)
+            os.replace(tmp, path)
