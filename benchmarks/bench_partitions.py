@@ -10,8 +10,11 @@ branch (seeded random spiking weights, a seeded random frame). Each is compiled 
 placement runs ``--frames`` single-frame Lava runs (one run per frame, as the tracker does: Lava
 start-up, the steps, reading the records and the stop are all in the time) and the *median* is
 reported, with the minimum and maximum beside it, next to the PyTorch integer model's time for
-the same frame (best of 5) as a ratio. Every placement's spike counts are checked equal to the
-first's, layer by layer. Writes ``partitions.md`` (a Markdown table for the README),
+the same frame (best of 5) as a ratio. For partitioned placements also the *live* runtime
+(``runtimes.lava_live.LiveRuntime``, what the tracker uses): started once on the first frame
+(its start-up reported apart), then one run per frame, the median over ``--frames`` runs after
+the first. Every placement's spike counts (fresh and live) are checked equal to the first's,
+layer by layer. Writes ``partitions.md`` (a Markdown table for the README),
 ``partitions.json`` and ``partitions.png`` into ``--out``; the machine's CPU count and load
 average before and after are recorded (figures taken with a load above ~1.5 per core are noisy).
 """
@@ -31,6 +34,7 @@ import torch
 from spikedeploy import api
 from spikedeploy.exporters import lava as lava_export
 from spikedeploy.runtimes import lava as lava_run
+from spikedeploy.runtimes.lava_live import LiveRuntime
 from timing import best_of  # benchmarks/timing.py
 
 
@@ -78,12 +82,30 @@ def measure(label, loaded, xs, encoding: str, placements, repeat_torch: int = 5)
                     if not torch.equal(r.spike_counts[name], q):
                         raise AssertionError(f"{label}: placement {p} differs in {name}")
         med = statistics.median(times)
+        live = None
+        if p != "per-layer":
+            live_times, start_s = [], None
+            with LiveRuntime(bundle, partitions=p) as rt:
+                for i, x in enumerate([xs[0]] + list(xs)):  # run 0 starts the runtime
+                    t = time.perf_counter()
+                    r = rt.run(x.to(torch.float64))
+                    (live_times.append if i else lambda v: None)(time.perf_counter() - t)
+                    if not i:
+                        start_s = time.perf_counter() - t
+                    for name, q in first[max(0, i - 1)].items():
+                        if not torch.equal(r.spike_counts[name], q):
+                            raise AssertionError(f"{label}: live placement {p} differs in {name}")
+                live_phases = r.info["lava_phase_s"]
+            lmed = statistics.median(live_times)
+            live = {"median_s": lmed, "min_s": min(live_times), "max_s": max(live_times),
+                    "ratio_to_torch": lmed / torch_s, "first_run_s": start_s, "phases_s_last_frame": live_phases}
         rows.append({"placement": str(p), "lava_processes": info["lava_processes"],
                      "os_processes": info["os_processes"], "lava_steps_per_frame": info["lava_steps_per_frame"],
                      "median_s": med, "min_s": min(times), "max_s": max(times), "ratio_to_torch": med / torch_s,
-                     "phases_s_last_frame": info["lava_phase_s"]})
+                     "phases_s_last_frame": info["lava_phase_s"], "live": live})
         print(f"  {label[:40]:<40} P={str(p):<9} {info['os_processes']:>4} OS processes  "
-              f"{med:7.2f} s/frame (min {min(times):.2f}, max {max(times):.2f})  {med / torch_s:7.1f}x torch",
+              f"{med:7.2f} s/frame (min {min(times):.2f}, max {max(times):.2f})  {med / torch_s:7.1f}x torch"
+              + ("" if live is None else f"; live {live['median_s']:.3f} s/frame, {live['ratio_to_torch']:.1f}x torch"),
               flush=True)
     return {"network": label, "encoding": encoding, "bundle_processes": len(bundle.description["processes"]),
             "compile_s": compile_s, "torch_s": torch_s, "frames": len(xs), "rows": rows}
@@ -93,14 +115,19 @@ def write_outputs(results: list, out: Path, machine: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "partitions.json").write_text(json.dumps({"machine": machine, "results": results}, indent=1))
     lines = [f"Seconds per frame in Lava ({machine['cpus']} CPUs, load {machine['load_before']:.2f} before, "
-             f"{machine['load_after']:.2f} after; median of the frames, one Lava run per frame)", ""]
-    lines += ["| network | placement | Lava processes | OS processes | Lava steps / frame | s / frame (min-max) | x torch |",
-              "|---|---|---:|---:|---:|---|---:|"]
+             f"{machine['load_after']:.2f} after; median of the frames; fresh: one Lava run per frame, built, "
+             "started and stopped; live: one runtime started once, one run per frame)", ""]
+    lines += ["| network | placement | Lava processes | OS processes | Lava steps / frame | fresh s / frame (min-max) "
+              "| x torch | live s / frame (min-max) | x torch |",
+              "|---|---|---:|---:|---:|---|---:|---|---:|"]
     for res in results:
         for r in res["rows"]:
+            lv = r.get("live")
+            live = "- | -" if lv is None else (f"{lv['median_s']:.3f} ({lv['min_s']:.3f}-{lv['max_s']:.3f}) | "
+                                              f"{lv['ratio_to_torch']:.1f}")
             lines.append(f"| {res['network']} ({res['encoding']}) | {r['placement']} | {r['lava_processes']} | "
                          f"{r['os_processes']} | {r['lava_steps_per_frame']:g} | {r['median_s']:.2f} "
-                         f"({r['min_s']:.2f}-{r['max_s']:.2f}) | {r['ratio_to_torch']:.0f} |")
+                         f"({r['min_s']:.2f}-{r['max_s']:.2f}) | {r['ratio_to_torch']:.0f} | {live} |")
     (out / "partitions.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -113,9 +140,15 @@ def write_outputs(results: list, out: Path, machine: dict) -> None:
         xs = [r["lava_processes"] for r in rows]
         ax.errorbar(xs, [r["median_s"] for r in rows],
                     yerr=[[r["median_s"] - r["min_s"] for r in rows], [r["max_s"] - r["median_s"] for r in rows]],
-                    marker="o", capsize=3, label=f"{res['network'].split(' (')[0]} ({res['encoding']})")
+                    marker="o", capsize=3, label=f"{res['network'].split(' (')[0]} ({res['encoding']}), fresh run")
+        color = ax.lines[-1].get_color()
+        lv = [r for r in rows if r.get("live")]
+        if lv:
+            ax.plot([r["lava_processes"] for r in lv], [r["live"]["median_s"] for r in lv], marker="s",
+                    linestyle="-", linewidth=2, color=color,
+                    label=f"{res['network'].split(' (')[0]} ({res['encoding']}), live runtime")
         line = ax.axhline(20 * res["torch_s"], linestyle="--", linewidth=0.8)
-        line.set_color(ax.lines[-1].get_color() if ax.lines else "gray")
+        line.set_color(color)
         for r in rows:
             ax.annotate(r["placement"], (r["lava_processes"], r["median_s"]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8)

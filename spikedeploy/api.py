@@ -448,7 +448,7 @@ DEMO_CASES = (
 )
 
 
-def demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[int] = None, neuron_inputs: int = 32,
+def demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames: Optional[int] = None, neuron_inputs: int = 32,
          progress: bool = True, lava: bool = True, overwrite: bool = False) -> int:
     """The main job: the bundled trained SpikeTrack tracker exported to every target, verified,
     audited and tracking the bundled clip in Lava and onnxruntime (:func:`spikedeploy.demo.run_demo`).

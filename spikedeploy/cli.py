@@ -292,8 +292,9 @@ def _build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", default="out/demo", help="output directory, written atomically "
                                                                "(default: %(default)s)")
     _overwrite_option(d)
-    d.add_argument("--lava-frames", type=int, default=30, metavar="N",
-                   help="frames tracked in Lava's simulator, counting the first (default: %(default)s)")
+    d.add_argument("--lava-frames", type=int, default=None, metavar="N",
+                   help="track only the first N frames in Lava's simulator, counting the first (default: the "
+                        "whole clip)")
     d.add_argument("--frames", type=int, default=None, dest="num_frames", metavar="N",
                    help="track only the first N frames of the bundled clip (default: all)")
     d.add_argument("--no-lava", action="store_true", help="leave Lava out of the tracking (it is still exported)")

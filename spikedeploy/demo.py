@@ -11,7 +11,8 @@ deterministically from scikit-image's photographs, ground truth by construction)
 3. **audit**: measured SynOps per layer on the same crops next to the papers' estimate;
 4. **tracking** of the clip frame by frame with the network on the PyTorch integer model
    (float64: the reference point), the reference executor (graded spikes, as Lava), onnxruntime and Lava's
-   CPU simulator (graded spikes; ``lava_frames`` frames: the simulator takes seconds per frame):
+   CPU simulator (graded spikes, the whole clip unless ``lava_frames`` limits it; one live runtime
+   per branch, a fraction of a second per frame):
    boxes, OTB success/precision against the ground truth, per-frame agreement of every target with
    the PyTorch model and of the Lava spike counts with the reference's, layer by layer;
 5. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
@@ -70,7 +71,7 @@ def _search_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) 
     return normalize_images(np.stack(crops)).numpy()[None].astype(np.float32)
 
 
-def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[int] = None, crops: int = 8,
+def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames: Optional[int] = None, crops: int = 8,
              neuron_inputs: int = 32, progress: bool = True, lava: bool = True,
              overwrite: bool = False) -> DemoResult:
     """Run the main job into the directory ``output`` (see the module docstring); returns the
@@ -139,7 +140,8 @@ def run_demo(output="out/demo", *, lava_frames: int = 30, num_frames: Optional[i
         targets = [t for t in DEMO_TARGETS if lava or not t.startswith("lava")]
         tr = api.track(DEMO_MODEL, clip=frames, clip_label="the bundled clip (clip.npy, groundtruth.txt)",
                        ground_truth=gt, targets=targets, checkpoint=ckpt,
-                       frame_limits={"lava-graded": lava_frames} if lava else None, output=tmp / "track",
+                       frame_limits={"lava-graded": lava_frames} if lava and lava_frames else None,
+                       output=tmp / "track",
                        progress=progress)
         ok = all(a["all_boxes_identical"] for a in tr.agreement.values())
         lava_agree = tr.agreement.get("lava-graded")
