@@ -47,7 +47,8 @@ Process graph (what runs where)
   event when the k/v window completes), ``Delay`` (path balancing) and ``Readout`` (graph outputs).
 * **SpikeTrack's memory ops**: ``Upsample`` is a weight-free ``Sparse`` whose weights are PyTorch's
   exact interpolation weights (unit impulses through ``F.interpolate`` in float64); ``MemoryRead``
-  is always a ``memory_read`` kernel process (:mod:`spikedeploy.runtimes.lava_kernels`) that holds
+  is always a ``memory_read`` kernel process (``MemoryReadSynapse``, whose rows are read by
+  :func:`spikedeploy.runtimes.lava_kernels.read_rows`) that holds
   the memory ``[T_mem, H, C/H, Cv/H]`` itself instead of the block-diagonal matrix ``scale *
   memory[t, h].T (x) I_N`` (B384's 12 reads would unroll into 2.4e8 synapses): in each step of the
   q window the events read the memory rows of their tokens, the rows are summed over the window and
@@ -737,7 +738,7 @@ def upsample_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
 
 
 def memory_read_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
-    """``MemoryRead``: a ``memory_read`` kernel process (:class:`~spikedeploy.runtimes.lava_kernels.
+    """``MemoryRead``: a ``memory_read`` kernel process (:class:`~spikedeploy.runtimes.lava_procs.
     MemoryReadSynapse`) that holds the memory (``[T_mem, H, C/H, Cv/H]``) instead of an unrolled
     matrix: in the q window each step's events read their memory rows, the rows read are summed
     over the window and, one step after it, ``scale * sum`` is sent as one real-valued event (the

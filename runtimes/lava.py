@@ -275,7 +275,7 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
                                           in_len=int(p["in_len"]), w_start=int(p["w_start"]), fire=int(p["fire"]),
                                           steps=n, inputs=inputs, send=send, name=name, **clock)
         elif kind == "memory_read":
-            from spikedeploy.runtimes.lava_kernels import MemoryReadSynapse
+            from spikedeploy.runtimes.lava_procs import MemoryReadSynapse
 
             proc = MemoryReadSynapse(memory=bundle.array(p["memory"]), channels=int(p["channels"]),
                                      v_channels=int(p["v_channels"]), tokens=int(p["tokens"]), heads=int(p["heads"]),

@@ -1,46 +1,171 @@
-"""Kernel processes for ops whose unrolled synapse matrix does not scale (and their models).
+"""The arithmetic of the Lava process models, as pure functions.
 
-``MemoryReadSynapse`` — SpikeTrack's memory retrieval ``y = scale * merge_heads(Q_h @ memory[t, h])``
-(:class:`~spikedeploy.ir.ops.MemoryRead`) as a synapse that holds the memory itself instead of the
-block-diagonal matrix ``scale * memory[t, h].T (x) I_N`` (B384's two reads of MRM 5 alone would be
-7.5e7 synapses). The memory (``[T_mem, H, C/H, Cv/H]``, the template branch's ``k^T v``) is a Var of
-the process, so a new template rewrites one array, not a matrix.
+One arithmetic, two placements: each process model of :mod:`spikedeploy.runtimes.lava_procs`
+keeps only the clock (its windows, the macro-step schedule), its ports and its state, and calls
+one of these functions for every number it computes. A per-layer run (one Lava process per model)
+and a partitioned run (:mod:`spikedeploy.runtimes.lava_partition`, the same model classes hosted
+in one Lava process) therefore compute with the same functions and cannot drift; tests compare
+each function with the reference rule it implements (``tests/runtimes/test_lava_kernels.py``).
 
-Arithmetic (the reference's, :class:`spikedeploy.reference.MemoryReadRule`): in every step of the q
-window the events that arrived read their memory rows — only the tokens that carry at least one
-unit spike or graded event are read (:func:`read_rows`) — and the rows read are summed over the
-window in arrival order (``acc = y_0 + y_1 + ...``, the reference's sum over sub-steps); when the
-window is complete the sum is multiplied by ``scale`` once (the reference's ``offset``) and sent,
-one step later, as one real-valued event (a synapse's one-step delay: the consumer fires in the same
-Lava step as with an unrolled ``Sparse``). Applying the scale after the sum, not inside the weights,
-is what makes it the reference's arithmetic: ``sum_j s*y_j`` and ``s*sum_j y_j`` differ in the last
-bit when ``s`` is not a power of two (SpikeTrack's ``2 / sqrt(head_dim) / D``).
-With a time-varying memory (``T_mem`` = the number of macro-steps of q, SpikeTrack T = 3),
-macro-step t of a sample reads ``memory[t]`` — one process instead of one matrix per step.
+Every function here is pure: arrays (numpy; a kernel may take a float64 torch tensor it was given)
+in, a new numpy array out, the inputs unchanged, no global state. In particular no kernel sets
+PyTorch's thread count: a process model that calls a torch kernel sets it once in its
+``__init__``, which runs in the OS process that hosts the model (Lava's forked child), so a
+caller of a kernel in the main process keeps its own thread pool. This module imports no Lava.
 
-The per-step arithmetic is the pure function :func:`read_rows`; the process model only keeps the
-clock and the window sum, so any host of the model (per-layer or partitioned) computes the same.
+Layouts: flat ports are row-major; attention values are ``[C, N]`` (channels, tokens), split into
+heads as :class:`spikedeploy.reference.AttentionRule` does (contiguous channel groups:
+``[H, N, C/H]``).
 """
 
 from __future__ import annotations
 
+from typing import Dict, Tuple
+
 import numpy as np
 
-from spikedeploy.lava_compat import import_lava
+__all__ = ["quantize", "neuron_step", "neuron_output", "sparse_product", "matmul_product", "conv_product",
+           "heads", "merge_heads", "kv_pairs", "attention_read", "read_rows", "scaled_memory", "softmax_over_steps",
+           "template_gate_sum"]
 
-import_lava()
 
-from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
-from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
-from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
-from lava.magma.core.process.ports.ports import OutPort  # noqa: E402
-from lava.magma.core.process.variable import Var  # noqa: E402
-from lava.magma.core.resources import CPU  # noqa: E402
-from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
+# ---------------------------------------------------------------------------------------------
+# neurons (numpy float64 mirror of spikedeploy.neurons, one macro-step at a time)
+# ---------------------------------------------------------------------------------------------
 
-from spikedeploy.runtimes.lava_procs import _TapModel, _TapProcess, _clock_params, register_model  # noqa: E402
 
-__all__ = ["MemoryReadSynapse", "PyMemoryReadSynapseFloat", "read_rows"]
+def quantize(m: np.ndarray, d, rounding: str) -> np.ndarray:
+    """``round(clamp(m, 0, d))``: half to even (``np.round``, like ``torch.round``) or, with
+    ``rounding="half_up"``, ``floor(c + 0.5)``."""
+    c = np.minimum(np.maximum(m, 0.0), d)
+    return np.floor(c + 0.5) if rounding == "half_up" else np.round(c)
+
+
+def neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.ndarray]
+                ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+    """One macro-step of the neuron described by ``params`` (the exporter's neuron rule: ``kind``
+    ``integer_lif`` / ``dynamic_integer_lif`` / ``binary_lif`` and its constants) on the
+    accumulated input current ``x``; ``t`` is the macro-step within the sample (0 starts from a
+    reset state; ``state`` is then not read). Returns ``(q, new_state)``: the integer output (or
+    the binary LIF's spikes) and the state the next macro-step needs. ``state`` is not changed. The
+    formulas and their operation order are those of :mod:`spikedeploy.neurons`."""
+    kind = params["kind"]
+    if kind == "binary_lif":
+        u = np.zeros_like(x) if t == 0 else state["u"]
+        h = params["beta"] * u + x
+        s = ((h - params["threshold"]) > 0).astype(np.float64)
+        return s, {"u": h - params["threshold"] * s}
+    if kind == "dynamic_integer_lif":
+        d_init = params["d_init"]
+        mu = np.mean(x)
+        alpha = 1.0 / (1.0 + np.exp(-(params["gate_w"] * mu + params["gate_b"])))
+        d = float(np.clip(np.round(2.0 * alpha * d_init), 1.0, 2.0 * d_init))
+        leak, reset_norm = params["leak"], 1.0
+    else:  # integer_lif
+        d = float(params["d"])
+        leak, reset_norm = params["leak"], params["reset_norm"]
+    if leak is None or t == 0:
+        m = x
+    else:
+        lam = leak[t - 1] if isinstance(leak, (list, tuple)) else leak
+        m = (state["m"] - state["q"] / reset_norm) * lam + x
+    q = quantize(m, d, params["rounding"])
+    return q, {"m": m, "q": q}
+
+
+def neuron_output(q: np.ndarray, j: int, graded: bool) -> np.ndarray:
+    """What a neuron of output ``q`` sends in sub-step ``j`` of its output window: binary, the
+    thermometer code (a unit spike in each of the first q sub-steps); graded, one event carrying q
+    in sub-step 0 and nothing after."""
+    if graded:
+        return np.array(q, dtype=np.float64) if j == 0 else np.zeros(np.shape(q))
+    return (q > j).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# synapses
+# ---------------------------------------------------------------------------------------------
+
+
+def sparse_product(matrix, x: np.ndarray, binary: bool) -> np.ndarray:
+    """Lava ``Sparse`` in floating point (``PySparseModelFloat``): for 0-bit messages (unit
+    spikes) the sum of the columns of the spiking inputs, ``W[:, s.astype(bool)].sum(axis=1)``;
+    for graded messages ``W.dot(x)``. ``matrix`` is a ``scipy.sparse`` CSR matrix."""
+    if binary:
+        return np.asarray(matrix[:, np.asarray(x).astype(bool)].sum(axis=1)).reshape(-1)
+    return np.asarray(matrix.dot(x)).reshape(-1)
+
+
+def matmul_product(weight: np.ndarray, x: np.ndarray, rows: int) -> np.ndarray:
+    """A dense layer on the last axis: ``y[r] = W @ x[r]`` for the ``rows`` rows of the flat ``x``
+    (float64)."""
+    return (np.asarray(x, dtype=np.float64).reshape(rows, -1) @ weight.T).reshape(-1)
+
+
+def _torch_float64(a):
+    import torch  # noqa: PLC0415 - only the kernels that convolve need torch
+
+    if isinstance(a, torch.Tensor):
+        return a
+    return torch.from_numpy(np.array(a, dtype=np.float64))  # a writable copy (torch refuses read-only memory)
+
+
+def conv_product(x: np.ndarray, kernel, in_shape, stride, padding, dilation, groups: int) -> np.ndarray:
+    """A 2-D convolution synapse: PyTorch's float64 ``conv2d`` (cross-correlation, zero padding,
+    no bias) of the flat input ``x`` of shape ``in_shape`` (C, H, W) with ``kernel`` ``[C_out,
+    C/groups, kh, kw]`` (an array, or a float64 torch tensor a model keeps to avoid converting it
+    every step), flattened row-major. The reference executor's arithmetic
+    (:class:`spikedeploy.reference.ConvRule`)."""
+    import torch  # noqa: PLC0415
+
+    a = np.asarray(x, dtype=np.float64)
+    if not a.flags.writeable:  # torch.from_numpy warns on read-only memory
+        a = a.copy()
+    xt = torch.from_numpy(a.reshape((1,) + tuple(in_shape)))
+    y = torch.nn.functional.conv2d(xt, _torch_float64(kernel), None, tuple(stride), tuple(padding), tuple(dilation),
+                                   int(groups))
+    return y.reshape(-1).numpy().copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# spike x spike products: attention, memory write and read
+# ---------------------------------------------------------------------------------------------
+
+
+def heads(x: np.ndarray, h: int, c: int, n: int) -> np.ndarray:
+    """``[C, N]`` (flat) -> ``[H, N, C/H]``: channels split into ``h`` contiguous groups, as
+    :meth:`spikedeploy.reference.AttentionRule._heads` (a view when ``x`` is contiguous)."""
+    return np.asarray(x).reshape(h, c // h, n).transpose(0, 2, 1)
+
+
+def merge_heads(y: np.ndarray) -> np.ndarray:
+    """``[H, N, Cv/H]`` -> flat ``[Cv, N]`` (the inverse layout of :func:`heads`)."""
+    hh, n, cv = y.shape
+    return y.transpose(0, 2, 1).reshape(hh * cv * n)
+
+
+def kv_pairs(k: np.ndarray, v: np.ndarray, ck: np.ndarray, cv: np.ndarray, h: int
+             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sub-step of the spike-driven memory write ``kv = K^T V`` per head: the k spikes ``k``
+    ``[C, N]`` and v spikes ``v`` ``[Cv, N]`` of this sub-step (unit spikes, or graded counts)
+    pair with each other and with the spikes of the earlier sub-steps of the window (``ck`` ``[H,
+    N, C/H]``, ``cv`` ``[H, N, Cv/H]``: their sums so far). Returns ``(inc, ck', cv')``: the memory
+    increment ``[H, C/H, Cv/H]`` (the pairs k now x v before or now, plus k before x v now: exact
+    integer counts) and the updated sums. Over a window, the increments add up to ``K^T V`` of the
+    window's counts (:class:`spikedeploy.reference.MemoryWriteRule` before its scale)."""
+    n = ck.shape[1]
+    kh, vh = heads(k, h, h * ck.shape[2], n), heads(v, h, h * cv.shape[2], n)
+    inc = kh.transpose(0, 2, 1) @ (cv + vh) + ck.transpose(0, 2, 1) @ vh
+    return inc, ck + kh, cv + vh
+
+
+def attention_read(q: np.ndarray, kv: np.ndarray, scale: float) -> np.ndarray:
+    """The q spikes ``q`` ``[C, N]`` of one sub-step read their rows of the memory ``kv`` ``[H,
+    C/H, Cv/H]``: ``scale * merge_heads(Q_h @ kv)`` ``[Cv, N]`` flat, float64 (numpy)."""
+    hh, c, _ = kv.shape
+    n = np.size(q) // (hh * c)
+    y = heads(np.asarray(q, dtype=np.float64), hh, hh * c, n) @ kv  # [H, N, Cv/H]
+    return merge_heads(y * scale)
 
 
 def read_rows(x: np.ndarray, memory: np.ndarray) -> np.ndarray:
@@ -48,7 +173,7 @@ def read_rows(x: np.ndarray, memory: np.ndarray) -> np.ndarray:
     graded counts or real values) of one step: ``merge_heads(Q_h @ memory[h])`` ``[Cv*N]`` for
     ``memory`` ``[H, C/H, Cv/H]``, unscaled, float64. Only the tokens with at least one non-zero
     entry are read (the others read nothing: exactly zero); the product is PyTorch's float64
-    ``matmul`` on the reference's head layout (:class:`spikedeploy.reference.AttentionRule`)."""
+    ``matmul`` on the reference's head layout (:class:`spikedeploy.reference.MemoryReadRule`)."""
     import torch  # noqa: PLC0415 - a kernel process runs in a forked child that already has torch
 
     H, c, cv = memory.shape
@@ -58,81 +183,53 @@ def read_rows(x: np.ndarray, memory: np.ndarray) -> np.ndarray:
     out = np.zeros((H, n, cv))
     if active.size:
         qh = q[:, active].reshape(H, c, active.size).transpose(0, 2, 1)  # [H, n_active, C/H]
-        y = torch.from_numpy(np.ascontiguousarray(qh)) @ torch.from_numpy(memory)
+        y = torch.from_numpy(np.ascontiguousarray(qh)) @ torch.from_numpy(np.ascontiguousarray(memory))
         out[:, active, :] = y.numpy()
     return out.transpose(0, 2, 1).reshape(H * cv * n)
 
 
-class MemoryReadSynapse(_TapProcess):
-    """``MemoryRead`` as a kernel (module docstring): q ``[C, N]`` in ``q_in`` (read in the window
-    ``q_start``, ``q_len`` of every macro-step), ``scale * sum of the rows read`` ``[Cv, N]`` sent
-    from ``a_out`` at ``fire = q_start + q_len`` (one real-valued event per macro-step; zeros in
-    other steps unless the port is windowed, ``send``).
-
-    proc params: ``heads``, ``scale``, ``channels`` (C), ``v_channels`` (Cv), ``tokens`` (N),
-    ``q_start``, ``q_len``, ``fire``, ``period``, ``num_macro``, optional ``slots``/``steps``
-    (macro-step t of a sample reads ``memory[t]`` when ``T_mem > 1``), ``inputs``/``send``."""
-
-    def __init__(self, *, memory: np.ndarray, channels: int, v_channels: int, tokens: int, heads: int,
-                 scale: float, q_start: int, q_len: int, fire: int, period: int, num_macro: int,
-                 inputs: dict = None, send: dict = None, slots: int = None, steps: int = None, name: str = None):
-        memory = np.asarray(memory, dtype=np.float64)
-        if memory.ndim != 4 or memory.shape[1:] != (heads, channels // heads, v_channels // heads):
-            raise ValueError(f"MemoryReadSynapse: memory {list(memory.shape)} is not "
-                             f"[T_mem, {heads}, {channels // heads}, {v_channels // heads}]")
-        if memory.shape[0] > 1 and (not slots or memory.shape[0] != steps):
-            raise ValueError(f"MemoryReadSynapse: a memory of {memory.shape[0]} steps needs q of as many "
-                             f"macro-steps per sample (steps {steps})")
-        super().__init__(channels=channels, v_channels=v_channels, tokens=tokens, heads=heads, scale=scale,
-                         q_start=q_start, q_len=q_len, fire=fire, name=name,
-                         **_clock_params(period, num_macro, inputs, send, None, slots, steps))
-        self._make_in_ports({"q_in": channels * tokens}, inputs or {})
-        self.a_out = OutPort(shape=(v_channels * tokens,))
-        self.memory = Var(shape=memory.shape, init=memory)
+def scaled_memory(kv: np.ndarray, scale: float) -> np.ndarray:
+    """A completed memory as it is sent: ``scale * kv`` flat (``kv`` itself when the scale is 1,
+    as :class:`spikedeploy.reference.MemoryWriteRule`), a new array."""
+    return (kv * scale if scale != 1.0 else np.array(kv, dtype=np.float64)).reshape(-1)
 
 
-@implements(proc=MemoryReadSynapse, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyMemoryReadSynapseFloat(_TapModel):
-    q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    memory: np.ndarray = LavaPyType(np.ndarray, float)
-
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        p = self.proc_params
-        self.scale = float(p["scale"])
-        self.size = int(p["v_channels"]) * int(p["tokens"])
-        self.q_start, self.q_len, self.fire = int(p["q_start"]), int(p["q_len"]), int(p["fire"])
-        self.n = int(p["steps"]) if p.get("slots") else None
-        self.acc = None  # the rows read so far in the current window
-        self.out = {}  # macro-step -> scaled sum, sent at its fire step
-        import torch  # noqa: PLC0415
-
-        # one OS process per Lava process: no thread oversubscription. Set here, in the child that
-        # builds the model, not in read_rows: a caller of that pure function keeps its thread count.
-        torch.set_num_threads(1)
-
-    def run_spk(self):
-        k = self.time_step
-        self._receive(k)
-        win = self._win(k, self.q_start, self.q_len)
-        x = self._input("q_in", k, win is not None)
-        if win is not None:
-            idx, j = win
-            if j == 0:
-                self.acc = None
-            if x is not None and x.any():  # a step without events reads nothing (exactly zero)
-                mem = self.memory[idx % self.n if self.memory.shape[0] > 1 else 0]
-                y = read_rows(x, np.ascontiguousarray(mem))
-                self.acc = y if self.acc is None else self.acc + y
-            if j == self.q_len - 1:
-                self.out[idx] = np.zeros(self.size) if self.acc is None else self.acc * self.scale
-        if not self._active("a_out", k):
-            return
-        fw = self._win(k, self.fire, 1)
-        self._send("a_out", self.out.pop(fw[0]) if fw is not None and fw[0] in self.out else np.zeros(self.size))
+# ---------------------------------------------------------------------------------------------
+# the template gate (SpikeTrack T = 3)
+# ---------------------------------------------------------------------------------------------
 
 
-register_model(MemoryReadSynapse, PyMemoryReadSynapseFloat)
+def softmax_over_steps(logits: np.ndarray) -> np.ndarray:
+    """HOST ``GateSoftmax`` of one sample: the gate logits ``[T, C]`` of its T macro-steps ->
+    ``w[t, c] = exp(x[t, c]) / sum_u exp(x[u, c])`` flat ``[T*C]``, computed as
+    :class:`spikedeploy.reference.GateSoftmaxRule` does (``F.softmax`` on the ``[B, C, T]``
+    layout, float64)."""
+    import torch  # noqa: PLC0415
+
+    z = torch.from_numpy(np.array(logits, dtype=np.float64)[:, None, :])  # [T, B=1, C], as the reference's value
+    w = torch.nn.functional.softmax(z.permute(1, 2, 0).contiguous(), dim=-1).permute(2, 0, 1)
+    return w.reshape(-1).numpy().copy()
+
+
+def template_gate_sum(xs: np.ndarray, w: np.ndarray, channels: int, scale: float, graded: bool) -> np.ndarray:
+    """``TemplateGate`` of one sample: ``y = scale * sum_t w[t, c] * x[t, c, ...]`` with the spikes
+    ``xs`` ``[T, in_len, size]`` of its T macro-steps per sub-step (graded: sub-step 0 carries the
+    counts) and the weights ``w`` (``[T*C]`` or ``[T, C]``), summed in the reference's order
+    (:class:`spikedeploy.reference.TemplateGateRule`: per sub-step the weighted sum over t, then
+    the sum over sub-steps, then the scale). Returns ``[size]`` flat."""
+    import torch  # noqa: PLC0415
+
+    from spikedeploy.reference import TemplateGateRule  # the reference's arithmetic
+
+    xs = np.asarray(xs, dtype=np.float64)
+    n, in_len, size = xs.shape
+    wt = torch.from_numpy(np.array(w, dtype=np.float64).reshape(n, 1, channels))
+    r = (size // channels,)
+    acc = None
+    for j in range(1 if graded else in_len):
+        s_j = torch.from_numpy(np.ascontiguousarray(xs[:, j]).reshape((n, 1, channels) + r))
+        term = TemplateGateRule._weighted_sum(s_j, wt)
+        acc = term if acc is None else acc + term
+    if scale != 1.0:
+        acc = acc * scale
+    return acc.reshape(-1).numpy().copy()

@@ -9,7 +9,9 @@ Placement: each process runs as its own Lava process (``--partitions per-layer``
 a ``Partition`` (:mod:`spikedeploy.runtimes.lava_partition`), which instantiates these very model
 classes in-process and calls their ``run_spk``. There is one arithmetic per process type, the
 model's, whatever the placement: the two cannot drift. A model registered in :data:`MODELS` is
-hostable without partition-specific code.
+hostable without partition-specific code. A model keeps only the clock (windows, the macro-step
+schedule), its ports and its state; every number it computes comes from a pure function of
+:mod:`spikedeploy.runtimes.lava_kernels` (tested against the reference rules there).
 
 Time convention (shared with :mod:`spikedeploy.exporters.lava`): one Lava time step is one
 *sub-step*. Macro-step ``t`` (the model's time axis; with a batch streamed sample after sample,
@@ -53,15 +55,29 @@ Processes
 ``Readout``
     A graded accumulator at a graph output: integrates its window, adds its constant ``offset``
     once per macro-step and records the value per macro-step in ``rec``.
+``MemoryReadSynapse``
+    SpikeTrack's memory retrieval ``y = scale * merge_heads(Q_h @ memory[t, h])``
+    (:class:`~spikedeploy.ir.ops.MemoryRead`) as a synapse that holds the memory itself
+    (``[T_mem, H, C/H, Cv/H]``, the template branch's ``k^T v``, a Var: a new template rewrites one
+    array) instead of the block-diagonal matrix ``scale * memory[t, h].T (x) I_N`` (B384's two reads
+    of MRM 5 alone would be 7.5e7 synapses). In every step of the q window the tokens that carry
+    events read their memory rows (:func:`~spikedeploy.runtimes.lava_kernels.read_rows`); the rows
+    read are summed over the window in arrival order and multiplied by ``scale`` once when the
+    window is complete (the reference's order, :class:`spikedeploy.reference.MemoryReadRule`:
+    ``sum_j s*y_j`` and ``s*sum_j y_j`` differ in the last bit when ``s`` is not a power of two),
+    then sent one step later as one real-valued event (a synapse's one-step delay). With a
+    time-varying memory (``T_mem`` = the macro-steps of q, SpikeTrack T = 3) macro-step t of a
+    sample reads ``memory[t]``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-
-
-from spikedeploy.lava_compat import import_lava  # noqa: E402
+from spikedeploy.lava_compat import import_lava
+from spikedeploy.runtimes.lava_kernels import (attention_read, conv_product, kv_pairs, matmul_product,
+                                               neuron_output, neuron_step, read_rows, scaled_memory,
+                                               softmax_over_steps, sparse_product, template_gate_sum)
 
 import_lava()
 
@@ -76,7 +92,8 @@ from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
 __all__ = ["IntegerNeuron", "ConvSynapse", "MatMulSynapse", "HostSource", "Delay", "Junction", "StepGate", "HostSoftmax",
-           "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "Readout", "MODELS", "neuron_step", "register_model"]
+           "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "MemoryReadSynapse", "Readout", "MODELS",
+           "neuron_step", "register_model"]
 
 
 def _window(step: int, start: int, length: int, period: int, num_macro: int, slots: int = None,
@@ -104,49 +121,13 @@ def _window(step: int, start: int, length: int, period: int, num_macro: int, slo
     return m, j
 
 
-# ---------------------------------------------------------------------------------------------
-# neuron dynamics (numpy float64 mirror of spikedeploy.neurons, one macro-step at a time)
-# ---------------------------------------------------------------------------------------------
+def _one_torch_thread() -> None:
+    """One OS process per Lava process (or partition): no thread oversubscription. Called in the
+    ``__init__`` of the models whose kernels use PyTorch, which runs in the OS process that hosts the
+    model; the kernels themselves never touch the thread count (a caller keeps its own)."""
+    import torch  # noqa: PLC0415 - only the models that use torch kernels need it
 
-
-def _quantize(m: np.ndarray, d, rounding: str) -> np.ndarray:
-    c = np.minimum(np.maximum(m, 0.0), d)
-    return np.floor(c + 0.5) if rounding == "half_up" else np.round(c)  # np.round: half to even
-
-
-def neuron_step(params: dict, x: np.ndarray, t: int, state: dict) -> np.ndarray:
-    """One macro-step of the neuron described by ``params`` (see the exporter's neuron rule) on
-    the accumulated input current ``x``; ``t`` is the macro-step within the sample (0 resets the
-    state). The formulas and their operation order are those of :mod:`spikedeploy.neurons`."""
-    kind = params["kind"]
-    if kind == "binary_lif":
-        u = np.zeros_like(x) if t == 0 else state["u"]
-        h = params["beta"] * u + x
-        s = ((h - params["threshold"]) > 0).astype(np.float64)
-        state["u"] = h - params["threshold"] * s
-        return s
-    if kind == "dynamic_integer_lif":
-        d_init = params["d_init"]
-        mu = np.mean(x)
-        alpha = 1.0 / (1.0 + np.exp(-(params["gate_w"] * mu + params["gate_b"])))
-        d = float(np.clip(np.round(2.0 * alpha * d_init), 1.0, 2.0 * d_init))
-        leak, reset_norm = params["leak"], 1.0
-    else:  # integer_lif
-        d = float(params["d"])
-        leak, reset_norm = params["leak"], params["reset_norm"]
-    if leak is None or t == 0:
-        m = x
-    else:
-        lam = leak[t - 1] if isinstance(leak, (list, tuple)) else leak
-        m = (state["m"] - state["q"] / reset_norm) * lam + x
-    q = _quantize(m, d, params["rounding"])
-    state["m"], state["q"] = m, q
-    return q
-
-
-# ---------------------------------------------------------------------------------------------
-# processes
-# ---------------------------------------------------------------------------------------------
+    torch.set_num_threads(1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,8 +203,10 @@ class _Tap:
             self.w = np.ascontiguousarray(syn["weight_array"])
             self.rows = int(syn["rows"])
         elif self.kind == "conv":
-            self.kernel = None
-            self.weight = syn["weight_array"]
+            import torch  # noqa: PLC0415 - only convolving taps need torch
+
+            _one_torch_thread()  # taps are made in the model's first step, in its OS process
+            self.kernel = torch.from_numpy(np.array(syn["weight_array"], dtype=np.float64))  # a writable copy
             self.in_shape = tuple(syn["in_shape"])
             self.conv_args = (tuple(syn["stride"]), tuple(syn["padding"]), tuple(syn["dilation"]), int(syn["groups"]))
 
@@ -237,16 +220,10 @@ class _Tap:
         if x is None or self.kind is None:
             return x
         if self.kind == "sparse":
-            return self.w[:, x.astype(bool)].sum(axis=1).A1 if self.binary else self.w.dot(x)
+            return sparse_product(self.w, x, self.binary)
         if self.kind == "matmul":
-            return _matmul(self.w, x, self.rows)
-        import torch  # noqa: PLC0415 - only convolving taps need torch
-
-        torch.set_num_threads(1)
-        if self.kernel is None:
-            self.kernel = torch.from_numpy(np.array(self.weight, dtype=np.float64))  # a writable copy
-        xt = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape((1,) + self.in_shape))
-        return torch.nn.functional.conv2d(xt, self.kernel, None, *self.conv_args).reshape(-1).numpy().copy()
+            return matmul_product(self.w, x, self.rows)
+        return conv_product(x, self.kernel, self.in_shape, *self.conv_args)
 
 
 class _TapModel(PyLoihiProcessModel):
@@ -427,7 +404,7 @@ class PyIntegerNeuronFloat(_TapModel):
             if j == self.in_len - 1:  # the window is complete: fire once for this macro-step
                 step = t % self.sample_steps
                 current = self.acc + self.bias[step % self.bias.shape[0]]  # per-step bias rows, if any
-                self.q = neuron_step(self.neuron, current, step, self.state)
+                self.q, self.state = neuron_step(self.neuron, current, step, self.state)
         if not self._active("s_out", k):
             self._write_record(k, self.q_rec)
             return
@@ -435,10 +412,7 @@ class PyIntegerNeuronFloat(_TapModel):
         win = self._win(k, self.out_start, self.window)
         if win is not None:
             t, j = win
-            if self.graded:
-                out = self.q.copy() if j == 0 else out
-            else:
-                out = (self.q > j).astype(np.float64)  # thermometer code: first q sub-steps
+            out = neuron_output(self.q, j, self.graded)
             self.q_rec[t] += out
             self._write_record(k, self.q_rec)
         self._send("s_out", out)
@@ -538,6 +512,7 @@ class PyConvSynapseFloat(PyLoihiProcessModel):
         self.conv_args = (tuple(p["stride"]), tuple(p["padding"]), tuple(p["dilation"]), int(p["groups"]))
         self.a_buf = np.zeros(int(np.prod(self.out_shape)))
         self.kernel = None
+        _one_torch_thread()
 
     def run_spk(self):
         self.a_out.send(self.a_buf)
@@ -545,24 +520,11 @@ class PyConvSynapseFloat(PyLoihiProcessModel):
         if not x.any():  # no spike arrived: the contribution is exactly zero
             self.a_buf = np.zeros_like(self.a_buf)
             return
-        import torch  # noqa: PLC0415 - only the processes that convolve need torch
+        if self.kernel is None:  # the Var holds its value once the model is built
+            import torch  # noqa: PLC0415
 
-        torch.set_num_threads(1)  # one OS process per Lava process: no thread oversubscription
-        if self.kernel is None:
             self.kernel = torch.from_numpy(np.asarray(self.weight, dtype=np.float64))
-        xt = torch.from_numpy(np.asarray(x, dtype=np.float64).reshape((1,) + self.in_shape))
-        y = torch.nn.functional.conv2d(xt, self.kernel, None, *self.conv_args)
-        self.a_buf = y.reshape(-1).numpy().copy()
-
-
-def _heads(x: np.ndarray, h: int, c: int, n: int) -> np.ndarray:
-    # [C, N] -> [H, N, C/H] (channels split into contiguous groups, as reference.AttentionRule)
-    return x.reshape(h, c // h, n).transpose(0, 2, 1)
-
-
-def _matmul(weight: np.ndarray, x: np.ndarray, rows: int) -> np.ndarray:
-    """``y[r] = W @ x[r]`` for the ``rows`` rows of the flat ``x`` (float64)."""
-    return (np.asarray(x, dtype=np.float64).reshape(rows, -1) @ weight.T).reshape(-1)
+        self.a_buf = conv_product(x, self.kernel, self.in_shape, *self.conv_args)
 
 
 class MatMulSynapse(AbstractProcess):
@@ -597,7 +559,7 @@ class PyMatMulSynapseFloat(PyLoihiProcessModel):
             self.a_buf = np.zeros(self.rows * self.weight.shape[0])
         self.a_out.send(self.a_buf)
         x = self.s_in.recv()
-        self.a_buf = _matmul(self.weight, x, self.rows) if x.any() else np.zeros_like(self.a_buf)
+        self.a_buf = matmul_product(self.weight, x, self.rows) if x.any() else np.zeros_like(self.a_buf)
 
 
 class SpikeAttention(_TapProcess):
@@ -656,9 +618,7 @@ class PySpikeAttentionFloat(_TapModel):
         out = np.zeros(self.cv * self.n) if send else None
         # 1. q spikes read rows of the frozen memory of this macro-step
         if qwin is not None and send:
-            q = _zeros_if_none(q, self.c * self.n)
-            y = _heads(q, self.h, self.c, self.n) @ self.kv  # [H, N, Cv/H]
-            out = (y * self.scale).transpose(0, 2, 1).reshape(self.cv * self.n)
+            out = attention_read(_zeros_if_none(q, self.c * self.n), self.kv, self.scale)
         # 2. k/v spikes write the memory: every co-occurring (same token) k/v spike pair
         if kvwin is not None:
             t, j = kvwin
@@ -666,15 +626,10 @@ class PySpikeAttentionFloat(_TapModel):
                 self.kv_acc[:] = 0.0
                 self.ck[:] = 0.0
                 self.cv_[:] = 0.0
-            k = _zeros_if_none(k, self.c * self.n)
-            v = _zeros_if_none(v, self.cv * self.n)
-            kh, vh = _heads(k, self.h, self.c, self.n), _heads(v, self.h, self.cv, self.n)
-            # pairs (k now, v before or now) + (k before, v now)
-            inc = kh.transpose(0, 2, 1) @ (self.cv_ + vh) + self.ck.transpose(0, 2, 1) @ vh
+            inc, self.ck, self.cv_ = kv_pairs(_zeros_if_none(k, self.c * self.n), _zeros_if_none(v, self.cv * self.n),
+                                              self.ck, self.cv_, self.h)
             self.kv_acc += inc
             self.pair_events[t] += float(inc.sum())
-            self.ck += kh
-            self.cv_ += vh
             if j == s["kv_len"] - 1:
                 self.kv = self.kv_acc.copy()
         if send:
@@ -737,17 +692,12 @@ class PyMemoryWriterFloat(_TapModel):
                 self.kv[:] = 0.0
                 self.ck[:] = 0.0
                 self.cv_[:] = 0.0
-            k = _zeros_if_none(k, self.c * self.n)
-            v = _zeros_if_none(v, self.cv * self.n)
-            kh, vh = _heads(k, self.h, self.c, self.n), _heads(v, self.h, self.cv, self.n)
-            # pairs (k now, v before or now) + (k before, v now): exact integer counts
-            inc = kh.transpose(0, 2, 1) @ (self.cv_ + vh) + self.ck.transpose(0, 2, 1) @ vh
+            inc, self.ck, self.cv_ = kv_pairs(_zeros_if_none(k, self.c * self.n), _zeros_if_none(v, self.cv * self.n),
+                                              self.ck, self.cv_, self.h)
             self.kv += inc
             self.pair_events[t] += float(inc.sum())
-            self.ck += kh
-            self.cv_ += vh
             if j == s["kv_len"] - 1:  # the window is complete: deliver the memory
-                out = (self.kv * self.scale if self.scale != 1.0 else self.kv.copy()).reshape(-1)
+                out = scaled_memory(self.kv, self.scale)
         if self._active("a_out", step):
             self._send("a_out", out)
 
@@ -897,6 +847,7 @@ class PyHostSoftmaxFloat(_TapModel):
         self.acc = np.zeros(self.size)
         self.logits = {}  # sample -> [n, C]
         self.out = {}  # sample -> w
+        _one_torch_thread()
 
     def run_spk(self):
         k = self.time_step
@@ -912,13 +863,7 @@ class PyHostSoftmaxFloat(_TapModel):
                 rows = self.logits.setdefault(b, np.zeros((self.n, self.size)))
                 rows[t] = self.acc + self.offset[t % self.offset.shape[0]]
                 if t == self.n - 1:
-                    import torch  # noqa: PLC0415
-
-                    torch.set_num_threads(1)  # a forked child must not use the parent's thread pool
-                    z = torch.from_numpy(rows[:, None, :])  # [T, B=1, C], as the reference's value
-                    w = torch.nn.functional.softmax(z.permute(1, 2, 0).contiguous(), dim=-1).permute(2, 0, 1)
-                    self.out[b] = w.reshape(-1).numpy().copy()
-                    del self.logits[b]
+                    self.out[b] = softmax_over_steps(self.logits.pop(b))
         if not self._active("a_out", k):
             return
         fw = self._win(k, self.fire, 1, 1)
@@ -963,24 +908,11 @@ class PyTemplateGateSynapseFloat(_TapModel):
         self.scale, self.graded = float(p["scale"]), p["encoding"] == "graded"
         self.x = {}  # sample -> [n, in_len, size] (spikes per step and sub-step)
         self.w = {}  # sample -> [n, C]
+        _one_torch_thread()
 
     def _sum(self, b: int) -> np.ndarray:
-        import torch  # noqa: PLC0415
-
-        from spikedeploy.reference import TemplateGateRule  # the reference's arithmetic
-
-        torch.set_num_threads(1)  # a forked child must not use the parent's thread pool
         xs = self.x.pop(b, np.zeros((self.n, self.in_len, self.size)))
-        w = torch.from_numpy(self.w.pop(b).reshape(self.n, 1, self.C))
-        r = (self.size // self.C,)
-        acc = None
-        for j in range(1 if self.graded else self.in_len):
-            s_j = torch.from_numpy(xs[:, j].reshape((self.n, 1, self.C) + r))
-            term = TemplateGateRule._weighted_sum(s_j, w)
-            acc = term if acc is None else acc + term
-        if self.scale != 1.0:
-            acc = acc * self.scale
-        return acc.reshape(-1).numpy().copy()
+        return template_gate_sum(xs, self.w.pop(b), self.C, self.scale, self.graded)
 
     def run_spk(self):
         k = self.time_step
@@ -1001,6 +933,74 @@ class PyTemplateGateSynapseFloat(_TapModel):
             self._send("a_out", out if out is not None else np.zeros(self.size))
 
 
+class MemoryReadSynapse(_TapProcess):
+    """``MemoryRead`` as a kernel process (module docstring): q ``[C, N]`` in ``q_in`` (read in the window
+    ``q_start``, ``q_len`` of every macro-step), ``scale * sum of the rows read`` ``[Cv, N]`` sent
+    from ``a_out`` at ``fire = q_start + q_len`` (one real-valued event per macro-step; zeros in
+    other steps unless the port is windowed, ``send``).
+
+    proc params: ``heads``, ``scale``, ``channels`` (C), ``v_channels`` (Cv), ``tokens`` (N),
+    ``q_start``, ``q_len``, ``fire``, ``period``, ``num_macro``, optional ``slots``/``steps``
+    (macro-step t of a sample reads ``memory[t]`` when ``T_mem > 1``), ``inputs``/``send``."""
+
+    def __init__(self, *, memory: np.ndarray, channels: int, v_channels: int, tokens: int, heads: int,
+                 scale: float, q_start: int, q_len: int, fire: int, period: int, num_macro: int,
+                 inputs: dict = None, send: dict = None, slots: int = None, steps: int = None, name: str = None):
+        memory = np.asarray(memory, dtype=np.float64)
+        if memory.ndim != 4 or memory.shape[1:] != (heads, channels // heads, v_channels // heads):
+            raise ValueError(f"MemoryReadSynapse: memory {list(memory.shape)} is not "
+                             f"[T_mem, {heads}, {channels // heads}, {v_channels // heads}]")
+        if memory.shape[0] > 1 and (not slots or memory.shape[0] != steps):
+            raise ValueError(f"MemoryReadSynapse: a memory of {memory.shape[0]} steps needs q of as many "
+                             f"macro-steps per sample (steps {steps})")
+        super().__init__(channels=channels, v_channels=v_channels, tokens=tokens, heads=heads, scale=scale,
+                         q_start=q_start, q_len=q_len, fire=fire, name=name,
+                         **_clock_params(period, num_macro, inputs, send, None, slots, steps))
+        self._make_in_ports({"q_in": channels * tokens}, inputs or {})
+        self.a_out = OutPort(shape=(v_channels * tokens,))
+        self.memory = Var(shape=memory.shape, init=memory)
+
+
+@implements(proc=MemoryReadSynapse, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyMemoryReadSynapseFloat(_TapModel):
+    q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    memory: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.scale = float(p["scale"])
+        self.size = int(p["v_channels"]) * int(p["tokens"])
+        self.q_start, self.q_len, self.fire = int(p["q_start"]), int(p["q_len"]), int(p["fire"])
+        self.n = int(p["steps"]) if p.get("slots") else None
+        self.acc = None  # the rows read so far in the current window
+        self.out = {}  # macro-step -> scaled sum, sent at its fire step
+        _one_torch_thread()  # here, not in read_rows: a caller of that pure function keeps its thread count
+
+    def run_spk(self):
+        k = self.time_step
+        self._receive(k)
+        win = self._win(k, self.q_start, self.q_len)
+        x = self._input("q_in", k, win is not None)
+        if win is not None:
+            idx, j = win
+            if j == 0:
+                self.acc = None
+            if x is not None and x.any():  # a step without events reads nothing (exactly zero)
+                mem = self.memory[idx % self.n if self.memory.shape[0] > 1 else 0]
+                y = read_rows(x, np.ascontiguousarray(mem))
+                self.acc = y if self.acc is None else self.acc + y
+            if j == self.q_len - 1:
+                self.out[idx] = np.zeros(self.size) if self.acc is None else self.acc * self.scale
+        if not self._active("a_out", k):
+            return
+        fw = self._win(k, self.fire, 1)
+        self._send("a_out", self.out.pop(fw[0]) if fw is not None and fw[0] in self.out else np.zeros(self.size))
+
+
 #: process class -> its floating_pt process model (passed to Lava as exception_proc_model_map,
 #: so Lava does not search sibling modules for models); processes with fused inputs use a
 #: subclass declaring their tap ports (``process.fused_model(MODELS[type(process)])``)
@@ -1017,12 +1017,13 @@ MODELS = {
     StepGate: PyStepGateFloat,
     HostSoftmax: PyHostSoftmaxFloat,
     TemplateGateSynapse: PyTemplateGateSynapseFloat,
+    MemoryReadSynapse: PyMemoryReadSynapseFloat,
 }
 
 
 def register_model(process: type, model: type) -> None:
-    """Add the ``floating_pt`` model of a process class defined in another module (the kernels of
-    :mod:`spikedeploy.runtimes.lava_kernels`) to :data:`MODELS`; registering a class twice is an error."""
+    """Add the ``floating_pt`` model of a process class defined in another module to
+    :data:`MODELS`; registering a class twice is an error."""
     if process in MODELS:
         raise ValueError(f"process {process.__name__} already has the model {MODELS[process].__name__}")
     MODELS[process] = model

@@ -1,0 +1,307 @@
+"""The Lava kernels (runtimes/lava_kernels.py): pure functions, each equal to the reference rule it
+implements; the process-model registry.
+
+Exactness: a kernel that runs the reference's own operation (the same torch op on the same layout)
+is compared bit for bit on random floats. Kernels whose operand order may differ from the
+reference's (numpy vs torch matmul, CSR sums) are compared bit for bit on operands whose every
+partial sum is exact in float64 (small integers, weights that are multiples of 1/8), so any
+summation order gives the same bits; the tests say which.
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from spikedeploy.ir import ops as O
+from spikedeploy.reference import RULES as REF, SpikeValue
+from spikedeploy.runtimes import lava_kernels as K
+
+
+def _spikes(rng, shape, d):
+    """Integer spike counts in 0..d (float64), some zero, some at the limit."""
+    return rng.integers(0, d + 1, size=shape).astype(np.float64)
+
+
+def _eighths(rng, shape):
+    """Weights that are multiples of 1/8 in [-2, 2]: sums of a few hundred of them are exact."""
+    return rng.integers(-16, 17, size=shape).astype(np.float64) / 8.0
+
+
+def _t(a):
+    return torch.from_numpy(np.asarray(a, dtype=np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# purity: inputs unchanged, a new array out, PyTorch's thread count untouched
+# ---------------------------------------------------------------------------------------------
+
+
+def _kernel_calls():
+    rng = np.random.default_rng(0)
+    h, c, cv, n = 2, 4, 6, 5
+    mem = rng.normal(size=(h, c // h, cv // h))
+    csr = sp.csr_matrix(_eighths(rng, (7, 12)) * (rng.random((7, 12)) < 0.5))
+    state = {"m": rng.normal(size=8), "q": _spikes(rng, 8, 4)}
+    lif = {"kind": "integer_lif", "d": 4, "leak": 0.25, "reset_norm": 1.0, "rounding": "half_even"}
+    return {
+        "quantize": (K.quantize, (rng.normal(size=8) * 3, 4, "half_even")),
+        "neuron_step": (K.neuron_step, (lif, rng.normal(size=8) * 3, 1, state)),
+        "neuron_output[binary]": (K.neuron_output, (_spikes(rng, 8, 4), 2, False)),
+        "neuron_output[graded]": (K.neuron_output, (_spikes(rng, 8, 4), 0, True)),
+        "sparse_product": (K.sparse_product, (csr, (rng.random(12) < 0.5).astype(np.float64), True)),
+        "matmul_product": (K.matmul_product, (rng.normal(size=(3, 4)), rng.normal(size=8), 2)),
+        "conv_product": (K.conv_product, (rng.normal(size=2 * 5 * 5), rng.normal(size=(3, 2, 3, 3)), (2, 5, 5),
+                                          (1, 1), (1, 1), (1, 1), 1)),
+        "kv_pairs": (K.kv_pairs, (_spikes(rng, c * n, 1), _spikes(rng, cv * n, 1), _spikes(rng, (h, n, c // h), 2),
+                                  _spikes(rng, (h, n, cv // h), 2), h)),
+        "attention_read": (K.attention_read, (_spikes(rng, c * n, 1), _spikes(rng, (h, c // h, cv // h), 3), 0.3)),
+        "read_rows": (K.read_rows, (_spikes(rng, c * n, 1), mem)),
+        "scaled_memory": (K.scaled_memory, (mem, 1.0)),
+        "softmax_over_steps": (K.softmax_over_steps, (rng.normal(size=(3, 4)),)),
+        "template_gate_sum": (K.template_gate_sum, (_spikes(rng, (3, 4, 8), 1), rng.random(12), 4, 0.5, False)),
+    }
+
+
+def test_every_public_kernel_is_checked_for_purity():
+    names = {k.split("[")[0] for k in _kernel_calls()}
+    assert names == set(K.__all__) - {"heads", "merge_heads"}  # the two layouts are views by design
+
+
+def _copy(a):
+    if isinstance(a, dict):
+        return {k: _copy(v) for k, v in a.items()}
+    if sp.issparse(a):
+        return a.copy()
+    return np.array(a, copy=True) if isinstance(a, np.ndarray) else a
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if sp.issparse(a):
+        return (a != b).nnz == 0
+    return np.array_equal(a, b) if isinstance(a, np.ndarray) else a == b
+
+
+def _arrays(result):
+    if isinstance(result, tuple):
+        return [a for r in result for a in _arrays(r)]
+    if isinstance(result, dict):
+        return [a for r in result.values() for a in _arrays(r)]
+    return [result]
+
+
+@pytest.mark.parametrize("name", sorted(_kernel_calls()))
+def test_kernels_are_pure(name):
+    fn, args = _kernel_calls()[name]
+    before = [_copy(a) for a in args]
+    threads = torch.get_num_threads()
+    other = 2 if threads != 2 else 3
+    torch.set_num_threads(other)  # a count no model would set: a kernel that sets 1 is caught
+    try:
+        result = fn(*args)
+        assert torch.get_num_threads() == other, f"{name} changed PyTorch's thread count"
+    finally:
+        torch.set_num_threads(threads)
+    assert all(_same(a, b) for a, b in zip(args, before)), f"{name} changed an input"
+    outs = _arrays(result)
+    assert outs and all(isinstance(o, np.ndarray) for o in outs), f"{name} returned {type(result)}"
+    for o in outs:
+        for a in args:
+            for arr in _arrays(a) if isinstance(a, (dict, tuple)) else [a]:
+                if isinstance(arr, np.ndarray):
+                    assert not np.shares_memory(o, arr), f"{name} returned a view of an input"
+    assert fn(*args).__repr__() == result.__repr__()  # same inputs, same result: no hidden state
+
+
+def test_kernels_module_defines_no_classes_and_imports_no_lava():
+    own = [n for n, v in inspect.getmembers(K, inspect.isclass) if v.__module__ == K.__name__]
+    assert own == []
+    code = ("import sys; import spikedeploy.runtimes.lava_kernels; "
+            "print(sorted(m for m in sys.modules if m == 'lava' or m.startswith('lava.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# each kernel against the reference rule it implements
+# ---------------------------------------------------------------------------------------------
+
+
+NEURONS = [
+    O.IntegerLIF(d=4, norm=4.0),
+    O.IntegerLIF(d=4, norm=4.0, leak=0.25, rounding="half_up"),
+    O.IntegerLIF(d=4, norm=4.0, leak=(0.3, 0.7), reset_norm=4.0),  # NI-LIF: per-step leaks, normalized reset
+    O.DynamicIntegerLIF(d_init=3, gate_w=0.8, gate_b=-0.2, leak=0.5),
+    O.BinaryLIF(beta=0.6, threshold=1.0),
+]
+
+
+@pytest.mark.parametrize("op", NEURONS, ids=lambda op: f"{op.kind}-{getattr(op, 'leak', None)}")
+def test_neuron_step_equals_the_reference_neuron(op):
+    from spikedeploy.exporters.lava import _neuron_params
+
+    rng = np.random.default_rng(1)
+    T, n = 3, 64
+    x = rng.normal(size=(T, 1, n)) * 3 + 1
+    x[0, 0, :4] = [0.5, 1.5, 2.5, 3.5]  # rounding ties: half to even / half up
+    ref = REF[type(op)].dynamics(op, _t(x)).q.numpy()
+    params, state, qs = _neuron_params(op), {}, []
+    for t in range(T):
+        q, state = K.neuron_step(params, x[t, 0], t, state)
+        qs.append(q)
+    np.testing.assert_array_equal(np.stack(qs)[:, None], ref)  # the same float64 formulas: exact
+    assert ref.any() and (ref == 0).any()
+
+
+@pytest.mark.parametrize("graded", [False, True])
+def test_neuron_output_is_the_reference_spike_code(graded):
+    rng = np.random.default_rng(2)
+    d = 4
+    q = _spikes(rng, 32, d)
+    sent = np.stack([K.neuron_output(q, j, graded) for j in range(d)])
+    if graded:  # one event carrying q, then nothing
+        np.testing.assert_array_equal(sent[0], q)
+        assert not sent[1:].any()
+    else:  # SpikeValue.substeps: the thermometer code s_k = [q > k]
+        subs = [s.numpy() for s in SpikeValue(q=_t(q), encoding="binary", window=d).substeps()]
+        np.testing.assert_array_equal(sent[:len(subs)], np.stack(subs))
+        assert not sent[len(subs):].any()
+        np.testing.assert_array_equal(sent.sum(axis=0), q)
+    assert q.max() == d
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_sparse_product_equals_the_reference_linear(binary):
+    rng = np.random.default_rng(3)
+    w = _eighths(rng, (20, 30)) * (rng.random((20, 30)) < 0.4)
+    x = _spikes(rng, 30, 1 if binary else 4)  # unit spikes (0-bit messages) or graded counts
+    op = O.Linear(weight=w)
+    ref = REF[O.Linear].linear(op, _t(x)).numpy()
+    got = K.sparse_product(sp.csr_matrix(w), x, binary)
+    np.testing.assert_array_equal(got, ref)  # multiples of 1/8 times small integers: exact in any order
+    assert got.shape == (20,) and got.any()
+
+
+def test_matmul_product_equals_the_reference_linear_per_row():
+    rng = np.random.default_rng(4)
+    w, rows = _eighths(rng, (6, 10)), 5
+    x = _spikes(rng, (rows, 10), 4)
+    ref = REF[O.Linear].linear(O.Linear(weight=w), _t(x)).numpy().reshape(-1)
+    np.testing.assert_array_equal(K.matmul_product(w, x.reshape(-1), rows), ref)  # exact: see _eighths
+
+
+@pytest.mark.parametrize("stride,padding,dilation,groups", [((1, 1), (1, 1), (1, 1), 1), ((2, 1), (0, 2), (1, 2), 2)])
+def test_conv_product_equals_the_reference_conv(stride, padding, dilation, groups):
+    rng = np.random.default_rng(5)
+    c, hw = 4, (7, 9)
+    w = rng.normal(size=(6, c // groups, 3, 3))
+    x = _spikes(rng, (1, 1, c) + hw, 1)
+    op = O.Conv2d(weight=w, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    ref = REF[O.Conv2d].linear(op, _t(x)).numpy().reshape(-1)
+    for kernel in (w, _t(w)):  # an array, or the tensor a model keeps
+        got = K.conv_product(x.reshape(-1), kernel, (c,) + hw, stride, padding, dilation, groups)
+        np.testing.assert_array_equal(got, ref)  # the same float64 torch conv2d: bit for bit
+    assert ref.any()
+
+
+def _attention_inputs(rng, h=2, c=8, cv=6, n=5, d=3):
+    return h, c, cv, n, _spikes(rng, (1, 1, c, n), d), _spikes(rng, (1, 1, c, n), d), _spikes(rng, (1, 1, cv, n), d)
+
+
+def test_kv_pairs_over_a_window_count_the_reference_memory():
+    rng = np.random.default_rng(6)
+    h, c, cv, n, _, k, v = _attention_inputs(rng)
+    d = 3
+    op = O.MemoryWrite(num_heads=h, scale=0.375)
+    ref = REF[O.MemoryWrite](op, [SpikeValue(_t(k), "binary", d), SpikeValue(_t(v), "binary", d)], None).numpy()
+    kv, ck, cvs = np.zeros((h, c // h, cv // h)), np.zeros((h, n, c // h)), np.zeros((h, n, cv // h))
+    for j in range(d):  # the binary window: unit spikes sub-step by sub-step
+        inc, ck, cvs = K.kv_pairs((k[0, 0] > j).astype(float).reshape(-1), (v[0, 0] > j).astype(float).reshape(-1),
+                                  ck, cvs, h)
+        kv = kv + inc
+    np.testing.assert_array_equal(K.scaled_memory(kv, op.scale), ref.reshape(-1))  # integer counts, one rounding
+    # graded: one sub-step carrying the counts
+    inc, _, _ = K.kv_pairs(k.reshape(-1), v.reshape(-1), np.zeros_like(ck), np.zeros_like(cvs), h)
+    np.testing.assert_array_equal(K.scaled_memory(inc, op.scale), ref.reshape(-1))
+    assert ref.any()
+
+
+@pytest.mark.parametrize("encoding", ["binary", "graded"])
+def test_attention_read_summed_over_the_q_window_equals_the_reference_attention(encoding):
+    rng = np.random.default_rng(7)
+    h, c, cv, n, q, k, v = _attention_inputs(rng)
+    d, scale = 3, 0.125  # a power of two: the sum of scaled rows is the scaled sum, bit for bit
+    op = O.SpikeLinearAttention(num_heads=h, scale=scale)
+    vals = [SpikeValue(_t(a), encoding, d) for a in (q, k, v)]
+    ref = REF[O.SpikeLinearAttention](op, vals, None).numpy().reshape(-1)
+    kv = REF[O.MemoryWrite](O.MemoryWrite(num_heads=h), vals[1:], None).numpy()[0, 0]  # [H, C/H, Cv/H]
+    subs = [q.reshape(-1)] if encoding == "graded" else [(q > j).astype(float).reshape(-1) for j in range(d)]
+    got = sum(K.attention_read(s, kv, scale) for s in subs)
+    np.testing.assert_array_equal(got, ref)  # integer products, exact scale
+    assert ref.any()
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_read_rows_then_scale_equals_the_reference_memory_read(steps):
+    rng = np.random.default_rng(8)
+    h, c, cv, n, d, scale = 2, 8, 6, 7, 3, 0.3
+    memory = rng.normal(size=(steps, h, c // h, cv // h))
+    q = _spikes(rng, (steps, 1, c, n), d)
+    q[:, :, :, 2] = 0  # a token without events reads nothing
+    op = O.MemoryRead(memory=memory, num_heads=h, scale=scale)
+    ref = REF[O.MemoryRead](op, [SpikeValue(_t(q), "binary", d)], None).numpy()
+    for t in range(steps):
+        acc = None  # the model's window sum, in arrival order, then the scale once
+        for j in range(d):
+            y = K.read_rows((q[t, 0] > j).astype(float).reshape(-1), memory[t])
+            acc = y if acc is None else acc + y
+        np.testing.assert_array_equal(acc * scale, ref[t, 0].reshape(-1))  # the reference's order: bit for bit
+    assert ref.any() and not ref[:, :, :, 2].any()
+
+
+def test_softmax_over_steps_equals_the_reference_gate_softmax():
+    rng = np.random.default_rng(9)
+    logits = rng.normal(size=(3, 10)) * 4
+    ref = REF[O.GateSoftmax](O.GateSoftmax(), [_t(logits[:, None])], None).numpy()  # [T, B=1, C]
+    np.testing.assert_array_equal(K.softmax_over_steps(logits), ref.reshape(-1))  # the same torch softmax
+    np.testing.assert_allclose(ref.sum(axis=0), 1.0, rtol=0, atol=1e-15)  # a softmax over the 3 steps
+
+
+@pytest.mark.parametrize("encoding", ["binary", "graded"])
+def test_template_gate_sum_equals_the_reference_template_gate(encoding):
+    rng = np.random.default_rng(10)
+    T, C, r, d, scale = 3, 4, 6, 2, 0.7
+    x = _spikes(rng, (T, 1, C, r), d)
+    w = rng.random((T, 1, C))
+    op = O.TemplateGate(scale=scale)
+    ref = REF[O.TemplateGate](op, [SpikeValue(_t(x), encoding, d), _t(w)], None).numpy().reshape(-1)
+    in_len = 1 if encoding == "graded" else d
+    xs = np.zeros((T, in_len, C * r))  # the model's store: spikes per step and sub-step
+    for j in range(in_len):
+        xs[:, j] = x[:, 0].reshape(T, -1) if encoding == "graded" else (x[:, 0] > j).reshape(T, -1)
+    got = K.template_gate_sum(xs, w.reshape(-1), C, scale, encoding == "graded")
+    np.testing.assert_array_equal(got, ref)  # the reference's weighted sum, in its order: bit for bit
+    assert ref.any()
+
+
+# ---------------------------------------------------------------------------------------------
+# the process-model registry
+# ---------------------------------------------------------------------------------------------
+
+
+def test_registry_rejects_a_second_model_for_a_process():
+    from spikedeploy.runtimes import lava_procs as LP
+
+    before = dict(LP.MODELS)
+    for process, model in before.items():
+        with pytest.raises(ValueError, match=f"process {process.__name__} already has the model {model.__name__}"):
+            LP.register_model(process, model)
+    assert LP.MODELS == before
