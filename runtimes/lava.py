@@ -458,16 +458,28 @@ def host_part(bundle, x):
 
 
 def read_records(procs, names, index, rdir: Path, rec: dict, pair_events: dict, write_events: dict, *,
-                 hosted: bool, remove: bool = False) -> None:
+                 hosted: bool, remove: bool = False, dumped: Optional[Dict[str, np.ndarray]] = None) -> None:
     """Collect the records of the processes ``names`` after a run into ``rec`` (neuron and
     readout records: the files the processes wrote in their last step; else a Var of
     :data:`READ_VARS` dumped by a partition, or read with ``Var.get`` when not ``hosted``) and
     the attention / memory-write pair-event counts. ``remove``: delete each file read (a live
-    runtime's next run must write it again)."""
+    runtime's next run must write it again). ``dumped``: the Vars the partitions wrote into one
+    file each, by ``"<index>.<Var>"``, looked up first."""
     from spikedeploy.runtimes import lava_procs as LP
+
+    def take(name: str, p, var: str, value) -> None:
+        if var == "pair_events":
+            events = float(np.asarray(value).sum())
+            (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
+        else:
+            rec[name] = np.asarray(value)
 
     for name in names:
         p = procs[name]
+        key = next((f"{index[name]}.{v}" for v in READ_VARS if dumped and f"{index[name]}.{v}" in dumped), None)
+        if key is not None:  # a partition wrote it with the others
+            take(name, p, key.split(".", 1)[1], dumped[key])
+            continue
         written = rdir / f"{index[name]}.npy"
         if written.is_file():  # the process wrote its record in its last step
             rec[name] = np.load(written, allow_pickle=False)
@@ -477,20 +489,16 @@ def read_records(procs, names, index, rdir: Path, rec: dict, pair_events: dict, 
         var = next((v for v in READ_VARS if hasattr(p, v)), None)
         if var is None:
             continue
-        dumped = rdir / f"{index[name]}.{var}.npy"
-        if dumped.is_file():  # a partition wrote its member's Var in the last step
-            value = np.load(dumped, allow_pickle=False)
+        dumped_file = rdir / f"{index[name]}.{var}.npy"
+        if dumped_file.is_file():  # a partition wrote its member's Var in the last step
+            value = np.load(dumped_file, allow_pickle=False)
             if remove:
-                dumped.unlink()
+                dumped_file.unlink()
         elif not hosted:
             value = np.asarray(getattr(p, var).get())
         else:
             raise SpikedeployError(f"Lava run: the partition of process {name!r} wrote no {var}")
-        if var == "pair_events":
-            events = float(np.asarray(value).sum())
-            (write_events if isinstance(p, LP.MemoryWriter) else pair_events)[name] = events
-        else:
-            rec[name] = np.asarray(value)
+        take(name, p, var, value)
 
 
 def target_run(bundle, rec: dict, host, *, T: int, B: int, info: dict) -> TargetRun:

@@ -16,7 +16,8 @@ tiny tracker, one partition: 0.13 s building processes, 0.17 s starting, 0.10 s 
    state, nothing carried over from the previous frame — with the new values;
 3. :meth:`LiveRuntime.set_memory` replaces ``memory_read`` memories (a new template) for all
    later runs, without compiling again (as :func:`spikedeploy.exporters.lava.with_memory`);
-4. records are the files the processes write in the last step of each frame (read and removed).
+4. records: each partition writes its members' records (spike counts per macro-step, readouts,
+   pair-event counters) into one file in the frame's last step (read and removed).
 
 So each run computes exactly what :func:`~spikedeploy.runtimes.lava.run` computes for the same
 bundle and input (tested bit for bit, spike counts and outputs), in the same Lava steps per
@@ -154,9 +155,13 @@ class LiveRuntime:
                 s.run(self._num_steps)
             phases["steps"] = time.perf_counter() - t
             t = time.perf_counter()
-            rec, pair_events, write_events = {}, {}, {}
+            rec, pair_events, write_events, dumped = {}, {}, {}, {}
+            for path in self._dump_files:
+                with np.load(path, allow_pickle=False) as f:
+                    dumped.update({k: f[k] for k in f.files})
+                os.unlink(path)  # the next run must write it again
             L.read_records(self._procs, list(self._procs), self._index, self._rdir, rec, pair_events,
-                           write_events, hosted=True, remove=True)
+                           write_events, hosted=True, dumped=dumped)
             phases["read"] = time.perf_counter() - t
         except BaseException:
             self.close(force=True)
@@ -217,14 +222,17 @@ class LiveRuntime:
         rdir = self._rdir = Path(self._running.record_dir.name)
         self._index = {p["name"]: i for i, p in enumerate(d["processes"])}
         # self.bundle holds the memories set so far (set_memory), so the processes are built with them
-        procs, models, num_steps = L.make_processes(self.bundle, host_values, T=T, B=B, record_dir=str(rdir))
+        # no record files per process: each partition writes its members' records (q_rec, rec) and
+        # pair-event counters into one file in the frame's last step
+        procs, models, num_steps = L.make_processes(self.bundle, host_values, T=T, B=B, record_dir=None)
         self._memory_sent = dict(self._memory)
-        dumps = {name: [(v, str(rdir / f"{self._index[name]}.{v}.npy"))] for name, p in procs.items()
-                 for v in L.READ_VARS[2:] if hasattr(p, v)}
+        dumps = {name: [(v, str(rdir / f"{self._index[name]}.{v}.npy")) for v in L.READ_VARS if hasattr(p, v)]
+                 for name, p in procs.items()}
         frames = [str(rdir / f"frame.{g}.npz") for g in range(len(self.placement.groups))]
+        self._dump_files = [str(rdir / f"records.{g}.npz") for g in range(len(self.placement.groups))]
         lava_procs, lava_models, host_of = lava_partition.place(
             procs, models, d["connections"], self.placement, num_steps=num_steps, channel_size=L.CHANNEL_SIZE,
-            dumps=dumps, frame_files=frames)
+            dumps=dumps, frame_files=frames, dump_files=self._dump_files)
         self._where = {name: (g, j) for g, names in enumerate(self.placement.groups) for j, name in enumerate(names)}
         self._frames = frames
         self._procs, self._lava_procs, self._num_steps = procs, lava_procs, num_steps

@@ -268,15 +268,17 @@ class Partition(AbstractProcess):
     proc params: ``members``; ``internal`` (connections inside: ``(src member, src port, dst
     member, dst port)`` indices/names); ``outer_in``/``outer_out`` (partition port name ->
     (member index, member port)); ``channel_size``; ``num_steps`` and ``dumps`` (``(member index,
-    Var name, path)`` written in step ``num_steps``); ``frame_file`` (None, or a live partition:
-    see :class:`PyPartitionModel`)."""
+    Var name, path)`` written in step ``num_steps``; with ``dump_file`` all of them go into that
+    one ``.npz``, keyed by the path's file name without ``.npy``); ``frame_file`` (None, or a live
+    partition: see :class:`PyPartitionModel`)."""
 
     def __init__(self, *, members: Sequence[Member], internal, outer_in: dict, outer_out: dict,
                  port_types: dict, channel_size: int, num_steps: int, dumps=(), frame_file: Optional[str] = None,
-                 name: str = None):
+                 dump_file: Optional[str] = None, name: str = None):
         super().__init__(members=tuple(members), internal=tuple(internal), outer_in=dict(outer_in),
                          outer_out=dict(outer_out), port_types=dict(port_types), channel_size=int(channel_size),
-                         num_steps=int(num_steps), dumps=tuple(dumps), frame_file=frame_file, name=name)
+                         num_steps=int(num_steps), dumps=tuple(dumps), frame_file=frame_file, dump_file=dump_file,
+                         name=name)
         shapes = {}
         for i, m in enumerate(members):
             for pname, shape in m.in_ports + m.out_ports:
@@ -397,6 +399,14 @@ class PyPartitionModel(PyLoihiProcessModel):
             self._dump()
 
     def _dump(self) -> None:
+        one = self.proc_params.get("dump_file")
+        if one is not None:  # one file for the partition: one write instead of one per member
+            values = {os.path.basename(path)[:-4]: np.asarray(getattr(self._members[i], var))
+                      for i, var, path in self.proc_params["dumps"]}
+            tmp = one + ".tmp.npz"
+            np.savez(tmp, **values)
+            os.replace(tmp, one)
+            return
         for i, var, path in self.proc_params["dumps"]:
             tmp = path + ".tmp.npy"
             np.save(tmp, np.asarray(getattr(self._members[i], var)))
@@ -443,11 +453,12 @@ def _partition_model(port_types: Dict[str, LavaPyType]) -> type:
 
 def place(procs: Dict[str, AbstractProcess], models: dict, connections: Sequence[dict], placement: Placement, *,
           num_steps: int, channel_size: int, dumps: Optional[Dict[str, Sequence[Tuple[str, str]]]] = None,
-          frame_files: Optional[Sequence[str]] = None):
+          frame_files: Optional[Sequence[str]] = None, dump_files: Optional[Sequence[str]] = None):
     """``Partition`` processes (connected to each other) for the unconnected per-layer processes
     ``procs`` (name -> process, models in ``models``) and the bundle's ``connections``, grouped by
     ``placement``. ``dumps``: process name -> [(Var name, path)] written in the last step.
-    ``frame_files``: one path per partition, making them live partitions (:class:`PyPartitionModel`).
+    ``frame_files``: one path per partition, making them live partitions (:class:`PyPartitionModel`);
+    ``dump_files``: one path per partition, where it writes all its dumps at once.
     Returns ``(partitions, partition_models, where)``: partitions by name, their models,
     and for each process name its partition's name."""
     if placement.groups is None:
@@ -499,7 +510,8 @@ def place(procs: Dict[str, AbstractProcess], models: dict, connections: Sequence
         name = f"partition{g}"
         proc = Partition(members=ms, internal=internal[g], outer_in=outer_in[g], outer_out=outer_out[g],
                          port_types=port_types[g], channel_size=channel_size, num_steps=num_steps, dumps=dump,
-                         frame_file=None if frame_files is None else str(frame_files[g]), name=name)
+                         frame_file=None if frame_files is None else str(frame_files[g]),
+                         dump_file=None if dump_files is None else str(dump_files[g]), name=name)
         parts[name] = proc
         part_models[proc] = _partition_model(port_types[g])
         names.append(name)
