@@ -480,14 +480,33 @@ def _legend_font():
 
 def _legend_layout(draw, font, entries, width: int, line_h: int, pad: int = 4):
     """Positions of legend ``entries`` ((text, colors) pairs: a swatch of the colors, then the text)
-    flowing left to right and wrapping at ``width``: a list of (x, y, text, colors)."""
+    flowing left to right and wrapping at ``width``: a list of (x, y, text, colors). An entry
+    wider than a line (several coinciding targets) is broken at its ``" = "`` separators, its
+    continuation lines indented under its text."""
     out, x, y = [], pad, pad
+
+    def length(t: str) -> int:
+        return int(draw.textlength(t, font=font))
+
     for text, colors in entries:
-        w = 22 + int(draw.textlength(text, font=font)) + 12 if colors else int(draw.textlength(text, font=font)) + 12
+        sw = 22 if colors else 0
+        w = sw + length(text) + 12
         if x > pad and x + w > width - pad:
             x, y = pad, y + line_h
-        out.append((x, y, text, colors))
-        x += w
+        if x + w <= width - pad or " = " not in text:
+            out.append((x, y, text, colors))
+            x += w
+            continue
+        parts = text.split(" = ")
+        line, first = parts[0], True
+        for part in parts[1:]:
+            if x + sw + length(f"{line} = {part}") > width - pad:
+                out.append((x, y, line + " =", colors if first else None))
+                x, y, line, first = pad + sw, y + line_h, part, False
+            else:
+                line = f"{line} = {part}"
+        out.append((x, y, line, colors if first else None))
+        x += (sw if first else 0) + length(line) + 12
     return out, y + line_h + pad
 
 

@@ -262,3 +262,23 @@ def test_scored_frames_are_beside_every_score_in_tables_and_json(tmp_path):
     # equal frame counts: one line says how many, and no extra table
     _, same = _track_report()
     assert "over 5 frames each" in TR.to_markdown(same) and TR.common_scores(same) is None
+
+
+def test_gif_legend_wraps_a_long_group_of_coinciding_targets_inside_the_frame_width():
+    """Five coinciding boxes (the demo: ground truth and four targets) name a group wider than the
+    GIF: it is broken at its separators, every line inside the width, every name still there."""
+    from PIL import Image, ImageDraw
+
+    draw = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    font = TR._legend_font()
+    names = ["ground truth", "torch64", "reference-graded", "onnx", "lava-graded"]
+    text = " = ".join(names)
+    width = 256
+    assert draw.textlength(text, font=font) > width  # the case: one entry wider than a line
+    layout, height = TR._legend_layout(draw, font, [("frame 0/59", None), (text, [(1, 2, 3)] * 5)], width, 16)
+    lines = [entry for entry in layout if entry[2] != "frame 0/59"]
+    assert len(lines) >= 2 and sum(1 for e in lines if e[3]) == 1  # one swatch, on the first line
+    for x, y, t, colors in lines:
+        assert x + (22 if colors else 0) + draw.textlength(t, font=font) <= width - 4, t
+    assert " ".join(t for _, _, t, _ in lines).replace(" =", "").split() == " ".join(names).split()
+    assert height >= 16 * (len(lines) + 1)
