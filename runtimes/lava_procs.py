@@ -72,6 +72,9 @@ Processes
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, Tuple
+
 import numpy as np
 
 from spikedeploy.lava_compat import import_lava
@@ -81,7 +84,7 @@ from spikedeploy.runtimes.lava_kernels import (attention_read, conv_product, kv_
 
 import_lava()
 
-from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
+from lava.magma.core.decorator import implements, requires, tag as lava_tag  # noqa: E402
 from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
 from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
 from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
@@ -93,7 +96,8 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa:
 
 __all__ = ["IntegerNeuron", "ConvSynapse", "MatMulSynapse", "HostSource", "Delay", "Junction", "StepGate", "HostSoftmax",
            "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "MemoryReadSynapse", "Readout", "MODELS",
-           "neuron_step", "register_model"]
+           "MODELS_BY_TAG", "TAG_TYPES", "ModelSpec", "declare_model", "process_model", "neuron_step",
+           "register_model"]
 
 
 def _window(step: int, start: int, length: int, period: int, num_macro: int, slots: int = None,
@@ -131,6 +135,107 @@ def _one_torch_thread() -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# process models: one declarative factory and the registry
+# ---------------------------------------------------------------------------------------------
+
+
+#: the Lava types a model of each tag declares: ``in`` ports, ``out`` ports and Vars (every port is
+#: ``VEC_DENSE``, every Var an ndarray). ``floating_pt``: float64 throughout. A ``fixed_pt`` row
+#: (Loihi 2 widths: integer ports with a ``precision``, integer Vars) is what issue 14 adds here.
+TAG_TYPES: Dict[str, Dict[str, Callable[[], LavaPyType]]] = {
+    "floating_pt": {
+        "in": lambda: LavaPyType(PyInPort.VEC_DENSE, float),
+        "out": lambda: LavaPyType(PyOutPort.VEC_DENSE, float),
+        "var": lambda: LavaPyType(np.ndarray, float),
+    },
+}
+
+#: process class -> its floating_pt process model (passed to Lava as exception_proc_model_map,
+#: so Lava does not search sibling modules for models; processes with fused inputs use a subclass
+#: declaring their tap ports: ``process.fused_model(MODELS[type(process)])``). Filled by
+#: :func:`process_model` as the models below are defined.
+MODELS: Dict[type, type] = {}
+
+#: tag -> that tag's registry (process class -> model); ``floating_pt`` is :data:`MODELS`
+MODELS_BY_TAG: Dict[str, Dict[type, type]] = {"floating_pt": MODELS}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a process model declares to Lava: the process it implements, the names of its InPorts,
+    OutPorts and Vars (Lava's builder checks that they are exactly the process's), and its tag
+    (which fixes their Lava types, :data:`TAG_TYPES`). The model's ``__init__``/``run_spk`` are
+    the class body; its arithmetic is in :mod:`spikedeploy.runtimes.lava_kernels`."""
+
+    process: type
+    ins: Tuple[str, ...] = ()
+    outs: Tuple[str, ...] = ()
+    vars: Tuple[str, ...] = ()
+    tag: str = "floating_pt"
+
+    def with_tag(self, tag: str) -> "ModelSpec":
+        """The same ports and Vars for another tag (a second model of the same process)."""
+        return replace(self, tag=tag)
+
+    def lava_types(self) -> Dict[str, LavaPyType]:
+        """Port/Var name -> the ``LavaPyType`` the model declares for it."""
+        types = TAG_TYPES[self.tag]
+        return {**{p: types["in"]() for p in self.ins}, **{p: types["out"]() for p in self.outs},
+                **{v: types["var"]() for v in self.vars}}
+
+
+def register_model(process: type, model: type, tag: str = "floating_pt") -> None:
+    """Add ``model`` as the ``tag`` model of ``process`` (``floating_pt``: :data:`MODELS`);
+    registering a process twice for one tag is an error."""
+    registry = MODELS_BY_TAG.setdefault(tag, {})
+    if process in registry:
+        raise ValueError(f"process {process.__name__} already has the model {registry[process].__name__}")
+    registry[process] = model
+
+
+def declare_model(spec: ModelSpec) -> Callable[[type], type]:
+    """Class decorator: the class (a ``PyLoihiProcessModel`` with the model's ``__init__`` and
+    ``run_spk``) becomes the Lava process model ``spec`` describes: it declares the ``LavaPyType``
+    of every port and Var of the spec's tag, is decorated with Lava's ``implements`` (Loihi
+    protocol), ``requires(CPU)`` and ``tag``, carries ``model_spec`` and is registered
+    (:func:`register_model`; a second model for a process and tag is refused before the class is
+    touched).
+
+    A second tag of a process is one small step: a ``TAG_TYPES`` row for the tag, and a subclass
+    of the floating-point model that overrides the kernel calls, declared with the same ports::
+
+        @declare_model(PyIntegerNeuronFloat.model_spec.with_tag("fixed_pt"))
+        class PyIntegerNeuronFixed(PyIntegerNeuronFloat): ...
+
+    (registered in ``MODELS_BY_TAG["fixed_pt"]``; a run selects the registry of its tag)."""
+    if spec.tag not in TAG_TYPES:
+        raise ValueError(f"no Lava types for the tag {spec.tag!r} (known: {', '.join(TAG_TYPES)})")
+
+    def make(cls: type) -> type:
+        registered = MODELS_BY_TAG.get(spec.tag, {}).get(spec.process)
+        if registered is not None:
+            raise ValueError(f"process {spec.process.__name__} already has the model {registered.__name__}")
+        for name, lava_type in spec.lava_types().items():
+            setattr(cls, name, lava_type)
+        cls.model_spec = spec
+        # Lava's tags and resources add up over inheritance: a model of another tag made by
+        # subclassing one of these (fixed_pt from floating_pt) carries its own tag alone
+        cls.tags, cls.required_resources = [], []
+        cls = implements(proc=spec.process, protocol=LoihiProtocol)(requires(CPU)(lava_tag(spec.tag)(cls)))
+        register_model(spec.process, cls, spec.tag)
+        return cls
+
+    return make
+
+
+def process_model(process: type, *, ins: Tuple[str, ...] = (), outs: Tuple[str, ...] = (),
+                  vars: Tuple[str, ...] = (), tag: str = "floating_pt") -> Callable[[type], type]:
+    """``@process_model(Proc, ins=(...), outs=(...), vars=(...))``: :func:`declare_model` of that
+    :class:`ModelSpec`."""
+    return declare_model(ModelSpec(process, tuple(ins), tuple(outs), tuple(vars), tag))
+
+
+# ---------------------------------------------------------------------------------------------
 # fused inputs and windowed outputs (see spikedeploy.exporters.lava.fuse_processes)
 # ---------------------------------------------------------------------------------------------
 
@@ -143,7 +248,9 @@ def _model_class(base: type, add_ports, drop_ports) -> type:
     key = (base, tuple(add_ports), tuple(drop_ports))
     cls = _MODEL_CLASSES.get(key)
     if cls is None:
-        attrs = {p: LavaPyType(PyInPort.VEC_DENSE, float) for p in add_ports}
+        spec = getattr(base, "model_spec", None)
+        in_type = TAG_TYPES[spec.tag if spec is not None else "floating_pt"]["in"]
+        attrs = {p: in_type() for p in add_ports}
         attrs.update({p: None for p in drop_ports})
         cls = type(f"{base.__name__}_{len(add_ports)}taps", (base,), attrs)
         _MODEL_CLASSES[key] = cls
@@ -369,15 +476,8 @@ class IntegerNeuron(_TapProcess):
         self.q_rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
 
 
-@implements(proc=IntegerNeuron, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(IntegerNeuron, ins=("a_in",), outs=("s_out",), vars=("bias", "q_rec"))
 class PyIntegerNeuronFloat(_TapModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    bias: np.ndarray = LavaPyType(np.ndarray, float)
-    q_rec: np.ndarray = LavaPyType(np.ndarray, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -430,14 +530,8 @@ class Delay(AbstractProcess):
         self.buf = Var(shape=(delay, size), init=np.zeros((delay, size)))
 
 
-@implements(proc=Delay, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(Delay, ins=("a_in",), outs=("a_out",), vars=("buf",))
 class PyDelayFloat(PyLoihiProcessModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    buf: np.ndarray = LavaPyType(np.ndarray, float)
-
     def run_spk(self):
         slot = self.time_step % self.buf.shape[0]
         self.a_out.send(self.buf[slot].copy())  # received `delay` steps ago
@@ -457,13 +551,8 @@ class Junction(_TapProcess):
         self.a_out = OutPort(shape=(size,))
 
 
-@implements(proc=Junction, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(Junction, ins=("a_in",), outs=("a_out",))
 class PyJunctionFloat(_TapModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -497,14 +586,8 @@ class ConvSynapse(AbstractProcess):
         self.weight = Var(shape=weight.shape, init=weight)
 
 
-@implements(proc=ConvSynapse, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(ConvSynapse, ins=("s_in",), outs=("a_out",), vars=("weight",))
 class PyConvSynapseFloat(PyLoihiProcessModel):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    weight: np.ndarray = LavaPyType(np.ndarray, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -541,14 +624,8 @@ class MatMulSynapse(AbstractProcess):
         self.weight = Var(shape=weight.shape, init=weight)
 
 
-@implements(proc=MatMulSynapse, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(MatMulSynapse, ins=("s_in",), outs=("a_out",), vars=("weight",))
 class PyMatMulSynapseFloat(PyLoihiProcessModel):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    weight: np.ndarray = LavaPyType(np.ndarray, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self.rows = int(self.proc_params["rows"])
@@ -583,16 +660,8 @@ class SpikeAttention(_TapProcess):
         self.pair_events = Var(shape=(num_macro,), init=np.zeros(num_macro))
 
 
-@implements(proc=SpikeAttention, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(SpikeAttention, ins=("q_in", "k_in", "v_in"), outs=("a_out",), vars=("pair_events",))
 class PySpikeAttentionFloat(_TapModel):
-    q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    k_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    v_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    pair_events: np.ndarray = LavaPyType(np.ndarray, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -658,15 +727,8 @@ class MemoryWriter(_TapProcess):
         self.pair_events = Var(shape=(num_macro,), init=np.zeros(num_macro))
 
 
-@implements(proc=MemoryWriter, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(MemoryWriter, ins=("k_in", "v_in"), outs=("a_out",), vars=("pair_events",))
 class PyMemoryWriterFloat(_TapModel):
-    k_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    v_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    pair_events: np.ndarray = LavaPyType(np.ndarray, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -719,13 +781,8 @@ class HostSource(_TapProcess):
         self.values = Var(shape=values.shape, init=values)
 
 
-@implements(proc=HostSource, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(HostSource, outs=("s_out",), vars=("values",))
 class PyHostSourceFloat(_TapModel):
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    values: np.ndarray = LavaPyType(np.ndarray, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self.start_step = int(self.proc_params["start"])
@@ -753,14 +810,8 @@ class Readout(_TapProcess):
         self.rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
 
 
-@implements(proc=Readout, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(Readout, ins=("a_in",), vars=("offset", "rec"))
 class PyReadoutFloat(_TapModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    offset: np.ndarray = LavaPyType(np.ndarray, float)
-    rec: np.ndarray = LavaPyType(np.ndarray, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -797,13 +848,8 @@ class StepGate(_TapProcess):
         self.a_out = OutPort(shape=(size,))
 
 
-@implements(proc=StepGate, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(StepGate, ins=("a_in",), outs=("a_out",))
 class PyStepGateFloat(_TapModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         self.filt = {"start": int(self.proc_params["start"]), "accept": list(self.proc_params["accept"])}
@@ -830,14 +876,8 @@ class HostSoftmax(_TapProcess):
         self.offset = Var(shape=np.shape(offset), init=np.asarray(offset, dtype=np.float64))
 
 
-@implements(proc=HostSoftmax, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(HostSoftmax, ins=("a_in",), outs=("a_out",), vars=("offset",))
 class PyHostSoftmaxFloat(_TapModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    offset: np.ndarray = LavaPyType(np.ndarray, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -890,14 +930,8 @@ class TemplateGateSynapse(_TapProcess):
         self.a_out = OutPort(shape=(size,))
 
 
-@implements(proc=TemplateGateSynapse, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(TemplateGateSynapse, ins=("x_in", "w_in"), outs=("a_out",))
 class PyTemplateGateSynapseFloat(_TapModel):
-    x_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    w_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -961,14 +995,8 @@ class MemoryReadSynapse(_TapProcess):
         self.memory = Var(shape=memory.shape, init=memory)
 
 
-@implements(proc=MemoryReadSynapse, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
+@process_model(MemoryReadSynapse, ins=("q_in",), outs=("a_out",), vars=("memory",))
 class PyMemoryReadSynapseFloat(_TapModel):
-    q_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    memory: np.ndarray = LavaPyType(np.ndarray, float)
-
     def __init__(self, proc_params):
         super().__init__(proc_params)
         p = self.proc_params
@@ -999,31 +1027,3 @@ class PyMemoryReadSynapseFloat(_TapModel):
             return
         fw = self._win(k, self.fire, 1)
         self._send("a_out", self.out.pop(fw[0]) if fw is not None and fw[0] in self.out else np.zeros(self.size))
-
-
-#: process class -> its floating_pt process model (passed to Lava as exception_proc_model_map,
-#: so Lava does not search sibling modules for models); processes with fused inputs use a
-#: subclass declaring their tap ports (``process.fused_model(MODELS[type(process)])``)
-MODELS = {
-    IntegerNeuron: PyIntegerNeuronFloat,
-    ConvSynapse: PyConvSynapseFloat,
-    MatMulSynapse: PyMatMulSynapseFloat,
-    HostSource: PyHostSourceFloat,
-    Delay: PyDelayFloat,
-    Junction: PyJunctionFloat,
-    SpikeAttention: PySpikeAttentionFloat,
-    MemoryWriter: PyMemoryWriterFloat,
-    Readout: PyReadoutFloat,
-    StepGate: PyStepGateFloat,
-    HostSoftmax: PyHostSoftmaxFloat,
-    TemplateGateSynapse: PyTemplateGateSynapseFloat,
-    MemoryReadSynapse: PyMemoryReadSynapseFloat,
-}
-
-
-def register_model(process: type, model: type) -> None:
-    """Add the ``floating_pt`` model of a process class defined in another module to
-    :data:`MODELS`; registering a class twice is an error."""
-    if process in MODELS:
-        raise ValueError(f"process {process.__name__} already has the model {MODELS[process].__name__}")
-    MODELS[process] = model

@@ -297,6 +297,57 @@ def test_template_gate_sum_equals_the_reference_template_gate(encoding):
 # ---------------------------------------------------------------------------------------------
 
 
+def _one_of_each_process():
+    """One small instance of every project process (constructor keywords as the runtime passes them)."""
+    from spikedeploy.runtimes import lava_procs as LP
+
+    z = np.zeros
+    clock = {"period": 1, "num_macro": 1}
+    lif = {"kind": "integer_lif", "d": 4, "leak": None, "reset_norm": 1.0, "rounding": "half_even"}
+    att = {"channels": 2, "v_channels": 2, "tokens": 1, "heads": 1, "scale": 1.0}
+    return [
+        LP.IntegerNeuron(size=2, bias=z(2), neuron=lif, encoding="graded", window=1, in_start=1, in_len=1,
+                         sample_steps=1, **clock),
+        LP.Delay(size=2, delay=1),
+        LP.Junction(size=2, in_start=1, in_len=1, **clock),
+        LP.ConvSynapse(weight=z((1, 1, 1, 1)), in_shape=(1, 2, 2), out_shape=(1, 2, 2), stride=(1, 1), padding=(0, 0),
+                       dilation=(1, 1), groups=1),
+        LP.MatMulSynapse(weight=z((2, 3)), rows=1),
+        LP.SpikeAttention(kv_start=1, kv_len=1, q_start=2, q_len=1, **att, **clock),
+        LP.MemoryWriter(kv_start=1, kv_len=1, **att, **clock),
+        LP.HostSource(values=z((1, 2)), start=1, period=1),
+        LP.Readout(size=2, offset=z(2), start=1, length=1, **clock),
+        LP.StepGate(size=2, start=1, accept=[0], **clock),
+        LP.HostSoftmax(size=2, offset=z((1, 2)), in_start=1, in_len=1, fire=2, steps=1, **clock),
+        LP.TemplateGateSynapse(size=2, channels=2, scale=1.0, encoding="graded", in_start=1, in_len=1, w_start=1,
+                               fire=2, steps=1, **clock),
+        LP.MemoryReadSynapse(memory=z((1, 1, 2, 2)), q_start=1, q_len=1, fire=2, **att, **clock),
+    ]
+
+
+def test_every_model_is_made_by_the_factory_with_the_process_ports_and_vars():
+    from lava.magma.core.model.py.type import LavaPyType
+    from lava.magma.core.resources import CPU
+
+    from spikedeploy.runtimes import lava_procs as LP
+
+    procs = _one_of_each_process()
+    assert {type(p) for p in procs} == set(LP.MODELS)  # every registered process, and only those
+    assert LP.MODELS_BY_TAG["floating_pt"] is LP.MODELS
+    for proc in procs:
+        model = LP.MODELS[type(proc)]
+        spec = model.model_spec
+        assert isinstance(spec, LP.ModelSpec) and spec.process is type(proc) and spec.tag == "floating_pt"
+        assert model.__name__ == f"Py{type(proc).__name__}Float"
+        declared = {n for n in dir(model) if isinstance(getattr(model, n), LavaPyType)}
+        assert declared == set(spec.ins) | set(spec.outs) | set(spec.vars), model.__name__
+        assert set(spec.ins) == {p.name for p in proc.in_ports}, model.__name__
+        assert set(spec.outs) == {p.name for p in proc.out_ports}, model.__name__
+        assert set(spec.vars) == {v.name for v in proc.vars}, model.__name__
+        assert model.implements_process is type(proc) and model.tags == ["floating_pt"]
+        assert model.required_resources == [CPU]
+
+
 def test_registry_rejects_a_second_model_for_a_process():
     from spikedeploy.runtimes import lava_procs as LP
 
@@ -304,4 +355,27 @@ def test_registry_rejects_a_second_model_for_a_process():
     for process, model in before.items():
         with pytest.raises(ValueError, match=f"process {process.__name__} already has the model {model.__name__}"):
             LP.register_model(process, model)
+    other = type("PyOtherNeuron", (LP._TapModel,), {})
+    with pytest.raises(ValueError, match="process IntegerNeuron already has the model PyIntegerNeuronFloat"):
+        LP.process_model(LP.IntegerNeuron, ins=("a_in",), outs=("s_out",), vars=("bias", "q_rec"))(other)
+    assert not hasattr(other, "model_spec") and not hasattr(other, "a_in")  # refused before it was touched
     assert LP.MODELS == before
+    with pytest.raises(ValueError, match="no Lava types for the tag 'fixed_pt'"):
+        LP.declare_model(LP.PyIntegerNeuronFloat.model_spec.with_tag("fixed_pt"))
+
+
+def test_a_second_tag_is_a_subclass_declared_with_the_same_spec(monkeypatch):
+    """How issue 14's fixed_pt models plug in: a TAG_TYPES row, a subclass, the same ports."""
+    from spikedeploy.runtimes import lava_procs as LP
+
+    monkeypatch.setitem(LP.TAG_TYPES, "test_pt", LP.TAG_TYPES["floating_pt"])
+    monkeypatch.setitem(LP.MODELS_BY_TAG, "test_pt", {})
+    before = dict(LP.MODELS)
+
+    @LP.declare_model(LP.PyIntegerNeuronFloat.model_spec.with_tag("test_pt"))
+    class PyIntegerNeuronTest(LP.PyIntegerNeuronFloat):
+        pass
+
+    assert LP.MODELS_BY_TAG["test_pt"] == {LP.IntegerNeuron: PyIntegerNeuronTest} and LP.MODELS == before
+    assert PyIntegerNeuronTest.tags == ["test_pt"] and LP.PyIntegerNeuronFloat.tags == ["floating_pt"]
+    assert PyIntegerNeuronTest.model_spec.ins == LP.PyIntegerNeuronFloat.model_spec.ins == ("a_in",)
