@@ -196,11 +196,19 @@ def test_fewer_os_processes_counted_in_proc():
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "graded"))
     n = len(bundle.description["processes"])
     per_layer, seen_per_layer = run_counting(bundle, x, "per-layer")
-    one, seen_one = run_counting(bundle, x, 1)
-    two, seen_two = run_counting(bundle, x, 2)
     # Lava's children: the Lava processes, the runtime service and the shared-memory server
     assert seen_per_layer == n + 2 == per_layer.info["os_processes"], (seen_per_layer, n)
+    # a partitioned run is too short to be seen reliably by polling (it was missed in 2 of 3
+    # runs): a live runtime keeps the same children between runs, counted while it is alive
+    from spikedeploy.runtimes.lava_live import LiveRuntime
+
+    counted = {}
+    for p in (1, 2):
+        with LiveRuntime(bundle, partitions=p) as live:
+            counted[p] = (live.run(x), _lava_children())
+    (one, seen_one), (two, seen_two) = counted[1], counted[2]
     assert seen_one == 3 == one.info["os_processes"] and seen_two == 4 == two.info["os_processes"]
+    assert _lava_children() == 0
     for name, q in per_layer.spike_counts.items():
         assert torch.equal(one.spike_counts[name], q) and torch.equal(two.spike_counts[name], q)
 
