@@ -80,16 +80,23 @@ def auto_partitions(num_processes: int, cpus: Optional[int] = None) -> Tuple[int
     """The number of partitions ``auto`` uses for a bundle of ``num_processes`` processes on a
     machine with ``cpus`` CPUs (default ``os.cpu_count()``), and the rule in words.
 
-    Rule (measured with ``benchmarks/bench_partitions.py``, see the README table): one partition.
-    Within a Lava step every partition waits for the messages of the members before it (a neuron
-    receives in step k what its source sent in step k), so partitions of one graph run one after
-    the other, not side by side, while each extra Lava process adds its share of the per-step
-    synchronization (one command and one answer per process and step, plus one shared-memory
-    channel per cut connection). More CPUs do not change that."""
+    Rule (measured with ``benchmarks/bench_partitions.py`` on 2 quiet CPUs, see the README table):
+    two partitions when there are two CPUs or more, else one. Within a Lava step a partition waits
+    for the messages its members receive from the partition before it (a neuron receives in step
+    k what its source sent in step k), but members that receive nothing from the cut in that
+    step (most of them: a layer is active in a few of the steps) run meanwhile, and a live
+    runtime's per-frame rebuild runs side by side; every extra Lava process adds its share of the
+    per-step synchronization (one command and one answer per process and step, one shared-memory
+    channel per cut connection). Measured per frame, live runtime: the tiny tracker's search
+    branch P = 1 0.192 s, P = 2 0.160 s, P = 4 0.197 s, P = 8 0.238 s; S256-T1 search 1.21 /
+    0.96 / 0.95 / 1.12 s; one fresh run per frame: tiny 0.44 / 0.48 / 0.70 / 1.09 s, S256-T1
+    1.96 / 1.77 / 2.24 / 3.14 s. More partitions than 2 were not faster on 2 CPUs; machines with
+    more CPUs were not measured, so they get 2 as well."""
     cpus = int(cpus or os.cpu_count() or 1)
-    return 1, (f"auto: 1 partition for {num_processes} processes on {cpus} CPUs (partitions of one graph "
-               "wait for each other within a Lava step; every extra Lava process adds per-step "
-               "synchronization)")
+    n = max(1, min(2 if cpus >= 2 else 1, int(num_processes)))
+    return n, (f"auto: {n} partition{'s' if n > 1 else ''} for {num_processes} processes on {cpus} CPUs "
+               "(measured fastest on 2 CPUs: partitions overlap the steps their members are idle in, "
+               "each extra Lava process adds per-step synchronization)")
 
 
 #: a process's estimated cost per Lava step, in units of one process model call (see process_cost)

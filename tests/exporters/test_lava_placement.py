@@ -68,18 +68,20 @@ def test_plan_balances_estimated_cost_and_clamps_to_the_process_count(sdt_bundle
     assert LP.plan(desc, "per-layer").groups is None and LP.plan(desc, "per-layer").partitions is None
 
 
-def test_auto_is_one_partition_with_its_rule(sdt_bundle):
+def test_auto_is_two_partitions_on_two_cpus_or_more_with_its_rule(sdt_bundle):
     desc, _ = sdt_bundle
-    for cpus in (1, 2, 16, 128):
+    for cpus, want in ((1, 1), (2, 2), (16, 2), (128, 2)):
         pl = LP.plan(desc, "auto", cpus=cpus)
-        assert pl.requested == "auto" and pl.partitions == 1 and f"{cpus} CPUs" in pl.rule
+        assert pl.requested == "auto" and pl.partitions == want and f"{cpus} CPUs" in pl.rule
+    assert LP.auto_partitions(1, cpus=16)[0] == 1  # never more partitions than processes
 
 
 def test_the_bundle_records_the_placement(sdt_bundle, tmp_path):
     desc, _ = sdt_bundle
     rec = desc["placement"]
-    assert rec["requested"] == "auto" and rec["partitions"] == 1 and rec["rule"].startswith("auto:")
-    assert sorted(rec["groups"][0]) == sorted(p["name"] for p in desc["processes"])
+    want = LP.auto_partitions(len(desc["processes"]))[0]  # decided for the machine that exported it
+    assert rec["requested"] == "auto" and rec["partitions"] == want and rec["rule"].startswith("auto:")
+    assert sorted(n for g in rec["groups"] for n in g) == sorted(p["name"] for p in desc["processes"])
     from spikedeploy import api
 
     loaded = api.build_model("sdt-test", neuron="ilif", timesteps=1)

@@ -215,13 +215,16 @@ def test_fewer_os_processes_counted_in_proc():
 
 def test_bundle_placement_is_the_default_and_a_run_may_place_again(tmp_path):
     graph, x = RT._sdt("ilif", 1, 1)
-    path = lava_export.export(graph, tmp_path / "m.lava", encoding="graded", partitions=2)
+    path = lava_export.export(graph, tmp_path / "m.lava", encoding="graded", partitions=3)
     bundle = lava_export.load(path)
-    assert bundle.description["placement"]["partitions"] == 2
+    assert bundle.description["placement"]["partitions"] == 3
     recorded = lava_run.run(bundle, x)
-    assert recorded.info["partitions"] == 2 and recorded.info["placement"]["requested"] == 2
+    assert recorded.info["partitions"] == 3 and recorded.info["placement"]["requested"] == 3
     again = lava_run.run(bundle, x, partitions="auto")
-    assert again.info["partitions"] == 1 and again.info["placement"]["rule"].startswith("auto:")
+    from spikedeploy.exporters.lava_placement import auto_partitions
+
+    auto = auto_partitions(len(bundle.description["processes"]))[0]
+    assert auto != 3 and again.info["partitions"] == auto and again.info["placement"]["rule"].startswith("auto:")
     for name, q in recorded.spike_counts.items():
         assert int(q.sum()) > 0 and torch.equal(again.spike_counts[name], q)
     with pytest.raises(PlacementError, match="--partitions"):
@@ -356,7 +359,9 @@ def test_lava_network_places_both_branches(tmp_path):
     graphs = capture_spiketrack(model)
     frames, gt = demo_clip(num_frames=2)
     boxes = {}
-    for partitions in (2, "auto"):
+    from spikedeploy.exporters.lava_placement import auto_partitions
+
+    for partitions in (3, "auto"):
         net = LavaNetwork(graphs=graphs, partitions=partitions)
         tracker = SpikeTrackTracker(net)
         tracker.initialize(frames[0], gt[0].tolist())
@@ -365,8 +370,9 @@ def test_lava_network_places_both_branches(tmp_path):
         assert net.template_bundle.description["placement"]["requested"] == partitions
         assert net.search_bundle.description["placement"]["requested"] == partitions
         assert net.last_template_run.info["partitions"] == net.last_run.info["partitions"] == (
-            2 if partitions == 2 else 1)
-    assert boxes[2] == boxes["auto"]
+            3 if partitions == 3 else auto_partitions(len(net.search_bundle.description["processes"]))[0])
+        net.close()
+    assert boxes[3] == boxes["auto"]
     with pytest.raises(PlacementError):
         LavaNetwork(graphs=graphs, partitions=0)
 
