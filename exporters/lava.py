@@ -1366,7 +1366,8 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
         "period": c.period,
         "slots": c.slots,
         "end_step": max(ends),
-        "inputs": [{"name": s.name, "shape": list(s.shape)} for s in graph.inputs],
+        "inputs": [{"name": s.name, "shape": list(s.shape)} | ({} if s.steps is None else {"steps": int(s.steps)})
+                   for s in graph.inputs],
         "host": {
             "nodes": host_nodes,
             "values": sorted(c.host_values),

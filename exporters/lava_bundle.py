@@ -77,7 +77,7 @@ class LavaBundle:
                  n.get("source", ""))
             for n in d["host"]["nodes"]
         )
-        inputs = tuple(TensorSpec(i["name"], tuple(i["shape"])) for i in d["inputs"])
+        inputs = tuple(TensorSpec(i["name"], tuple(i["shape"]), steps=i.get("steps")) for i in d["inputs"])
         outputs = tuple(d["host"]["values"]) or (inputs[0].name,)
         return Graph(inputs=inputs, nodes=nodes, outputs=outputs)
 

@@ -126,12 +126,14 @@ class _Bundle:
         self.end_step = t.int(d["end_step"], "end_step", 1, MAX_LAVA_STEPS)
         inputs = t.list(d["inputs"], "inputs", min_len=1, max_len=64)
         self.input_shapes = {}
+        self.input_steps = {}
         for i, s in enumerate(inputs):
             t.dict(s, f"inputs[{i}]")
             name = t.str(t.key(s, "name", f"inputs[{i}]"), f"inputs[{i}].name")
             if name in self.input_shapes:
                 t.fail(f"inputs[{i}].name", f"duplicate input {name!r}")
             self.input_shapes[name] = t.shape(t.key(s, "shape", f"inputs[{i}]"), f"inputs[{i}].shape")
+            self.input_steps[name] = t.opt_int(s.get("steps"), f"inputs[{i}].steps", 1, MAX_TIMESTEPS)
         self.check_host()
         procs = t.list(d["processes"], "processes", min_len=1, max_len=MAX_LAVA_PROCESSES)
         self.procs: Dict[str, dict] = {}
@@ -182,7 +184,7 @@ class _Bundle:
             nodes = tuple(Node(n["name"], op_from_json(n["op"], self.arrays, "host part"), tuple(n["inputs"]),
                                n.get("source", "") if isinstance(n.get("source", ""), str) else "")
                           for n in host["nodes"])
-            specs = tuple(TensorSpec(k, v) for k, v in self.input_shapes.items())
+            specs = tuple(TensorSpec(k, v, steps=self.input_steps[k]) for k, v in self.input_shapes.items())
             graph = Graph(inputs=specs, nodes=nodes, outputs=tuple(values) or (specs[0].name,))
         except SpikedeployError as e:
             t.fail("host", str(e))

@@ -332,6 +332,8 @@ def _lava_edit(case):
             next(iter(d["neurons"].values()))["proc"] = "neuron:ghost"
         elif case == "host-op":
             d["host"]["nodes"][0]["op"]["fields"]["stride"] = {"tuple": [0, 0]}
+        elif case == "zero-input-steps":
+            d["inputs"][0]["steps"] = 0
         else:  # pragma: no cover
             raise AssertionError(case)
     return edit
@@ -342,7 +344,7 @@ LAVA_CASES = ["string-size", "negative-size", "bool-size", "bad-connection-port"
               "negative-end-step", "huge-end-step", "inconsistent-end-step", "neuron-without-rounding",
               "unknown-neuron-kind", "unknown-rounding", "nan-bias", "nan-weights", "complex-bias",
               "unknown-process-type", "missing-field", "window-beyond-period", "string-period", "bad-encoding",
-              "too-many-processes", "neuron-table", "host-op"]
+              "too-many-processes", "neuron-table", "host-op", "zero-input-steps"]
 
 
 @pytest.mark.parametrize("case", LAVA_CASES)

@@ -366,3 +366,29 @@ def test_dense_layers_kept_as_kernels_match_reference():
                  for t in taps if t["syn"] is not None}
         assert ("matmul" in kinds) if fuse else desc["process_counts"]["matmul"] >= 8
         assert_matches_reference(graph, x, "graded", lava_export.LavaBundle(None, desc, arrays))
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+def test_a_time_op_on_the_graph_input_runs_on_the_host_with_the_inputs_fixed_steps(encoding, tmp_path):
+    """RepeatTime directly on a one-step input runs in the bundle's host part, which needs the
+    input's fixed T: the bundle records it (``inputs[].steps``), its loader and validator keep it
+    (before, the host part lost it and every run failed), and a wrong T is refused by name."""
+    rng = np.random.default_rng(1)
+
+    def lin(o, i, gain=3.0):
+        return O.Linear(O.as_param(rng.normal(size=(o, i)) * gain / np.sqrt(i)), O.as_param(rng.normal(size=o) + 0.5))
+
+    nodes = (Node("rep", O.RepeatTime(3), ("x",)), Node("fc0", lin(6, 5), ("rep",)),
+             Node("n0", O.IntegerLIF(d=4, norm=4.0), ("fc0",)), Node("out", lin(3, 6, 1), ("n0",)))
+    graph = Graph(inputs=(TensorSpec("x", (5,), steps=1),), nodes=nodes, outputs=("out",))
+    x = torch.randn(1, 2, 5, generator=torch.Generator().manual_seed(3)) * 2 + 1
+    path = lava_export.export(graph, tmp_path / "rep.lava", encoding=encoding)
+    bundle = lava_export.load(path)
+    assert bundle.description["inputs"] == [{"name": "x", "shape": [5], "steps": 1}]
+    assert [n["op"]["kind"] for n in bundle.description["host"]["nodes"]][0] == "RepeatTime"
+    r = lava_run.run(bundle, x)
+    ref = execute(graph, x, encoding)
+    q = ref.neuron_q("n0")
+    assert int(q.sum()) > 0 and torch.equal(r.spike_counts["n0"], q)
+    with pytest.raises(SpikedeployError, match=r"input 'x' must have exactly T=1"):
+        lava_run.run(bundle, torch.randn(2, 2, 5))
