@@ -337,9 +337,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
     models of the project's processes (24-bit state, integer q) and 8-bit-mantissa weights with
     a per-``Sparse`` exponent, with the quantization error measured and reported.
     """
-    if select_tag not in SELECT_TAGS:
-        raise ConfigError(f"Lava runtime: select_tag {select_tag!r} is not implemented; "
-                          f"supported: {', '.join(SELECT_TAGS)}")
+    check_select_tag(select_tag)
     from spikedeploy.exporters.lava_placement import placement_of
     from spikedeploy.lava_compat import import_lava
 
@@ -428,9 +426,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
         "time_steps": num_steps,
         "lava_steps_per_frame": num_steps / B,
         "processes": len(procs),
-        "placement": placement.to_json() | {"groups": None},
-        "partitions": placement.partitions if placement.groups is not None else "per-layer",
-        "partition_sizes": None if placement.groups is None else [len(g) for g in placement.groups],
+        **placement_info(placement),
         "lava_processes": len(lava_procs),
         "os_processes": os_processes,
         "components": len(comps),
@@ -443,6 +439,22 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
         "lava_phase_s": {k: round(v, 3) for k, v in phases.items()},
     }
     return target_run(bundle, rec, host, T=T, B=B, info=info)
+
+
+def check_select_tag(select_tag: str) -> None:
+    """Refuse a ``select_tag`` the runtime does not implement (ConfigError)."""
+    if select_tag not in SELECT_TAGS:
+        raise ConfigError(f"Lava runtime: select_tag {select_tag!r} is not implemented; "
+                          f"supported: {', '.join(SELECT_TAGS)}")
+
+
+def placement_info(placement) -> dict:
+    """The ``info`` entries of a run's placement: ``placement`` (its record without the groups),
+    ``partitions`` (N, or ``"per-layer"``) and ``partition_sizes``."""
+    grouped = placement.groups is not None
+    return {"placement": placement.to_json() | {"groups": None},
+            "partitions": placement.partitions if grouped else "per-layer",
+            "partition_sizes": [len(g) for g in placement.groups] if grouped else None}
 
 
 def host_part(bundle, x):
@@ -458,13 +470,12 @@ def host_part(bundle, x):
 
 
 def read_records(procs, names, index, rdir: Path, rec: dict, pair_events: dict, write_events: dict, *,
-                 hosted: bool, remove: bool = False, dumped: Optional[Dict[str, np.ndarray]] = None) -> None:
+                 hosted: bool, dumped: Optional[Dict[str, np.ndarray]] = None) -> None:
     """Collect the records of the processes ``names`` after a run into ``rec`` (neuron and
     readout records: the files the processes wrote in their last step; else a Var of
     :data:`READ_VARS` dumped by a partition, or read with ``Var.get`` when not ``hosted``) and
-    the attention / memory-write pair-event counts. ``remove``: delete each file read (a live
-    runtime's next run must write it again). ``dumped``: the Vars the partitions wrote into one
-    file each, by ``"<index>.<Var>"``, looked up first."""
+    the attention / memory-write pair-event counts. ``dumped``: the Vars the partitions wrote into
+    one file each, by ``"<index>.<Var>"``, looked up first."""
     from spikedeploy.runtimes import lava_procs as LP
 
     def take(name: str, p, var: str, value) -> None:
@@ -483,8 +494,6 @@ def read_records(procs, names, index, rdir: Path, rec: dict, pair_events: dict, 
         written = rdir / f"{index[name]}.npy"
         if written.is_file():  # the process wrote its record in its last step
             rec[name] = np.load(written, allow_pickle=False)
-            if remove:
-                written.unlink()
             continue
         var = next((v for v in READ_VARS if hasattr(p, v)), None)
         if var is None:
@@ -492,8 +501,6 @@ def read_records(procs, names, index, rdir: Path, rec: dict, pair_events: dict, 
         dumped_file = rdir / f"{index[name]}.{var}.npy"
         if dumped_file.is_file():  # a partition wrote its member's Var in the last step
             value = np.load(dumped_file, allow_pickle=False)
-            if remove:
-                dumped_file.unlink()
         elif not hosted:
             value = np.asarray(getattr(p, var).get())
         else:

@@ -15,7 +15,8 @@ tiny tracker, one partition: 0.13 s building processes, 0.17 s starting, 0.10 s 
    first step of that frame every partition builds its members again from their specs — fresh
    state, nothing carried over from the previous frame — with the new values;
 3. :meth:`LiveRuntime.set_memory` replaces ``memory_read`` memories (a new template) for all
-   later runs, without compiling again (as :func:`spikedeploy.exporters.lava.with_memory`);
+   later runs, without compiling again (as :func:`spikedeploy.exporters.lava.with_memory`), and
+   :meth:`LiveRuntime.use_bundle` takes a bundle ``with_memory`` already made;
 4. records: each partition writes its members' records (spike counts per macro-step, readouts,
    pair-event counters) into one file in the frame's last step (read and removed).
 
@@ -88,9 +89,7 @@ class LiveRuntime:
         from spikedeploy.exporters.lava_placement import parse_partitions, placement_of
         from spikedeploy.runtimes import lava as L
 
-        if select_tag not in L.SELECT_TAGS:
-            raise ConfigError(f"Lava runtime: select_tag {select_tag!r} is not implemented; "
-                              f"supported: {', '.join(L.SELECT_TAGS)}")
+        L.check_select_tag(select_tag)
         self.bundle = L._bundle(bundle)
         self.select_tag = select_tag
         self.partitions = parse_partitions(partitions)
@@ -102,7 +101,7 @@ class LiveRuntime:
         self._finalizer = weakref.finalize(self, self._running.close)
         self._shape = None
         self._runs = 0
-        self._memory: Dict[str, np.ndarray] = {}  # memory_read process name -> memory (kept for all runs)
+        # memory_read process name -> the memory array its partition holds (sent, or built with)
         self._memory_sent: Dict[str, np.ndarray] = {}
 
     # -- public ------------------------------------------------------------------------------
@@ -121,13 +120,24 @@ class LiveRuntime:
         arrays are replaced too, so ``self.bundle`` stays what the processes compute)."""
         from spikedeploy.exporters.lava import with_memory
 
-        self.bundle = with_memory(self.bundle, dict(memory))
-        reads = {p["node"]: p for p in self.bundle.description["processes"] if p["type"] == "memory_read"}
-        for node in memory:
-            p = reads[node]
-            self._memory[p["name"]] = self.bundle.array(p["memory"])
+        self.use_bundle(with_memory(self.bundle, dict(memory)))
 
-    def run(self, x, *, progress: bool = False) -> TargetRun:
+    def use_bundle(self, bundle) -> None:
+        """Run ``bundle`` from the next run on: this runtime's bundle with other MemoryRead
+        memories, as :func:`~spikedeploy.exporters.lava.with_memory` returns it (the same
+        description: nothing is compiled). The memories whose arrays changed are sent to their
+        partitions with the next input."""
+        if bundle.description is not self.bundle.description:
+            raise ConfigError("Lava live runtime: use_bundle takes the runtime's own bundle with other memories "
+                              "(exporters.lava.with_memory); a bundle compiled separately needs a new LiveRuntime")
+        self.bundle = bundle
+
+    def _memories(self) -> Dict[str, np.ndarray]:
+        """memory_read process name -> its memory in the current bundle."""
+        return {p["name"]: self.bundle.array(p["memory"]) for p in self.bundle.description["processes"]
+                if p["type"] == "memory_read"}
+
+    def run(self, x) -> TargetRun:
         """Run the bundle on ``x`` ``[T, B, *s]`` (the shape of the first run) and return what
         :func:`spikedeploy.runtimes.lava.run` returns for it."""
         from spikedeploy.runtimes import lava as L
@@ -174,9 +184,7 @@ class LiveRuntime:
             "time_steps": self._num_steps,
             "lava_steps_per_frame": self._num_steps / B,
             "processes": len(self._procs),
-            "placement": self.placement.to_json() | {"groups": None},
-            "partitions": self.placement.partitions,
-            "partition_sizes": [len(g) for g in self.placement.groups],
+            **L.placement_info(self.placement),
             "lava_processes": len(self._lava_procs),
             "os_processes": self._os_processes,
             "components": len(self._sessions),
@@ -225,7 +233,7 @@ class LiveRuntime:
         # no record files per process: each partition writes its members' records (q_rec, rec) and
         # pair-event counters into one file in the frame's last step
         procs, models, num_steps = L.make_processes(self.bundle, host_values, T=T, B=B, record_dir=None)
-        self._memory_sent = dict(self._memory)
+        self._memory_sent = self._memories()
         dumps = {name: [(v, str(rdir / f"{self._index[name]}.{v}.npy")) for v in L.READ_VARS if hasattr(p, v)]
                  for name, p in procs.items()}
         frames = [str(rdir / f"frame.{g}.npz") for g in range(len(self.placement.groups))]
@@ -263,7 +271,7 @@ class LiveRuntime:
             var, value = L.source_var(self.bundle, p, host_values, T=T, B=B)
             g, j = self._where[p["name"]]
             per[g][f"{j}.{var}"] = value
-        for name, mem in self._memory.items():
+        for name, mem in self._memories().items():
             if self._memory_sent.get(name) is mem:
                 continue
             g, j = self._where[name]

@@ -550,14 +550,8 @@ class LavaNetwork(_CapturedNetwork):
                 return lava_run.run(bundle, x, partitions=self.partitions)
             live = self._live[branch] = LiveRuntime(bundle, partitions=self.partitions)
         if live.bundle is not bundle:  # the same compiled bundle with other memories (with_memory)
-            live.set_memory(self._memories(bundle))
-            live.bundle = bundle
+            live.use_bundle(bundle)
         return live.run(x)
-
-    @staticmethod
-    def _memories(bundle) -> Dict[str, np.ndarray]:
-        return {p["node"]: bundle.array(p["memory"]) for p in bundle.description["processes"]
-                if p["type"] == "memory_read"}
 
     def close(self) -> None:
         """Stop the branches' live Lava runtimes (idempotent; a later call starts them again)."""

@@ -140,3 +140,21 @@ def test_a_failed_frame_ends_the_runtime_and_the_next_run_starts_again(monkeypat
     assert_same_run(again, lava_run.run(bundle, x * 0.8, partitions=1))
     live.close()
     assert not multiprocessing.active_children() and _records(root) == before
+
+
+def test_use_bundle_takes_the_runtimes_own_bundle_with_other_memories_only():
+    """use_bundle (what LavaNetwork calls after with_memory) equals set_memory; a separately
+    compiled bundle is refused (it would need other processes)."""
+    graph = RT.time_axis_graph()
+    bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "graded"))
+    read = next(p for p in bundle.description["processes"] if p["type"] == "memory_read")
+    new = np.random.default_rng(4).normal(size=bundle.array(read["memory"]).shape) * 2
+    other = lava_export.with_memory(bundle, {read["node"]: new})
+    x = torch.randn(3, 1, 4, 5, generator=torch.Generator().manual_seed(5)) * 2 + 1
+    with LiveRuntime(bundle, partitions=1) as live:
+        live.run(x)
+        live.use_bundle(other)
+        assert_same_run(live.run(x), lava_run.run(other, x, partitions=1))
+        again = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "graded"))
+        with pytest.raises(ConfigError, match="use_bundle takes the runtime's own bundle"):
+            live.use_bundle(again)
