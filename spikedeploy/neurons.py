@@ -46,6 +46,8 @@ __all__ = [
     "binary_lif",
     "dynamic_firing_limit",
     "dynamic_integer",
+    "fixed_integer_lif",
+    "fixed_binary_lif",
 ]
 
 ROUNDING_MODES = ("half_even", "half_up")
@@ -63,6 +65,8 @@ class NeuronTrace:
     value: torch.Tensor
     margin_source: Union[torch.Tensor, Callable[[], torch.Tensor]] = field(repr=False)
     d: Union[int, torch.Tensor]
+    #: fixed point: how many state updates were clamped to the state width (0 in floating point)
+    saturated: int = 0
 
     @property
     def margin(self) -> torch.Tensor:
@@ -286,3 +290,91 @@ def dynamic_integer(
         raise ValueError("DI-LIF input needs shape [T, B, ...] with at least one feature axis")
     d = dynamic_firing_limit(x, d_init=d_init, gate_w=gate_w, gate_b=gate_b)
     return integer_lif(x, d=d, leaks=leak, reset_norm=1.0, norm=float(d_init), rounding=rounding)
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed point (Loihi-style integers; IR ops FixedIntegerLIF / FixedBinaryLIF)
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_int64(x: torch.Tensor, where: str) -> torch.Tensor:
+    xi = x.to(torch.int64)
+    if x.is_floating_point() and not torch.equal(xi.to(x.dtype), x):
+        raise ValueError(f"{where}: fixed-point input is not integer-valued (max fraction "
+                         f"{(x - xi.to(x.dtype)).abs().max().item():.3g}); quantize the graph first")
+    return xi
+
+
+def _saturate(v: torch.Tensor, bits: int):
+    """``clamp(v, -(2**(bits-1) - 1), 2**(bits-1) - 1)`` and the number of clamped elements."""
+    hi = (1 << (bits - 1)) - 1
+    n = int(((v > hi) | (v < -hi)).sum())
+    return v.clamp(-hi, hi), n
+
+
+def fixed_decay(p: torch.Tensor, leak: int) -> torch.Tensor:
+    """Loihi's decay of a state by a 12-bit fraction: ``sign(p) * ((|p| * leak) >> 12)``
+    (truncation toward zero, lava-nc ``AbstractPyLifModelFixed.subthr_dynamics``)."""
+    return torch.sign(p) * ((p.abs() * int(leak)) >> 12)
+
+
+def _round_units(v: torch.Tensor, unit: int, rounding: str) -> torch.Tensor:
+    """``R(v / unit)`` exactly in integers: round half up, or half to even (a tie is
+    ``v + unit/2`` divisible by ``unit``)."""
+    shifted = v + unit // 2
+    n = torch.div(shifted, unit, rounding_mode="floor")
+    if rounding == "half_even":
+        tie = torch.remainder(shifted, unit) == 0
+        n = torch.where(tie & (torch.remainder(n, 2) == 1), n - 1, n)
+    return n
+
+
+def fixed_integer_lif(x: torch.Tensor, *, d: int, unit: int, reset: int, leak=None,
+                      rounding: str = "half_even", state_bits: int = 24) -> NeuronTrace:
+    """The fixed-point integer LIF (:class:`spikedeploy.ir.ops.FixedIntegerLIF`) on integer input
+    ``x`` ``[T, B, ...]`` (int64 arithmetic). ``q`` is returned as float64 counts, ``margin`` is the
+    distance of the state to the nearest rounding boundary in membrane units (never 0 except on an
+    exact tie, which the tie rule decides), ``saturated`` the number of clamped state updates."""
+    xi = _as_int64(x, "fixed-point integer LIF")
+    T = xi.shape[0]
+    if isinstance(leak, (tuple, list)) and len(leak) < T - 1:
+        raise ValueError(f"neuron has {len(leak)} per-step leaks but the input has T={T} steps")
+    qs, states, sat = [], [], 0
+    v_prev = q_prev = None
+    for t in range(T):
+        if leak is None or t == 0:
+            v = xi[t]
+        else:
+            lam = leak[t - 1] if isinstance(leak, (tuple, list)) else leak
+            v = fixed_decay(v_prev - reset * q_prev, lam) + xi[t]
+        v, n = _saturate(v, state_bits)
+        sat += n
+        q = _round_units(v, unit, rounding).clamp(0, d)
+        qs.append(q)
+        states.append(v)
+        v_prev, q_prev = v, q
+    q = torch.stack(qs)
+
+    def margin():  # as _rounding_margin, in membrane units
+        return _rounding_margin(torch.stack(states).to(torch.float64) / unit, d)
+
+    qf = q.to(torch.float64)
+    return NeuronTrace(q=qf, value=qf, margin_source=margin, d=int(d), saturated=sat)
+
+
+def fixed_binary_lif(x: torch.Tensor, *, beta: int, threshold: int, state_bits: int = 24) -> NeuronTrace:
+    """The fixed-point binary LIF (:class:`spikedeploy.ir.ops.FixedBinaryLIF`): int64, strict
+    threshold, soft reset, Loihi decay; ``saturated`` counts clamped updates."""
+    xi = _as_int64(x, "fixed-point binary LIF")
+    qs, hs, sat = [], [], 0
+    u = torch.zeros_like(xi[0])
+    for t in range(xi.shape[0]):
+        h, n = _saturate(fixed_decay(u, beta) + xi[t], state_bits)
+        sat += n
+        s = (h > threshold).to(torch.int64)
+        qs.append(s)
+        hs.append(h)
+        u = h - threshold * s
+    q = torch.stack(qs).to(torch.float64)
+    return NeuronTrace(q=q, value=q, d=1, saturated=sat,
+                       margin_source=lambda: torch.stack([(h - threshold).abs().to(torch.float64) for h in hs]))

@@ -76,6 +76,8 @@ class NodeRecord:
     margin: Optional[torch.Tensor] = None
     d: Union[None, int, torch.Tensor] = None
     spikes: Optional[SpikeValue] = None
+    #: fixed point: elements clamped to the state/message width in this node (neurons, Quantize)
+    saturated: int = 0
 
 
 @dataclass
@@ -299,6 +301,28 @@ class BinaryLIFRule(NeuronRule):
         return N.binary_lif(x, beta=op.beta, threshold=op.threshold)
 
 
+class FixedIntegerLIFRule(NeuronRule):
+    def dynamics(self, op, x):
+        return N.fixed_integer_lif(x, d=op.d, unit=op.unit, reset=op.reset, leak=op.leak,
+                                   rounding=op.rounding, state_bits=op.state_bits)
+
+
+class FixedBinaryLIFRule(NeuronRule):
+    def dynamics(self, op, x):
+        return N.fixed_binary_lif(x, beta=op.beta, threshold=op.threshold, state_bits=op.state_bits)
+
+
+class QuantizeRule(Rule):
+    """Host -> device: ``clamp(round_half_even(x * 2**e))`` (the scaling by a power of two is exact)."""
+
+    def __call__(self, op, inputs, ctx):
+        x = decode(inputs[0])
+        y = torch.round(x * (2.0 ** op.exponent))
+        hi = float((1 << (op.bits - 1)) - 1)
+        ctx.saturated = int(((y > hi) | (y < -hi)).sum())
+        return y.clamp(-hi, hi)
+
+
 class AttentionRule(Rule):
     """Integer mode: the trained model's float product ``(q @ (k^T v)) * scale``.
 
@@ -509,6 +533,9 @@ for _t, _r in [
     (O.GateLinear, GateLinearRule()),
     (O.GateSoftmax, GateSoftmaxRule()),
     (O.TemplateGate, TemplateGateRule()),
+    (O.Quantize, QuantizeRule()),
+    (O.FixedIntegerLIF, FixedIntegerLIFRule()),
+    (O.FixedBinaryLIF, FixedBinaryLIFRule()),
 ]:
     register_rule(_t, _r)
 
@@ -522,6 +549,7 @@ for _t, _r in [
 class _Ctx:
     node_name: str = ""
     neuron: Optional[N.NeuronTrace] = None
+    saturated: int = 0
 
 
 def _as_inputs(graph: Graph, inputs) -> Dict[str, torch.Tensor]:
@@ -568,6 +596,12 @@ def run(
     teacher's q), so every neuron layer is checked on the reference's own upstream spikes.
     """
     validate(graph)
+    fixed = is_fixed(graph)
+    device = device_nodes(graph) if fixed else set()
+    dyadic = graph.meta_dict()["fixed_point"].get("dyadic", {}) if fixed else {}
+    if fixed and dtype != torch.float64:
+        raise SpikedeployError("a fixed-point graph runs in integer arithmetic: use dtype=torch.float64 "
+                               "(integers up to 2**53 exactly) for its linear ops")
     values: Dict[str, Value] = {k: v.to(dtype) for k, v in _as_inputs(graph, inputs).items()}
     records: Dict[str, NodeRecord] = {}
     with torch.no_grad():
@@ -582,12 +616,49 @@ def run(
             ctx = _Ctx(node_name=node.name)
             out = rule(node.op, args, ctx)
             values[node.name] = out
-            rec = NodeRecord(value=decode(out), spikes=out if isinstance(out, SpikeValue) else None)
+            rec = NodeRecord(value=decode(out), spikes=out if isinstance(out, SpikeValue) else None,
+                             saturated=ctx.saturated)
             if ctx.neuron is not None:
                 rec.q, rec.margin, rec.d = ctx.neuron.q, ctx.neuron.margin, ctx.neuron.d
+                rec.saturated = ctx.neuron.saturated
+            if node.name in device:
+                _check_exact_integers(node, rec.value, dyadic.get(node.name, 0))
             records[node.name] = rec
     outputs = {o: decode(values[o]) for o in graph.outputs}
     return RunResult(graph=graph, mode=mode or graph_mode(graph), dtype=dtype, records=records, outputs=outputs)
+
+
+#: integers a float64 linear op computes exactly (the fixed-point reference checks every device value)
+EXACT_INTEGER_LIMIT = 2.0 ** 53
+
+
+def is_fixed(graph: Graph) -> bool:
+    """True for a fixed-point graph (made by :class:`spikedeploy.passes.QuantizeFixedPoint`)."""
+    return "fixed_point" in graph.meta_dict()
+
+
+def device_nodes(graph: Graph) -> set:
+    """The nodes of a fixed-point graph that run on the device: the ``Quantize`` boundaries, the
+    neurons and everything downstream of them (the rest is host arithmetic on real values)."""
+    device: set = set()
+    for n in graph.nodes:
+        if isinstance(n.op, (O.Quantize,) + O.NEURON_OPS) or any(i in device for i in n.inputs):
+            device.add(n.name)
+    return device
+
+
+def _check_exact_integers(node, value: torch.Tensor, s: int = 0) -> None:
+    """In a fixed-point graph every device value is an integer: linear ops run as float64 kernels
+    on integer data (exact below 2**53; checked here), neurons in int64. A weight-free op with
+    dyadic weights (pooling, mean, upsampling) is a multiple of ``2**-s``, made an integer by the
+    ``Scale(2**s)`` after it."""
+    if not value.is_floating_point() or value.numel() == 0:
+        return
+    if s:
+        value = value * (2.0 ** s)
+    if not bool(torch.all(value == torch.round(value))) or float(value.abs().max()) >= EXACT_INTEGER_LIMIT:
+        raise SpikedeployError(f"fixed-point node {node.name!r} ({node.op.kind}) computed a value that is not an exact "
+                               "integer: the graph was not quantized by spikedeploy.passes.QuantizeFixedPoint")
 
 
 def _teacher_value(teacher: Optional[RunResult], name: str, own: Value, dtype) -> Value:

@@ -489,6 +489,134 @@ class BinaryLIF(Op):
 
 
 # ---------------------------------------------------------------------------------------------
+# Fixed point (Loihi 2 number formats; made by spikedeploy.passes.quantize, never captured)
+# ---------------------------------------------------------------------------------------------
+
+#: width of the neuron state and of graded payloads in fixed point (Loihi 2: 24-bit signed state,
+#: lava-nc ``PyLifModelBitAcc``: ``u``/``v`` ``precision=24``, ``s_out`` ``precision=24``)
+STATE_BITS = 24
+#: the leak (decay) is a 12-bit fraction: ``leak / 4096`` (lava-nc LIF ``du``/``dv``, ``decay_shift = 12``)
+LEAK_BITS = 12
+
+
+def _check_int(name, v, minimum=None):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or (minimum is not None and v < minimum):
+        raise ValueError(f"{name} must be an integer{f' >= {minimum}' if minimum is not None else ''}, got {v!r}")
+
+
+def _check_leak_fraction(leak):
+    vals = leak if isinstance(leak, tuple) else (leak,)
+    for v in vals:
+        _check_int("fixed-point leak", v, 0)
+        if v > 1 << LEAK_BITS:
+            raise ValueError(f"fixed-point leak {v} exceeds 2**{LEAK_BITS} (a 12-bit fraction of 4096)")
+
+
+@dataclass(frozen=True, eq=False)
+class Quantize(Op):
+    """HOST -> device boundary of a fixed-point graph: a real value becomes an integer message in
+    units of ``2**-exponent``::
+
+        y = clamp(round_half_even(x * 2**exponent), -(2**(bits-1) - 1), 2**(bits-1) - 1)
+
+    Every clamped element is counted (saturation), never wrapped."""
+
+    exponent: int
+    bits: int = STATE_BITS
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_int("Quantize exponent", self.exponent)
+        _check_int("Quantize bits", self.bits, 2)
+
+    def infer_shape(self, s):
+        return tuple(s)
+
+
+@dataclass(frozen=True, eq=False)
+class FixedIntegerLIF(Op):
+    """The integer LIF family in Loihi-style fixed point. The input ``x`` and the state ``v`` are
+    integers in state units (``unit`` state units = 1.0 of the float membrane; ``unit`` is a power
+    of two >= 2, so every rounding boundary ``(k + 1/2) * unit`` is an integer)::
+
+        v_0 = sat(x_0)
+        v_t = sat(decay_t(v_{t-1} - reset * q_{t-1}) + x_t)        (t >= 1; leak None: v_t = sat(x_t))
+        decay_t(p) = sign(p) * ((|p| * leak_t) >> 12)              leak_t: 12-bit fraction of 4096
+        q_t = clamp(R(v_t / unit), 0, D)        R: round half to even | half up, exact in integers
+        sat(v) = clamp(v, -(2**(state_bits-1) - 1), 2**(state_bits-1) - 1)   every clamp counted
+
+    ``reset`` = ``unit / reset_norm`` (NI-LIF's normalized-spike reset: unit / D). ``leak`` is None,
+    an int, or a tuple whose entry t-1 is leak_t (NI-LIF's per-step sigmoid leaks). The output is the
+    count q, emitted as spikes (``encoding`` "binary" | "graded"), like a lowered
+    :class:`IntegerLIF`; ``norm`` is kept for reports (the 1/norm factor is already in the
+    consumers' integer weights)."""
+
+    is_neuron: ClassVar[bool] = True
+    d: int
+    unit: int
+    reset: int
+    leak: Union[None, int, Tuple[int, ...]] = None
+    rounding: str = "half_even"
+    label: str = "I-LIF"
+    encoding: Optional[str] = "binary"
+    norm: float = 1.0
+    state_bits: int = STATE_BITS
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_int("firing limit D", self.d, 1)
+        _check_int("state unit", self.unit, 2)
+        if self.unit & (self.unit - 1):
+            raise ValueError(f"state unit must be a power of two, got {self.unit}")
+        _check_int("reset", self.reset, 0)
+        if self.leak is not None:
+            _check_leak_fraction(self.leak)
+        _check_rounding(self.rounding)
+        _check_encoding(self.encoding)
+        _check_positive("norm", self.norm)
+        _check_int("state_bits", self.state_bits, 2)
+        if (self.d + 1) * self.unit >= 1 << (self.state_bits - 1):
+            raise ValueError(f"D={self.d} in units of {self.unit} does not fit a {self.state_bits}-bit state")
+
+    @property
+    def window(self) -> int:
+        return int(self.d)
+
+    def infer_shape(self, s):
+        return tuple(s)
+
+
+@dataclass(frozen=True, eq=False)
+class FixedBinaryLIF(Op):
+    """The binary LIF with soft reset in Loihi-style fixed point (integers in state units)::
+
+        h_t = sat(decay(u_{t-1}) + x_t),  s_t = [h_t > threshold],  u_t = h_t - threshold * s_t
+        decay(p) = sign(p) * ((|p| * beta) >> 12)      beta: 12-bit fraction of 4096;  u_{-1} = 0
+        sat as in :class:`FixedIntegerLIF` (counted)"""
+
+    is_neuron: ClassVar[bool] = True
+    beta: int
+    threshold: int
+    label: str = "LIF"
+    encoding: Optional[str] = "binary"
+    state_bits: int = STATE_BITS
+
+    d: ClassVar[int] = 1
+    norm: ClassVar[float] = 1.0
+    window: ClassVar[int] = 1
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_leak_fraction(self.beta)
+        _check_int("threshold", self.threshold, 1)
+        _check_encoding(self.encoding)
+        _check_int("state_bits", self.state_bits, 2)
+
+    def infer_shape(self, s):
+        return tuple(s)
+
+
+# ---------------------------------------------------------------------------------------------
 # Spike x spike products
 # ---------------------------------------------------------------------------------------------
 
@@ -765,4 +893,6 @@ ROUTING_OPS = (Reshape, Permute, Concat, RepeatTime, SelectStep, StackSteps)
 TIME_OPS = (RepeatTime, SelectStep, StackSteps, TemplateGate)
 #: ops that run on the host (real values, audited as MACs)
 HOST_OPS = (GateSoftmax,)
-NEURON_OPS = (IntegerLIF, DynamicIntegerLIF, BinaryLIF)
+NEURON_OPS = (IntegerLIF, DynamicIntegerLIF, BinaryLIF, FixedIntegerLIF, FixedBinaryLIF)
+#: neurons of fixed-point graphs (spikedeploy.passes.quantize)
+FIXED_NEURON_OPS = (FixedIntegerLIF, FixedBinaryLIF)

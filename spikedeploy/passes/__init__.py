@@ -6,8 +6,9 @@ from spikedeploy.passes.base import Pass, PassManager
 from spikedeploy.passes.fold_bn import FoldBatchNorm
 from spikedeploy.passes.fuse import FuseLinearChains
 from spikedeploy.passes.expand import ExpandSpikes
+from spikedeploy.passes.quantize import QuantizeFixedPoint
 
-__all__ = ["Pass", "PassManager", "FoldBatchNorm", "FuseLinearChains", "ExpandSpikes", "default_pipeline"]
+__all__ = ["Pass", "PassManager", "FoldBatchNorm", "FuseLinearChains", "ExpandSpikes", "QuantizeFixedPoint", "default_pipeline"]
 
 
 def default_pipeline(encoding=None) -> PassManager:
