@@ -475,6 +475,16 @@ class QuantizeFixedPoint(Pass):
             return min(MAX_EXPONENT, math.floor(math.log2(limit / mx))) if mx > 0 else MAX_EXPONENT
 
         allowed = {v: fits(mx) for v, mx in ranges.items()}
+        # a bias (or a constant added once per macro-step) must fit mantissa * 2**exp at the
+        # output's exponent: 13-bit mantissa, exponent <= 7
+        bias_top = ((1 << (BIAS_MANTISSA_BITS - 1)) - 1) * 2 ** BIAS_EXPONENT_MAX
+        for n in graph.nodes:
+            if n.name not in device:
+                continue
+            b = getattr(n.op, "bias", None) if not isinstance(n.op, O.AddConstant) else n.op.value
+            if isinstance(b, np.ndarray) and b.size and float(np.abs(b).max()) > 0:
+                fit = math.floor(math.log2(bias_top / float(np.abs(b).max())))
+                allowed[n.name] = min(allowed.get(n.name, MAX_EXPONENT), fit)
         # backwards: a value may not exceed what the consumers it flows into exactly allow
         for n in reversed(graph.nodes):
             op = n.op

@@ -226,3 +226,18 @@ def test_memory_is_quantized_with_its_static_exponent():
     with pytest.raises(SpikedeployError):
         quantize_memory(g, "r", mem)
     assert math.isfinite(float(out.abs().max()))
+
+
+def test_a_large_bias_lowers_the_layer_exponent_instead_of_clipping():
+    """Loihi's bias is a 13-bit mantissa with an exponent <= 7 (at most 4095 * 128 state units):
+    a bias that would not fit at the exponent the range allows lowers the layer's exponent."""
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(8, 16)) * 0.01
+    g = _one_layer(w, bias=np.full(8, 3.0))
+    x = torch.rand(1, 4, 16) * 4
+    gq = quantize_graph(g, x)
+    info = gq.meta_dict()["fixed_point"]["layers"]["fc"]
+    assert info["bias_clipped"] == 0 and info["bias_error_max"] == 0.0
+    assert 3.0 * 2 ** info["out_exponent"] <= 4095 * 128
+    ref, fx = run(g, x), run(gq, x)
+    assert torch.equal(ref.records["n"].q, fx.records["n"].q) and float(fx.records["n"].q.sum()) > 0
