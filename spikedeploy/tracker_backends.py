@@ -60,6 +60,11 @@ __all__ = [
     "capture_spiketrack",
     "memory_read_map",
     "set_memory",
+    "FixedPointBranches",
+    "quantize_branches",
+    "set_fixed_memory",
+    "calibration_crops",
+    "PRECISIONS",
     "ReferenceNetwork",
     "OnnxNetwork",
     "LavaNetwork",
@@ -249,8 +254,105 @@ def set_memory(graph: Graph, memories) -> Graph:
 
 
 # ---------------------------------------------------------------------------------------------
+# fixed point (Loihi 2 formats: spikedeploy.passes.quantize)
+# ---------------------------------------------------------------------------------------------
+
+#: the numeric precision of a graph-based backend
+PRECISIONS = ("float", "fixed")
+#: calibration crops taken from the bundled demo clip by default (frames spread over the clip)
+CALIBRATION_CROPS = 8
+
+
+def calibration_crops(size: int, templates: int, count: int = CALIBRATION_CROPS) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Default calibration inputs of a fixed-point tracker: ``count`` crops of the bundled demo
+    clip (the tracker's 4x-context crops around the ground-truth boxes of frames spread over the
+    clip, normalized as the tracker does), as template input ``[templates, count, 3, S, S]``
+    (the template branch takes T crops; the same crops serve every template slot) and search input
+    ``[1, count, 3, S, S]``. The demo clip is the project's own synthetic sample data."""
+    from spikedeploy.models.spiketrack import demo_clip, normalize_images
+    from spikedeploy.tracker import SEARCH_FACTOR, crop_with_context
+
+    frames, boxes = demo_clip()
+    idx = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
+    crops = [crop_with_context(frames[i], boxes[i].tolist(), SEARCH_FACTOR, size)[0] for i in idx]
+    x = normalize_images(np.stack(crops)).to(torch.float64)[None]
+    return x.expand(int(templates), *x.shape[1:]).contiguous(), x
+
+
+@dataclasses.dataclass(frozen=True)
+class FixedPointBranches:
+    """Both SpikeTrack branches quantized (:func:`quantize_branches`): the template graph, whose
+    integer outputs decode to the six memories, and the search graph, whose 12 MemoryRead synapses
+    hold 8-bit memory mantissas with a static exponent each (calibrated on the calibration
+    template's memory, rewritten per template by :func:`set_fixed_memory`)."""
+
+    template: Graph
+    search: Graph
+    weight_bits: int
+
+
+def quantize_branches(template: Graph, search: Graph, *, weight_bits: int = 8, calibration=None) -> FixedPointBranches:
+    """Quantize the lowered branches ``template`` and ``search`` (SpikeTrack's, T = 1) with
+    :class:`~spikedeploy.passes.quantize.QuantizeFixedPoint`. ``calibration``: ``(templates,
+    searches)`` inputs, default :func:`calibration_crops` of the graphs' crop size. The template
+    graph is calibrated on the templates; the search graph on the searches with the memory of the
+    first calibration template (float)."""
+    from spikedeploy.passes.quantize import quantize_graph
+    from spikedeploy.reference import run
+
+    if calibration is None:
+        spec = template.inputs[0]
+        calibration = calibration_crops(int(spec.shape[-1]), int(spec.steps or 1))
+    templates, searches = calibration
+    tq = quantize_graph(template, templates, weight_bits=weight_bits)
+    first = run(template, templates[:, :1], dtype=torch.float64)
+    memory = _memory_dict([first.outputs[o] for o in template.outputs])
+    sq = quantize_graph(set_memory(search, memory), searches, weight_bits=weight_bits)
+    return FixedPointBranches(template=tq, search=sq, weight_bits=int(weight_bits))
+
+
+def set_fixed_memory(graph: Graph, memories) -> Tuple[Graph, int]:
+    """:func:`set_memory` for a fixed-point search ``graph``: each MemoryRead gets the integer
+    mantissas of its new (real-valued) memory at the node's static exponent
+    (:func:`~spikedeploy.passes.quantize.quantize_memory`). Returns the graph and the number of
+    memory cells clipped to the weight width (saturation, counted, never wrapped)."""
+    from spikedeploy.passes.quantize import quantize_memory
+
+    mapping = memory_read_map(graph)
+    mems = [_as_read_memory(m, k) for k, m in enumerate(_memory_list(memories))]
+    fixed = {}
+    clipped = 0
+    for name, k in mapping.items():
+        if tuple(mems[k].shape) != tuple(graph.node(name).op.memory.shape):
+            raise MemoryMismatchError(f"memory {k} has shape {list(mems[k].shape)} but node {name!r} reads "
+                                      f"{list(graph.node(name).op.memory.shape)}")
+        q, c = quantize_memory(graph, name, mems[k])
+        fixed[name] = O.as_param(q)
+        clipped += c
+    nodes = [dataclasses.replace(n, op=dataclasses.replace(n.op, memory=fixed[n.name])) if n.name in fixed else n
+             for n in graph.nodes]
+    return graph.replace_nodes(nodes), clipped
+
+
+def _check_precision(who: str, precision: str, weight_bits: int) -> None:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{who}: unknown precision {precision!r}; expected one of {PRECISIONS}")
+    if isinstance(weight_bits, bool) or not isinstance(weight_bits, int) or not 2 <= weight_bits <= 16:
+        raise ConfigError(f"{who}: weight_bits must be an integer in 2..16 (Loihi 2: 8), got {weight_bits!r}")
+
+
+# ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _decoded(precision: str, graph: Graph, outputs) -> List[torch.Tensor]:
+    """A branch's outputs in graph order; fixed point: decoded from integers (exact)."""
+    if precision == "fixed":
+        from spikedeploy.passes.quantize import decode_outputs
+
+        outputs = decode_outputs(graph, outputs)
+    return [outputs[o] for o in graph.outputs]
 
 
 def _head(values: Sequence[torch.Tensor]):
@@ -313,12 +415,17 @@ class ReferenceNetwork(_CapturedNetwork):
     spike counts)."""
 
     def __init__(self, model=None, *, mode: str = "binary", dtype: torch.dtype = torch.float64,
-                 graphs: Optional[SpikeTrackGraphs] = None):
+                 graphs: Optional[SpikeTrackGraphs] = None, precision: str = "float", weight_bits: int = 8,
+                 calibration=None, fixed: Optional[FixedPointBranches] = None):
         from spikedeploy.passes import ExpandSpikes
         from spikedeploy.reference import MODES
 
         if mode not in MODES:
             raise ConfigError(f"ReferenceNetwork: unknown mode {mode!r}; expected one of {MODES}")
+        _check_precision("ReferenceNetwork", precision, weight_bits)
+        if precision == "fixed" and (mode == "integer" or dtype != torch.float64):
+            raise ConfigError("ReferenceNetwork: fixed point runs a lowered graph (mode 'binary' or 'graded') "
+                              "in integer arithmetic (dtype float64)")
         if dtype not in (torch.float32, torch.float64):
             raise ConfigError(f"ReferenceNetwork: dtype must be torch.float32 or torch.float64, got {dtype!r}")
         graphs = self._init_capture(model, graphs, "ReferenceNetwork")
@@ -330,28 +437,44 @@ class ReferenceNetwork(_CapturedNetwork):
             lower = ExpandSpikes(mode)
             self.template_graph, self._search_base = lower.apply(graphs.template), lower.apply(graphs.search)
         memory_read_map(self._search_base)  # fail now if the search graph is not SpikeTrack's
+        self.precision, self.weight_bits = precision, int(weight_bits)
+        self.memory_clipped = 0  #: fixed point: memory cells clipped to the weight width, all binds
+        if precision == "fixed":
+            if fixed is None:
+                fixed = quantize_branches(self.template_graph, self._search_base, weight_bits=weight_bits,
+                                          calibration=calibration)
+            self.template_graph, self._search_base = fixed.template, fixed.search
+            self.weight_bits = fixed.weight_bits
+        self.fixed = fixed  #: the quantized branches (fixed point), else None
         self.search_graph: Optional[Graph] = None  #: the search graph with the current memory
         self.last_run = None
 
     def with_mode(self, mode: str, dtype: Optional[torch.dtype] = None) -> "ReferenceNetwork":
-        """The same captured graphs run in another ``mode`` (no re-capture)."""
+        """The same captured graphs run in another ``mode`` (no re-capture; float precision)."""
         return ReferenceNetwork(mode=mode, dtype=self.dtype if dtype is None else dtype, graphs=self.graphs)
+
+    def _outputs(self, graph: Graph, outputs) -> List[torch.Tensor]:
+        return _decoded(self.precision, graph, outputs)
 
     def template(self, templates: torch.Tensor) -> Dict[str, torch.Tensor]:
         from spikedeploy.reference import run
 
         t0 = time.perf_counter()
         res = run(self.template_graph, templates, dtype=self.dtype, mode=self.mode)
-        memory = _memory_dict([res.outputs[o] for o in self.template_graph.outputs])
+        memory = _memory_dict(self._outputs(self.template_graph, res.outputs))
         self._record("template", t0)
         return memory
 
     def bind(self, memory) -> Graph:
-        """The search graph for ``memory`` (built with :func:`set_memory` unless it is the memory
-        of the previous call)."""
+        """The search graph for ``memory`` (built with :func:`set_memory`, in fixed point
+        :func:`set_fixed_memory`, unless it is the memory of the previous call)."""
         if self.search_graph is None or memory is not self._bound:
             t0 = time.perf_counter()
-            self.search_graph = set_memory(self._search_base, memory)
+            if self.precision == "fixed":
+                self.search_graph, clipped = set_fixed_memory(self._search_base, memory)
+                self.memory_clipped += clipped
+            else:
+                self.search_graph = set_memory(self._search_base, memory)
             self._bound = memory
             self._record("rebuild", t0)
         return self.search_graph
@@ -363,7 +486,7 @@ class ReferenceNetwork(_CapturedNetwork):
         t0 = time.perf_counter()
         res = run(graph, search, dtype=self.dtype, mode=self.mode)
         self.last_run = res
-        out = _head([res.outputs[o] for o in graph.outputs])
+        out = _head(self._outputs(graph, res.outputs))
         self._record("search", t0)
         return out
 
@@ -498,7 +621,9 @@ class LavaNetwork(_CapturedNetwork):
     ``timings`` (wall seconds per call: ``"template"``, ``"search"``, ``"rebuild"``)."""
 
     def __init__(self, model=None, *, encoding: str = "graded", graphs: Optional[SpikeTrackGraphs] = None,
-                 unroll_limit: Optional[int] = None, fuse: bool = True, bundle_dir=None, partitions="auto"):
+                 unroll_limit: Optional[int] = None, fuse: bool = True, bundle_dir=None, partitions="auto",
+                 precision: str = "float", weight_bits: int = 8, calibration=None,
+                 fixed: Optional[FixedPointBranches] = None):
         from spikedeploy.exporters import lava as lava_export
         from spikedeploy.exporters.lava_placement import parse_partitions
         from spikedeploy.passes import ExpandSpikes
@@ -511,9 +636,19 @@ class LavaNetwork(_CapturedNetwork):
         self.unroll_limit = unroll_limit
         self.fuse = bool(fuse)
         self.bundle_dir = None if bundle_dir is None else Path(bundle_dir)
+        _check_precision("LavaNetwork", precision, weight_bits)
         lower = ExpandSpikes(encoding)
         self.template_graph, self._search_base = lower.apply(graphs.template), lower.apply(graphs.search)
         memory_read_map(self._search_base)  # fail now if the search graph is not SpikeTrack's
+        self.precision, self.weight_bits = precision, int(weight_bits)
+        self.memory_clipped = 0  #: fixed point: memory cells clipped to the weight width, all binds
+        if precision == "fixed":
+            if fixed is None:
+                fixed = quantize_branches(self.template_graph, self._search_base, weight_bits=weight_bits,
+                                          calibration=calibration)
+            self.template_graph, self._search_base = fixed.template, fixed.search
+            self.weight_bits = fixed.weight_bits
+        self.fixed = fixed  #: the quantized branches (fixed point: a fixed_pt Lava run), else None
         self.template_bundle = self._compile(self.template_graph, "template")
         self.search_graph: Optional[Graph] = None  #: the lowered search graph with the current memory
         self.search_bundle = None
@@ -564,7 +699,7 @@ class LavaNetwork(_CapturedNetwork):
         res = self._run(self.template_bundle, templates, "template")
         self.last_template_run = res
         self.last_template_spikes = dict(res.spike_counts)
-        memory = _memory_dict([res.outputs[o] for o in self.template_graph.outputs])
+        memory = _memory_dict(_decoded(self.precision, self.template_graph, res.outputs))
         self._record("template", t0)
         return memory
 
@@ -575,7 +710,11 @@ class LavaNetwork(_CapturedNetwork):
             from spikedeploy.exporters.lava import with_memory
 
             t0 = time.perf_counter()
-            self.search_graph = set_memory(self._search_base, memory)
+            if self.precision == "fixed":
+                self.search_graph, clipped = set_fixed_memory(self._search_base, memory)
+                self.memory_clipped += clipped
+            else:
+                self.search_graph = set_memory(self._search_base, memory)
             if self.search_bundle is None or self.bundle_dir is not None:
                 self.search_bundle = self._compile(self.search_graph, f"search-{self._rebuilds}")
             else:
@@ -594,6 +733,6 @@ class LavaNetwork(_CapturedNetwork):
         res = self._run(self.search_bundle, search, "search")
         self.last_run = res
         self.last_spikes = dict(res.spike_counts)
-        out = _head([res.outputs[o] for o in graph.outputs])
+        out = _head(_decoded(self.precision, graph, res.outputs))
         self._record("search", t0)
         return out

@@ -68,16 +68,18 @@ def track_boxes(tracker, frames, init_box) -> np.ndarray:
     return np.asarray(track_sequence(tracker, frames, list(map(float, init_box))), dtype=np.float64)
 
 
-def evaluate_model(model, sequences: Sequence, *, progress: bool = False, tracker_kwargs: Optional[dict] = None
-                   ) -> Dict[str, object]:
-    """Track every sequence with ``SpikeTrackTracker(TorchNetwork(model))`` (the integer model)
-    and score it. Returns ``{"tracker": TrackingScore, "static": TrackingScore, "per_sequence":
-    [{"seed", "auc", "precision20", "static_auc"}], "boxes": [pred arrays]}``."""
+def evaluate_model(model, sequences: Sequence, *, progress: bool = False, tracker_kwargs: Optional[dict] = None,
+                   network=None) -> Dict[str, object]:
+    """Track every sequence with ``SpikeTrackTracker(TorchNetwork(model))`` (the integer model;
+    ``network``: another :class:`~spikedeploy.tracker.TrackerNetwork`, e.g. a fixed-point
+    ``ReferenceNetwork``) and score it. Returns ``{"tracker": TrackingScore, "static":
+    TrackingScore, "per_sequence": [{"seed", "auc", "precision20", "static_auc"}], "boxes": [pred
+    arrays]}``."""
     from tqdm.auto import tqdm
 
     from spikedeploy.tracker import SpikeTrackTracker, TorchNetwork
 
-    tracker = SpikeTrackTracker(TorchNetwork(model), **(tracker_kwargs or {}))
+    tracker = SpikeTrackTracker(network if network is not None else TorchNetwork(model), **(tracker_kwargs or {}))
     preds: List[np.ndarray] = []
     per_seq = []
     from spikedeploy.metrics import score_tracking

@@ -17,7 +17,11 @@ and an annotated ``track.gif``, all into one directory replaced atomically.
 
 Targets (:data:`TRACK_TARGETS`): ``torch`` (the integer model, float32), ``torch64`` (float64),
 ``reference`` (= ``reference-binary``), ``reference-integer|binary|graded``, ``onnx``, ``lava``
-(= ``lava-graded``), ``lava-binary``, ``lava-graded``.
+(= ``lava-graded``), ``lava-binary``, ``lava-graded``, and in Loihi 2 fixed point
+(:mod:`spikedeploy.passes.quantize`, 8-bit weights unless ``fixed_options={"weight_bits": N}``,
+calibrated on crops of the bundled demo clip) ``reference-fixed`` (graded spikes, integer
+arithmetic) and ``lava-fixed`` (graded, Lava ``fixed_pt``): both run the same quantized graphs,
+so their spikes and boxes agree exactly.
 """
 
 from __future__ import annotations
@@ -40,7 +44,9 @@ __all__ = [
 
 #: canonical target names accepted by :func:`make_network`
 TRACK_TARGETS = ("torch", "torch64", "reference-integer", "reference-binary", "reference-graded", "onnx",
-                 "lava-binary", "lava-graded")
+                 "lava-binary", "lava-graded", "reference-fixed", "lava-fixed")
+#: the fixed-point targets (both run graded spikes)
+FIXED_TARGETS = ("reference-fixed", "lava-fixed")
 #: short names
 TARGET_ALIASES = {"reference": "reference-binary", "lava": "lava-graded"}
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
@@ -186,14 +192,24 @@ def load_boxes(path, num_frames: Optional[int] = None) -> np.ndarray:
 # networks
 # ---------------------------------------------------------------------------------------------
 
-def make_network(model, target: str, *, lava_options: Optional[Mapping] = None, graphs=None):
+def make_network(model, target: str, *, lava_options: Optional[Mapping] = None, graphs=None,
+                 fixed_options: Optional[Mapping] = None, fixed=None):
     """The :class:`~spikedeploy.tracker.TrackerNetwork` of ``target`` for the SpikeTrack ``model``.
     ``graphs``: the model's captured branches (:func:`spikedeploy.tracker_backends.capture_spiketrack`)
-    to share between graph-based targets (reference, onnx, lava) instead of capturing again."""
+    to share between graph-based targets (reference, onnx, lava) instead of capturing again.
+    ``fixed_options``: ``weight_bits`` / ``calibration`` of the fixed-point targets; ``fixed``: their
+    quantized branches (:func:`~spikedeploy.tracker_backends.quantize_branches`) to share."""
     from spikedeploy import tracker_backends as TB
     from spikedeploy.tracker import TorchNetwork
 
     target = canonical_target(target)
+    if target in FIXED_TARGETS:
+        opts = dict(fixed_options or {})
+        kw = dict(precision="fixed", weight_bits=int(opts.get("weight_bits", 8)),
+                  calibration=opts.get("calibration"), fixed=fixed, graphs=graphs)
+        if target == "reference-fixed":
+            return TB.ReferenceNetwork(None if graphs else model, mode="graded", **kw)
+        return TB.LavaNetwork(None if graphs else model, encoding="graded", **kw, **dict(lava_options or {}))
     if target == "torch":
         return TorchNetwork(model)
     if target == "torch64":
@@ -363,12 +379,13 @@ def _agreement(a: TargetTrack, b: TargetTrack, spikes_from: Optional[TargetTrack
 def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[float], targets: Sequence[str], *,
                weights: str = "", clip: str = "", ground_truth: Optional[np.ndarray] = None, preset: str = "default",
                frame_limits: Optional[Mapping[str, int]] = None, progress: bool = False,
-               lava_options: Optional[Mapping] = None,
+               lava_options: Optional[Mapping] = None, fixed_options: Optional[Mapping] = None,
                network_factory: Optional[Callable] = None) -> TrackReport:
     """Track ``frames`` (``N x H x W x 3`` uint8) from ``init_box`` with the SpikeTrack model
     ``net`` once per target in ``targets`` (the first is the reference point of the agreement).
     ``frame_limits``: at most that many frames (including the first) for a target, e.g.
-    ``{"lava-graded": 5}``; the others track all frames."""
+    ``{"lava-graded": 5}``; the others track all frames. ``fixed_options``: see :func:`make_network`
+    (the fixed-point targets share one quantization of the branches)."""
     from spikedeploy.metrics import score_tracking
     from spikedeploy.tracker import SpikeTrackTracker
 
@@ -390,7 +407,20 @@ def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[floa
             from spikedeploy.tracker_backends import capture_spiketrack
 
             captured["graphs"] = capture_spiketrack(model)
-        return make_network(model, target, lava_options=lava_options, graphs=captured["graphs"])
+        fixed = None
+        if target in FIXED_TARGETS:
+            if "fixed" not in captured:
+                from spikedeploy.passes import ExpandSpikes
+                from spikedeploy.tracker_backends import quantize_branches
+
+                lower, g = ExpandSpikes("graded"), captured["graphs"]
+                opts = dict(fixed_options or {})
+                captured["fixed"] = quantize_branches(lower.apply(g.template), lower.apply(g.search),
+                                                      weight_bits=int(opts.get("weight_bits", 8)),
+                                                      calibration=opts.get("calibration"))
+            fixed = captured["fixed"]
+        return make_network(model, target, lava_options=lava_options, graphs=captured["graphs"],
+                            fixed_options=fixed_options, fixed=fixed)
 
     factory = network_factory or default_factory
     n = len(frames)

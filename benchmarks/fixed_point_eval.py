@@ -1,0 +1,146 @@
+"""What Loihi 2 fixed point costs the bundled tracker: held-out AUC / P@20 in fixed point next to
+float, and the error against the weight width. Not a test: run it by hand,
+
+    .venv/bin/python benchmarks/fixed_point_eval.py [--sequences 12] [--bits 4,6,8] [--out DIR]
+
+For SpikeTrack-TINY128-T1 with the bundled weights it tracks the ``--sequences`` held-out
+synthetic sequences of :func:`spikedeploy.tracking_eval.heldout_sequences` (the split
+``tracking_eval`` scores the bundled weights on) with
+
+* ``float``: the float64 reference of the lowered graphs (graded spikes; it tracks exactly as the
+  torch model does, see the demo), and
+* ``fixed-wN``: the fixed-point reference (``reference-fixed``: the graphs quantized by
+  ``QuantizeFixedPoint`` with N-bit weight mantissas, calibrated on 8 demo-clip crops; Lava
+  ``fixed_pt`` computes the same spikes exactly, tests/runtimes/test_lava_fixed.py),
+
+and writes ``fixed_point.json`` (pooled AUC / P@20 per configuration, per-sequence AUC, the box
+IoU of each fixed run against the float run per frame: mean, share of frames >= 0.9), a Markdown
+table and a plot of AUC and agreement against the weight width into ``--out``
+(default ``benchmarks/results/fixed_point``). Also the demo clip: IoU fixed vs float per frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _run(network, sequences):
+    from spikedeploy.tracking_eval import evaluate_model
+
+    return evaluate_model(None, sequences, network=network)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sequences", type=int, default=12, help="held-out sequences (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=60, help="frames per sequence (default: %(default)s)")
+    p.add_argument("--bits", default="4,6,8", help="weight widths, comma-separated (default: %(default)s)")
+    p.add_argument("--out", default="benchmarks/results/fixed_point", help="output folder (default: %(default)s)")
+    args = p.parse_args(argv)
+    bits = [int(b) for b in args.bits.split(",")]
+
+    from spikedeploy.metrics import box_iou
+    from spikedeploy.models.spiketrack import bundled_model, demo_clip
+    from spikedeploy.passes import ExpandSpikes
+    from spikedeploy.tracker import SpikeTrackTracker
+    from spikedeploy.tracker_backends import ReferenceNetwork, capture_spiketrack, quantize_branches
+    from spikedeploy.tracking_eval import heldout_sequences, track_boxes
+
+    model = bundled_model(1)
+    graphs = capture_spiketrack(model)
+    lower = ExpandSpikes("graded")
+    template, search = lower.apply(graphs.template), lower.apply(graphs.search)
+    seqs = heldout_sequences(args.sequences, args.frames)
+    frames, gt = demo_clip()
+    configs = {"float": ReferenceNetwork(mode="graded", graphs=graphs)}
+    plans = {}
+    for b in bits:
+        fixed = quantize_branches(template, search, weight_bits=b)
+        plans[f"fixed-w{b}"] = fixed
+        configs[f"fixed-w{b}"] = ReferenceNetwork(mode="graded", graphs=graphs, precision="fixed", fixed=fixed)
+    results, boxes, demo = {}, {}, {}
+    for name, net in configs.items():
+        t0 = time.perf_counter()
+        rep = _run(net, seqs)
+        clip = track_boxes(SpikeTrackTracker(net), frames, gt[0])
+        results[name] = {"auc": rep["tracker"].auc, "precision20": rep["tracker"].precision20,
+                         "per_sequence_auc": [s["auc"] for s in rep["per_sequence"]],
+                         "seconds": round(time.perf_counter() - t0, 1)}
+        boxes[name], demo[name] = rep["boxes"], clip
+        print(f"{name:10s} AUC {rep['tracker'].auc:.4f}  P@20 {rep['tracker'].precision20:.4f}  "
+              f"({results[name]['seconds']} s)", flush=True)
+    for name in configs:
+        if name == "float":
+            continue
+        ious = np.concatenate([box_iou(a[1:], f[1:]) for a, f in zip(boxes[name], boxes["float"])])
+        clip_iou = box_iou(demo[name], demo["float"])[1:]
+        layers = plans[name].search.meta_dict()["fixed_point"]["layers"]
+        werr = [v["weight_error_rms"] for v in layers.values() if "weight_error_rms" in v]
+        results[name].update({
+            "auc_drop": results["float"]["auc"] - results[name]["auc"],
+            "iou_vs_float_mean": float(ious.mean()), "iou_vs_float_share_ge_0.9": float((ious >= 0.9).mean()),
+            "demo_clip_iou_vs_float_mean": float(clip_iou.mean()),
+            "demo_clip_iou_vs_float_share_ge_0.9": float((clip_iou >= 0.9).mean()),
+            "search_weight_error_rms_mean": float(np.mean(werr)),
+        })
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"model": "spiketrack-tiny128-t1 (bundled weights)", "sequences": args.sequences, "frames": args.frames,
+              "calibration": "8 crops of the bundled demo clip", "encoding": "graded", "results": results,
+              "cpus": os.cpu_count(), "load_average": os.getloadavg()}
+    (out / "fixed_point.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [f"# Fixed point on the bundled tracker ({args.sequences} held-out sequences x {args.frames} frames)", "",
+             "| configuration | AUC | P@20 | AUC drop | IoU vs float (mean) | frames IoU >= 0.9 | demo clip: frames IoU >= 0.9 |",
+             "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if name == "float":
+            lines.append(f"| float (float64 reference) | {r['auc']:.4f} | {r['precision20']:.4f} | | | | |")
+        else:
+            lines.append(f"| {name} | {r['auc']:.4f} | {r['precision20']:.4f} | {r['auc_drop']:+.4f} | "
+                         f"{r['iou_vs_float_mean']:.3f} | {r['iou_vs_float_share_ge_0.9']:.1%} | "
+                         f"{r['demo_clip_iou_vs_float_share_ge_0.9']:.1%} |")
+    (out / "fixed_point.md").write_text("\n".join(lines) + "\n")
+    _plot(results, bits, out / "weight_bits.png")
+    print("\n".join(lines))
+    return 0
+
+
+def _plot(results, bits, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    auc = [results[f"fixed-w{b}"]["auc"] for b in bits]
+    a1.plot(bits, auc, "o-", label="fixed point")
+    a1.axhline(results["float"]["auc"], color="gray", ls="--", label="float")
+    a1.set_xlabel("weight mantissa bits")
+    a1.set_ylabel("success AUC (held-out)")
+    a1.set_xticks(bits)
+    a1.legend()
+    a1.set_title("Tracking accuracy")
+    a2.plot(bits, [results[f"fixed-w{b}"]["iou_vs_float_mean"] for b in bits], "o-", label="mean IoU vs float")
+    a2.plot(bits, [results[f"fixed-w{b}"]["iou_vs_float_share_ge_0.9"] for b in bits], "s-",
+            label="frames with IoU >= 0.9")
+    a2.plot(bits, [results[f"fixed-w{b}"]["search_weight_error_rms_mean"] * 10 for b in bits], "^-",
+            label="weight error (rms rel.) x10")
+    a2.set_xlabel("weight mantissa bits")
+    a2.set_xticks(bits)
+    a2.set_ylim(0, 1.05)
+    a2.legend()
+    a2.set_title("Agreement with the float tracker")
+    fig.suptitle("SpikeTrack-TINY128-T1 in Loihi 2 fixed point")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
