@@ -149,6 +149,73 @@ def make_inputs(loaded: LoadedModel, *, timesteps: int, num_inputs: int, seed: i
 
 
 # ---------------------------------------------------------------------------------------------
+# precision: float or Loihi 2 fixed point (spikedeploy.passes.quantize)
+# ---------------------------------------------------------------------------------------------
+
+PRECISIONS = ("float", "fixed")
+#: the default weight mantissa width of --precision fixed (Loihi 2's synapses hold 8 bits)
+DEFAULT_WEIGHT_BITS = 8
+
+
+def check_precision(precision: str, weight_bits: Optional[int] = None, calibration=None, *,
+                    targets: Sequence[str] = ()) -> Optional[int]:
+    """Check the precision options before any work starts and return the weight bits (None for
+    float). ``weight_bits`` (default 8, 2..16) and ``calibration`` apply to ``precision="fixed"``
+    only; every name in ``targets`` must hold graphs of that precision
+    (:func:`spikedeploy.targets.check_precision`). ConfigError (exit code 2) otherwise."""
+    from spikedeploy.targets import check_precision as target_precision
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown --precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    if precision == "float":
+        if weight_bits is not None:
+            raise ConfigError("--weight-bits applies to --precision fixed only")
+        if calibration is not None:
+            raise ConfigError("--calibration applies to --precision fixed only")
+        return None
+    bits = DEFAULT_WEIGHT_BITS if weight_bits is None else weight_bits
+    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
+        raise ConfigError(f"--weight-bits must be an integer in 2..16 (Loihi 2 holds 8), got {weight_bits!r}")
+    for t in targets:
+        target_precision(t, precision)
+    if calibration is not None and not Path(calibration).is_file():
+        raise InputError(f"calibration file {calibration} does not exist (give a .npy array [T, N, *input_shape])")
+    return bits
+
+
+def calibration_inputs(loaded: LoadedModel, x: Optional[torch.Tensor], *, timesteps: int, num_inputs: int = 64,
+                       seed: int = 0, calibration=None) -> Tuple[torch.Tensor, str]:
+    """The sample inputs the quantization pass calibrates its exponents on, and their description.
+
+    The rule: the ``calibration`` .npy file (``[T, N, *input_shape]``, T = the model's) when given;
+    else the command's own inputs ``x`` (verify, audit: the inputs it checks); else (export) the
+    seeded N(0, 1) inputs :func:`make_inputs` makes with ``num_inputs`` and ``seed`` (the inputs
+    ``verify --inputs num_inputs`` checks with the same seed)."""
+    if calibration is not None:
+        cal = load_input_file(calibration).to(torch.float32)
+        if tuple(cal.shape[2:]) != loaded.input_shape:
+            raise InputError(f"calibration file {calibration} has shape {list(cal.shape)}; expected [T, N, "
+                             f"{', '.join(map(str, loaded.input_shape))}]")
+        if int(cal.shape[0]) != int(timesteps):
+            raise InputError(f"calibration file {calibration} has T = {cal.shape[0]} macro-steps; the model runs "
+                             f"T = {timesteps} (the calibrated state ranges depend on T)")
+        return cal, f"{calibration} ({cal.shape[1]} inputs)"
+    if x is not None:
+        return x, f"the {x.shape[1]} inputs of this run"
+    cal = make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=seed + 1)
+    return cal, f"{num_inputs} seeded N(0, 1) inputs (seed {seed + 1})"
+
+
+def to_fixed(lowered: Graph, calibration: torch.Tensor, weight_bits: int, description: str = "") -> Graph:
+    """The lowered graph in fixed point (:func:`spikedeploy.passes.quantize.quantize_graph`), the
+    calibration recorded in its metadata."""
+    from spikedeploy.passes.quantize import quantize_graph
+
+    fixed = quantize_graph(lowered, calibration, weight_bits=weight_bits)
+    return fixed.with_meta(precision="fixed", calibration=description) if description else fixed
+
+
+# ---------------------------------------------------------------------------------------------
 # verification
 # ---------------------------------------------------------------------------------------------
 
@@ -187,6 +254,9 @@ class VerificationReport:
     lowered_nodes: int
     neuron_layers: int
     stages: Tuple[Stage, ...]
+    precision: str = "float"
+    weight_bits: Optional[int] = None  #: fixed point: the weight mantissa width
+    calibration: str = ""  #: fixed point: the inputs the exponents were calibrated on
 
     @property
     def passed(self) -> bool:
@@ -214,12 +284,17 @@ class VerificationReport:
             f"- Inputs: {self.num_inputs} random inputs, T = {self.timesteps}, arithmetic {self.dtype}",
             f"- IR: {self.graph_nodes} nodes captured, {self.lowered_nodes} after folding/fusion, "
             f"{self.neuron_layers} neuron layers",
+        ]
+        if self.precision == "fixed":
+            lines.append(f"- Precision: **fixed point**, {self.weight_bits}-bit weight mantissas, 24-bit state; "
+                         f"exponents calibrated on {self.calibration}")
+        lines += [
             "",
             "| stage | what is compared | result |",
             "|---|---|---|",
         ]
         for s in self.stages:
-            lines.append(f"| {s.name} | {s.description} | {'SUCCESS' if s.passed else '**FAIL**'} |")
+            lines.append(f"| {s.name} | {s.description} | {stage_result(s)} |")
         lines.append("")
         for s in self.stages:
             lines.append(f"## Stage: {s.name}")
@@ -246,6 +321,22 @@ class VerificationReport:
             "tie (its downstream spread is listed), `mismatch` a real difference.",
             "",
         ]
+        if self.precision == "fixed":
+            lines += [
+                "*Fixed point* (stages `fixed-*`): the lowered float64 graph against its Loihi 2 fixed-point form "
+                "(spikedeploy.passes.quantize). These stages **measure** the cost of quantization and do not "
+                "pass or fail on it (`MEASURED`; `FAIL` only if a run emitted no spike): weight err max = "
+                "max|W - W_q| / max|W|, weight err rms = rms(W - W_q) / rms(W), over the quantized ops feeding "
+                "the layer (a constant scale counts as a one-element weight); mantissa max = the smallest "
+                "max|mantissa| among them (127: all 8 bits used); bias err max and neuron err (12-bit leak, "
+                "reset, threshold) in membrane units; saturated = clamps of the 24-bit state in the fixed "
+                "reference run (never wrapped); q mism. TF = positions whose count differs when each fixed "
+                "layer is fed the float run's spikes, q mism. free = both networks on their own spikes; the "
+                "output error is the decoded fixed output against the float one. Targets (`--targets lava`) "
+                "run the fixed graph and must equal the fixed reference **exactly** (integer arithmetic has "
+                "no ties): those stages pass or fail.",
+                "",
+            ]
         return "\n".join(lines)
 
     def to_html(self) -> str:
@@ -267,6 +358,15 @@ class VerificationReport:
             (tmp / "report.json").write_text(self.to_json(), encoding="utf-8")
             (tmp / "report.html").write_text(self.to_html(), encoding="utf-8")
         return Path(output)
+
+
+def stage_result(stage: Stage) -> str:
+    """The result column of a stage: SUCCESS / **FAIL**, MEASURED for a fixed-point measurement."""
+    from spikedeploy.equivalence import PrecisionReport
+
+    if not stage.passed:
+        return "**FAIL**"
+    return "MEASURED" if isinstance(stage.report, PrecisionReport) else "SUCCESS"
 
 
 def check_capture(model: nn.Module, graph: Graph, x: torch.Tensor) -> CaptureCheck:
@@ -337,6 +437,9 @@ def verify(
     target_inputs: int = 4,
     overwrite: bool = False,
     max_memory: Optional[float] = None,
+    precision: str = "float",
+    weight_bits: Optional[int] = None,
+    calibration=None,
 ) -> VerificationReport:
     """Capture the model, fold/fuse, lower to each spike encoding in ``modes`` and prove each stage
     equivalent to the previous one (see :class:`VerificationReport`). For each name in ``targets``
@@ -346,9 +449,19 @@ def verify(
     spikedeploy output, or with ``overwrite=True`` any folder (files of the same names replaced,
     others kept; :mod:`spikedeploy.fsutil`). The estimated memory (capture, and the reference runs
     kept at once) must stay under ``max_memory`` GB (:mod:`spikedeploy.resources`), checked before
-    the inputs are made."""
+    the inputs are made.
+
+    ``precision="fixed"``: after each spike mode's stage, a ``fixed-<mode>`` stage quantizes the
+    lowered graph to Loihi 2 fixed point (``weight_bits``-bit weight mantissas, default 8) with
+    exponents calibrated on the ``calibration`` .npy file or else on the verified inputs
+    (:func:`calibration_inputs`), and measures it against the float graph
+    (:func:`spikedeploy.equivalence.compare_precision`: per layer weight errors, saturation, q
+    mismatches teacher-forced and free-running, output error; MEASURED, not pass/fail); the
+    ``targets`` (lava) then run the fixed graph of the first mode and must equal the fixed reference
+    exactly."""
     from tqdm.auto import tqdm
 
+    bits = check_precision(precision, weight_bits, calibration, targets=[t for t in targets if t != "reference"])
     if dtype not in DTYPES:
         raise ConfigError(f"unknown --dtype {dtype!r}; expected one of {sorted(DTYPES)}")
     modes = list(modes)
@@ -358,21 +471,29 @@ def verify(
         if m not in SPIKE_MODES:
             raise ConfigError(f"unknown spike mode {m!r}; expected one of {SPIKE_MODES}")
     dt = DTYPES[dtype]
-    inputs = (checkpoint, input_file)
+    if bits is not None and dt != torch.float64:
+        raise ConfigError("--precision fixed compares against the float64 reference: use --dtype float64")
+    inputs = (checkpoint, input_file, calibration)
     if output is not None:
         check_output_dir(output, overwrite=overwrite, inputs=inputs)
     loaded = build_model(
         model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint, checkpoint_key=checkpoint_key,
         seed=seed, input_shape=input_shape, model_kwargs=model_kwargs,
     )
+    itemsizes = resources.verify_run_itemsizes(dt.itemsize, modes)
+    if bits is not None:  # per mode: the calibration run, the fixed runs free and teacher-forced
+        itemsizes += (8,) * (3 * len(modes))
     resources.guard_model(loaded, "verify", timesteps=timesteps, num_inputs=num_inputs, input_file=input_file,
-                          run_itemsizes=resources.verify_run_itemsizes(dt.itemsize, modes), max_memory=max_memory)
+                          run_itemsizes=itemsizes, max_memory=max_memory)
     x = make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=seed + 1, input_file=input_file)
     from spikedeploy.targets import get_target
 
     targets = [t for t in targets if t != "reference"]
     specs = [get_target(t) for t in targets]
-    steps = ["capture", "fold+fuse"] + list(modes) + list(targets)
+    cal, cal_text = (calibration_inputs(loaded, x, timesteps=int(x.shape[0]), calibration=calibration)
+                     if bits is not None else (None, ""))
+    fixed_graphs: Dict[str, Graph] = {}
+    steps = ["capture", "fold+fuse"] + list(modes) + [f"fixed-{m}" for m in modes if bits is not None] + list(targets)
     bar = tqdm(total=len(steps), desc="verify", disable=not progress, unit="stage")
     stages: List[Stage] = []
 
@@ -400,14 +521,33 @@ def verify(
         lowered_nodes = len(rb.graph.nodes)
         stages.append(Stage(mode, f"integer IR vs {mode}-spike IR (teacher-forced and free-running)", rep.passed, rep))
         bar.update()
+        if bits is not None:
+            from spikedeploy.equivalence import compare_precision
+
+            bar.set_postfix_str(f"fixed-{mode}")
+            fixed = to_fixed(rb.graph, cal, bits, cal_text)
+            fixed_graphs[mode] = fixed
+            prep = compare_precision(rb.graph, fixed, x, float_run=rb, model=loaded.name, calibration=cal_text)
+            del rb, rt
+            stages.append(Stage(f"fixed-{mode}", f"{mode}-spike IR (float64) vs its fixed-point form ({bits}-bit "
+                                                 "weights, 24-bit state): quantization error measured", prep.passed,
+                                prep))
+            bar.update()
     for spec in specs:
         bar.set_postfix_str(spec.name)
         encoding = default_encoding(spec.name, None if spec.name == "onnx" else (modes[0] if modes else None))
-        rep = _verify_target(spec.name, folded, x[:, :target_inputs], encoding, dt, loaded.name)
-        stages.append(Stage(
-            spec.name, f"reference ({encoding}) vs {spec.description} (exported, re-loaded, free-running)",
-            rep.passed, rep,
-        ))
+        if bits is None:
+            rep = _verify_target(spec.name, folded, x[:, :target_inputs], encoding, dt, loaded.name)
+            what = f"reference ({encoding}) vs {spec.description} (exported, re-loaded, free-running)"
+        else:
+            rep, target_sat = _verify_fixed_target(spec.name, fixed_graphs[encoding], x[:, :target_inputs], loaded.name)
+            what = (f"reference fixed point ({encoding}) vs {spec.description}, fixed point (exported, re-loaded, "
+                    "free-running, exact)")
+            if target_sat is not None:
+                k = next(i for i, st in enumerate(stages) if st.name == f"fixed-{encoding}")
+                st = stages[k]
+                stages[k] = Stage(st.name, st.description, st.passed, st.report.with_target_saturation(target_sat))
+        stages.append(Stage(spec.name, what, rep.passed, rep))
         bar.update()
     bar.close()
     report = VerificationReport(
@@ -420,6 +560,9 @@ def verify(
         lowered_nodes=lowered_nodes,
         neuron_layers=len(graph.neurons()),
         stages=tuple(stages),
+        precision=precision,
+        weight_bits=bits,
+        calibration=cal_text,
     )
     if output is not None:
         report.write(output, overwrite=overwrite, inputs=inputs)
@@ -576,6 +719,27 @@ def _verify_target(target: str, folded: Graph, x: torch.Tensor, encoding: str, d
     return compare_target(reference, trun, model=model)
 
 
+def _verify_fixed_target(target: str, fixed: Graph, x: torch.Tensor, model: str):
+    """Export the fixed-point graph to ``target``, re-load it, run it and compare it with the fixed
+    reference (exact). Returns the report and the target's saturation counts (neuron name ->
+    clamps; None when the target does not report them: ``TargetRun.info["saturated"]``)."""
+    import tempfile
+
+    from spikedeploy.equivalence import compare_target
+    from spikedeploy.reference import graph_mode
+    from spikedeploy.targets import check_precision as target_precision
+
+    spec = target_precision(target, "fixed")
+    with tempfile.TemporaryDirectory(prefix="spikedeploy-verify-") as tmp:
+        path = spec.exporter_module().export(fixed, Path(tmp) / f"model{spec.suffix}", encoding=graph_mode(fixed))
+        artifact = spec.exporter_module().load(path)
+        trun = spec.runtime_module().run(artifact, x)
+    reference = run(fixed, x)
+    sat = (trun.info or {}).get("saturated")
+    sat = {str(k): int(v) for k, v in sat.items()} if isinstance(sat, dict) else None
+    return compare_target(reference, trun, model=model), sat
+
+
 @dataclass(frozen=True)
 class ExportResult:
     path: Path
@@ -586,6 +750,9 @@ class ExportResult:
     seconds: float
     #: NIR with check_peers: one spikedeploy.exporters.nir_peers.PeerResult per peer
     peers: Optional[list] = None
+    precision: str = "float"
+    weight_bits: Optional[int] = None  #: fixed point: the weight mantissa width
+    calibration: str = ""  #: fixed point: the inputs the exponents were calibrated on
 
 
 def export(
@@ -606,6 +773,10 @@ def export(
     partitions=None,
     nir_profile: Optional[str] = None,
     check_peers: bool = False,
+    precision: str = "float",
+    weight_bits: Optional[int] = None,
+    calibration=None,
+    num_inputs: int = 64,
 ) -> ExportResult:
     """Export ``model`` to ``target`` (onnx, nir, lava) at ``output``. The path must not exist
     unless ``overwrite`` (an ONNX/NIR file is then replaced atomically; a Lava bundle folder follows
@@ -616,32 +787,48 @@ def export(
     ``"auto"`` (default), ``"per-layer"`` or a number N (:mod:`spikedeploy.exporters.lava_placement`).
     ``nir_profile`` (NIR only): the layout, :data:`spikedeploy.exporters.nir.PROFILES` (default
     ``portable``). ``check_peers`` (NIR only): run the NIR peers available here or in
-    ``.venv-peers`` on the file (a seeded spike train) and return their results in ``peers``."""
+    ``.venv-peers`` on the file (a seeded spike train) and return their results in ``peers``.
+    ``precision="fixed"`` (Lava only): the lowered graph in Loihi 2 fixed point
+    (``weight_bits``-bit weight mantissas, default 8), its exponents calibrated on the
+    ``calibration`` .npy file or else on ``num_inputs`` seeded N(0, 1) inputs, the inputs
+    ``verify --inputs num_inputs --seed seed`` checks (:func:`calibration_inputs`)."""
     import time
 
     from spikedeploy.targets import get_target
 
     spec = get_target(target)
+    bits = check_precision(precision, weight_bits, calibration, targets=(spec.name,))
+    if bits is not None and (isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1):
+        raise ConfigError(f"--inputs (calibration inputs) must be a positive integer, got {num_inputs!r}")
     enc = default_encoding(target, encoding)
     lava_kwargs = _lava_partitions(spec.name, partitions)
     lava_kwargs.update(_nir_options(spec.name, nir_profile, check_peers))
     out = Path(output)
     if spec.name == "lava":
-        check_output_dir(out, overwrite=overwrite, inputs=(checkpoint,))
+        check_output_dir(out, overwrite=overwrite, inputs=(checkpoint, calibration))
     else:
-        check_output_file(out, "artifact", overwrite=overwrite, inputs=(checkpoint,))
+        check_output_file(out, "artifact", overwrite=overwrite, inputs=(checkpoint, calibration))
     if os.path.lexists(out) and not overwrite:
         raise OutputPathError(f"output {out} already exists; choose another path or pass --overwrite")
     t0 = time.perf_counter()
     loaded = build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
                          checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape,
                          model_kwargs=model_kwargs)
-    resources.guard_model(loaded, "export", timesteps=timesteps, max_memory=max_memory)
+    if bits is None:
+        resources.guard_model(loaded, "export", timesteps=timesteps, max_memory=max_memory)
+    else:  # the calibration run of the float graph
+        resources.guard_model(loaded, "export", timesteps=timesteps, num_inputs=num_inputs, input_file=calibration,
+                              run_itemsizes=(8,), max_memory=max_memory)
     graph = prepare_graph(loaded, timesteps=timesteps, encoding=enc)
+    cal_text = ""
+    if bits is not None:
+        cal, cal_text = calibration_inputs(loaded, None, timesteps=timesteps, num_inputs=num_inputs, seed=seed,
+                                           calibration=calibration)
+        graph = to_fixed(graph, cal, bits, cal_text)
     path = spec.exporter_module().export(graph, out, encoding=enc, overwrite=overwrite, **lava_kwargs)
     peers = _check_nir_peers(graph, path, timesteps, seed) if check_peers else None
     return ExportResult(Path(path), spec.name, enc, len(graph.nodes), len(graph.neurons()),
-                        time.perf_counter() - t0, peers)
+                        time.perf_counter() - t0, peers, precision, bits, cal_text)
 
 
 def _nir_options(target: str, profile: Optional[str], check_peers: bool) -> dict:
@@ -701,22 +888,53 @@ def load_input_file(path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(check_input_array(arr, f"input file {path}")))
 
 
+def artifact_precision(artifact) -> str:
+    """"fixed" for an artifact that carries a fixed-point graph (a Lava bundle exported with
+    ``precision="fixed"``), else "float"."""
+    from spikedeploy.reference import is_fixed
+
+    graph = getattr(artifact, "graph", None)
+    return "fixed" if isinstance(graph, Graph) and is_fixed(graph) else "float"
+
+
 def run_artifact(target: str, artifact_path, x: torch.Tensor, *, progress: bool = False,
-                 max_memory: Optional[float] = None, partitions=None):
+                 max_memory: Optional[float] = None, partitions=None, precision: Optional[str] = None):
     """Load the artifact at ``artifact_path`` with ``target``'s loader and run it on ``x``
     (``[T, B, *s]``); returns a :class:`spikedeploy.targets.TargetRun`. A NIR file's reference run
     must stay under ``max_memory`` GB (:func:`spikedeploy.resources.guard_artifact_run`).
-    ``partitions`` (Lava only): place the bundle again (default: its recorded placement)."""
+    ``partitions`` (Lava only): place the bundle again (default: its recorded placement).
+
+    ``precision``: None runs the artifact in its own precision; "float" or "fixed" must match it
+    (ConfigError otherwise). A fixed-point artifact computes integers: the returned run's
+    ``outputs`` are the real values (:func:`spikedeploy.passes.quantize.decode_outputs`, exact:
+    ``integer * 2**-exponent``), ``integer_outputs`` what the target computed, ``precision``
+    "fixed"; spike counts are counts in both precisions."""
+    from dataclasses import replace
+
     from spikedeploy.targets import get_target
 
     spec = get_target(target)
+    if precision is not None:
+        check_precision(precision, targets=(spec.name,))
     lava_kwargs = _lava_partitions(spec.name, partitions)
     p = Path(artifact_path)
     if not p.exists():
         raise InputError(f"artifact {p} does not exist")
     artifact = spec.exporter_module().load(p)
+    own = artifact_precision(artifact)
+    if precision is not None and precision != own:
+        hint = ("export the model again with --precision fixed" if own == "float"
+                else "run it with --precision fixed, or leave --precision out")
+        names = {"float": "float", "fixed": "fixed-point"}
+        raise ConfigError(f"artifact {p} holds a {names[own]} graph, not {names[precision]}; {hint}")
     resources.guard_artifact_run(spec.name, artifact, tuple(x.shape), f"run of {p}", max_memory=max_memory)
-    return spec.runtime_module().run(artifact, x, progress=progress, **lava_kwargs)
+    result = spec.runtime_module().run(artifact, x, progress=progress, **lava_kwargs)
+    if own == "fixed":
+        from spikedeploy.passes.quantize import decode_outputs
+
+        ints = {k: torch.as_tensor(v) for k, v in result.outputs.items()}
+        result = replace(result, outputs=decode_outputs(artifact.graph, ints), integer_outputs=ints, precision="fixed")
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

@@ -312,6 +312,9 @@ class AuditReport:
     notes: Tuple[str, ...] = ()
     #: ops that read spikes but have no counting rule (named so nothing is dropped silently)
     uncounted: Tuple[str, ...] = ()
+    precision: str = "float"  #: "fixed": the audited graph is in Loihi 2 fixed point
+    #: fixed point: weight_bits, state_bits, saturated (clamps in the reference run; None if not run here)
+    fixed_point: Optional[Dict[str, object]] = None
 
     # -- views --------------------------------------------------------------------------------
     @property
@@ -351,6 +354,8 @@ class AuditReport:
             "profile": self.profile.to_dict(),
             "n_inputs": self.n_inputs,
             "T": self.T,
+            "precision": self.precision,
+            "fixed_point": self.fixed_point,
             "spikes_occurred": self.spikes_occurred,
             "totals": self.totals,
             "layers": [asdict(l) for l in self.layers],
@@ -371,9 +376,19 @@ class AuditReport:
             f"- Model: `{self.model}`" + (f", weights: {self.weights}" if self.weights else ""),
             f"- Inputs: {self.n_inputs}, T = {self.T} macro-steps per input; spike encoding **{self.encoding}**",
             f"- Counts produced by: **{self.runtime}**",
+        ] + self._precision_lines() + [
             f"- Energy profile **{p.name}**: E_AC = {p.e_ac_pj:g} pJ, E_MAC = {p.e_mac_pj:g} pJ{e_n}",
             f"- Source: {p.citation}",
         ]
+
+    def _precision_lines(self) -> List[str]:
+        if self.precision != "fixed":
+            return []
+        fp = self.fixed_point or {}
+        sat = fp.get("saturated")
+        return [f"- Precision: **fixed point** ({fp.get('weight_bits')}-bit weight mantissas, {fp.get('state_bits')}-bit "
+                "state): the counts are the fixed graph's own spikes"
+                + ("" if sat is None else f"; saturation events in the run: {sat:,}")]
 
     def _totals_rows(self) -> List[Tuple[str, str]]:
         return [
@@ -733,6 +748,7 @@ def audit_graph(
     _check_auditable(lowered, shapes)
 
     T = B = None
+    saturated = None
     if x is not None:
         T, B = _input_tb(lowered, x)
         if B == 0 or T == 0:
@@ -748,10 +764,16 @@ def audit_graph(
         result = execute(lowered, x, encoding, dtype=torch.float64)
         q_of = {n.name: result.records[n.name].q for n in lowered.neurons()}
         run_name = f"{runtime}-{encoding}"
+        saturated = sum(int(r.saturated) for r in result.records.values())
 
     rows, accs, uncounted = _count(lowered, shapes, q_of, T, B, encoding, prof)
     totals = _totals(rows, accs, T, B, prof)
     meta = lowered.meta_dict()
+    fixed = None
+    if "fixed_point" in meta:
+        plan = meta["fixed_point"]
+        fixed = {"weight_bits": int(plan["weight_bits"]), "state_bits": int(plan["state_bits"]), "saturated": saturated,
+                 "calibration": str(meta.get("calibration", ""))}
     return AuditReport(
         model=model or str(meta.get("model", "")) or "graph",
         runtime=run_name,
@@ -764,6 +786,8 @@ def audit_graph(
         weights=weights or str(meta.get("weights", "")),
         notes=NOTES,
         uncounted=tuple(uncounted),
+        precision="fixed" if fixed is not None else "float",
+        fixed_point=fixed,
     )
 
 
@@ -786,8 +810,20 @@ def _check_auditable(graph: Graph, shapes) -> None:
         )
 
 
+def _display_names(graph: Graph) -> Dict[str, str]:
+    """Fixed point: a weight-free op with dyadic weights is quantized into the op (``X.dyadic``)
+    and a ``Scale(2**s)`` named ``X``; its audit row keeps the float graph's name ``X``."""
+    dyadic = graph.meta_dict().get("fixed_point", {}).get("dyadic", {})
+    names = {}
+    for n in graph.nodes:
+        if isinstance(n.op, O.Scale) and len(n.inputs) == 1 and n.inputs[0] in dyadic:
+            names[n.inputs[0]] = n.name
+    return names
+
+
 def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: EnergyProfile):
     spikes, sources = _spike_values(graph, q_of)
+    display = _display_names(graph)
     steps = {k: (T if v is None else int(v)) for k, v in value_steps(graph, T).items()}
     rows: List[LayerAudit] = []
     accs: List[_Acc] = []
@@ -817,7 +853,8 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
                 zero_w = float(syn.sum()) / syn_all if syn_all > 0 else None
                 ratio = measured / theo if theo > 0 else None
                 row = LayerAudit(
-                    name=n.name, op=op.kind, kind="synapse", host=False, source=", ".join(sources[src]),
+                    name=display.get(n.name, n.name), op=op.kind, kind="synapse", host=False,
+                    source=", ".join(sources[src]),
                     flops=float(flops), firing_rate=rate, rates_per_step=per_step, theoretical_ops=theo,
                     measured_synops=float(measured), graded_events=float(graded.sum() / B),
                     unit_equivalent=float(measured), macs=0.0, neuron_updates=0.0, ratio=ratio,
@@ -825,7 +862,8 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
                     border_factor=border, zero_weight_factor=zero_w,
                     synops_per_step=tuple(float(v) / B for v in syn),
                     explanation=_explain_synapse(border, zero_w, int(graded.sum()), int(syn.sum()),
-                                                 zero_label=_ZERO_LABEL.get(type(op), "zero weights")),
+                                                 zero_label=_ZERO_LABEL.get(type(op), "zero weights"))
+                    + (f" (fixed point: node {n.name!r}, then Scale to integers)" if n.name in display else ""),
                 )
                 add(row, _Acc(syn, graded))
             else:
@@ -1048,6 +1086,9 @@ def audit(
     runtime: str = "reference",
     overwrite: bool = False,
     max_memory: Optional[float] = None,
+    precision: str = "float",
+    weight_bits: Optional[int] = None,
+    calibration=None,
 ) -> AuditReport:
     """Build ``model`` (as :func:`spikedeploy.api.build_model`), run it on ``num_inputs`` random
     inputs (seed ``seed + 1``, as ``verify``) or the .npy ``input_file``, and audit the spike run of
@@ -1057,10 +1098,17 @@ def audit(
     ``runtime="lava"`` takes the spike counts from the network exported to Lava and run in its CPU
     simulator; they are first checked against the reference spike run, layer by layer, and any
     difference is an :class:`AuditError` (the counts of the two runtimes must be identical).
-    The estimated memory must stay under ``max_memory`` GB (:mod:`spikedeploy.resources`)."""
+    The estimated memory must stay under ``max_memory`` GB (:mod:`spikedeploy.resources`).
+
+    ``precision="fixed"``: the lowered graph is quantized to Loihi 2 fixed point
+    (``weight_bits``-bit weight mantissas, default 8; exponents calibrated on the ``calibration``
+    .npy file, else on the audited inputs: :func:`spikedeploy.api.calibration_inputs`) and the
+    fixed graph's own spike run is audited (reference, or Lava checked against the fixed
+    reference); the report says so and counts the saturation events of the run."""
     from spikedeploy import api, resources
     from spikedeploy.fsutil import check_output_dir
 
+    bits = api.check_precision(precision, weight_bits, calibration, targets=("lava",) if runtime == "lava" else ())
     prof = get_profile(profile)
     if runtime not in AUDIT_RUNTIMES:
         raise ConfigError(f"unknown audit runtime {runtime!r}; expected one of {AUDIT_RUNTIMES}")
@@ -1068,7 +1116,7 @@ def audit(
         raise ConfigError(f"unknown spike encoding {encoding!r}; expected one of {ENCODINGS}")
     if input_file is None and (isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1):
         raise AuditError(f"empty input set: --inputs must be a positive integer, got {num_inputs!r}")
-    inputs = (checkpoint, input_file)
+    inputs = (checkpoint, input_file, calibration)
     if output is not None:
         check_output_dir(output, overwrite=overwrite, inputs=inputs)
     loaded = api.build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
@@ -1080,6 +1128,11 @@ def audit(
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise AuditError(f"empty input set: {input_file or 'inputs'} holds no input (shape {list(x.shape)})")
     graph = api.prepare_graph(loaded, timesteps=int(x.shape[0]), encoding="integer")
+    if bits is not None:
+        from spikedeploy.passes import ExpandSpikes
+
+        cal, cal_text = api.calibration_inputs(loaded, x, timesteps=int(x.shape[0]), calibration=calibration)
+        graph = api.to_fixed(ExpandSpikes(encoding).apply(graph), cal, bits, cal_text)
     counts = _lava_counts(graph, x, encoding) if runtime == "lava" else None
     report = audit_graph(graph, x, encoding=encoding, profile=prof, model=loaded.name + (f" (neuron={neuron})" if neuron else ""),
                          weights=loaded.weights, spike_counts=counts, runtime=runtime)
@@ -1119,10 +1172,11 @@ def _lava_counts(graph: Graph, x: torch.Tensor, encoding: str) -> Dict[str, torc
     import tempfile
 
     from spikedeploy.passes import ExpandSpikes
+    from spikedeploy.reference import graph_mode
     from spikedeploy.targets import get_target
 
     spec = get_target("lava")
-    lowered = ExpandSpikes(encoding).apply(graph)
+    lowered = graph if graph_mode(graph) == encoding else ExpandSpikes(encoding).apply(graph)
     with tempfile.TemporaryDirectory(prefix="spikedeploy-audit-") as tmp:
         path = spec.exporter_module().export(lowered, Path(tmp) / "model.lava", encoding=encoding)
         trun = spec.runtime_module().run(spec.exporter_module().load(path), x)
@@ -1139,12 +1193,15 @@ def audit_artifact(
     profile="45nm",
     output=None,
     overwrite: bool = False,
+    precision: Optional[str] = None,
 ) -> AuditReport:
     """Audit an exported artifact (a NIR file or a Lava bundle; both carry their IR graph) on
     ``num_inputs`` random inputs (T and the input shape from the artifact) or the .npy
     ``input_file``. A Lava bundle is run in the Lava simulator (counts checked against the
     reference); a NIR file is re-executed by the reference. ONNX artifacts hold the integer network,
-    which has no spikes to count: audit their model, or its NIR/Lava export."""
+    which has no spikes to count: audit their model, or its NIR/Lava export. ``precision``: None
+    audits the artifact in its own precision (a fixed-point Lava bundle: its fixed graph); "float"
+    or "fixed" must match it."""
     from spikedeploy import api
     from spikedeploy.fsutil import check_output_dir
     from spikedeploy.reference import graph_mode
@@ -1160,7 +1217,14 @@ def audit_artifact(
     inputs = (path, input_file)
     if output is not None:
         check_output_dir(output, overwrite=overwrite, inputs=inputs)
+    if precision is not None:
+        api.check_precision(precision, targets=(spec.name,))
     artifact = spec.exporter_module().load(path)
+    own = api.artifact_precision(artifact)
+    if precision is not None and precision != own:
+        raise ConfigError(f"artifact {path} holds a {'fixed-point' if own == 'fixed' else 'float'} graph, not "
+                          f"{'fixed-point' if precision == 'fixed' else 'float'}; "
+                          + ("export the model with --precision fixed" if own == "float" else "leave --precision out"))
     graph = artifact.graph
     if input_file is not None:
         x = api.load_input_file(input_file).to(torch.float32)

@@ -95,6 +95,36 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-memory", type=float, default=None, metavar="GB", help=_MAX_MEMORY_HELP)
 
 
+_PRECISION_HELP = ("number format: float (the float IR) or fixed (Loihi 2 fixed point: the spike-lowered graph with "
+                   "signed weight mantissas and a per-layer exponent, 13-bit bias mantissas, 12-bit leaks, 24-bit "
+                   "saturating state; spikedeploy.passes.quantize); fixed needs a spike-lowered target (lava), "
+                   "not onnx or nir")
+_CALIBRATION_RULE = ("the quantization calibrates each layer's exponent on sample inputs: the --calibration file when "
+                     "given, else {default}")
+
+
+def _precision_options(p: argparse.ArgumentParser, *, default: Optional[str] = "float", calibration: str = "",
+                       artifact: bool = False, what: str = "") -> None:
+    """--precision (``what``: what fixed does in this command), and (``calibration``: the rule's
+    default) --weight-bits and --calibration."""
+    g = p.add_argument_group("precision")
+    if artifact:
+        extra = " (default: float; with --artifact: the artifact's own, and float or fixed must match it)"
+    elif default is None:
+        extra = " (default: the artifact's own; float or fixed must match it)"
+    else:
+        extra = " (default: %(default)s)"
+    g.add_argument("--precision", choices=["float", "fixed"], default=default,
+                   help=_PRECISION_HELP + (f". {what}" if what else "") + extra)
+    if calibration:
+        g.add_argument("--weight-bits", type=int, default=None, metavar="N",
+                       help="--precision fixed: bits of the signed weight mantissas, 2..16 (default: 8, Loihi 2's "
+                            "synaptic weight width); fewer bits show how the error grows")
+        g.add_argument("--calibration", default=None, metavar="FILE.npy",
+                       help="--precision fixed: .npy inputs [T, N, *input_shape] (T = the model's) to calibrate the "
+                            "exponents on; " + _CALIBRATION_RULE.format(default=calibration))
+
+
 _PARTITIONS_HELP = ("Lava processes the network runs in: auto (default; chosen for speed on this machine), per-layer "
                     "(one per bundle process) or a number N of partitions; same spikes and timing in every case")
 
@@ -138,6 +168,12 @@ def _build_parser() -> argparse.ArgumentParser:
     g.add_argument("--target-inputs", type=int, default=4,
                    help="how many of the inputs to run on each target (Lava simulates slowly) (default: %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    _precision_options(v, calibration="the verified inputs (--inputs or --input-file)",
+                       what="With fixed, a stage fixed-<mode> after each spike mode measures the fixed graph against "
+                            "the float one (per layer: weight errors, saturation events, q mismatches teacher-forced "
+                            "and free-running; the output error): MEASURED, reported and not judged; --targets lava "
+                            "runs the fixed graph (of the first mode), which must equal the fixed reference exactly "
+                            "(pass/fail)")
 
     e = sub.add_parser("export", help="export a model to NIR, a Lava process-graph bundle or ONNX",
                        description="Capture the model, fold BatchNorm, fuse linear chains, lower to spikes (NIR, Lava) "
@@ -163,6 +199,12 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--check-peers", action="store_true",
                    help="nir only: run the NIR peers available here or in .venv-peers (make peers) on the "
                         "exported file and print what each did")
+    _precision_options(e, calibration="--inputs seeded N(0,1) inputs (seed --seed + 1: the inputs 'verify --inputs N' "
+                                      "checks)",
+                       what="With fixed (lava only) the bundle holds the fixed graph and 'run' returns its integer "
+                            "outputs decoded to real values")
+    e.add_argument("--inputs", type=int, default=64, dest="num_inputs", metavar="N",
+                   help="--precision fixed: number of seeded N(0,1) calibration inputs (default: %(default)s)")
 
     r = sub.add_parser("run", help="run an exported artifact on an input file",
                        description="Load an artifact written by 'spikedeploy export' (no PyTorch model code needed), "
@@ -180,6 +222,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="Lava: place the bundle's processes again (default: the placement the bundle records); "
                         + _PARTITIONS_HELP)
     r.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    _precision_options(r, default=None, what="A fixed-point bundle computes integers: the printed and saved "
+                                              "output/<name> are the decoded real values, integer_output/<name> the "
+                                              "integers")
 
     a = sub.add_parser("audit", help="measured synaptic ops and energy per layer, next to the papers' estimate",
                        description="Run the spike-expanded network, count what it actually does per layer "
@@ -213,6 +258,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="report directory (report.md, report.json, report.html), written atomically "
                         "(default: %(default)s)")
     _overwrite_option(a)
+    _precision_options(a, default=None, artifact=True, calibration="the audited inputs (--inputs or --input-file)",
+                       what="With fixed the fixed graph's own spike run is counted (reference, or Lava checked "
+                            "against the fixed reference) and its saturation events reported")
 
     t = sub.add_parser("track", help="track an object through a clip with SpikeTrack on one or several targets",
                        description="Run the SpikeTrack tracker frame by frame (host: crops, window, decoding; network: "
@@ -321,9 +369,16 @@ def _cmd_verify(args) -> int:
         **_model_kwargs(args), num_inputs=args.num_inputs, input_file=args.input_file, modes=modes,
         dtype=args.dtype, output=args.output, progress=not args.no_progress, targets=targets,
         target_inputs=args.target_inputs, overwrite=args.overwrite,
+        precision=args.precision, weight_bits=args.weight_bits, calibration=args.calibration,
     )
     for s in report.stages:
-        print(f"{s.name:<10} {'SUCCESS' if s.passed else 'FAIL'}  {s.description}")
+        print(f"{s.name:<12} {api.stage_result(s).strip('*'):<8} {s.description}")
+        if s.name.startswith("fixed-"):
+            t = s.report.totals()
+            print(f"{'':<12} q mismatches teacher-forced {100 * t['mismatch_rate_tf']:.3f} %, free-running "
+                  f"{100 * t['mismatch_rate_free']:.3f} %; saturation events {t['saturated']:,}; "
+                  + "; ".join(f"output {o.name} max |error| {o.max_abs_error:.3e} ({100 * o.relative_error:.2f} %)"
+                              for o in s.report.outputs))
     print(f"report: {Path(args.output) / 'report.html'}")
     return 0 if report.passed else 1
 
@@ -333,8 +388,10 @@ def _cmd_export(args) -> int:
 
     res = api.export(**_model_kwargs(args), target=args.target, output=args.output, encoding=args.spike_encoding,
                      overwrite=args.overwrite, partitions=args.partitions, nir_profile=args.nir_profile,
-                     check_peers=args.check_peers)
-    print(f"exported {res.neuron_layers} neuron layers ({res.nodes} IR nodes, {res.encoding}) to {res.target}: "
+                     check_peers=args.check_peers, precision=args.precision, weight_bits=args.weight_bits,
+                     calibration=args.calibration, num_inputs=args.num_inputs)
+    fixed = f", fixed point: {res.weight_bits}-bit weights, calibrated on {res.calibration}" if res.weight_bits else ""
+    print(f"exported {res.neuron_layers} neuron layers ({res.nodes} IR nodes, {res.encoding}{fixed}) to {res.target}: "
           f"{res.path} in {res.seconds:.1f} s")
     if res.peers is not None:
         from spikedeploy.exporters.nir_peers import table
@@ -355,8 +412,9 @@ def _cmd_run(args) -> int:
         check_output_file(args.output, "outputs", overwrite=args.overwrite, inputs=(args.artifact, args.input_file))
     x = api.load_input_file(args.input_file)
     result = api.run_artifact(args.target, args.artifact, x, progress=not args.no_progress, max_memory=args.max_memory,
-                              partitions=args.partitions)
-    print(f"{result.target} ({result.encoding}): {x.shape[1]} input(s), T = {x.shape[0]}")
+                              partitions=args.partitions, precision=args.precision)
+    print(f"{result.target} ({result.encoding}{', fixed point' if result.precision == 'fixed' else ''}): "
+          f"{x.shape[1]} input(s), T = {x.shape[0]}")
     info = result.info or {}
     if "processes" in info and "time_steps" in info:
         print(f"  {info['processes']} processes, {info['time_steps']} time steps, "
@@ -372,9 +430,14 @@ def _cmd_run(args) -> int:
         print(f"  {name:<40} {int(q.sum()):>10} unit spikes   mean q {float(q.double().mean()):.4f}")
     for name, y in result.outputs.items():
         print(f"  output {name}: shape {list(y.shape)}")
+    if result.integer_outputs is not None:
+        print("  fixed point: output/<name> holds the real values decoded from the integers the target computed "
+              "(spikedeploy.passes.quantize.decode_outputs: integer x 2^-exponent, exact); integer_output/<name> "
+              "holds the integers")
     if args.output:
         buf = io.BytesIO()
         arrays = {f"output/{k}": v.detach().cpu().numpy() for k, v in result.outputs.items()}
+        arrays.update({f"integer_output/{k}": v.detach().cpu().numpy() for k, v in (result.integer_outputs or {}).items()})
         arrays.update({f"spikes/{k}": v.detach().cpu().numpy() for k, v in result.spike_counts.items()})
         np.savez(buf, **arrays)
         atomic_write_bytes(args.output, buf.getvalue(), replace=args.overwrite)
@@ -389,15 +452,20 @@ def _cmd_audit(args) -> int:
     if args.artifact is not None:
         if args.target is None:
             raise ConfigError("--artifact needs --target lava|nir")
+        if args.weight_bits is not None or args.calibration is not None:
+            raise ConfigError("--weight-bits and --calibration do not apply to --artifact: the artifact is "
+                              "quantized already (export it again to change them)")
         report = audit_artifact(args.target, args.artifact, num_inputs=args.num_inputs, seed=args.seed,
                                 input_file=args.input_file, profile=args.energy, output=args.output,
-                                overwrite=args.overwrite)
+                                overwrite=args.overwrite, precision=args.precision)
     else:
         report = audit(**_model_kwargs(args), num_inputs=args.num_inputs, input_file=args.input_file,
                        encoding=args.encoding, profile=args.energy, output=args.output, runtime=args.runtime,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, precision=args.precision or "float", weight_bits=args.weight_bits,
+                       calibration=args.calibration)
     t = report.totals["per_frame"]
-    print(f"{report.model}: {report.runtime} run, {report.encoding} spikes, energy profile {report.profile.name}")
+    fixed = f", fixed point ({report.fixed_point['weight_bits']}-bit weights)" if report.precision == "fixed" else ""
+    print(f"{report.model}: {report.runtime} run, {report.encoding} spikes{fixed}, energy profile {report.profile.name}")
     print(f"per frame: measured SynOps {t['measured_synops']:,.0f}, papers' estimate {t['theoretical_ops']:,.0f} "
           f"(ratio {t['ratio']:.3f}), host MACs {t['host_macs']:,.0f}")
     print(f"report: {Path(args.output) / 'report.html'}")

@@ -35,7 +35,7 @@ import torch
 
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph
-from spikedeploy.reference import RunResult, execute, graph_mode, run
+from spikedeploy.reference import RunResult, execute, graph_mode, is_fixed, run
 
 #: Float outputs of two spike/integer runs of the same graph, float64: the lowering reorders sums of
 #: at most ~1e5 terms, so agreement to 1e-9 relative (plus 1e-12 absolute for values near zero) is
@@ -267,9 +267,10 @@ def _verdict(free: List[LayerReport]):
     return ("tie-cascade" if first.mismatches == 0 else "mismatch"), first.name
 
 
-def _output_reports(ya_by_name, yb_by_name, dtype) -> List[OutputReport]:
+def _output_reports(ya_by_name, yb_by_name, dtype, *, exact: bool = False) -> List[OutputReport]:
+    """Outputs matched by position; ``exact``: tolerance 0 (integer outputs of fixed-point graphs)."""
     outs = []
-    rtol, atol = OUTPUT_RTOL.get(dtype, 1e-4), OUTPUT_ATOL.get(dtype, 1e-5)
+    rtol, atol = (0.0, 0.0) if exact else (OUTPUT_RTOL.get(dtype, 1e-4), OUTPUT_ATOL.get(dtype, 1e-5))
     for (na, ya), (nb, yb) in zip(ya_by_name.items(), yb_by_name.items()):
         yb = yb.to(ya.dtype)
         err = float((ya - yb).abs().max()) if ya.numel() else 0.0
@@ -317,9 +318,12 @@ def verify_modes(graph: Graph, inputs, a: str = "integer", b: str = "binary", *,
 def compare_target(reference: RunResult, target_run, *, model: str = "") -> EquivalenceReport:
     """Compare a backend's :class:`spikedeploy.targets.TargetRun` with the reference run of the
     same graph (free-running: backends cannot be teacher-forced). Spike counts are matched by
-    neuron node name, outputs by position."""
+    neuron node name, outputs by position. For a fixed-point graph the comparison is exact: no
+    ties (tie ε 0), outputs (integers) equal with tolerance 0."""
     graph = reference.graph
-    eps = tie_epsilons(graph, reference)
+    fixed = is_fixed(graph)
+    # a fixed-point graph computes integers: no ties, outputs equal exactly
+    eps = {n.name: 0.0 for n in graph.neurons()} if fixed else tie_epsilons(graph, reference)
     layers = []
     for n in graph.neurons():
         if n.name not in target_run.spike_counts:
@@ -335,7 +339,7 @@ def compare_target(reference: RunResult, target_run, *, model: str = "") -> Equi
                                     eps[n.name], a.q, qb))
     verdict, first = _verdict(layers)
     outs = _output_reports(reference.outputs, {k: torch.as_tensor(v) for k, v in target_run.outputs.items()},
-                           reference.dtype)
+                           reference.dtype, exact=fixed)
     x0 = next(iter(reference.records.values())).value
     return EquivalenceReport(
         model=model or str(graph.meta_dict().get("model", "")),
@@ -348,5 +352,262 @@ def compare_target(reference: RunResult, target_run, *, model: str = "") -> Equi
         free_running=tuple(layers),
         outputs=tuple(outs),
         free_verdict=verdict,
+        first_divergence=first,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed point against float: the measured cost of quantization (issue 14)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrecisionLayer:
+    """One neuron layer: the quantization of what feeds it and what it does to the spikes.
+
+    ``weight_error_max``/``weight_error_rms``: the largest relative weight error of the quantized
+    ops feeding the layer (``max|W - W_q| / max|W|`` and ``rms(W - W_q) / rms(W)``, from the plan;
+    a constant factor (attention scale, Scale) counts as a one-element weight). ``mantissa_max``:
+    the smallest ``max|mantissa|`` among them (127 = all 8 bits in use). ``bias_error_max``: the
+    largest absolute bias/constant error, in membrane units. ``neuron_error``: the largest
+    quantization error of the neuron's own parameters (12-bit leak, reset, threshold).
+    ``saturated``: clamps of the 24-bit state in the fixed reference run (free-running);
+    ``target_saturated``: the clamps a target run reported (None: no target run, or the target
+    does not count them). Mismatches: positions where q differs from the float run,
+    teacher-forced (the fixed layer fed the float run's spikes) and free-running; ``q_abs_diff``:
+    ``sum |q_fixed - q_float|`` free-running."""
+
+    name: str
+    label: str
+    elements: int
+    synapses: Tuple[str, ...]
+    weight_error_max: float
+    weight_error_rms: float
+    mantissa_max: Optional[int]
+    clipped: int
+    bias_error_max: float
+    neuron_error: float
+    saturated: int
+    mismatches_tf: int
+    mismatches_free: int
+    q_abs_diff: int
+    spikes_float: int
+    spikes_fixed: int
+    target_saturated: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class PrecisionOutput:
+    """A graph output: the fixed run's decoded values against the float run's."""
+
+    name: str
+    exponent: int  #: the integer output is ``value * 2**exponent``
+    max_abs_error: float
+    rms_error: float
+    max_abs_float: float  #: the scale of the output (max |float value|)
+
+    @property
+    def relative_error(self) -> float:
+        return self.max_abs_error / self.max_abs_float if self.max_abs_float > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class PrecisionReport:
+    """Fixed point (``b``) against the float graph it was quantized from (``a``), per neuron layer
+    and per output (:func:`compare_precision`). The numbers are measurements, not a pass/fail
+    test: ``passed`` means the fixed graph ran in exact integers (the reference checks every
+    device value) and both runs fired; how large a quantization error is acceptable is the user's
+    call. Saturation, mismatches and output errors are all reported."""
+
+    model: str
+    encoding: str
+    weight_bits: int
+    state_bits: int
+    n_inputs: int
+    T: int
+    calibration: str
+    layers: Tuple[PrecisionLayer, ...]
+    outputs: Tuple[PrecisionOutput, ...]
+    boundary_saturated: Tuple[Tuple[str, int], ...]  #: Quantize (host -> device) node, clamps
+    range_violations: Tuple[Tuple[str, int], ...]  #: (value, bits over) from the plan
+    first_divergence: Optional[str]  #: first layer whose free-running q differs
+
+    @property
+    def spikes_occurred(self) -> bool:
+        return sum(l.spikes_float for l in self.layers) > 0 and sum(l.spikes_fixed for l in self.layers) > 0
+
+    @property
+    def passed(self) -> bool:
+        return self.spikes_occurred
+
+    @property
+    def saturated(self) -> int:
+        return sum(l.saturated for l in self.layers) + sum(n for _, n in self.boundary_saturated)
+
+    def totals(self) -> dict:
+        el = sum(l.elements for l in self.layers)
+        tf = sum(l.mismatches_tf for l in self.layers)
+        fr = sum(l.mismatches_free for l in self.layers)
+        return {"elements": el, "mismatches_tf": tf, "mismatches_free": fr,
+                "mismatch_rate_tf": tf / el if el else 0.0, "mismatch_rate_free": fr / el if el else 0.0,
+                "saturated": self.saturated, "spikes_float": sum(l.spikes_float for l in self.layers),
+                "spikes_fixed": sum(l.spikes_fixed for l in self.layers),
+                "weight_error_max": max((l.weight_error_max for l in self.layers), default=0.0)}
+
+    def with_target_saturation(self, counts: Dict[str, int]) -> "PrecisionReport":
+        """The report with the saturation counts a target run reported (neuron name -> clamps)."""
+        from dataclasses import replace
+
+        return replace(self, layers=tuple(replace(l, target_saturated=counts.get(l.name, l.target_saturated))
+                                          for l in self.layers))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["outputs"] = [dict(asdict(o), relative_error=o.relative_error) for o in self.outputs]
+        d.update(passed=self.passed, spikes_occurred=self.spikes_occurred, totals=self.totals())
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def to_markdown(self) -> str:
+        t = self.totals()
+        tsat = [l.target_saturated for l in self.layers if l.target_saturated is not None]
+        lines = [
+            f"### float {self.encoding} vs fixed point ({self.weight_bits}-bit weights, {self.state_bits}-bit state) — "
+            f"{'MEASURED' if self.passed else 'FAIL'}",
+            "",
+            f"Model `{self.model}`, {self.n_inputs} inputs, T = {self.T}; calibration: {self.calibration}.",
+            "",
+            f"- q mismatches, teacher-forced (each fixed layer fed the float run's spikes): {t['mismatches_tf']:,} of "
+            f"{t['elements']:,} ({100 * t['mismatch_rate_tf']:.3f} %)",
+            f"- q mismatches, free-running: {t['mismatches_free']:,} ({100 * t['mismatch_rate_free']:.3f} %)"
+            + (f", first in `{self.first_divergence}`" if self.first_divergence else " (identical spike counts)"),
+            f"- Saturation events (24-bit state and host boundary clamps, fixed reference): {t['saturated']:,}"
+            + (f"; target run: {sum(tsat):,}" if tsat else ""),
+            f"- Largest relative weight error: {t['weight_error_max']:.2e}",
+            f"- Spikes: float {t['spikes_float']:,}, fixed {t['spikes_fixed']:,}"
+            + ("" if self.spikes_occurred else " — NO SPIKES (an all-zero comparison proves nothing)"),
+        ]
+        for o in self.outputs:
+            lines.append(f"- Output `{o.name}` (integers x 2^-{o.exponent}): max |fixed - float| {o.max_abs_error:.3e} "
+                         f"({100 * o.relative_error:.2f} % of max |float| {o.max_abs_float:.3e}), rms {o.rms_error:.3e}")
+        for name, n in self.boundary_saturated:
+            if n:
+                lines.append(f"- Host -> device boundary `{name}`: {n:,} values clamped to the {self.state_bits}-bit message")
+        if self.range_violations:
+            lines.append("- Values beyond the calibrated range (their saturation is counted above): "
+                         + ", ".join(f"`{v}` (+{b} bits)" for v, b in self.range_violations))
+        has_target = bool(tsat)
+        lines += [
+            "",
+            "| layer | neuron | fed by | weight err max | weight err rms | mantissa max | bias err max | neuron err "
+            "| saturated" + (" | saturated (target)" if has_target else "")
+            + " | q mism. TF | q mism. free | spikes float | spikes fixed |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:" + ("|---:" if has_target else "") + "|---:|---:|---:|---:|",
+        ]
+        for l in self.layers:
+            fed = ", ".join(f"`{s}`" for s in l.synapses[:3]) + (f" +{len(l.synapses) - 3}" if len(l.synapses) > 3 else "")
+            lines.append(
+                f"| `{l.name}` | {l.label} | {fed or '—'} | {l.weight_error_max:.2e} | {l.weight_error_rms:.2e} | "
+                f"{'—' if l.mantissa_max is None else l.mantissa_max} | {l.bias_error_max:.1e} | {l.neuron_error:.1e} | "
+                f"{l.saturated:,}" + (f" | {'—' if l.target_saturated is None else format(l.target_saturated, ',')}"
+                                      if has_target else "")
+                + f" | {l.mismatches_tf:,} | {l.mismatches_free:,} | {l.spikes_float:,} | {l.spikes_fixed:,} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _upstream(graph: Graph, name: str) -> List[str]:
+    """The nodes whose values reach ``name`` without crossing a neuron (``name`` included), in
+    graph order."""
+    nodes = graph.node_map()
+    seen, stack = set(), [name]
+    while stack:
+        v = stack.pop()
+        if v in seen or v not in nodes:
+            continue
+        seen.add(v)
+        if isinstance(nodes[v].op, O.NEURON_OPS) and v != name:
+            continue
+        stack.extend(nodes[v].inputs)
+    return [n.name for n in graph.nodes if n.name in seen and n.name != name
+            and not (isinstance(n.op, O.NEURON_OPS))]
+
+
+def _feeding_quantization(plan_layers: dict, names: Sequence[str]) -> dict:
+    """The quantization errors of the ops ``names`` (plan entries), aggregated for one layer."""
+    emax, erms, mant, clipped, berr, syn = 0.0, 0.0, [], 0, 0.0, []
+    for v in names:
+        info = plan_layers.get(v)
+        if info is None or "unit" in info or "threshold" in info:  # not quantized here, or a neuron
+            continue
+        e = info.get("weight_error_max", info.get("constant_error"))
+        if e is None and "bias_error_max" not in info and "constant_error_max" not in info:
+            continue  # exact (dyadic pooling/mean/upsampling)
+        syn.append(v)
+        if e is not None:
+            emax = max(emax, float(e))
+            erms = max(erms, float(info.get("weight_error_rms", e)))
+        if "mantissa_max" in info:
+            mant.append(int(info["mantissa_max"]))
+        clipped += int(info.get("weight_clipped", 0)) + int(info.get("bias_clipped", 0))
+        berr = max(berr, float(info.get("bias_error_max", 0.0)), float(info.get("constant_error_max", 0.0)))
+    return {"synapses": tuple(syn), "weight_error_max": emax, "weight_error_rms": erms,
+            "mantissa_max": min(mant) if mant else None, "clipped": clipped, "bias_error_max": berr}
+
+
+def compare_precision(float_graph: Graph, fixed_graph: Graph, inputs, *, float_run: Optional[RunResult] = None,
+                      model: str = "", calibration: str = "") -> PrecisionReport:
+    """The fixed-point graph ``fixed_graph`` (made from the lowered ``float_graph`` by
+    :class:`spikedeploy.passes.QuantizeFixedPoint`) against it on ``inputs``: per neuron layer the
+    quantization errors of the ops feeding it (the plan), the saturation of the fixed reference run,
+    the q mismatches teacher-forced (``run(fixed, x, teacher=float_run)``) and free-running, and per
+    output the error of the decoded fixed outputs against the float ones. ``float_run``: the float
+    graph's run on ``inputs`` if already made (float64)."""
+    from spikedeploy.passes.quantize import decode_outputs, fixed_plan
+
+    plan = fixed_plan(fixed_graph)
+    if float_run is None:
+        float_run = run(float_graph, inputs, dtype=torch.float64)
+    free = run(fixed_graph, inputs)
+    forced = run(fixed_graph, inputs, teacher=float_run)
+    nodes = fixed_graph.node_map()
+    layers = []
+    for n in fixed_graph.neurons():
+        if n.name not in float_run.records:
+            continue
+        qa, qb, qt = float_run.records[n.name].q, free.records[n.name].q, forced.records[n.name].q
+        info = plan["layers"].get(n.name, {})
+        nerr = max(float(info.get(k, 0.0)) for k in ("leak_error_max", "reset_error", "threshold_error"))
+        up = _upstream(fixed_graph, n.name)
+        feed = _feeding_quantization(plan["layers"], up)
+        feed["synapses"] += tuple(v for v in up if isinstance(nodes[v].op, O.Quantize))  # the host boundary
+        layers.append(PrecisionLayer(
+            name=n.name, label=getattr(n.op, "label", n.op.kind), elements=int(qa.numel()), **feed,
+            neuron_error=nerr, saturated=int(free.records[n.name].saturated),
+            mismatches_tf=int((qt != qa).sum()), mismatches_free=int((qb != qa).sum()),
+            q_abs_diff=int((qb - qa).abs().sum()), spikes_float=int(qa.sum()), spikes_fixed=int(qb.sum()),
+        ))
+    decoded = decode_outputs(fixed_graph, free.outputs)
+    outs = []
+    for (name, yf), qname in zip(float_run.outputs.items(), fixed_graph.outputs):  # by position (execute renames)
+        yq = decoded[qname].to(torch.float64)
+        ya = yf.to(torch.float64)
+        err = (yq - ya).abs()
+        outs.append(PrecisionOutput(name=name, exponent=int(plan["outputs"][qname]),
+                                    max_abs_error=float(err.max()) if err.numel() else 0.0,
+                                    rms_error=float(err.pow(2).mean().sqrt()) if err.numel() else 0.0,
+                                    max_abs_float=float(ya.abs().max()) if ya.numel() else 0.0))
+    boundary = tuple((n.name, int(free.records[n.name].saturated)) for n in fixed_graph.nodes
+                     if isinstance(n.op, O.Quantize))
+    first = next((l.name for l in layers if l.mismatches_free), None)
+    x0 = next(iter(float_run.records.values())).value
+    return PrecisionReport(
+        model=model or str(float_graph.meta_dict().get("model", "")),
+        encoding=graph_mode(float_graph), weight_bits=int(plan["weight_bits"]), state_bits=int(plan["state_bits"]),
+        n_inputs=int(x0.shape[1]), T=int(x0.shape[0]), calibration=calibration or "given inputs",
+        layers=tuple(layers), outputs=tuple(outs), boundary_saturated=boundary,
+        range_violations=tuple((str(v["value"]), int(v["bits_over"])) for v in plan.get("range_violations", ())),
         first_divergence=first,
     )

@@ -20,6 +20,12 @@ runtime module
 
 Targets are looked up lazily by name (importing a target's dependencies, e.g. Lava, happens only
 when that target is used).
+
+Precision: every target holds float graphs; a target whose ``TargetSpec.precisions`` lists
+``"fixed"`` also holds the fixed-point form of a lowered graph (:mod:`spikedeploy.passes.quantize`):
+its exporter takes the fixed graph like any lowered graph, and its runtime returns the integer
+outputs (real values: :func:`spikedeploy.passes.quantize.decode_outputs`).
+:func:`check_precision` refuses the others with one line naming the target and what to do.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ import torch
 from spikedeploy.errors import ConfigError, UnsupportedOpError
 
 GRAPH_KINDS = ("integer", "binary", "graded")
+#: number formats a graph can be exported in: float (the float IR) or fixed (Loihi 2 fixed point)
+PRECISIONS = ("float", "fixed")
 
 
 class TargetUnavailableError(ConfigError):
@@ -49,6 +57,10 @@ class TargetRun:
     outputs: Dict[str, torch.Tensor]  #: graph output name -> [T, B, *s]
     spike_counts: Dict[str, torch.Tensor]  #: neuron node name -> q, [T, B, *s]
     info: Dict[str, object] = field(default_factory=dict)  #: e.g. simulated time steps, wall time
+    #: "fixed" for a fixed-point artifact; then ``outputs`` are the decoded real values (see
+    #: :func:`spikedeploy.api.run_artifact`) and ``integer_outputs`` what the target computed
+    precision: str = "float"
+    integer_outputs: Optional[Dict[str, torch.Tensor]] = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,9 @@ class TargetSpec:
     runtime: str  #: module path
     description: str
     suffix: str  #: artifact file/folder suffix, e.g. ".onnx", ".nir", ".lava"
+    precisions: Tuple[str, ...] = ("float",)  #: subset of PRECISIONS
+    #: why the target holds no fixed-point graph (the ConfigError's reason), for float-only targets
+    fixed_note: str = ""
 
     def exporter_module(self) -> ModuleType:
         return self._import(self.exporter)
@@ -91,6 +106,20 @@ def get_target(name: str) -> TargetSpec:
     return TARGETS[name]
 
 
+def check_precision(target: str, precision: str) -> TargetSpec:
+    """The spec of ``target`` if it holds graphs in ``precision`` (``PRECISIONS``); else a one-line
+    ConfigError naming the target, the reason and what to do."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown --precision {precision!r}; expected one of {', '.join(PRECISIONS)}")
+    spec = get_target(target)
+    if precision not in spec.precisions:
+        able = [t for t, s in sorted(TARGETS.items()) if precision in s.precisions]
+        why = f": {spec.fixed_note}" if spec.fixed_note else ""
+        raise ConfigError(f"target {spec.name!r} cannot hold a {precision}-point graph{why}; use --target "
+                          f"{'|'.join(able)} for --precision {precision}, or --precision float")
+    return spec
+
+
 def unsupported(target: str, node, reason: str = "") -> UnsupportedOpError:
     """The error for an op a target cannot express (raise the returned exception)."""
     src = f" (from {node.source})" if getattr(node, "source", "") else ""
@@ -101,8 +130,13 @@ def unsupported(target: str, node, reason: str = "") -> UnsupportedOpError:
 
 
 register_target(TargetSpec("onnx", "spikedeploy.exporters.onnx", "spikedeploy.runtimes.onnx",
-                           "ONNX model of the integer network, run with onnxruntime", ".onnx"))
+                           "ONNX model of the integer network, run with onnxruntime", ".onnx",
+                           fixed_note="it exports the integer network, and fixed point needs the graph lowered to "
+                                      "spikes (FixedIntegerLIF/FixedBinaryLIF neurons)"))
 register_target(TargetSpec("nir", "spikedeploy.exporters.nir", "spikedeploy.runtimes.nir",
-                           "NIR graph (nir.write/nir.read), re-executed by the reference", ".nir"))
+                           "NIR graph (nir.write/nir.read), re-executed by the reference", ".nir",
+                           fixed_note="NIR has no node for the fixed-point neurons FixedIntegerLIF/FixedBinaryLIF "
+                                      "(24-bit saturating integer state) or the Quantize host boundary"))
 register_target(TargetSpec("lava", "spikedeploy.exporters.lava", "spikedeploy.runtimes.lava",
-                           "Lava process-graph bundle, run in the CPU simulator (Loihi2SimCfg)", ".lava"))
+                           "Lava process-graph bundle, run in the CPU simulator (Loihi2SimCfg)", ".lava",
+                           precisions=("float", "fixed")))
