@@ -1047,3 +1047,26 @@ def track(
     if output is not None:
         write_track_outputs(report, frames, output, gif=gif, overwrite=overwrite, inputs=file_inputs)
     return report
+
+
+# ---------------------------------------------------------------------------------------------
+# hardware budget
+# ---------------------------------------------------------------------------------------------
+
+
+def budget(artifact, *, profile: str = "loihi2", output=None, fmt: Optional[str] = None, overwrite: bool = False):
+    """The hardware budget of a Lava bundle (:func:`spikedeploy.hardware.budget_bundle`: per layer
+    neurons, synapses, synaptic memory and state bits, neurocores; chips for the network, every
+    constant with its source). With ``output`` the report is written there (atomically; an
+    existing file only with ``overwrite``) in ``fmt`` (md, json, html; default from the suffix).
+    Returns the :class:`~spikedeploy.hardware.BudgetReport`."""
+    from spikedeploy.hardware import FORMATS, budget_bundle
+
+    if fmt is not None and fmt not in FORMATS:
+        raise ConfigError(f"unknown budget format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if output is not None:
+        check_output_file(output, "budget report", overwrite=overwrite, inputs=(artifact,))
+    report = budget_bundle(artifact, profile)
+    if output is not None:
+        report.write(output, fmt, overwrite=overwrite, inputs=(artifact,))
+    return report

@@ -327,6 +327,26 @@ def _build_parser() -> argparse.ArgumentParser:
     i.add_argument("--encoding", choices=["binary", "graded"], default=None,
                    help="also lower the graph to this spike encoding")
 
+    bu = sub.add_parser("budget", help="hardware budget of a Lava bundle: neurons, synapses, memory, Loihi 2 "
+                                       "neurocores and chips",
+                        description="Count per layer of a Lava bundle (its IR graph) the neurons, the unrolled synapses "
+                                    "that feed them, the synaptic memory and neuron state in bits, and the neurocores "
+                                    "the layer needs under the chip's per-core limits; then the chips for the network. "
+                                    "Every constant is printed with its source and whether it could be confirmed "
+                                    "(rules: spikedeploy/hardware.py). A layer that cannot be placed is an error "
+                                    "naming it (exit code 2).")
+    bu.add_argument("bundle", help="a Lava bundle directory written by 'spikedeploy export --target lava'")
+    bu.add_argument("--profile", default="loihi2",
+                    help="hardware profile: loihi2 (Intel Loihi 2: 128 neurocores per chip, 8192 neurons and 192 KB "
+                         "per core, 8-bit weights, 24-bit state) (default: %(default)s)")
+    bu.add_argument("-o", "--output", default=None, metavar="FILE",
+                    help="write the report to FILE (atomically; it must not exist unless --overwrite) and print a "
+                         "summary; without it the report is printed")
+    bu.add_argument("--format", choices=["md", "json", "html"], default=None, dest="fmt",
+                    help="report format: md (Markdown), json or html (default: from the --output suffix, .json or "
+                         ".html, else md)")
+    _overwrite_option(bu, "replace an existing --output file")
+
     d = sub.add_parser("demo", help="the main job: the bundled trained tracker exported, verified, audited and "
                                     "tracking the bundled clip in Lava and onnxruntime",
                        description="On the bundled trained SpikeTrack tracker (spiketrack-tiny128-t1) and the bundled "
@@ -538,6 +558,23 @@ COMMANDS = {
     "verify": _cmd_verify, "export": _cmd_export, "run": _cmd_run, "audit": _cmd_audit, "track": _cmd_track,
     "inspect": _cmd_inspect, "demo": _cmd_demo, "train": _cmd_train,
 }
+
+
+def _cmd_budget(args) -> int:
+    from spikedeploy import api
+
+    report = api.budget(args.bundle, profile=args.profile, output=args.output, fmt=args.fmt,
+                        overwrite=args.overwrite)
+    if args.output is None:
+        print(report.render(args.fmt or "md"), end="")
+        return 0
+    for line in report.summary_lines() + report.constant_lines():
+        print(line)
+    print(f"report: {args.output}")
+    return 0
+
+
+COMMANDS["budget"] = _cmd_budget
 
 
 class Terminated(KeyboardInterrupt):

@@ -199,13 +199,17 @@ LOIHI2 = register_profile(HardwareProfile(
     name="loihi2",
     title="Intel Loihi 2",
     cores_per_chip=Constant(128, "neurocores / chip", "neuromorphic cores per chip",
-                            (_OPEN_NEURO, _WIKICHIP, _GIZBOT, _INTEL_BRIEF)),
+                            (_OPEN_NEURO, _WIKICHIP, _GIZBOT, _INTEL_BRIEF),
+                            note="the secondary sources agree (Gizbot quotes Intel's table); Intel's brief itself "
+                                 "was not read"),
     neurons_per_chip=Constant(1_000_000, "neurons / chip", "neurons per chip ('up to 1 million')",
                               (_OPEN_NEURO, _WIKICHIP, _INTEL_BRIEF),
-                              note="WikiChip's later revision gives 1,048,576 = 128 x 8192; the smaller figure is used"),
+                              note="secondary sources agree; WikiChip's later revision gives 1,048,576 = 128 x "
+                                   "8192; the smaller figure is used"),
     synapses_per_chip=Constant(120_000_000, "synapses / chip", "synapses per chip ('up to 120 million')",
                                (_OPEN_NEURO, _WIKICHIP, _INTEL_BRIEF),
-                               note="a maximum that needs compressed synapse formats; this budget counts unrolled "
+                               note="secondary sources agree; a maximum that needs compressed synapse formats; "
+                                    "this budget counts unrolled "
                                     "synapses against the per-core memory"),
     neurons_per_core=Constant(8192, "neurons / core", "neurons per neurocore (up to)",
                               (_WIKICHIP,), status="unconfirmed",
@@ -326,7 +330,7 @@ class BudgetReport:
                          "; ".join(s.cite() for s in c.sources)])
         return rows
 
-    def _summary_lines(self) -> List[str]:
+    def summary_lines(self) -> List[str]:
         t = self.totals
         return [
             f"Budget of {self.source} on {self.profile.title} (profile {self.profile.name}); weights "
@@ -337,6 +341,11 @@ class BudgetReport:
             f"{_kib(t['state_bits'])} KiB; {t['cores']:,} neurocores, {t['chips']} chip(s) (set by {t['chips_by']}).",
         ]
 
+    def constant_lines(self) -> List[str]:
+        """One line per constant: value, status and the first source."""
+        return [f"  {k} = {c.value:,} {c.unit} [{c.status}] {c.sources[0].cite()}"
+                for k, c in self.profile.constants().items()]
+
     _HEAD = ["layer", "kind", "neurons", "synapses", "max fan-in", "synaptic KiB", "state KiB", "cores", "bound"]
 
     def _rows(self) -> List[List[str]]:
@@ -345,7 +354,7 @@ class BudgetReport:
                 for la in self.layers]
 
     def to_markdown(self) -> str:
-        out = ["# Hardware budget", ""] + self._summary_lines() + ["", "## Constants", "",
+        out = ["# Hardware budget", ""] + self.summary_lines() + ["", "## Constants", "",
                                                                     "| constant | value | meaning | status | sources |",
                                                                     "|---|---|---|---|---|"]
         out += ["| " + " | ".join(r) + " |" for r in self._constant_rows()]
@@ -361,7 +370,7 @@ class BudgetReport:
 
         page = HtmlPage(f"Hardware budget: {self.source}")
         page.heading("Hardware budget", 1)
-        for line in self._summary_lines():
+        for line in self.summary_lines():
             page.paragraph(line)
         page.heading("Constants")
         page.table(["constant", "value", "meaning", "status", "sources"], self._constant_rows(), align="nrttt")
