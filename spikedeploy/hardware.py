@@ -298,6 +298,8 @@ class BudgetReport:
         p = self.profile
         t = {k: sum(getattr(la, k) for la in self.layers)
              for k in ("neurons", "synapses", "synaptic_bits", "state_bits", "cores")}
+        shared = {g.op: g.weights for la in self.layers for g in la.groups if g.op is not None and g.weights}
+        t["distinct_weights"] = sum(shared.values())  #: what a weight-sharing format would store
         t["layers"] = len(self.layers)
         t["neuron_layers"] = sum(la.kind == "neuron" for la in self.layers)
         by = {"cores": math.ceil(t["cores"] / p.cores_per_chip.value),
@@ -337,7 +339,7 @@ class BudgetReport:
             f"{self.weight_bits} bits{' (the fixed-point plan)' if self.fixed_point else ''}.",
             f"{t['layers']} layers ({t['neuron_layers']} neuron layers), {t['neurons']:,} neurons (compartments, relays "
             f"and readouts included), "
-            f"{t['synapses']:,} synapses, synaptic memory {_kib(t['synaptic_bits'])} KiB, neuron state "
+            f"{t['synapses']:,} synapses unrolled ({t['distinct_weights']:,} distinct weights), synaptic memory {_kib(t['synaptic_bits'])} KiB, neuron state "
             f"{_kib(t['state_bits'])} KiB; {t['cores']:,} neurocores, {t['chips']} chip(s) (set by {t['chips_by']}).",
         ]
 

@@ -133,6 +133,8 @@ def test_core_counts_memory_bound_and_neuron_bound(sdt_bundle):
     assert q.neurons == 1024 and q.cores == math.ceil(1024 / 300) == 4 and q.bound == "neurons"
     assert r.totals["cores"] == sum(x.cores for x in r.layers) > rep.totals["cores"]
     t = rep.totals
+    weighted = {g.op: g.weights for la in rep.layers for g in la.groups if g.weights}
+    assert t["distinct_weights"] == sum(weighted.values()) < t["synapses"]  # kernels are shared over positions
     assert t["chips"] == max(math.ceil(t["cores"] / 128), math.ceil(t["neurons"] / 1e6),
                              math.ceil(t["synapses"] / 1.2e8)) == 1
 
