@@ -574,6 +574,46 @@ class Compiler:
         return Val(tuple(out_shape), False, [Term(out, _arange(out_shape))], offset, False, step_offset)
 
 
+def _check_integer_arrays(procs: List[dict], arrays: Dict[str, np.ndarray]) -> None:
+    """Fixed point: every array a process computes with is an exact integer (the exporter
+    composes integer weights only); UnsupportedOpError naming the node otherwise."""
+    from spikedeploy.errors import UnsupportedOpError
+    from spikedeploy.exporters.lava_validate import fixed_array_fields
+
+    for proc, node, field, key in fixed_array_fields(procs):
+        a = np.asarray(arrays[key])
+        if a.dtype.kind == "f" and a.size and not bool(np.all(a == np.round(a))):
+            raise UnsupportedOpError(f"target {TARGET!r}: node {node!r} (process {proc!r}): {field} is not an integer "
+                                     "in a fixed-point graph (an op the fixed-point export cannot compose exactly)")
+
+
+def _fixed_plan(graph: Graph) -> Optional[dict]:
+    """The fixed-point plan of ``graph`` (graph metadata ``fixed_point``), or None for a float graph."""
+    plan = graph.meta_dict().get("fixed_point")
+    return dict(plan) if plan is not None else None
+
+
+def _dyadic_pairs(graph: Graph, plan: Optional[dict]) -> Dict[str, str]:
+    """Fixed point: each dyadic weight-free op (plan ``dyadic``: pooling, mean, upsampling, whose
+    weights are multiples of ``2**-s``) -> the ``Scale(2**s)`` that reads it, which the compiler
+    composes with it into one integer synapse. The op must have that Scale as its only reader."""
+    if not plan:
+        return {}
+    readers: Dict[str, List[Node]] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            readers.setdefault(i, []).append(n)
+    pairs = {}
+    for name in plan.get("dyadic", {}):
+        r = readers.get(name, [])
+        if name in graph.outputs or len(r) != 1 or not isinstance(r[0].op, O.Scale):
+            node = next(n for n in graph.nodes if n.name == name)
+            raise unsupported(TARGET, node, "a dyadic op of a fixed-point graph must be read by exactly one Scale "
+                              "(its 2**s; quantize the graph with QuantizeFixedPoint)")
+        pairs[name] = r[0].name
+    return pairs
+
+
 def _matmul_offset(offset: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """A constant input offset ``[..., I]`` through ``W`` (``[O, I]``): ``offset @ W.T``."""
     return np.asarray(offset, dtype=np.float64) @ weight.T
@@ -603,6 +643,13 @@ def conv_out_shape(weight: np.ndarray, in_shape, args) -> Tuple[int, int, int]:
 
 
 def _neuron_params(op) -> dict:
+    if isinstance(op, O.FixedIntegerLIF):
+        leak = list(op.leak) if isinstance(op.leak, tuple) else op.leak
+        return {"kind": "fixed_integer_lif", "d": int(op.d), "unit": int(op.unit), "reset": int(op.reset),
+                "leak": leak, "rounding": op.rounding, "state_bits": int(op.state_bits), "label": op.label}
+    if isinstance(op, O.FixedBinaryLIF):
+        return {"kind": "fixed_binary_lif", "beta": int(op.beta), "threshold": int(op.threshold),
+                "state_bits": int(op.state_bits), "label": op.label}
     if isinstance(op, O.IntegerLIF):
         leak = list(op.leak) if isinstance(op.leak, tuple) else op.leak
         return {"kind": "integer_lif", "d": int(op.d), "leak": leak, "reset_norm": float(op.reset_norm),
@@ -939,6 +986,8 @@ RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
     O.IntegerLIF: neuron_rule,
     O.DynamicIntegerLIF: neuron_rule,
     O.BinaryLIF: neuron_rule,
+    O.FixedIntegerLIF: neuron_rule,
+    O.FixedBinaryLIF: neuron_rule,
     O.Conv2d: synapse_rule,
     O.Conv1d: synapse_rule,
     O.Linear: synapse_rule,
@@ -1304,8 +1353,22 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
     out_names = dict(zip(graph.outputs, given_outputs))
     c = Compiler(graph, encoding, unroll_limit)
     vals: Dict[str, Val] = {s.name: Val(tuple(s.shape), True) for s in graph.inputs}
+    fixed = _fixed_plan(graph)
+    dyadic = _dyadic_pairs(graph, fixed)
+    pending: Dict[str, Tuple[Val, sp.csr_matrix]] = {}
     for node in graph.nodes:
         c.node = node
+        if node.name in dyadic and not all(vals[i].host for i in node.inputs):
+            # fixed point: pooling/mean/upsampling (weights k * 2**-s) and the Scale(2**s) after it
+            # are one synapse with integer weights (the two matrices composed)
+            x = c.device(vals[node.inputs[0]], node.inputs[0])
+            pending[dyadic[node.name]] = (x, linear_map(node.op, x.shape, c.shapes[node.name])[0])
+            continue
+        if node.name in pending:
+            x, m = pending.pop(node.name)
+            scale = linear_map(node.op, c.shapes[node.inputs[0]], c.shapes[node.name])[0]
+            vals[node.name] = c.apply_linear(node, x, sp.csr_matrix(scale @ m), None, c.shapes[node.name])
+            continue
         ins = [vals[i] for i in node.inputs]
         if all(v.host for v in ins) and not node.op.is_neuron:
             from spikedeploy.reference import RULES as HOST_RULES
@@ -1388,7 +1451,14 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
             "batch": "sample b occupies macro-steps b*T ... b*T + T - 1; neuron state resets per sample",
         },
         "graph_meta": {k: v for k, v in graph.meta if isinstance(v, (str, int, float, bool, type(None)))},
+        # "fixed": a fixed-point graph (QuantizeFixedPoint): every device array is an integer and
+        # the bundle runs with select_tag fixed_pt; the plan itself travels in the IR's metadata
+        "precision": "fixed" if fixed is not None else "float",
     }
+    if fixed is not None:
+        desc["fixed_point"] = {"weight_bits": int(fixed["weight_bits"]), "state_bits": int(fixed["state_bits"]),
+                               "outputs": {out_names[o]: int(e) for o, e in fixed["outputs"].items()}}
+        _check_integer_arrays(procs, {**c.arrays})
     from spikedeploy.exporters.lava_placement import plan
 
     desc["placement"] = plan(desc, partitions).to_json()

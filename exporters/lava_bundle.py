@@ -84,7 +84,8 @@ class LavaBundle:
 
 def with_memory(bundle: LavaBundle, memory: Dict[str, np.ndarray]) -> LavaBundle:
     """``bundle`` with new memories for its ``MemoryRead`` nodes (node name -> ``[T_mem, H, C/H,
-    Cv/H]``, the shape the node has), without compiling again: a memory read is a ``memory_read``
+    Cv/H]``, the shape the node has; in a fixed-point bundle integer mantissas, as
+    :func:`spikedeploy.passes.quantize.quantize_memory` makes them), without compiling again: a memory read is a ``memory_read``
     process that holds its memory as an array, so a new template changes that array and the IR
     graph's copy (so ``bundle.graph`` stays the graph the processes compute), nothing else: the
     result equals the bundle compiled from the graph with the new memories, array for array.
@@ -108,6 +109,9 @@ def with_memory(bundle: LavaBundle, memory: Dict[str, np.ndarray]) -> LavaBundle
                              f"expected {list(arrays[key].shape)}")
         if not np.isfinite(new).all():
             raise InputError(f"Lava bundle {bundle.path}: memory for {node!r} has NaN/Inf values")
+        if desc.get("precision") == "fixed" and not np.array_equal(new, np.round(new)):
+            raise InputError(f"Lava bundle {bundle.path}: memory for {node!r} is not integer in a fixed-point bundle; "
+                             "quantize it first (spikedeploy.passes.quantize.quantize_memory)")
         arrays[key] = new
         if node in ir_fields:
             arrays[ir_fields[node]["memory"]["array"]] = new

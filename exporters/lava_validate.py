@@ -18,7 +18,11 @@ the runtime (:mod:`spikedeploy.runtimes.lava`) and the project's processes
 * fused inputs (taps) and connections: tap ports named ``t<k>``, sources that exist and send on
   the port named with the size the tap expects, synapses whose sizes chain; every connection
   between existing ports of equal size, every tap port connected exactly once;
-* the IR graph the bundle carries (``ir``), as :func:`spikedeploy.validate.check_graph`.
+* the IR graph the bundle carries (``ir``), as :func:`spikedeploy.validate.check_graph`;
+* the precision (``precision``: ``"float"``, the default of bundles without the field, or
+  ``"fixed"``): a fixed bundle has fixed-point neurons only (float neuron kinds only in a float
+  one), its IR graph carries the quantization plan, and every array a process computes with
+  (:func:`fixed_array_fields`) holds exact integers.
 
 Every failure is one :class:`~spikedeploy.errors.ArtifactError` line naming the bundle, the
 process and the field.
@@ -38,7 +42,7 @@ from spikedeploy.validate import (MAX_ARRAY_ELEMENTS, MAX_DIM_SIZE, MAX_TIMESTEP
                                   check_array, check_graph, describe, detail)
 
 __all__ = ["validate_bundle", "read_arrays", "MAX_LAVA_PROCESSES", "MAX_LAVA_STEPS", "MAX_LAVA_PERIOD", "MAX_FIRING_LIMIT",
-           "PROCESS_TYPES", "NEURON_KINDS"]
+           "PROCESS_TYPES", "NEURON_KINDS", "FIXED_NEURON_KINDS", "PRECISIONS", "fixed_array_fields", "precision_of"]
 
 #: processes of one bundle (Lava's CPU simulator forks one OS process per process)
 MAX_LAVA_PROCESSES = 4096
@@ -76,8 +80,38 @@ TAP_TYPES = ("neuron", "readout", "attention", "memory_write", "junction", "host
 #: process types that may send only inside a window (``send``)
 SEND_TYPES = ("neuron", "attention", "memory_write", "junction", "source", "host_softmax", "template_gate",
               "memory_read")
-#: neuron kinds of :func:`spikedeploy.runtimes.lava_procs.neuron_step`
-NEURON_KINDS = ("integer_lif", "dynamic_integer_lif", "binary_lif")
+#: neuron kinds of :func:`spikedeploy.runtimes.lava_kernels.neuron_step` and (``fixed_*``, a fixed
+#: bundle's) :func:`~spikedeploy.runtimes.lava_kernels.fixed_neuron_step`
+FIXED_NEURON_KINDS = ("fixed_integer_lif", "fixed_binary_lif")
+NEURON_KINDS = ("integer_lif", "dynamic_integer_lif", "binary_lif") + FIXED_NEURON_KINDS
+#: ``precision`` of a bundle (absent: "float", every bundle before issue 14)
+PRECISIONS = ("float", "fixed")
+#: process record fields naming an array a process computes with (integers in a fixed bundle)
+_COMPUTE_ARRAYS = ("data", "weight", "bias", "offset", "memory")
+#: the largest state width of a fixed neuron (int64 arithmetic with 12-bit leak products)
+MAX_STATE_BITS = 48
+
+
+def precision_of(desc: dict) -> str:
+    """A bundle's precision: its ``precision`` field, "float" without one (older bundles)."""
+    return desc.get("precision", "float")
+
+
+def fixed_array_fields(procs):
+    """``(process, node, field, array key)`` of every array a process (and every synapse fused
+    into its inputs) computes with: Sparse data, kernels, biases, offsets, memories."""
+    for p in procs:
+        node = p.get("node", p.get("name"))
+        for f in _COMPUTE_ARRAYS:
+            if isinstance(p.get(f), str):
+                yield p["name"], node, f, p[f]
+        for lp, taps in (p.get("inputs") or {}).items():
+            for j, t in enumerate(taps):
+                syn = t.get("syn") if isinstance(t, dict) else None
+                if isinstance(syn, dict):
+                    for f in _COMPUTE_ARRAYS:
+                        if isinstance(syn.get(f), str):
+                            yield p["name"], syn.get("node", node), f"inputs.{lp}[{j}].syn.{f}", syn[f]
 ROUNDINGS = ("half_even", "half_up")
 SYNAPSE_KINDS = ("sparse", "conv", "matmul")
 _TAP_PORT = re.compile(r"^t[0-9]{1,7}$")
@@ -154,6 +188,7 @@ class _Bundle:
         self.check_end_step(procs)
         if "ir" in d:
             self.check_ir()
+        self.check_precision(procs)
         for key, a in self.arrays.items():  # arrays no field names (e.g. of an older writer)
             if key not in self.checked_arrays and not key.startswith("ir/"):
                 check_array(a, f"{self.where}: arrays.npz", f"array {key!r}", kinds="fiu", todo=_REEXPORT)
@@ -192,6 +227,38 @@ class _Bundle:
             t.fail("host", f"malformed host part ({detail(e)})")
         self.host_shapes = check_graph(graph, f"{self.where}: graph.json host part", _REEXPORT)
         self.host_values = set(values)
+
+    def check_precision(self, procs) -> None:
+        """A fixed bundle: fixed neurons only, the plan in the IR (and a summary), integer arrays."""
+        t = self.top
+        precision = t.str(precision_of(self.d), "precision", PRECISIONS)
+        for p in procs:
+            if p["type"] != "neuron":
+                continue
+            fixed_kind = p["neuron"]["kind"] in FIXED_NEURON_KINDS
+            if fixed_kind != (precision == "fixed"):
+                self.proc_checker(procs.index(p), p).fail(
+                    "neuron.kind", f"{p['neuron']['kind']!r} in a {precision!r} bundle (fixed-point neurons "
+                                   "belong to fixed bundles, float ones to float bundles)")
+        if precision != "fixed":
+            if "fixed_point" in self.d:
+                t.fail("fixed_point", "a float bundle carries no fixed-point plan")
+            return
+        fp = t.dict(t.key(self.d, "fixed_point", ""), "fixed_point")
+        t.int(t.key(fp, "weight_bits", "fixed_point"), "fixed_point.weight_bits", 2, 16)
+        t.int(t.key(fp, "state_bits", "fixed_point"), "fixed_point.state_bits", 2, MAX_STATE_BITS)
+        outs = t.dict(t.key(fp, "outputs", "fixed_point"), "fixed_point.outputs")
+        for k, v in outs.items():
+            t.int(v, f"fixed_point.outputs[{k!r}]", -1024, 1024)
+        if "ir" in self.d and not any(k == "fixed_point" for k, _ in self.d["ir"].get("meta", [])):
+            t.fail("ir", "a fixed bundle's IR graph lacks its quantization plan (graph metadata fixed_point)")
+        for proc, _, field, key in fixed_array_fields(procs):
+            a = self.arrays.get(key)
+            if a is None:
+                continue  # named but missing: reported by the process checks
+            if a.dtype.kind == "f" and a.size and not bool(np.all(a == np.round(a))):
+                FieldChecker(f"{self.where}: process {proc!r}", _REEXPORT).fail(
+                    field, f"array {key!r} holds values that are not integers in a fixed bundle")
 
     def check_ir(self) -> None:
         from spikedeploy.ir.serialize import graph_from_json
@@ -360,6 +427,9 @@ class _Bundle:
 
     def check_neuron(self, c: FieldChecker, nr: dict) -> None:
         kind = c.str(c.key(nr, "kind", "neuron"), "neuron.kind", NEURON_KINDS)
+        if kind in FIXED_NEURON_KINDS:
+            self.check_fixed_neuron(c, nr, kind)
+            return
         if kind == "binary_lif":
             c.number(c.key(nr, "beta", "neuron"), "neuron.beta")
             c.number(c.key(nr, "threshold", "neuron"), "neuron.threshold", positive=True)
@@ -379,6 +449,31 @@ class _Bundle:
             c.int(c.key(nr, "d_init", "neuron"), "neuron.d_init", 1, MAX_FIRING_LIMIT // 2)
             c.number(c.key(nr, "gate_w", "neuron"), "neuron.gate_w")
             c.number(c.key(nr, "gate_b", "neuron"), "neuron.gate_b")
+
+    def check_fixed_neuron(self, c: FieldChecker, nr: dict, kind: str) -> None:
+        """The integer constants of a fixed-point neuron (:class:`spikedeploy.ir.ops.FixedIntegerLIF`,
+        :class:`~spikedeploy.ir.ops.FixedBinaryLIF`)."""
+        bits = c.int(c.key(nr, "state_bits", "neuron"), "neuron.state_bits", 2, MAX_STATE_BITS)
+        leak_max = 1 << O.LEAK_BITS
+        if kind == "fixed_binary_lif":
+            c.int(c.key(nr, "beta", "neuron"), "neuron.beta", 0, leak_max)
+            c.int(c.key(nr, "threshold", "neuron"), "neuron.threshold", 1, (1 << (bits - 1)) - 1)
+            return
+        c.str(c.key(nr, "rounding", "neuron"), "neuron.rounding", ROUNDINGS)
+        d = c.int(c.key(nr, "d", "neuron"), "neuron.d", 1, MAX_FIRING_LIMIT)
+        unit = c.int(c.key(nr, "unit", "neuron"), "neuron.unit", 2, 1 << (bits - 1))
+        if unit & (unit - 1):
+            c.fail("neuron.unit", f"must be a power of two, got {unit}")
+        if (d + 1) * unit >= 1 << (bits - 1):
+            c.fail("neuron.d", f"D={d} in units of {unit} does not fit a {bits}-bit state")
+        c.int(c.key(nr, "reset", "neuron"), "neuron.reset", 0, (1 << (bits - 1)) - 1)
+        leak = c.key(nr, "leak", "neuron")
+        if isinstance(leak, list):
+            c.list(leak, "neuron.leak", min_len=1, max_len=MAX_TIMESTEPS)
+            for j, v in enumerate(leak):
+                c.int(v, f"neuron.leak[{j}]", 0, leak_max)
+        elif leak is not None:
+            c.int(leak, "neuron.leak", 0, leak_max)
 
     def check_sparse(self, c: FieldChecker, p: dict, field: str = "") -> Tuple[int, int]:
         """A CSR matrix ``data``/``indices``/``indptr`` of ``shape`` [rows, cols]; returns (cols, rows)."""

@@ -24,7 +24,15 @@
    error, Ctrl-C, the CLI's SIGTERM exception) the Lava processes are ended and their shared
    memory and the record directory removed.
 
-Only ``floating_pt`` is implemented (see the module's ``run`` docstring for fixed_pt).
+Precision (``select_tag``): a float bundle runs with ``floating_pt`` (float64 models), a
+fixed-point bundle (exported from a graph quantized by
+:class:`spikedeploy.passes.quantize.QuantizeFixedPoint`, ``description["precision"] == "fixed"``)
+with ``fixed_pt``: the integer models of :mod:`spikedeploy.runtimes.lava_procs`
+(``MODELS_BY_TAG["fixed_pt"]``, the exact integer ``Sparse``/``RingBuffer`` models included),
+int64 throughout, the host values checked to be exact integers where they enter, and the neuron
+state clamps counted per layer (``info["saturated"]``). The default is the bundle's precision; the
+other tag is refused (:class:`~spikedeploy.errors.ConfigError`): float models would compute a
+fixed graph's integers in float64 and fixed models cannot run real-valued weights.
 """
 
 from __future__ import annotations
@@ -45,7 +53,9 @@ from spikedeploy.targets import TargetRun
 
 __all__ = ["run", "build", "SELECT_TAGS"]
 
-SELECT_TAGS = ("floating_pt",)
+SELECT_TAGS = ("floating_pt", "fixed_pt")
+#: bundle precision -> the select_tag that runs it
+TAG_OF_PRECISION = {"float": "floating_pt", "fixed": "fixed_pt"}
 
 
 def _bundle(b):
@@ -176,19 +186,69 @@ def source_var(bundle, p: dict, host_values: Dict[str, np.ndarray], *, T: int, B
     v = np.asarray(host_values[p["value"]], dtype=np.float64)  # [n, B, *s]
     if v.shape[0] != n:
         raise SpikedeployError(f"host value {p['value']!r} has {v.shape[0]} macro-steps, expected {n}")
+    dtype = np.float64
+    if is_fixed_bundle(bundle):  # the host boundary (Quantize) made integers: checked, never rounded
+        v, dtype = _exact(v, f"host value {p['value']!r}"), np.int64
     flat = v.transpose(1, 0, *range(2, v.ndim)).reshape(B * n, -1)  # row b*n + t
     if p.get("send") is None and int(p["size"]) * num_steps <= RING_BUFFER_LIMIT:
-        data = np.zeros((int(p["size"]), num_steps))
+        data = np.zeros((int(p["size"]), num_steps), dtype)
         slot = (np.arange(B)[:, None] * G + np.arange(n)[None, :]).ravel()
         data[:, int(p["start"]) - 1 + period * slot] = flat.T
         return "data", data
     return "values", flat
 
 
-def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_dir: Optional[str] = None):
+def is_fixed_bundle(bundle) -> bool:
+    """Whether ``bundle`` holds a fixed-point graph (``precision`` "fixed")."""
+    from spikedeploy.exporters.lava_validate import precision_of
+
+    return precision_of(bundle.description) == "fixed"
+
+
+def _exact(a, what: str) -> np.ndarray:
+    """``a`` as int64, refusing (InputError) any value that is not an exact integer."""
+    from spikedeploy.runtimes.lava_kernels import exact_int64
+
+    try:
+        return exact_int64(a, what)
+    except ValueError as e:
+        raise InputError(f"Lava fixed_pt run: {e}") from None
+
+
+def resolve_select_tag(bundle, select_tag: Optional[str]) -> str:
+    """The tag a run of ``bundle`` uses: ``select_tag``, or (None) the bundle's precision's; a tag
+    the runtime does not implement, or one that does not match the bundle's precision, is a
+    ConfigError."""
+    from spikedeploy.exporters.lava_validate import precision_of
+
+    precision = precision_of(bundle.description)
+    own = TAG_OF_PRECISION[precision]
+    if select_tag is None:
+        return own
+    check_select_tag(select_tag)
+    if select_tag != own:
+        hint = ("export a graph quantized by spikedeploy.passes.quantize.quantize_graph for fixed_pt"
+                if select_tag == "fixed_pt" else "export the float graph for floating_pt")
+        raise ConfigError(f"Lava runtime: select_tag {select_tag!r} cannot run this {precision} bundle ({own} runs it; "
+                          f"{hint})")
+    return own
+
+
+def _fixed_arrays_checked(bundle) -> None:
+    """A fixed run: every array a process computes with is an exact integer (a bundle made in
+    memory has not passed the loader's validation)."""
+    from spikedeploy.exporters.lava_validate import fixed_array_fields
+
+    for proc, _, field, key in fixed_array_fields(bundle.description["processes"]):
+        _exact(bundle.array(key), f"process {proc!r} {field}")
+
+
+def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_dir: Optional[str] = None,
+                   select_tag: Optional[str] = None):
     """The Lava processes of ``bundle`` as :func:`build` makes them, not connected (the partitions
-    of :mod:`spikedeploy.runtimes.lava_partition` host them). Returns ``(procs, model_map,
-    num_steps)``; every connection names processes that exist."""
+    of :mod:`spikedeploy.runtimes.lava_partition` host them), with the process models of
+    ``select_tag`` (None: the bundle's precision, :func:`resolve_select_tag`). Returns ``(procs,
+    model_map, num_steps)``; every connection names processes that exist."""
     from spikedeploy.lava_compat import import_lava
 
     import_lava()
@@ -198,6 +258,12 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
 
     from spikedeploy.runtimes import lava_procs as LP
 
+    tag = resolve_select_tag(bundle, select_tag)
+    registry = LP.MODELS_BY_TAG[tag]
+    if tag == "fixed_pt":
+        _fixed_arrays_checked(bundle)
+    # Lava's own processes: its float models, or the project's exact integer models (fixed_pt)
+    sparse_model, send_model = registry.get(Sparse, PySparseModelFloat), registry.get(RingBuffer, PySendModelFloat)
     d = bundle.description
     period = int(d["period"])
     G = d.get("slots")  # macro-step slots per sample (graphs with time-axis ops), else T
@@ -219,7 +285,7 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
         send = p.get("send")
         if kind == "sparse":
             proc = Sparse(weights=_csr(bundle, p), num_message_bits=int(p["num_message_bits"]), name=name)
-            models[proc] = PySparseModelFloat
+            models[proc] = sparse_model
         elif kind == "conv":
             proc = LP.ConvSynapse(weight=bundle.array(p["weight"]), in_shape=p["in_shape"], out_shape=p["out_shape"],
                                   stride=p["stride"], padding=p["padding"], dilation=p["dilation"],
@@ -230,7 +296,7 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
             var, value = source_var(bundle, p, host_values, T=T, B=B)
             if var == "data":
                 proc = RingBuffer(data=value)
-                models[proc] = PySendModelFloat
+                models[proc] = send_model
             else:
                 proc = LP.HostSource(values=value, start=int(p["start"]), period=period, send=send,
                                      slots=clock["slots"], steps=n, name=name)
@@ -284,7 +350,10 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
         else:
             raise SpikedeployError(f"Lava bundle: unknown process type {kind!r} ({name})")
         if proc not in models:
-            base = LP.MODELS[type(proc)]
+            base = registry.get(type(proc))
+            if base is None:
+                raise ConfigError(f"Lava runtime: process {name!r} ({type(proc).__name__}) has no {tag} model"
+                                  + (" (its op has no fixed-point form)" if tag == "fixed_pt" else ""))
             models[proc] = proc.fused_model(base) if isinstance(proc, LP._TapProcess) else base
         procs[name] = proc
     for cn in d["connections"]:
@@ -319,9 +388,11 @@ COLLECT_ABOVE = 8
 #: Vars read after a run when no record file was written (Lava's ``Var.get``, or in a partition
 #: the member's Var written to a file in the last step); in this order of preference
 READ_VARS = ("q_rec", "rec", "pair_events")
+#: a fixed-point neuron's Var of state clamps per macro-step (read next to its record)
+SATURATION_VAR = "saturated"
 
 
-def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", partitions=None) -> TargetRun:
+def run(bundle, x, *, progress: bool = False, select_tag: Optional[str] = None, partitions=None) -> TargetRun:
     """Run a Lava bundle (or its path) on ``x`` ``[T, B, *s]`` in Lava's CPU simulator.
 
     ``partitions``: where the bundle's processes run (:mod:`spikedeploy.exporters.lava_placement`):
@@ -333,16 +404,20 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
     (``lava_processes``), the OS processes the runtime started (``os_processes``: one per Lava
     process, its runtime service and the shared-memory server) and ``lava_steps_per_frame``.
 
-    ``select_tag``: only ``"floating_pt"`` is implemented. A ``fixed_pt`` run needs fixed-point
-    models of the project's processes (24-bit state, integer q) and 8-bit-mantissa weights with
-    a per-``Sparse`` exponent, with the quantization error measured and reported.
+    ``select_tag``: ``"floating_pt"`` (a float bundle), ``"fixed_pt"`` (a fixed-point bundle: integer
+    models, ``info["saturated"]``: neuron node -> state elements clamped to the state width over
+    the run, ``info["host_saturated"]``: the host boundary's clamps per ``Quantize`` node); None
+    (default): the bundle's precision. A tag that does not match the bundle is a ConfigError
+    (module docstring).
     """
-    check_select_tag(select_tag)
+    if select_tag is not None:
+        check_select_tag(select_tag)
     from spikedeploy.exporters.lava_placement import placement_of
     from spikedeploy.lava_compat import import_lava
 
     run_configs, _ = import_lava()
     bundle = _bundle(bundle)
+    select_tag = resolve_select_tag(bundle, select_tag)
     d = bundle.description
     placement = placement_of(d, partitions)  # a bad value is refused before anything runs
     t0 = time.perf_counter()
@@ -358,7 +433,8 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
     try:
         index = {p["name"]: i for i, p in enumerate(d["processes"])}
         rdir = Path(record_dir.name)
-        procs, models, num_steps = make_processes(bundle, host_values, T=T, B=B, record_dir=record_dir.name)
+        procs, models, num_steps = make_processes(bundle, host_values, T=T, B=B, record_dir=record_dir.name,
+                                                  select_tag=select_tag)
         if placement.groups is not None:
             from spikedeploy.exporters.lava_placement import Placement, PlacementError
             from spikedeploy.runtimes import lava_partition
@@ -368,7 +444,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
             try:
                 lava_procs, lava_models, host_of = lava_partition.place(
                     procs, models, d["connections"], placement, num_steps=num_steps, channel_size=CHANNEL_SIZE,
-                    dumps=dumps)
+                    dumps=dumps, select_tag=select_tag)
             except PlacementError as e:  # e.g. a model that cannot be hosted: auto runs per-layer
                 if placement.requested != "auto":
                     raise
@@ -388,7 +464,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
         for name, h in host_of.items():
             members.setdefault(h, []).append(name)
         rec: Dict[str, np.ndarray] = {}
-        pair_events, write_events = {}, {}
+        pair_events, write_events, saturated = {}, {}, {}
         t_run = time.perf_counter()
         from tqdm.auto import tqdm
 
@@ -411,7 +487,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
                     session.run(num_steps)
                     t = time.perf_counter()
                     read_records(procs, [n for h in comp for n in members[h]], index, rdir, rec, pair_events,
-                                 write_events, hosted=placement.groups is not None)
+                                 write_events, hosted=placement.groups is not None, saturated=saturated)
                     phases["read"] += time.perf_counter() - t
             finally:
                 gc.unfreeze()
@@ -432,6 +508,7 @@ def run(bundle, x, *, progress: bool = False, select_tag: str = "floating_pt", p
         "components": len(comps),
         "attention_pair_events": pair_events,
         "memory_write_pair_events": write_events,
+        "saturated_by_process": saturated,
         "wall_time_s": time.perf_counter() - t0,
         "host_time_s": t_host,
         "build_time_s": t_build,
@@ -470,12 +547,15 @@ def host_part(bundle, x):
 
 
 def read_records(procs, names, index, rdir: Path, rec: dict, pair_events: dict, write_events: dict, *,
-                 hosted: bool, dumped: Optional[Dict[str, np.ndarray]] = None) -> None:
+                 hosted: bool, dumped: Optional[Dict[str, np.ndarray]] = None,
+                 saturated: Optional[dict] = None) -> None:
     """Collect the records of the processes ``names`` after a run into ``rec`` (neuron and
     readout records: the files the processes wrote in their last step; else a Var of
     :data:`READ_VARS` dumped by a partition, or read with ``Var.get`` when not ``hosted``) and
     the attention / memory-write pair-event counts. ``dumped``: the Vars the partitions wrote into
-    one file each, by ``"<index>.<Var>"``, looked up first."""
+    one file each, by ``"<index>.<Var>"``, looked up first. ``saturated``: filled with each
+    fixed-point neuron's state clamps (process name -> total), read the same ways (the file the
+    neuron wrote next to its record, a partition's dump, or ``Var.get``)."""
     from spikedeploy.runtimes import lava_procs as LP
 
     def take(name: str, p, var: str, value) -> None:
@@ -487,6 +567,8 @@ def read_records(procs, names, index, rdir: Path, rec: dict, pair_events: dict, 
 
     for name in names:
         p = procs[name]
+        if saturated is not None and hasattr(p, SATURATION_VAR):
+            saturated[name] = _saturation(p, index[name], rdir, hosted, dumped)
         key = next((f"{index[name]}.{v}" for v in READ_VARS if dumped and f"{index[name]}.{v}" in dumped), None)
         if key is not None:  # a partition wrote it with the others
             take(name, p, key.split(".", 1)[1], dumped[key])
@@ -508,6 +590,21 @@ def read_records(procs, names, index, rdir: Path, rec: dict, pair_events: dict, 
         take(name, p, var, value)
 
 
+def _saturation(p, i: int, rdir: Path, hosted: bool, dumped: Optional[Dict[str, np.ndarray]]) -> int:
+    """The state clamps a fixed-point neuron counted over the run (see :func:`read_records`)."""
+    from spikedeploy.runtimes.lava_procs import saturation_path
+
+    key = f"{i}.{SATURATION_VAR}"
+    if dumped and key in dumped:
+        return int(np.asarray(dumped[key]).sum())
+    for path in (Path(saturation_path(str(rdir / f"{i}.npy"))), rdir / f"{key}.npy"):
+        if path.is_file():
+            return int(np.load(path, allow_pickle=False).sum())
+    if hosted:
+        raise SpikedeployError(f"Lava run: the partition of process {p.name!r} wrote no saturation counts")
+    return int(np.asarray(getattr(p, SATURATION_VAR).get()).sum())
+
+
 def target_run(bundle, rec: dict, host, *, T: int, B: int, info: dict) -> TargetRun:
     """The :class:`~spikedeploy.targets.TargetRun` of a run from the processes' records ``rec``
     and the host run: spike counts ``[n, B, *s]`` per neuron node, the outputs, and ``info``
@@ -527,8 +624,20 @@ def target_run(bundle, rec: dict, host, *, T: int, B: int, info: dict) -> Target
             outputs[o["name"]] = host.outputs[o["value"]].clone()
         else:
             outputs[o["name"]] = unstream(rec[o["proc"]], o["shape"], o.get("steps"))
+    fixed = is_fixed_bundle(bundle)
+    if fixed:  # integer records as float64 counts/values, as the reference reports them (exact)
+        spike_counts = {k: v.to(torch.float64) for k, v in spike_counts.items()}
+        outputs = {k: v.to(torch.float64) for k, v in outputs.items()}
     host_nodes = [n["name"] for n in d["host"]["nodes"]]
-    info = dict(info) | {
+    info = dict(info)
+    by_proc = info.pop("saturated_by_process", {}) or {}
+    if fixed:
+        info["saturated"] = {node: int(by_proc.get(n["proc"], 0)) for node, n in d["neurons"].items()}
+        info["host_saturated"] = {n["name"]: int(host.records[n["name"]].saturated) for n in d["host"]["nodes"]
+                                  if n["op"]["kind"] == "Quantize" and n["name"] in host.records}
+        info["precision"] = "fixed"
+        info["output_exponents"] = dict(d.get("fixed_point", {}).get("outputs", {}))
+    info = info | {
         "period": int(d["period"]),
         "macro_steps": T * B,
         "process_counts": dict(d.get("process_counts", {})),

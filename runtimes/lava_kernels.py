@@ -26,7 +26,9 @@ import numpy as np
 
 __all__ = ["quantize", "neuron_step", "neuron_output", "sparse_product", "matmul_product", "conv_product",
            "heads", "merge_heads", "kv_pairs", "attention_read", "read_rows", "scaled_memory", "softmax_over_steps",
-           "template_gate_sum"]
+           "template_gate_sum", "exact_int64", "fixed_saturate", "fixed_decay", "fixed_round", "fixed_neuron_step",
+           "fixed_sparse_product", "fixed_matmul_product", "fixed_conv_product", "fixed_attention_read",
+           "fixed_read_rows"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,3 +235,140 @@ def template_gate_sum(xs: np.ndarray, w: np.ndarray, channels: int, scale: float
     if scale != 1.0:
         acc = acc * scale
     return acc.reshape(-1).numpy().copy()
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed point (select_tag "fixed_pt"): int64 throughout, written here independently of
+# spikedeploy.neurons (tests compare the two)
+# ---------------------------------------------------------------------------------------------
+
+#: float64 holds every integer below 2**53 exactly: a float64 kernel on integer operands whose
+#: every partial sum stays below this bound computes the exact integer result in any order
+FLOAT_EXACT = 2 ** 53
+
+
+def exact_int64(a, what: str) -> np.ndarray:
+    """``a`` as a new int64 array, refusing (``ValueError`` naming ``what``) any value that is not
+    an exact integer of magnitude below 2**53: a fixed-point run never rounds silently."""
+    x = np.asarray(a)
+    if x.dtype.kind in "iub":
+        return x.astype(np.int64)  # a new array (astype copies)
+    if x.dtype.kind != "f":
+        raise ValueError(f"{what}: expected integers, got dtype {x.dtype}")
+    if x.size:
+        bad = ~np.isfinite(x) | (x != np.floor(x)) | (np.abs(x) >= FLOAT_EXACT)
+        if bad.any():
+            raise ValueError(f"{what}: {int(bad.sum())} value(s) are not exact integers below 2**53 (e.g. "
+                             f"{x[bad].flat[0]!r}); a fixed-point run takes quantized data only "
+                             "(spikedeploy.passes.quantize)")
+    return x.astype(np.int64)
+
+
+def fixed_saturate(v: np.ndarray, bits: int) -> Tuple[np.ndarray, int]:
+    """Clamp the int64 state ``v`` to the symmetric ``bits``-bit range ``[-(2**(bits-1) - 1),
+    2**(bits-1) - 1]``; returns the clamped state and how many elements were clamped (counted,
+    never wrapped)."""
+    top = (1 << (int(bits) - 1)) - 1
+    over = np.abs(v) > top
+    n = int(np.count_nonzero(over))
+    return (np.clip(v, -top, top) if n else v.copy()), n
+
+
+def fixed_decay(p: np.ndarray, leak: int) -> np.ndarray:
+    """Loihi's decay by a 12-bit fraction ``leak`` / 4096, truncated toward zero:
+    ``sign(p) * ((|p| * leak) >> 12)``."""
+    mag = (np.abs(p) * int(leak)) >> 12
+    return np.where(p < 0, -mag, mag)
+
+
+def fixed_round(v: np.ndarray, unit: int, rounding: str) -> np.ndarray:
+    """``R(v / unit)`` in integers for a power-of-two ``unit`` >= 2: floor division, then the
+    remainder decides (above half: up; exactly half: up for ``half_up``, to the even neighbour
+    for ``half_even``)."""
+    base, rem = np.divmod(v, int(unit))  # floor division: rem in [0, unit)
+    half = int(unit) // 2
+    up = rem > half
+    tie = rem == half
+    if rounding == "half_up":
+        up = up | tie
+    else:
+        up = up | (tie & (base % 2 == 1))
+    return base + up.astype(np.int64)
+
+
+def fixed_neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.ndarray]
+                      ) -> Tuple[np.ndarray, Dict[str, np.ndarray], int]:
+    """One macro-step of a fixed-point neuron (``kind`` ``fixed_integer_lif`` or
+    ``fixed_binary_lif``, the constants of :class:`spikedeploy.ir.ops.FixedIntegerLIF` /
+    :class:`~spikedeploy.ir.ops.FixedBinaryLIF`) on the int64 input current ``x`` (the window's
+    sum plus the bias); ``t`` is the macro-step within the sample (0: from a reset state).
+    Returns ``(q, new_state, saturated)``: the int64 count (or spike), the state for the next
+    macro-step and the number of state elements clamped to ``state_bits`` in this step."""
+    x = np.asarray(x)
+    if x.dtype != np.int64:
+        x = exact_int64(x, "fixed-point neuron input")
+    bits = int(params["state_bits"])
+    if params["kind"] == "fixed_binary_lif":
+        carried = np.zeros_like(x) if t == 0 else fixed_decay(state["u"], params["beta"])
+        h, sat = fixed_saturate(carried + x, bits)
+        s = (h > int(params["threshold"])).astype(np.int64)
+        return s, {"u": h - int(params["threshold"]) * s}, sat
+    leak = params["leak"]
+    if leak is None or t == 0:
+        v = x
+    else:
+        lam = leak[t - 1] if isinstance(leak, (list, tuple)) else leak
+        v = fixed_decay(state["v"] - int(params["reset"]) * state["q"], lam) + x
+    v, sat = fixed_saturate(v, bits)
+    q = np.clip(fixed_round(v, params["unit"], params["rounding"]), 0, int(params["d"]))
+    return q, {"v": v, "q": q}, sat
+
+
+def fixed_sparse_product(matrix, x: np.ndarray) -> np.ndarray:
+    """A ``Sparse`` synapse in integers: ``W @ x`` with ``W`` an int64 CSR matrix and ``x`` int64
+    (unit spikes 0/1 or graded integers alike: for 0/1 inputs this is Lava's sum of the spiking
+    columns). Exact: int64 has no rounding (the values are far below 2**63)."""
+    return np.asarray(matrix.dot(np.asarray(x, dtype=np.int64))).reshape(-1).astype(np.int64)
+
+
+def fixed_matmul_product(weight: np.ndarray, x: np.ndarray, rows: int) -> np.ndarray:
+    """``y[r] = W @ x[r]`` per row in int64 (``weight`` int64)."""
+    return (np.asarray(x, dtype=np.int64).reshape(rows, -1) @ weight.T).reshape(-1)
+
+
+def fixed_conv_product(x: np.ndarray, kernel, in_shape, stride, padding, dilation, groups: int,
+                       bound: float) -> np.ndarray:
+    """A convolution synapse on integers: PyTorch's float64 ``conv2d`` (:func:`conv_product`) on the
+    int64 input, whose every partial sum is an integer of magnitude at most ``max|x| * bound``
+    (``bound``: the kernel's largest absolute row sum, ``sum |w|`` over one output's taps); that
+    is checked to be below 2**53, where float64 is exact in any summation order, so the result is
+    the exact integer convolution (returned as int64). A larger one raises ``ValueError``."""
+    xi = np.asarray(x)
+    peak = float(np.abs(xi).max()) if xi.size else 0.0
+    if peak * float(bound) >= FLOAT_EXACT:
+        raise ValueError(f"fixed-point convolution: partial sums up to {peak * bound:.3g} exceed 2**53, where "
+                         "float64 is no longer exact")
+    return conv_product(xi.astype(np.float64), kernel, in_shape, stride, padding, dilation, groups).astype(np.int64)
+
+
+def fixed_attention_read(q: np.ndarray, kv: np.ndarray, scale: int) -> np.ndarray:
+    """:func:`attention_read` in int64: ``scale * merge_heads(Q_h @ kv)`` (``kv`` int64 pair
+    counts, ``scale`` the integer factor of the fixed-point graph)."""
+    hh, c, _ = kv.shape
+    n = np.size(q) // (hh * c)
+    y = heads(np.asarray(q, dtype=np.int64), hh, hh * c, n) @ kv
+    return merge_heads(y * int(scale))
+
+
+def fixed_read_rows(x: np.ndarray, memory: np.ndarray) -> np.ndarray:
+    """:func:`read_rows` in int64 (``memory`` ``[H, C/H, Cv/H]`` int64 mantissas): the rows read
+    by the tokens with events, unscaled."""
+    H, c, cv = memory.shape
+    n = np.size(x) // (H * c)
+    q = np.asarray(x, dtype=np.int64).reshape(H * c, n)
+    active = np.flatnonzero(q.any(axis=0))
+    out = np.zeros((H, n, cv), dtype=np.int64)
+    if active.size:
+        qh = q[:, active].reshape(H, c, active.size).transpose(0, 2, 1)  # [H, n_active, C/H]
+        out[:, active, :] = qh @ memory
+    return out.transpose(0, 2, 1).reshape(H * cv * n)

@@ -85,13 +85,15 @@ class LiveRuntime:
     usual ``info``; ``lava_phase_s`` then holds this run's phases (``frame``: writing the next
     input; ``start`` only in the first)."""
 
-    def __init__(self, bundle, *, partitions="auto", select_tag: str = "floating_pt") -> None:
+    def __init__(self, bundle, *, partitions="auto", select_tag: Optional[str] = None) -> None:
         from spikedeploy.exporters.lava_placement import parse_partitions, placement_of
         from spikedeploy.runtimes import lava as L
 
-        L.check_select_tag(select_tag)
+        if select_tag is not None:
+            L.check_select_tag(select_tag)
         self.bundle = L._bundle(bundle)
-        self.select_tag = select_tag
+        #: None: the bundle's precision (fixed_pt for a fixed-point bundle); a mismatch is refused
+        self.select_tag = L.resolve_select_tag(self.bundle, select_tag)
         self.partitions = parse_partitions(partitions)
         self.placement = placement_of(self.bundle.description, self.partitions)
         if self.placement.groups is None:
@@ -165,13 +167,13 @@ class LiveRuntime:
                 s.run(self._num_steps)
             phases["steps"] = time.perf_counter() - t
             t = time.perf_counter()
-            rec, pair_events, write_events, dumped = {}, {}, {}, {}
+            rec, pair_events, write_events, dumped, saturated = {}, {}, {}, {}, {}
             for path in self._dump_files:
                 with np.load(path, allow_pickle=False) as f:
                     dumped.update({k: f[k] for k in f.files})
                 os.unlink(path)  # the next run must write it again
             L.read_records(self._procs, list(self._procs), self._index, self._rdir, rec, pair_events,
-                           write_events, hosted=True, dumped=dumped)
+                           write_events, hosted=True, dumped=dumped, saturated=saturated)
             phases["read"] = time.perf_counter() - t
         except BaseException:
             self.close(force=True)
@@ -190,6 +192,7 @@ class LiveRuntime:
             "components": len(self._sessions),
             "attention_pair_events": pair_events,
             "memory_write_pair_events": write_events,
+            "saturated_by_process": saturated,
             "wall_time_s": time.perf_counter() - t0,
             "host_time_s": t_host,
             "build_time_s": self._build_time if first else 0.0,
@@ -232,15 +235,17 @@ class LiveRuntime:
         # self.bundle holds the memories set so far (set_memory), so the processes are built with them
         # no record files per process: each partition writes its members' records (q_rec, rec) and
         # pair-event counters into one file in the frame's last step
-        procs, models, num_steps = L.make_processes(self.bundle, host_values, T=T, B=B, record_dir=None)
+        procs, models, num_steps = L.make_processes(self.bundle, host_values, T=T, B=B, record_dir=None,
+                                                    select_tag=self.select_tag)
         self._memory_sent = self._memories()
-        dumps = {name: [(v, str(rdir / f"{self._index[name]}.{v}.npy")) for v in L.READ_VARS if hasattr(p, v)]
+        dumps = {name: [(v, str(rdir / f"{self._index[name]}.{v}.npy"))
+                        for v in L.READ_VARS + (L.SATURATION_VAR,) if hasattr(p, v)]
                  for name, p in procs.items()}
         frames = [str(rdir / f"frame.{g}.npz") for g in range(len(self.placement.groups))]
         self._dump_files = [str(rdir / f"records.{g}.npz") for g in range(len(self.placement.groups))]
         lava_procs, lava_models, host_of = lava_partition.place(
             procs, models, d["connections"], self.placement, num_steps=num_steps, channel_size=L.CHANNEL_SIZE,
-            dumps=dumps, frame_files=frames, dump_files=self._dump_files)
+            dumps=dumps, frame_files=frames, dump_files=self._dump_files, select_tag=self.select_tag)
         self._where = {name: (g, j) for g, names in enumerate(self.placement.groups) for j, name in enumerate(names)}
         self._frames = frames
         self._procs, self._lava_procs, self._num_steps = procs, lava_procs, num_steps
@@ -275,7 +280,10 @@ class LiveRuntime:
             if self._memory_sent.get(name) is mem:
                 continue
             g, j = self._where[name]
-            per[g][f"keep:{j}.memory"] = np.asarray(mem, dtype=np.float64)
+            if L.is_fixed_bundle(self.bundle):  # integer mantissas (checked: the partition casts to int64)
+                per[g][f"keep:{j}.memory"] = L._exact(mem, f"memory of {name!r}")
+            else:
+                per[g][f"keep:{j}.memory"] = np.asarray(mem, dtype=np.float64)
             self._memory_sent[name] = mem
         for path, values in zip(self._frames, per):
             tmp = path + ".tmp.npz"

@@ -44,6 +44,12 @@ What Lava does for a per-layer process, and what the host does instead (read off
 
 Only ``VEC_DENSE`` ports and ``ndarray``/``csr_matrix``/scalar Vars are hostable (every model
 in use); a model with other ports (RefPorts, VarPorts, sparse messages) is refused by name.
+
+Precision: a ``fixed_pt`` run places the fixed_pt models (``lava_procs.MODELS_BY_TAG["fixed_pt"]``,
+the exact integer ``Sparse``/``RingBuffer`` models included) in partitions whose model is
+:class:`PyPartitionModelFixed` (the same code, tagged ``fixed_pt``); the partition's own ports take
+their members' int64 types, and its in-memory channels and ports add in the members' dtypes, so the
+arithmetic is the per-layer run's.
 """
 
 from __future__ import annotations
@@ -92,8 +98,9 @@ _EXTRA_HOSTABLE: List[type] = []
 
 
 def register_hostable(model: type) -> type:
-    """Declare a process model hostable in a partition (besides ``lava_procs.MODELS`` and Lava's
-    ``PySparseModelFloat``/``PySendModelFloat``); a second registration is refused."""
+    """Declare a process model hostable in a partition (besides the models of
+    ``lava_procs.MODELS_BY_TAG`` and Lava's ``PySparseModelFloat``/``PySendModelFloat``); a second
+    registration is refused."""
     if model in _EXTRA_HOSTABLE or model in hostable_models():
         raise ValueError(f"process model {model.__name__} is registered as hostable already")
     _EXTRA_HOSTABLE.append(model)
@@ -107,7 +114,8 @@ def hostable_models() -> Tuple[type, ...]:
 
     from spikedeploy.runtimes import lava_procs as LP
 
-    return tuple(LP.MODELS.values()) + (PySparseModelFloat, PySendModelFloat) + tuple(_EXTRA_HOSTABLE)
+    tagged = tuple(m for registry in LP.MODELS_BY_TAG.values() for m in registry.values())
+    return tagged + (PySparseModelFloat, PySendModelFloat) + tuple(_EXTRA_HOSTABLE)
 
 
 def _lava_types(model: type) -> Dict[str, LavaPyType]:
@@ -431,17 +439,30 @@ class PyPartitionModel(PyLoihiProcessModel):
         self._each("run_post_mgmt", "post_guard")
 
 
+class PyPartitionModelFixed(PyPartitionModel):
+    """The partition of a ``fixed_pt`` run: :class:`PyPartitionModel` (it hosts whatever models it
+    is given: the fixed_pt ones), tagged ``fixed_pt``."""
+
+
+# Lava's tags add up over inheritance: the fixed partition carries its own tag alone
+PyPartitionModelFixed.tags = []
+PyPartitionModelFixed = tag("fixed_pt")(PyPartitionModelFixed)
+
+#: select tag -> the partition model
+PARTITION_MODELS = {"floating_pt": PyPartitionModel, "fixed_pt": PyPartitionModelFixed}
+
 _PARTITION_MODELS: dict = {}
 
 
-def _partition_model(port_types: Dict[str, LavaPyType]) -> type:
-    """A subclass of :class:`PyPartitionModel` declaring the partition's ports (Lava's builder
+def _partition_model(port_types: Dict[str, LavaPyType], select_tag: str = "floating_pt") -> type:
+    """A subclass of the tag's partition model declaring the partition's ports (Lava's builder
     wants the model to declare exactly the process's ports; made and cached in the parent, which
     Lava forks)."""
-    key = tuple(sorted((k, v.cls, v.d_type, v.precision) for k, v in port_types.items()))
+    base = PARTITION_MODELS[select_tag]
+    key = (select_tag,) + tuple(sorted((k, v.cls, v.d_type, v.precision) for k, v in port_types.items()))
     cls = _PARTITION_MODELS.get(key)
     if cls is None:
-        cls = type(f"PyPartitionModel_{len(port_types)}ports", (PyPartitionModel,), dict(port_types))
+        cls = type(f"{base.__name__}_{len(port_types)}ports", (base,), dict(port_types))
         _PARTITION_MODELS[key] = cls
     return cls
 
@@ -453,12 +474,14 @@ def _partition_model(port_types: Dict[str, LavaPyType]) -> type:
 
 def place(procs: Dict[str, AbstractProcess], models: dict, connections: Sequence[dict], placement: Placement, *,
           num_steps: int, channel_size: int, dumps: Optional[Dict[str, Sequence[Tuple[str, str]]]] = None,
-          frame_files: Optional[Sequence[str]] = None, dump_files: Optional[Sequence[str]] = None):
+          frame_files: Optional[Sequence[str]] = None, dump_files: Optional[Sequence[str]] = None,
+          select_tag: str = "floating_pt"):
     """``Partition`` processes (connected to each other) for the unconnected per-layer processes
     ``procs`` (name -> process, models in ``models``) and the bundle's ``connections``, grouped by
     ``placement``. ``dumps``: process name -> [(Var name, path)] written in the last step.
     ``frame_files``: one path per partition, making them live partitions (:class:`PyPartitionModel`);
-    ``dump_files``: one path per partition, where it writes all its dumps at once.
+    ``dump_files``: one path per partition, where it writes all its dumps at once. ``select_tag``: the
+    run's select tag (the partition model: :data:`PARTITION_MODELS`; ``models`` are that tag's).
     Returns ``(partitions, partition_models, where)``: partitions by name, their models,
     and for each process name its partition's name."""
     if placement.groups is None:
@@ -513,7 +536,7 @@ def place(procs: Dict[str, AbstractProcess], models: dict, connections: Sequence
                          frame_file=None if frame_files is None else str(frame_files[g]),
                          dump_file=None if dump_files is None else str(dump_files[g]), name=name)
         parts[name] = proc
-        part_models[proc] = _partition_model(port_types[g])
+        part_models[proc] = _partition_model(port_types[g], select_tag)
         names.append(name)
     for sg, op, dg, ip in cuts:
         getattr(parts[names[sg]], op).connect(getattr(parts[names[dg]], ip))

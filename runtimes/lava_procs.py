@@ -78,7 +78,9 @@ from typing import Callable, Dict, Tuple
 import numpy as np
 
 from spikedeploy.lava_compat import import_lava
-from spikedeploy.runtimes.lava_kernels import (attention_read, conv_product, kv_pairs, matmul_product,
+from spikedeploy.runtimes.lava_kernels import (attention_read, conv_product, exact_int64, fixed_attention_read,
+                                               fixed_conv_product, fixed_matmul_product, fixed_neuron_step,
+                                               fixed_read_rows, fixed_sparse_product, kv_pairs, matmul_product,
                                                neuron_output, neuron_step, read_rows, scaled_memory,
                                                softmax_over_steps, sparse_product, template_gate_sum)
 
@@ -97,7 +99,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa:
 __all__ = ["IntegerNeuron", "ConvSynapse", "MatMulSynapse", "HostSource", "Delay", "Junction", "StepGate", "HostSoftmax",
            "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "MemoryReadSynapse", "Readout", "MODELS",
            "MODELS_BY_TAG", "TAG_TYPES", "ModelSpec", "declare_model", "process_model", "neuron_step",
-           "register_model"]
+           "register_model", "saturation_path", "PySparseModelExact", "PyRingBufferExact", "GRADED_BITS"]
 
 
 def _window(step: int, start: int, length: int, period: int, num_macro: int, slots: int = None,
@@ -139,14 +141,28 @@ def _one_torch_thread() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+#: payload width of a graded message on Loihi 2 (the ``precision`` of the fixed_pt ports)
+GRADED_BITS = 24
+
 #: the Lava types a model of each tag declares: ``in`` ports, ``out`` ports and Vars (every port is
-#: ``VEC_DENSE``, every Var an ndarray). ``floating_pt``: float64 throughout. A ``fixed_pt`` row
-#: (Loihi 2 widths: integer ports with a ``precision``, integer Vars) is what issue 14 adds here.
+#: ``VEC_DENSE``, every Var an ndarray). ``floating_pt``: float64 throughout. ``fixed_pt``: int64
+#: ports with ``precision=24`` (a Loihi 2 graded payload) and int64 Vars. int64, not Lava's int32/
+#: int16 widths: a port between two project processes carries partial sums (a synapse's output
+#: before the neuron adds it up) whose width is not the message width, and Lava's Python simulator
+#: enforces no ``precision``; what the chip bounds is modelled where it bounds it: the neuron state
+#: saturates at ``state_bits`` (counted), the host boundary (``Quantize``) clamps to 24 bits, the
+#: weights are 8-bit mantissas by construction (QuantizeFixedPoint). int64 holds every value
+#: exactly, so nothing wraps silently.
 TAG_TYPES: Dict[str, Dict[str, Callable[[], LavaPyType]]] = {
     "floating_pt": {
         "in": lambda: LavaPyType(PyInPort.VEC_DENSE, float),
         "out": lambda: LavaPyType(PyOutPort.VEC_DENSE, float),
         "var": lambda: LavaPyType(np.ndarray, float),
+    },
+    "fixed_pt": {
+        "in": lambda: LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=GRADED_BITS),
+        "out": lambda: LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=GRADED_BITS),
+        "var": lambda: LavaPyType(np.ndarray, np.int64),
     },
 }
 
@@ -156,8 +172,10 @@ TAG_TYPES: Dict[str, Dict[str, Callable[[], LavaPyType]]] = {
 #: :func:`process_model` as the models below are defined.
 MODELS: Dict[type, type] = {}
 
-#: tag -> that tag's registry (process class -> model); ``floating_pt`` is :data:`MODELS`
-MODELS_BY_TAG: Dict[str, Dict[type, type]] = {"floating_pt": MODELS}
+#: tag -> that tag's registry (process class -> model); ``floating_pt`` is :data:`MODELS`;
+#: ``fixed_pt`` holds the project's fixed-point models and the exact integer models of Lava's
+#: ``Sparse`` and ``RingBuffer`` (end of this module)
+MODELS_BY_TAG: Dict[str, Dict[type, type]] = {"floating_pt": MODELS, "fixed_pt": {}}
 
 
 @dataclass(frozen=True)
@@ -299,21 +317,28 @@ class _Tap:
     Lava ``Sparse`` floating point (``W[:, s.astype(bool)].sum(axis=1)`` for 0-bit messages,
     ``W.dot(s)`` otherwise) or the ``ConvSynapse`` kernel (float64 ``torch.conv2d``)."""
 
-    def __init__(self, syn, reads, accept):
+    def __init__(self, syn, reads, accept, fixed: bool = False):
         self.reads = reads  # [(source, delay, filter)]
         self.accept = accept  # filter -> arrival step -> bool
         self.kind = None if syn is None else syn["kind"]
+        #: fixed_pt: the synapse computes in integers (lava_kernels' fixed_* products)
+        self.fixed = fixed
         if self.kind == "sparse":
-            self.w = syn["matrix"]
+            self.w = _int_csr(syn["matrix"], "fused Sparse weights") if fixed else syn["matrix"]
             self.binary = int(syn["num_message_bits"]) == 0
         elif self.kind == "matmul":
-            self.w = np.ascontiguousarray(syn["weight_array"])
+            w = syn["weight_array"]
+            self.w = exact_int64(w, "fused matmul weights") if fixed else np.ascontiguousarray(w)
             self.rows = int(syn["rows"])
         elif self.kind == "conv":
             import torch  # noqa: PLC0415 - only convolving taps need torch
 
             _one_torch_thread()  # taps are made in the model's first step, in its OS process
-            self.kernel = torch.from_numpy(np.array(syn["weight_array"], dtype=np.float64))  # a writable copy
+            w = syn["weight_array"]
+            if fixed:
+                w = exact_int64(w, "fused convolution kernel")
+                self.bound = _conv_bound(w)
+            self.kernel = torch.from_numpy(np.array(w, dtype=np.float64))  # a writable copy
             self.in_shape = tuple(syn["in_shape"])
             self.conv_args = (tuple(syn["stride"]), tuple(syn["padding"]), tuple(syn["dilation"]), int(syn["groups"]))
 
@@ -326,11 +351,31 @@ class _Tap:
                 x = v.copy() if x is None else x + v  # Lava InPort: zeros + c1 + c2 ...
         if x is None or self.kind is None:
             return x
+        if self.fixed:
+            if self.kind == "sparse":
+                return fixed_sparse_product(self.w, x)
+            if self.kind == "matmul":
+                return fixed_matmul_product(self.w, x, self.rows)
+            return fixed_conv_product(x, self.kernel, self.in_shape, *self.conv_args, self.bound)
         if self.kind == "sparse":
             return sparse_product(self.w, x, self.binary)
         if self.kind == "matmul":
             return matmul_product(self.w, x, self.rows)
         return conv_product(x, self.kernel, self.in_shape, *self.conv_args)
+
+
+def _int_csr(matrix, what: str):
+    """A CSR matrix with int64 entries (each checked to be an exact integer), a new matrix."""
+    m = matrix.tocsr(copy=True)
+    m.data = exact_int64(m.data, what)
+    return m
+
+
+def _conv_bound(kernel: np.ndarray) -> float:
+    """The largest ``sum |w|`` over one output's taps of a kernel ``[C_out, C/g, kh, kw]``: every
+    partial sum of the convolution is at most ``max|x|`` times this."""
+    k = np.abs(np.asarray(kernel, dtype=np.float64))
+    return float(k.reshape(k.shape[0], -1).sum(axis=1).max()) if k.size else 0.0
 
 
 class _TapModel(PyLoihiProcessModel):
@@ -340,7 +385,13 @@ class _TapModel(PyLoihiProcessModel):
     senders that send every step); :meth:`_input` returns the current of a logical port at k —
     the plain port's ``recv()``, or for fused ports the sum over taps (in the unfused connection
     order) of ``syn(x[k - delay])``, None when nothing arrived; :meth:`_send` sends only inside
-    the port's window when the port is windowed (its readers receive on the same schedule)."""
+    the port's window when the port is windowed (its readers receive on the same schedule).
+
+    ``dtype``/``fixed``: the number type the model computes in (float64; a fixed_pt subclass sets
+    int64 and ``fixed``, which makes its fused synapses integer products)."""
+
+    dtype = np.float64
+    fixed = False
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -392,7 +443,7 @@ class _TapModel(PyLoihiProcessModel):
                         src = sources[e["port"]] = _Source(getattr(self, e["port"]), e.get("sched"))
                     src.keep = max(src.keep, int(e["delay"]))
                     reads.append((src, int(e["delay"]), e.get("filter")))
-                lst.append(_Tap(t["syn"], reads, self._accept))
+                lst.append(_Tap(t["syn"], reads, self._accept, self.fixed))
             self._taps[lp] = lst
         self._sources = list(sources.values())
 
@@ -420,7 +471,7 @@ class _TapModel(PyLoihiProcessModel):
         for t in taps:
             c = t.at(k)
             if c is not None:
-                acc = c.astype(np.float64) if acc is None else acc + c
+                acc = c.astype(self.dtype) if acc is None else acc + c
         return acc
 
     def _active(self, port: str, k: int) -> bool:
@@ -431,8 +482,8 @@ class _TapModel(PyLoihiProcessModel):
         getattr(self, port).send(data)
 
 
-def _zeros_if_none(x, size):
-    return np.zeros(size) if x is None else x
+def _zeros_if_none(x, size, dtype=np.float64):
+    return np.zeros(size, dtype) if x is None else x
 
 
 def _clock_params(period: int, num_macro: int, inputs=None, send=None, record=None, slots=None,
@@ -474,6 +525,9 @@ class IntegerNeuron(_TapProcess):
         bias = np.asarray(bias, dtype=np.float64).reshape(-1, size)  # [1 or steps, size]
         self.bias = Var(shape=bias.shape, init=bias)
         self.q_rec = Var(shape=(num_macro, size), init=np.zeros((num_macro, size)))
+        if str(neuron.get("kind", "")).startswith("fixed_"):
+            #: fixed point: state elements clamped to the state width, per macro-step
+            self.saturated = Var(shape=(num_macro,), init=np.zeros(num_macro))
 
 
 @process_model(IntegerNeuron, ins=("a_in",), outs=("s_out",), vars=("bias", "q_rec"))
@@ -488,9 +542,16 @@ class PyIntegerNeuronFloat(_TapModel):
         self.sample_steps = int(p["sample_steps"])
         self.out_start = self.in_start + self.in_len - 1
         self.size = int(p["size"])
-        self.acc = np.zeros(self.size)
-        self.q = np.zeros(self.size)
+        self.acc = np.zeros(self.size, self.dtype)
+        self.q = np.zeros(self.size, self.dtype)
         self.state = {}
+
+    def _step(self, t: int, current: np.ndarray, step: int) -> None:
+        """The neuron dynamics of macro-step ``t`` (``step`` within the sample)."""
+        self.q, self.state = neuron_step(self.neuron, current, step, self.state)
+
+    def _output(self, j: int) -> np.ndarray:
+        return neuron_output(self.q, j, self.graded)
 
     def run_spk(self):
         k = self.time_step
@@ -499,12 +560,12 @@ class PyIntegerNeuronFloat(_TapModel):
         x = self._input("a_in", k, win is not None)
         if win is not None:
             t, j = win
-            x = _zeros_if_none(x, self.size)
-            self.acc = x.astype(np.float64) if j == 0 else self.acc + x
+            x = _zeros_if_none(x, self.size, self.dtype)
+            self.acc = x.astype(self.dtype) if j == 0 else self.acc + x
             if j == self.in_len - 1:  # the window is complete: fire once for this macro-step
                 step = t % self.sample_steps
                 current = self.acc + self.bias[step % self.bias.shape[0]]  # per-step bias rows, if any
-                self.q, self.state = neuron_step(self.neuron, current, step, self.state)
+                self._step(t, current, step)
         if not self._active("s_out", k):
             self._write_record(k, self.q_rec)
             return
@@ -512,7 +573,7 @@ class PyIntegerNeuronFloat(_TapModel):
         win = self._win(k, self.out_start, self.window)
         if win is not None:
             t, j = win
-            out = neuron_output(self.q, j, self.graded)
+            out = self._output(j)
             self.q_rec[t] += out
             self._write_record(k, self.q_rec)
         self._send("s_out", out)
@@ -557,7 +618,7 @@ class PyJunctionFloat(_TapModel):
         super().__init__(proc_params)
         p = self.proc_params
         self.size, self.in_start, self.in_len = int(p["size"]), int(p["in_start"]), int(p["in_len"])
-        self.buf = np.zeros(self.size)
+        self.buf = np.zeros(self.size, self.dtype)
 
     def run_spk(self):
         k = self.time_step
@@ -565,7 +626,7 @@ class PyJunctionFloat(_TapModel):
         if self._active("a_out", k):
             self._send("a_out", self.buf)
         x = self._input("a_in", k, self._win(k, self.in_start, self.in_len) is not None)
-        self.buf = _zeros_if_none(x, self.size)
+        self.buf = _zeros_if_none(x, self.size, self.dtype)
 
 
 class ConvSynapse(AbstractProcess):
@@ -669,10 +730,13 @@ class PySpikeAttentionFloat(_TapModel):
         self.c, self.cv, self.n = int(p["channels"]), int(p["v_channels"]), int(p["tokens"])
         self.sched = {k: int(p[k]) for k in ("kv_start", "kv_len", "q_start", "q_len")}
         h = self.h
-        self.kv_acc = np.zeros((h, self.c // h, self.cv // h))
+        self.kv_acc = np.zeros((h, self.c // h, self.cv // h), self.dtype)
         self.kv = np.zeros_like(self.kv_acc)
-        self.ck = np.zeros((h, self.n, self.c // h))
-        self.cv_ = np.zeros((h, self.n, self.cv // h))
+        self.ck = np.zeros((h, self.n, self.c // h), self.dtype)
+        self.cv_ = np.zeros((h, self.n, self.cv // h), self.dtype)
+
+    def _read(self, q: np.ndarray) -> np.ndarray:
+        return attention_read(q, self.kv, self.scale)
 
     def run_spk(self):
         s = self.sched
@@ -684,21 +748,21 @@ class PySpikeAttentionFloat(_TapModel):
         k = self._input("k_in", step, kvwin is not None)
         v = self._input("v_in", step, kvwin is not None)
         send = self._active("a_out", step)
-        out = np.zeros(self.cv * self.n) if send else None
+        out = np.zeros(self.cv * self.n, self.dtype) if send else None
         # 1. q spikes read rows of the frozen memory of this macro-step
         if qwin is not None and send:
-            out = attention_read(_zeros_if_none(q, self.c * self.n), self.kv, self.scale)
+            out = self._read(_zeros_if_none(q, self.c * self.n, self.dtype))
         # 2. k/v spikes write the memory: every co-occurring (same token) k/v spike pair
         if kvwin is not None:
             t, j = kvwin
             if j == 0:
-                self.kv_acc[:] = 0.0
-                self.ck[:] = 0.0
-                self.cv_[:] = 0.0
-            inc, self.ck, self.cv_ = kv_pairs(_zeros_if_none(k, self.c * self.n), _zeros_if_none(v, self.cv * self.n),
-                                              self.ck, self.cv_, self.h)
+                self.kv_acc[:] = 0
+                self.ck[:] = 0
+                self.cv_[:] = 0
+            inc, self.ck, self.cv_ = kv_pairs(_zeros_if_none(k, self.c * self.n, self.dtype),
+                                              _zeros_if_none(v, self.cv * self.n, self.dtype), self.ck, self.cv_, self.h)
             self.kv_acc += inc
-            self.pair_events[t] += float(inc.sum())
+            self.pair_events[t] += inc.sum()
             if j == s["kv_len"] - 1:
                 self.kv = self.kv_acc.copy()
         if send:
@@ -736,9 +800,12 @@ class PyMemoryWriterFloat(_TapModel):
         self.c, self.cv, self.n = int(p["channels"]), int(p["v_channels"]), int(p["tokens"])
         self.sched = {k: int(p[k]) for k in ("kv_start", "kv_len")}
         h = self.h
-        self.kv = np.zeros((h, self.c // h, self.cv // h))
-        self.ck = np.zeros((h, self.n, self.c // h))
-        self.cv_ = np.zeros((h, self.n, self.cv // h))
+        self.kv = np.zeros((h, self.c // h, self.cv // h), self.dtype)
+        self.ck = np.zeros((h, self.n, self.c // h), self.dtype)
+        self.cv_ = np.zeros((h, self.n, self.cv // h), self.dtype)
+
+    def _memory(self) -> np.ndarray:
+        return scaled_memory(self.kv, self.scale)
 
     def run_spk(self):
         s = self.sched
@@ -747,19 +814,19 @@ class PyMemoryWriterFloat(_TapModel):
         win = self._win(step, s["kv_start"], s["kv_len"])
         k = self._input("k_in", step, win is not None)
         v = self._input("v_in", step, win is not None)
-        out = np.zeros(self.kv.size)
+        out = np.zeros(self.kv.size, self.dtype)
         if win is not None:
             t, j = win
             if j == 0:
-                self.kv[:] = 0.0
-                self.ck[:] = 0.0
-                self.cv_[:] = 0.0
-            inc, self.ck, self.cv_ = kv_pairs(_zeros_if_none(k, self.c * self.n), _zeros_if_none(v, self.cv * self.n),
-                                              self.ck, self.cv_, self.h)
+                self.kv[:] = 0
+                self.ck[:] = 0
+                self.cv_[:] = 0
+            inc, self.ck, self.cv_ = kv_pairs(_zeros_if_none(k, self.c * self.n, self.dtype),
+                                              _zeros_if_none(v, self.cv * self.n, self.dtype), self.ck, self.cv_, self.h)
             self.kv += inc
-            self.pair_events[t] += float(inc.sum())
+            self.pair_events[t] += inc.sum()
             if j == s["kv_len"] - 1:  # the window is complete: deliver the memory
-                out = scaled_memory(self.kv, self.scale)
+                out = self._memory()
         if self._active("a_out", step):
             self._send("a_out", out)
 
@@ -792,7 +859,8 @@ class PyHostSourceFloat(_TapModel):
         if not self._active("s_out", k):
             return
         win = self._win(k, self.start_step, 1)
-        self._send("s_out", self.values[win[0]].copy() if win is not None else np.zeros(self.values.shape[1]))
+        self._send("s_out", self.values[win[0]].copy() if win is not None
+                   else np.zeros(self.values.shape[1], self.values.dtype))
 
 
 class Readout(_TapProcess):
@@ -818,7 +886,7 @@ class PyReadoutFloat(_TapModel):
         self.start_step, self.length = int(p["start"]), int(p["length"])
         self.sample_steps = int(p["sample_steps"])
         self.size = int(p["size"])
-        self.acc = np.zeros(self.size)
+        self.acc = np.zeros(self.size, self.dtype)
 
     def run_spk(self):
         k = self.time_step
@@ -827,8 +895,8 @@ class PyReadoutFloat(_TapModel):
         x = self._input("a_in", k, win is not None)
         if win is not None:
             t, j = win
-            x = _zeros_if_none(x, self.size)
-            self.acc = x.astype(np.float64) if j == 0 else self.acc + x
+            x = _zeros_if_none(x, self.size, self.dtype)
+            self.acc = x.astype(self.dtype) if j == 0 else self.acc + x
             if j == self.length - 1:
                 self.rec[t] = self.acc + self.offset[(t % self.sample_steps) % self.offset.shape[0]]
                 self._write_record(k, self.rec)
@@ -1008,6 +1076,9 @@ class PyMemoryReadSynapseFloat(_TapModel):
         self.out = {}  # macro-step -> scaled sum, sent at its fire step
         _one_torch_thread()  # here, not in read_rows: a caller of that pure function keeps its thread count
 
+    def _rows(self, x: np.ndarray, mem: np.ndarray) -> np.ndarray:
+        return read_rows(x, np.ascontiguousarray(mem))
+
     def run_spk(self):
         k = self.time_step
         self._receive(k)
@@ -1019,11 +1090,213 @@ class PyMemoryReadSynapseFloat(_TapModel):
                 self.acc = None
             if x is not None and x.any():  # a step without events reads nothing (exactly zero)
                 mem = self.memory[idx % self.n if self.memory.shape[0] > 1 else 0]
-                y = read_rows(x, np.ascontiguousarray(mem))
+                y = self._rows(x, mem)
                 self.acc = y if self.acc is None else self.acc + y
             if j == self.q_len - 1:
-                self.out[idx] = np.zeros(self.size) if self.acc is None else self.acc * self.scale
+                self.out[idx] = np.zeros(self.size, self.dtype) if self.acc is None else self.acc * self.scale
         if not self._active("a_out", k):
             return
         fw = self._win(k, self.fire, 1)
-        self._send("a_out", self.out.pop(fw[0]) if fw is not None and fw[0] in self.out else np.zeros(self.size))
+        self._send("a_out", self.out.pop(fw[0]) if fw is not None and fw[0] in self.out
+                   else np.zeros(self.size, self.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed_pt models (issue 14): the same processes in integers
+# ---------------------------------------------------------------------------------------------
+#
+# Each is the floating-point model subclassed and declared with ``spec.with_tag("fixed_pt")``
+# (int64 ports and Vars, TAG_TYPES): the clock, windows and schedules are inherited unchanged,
+# only the arithmetic differs (lava_kernels' fixed_* functions: int64; a convolution in float64
+# with a proof that every partial sum is an exact integer). Every value entering a fixed run is
+# checked to be an exact integer where it enters (the bundle's arrays and the host values, by
+# the runtime; constants here), so nothing is rounded silently. HostSoftmax and
+# TemplateGateSynapse (SpikeTrack T = 3's template gate) have no fixed_pt model: QuantizeFixedPoint
+# refuses their ops, so no fixed bundle holds them (the runtime names such a process).
+
+
+def _exact_int(value, what: str) -> int:
+    return int(exact_int64(np.asarray(value), what))
+
+
+class _FixedModel:
+    """Mixin of the fixed_pt models: int64 arithmetic (``_TapModel.dtype``) and integer fused
+    synapses (``fixed``)."""
+
+    dtype = np.int64
+    fixed = True
+
+
+@declare_model(ModelSpec(IntegerNeuron, ("a_in",), ("s_out",), ("bias", "q_rec", "saturated"), "fixed_pt"))
+class PyIntegerNeuronFixed(_FixedModel, PyIntegerNeuronFloat):
+    """The fixed-point neuron (``kind`` ``fixed_integer_lif`` / ``fixed_binary_lif``:
+    :func:`~spikedeploy.runtimes.lava_kernels.fixed_neuron_step`); the state elements clamped to
+    the state width are counted per macro-step in ``saturated`` (written next to the record:
+    ``<record>.saturated.npy``)."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        if not str(self.neuron.get("kind", "")).startswith("fixed_"):
+            raise ValueError(f"neuron kind {self.neuron.get('kind')!r} has no fixed-point form (a fixed_pt run takes "
+                             "a bundle of a fixed-point graph)")
+
+    def _step(self, t: int, current: np.ndarray, step: int) -> None:
+        self.q, self.state, sat = fixed_neuron_step(self.neuron, current, step, self.state)
+        self.saturated[t] += sat
+
+    def _output(self, j: int) -> np.ndarray:
+        if self.graded:
+            return self.q.copy() if j == 0 else np.zeros_like(self.q)
+        return (self.q > j).astype(np.int64)
+
+    def _write_record(self, k: int, data: np.ndarray) -> None:
+        super()._write_record(k, data)
+        if self._record is not None and k == self._record["step"]:
+            import os  # noqa: PLC0415
+
+            path = saturation_path(self._record["path"])
+            np.save(path + ".tmp.npy", np.asarray(self.saturated))
+            os.replace(path + ".tmp.npy", path)
+
+
+def saturation_path(record_path: str) -> str:
+    """Where a fixed-point neuron writes its saturation counts next to its record file."""
+    return record_path[:-4] + ".saturated.npy" if record_path.endswith(".npy") else record_path + ".saturated.npy"
+
+
+@declare_model(PyDelayFloat.model_spec.with_tag("fixed_pt"))
+class PyDelayFixed(PyDelayFloat):
+    """A delay line of int64 messages (the float model's code: it only moves data)."""
+
+
+@declare_model(PyJunctionFloat.model_spec.with_tag("fixed_pt"))
+class PyJunctionFixed(_FixedModel, PyJunctionFloat):
+    pass
+
+
+@declare_model(PyConvSynapseFloat.model_spec.with_tag("fixed_pt"))
+class PyConvSynapseFixed(PyConvSynapseFloat):
+    """:func:`~spikedeploy.runtimes.lava_kernels.fixed_conv_product` on int64 spikes/messages."""
+
+    def run_spk(self):
+        if self.kernel is None:  # the Var holds its (int64) value once the model is built
+            import torch  # noqa: PLC0415
+
+            w = exact_int64(self.weight, "convolution kernel")
+            self.bound = _conv_bound(w)
+            self.kernel = torch.from_numpy(w.astype(np.float64))
+            self.a_buf = self.a_buf.astype(np.int64)
+        self.a_out.send(self.a_buf)
+        x = self.s_in.recv()
+        if not x.any():
+            self.a_buf = np.zeros_like(self.a_buf)
+            return
+        self.a_buf = fixed_conv_product(x, self.kernel, self.in_shape, *self.conv_args, self.bound)
+
+
+@declare_model(PyMatMulSynapseFloat.model_spec.with_tag("fixed_pt"))
+class PyMatMulSynapseFixed(PyMatMulSynapseFloat):
+    def run_spk(self):
+        if self.a_buf is None:
+            self.a_buf = np.zeros(self.rows * self.weight.shape[0], np.int64)
+        self.a_out.send(self.a_buf)
+        x = self.s_in.recv()
+        self.a_buf = fixed_matmul_product(self.weight, x, self.rows) if x.any() else np.zeros_like(self.a_buf)
+
+
+@declare_model(PySpikeAttentionFloat.model_spec.with_tag("fixed_pt"))
+class PySpikeAttentionFixed(_FixedModel, PySpikeAttentionFloat):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.scale = _exact_int(self.proc_params["scale"], "attention scale")
+
+    def _read(self, q: np.ndarray) -> np.ndarray:
+        return fixed_attention_read(q, self.kv, self.scale)
+
+
+@declare_model(PyMemoryWriterFloat.model_spec.with_tag("fixed_pt"))
+class PyMemoryWriterFixed(_FixedModel, PyMemoryWriterFloat):
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.scale = _exact_int(self.proc_params["scale"], "memory-write scale")
+
+    def _memory(self) -> np.ndarray:
+        return (self.kv * self.scale).reshape(-1)
+
+
+@declare_model(PyHostSourceFloat.model_spec.with_tag("fixed_pt"))
+class PyHostSourceFixed(_FixedModel, PyHostSourceFloat):
+    """Sends the int64 host values (checked to be integers by the runtime before they are set)."""
+
+
+@declare_model(PyReadoutFloat.model_spec.with_tag("fixed_pt"))
+class PyReadoutFixed(_FixedModel, PyReadoutFloat):
+    pass
+
+
+@declare_model(PyStepGateFloat.model_spec.with_tag("fixed_pt"))
+class PyStepGateFixed(_FixedModel, PyStepGateFloat):
+    pass
+
+
+@declare_model(PyMemoryReadSynapseFloat.model_spec.with_tag("fixed_pt"))
+class PyMemoryReadSynapseFixed(_FixedModel, PyMemoryReadSynapseFloat):
+    """Integer memory rows (the fixed graph's mantissas) times the integer scale."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.scale = _exact_int(self.proc_params["scale"], "memory-read scale")
+
+    def _rows(self, x: np.ndarray, mem: np.ndarray) -> np.ndarray:
+        return fixed_read_rows(x, mem)
+
+
+# Lava's own processes the exporter emits. ``Sparse``: Lava's fixed_pt model
+# (``PySparseModelBitAcc``) clips weights to 8 bits and drops low bits by ``num_weight_bits``,
+# while the exporter composes a layer's 8-bit mantissas with its exponent, routing, pooling and
+# alignment shifts into one integer matrix per connection (entries of more than 8 bits): so the
+# fixed_pt model of ``Sparse`` here is an exact integer product (int64 CSR, ``W @ x``), passed to
+# Lava like every other model (exception_proc_model_map). ``RingBuffer``: Lava's
+# ``PySendModelFixed`` sends int32; this model sends the same column per step as int64 (the
+# project's ports are int64 throughout).
+
+from lava.proc.io.source import AbstractPyRingBuffer, RingBuffer  # noqa: E402
+from lava.proc.sparse.process import Sparse  # noqa: E402
+from scipy.sparse import csr_matrix  # noqa: E402
+
+
+@implements(proc=Sparse, protocol=LoihiProtocol)
+@requires(CPU)
+@lava_tag("fixed_pt")
+class PySparseModelExact(PyLoihiProcessModel):
+    """Lava ``Sparse`` in exact integers: ``a_out[k] = W @ s_in[k - 1]`` (int64)."""
+
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int64, precision=GRADED_BITS)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=GRADED_BITS)
+    a_buff: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    weights: csr_matrix = LavaPyType(csr_matrix, np.int64)
+    num_message_bits: np.ndarray = LavaPyType(np.ndarray, int, precision=5)
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self._w = None
+
+    def run_spk(self):
+        if self._w is None:  # the Var holds the bundle's float64 CSR: made int64, each entry checked
+            self._w = _int_csr(self.weights, "Sparse weights")
+        self.a_out.send(self.a_buff)
+        self.a_buff = fixed_sparse_product(self._w, self.s_in.recv())
+
+
+@implements(proc=RingBuffer, protocol=LoihiProtocol)
+@requires(CPU)
+@lava_tag("fixed_pt")
+class PyRingBufferExact(AbstractPyRingBuffer):
+    """Lava ``RingBuffer`` sending int64 columns (one per Lava step)."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int64, precision=GRADED_BITS)
+    data: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+
+register_model(Sparse, PySparseModelExact, "fixed_pt")
+register_model(RingBuffer, PyRingBufferExact, "fixed_pt")

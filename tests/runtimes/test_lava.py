@@ -239,10 +239,12 @@ def test_convolutions_kept_as_kernels_match_reference(encoding):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_fixed_pt_is_not_implemented():
+def test_fixed_pt_refuses_a_float_bundle():
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(chain_graph(), "binary"))
-    with pytest.raises(ConfigError, match="fixed_pt"):
+    with pytest.raises(ConfigError, match="select_tag 'fixed_pt' cannot run this float bundle"):
         lava_run.run(bundle, torch.zeros(1, 1, 6), select_tag="fixed_pt")
+    with pytest.raises(ConfigError, match="not implemented"):
+        lava_run.run(bundle, torch.zeros(1, 1, 6), select_tag="bit_accurate_loihi")
 
 
 def test_bad_input_shape_and_leak_length():

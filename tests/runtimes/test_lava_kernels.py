@@ -50,6 +50,10 @@ def _kernel_calls():
     csr = sp.csr_matrix(_eighths(rng, (7, 12)) * (rng.random((7, 12)) < 0.5))
     state = {"m": rng.normal(size=8), "q": _spikes(rng, 8, 4)}
     lif = {"kind": "integer_lif", "d": 4, "leak": 0.25, "reset_norm": 1.0, "rounding": "half_even"}
+    fixed_lif = {"kind": "fixed_integer_lif", "d": 4, "unit": 8, "reset": 2, "leak": [1000, 3000],
+                 "rounding": "half_even", "state_bits": 8}
+    fixed_state = {"v": rng.integers(-40, 60, 8), "q": rng.integers(0, 5, 8)}
+    int_csr = sp.csr_matrix(rng.integers(-300, 300, (7, 12)) * (rng.random((7, 12)) < 0.5))
     return {
         "quantize": (K.quantize, (rng.normal(size=8) * 3, 4, "half_even")),
         "neuron_step": (K.neuron_step, (lif, rng.normal(size=8) * 3, 1, state)),
@@ -66,6 +70,19 @@ def _kernel_calls():
         "scaled_memory": (K.scaled_memory, (mem, 1.0)),
         "softmax_over_steps": (K.softmax_over_steps, (rng.normal(size=(3, 4)),)),
         "template_gate_sum": (K.template_gate_sum, (_spikes(rng, (3, 4, 8), 1), rng.random(12), 4, 0.5, False)),
+        # fixed point (int64)
+        "exact_int64": (K.exact_int64, (_spikes(rng, 8, 4), "x")),
+        "fixed_saturate": (K.fixed_saturate, (rng.integers(-300, 300, 8), 9)),
+        "fixed_decay": (K.fixed_decay, (rng.integers(-300, 300, 8), 1024)),
+        "fixed_round": (K.fixed_round, (rng.integers(-30, 30, 8), 4, "half_even")),
+        "fixed_neuron_step": (K.fixed_neuron_step, (fixed_lif, rng.integers(-40, 60, 8), 1, fixed_state)),
+        "fixed_sparse_product": (K.fixed_sparse_product, (int_csr, rng.integers(0, 2, 12))),
+        "fixed_matmul_product": (K.fixed_matmul_product, (rng.integers(-9, 9, (3, 4)), rng.integers(-9, 9, 8), 2)),
+        "fixed_conv_product": (K.fixed_conv_product, (rng.integers(0, 5, 2 * 5 * 5), rng.integers(-9, 9, (3, 2, 3, 3)),
+                                                      (2, 5, 5), (1, 1), (1, 1), (1, 1), 1, 162.0)),
+        "fixed_attention_read": (K.fixed_attention_read, (rng.integers(0, 2, c * n), rng.integers(0, 4, (h, c // h, cv // h)),
+                                                          3)),
+        "fixed_read_rows": (K.fixed_read_rows, (rng.integers(0, 2, c * n), rng.integers(-99, 99, (h, c // h, cv // h)))),
     }
 
 
@@ -91,8 +108,8 @@ def _same(a, b) -> bool:
 
 
 def _arrays(result):
-    if isinstance(result, tuple):
-        return [a for r in result for a in _arrays(r)]
+    if isinstance(result, tuple):  # a count (the fixed-point kernels' saturation) is no array
+        return [a for r in result if not isinstance(r, int) for a in _arrays(r)]
     if isinstance(result, dict):
         return [a for r in result.values() for a in _arrays(r)]
     return [result]
@@ -360,8 +377,10 @@ def test_registry_rejects_a_second_model_for_a_process():
         LP.process_model(LP.IntegerNeuron, ins=("a_in",), outs=("s_out",), vars=("bias", "q_rec"))(other)
     assert not hasattr(other, "model_spec") and not hasattr(other, "a_in")  # refused before it was touched
     assert LP.MODELS == before
-    with pytest.raises(ValueError, match="no Lava types for the tag 'fixed_pt'"):
-        LP.declare_model(LP.PyIntegerNeuronFloat.model_spec.with_tag("fixed_pt"))
+    with pytest.raises(ValueError, match="no Lava types for the tag 'other_pt'"):
+        LP.declare_model(LP.PyIntegerNeuronFloat.model_spec.with_tag("other_pt"))
+    with pytest.raises(ValueError, match="process IntegerNeuron already has the model PyIntegerNeuronFixed"):
+        LP.declare_model(LP.PyIntegerNeuronFloat.model_spec.with_tag("fixed_pt"))(type("PyX", (LP._TapModel,), {}))
 
 
 def test_a_second_tag_is_a_subclass_declared_with_the_same_spec(monkeypatch):
@@ -379,3 +398,111 @@ def test_a_second_tag_is_a_subclass_declared_with_the_same_spec(monkeypatch):
     assert LP.MODELS_BY_TAG["test_pt"] == {LP.IntegerNeuron: PyIntegerNeuronTest} and LP.MODELS == before
     assert PyIntegerNeuronTest.tags == ["test_pt"] and LP.PyIntegerNeuronFloat.tags == ["floating_pt"]
     assert PyIntegerNeuronTest.model_spec.ins == LP.PyIntegerNeuronFloat.model_spec.ins == ("a_in",)
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed point: the int64 kernels against the reference's fixed-point rules (spikedeploy.neurons)
+# ---------------------------------------------------------------------------------------------
+
+
+FIXED_NEURONS = [
+    O.FixedIntegerLIF(d=4, unit=8, reset=8),  # stateless I-LIF
+    O.FixedIntegerLIF(d=4, unit=8, reset=8, rounding="half_up"),
+    O.FixedIntegerLIF(d=4, unit=16, reset=16, leak=1024),  # SpikeYOLO's 0.25
+    O.FixedIntegerLIF(d=4, unit=16, reset=4, leak=(1234, 3001, 77)),  # NI-LIF: per-step leaks, normalized reset
+    O.FixedIntegerLIF(d=8, unit=4, reset=4, leak=4096),  # the integer IF
+    O.FixedIntegerLIF(d=3, unit=8, reset=8, leak=2048, state_bits=8),  # a narrow state: saturates
+    O.FixedBinaryLIF(beta=2458, threshold=16),
+    O.FixedBinaryLIF(beta=4000, threshold=5, state_bits=7),
+]
+
+
+@pytest.mark.parametrize("op", FIXED_NEURONS, ids=lambda op: f"{op.kind}-{getattr(op, 'leak', None) or getattr(op, 'beta', None)}-{op.state_bits}")
+def test_fixed_neuron_step_equals_the_reference_fixed_neuron(op):
+    """Every tie rule at exact ties, negative states (decay truncates toward zero), and the
+    saturation counts of narrow states: equal to spikedeploy.neurons' int64 rules."""
+    from spikedeploy.exporters.lava import _neuron_params
+
+    rng = np.random.default_rng(2)
+    T, n = 4, 96
+    top = (1 << (op.state_bits - 1)) - 1
+    x = rng.integers(-top // 2, top, size=(T, 1, n))
+    unit = getattr(op, "unit", 2)
+    x[0, 0, :6] = [unit // 2, 3 * unit // 2, 5 * unit // 2, -unit // 2, 7 * unit // 2, 2 * top]  # ties, a clamp
+    ref = REF[type(op)].dynamics(op, torch.from_numpy(x.astype(np.float64)))
+    params, state, qs, sat = _neuron_params(op), {}, [], 0
+    for t in range(T):
+        q, state, s = K.fixed_neuron_step(params, x[t, 0], t, state)
+        assert q.dtype == np.int64
+        qs.append(q)
+        sat += s
+    np.testing.assert_array_equal(np.stack(qs)[:, None], ref.q.numpy())
+    assert sat == ref.saturated and sat >= 1  # the clamp of x[0, 0, 5] at least
+    assert ref.q.numpy().any() and (ref.q.numpy() == 0).any()
+
+
+@pytest.mark.parametrize("rounding", ["half_even", "half_up"])
+def test_fixed_round_is_exact_at_every_tie(rounding):
+    v = np.arange(-64, 65, dtype=np.int64)
+    for unit in (2, 4, 8, 64):
+        got = K.fixed_round(v, unit, rounding)
+        exact = v / unit  # exact in float64 (small dyadic values)
+        want = np.floor(exact + 0.5) if rounding == "half_up" else np.round(exact)
+        np.testing.assert_array_equal(got, want.astype(np.int64))
+
+
+def test_fixed_decay_truncates_toward_zero_and_saturation_is_counted():
+    p = np.array([-4097, -1, 0, 1, 4097, 10_000], dtype=np.int64)
+    np.testing.assert_array_equal(K.fixed_decay(p, 2048), [-2048, 0, 0, 0, 2048, 5000])
+    v, n = K.fixed_saturate(np.array([-200, -127, 0, 127, 128, 300]), 8)
+    np.testing.assert_array_equal(v, [-127, -127, 0, 127, 127, 127])
+    assert n == 3  # -200, 128, 300: counted, never wrapped
+
+
+def test_fixed_products_are_exact_integers():
+    rng = np.random.default_rng(3)
+    w = sp.csr_matrix(rng.integers(-2000, 2000, (9, 20)) * (rng.random((9, 20)) < 0.4))
+    x = rng.integers(-(1 << 20), 1 << 20, 20)
+    got = K.fixed_sparse_product(w, x)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, w.toarray().astype(object) @ x.astype(object))  # Python integers
+    kernel = rng.integers(-127, 128, (4, 2, 3, 3))
+    xi = rng.integers(-(1 << 23), 1 << 23, 2 * 6 * 6)
+    bound = float(np.abs(kernel).reshape(4, -1).sum(1).max())
+    got = K.fixed_conv_product(xi, torch.from_numpy(kernel.astype(np.float64)), (2, 6, 6), (1, 1), (1, 1), (1, 1), 1,
+                               bound)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(xi.reshape(1, 2, 6, 6)), torch.from_numpy(kernel), padding=1)
+    np.testing.assert_array_equal(got, ref.reshape(-1).numpy())  # int64 torch conv: the exact integers
+    with pytest.raises(ValueError, match="2\\*\\*53"):
+        K.fixed_conv_product(xi, torch.from_numpy(kernel.astype(np.float64)), (2, 6, 6), (1, 1), (1, 1), (1, 1), 1,
+                             2.0 ** 40)
+    with pytest.raises(ValueError, match="not exact integers"):
+        K.exact_int64(np.array([1.0, 2.5]), "x")
+
+
+def test_every_project_process_has_a_fixed_model_or_is_refused_by_quantization():
+    """fixed_pt: a subclass of the float model, the same ports (the neuron adds its saturation
+    Var), int64 types; HostSoftmax and TemplateGateSynapse have none (QuantizeFixedPoint refuses
+    GateSoftmax/TemplateGate); Lava's Sparse and RingBuffer get the exact integer models."""
+    from lava.magma.core.model.py.type import LavaPyType
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.sparse.process import Sparse
+
+    from spikedeploy.passes.quantize import _UNSUPPORTED
+    from spikedeploy.runtimes import lava_procs as LP
+
+    fixed = LP.MODELS_BY_TAG["fixed_pt"]
+    assert set(LP.MODELS) - set(fixed) == {LP.HostSoftmax, LP.TemplateGateSynapse}
+    assert O.GateSoftmax in _UNSUPPORTED and O.TemplateGate in _UNSUPPORTED
+    for proc, model in fixed.items():
+        assert model.tags == ["fixed_pt"], model.__name__
+        types = {n: getattr(model, n) for n in dir(model) if isinstance(getattr(model, n), LavaPyType)}
+        for name, lt in types.items():
+            if name != "num_message_bits":
+                assert lt.d_type is np.int64, (model.__name__, name)
+        if proc in LP.MODELS:
+            assert issubclass(model, LP.MODELS[proc]) and model.__name__ == f"Py{proc.__name__}Fixed"
+            spec = model.model_spec
+            extra = {"saturated"} if proc is LP.IntegerNeuron else set()
+            assert set(spec.vars) == set(LP.MODELS[proc].model_spec.vars) | extra
+    assert fixed[Sparse] is LP.PySparseModelExact and fixed[RingBuffer] is LP.PyRingBufferExact
