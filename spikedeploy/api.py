@@ -277,6 +277,11 @@ class VerificationReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_markdown(self) -> str:
+        return "\n".join(text for _, text in self._markdown_parts())
+
+    def _markdown_parts(self) -> List[Tuple[Optional[Stage], str]]:
+        """The Markdown report in parts: (None, header), (stage, its section) per stage, (None, notes)."""
+        parts: List[Tuple[Optional[Stage], str]] = []
         lines = [
             f"# spikedeploy verification — {'SUCCESS' if self.passed else 'FAIL'}",
             "",
@@ -296,9 +301,9 @@ class VerificationReport:
         for s in self.stages:
             lines.append(f"| {s.name} | {s.description} | {stage_result(s)} |")
         lines.append("")
+        parts.append((None, "\n".join(lines)))
         for s in self.stages:
-            lines.append(f"## Stage: {s.name}")
-            lines.append("")
+            lines = [f"## Stage: {s.name}", ""]
             r = s.report
             if isinstance(r, CaptureCheck):
                 lines += [
@@ -310,7 +315,8 @@ class VerificationReport:
                 ]
             else:
                 lines.append(r.to_markdown())
-        lines += [
+            parts.append((s, "\n".join(lines)))
+        lines = [
             "## How to read this",
             "",
             "*Teacher-forced*: every neuron layer of the second run is fed the first run's spikes from "
@@ -337,15 +343,25 @@ class VerificationReport:
                 "no ties): those stages pass or fail.",
                 "",
             ]
-        return "\n".join(lines)
+        parts.append((None, "\n".join(lines)))
+        return parts
 
     def to_html(self) -> str:
         """The report as a self-contained HTML page (the Markdown report in the style of the other
-        reports, :mod:`spikedeploy.htmlreport`)."""
-        from spikedeploy.htmlreport import HtmlPage
+        reports, :mod:`spikedeploy.htmlreport`); a fixed-point stage gets its per-layer plots
+        (:func:`spikedeploy.htmlreport.precision_figures`) between its summary and its table."""
+        from spikedeploy.equivalence import PrecisionReport
+        from spikedeploy.htmlreport import HtmlPage, precision_figures
 
         page = HtmlPage(f"spikedeploy verification — {self.model}")
-        page.markdown(self.to_markdown())
+        for stage, text in self._markdown_parts():
+            if stage is not None and isinstance(stage.report, PrecisionReport):
+                page.markdown(f"## Stage: {stage.name}\n\n" + stage.report.summary_markdown())
+                for fig, caption in precision_figures(stage.report):
+                    page.figure(fig, caption)
+                page.markdown(stage.report.table_markdown())
+            else:
+                page.markdown(text)
         page.bullets(['<a href="report.md">report.md</a>', '<a href="report.json">report.json</a>'], html=True)
         return page.render()
 

@@ -430,6 +430,8 @@ def _cmd_run(args) -> int:
 
     if args.output:
         check_output_file(args.output, "outputs", overwrite=args.overwrite, inputs=(args.artifact, args.input_file))
+    if args.precision is not None:  # before any file is read
+        api.check_precision(args.precision, targets=(args.target,))
     x = api.load_input_file(args.input_file)
     result = api.run_artifact(args.target, args.artifact, x, progress=not args.no_progress, max_memory=args.max_memory,
                               partitions=args.partitions, precision=args.precision)

@@ -471,6 +471,10 @@ class PrecisionReport:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_markdown(self) -> str:
+        return self.summary_markdown() + "\n" + self.table_markdown()
+
+    def summary_markdown(self) -> str:
+        """The heading and the totals (everything but the per-layer table)."""
         t = self.totals()
         tsat = [l.target_saturated for l in self.layers if l.target_saturated is not None]
         lines = [
@@ -498,16 +502,20 @@ class PrecisionReport:
         if self.range_violations:
             lines.append("- Values beyond the calibrated range (their saturation is counted above): "
                          + ", ".join(f"`{v}` (+{b} bits)" for v, b in self.range_violations))
-        has_target = bool(tsat)
-        lines += [
-            "",
+        return "\n".join(lines) + "\n"
+
+    def table_markdown(self) -> str:
+        """The per-layer table (``fed by`` names shortened to what differs from the layer's name)."""
+        has_target = any(l.target_saturated is not None for l in self.layers)
+        lines = [
             "| layer | neuron | fed by | weight err max | weight err rms | mantissa max | bias err max | neuron err "
             "| saturated" + (" | saturated (target)" if has_target else "")
             + " | q mism. TF | q mism. free | spikes float | spikes fixed |",
             "|---|---|---|---:|---:|---:|---:|---:|---:" + ("|---:" if has_target else "") + "|---:|---:|---:|---:|",
         ]
         for l in self.layers:
-            fed = ", ".join(f"`{s}`" for s in l.synapses[:3]) + (f" +{len(l.synapses) - 3}" if len(l.synapses) > 3 else "")
+            fed = ", ".join(f"`{_relative_name(s, l.name)}`" for s in l.synapses[:3]) + (
+                f" +{len(l.synapses) - 3}" if len(l.synapses) > 3 else "")
             lines.append(
                 f"| `{l.name}` | {l.label} | {fed or '—'} | {l.weight_error_max:.2e} | {l.weight_error_rms:.2e} | "
                 f"{'—' if l.mantissa_max is None else l.mantissa_max} | {l.bias_error_max:.1e} | {l.neuron_error:.1e} | "
@@ -516,6 +524,15 @@ class PrecisionReport:
                 + f" | {l.mismatches_tf:,} | {l.mismatches_free:,} | {l.spikes_float:,} | {l.spikes_fixed:,} |"
             )
         return "\n".join(lines) + "\n"
+
+
+def _relative_name(name: str, to: str) -> str:
+    """``name`` without the dotted path components it shares with ``to`` (``…`` marks the cut)."""
+    a, b = name.split("."), to.split(".")
+    k = 0
+    while k < len(a) - 1 and k < len(b) - 1 and a[k] == b[k]:
+        k += 1
+    return ("…" + ".".join(a[k:])) if k else name
 
 
 def _upstream(graph: Graph, name: str) -> List[str]:

@@ -30,7 +30,8 @@ import re
 import struct
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-__all__ = ["HtmlPage", "Markup", "figure_png", "png_size", "markdown_html", "audit_figures", "layer_groups",
+__all__ = ["HtmlPage", "Markup", "figure_png", "png_size", "markdown_html", "audit_figures", "precision_figures",
+           "layer_groups",
            "COLUMN_PX", "FIGURE_WIDTH_IN", "FIGURE_DPI", "ROW_HEIGHT_IN"]
 
 #: the width of the content column (CSS px); figures are drawn to fit it at their native size
@@ -518,4 +519,59 @@ def audit_figures(report) -> List[Tuple[object, str]]:
     ax.legend(fontsize=8)
     fig.tight_layout()
     figs.append((fig, f"Energy per frame split into SynOps, host MACs and neuron updates ({report.profile.name} profile)."))
+    return figs
+
+
+def precision_figures(report) -> List[Tuple[object, str]]:
+    """The plots of a fixed-point measurement (:class:`spikedeploy.equivalence.PrecisionReport`)
+    as (Figure, caption): per stage of the network (:func:`layer_groups`), one horizontal bar per
+    neuron layer: the q mismatch rate against float teacher-forced and free-running (left) and the
+    largest relative weight error of the ops feeding the layer (right); rows with saturation events
+    are shaded red. Drawn for native size, like :func:`audit_figures`."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    rows = list(report.layers)
+    groups = layer_groups([l.name for l in rows])
+    figs = []
+    for gi, (label, idx) in enumerate(groups):
+        sub = [rows[i] for i in idx]
+        prefix = _common_prefix([_components(l.name) for l in sub])
+        n = len(sub)
+        fig = Figure(figsize=(FIGURE_WIDTH_IN, 1.25 + ROW_HEIGHT_IN * n), layout="constrained")
+        ax, ar = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2])
+        y = np.arange(n)
+        el = np.array([max(l.elements, 1) for l in sub], dtype=float)
+        tf = 100.0 * np.array([l.mismatches_tf for l in sub]) / el
+        fr = 100.0 * np.array([l.mismatches_free for l in sub]) / el
+        h = 0.38
+        ax.barh(y - h / 2, tf, h, color="#1f6feb", label="teacher-forced (fed the float spikes)")
+        ax.barh(y + h / 2, fr, h, color="#9ec5f4", label="free-running")
+        for i, l in enumerate(sub):
+            if l.saturated or l.target_saturated:
+                for a in (ax, ar):
+                    a.axhspan(i - 0.5, i + 0.5, color="#ffd8d3", lw=0, zorder=0)
+        ax.set_yticks(y)
+        ax.set_yticklabels([_row_label(l.name, prefix) + ("  [saturated]" if l.saturated else "") for l in sub],
+                           fontsize=8)
+        ax.set_ylim(n - 0.5, -0.5)
+        ax.set_xlabel("q mismatches vs float [% of the layer's values]", fontsize=8)
+        ax.grid(axis="x", color="#eaeef2")
+        ax.set_axisbelow(True)
+        ax.tick_params(axis="x", labelsize=8, labeltop=n > 12, top=n > 12)
+        ar.barh(y, [100.0 * l.weight_error_max for l in sub], 0.6, color="#f0883e", label="weight error max")
+        ar.set_xlabel("largest weight error, max|W - W_q| / max|W| [%]", fontsize=8)
+        ar.grid(axis="x", color="#eaeef2")
+        ar.set_axisbelow(True)
+        ar.tick_params(axis="x", labelsize=8, labeltop=n > 12, top=n > 12)
+        ar.tick_params(axis="y", left=False)
+        where = ".".join(prefix)
+        title = (f"Stage {gi + 1}/{len(groups)}: {label}" if len(groups) > 1 else "Per-layer quantization error")
+        fig.suptitle(title + (f"   (names below {where}.)" if where else ""), fontsize=10, x=0.01, ha="left")
+        hl = ax.get_legend_handles_labels()
+        fig.legend(hl[0], hl[1], loc="outside upper right", ncol=2, fontsize=8, frameon=False)
+        first, last = idx[0] + 1, idx[-1] + 1
+        figs.append((fig, f"{title}: neuron layers {first}–{last} of {len(rows)}, {report.weight_bits}-bit weights. "
+                          "Left: positions whose spike count differs from the float run. Right: the largest relative "
+                          "weight error of the quantized ops feeding the layer. Red rows: saturation events."))
     return figs
