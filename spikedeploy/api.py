@@ -562,7 +562,8 @@ def verify(
             if target_sat is not None:
                 k = next(i for i, st in enumerate(stages) if st.name == f"fixed-{encoding}")
                 st = stages[k]
-                stages[k] = Stage(st.name, st.description, st.passed, st.report.with_target_saturation(target_sat))
+                stages[k] = Stage(st.name, st.description, st.passed,
+                                  st.report.with_target_saturation(spec.name, target_sat, int(x[:, :target_inputs].shape[1])))
         stages.append(Stage(spec.name, what, rep.passed, rep))
         bar.update()
     bar.close()
@@ -737,11 +738,12 @@ def _verify_target(target: str, folded: Graph, x: torch.Tensor, encoding: str, d
 
 def _verify_fixed_target(target: str, fixed: Graph, x: torch.Tensor, model: str):
     """Export the fixed-point graph to ``target``, re-load it, run it and compare it with the fixed
-    reference (exact). Returns the report and the target's saturation counts (neuron name ->
-    clamps; None when the target does not report them: ``TargetRun.info["saturated"]``)."""
+    reference (exact, saturation counts equal: :class:`~spikedeploy.equivalence.FixedTargetReport`).
+    Returns the report and the target's saturation counts (neuron name -> clamps; None when the
+    target does not report them: ``TargetRun.info["saturated"]``)."""
     import tempfile
 
-    from spikedeploy.equivalence import compare_target
+    from spikedeploy.equivalence import FixedTargetReport, compare_target
     from spikedeploy.reference import graph_mode
     from spikedeploy.targets import check_precision as target_precision
 
@@ -753,7 +755,8 @@ def _verify_fixed_target(target: str, fixed: Graph, x: torch.Tensor, model: str)
     reference = run(fixed, x)
     sat = (trun.info or {}).get("saturated")
     sat = {str(k): int(v) for k, v in sat.items()} if isinstance(sat, dict) else None
-    return compare_target(reference, trun, model=model), sat
+    ref_sat = {n.name: int(reference.records[n.name].saturated) for n in fixed.neurons()}
+    return FixedTargetReport(compare_target(reference, trun, model=model), ref_sat, sat), sat
 
 
 @dataclass(frozen=True)

@@ -431,6 +431,8 @@ class PrecisionReport:
     boundary_saturated: Tuple[Tuple[str, int], ...]  #: Quantize (host -> device) node, clamps
     range_violations: Tuple[Tuple[str, int], ...]  #: (value, bits over) from the plan
     first_divergence: Optional[str]  #: first layer whose free-running q differs
+    target: str = ""  #: the target whose saturation counts ``target_saturated`` holds
+    target_inputs: int = 0  #: the inputs that target ran (the first ones)
 
     @property
     def spikes_occurred(self) -> bool:
@@ -454,12 +456,14 @@ class PrecisionReport:
                 "spikes_fixed": sum(l.spikes_fixed for l in self.layers),
                 "weight_error_max": max((l.weight_error_max for l in self.layers), default=0.0)}
 
-    def with_target_saturation(self, counts: Dict[str, int]) -> "PrecisionReport":
-        """The report with the saturation counts a target run reported (neuron name -> clamps)."""
+    def with_target_saturation(self, target: str, counts: Dict[str, int], n_inputs: int) -> "PrecisionReport":
+        """The report with the saturation counts a ``target`` run on the first ``n_inputs`` inputs
+        reported (neuron name -> clamps)."""
         from dataclasses import replace
 
-        return replace(self, layers=tuple(replace(l, target_saturated=counts.get(l.name, l.target_saturated))
-                                          for l in self.layers))
+        return replace(self, target=target, target_inputs=int(n_inputs),
+                       layers=tuple(replace(l, target_saturated=counts.get(l.name, l.target_saturated))
+                                    for l in self.layers))
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -488,7 +492,7 @@ class PrecisionReport:
             f"- q mismatches, free-running: {t['mismatches_free']:,} ({100 * t['mismatch_rate_free']:.3f} %)"
             + (f", first in `{self.first_divergence}`" if self.first_divergence else " (identical spike counts)"),
             f"- Saturation events (24-bit state and host boundary clamps, fixed reference): {t['saturated']:,}"
-            + (f"; target run: {sum(tsat):,}" if tsat else ""),
+            + (f"; {self.target} run on the first {self.target_inputs} inputs: {sum(tsat):,}" if tsat else ""),
             f"- Largest relative weight error: {t['weight_error_max']:.2e}",
             f"- Spikes: float {t['spikes_float']:,}, fixed {t['spikes_fixed']:,}"
             + ("" if self.spikes_occurred else " — NO SPIKES (an all-zero comparison proves nothing)"),
@@ -509,7 +513,7 @@ class PrecisionReport:
         has_target = any(l.target_saturated is not None for l in self.layers)
         lines = [
             "| layer | neuron | fed by | weight err max | weight err rms | mantissa max | bias err max | neuron err "
-            "| saturated" + (" | saturated (target)" if has_target else "")
+            "| saturated" + (f" | saturated ({self.target}, {self.target_inputs} inputs)" if has_target else "")
             + " | q mism. TF | q mism. free | spikes float | spikes fixed |",
             "|---|---|---|---:|---:|---:|---:|---:|---:" + ("|---:" if has_target else "") + "|---:|---:|---:|---:|",
         ]
@@ -628,3 +632,45 @@ def compare_precision(float_graph: Graph, fixed_graph: Graph, inputs, *, float_r
         range_violations=tuple((str(v["value"]), int(v["bits_over"])) for v in plan.get("range_violations", ())),
         first_divergence=first,
     )
+
+
+@dataclass(frozen=True)
+class FixedTargetReport:
+    """A target running a fixed-point graph against the fixed reference: the spike counts and
+    outputs exactly (:func:`compare_target`, no ties, tolerance 0) and the saturation events per
+    neuron layer (the reference's on the same inputs; equal counts required: a target that clamps
+    elsewhere, or wraps, computes another network)."""
+
+    equivalence: EquivalenceReport
+    saturation_reference: Dict[str, int]
+    saturation_target: Optional[Dict[str, int]]  #: None: the target does not count them
+
+    @property
+    def saturation_mismatches(self) -> Tuple[str, ...]:
+        if self.saturation_target is None:
+            return ()
+        return tuple(k for k, v in self.saturation_reference.items() if self.saturation_target.get(k, 0) != v)
+
+    @property
+    def passed(self) -> bool:
+        return self.equivalence.passed and not self.saturation_mismatches
+
+    def to_dict(self) -> dict:
+        d = self.equivalence.to_dict()
+        d.update(saturation_reference=dict(self.saturation_reference), saturation_target=self.saturation_target,
+                 saturation_mismatches=list(self.saturation_mismatches), passed=self.passed)
+        return d
+
+    def to_markdown(self) -> str:
+        ref = sum(self.saturation_reference.values())
+        if self.saturation_target is None:
+            line = f"- Saturation events: reference {ref:,}; the target does not count them"
+        else:
+            bad = self.saturation_mismatches
+            line = (f"- Saturation events: reference {ref:,}, target {sum(self.saturation_target.values()):,} — "
+                    + ("**equal in every layer**" if not bad else f"**FAIL**: differ in {', '.join(bad)}"))
+        md = self.equivalence.to_markdown()
+        if not self.passed and self.equivalence.passed:
+            md = md.replace("SUCCESS", "FAIL", 1)
+        bullets, sep, table = md.partition("\n\n| layer |")
+        return bullets + "\n" + line + sep + table

@@ -218,3 +218,121 @@ def test_compare_precision_refuses_a_float_graph():
     assert not is_fixed(g)
     with pytest.raises(Exception, match="not a fixed-point graph"):
         compare_precision(g, g, x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lava fixed_pt: the fixed bundle exported, run, verified and audited
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fixed_bundle(tmp_path_factory):
+    """sdt-test (NI-LIF, T = 3) exported to Lava in fixed point, calibrated on 8 seeded inputs."""
+    out = tmp_path_factory.mktemp("fixed") / "m.lava"
+    assert main(["export", "--target", "lava", "--neuron", "nilif", "-T", "3", "--precision", "fixed",
+                 "--inputs", "8", "-o", str(out)]) == 0
+    return out
+
+
+def test_export_writes_the_fixed_graph_verify_checks(fixed_bundle):
+    from spikedeploy.exporters import lava as lava_exporter
+
+    bundle = lava_exporter.load(fixed_bundle)
+    assert api.artifact_precision(bundle) == "fixed" and is_fixed(bundle.graph)
+    loaded = api.build_model("sdt-test", neuron="nilif", timesteps=3)
+    x = api.make_inputs(loaded, timesteps=3, num_inputs=8, seed=1)  # what verify --inputs 8 checks
+    fixed = api.to_fixed(api.prepare_graph(loaded, timesteps=3, encoding="binary"), x, 8)
+    assert bundle.graph.meta_dict()["fixed_point"] == fixed.meta_dict()["fixed_point"]
+    for a, b in zip(bundle.graph.neurons(), fixed.neurons()):
+        assert a.name == b.name and a.op.unit == b.op.unit and a.op.leak == b.op.leak
+
+
+def test_run_decodes_the_integer_outputs(fixed_bundle, tmp_path, capsys):
+    from spikedeploy.exporters import lava as lava_exporter
+    from spikedeploy.passes.quantize import decode_outputs
+
+    x = torch.randn((3, 2, 3, 16, 16), generator=torch.Generator().manual_seed(5))
+    xf, out = tmp_path / "x.npy", tmp_path / "y.npz"
+    np.save(xf, x.numpy())
+    assert main(["run", "--target", "lava", str(fixed_bundle), "--input", str(xf), "-o", str(out),
+                 "--no-progress"]) == 0
+    text = capsys.readouterr().out
+    assert "fixed point" in text and "integer_output/<name> holds the integers" in text
+    y = np.load(out)
+    graph = lava_exporter.load(fixed_bundle).graph
+    ref = run(graph, x)
+    e = graph.meta_dict()["fixed_point"]["outputs"]["head"]
+    ints = y["integer_output/head"]
+    assert np.array_equal(ints, ref.outputs["head"].numpy()) and np.array_equal(ints, np.round(ints))
+    assert np.abs(ints).max() > 1000 * np.abs(y["output/head"]).max()  # the integers, and the decoded values
+    assert np.array_equal(y["output/head"], ints * 2.0 ** -e)
+    assert np.array_equal(y["output/head"], decode_outputs(graph, ref.outputs)["head"].numpy())
+    spikes = 0
+    for n in graph.neurons():
+        assert np.array_equal(y[f"spikes/{n.name}"], ref.records[n.name].q.numpy()), n.name
+        spikes += int(y[f"spikes/{n.name}"].sum())
+    assert spikes > 1000
+    _one_line_error(capsys, ["run", "--target", "lava", "--precision", "float", str(fixed_bundle), "--input", str(xf)],
+                    "holds a fixed-point graph, not float; run it with --precision fixed")
+
+
+def test_audit_of_the_fixed_bundle(fixed_bundle, tmp_path, capsys):
+    out = tmp_path / "audit"
+    assert main(["audit", "--artifact", str(fixed_bundle), "--target", "lava", "--inputs", "2", "-o", str(out)]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert data["precision"] == "fixed" and data["runtime"] == "lava-binary" and data["spikes_occurred"]
+    assert data["fixed_point"]["weight_bits"] == 8
+    assert "mean" in [l["name"] for l in data["layers"]]
+    capsys.readouterr()
+    _one_line_error(capsys, ["audit", "--artifact", str(fixed_bundle), "--target", "lava", "--precision", "float",
+                             "-o", str(tmp_path / "a2")], "holds a fixed-point graph, not float")
+
+
+@pytest.mark.parametrize("kind", ["nilif", "binary_lif"])
+def test_verify_lava_fixed_is_exact(tmp_path, capsys, kind):
+    out = tmp_path / "rep"
+    rc = main(["verify", "--neuron", kind, "-T", "2", "--inputs", "6", "--modes", "graded", "--precision", "fixed",
+               "--targets", "lava", "--target-inputs", "3", "-o", str(out), "--no-progress"])
+    assert rc == 0, capsys.readouterr().out
+    data = json.loads((out / "report.json").read_text())
+    lava = data["stages"][-1]
+    assert lava["name"] == "lava" and lava["passed"]
+    rep = lava["report"]
+    assert rep["free_verdict"] == "exact" and rep["spikes_occurred"] and rep["saturation_target"] is not None
+    assert all(l["mismatches"] == 0 and l["ties"] == 0 and l["tie_eps"] == 0.0 for l in rep["free_running"])
+    assert all(o["max_abs_error"] == 0.0 and o["rtol"] == 0.0 for o in rep["outputs"])
+    assert sum(l["spikes_a"] for l in rep["free_running"]) > 100
+    fixed = data["stages"][3]["report"]
+    assert fixed["target"] == "lava" and fixed["target_inputs"] == 3
+    assert all(l["target_saturated"] == 0 for l in fixed["layers"])
+
+
+def test_verify_lava_fixed_counts_saturation_like_the_reference(tmp_path):
+    """Inputs 300x beyond the calibration: the host boundary clamps, and the first IF neuron's
+    state (the clamped input accumulated over T = 2) clamps at 2**23 - 1 in Lava's fixed_pt
+    models where the reference clamps, as often (counted per layer, never wrapped)."""
+    loaded = api.build_model("sdt-test", neuron="integer_if", timesteps=2)
+    x = api.make_inputs(loaded, timesteps=2, num_inputs=3, seed=1)
+    cal, big = tmp_path / "cal.npy", tmp_path / "big.npy"
+    np.save(cal, x.numpy())
+    np.save(big, x.numpy() * 300)
+    rep = api.verify("sdt-test", neuron="integer_if", timesteps=2, input_file=str(big), modes=("graded",),
+                     precision="fixed", calibration=str(cal), targets=("lava",), target_inputs=3)
+    lava = rep.stages[-1].report
+    assert rep.stages[-1].passed and lava.equivalence.free_verdict == "exact"
+    assert lava.saturation_target == lava.saturation_reference and sum(lava.saturation_reference.values()) > 0
+    fx = _fixed_stage(rep, "graded")
+    assert sum(l.target_saturated for l in fx.layers) == sum(l.saturated for l in fx.layers) > 0
+
+
+def test_audit_runtime_lava_fixed(tmp_path, capsys):
+    """audit --runtime lava --precision fixed: Lava's fixed_pt counts, checked against the fixed
+    reference first, equal the reference audit of the same fixed graph row by row."""
+    out = tmp_path / "audit"
+    assert main(["audit", "--neuron", "ilif", "--inputs", "2", "--precision", "fixed", "--runtime", "lava",
+                 "-o", str(out)]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert data["runtime"] == "lava-binary" and data["precision"] == "fixed" and data["spikes_occurred"]
+    ref = audit("sdt-test", neuron="ilif", num_inputs=2, precision="fixed")
+    assert [(l["name"], l["measured_synops"]) for l in data["layers"]] == [(l.name, l.measured_synops)
+                                                                          for l in ref.layers]
