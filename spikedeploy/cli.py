@@ -392,10 +392,10 @@ def _cmd_verify(args) -> int:
         precision=args.precision, weight_bits=args.weight_bits, calibration=args.calibration,
     )
     for s in report.stages:
-        print(f"{s.name:<12} {api.stage_result(s).strip('*'):<8} {s.description}")
+        print(f"{s.name:<10} {api.stage_result(s).strip('*')}  {s.description}")
         if s.name.startswith("fixed-"):
             t = s.report.totals()
-            print(f"{'':<12} q mismatches teacher-forced {100 * t['mismatch_rate_tf']:.3f} %, free-running "
+            print(f"{'':<10} q mismatches teacher-forced {100 * t['mismatch_rate_tf']:.3f} %, free-running "
                   f"{100 * t['mismatch_rate_free']:.3f} %; saturation events {t['saturated']:,}; "
                   + "; ".join(f"output {o.name} max |error| {o.max_abs_error:.3e} ({100 * o.relative_error:.2f} %)"
                               for o in s.report.outputs))

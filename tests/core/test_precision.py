@@ -182,6 +182,8 @@ def _one_line_error(capsys, argv, needle) -> str:
     (["audit", "--artifact", "a.lava", "--target", "lava", "--weight-bits", "4"], "do not apply to --artifact"),
     (["run", "--target", "onnx", "--precision", "fixed", "m.onnx", "--input", "x.npy"],
      "target 'onnx' cannot hold a fixed-point graph"),
+    (["verify", "--neuron", "dilif", "-T", "2", "--inputs", "2", "--precision", "fixed", "--no-progress"],
+     "op DynamicIntegerLIF has no fixed-point form yet"),
 ])
 def test_bad_precision_options_exit_2_with_one_line(tmp_path, capsys, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)
@@ -336,3 +338,15 @@ def test_audit_runtime_lava_fixed(tmp_path, capsys):
     ref = audit("sdt-test", neuron="ilif", num_inputs=2, precision="fixed")
     assert [(l["name"], l["measured_synops"]) for l in data["layers"]] == [(l.name, l.measured_synops)
                                                                           for l in ref.layers]
+
+
+def test_a_float_bundle_is_not_run_as_fixed(tmp_path, capsys):
+    out = tmp_path / "f.lava"
+    assert main(["export", "--target", "lava", "--neuron", "ilif", "-o", str(out)]) == 0
+    xf = tmp_path / "x.npy"
+    np.save(xf, np.zeros((1, 1, 3, 16, 16), dtype=np.float32))
+    capsys.readouterr()
+    _one_line_error(capsys, ["run", "--target", "lava", "--precision", "fixed", str(out), "--input", str(xf)],
+                    "holds a float graph, not fixed-point; export the model again with --precision fixed")
+    _one_line_error(capsys, ["audit", "--artifact", str(out), "--target", "lava", "--precision", "fixed",
+                             "-o", str(tmp_path / "a")], "holds a float graph, not fixed-point")
