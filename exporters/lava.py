@@ -79,6 +79,17 @@ delay lines and step gates move into the processes that read them (same arithmet
 timing), and project processes send only inside their output windows. Measured on a 171-layer
 SpikeTrack search branch (widths 8..48): 454 -> 213 Lava processes, 4.6x less simulator time.
 
+Fixed point
+-----------
+A graph quantized by :class:`spikedeploy.passes.quantize.QuantizeFixedPoint` compiles into a
+``"precision": "fixed"`` bundle (``fixed_point``: weight and state bits, the output exponents; the
+whole plan is in the IR graph's metadata): its neurons are ``fixed_integer_lif`` /
+``fixed_binary_lif`` processes with the integer constants of the IR ops, the ``Quantize`` boundary
+runs in the host part, and each dyadic weight-free op (pooling, mean, upsampling, weights
+``k * 2**-s``) is composed with the ``Scale(2**s)`` that follows it into one synapse of integer
+weights, so every array a process computes with is an integer (checked when compiling and loading).
+It runs with ``select_tag="fixed_pt"`` (:mod:`spikedeploy.runtimes.lava`).
+
 Delays
 ------
 Each ``Sparse`` adds one step (it sends at step k what it received at k - 1); a neuron emits its
@@ -976,7 +987,16 @@ def template_gate_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
     return Val(x.shape, False, [Term(out, _arange(x.shape))], x.offset, False, None)
 
 
+def host_only_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """``Quantize`` (the host -> device boundary of a fixed-point graph) has no neuron upstream, so it
+    runs in the bundle's host part (the reference's rule: round half to even, clamp to 24 bits,
+    clamps counted) and its integers are injected; one that reads a device value is refused."""
+    raise unsupported(TARGET, node, "Quantize is the host -> device boundary and runs on the host; it cannot read "
+                      "a device value (quantize the float graph with QuantizeFixedPoint)")
+
+
 RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
+    O.Quantize: host_only_rule,
     O.RepeatTime: repeat_time_rule,
     O.SelectStep: select_step_rule,
     O.StackSteps: stack_steps_rule,

@@ -13,6 +13,14 @@ hostable without partition-specific code. A model keeps only the clock (windows,
 schedule), its ports and its state; every number it computes comes from a pure function of
 :mod:`spikedeploy.runtimes.lava_kernels` (tested against the reference rules there).
 
+Precision: every process has a ``floating_pt`` model (float64, :data:`MODELS`) and, except
+``HostSoftmax`` and ``TemplateGateSynapse`` (whose ops QuantizeFixedPoint refuses), a ``fixed_pt``
+model (``Py<Process>Fixed``, :data:`MODELS_BY_TAG` ``["fixed_pt"]``): the float model subclassed,
+the same clock, int64 ports and Vars (:data:`TAG_TYPES`) and the int64 kernels (``fixed_*`` in
+:mod:`~spikedeploy.runtimes.lava_kernels`); the fixed neuron also counts its state clamps
+(``saturated``). Lava's ``Sparse`` and ``RingBuffer`` get exact integer models in the same
+registry (end of the module: why not Lava's own ``PySparseModelBitAcc``).
+
 Time convention (shared with :mod:`spikedeploy.exporters.lava`): one Lava time step is one
 *sub-step*. Macro-step ``t`` (the model's time axis; with a batch streamed sample after sample,
 ``t`` runs over ``B * T`` macro-steps) of a stream that starts at Lava step ``start`` with a window

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from spikedeploy.cli import main
 from spikedeploy.errors import ArtifactError, InputError
@@ -423,6 +424,18 @@ def test_the_validator_accepts_every_compiled_bundle():
                 assert json.dumps(desc, sort_keys=True) == before  # validation changes nothing
                 n += 1
     assert n == 30
+    # fixed-point bundles (issue 14): every fixed neuron kind, both encodings, kernels in integers
+    from spikedeploy.passes import ExpandSpikes
+    from spikedeploy.passes.quantize import quantize_graph
+
+    for kind in ("nilif", "binary_lif"):
+        g = api.prepare_graph(api.build_model("sdt-test", neuron=kind, timesteps=2, model_kwargs={"image_size": 8}),
+                              timesteps=2)
+        x = torch.randn((2, 2) + tuple(g.inputs[0].shape), generator=torch.Generator().manual_seed(0))
+        for enc in ("binary", "graded"):
+            desc, arrays = L.compile_graph(quantize_graph(ExpandSpikes(enc).apply(g), x), enc, unroll_limit=0)
+            assert desc["precision"] == "fixed" and desc["process_counts"].get("conv", 0) > 0
+            validate_bundle(desc, arrays, f"fixed {kind} {enc}")
 
 
 def _memory_read_graph(t_mem: int):
