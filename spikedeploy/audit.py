@@ -716,6 +716,7 @@ def audit_graph(
     runtime: str = "reference",
     model: str = "",
     weights: str = "",
+    saturated: Optional[int] = None,
 ) -> AuditReport:
     """Audit ``graph`` on inputs ``x`` (``[T, B, *s]`` tensor or dict by input name).
 
@@ -726,7 +727,9 @@ def audit_graph(
     run — those counts are audited instead (``runtime`` names who produced them); ``x`` may then be
     None. Raises :class:`AuditError` for an empty input set, counts that do not fit the graph, or a
     graph in which no neuron feeds a synapse ("nothing to audit"), and ``ConfigError`` for an
-    unknown energy profile or encoding.
+    unknown energy profile or encoding. A fixed-point graph's report gives the saturation events of
+    the run (counted here for the reference run; ``saturated``: those the runtime of
+    ``spike_counts`` counted).
     """
     from spikedeploy.passes import ExpandSpikes
     from spikedeploy.reference import execute, graph_mode
@@ -748,7 +751,6 @@ def audit_graph(
     _check_auditable(lowered, shapes)
 
     T = B = None
-    saturated = None
     if x is not None:
         T, B = _input_tb(lowered, x)
         if B == 0 or T == 0:
@@ -1133,9 +1135,9 @@ def audit(
 
         cal, cal_text = api.calibration_inputs(loaded, x, timesteps=int(x.shape[0]), calibration=calibration)
         graph = api.to_fixed(ExpandSpikes(encoding).apply(graph), cal, bits, cal_text)
-    counts = _lava_counts(graph, x, encoding) if runtime == "lava" else None
+    counts, sat = _lava_counts(graph, x, encoding) if runtime == "lava" else (None, None)
     report = audit_graph(graph, x, encoding=encoding, profile=prof, model=loaded.name + (f" (neuron={neuron})" if neuron else ""),
-                         weights=loaded.weights, spike_counts=counts, runtime=runtime)
+                         weights=loaded.weights, spike_counts=counts, runtime=runtime, saturated=sat)
     if output is not None:
         report.write(output, overwrite=overwrite, inputs=inputs)
     return report
@@ -1166,9 +1168,19 @@ def _checked_against_reference(lowered: Graph, x: torch.Tensor, counts, runtime:
     return dict(counts)
 
 
-def _lava_counts(graph: Graph, x: torch.Tensor, encoding: str) -> Dict[str, torch.Tensor]:
-    """Spike counts of ``graph`` lowered to ``encoding`` and run in Lava, checked against the
-    reference spike run."""
+def _run_saturation(trun) -> Optional[int]:
+    """The saturation events a target run counted (state clamps per neuron and host-boundary
+    clamps, ``TargetRun.info``), or None when it counts none (a float run)."""
+    info = trun.info or {}
+    if not isinstance(info.get("saturated"), dict):
+        return None
+    return sum(int(v) for v in info["saturated"].values()) + sum(int(v) for v in (info.get("host_saturated") or {}).values())
+
+
+def _lava_counts(graph: Graph, x: torch.Tensor, encoding: str):
+    """Spike counts of ``graph`` lowered to ``encoding`` (or already lowered: a fixed-point graph)
+    and run in Lava, checked against the reference spike run, and the run's saturation events
+    (:func:`_run_saturation`)."""
     import tempfile
 
     from spikedeploy.passes import ExpandSpikes
@@ -1180,7 +1192,7 @@ def _lava_counts(graph: Graph, x: torch.Tensor, encoding: str) -> Dict[str, torc
     with tempfile.TemporaryDirectory(prefix="spikedeploy-audit-") as tmp:
         path = spec.exporter_module().export(lowered, Path(tmp) / "model.lava", encoding=encoding)
         trun = spec.runtime_module().run(spec.exporter_module().load(path), x)
-    return _checked_against_reference(lowered, x, trun.spike_counts, "lava")
+    return _checked_against_reference(lowered, x, trun.spike_counts, "lava"), _run_saturation(trun)
 
 
 def audit_artifact(
@@ -1240,10 +1252,11 @@ def audit_artifact(
     encoding = graph_mode(graph)
     if encoding == "integer":
         encoding = "binary"
-    counts = None
+    counts = sat = None
     if spec.name == "lava":
-        counts = _checked_against_reference(graph, x, spec.runtime_module().run(artifact, x).spike_counts, "lava")
-    report = audit_graph(graph, x, encoding=encoding, profile=prof, spike_counts=counts,
+        trun = spec.runtime_module().run(artifact, x)
+        counts, sat = _checked_against_reference(graph, x, trun.spike_counts, "lava"), _run_saturation(trun)
+    report = audit_graph(graph, x, encoding=encoding, profile=prof, spike_counts=counts, saturated=sat,
                          runtime=spec.name if counts is not None else "reference", model=str(path),
                          weights=str(graph.meta_dict().get("weights", "")))
     if output is not None:

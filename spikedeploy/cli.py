@@ -104,9 +104,9 @@ _CALIBRATION_RULE = ("the quantization calibrates each layer's exponent on sampl
 
 
 def _precision_options(p: argparse.ArgumentParser, *, default: Optional[str] = "float", calibration: str = "",
-                       artifact: bool = False, what: str = "") -> None:
+                       artifact: bool = False, what: str = ""):
     """--precision (``what``: what fixed does in this command), and (``calibration``: the rule's
-    default) --weight-bits and --calibration."""
+    default) --weight-bits and --calibration; returns the argument group."""
     g = p.add_argument_group("precision")
     if artifact:
         extra = " (default: float; with --artifact: the artifact's own, and float or fixed must match it)"
@@ -123,6 +123,7 @@ def _precision_options(p: argparse.ArgumentParser, *, default: Optional[str] = "
         g.add_argument("--calibration", default=None, metavar="FILE.npy",
                        help="--precision fixed: .npy inputs [T, N, *input_shape] (T = the model's) to calibrate the "
                             "exponents on; " + _CALIBRATION_RULE.format(default=calibration))
+    return g
 
 
 _PARTITIONS_HELP = ("Lava processes the network runs in: auto (default; chosen for speed on this machine), per-layer "
@@ -199,11 +200,11 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("--check-peers", action="store_true",
                    help="nir only: run the NIR peers available here or in .venv-peers (make peers) on the "
                         "exported file and print what each did")
-    _precision_options(e, calibration="--inputs seeded N(0,1) inputs (seed --seed + 1: the inputs 'verify --inputs N' "
+    pg = _precision_options(e, calibration="--inputs seeded N(0,1) inputs (seed --seed + 1: the inputs 'verify --inputs N' "
                                       "checks)",
                        what="With fixed (lava only) the bundle holds the fixed graph and 'run' returns its integer "
                             "outputs decoded to real values")
-    e.add_argument("--inputs", type=int, default=64, dest="num_inputs", metavar="N",
+    pg.add_argument("--inputs", type=int, default=64, dest="num_inputs", metavar="N",
                    help="--precision fixed: number of seeded N(0,1) calibration inputs (default: %(default)s)")
 
     r = sub.add_parser("run", help="run an exported artifact on an input file",

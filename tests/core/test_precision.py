@@ -338,6 +338,16 @@ def test_audit_runtime_lava_fixed(tmp_path, capsys):
     ref = audit("sdt-test", neuron="ilif", num_inputs=2, precision="fixed")
     assert [(l["name"], l["measured_synops"]) for l in data["layers"]] == [(l.name, l.measured_synops)
                                                                           for l in ref.layers]
+    assert data["fixed_point"]["saturated"] == ref.fixed_point["saturated"] == 0
+    # inputs 300x beyond the calibration: Lava counts the clamps the reference counts
+    loaded = api.build_model("sdt-test", neuron="integer_if", timesteps=2)
+    x = api.make_inputs(loaded, timesteps=2, num_inputs=2, seed=1)
+    cal, big = tmp_path / "cal.npy", tmp_path / "big.npy"
+    np.save(cal, x.numpy())
+    np.save(big, x.numpy() * 300)
+    kw = dict(neuron="integer_if", timesteps=2, input_file=str(big), precision="fixed", calibration=str(cal))
+    lava_sat, ref_sat = (audit("sdt-test", runtime=r, **kw).fixed_point["saturated"] for r in ("lava", "reference"))
+    assert lava_sat == ref_sat > 0
 
 
 def test_a_float_bundle_is_not_run_as_fixed(tmp_path, capsys):
