@@ -984,6 +984,7 @@ def track(
     clip_label: Optional[str] = None,
     overwrite: bool = False,
     partitions=None,
+    weight_bits: int = 8,
 ):
     """Track the object in ``init_box`` ([x, y, w, h] in the first frame) through ``clip`` (see
     :func:`spikedeploy.trackrun.load_frames`) with SpikeTrack ``model``, once per target in
@@ -997,8 +998,9 @@ def track(
     ``{"lava": 5}``). Writes boxes, reports, plots and an annotated GIF into the directory
     ``output`` (atomically) when given. ``clip`` may also be an ``N x H x W x 3`` uint8 array;
     ``clip_label`` names it in the report. ``partitions``: the placement of the Lava targets' bundles
-    (``"auto"``, ``"per-layer"`` or N; see :mod:`spikedeploy.exporters.lava_placement`). Returns a
-    :class:`spikedeploy.trackrun.TrackReport`."""
+    (``"auto"``, ``"per-layer"`` or N; see :mod:`spikedeploy.exporters.lava_placement`).
+    ``weight_bits``: the weight mantissa width of the fixed-point targets (``reference-fixed``,
+    ``lava-fixed``). Returns a :class:`spikedeploy.trackrun.TrackReport`."""
     from spikedeploy.models.spiketrack import (
         BUNDLED_FAMILY,
         default_tracker_checkpoint,
@@ -1012,6 +1014,12 @@ def track(
         targets = (backend,)
     targets = [canonical_target(t) for t in targets]
     lava_options = _lava_partitions("lava", partitions)
+    from spikedeploy.trackrun import FIXED_TARGETS
+
+    if isinstance(weight_bits, bool) or not isinstance(weight_bits, int) or not 2 <= weight_bits <= 16:
+        raise ConfigError(f"--weight-bits must be an integer in 2..16 (Loihi 2: 8), got {weight_bits!r}")
+    if weight_bits != 8 and not any(t in FIXED_TARGETS for t in targets):
+        raise ConfigError("--weight-bits applies to the fixed-point targets only (reference-fixed, lava-fixed)")
     if lava_options and not any(t.startswith("lava") for t in targets):
         raise ConfigError("--partitions applies to the Lava targets only (lava, lava-binary)")
     file_inputs = [v for v in (clip, ground_truth, checkpoint) if isinstance(v, (str, Path))
@@ -1062,7 +1070,8 @@ def track(
         load_spiketrack_checkpoint(net, checkpoint)
         weights = f"checkpoint {checkpoint}"
     report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=clip, ground_truth=gt,
-                        preset=preset, frame_limits=frame_limits, progress=progress, lava_options=lava_options)
+                        preset=preset, frame_limits=frame_limits, progress=progress, lava_options=lava_options,
+                        fixed_options={"weight_bits": weight_bits})
     if output is not None:
         write_track_outputs(report, frames, output, gif=gif, overwrite=overwrite, inputs=file_inputs)
     return report

@@ -290,8 +290,13 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="comma-separated targets running the network: torch (integer model, float32), torch64, "
                         "reference (= reference-binary), reference-integer|binary|graded (the reference executor; "
                         "unit or graded spikes), onnx (onnxruntime), lava (= lava-graded), lava-binary (Lava CPU "
-                        "simulator, floating_pt). The first is the one the others are compared with "
+                        "simulator, floating_pt), reference-fixed and lava-fixed (Loihi 2 fixed point: the graphs "
+                        "quantized, --weight-bits, calibrated on crops of the bundled demo clip; the reference in "
+                        "integers and Lava fixed_pt, identical). The first is the one the others are compared with "
                         "(default: %(default)s)")
+    t.add_argument("--weight-bits", type=int, default=8, metavar="N",
+                   help="reference-fixed / lava-fixed: bits of the signed weight mantissas, 2..16 (default: "
+                        "%(default)s, Loihi 2's synaptic weight width)")
     t.add_argument("--lava-frames", type=int, default=None, metavar="N",
                    help="track only the first N frames on Lava targets (the simulator takes seconds to minutes "
                         "per frame); the report says so")
@@ -514,7 +519,8 @@ def _cmd_track(args) -> int:
     report = api.track(args.model, clip=args.clip, init_box=args.init_box, targets=targets,
                        checkpoint=args.checkpoint, ground_truth=args.ground_truth, preset=args.preset,
                        seed=args.seed, frame_limits=limits, output=args.output, gif=not args.no_gif,
-                       progress=not args.no_progress, overwrite=args.overwrite, partitions=args.partitions)
+                       progress=not args.no_progress, overwrite=args.overwrite, partitions=args.partitions,
+                       weight_bits=args.weight_bits)
     print(f"{report.model} ({report.weights}) on {report.num_frames} frames of {report.clip}")
     for t, r in report.runs.items():
         s = report.scores.get(t)

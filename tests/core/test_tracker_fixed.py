@@ -103,3 +103,23 @@ def test_fixed_options_are_checked(tiny):
         ReferenceNetwork(graphs=graphs, precision="fixed16")
     with pytest.raises(ConfigError, match="weight_bits"):
         ReferenceNetwork(graphs=graphs, precision="fixed", weight_bits=1)
+
+
+def test_track_cli_runs_the_fixed_reference_and_checks_weight_bits(tmp_path, capsys):
+    from spikedeploy.cli import main
+    from spikedeploy.models.spiketrack import demo_clip
+
+    frames, gt = demo_clip()
+    clip, truth = tmp_path / "clip.npy", tmp_path / "gt.txt"
+    np.save(clip, frames[:3])
+    np.savetxt(truth, gt[:3], delimiter=",")
+    out = tmp_path / "out"
+    rc = main(["track", "--clip", str(clip), "--ground-truth", str(truth), "--target", "reference-graded,reference-fixed",
+               "--weight-bits", "6", "-o", str(out), "--no-progress", "--no-gif"])
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "reference-fixed" in printed and (out / "report.json").exists()
+    rc = main(["track", "--clip", str(clip), "--ground-truth", str(truth), "--target", "torch", "--weight-bits", "6",
+               "-o", str(tmp_path / "o2"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--weight-bits applies to the fixed-point targets only" in err and err.count("\n") == 1
