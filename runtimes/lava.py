@@ -102,14 +102,19 @@ RING_BUFFER_LIMIT = 4_000_000
 CHANNEL_SIZE = 2
 
 
-def _csr(bundle, rec: dict) -> sp.csr_matrix:
-    return sp.csr_matrix((bundle.array(rec["data"]), bundle.array(rec["indices"]), bundle.array(rec["indptr"])),
-                         shape=tuple(rec["shape"]))
+def _csr(bundle, rec: dict, fixed: bool = False) -> sp.csr_matrix:
+    """The CSR matrix of a ``sparse`` record; ``fixed``: with int64 entries (each checked exact)."""
+    data = bundle.array(rec["data"])
+    if fixed:
+        data = _exact(data, f"Sparse {rec.get('node', '')!r} weights")
+    return sp.csr_matrix((data, bundle.array(rec["indices"]), bundle.array(rec["indptr"])), shape=tuple(rec["shape"]))
 
 
-def _inputs_spec(bundle, p: dict):
+def _inputs_spec(bundle, p: dict, fixed: bool = False):
     """The fused inputs of a process record with their synapses' arrays resolved (sparse: the
-    csr matrix, as the unfused ``Sparse`` would hold it; conv: the kernel)."""
+    csr matrix, as the unfused ``Sparse`` would hold it; conv: the kernel). ``fixed``: the arrays
+    as int64 (checked exact once here, in the parent: a live partition rebuilds its members from
+    these specs every frame)."""
     inputs = p.get("inputs")
     if not inputs:
         return None
@@ -121,9 +126,14 @@ def _inputs_spec(bundle, p: dict):
             if syn is not None:
                 syn = dict(syn)
                 if syn["kind"] == "sparse":
-                    syn["matrix"] = _csr(bundle, syn)
+                    syn["matrix"] = _csr(bundle, syn, fixed)
                 elif syn["kind"] in ("conv", "matmul"):
-                    syn["weight_array"] = bundle.array(syn["weight"])
+                    w = bundle.array(syn["weight"])
+                    syn["weight_array"] = _exact(w, f"kernel {syn.get('node', '')!r}") if fixed else w
+                    if fixed and syn["kind"] == "conv":  # the exactness bound of its float64 products
+                        from spikedeploy.runtimes.lava_procs import _conv_bound
+
+                        syn["bound"] = _conv_bound(syn["weight_array"])
                 else:
                     raise SpikedeployError(f"Lava bundle: process {p['name']!r} has a fused synapse of unknown "
                                            f"kind {syn['kind']!r}")
@@ -236,11 +246,14 @@ def resolve_select_tag(bundle, select_tag: Optional[str]) -> str:
 
 def _fixed_arrays_checked(bundle) -> None:
     """A fixed run: every array a process computes with is an exact integer (a bundle made in
-    memory has not passed the loader's validation)."""
+    memory has not passed the loader's validation). The arrays that become a process's Var are
+    checked here (Lava's builder would cast them to int64 silently); the synapse matrices and
+    fused kernels are checked where they are made int64 (:func:`_csr`, :func:`_inputs_spec`)."""
     from spikedeploy.exporters.lava_validate import fixed_array_fields
 
     for proc, _, field, key in fixed_array_fields(bundle.description["processes"]):
-        _exact(bundle.array(key), f"process {proc!r} {field}")
+        if field != "data" and not field.startswith("inputs."):
+            _exact(bundle.array(key), f"process {proc!r} {field}")
 
 
 def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_dir: Optional[str] = None,
@@ -275,7 +288,7 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
         kind, name = p["type"], p["name"]
         n = int(p["steps"]) if grid and p.get("steps") is not None else T  # this process's macro-steps
         clock = {"period": period, "num_macro": B * n, "slots": G if grid else None}
-        inputs = _inputs_spec(bundle, p)
+        inputs = _inputs_spec(bundle, p, tag == "fixed_pt")
         record = None
         if record_dir is not None and kind in ("neuron", "readout"):
             first, length = ((int(p["in_start"]) + int(p["in_len"]) - 1, int(p["window"])) if kind == "neuron"
@@ -284,7 +297,8 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
             record = {"path": str(Path(record_dir) / f"{index}.npy"), "step": first + last * period + length - 1}
         send = p.get("send")
         if kind == "sparse":
-            proc = Sparse(weights=_csr(bundle, p), num_message_bits=int(p["num_message_bits"]), name=name)
+            proc = Sparse(weights=_csr(bundle, p, tag == "fixed_pt"), num_message_bits=int(p["num_message_bits"]),
+                          name=name)
             models[proc] = sparse_model
         elif kind == "conv":
             proc = LP.ConvSynapse(weight=bundle.array(p["weight"]), in_shape=p["in_shape"], out_shape=p["out_shape"],

@@ -336,7 +336,7 @@ class _Tap:
             self.binary = int(syn["num_message_bits"]) == 0
         elif self.kind == "matmul":
             w = syn["weight_array"]
-            self.w = exact_int64(w, "fused matmul weights") if fixed else np.ascontiguousarray(w)
+            self.w = _as_int64(w, "fused matmul weights") if fixed else np.ascontiguousarray(w)
             self.rows = int(syn["rows"])
         elif self.kind == "conv":
             import torch  # noqa: PLC0415 - only convolving taps need torch
@@ -344,8 +344,8 @@ class _Tap:
             _one_torch_thread()  # taps are made in the model's first step, in its OS process
             w = syn["weight_array"]
             if fixed:
-                w = exact_int64(w, "fused convolution kernel")
-                self.bound = _conv_bound(w)
+                w = _as_int64(w, "fused convolution kernel")
+                self.bound = syn["bound"] if "bound" in syn else _conv_bound(w)
             self.kernel = torch.from_numpy(np.array(w, dtype=np.float64))  # a writable copy
             self.in_shape = tuple(syn["in_shape"])
             self.conv_args = (tuple(syn["stride"]), tuple(syn["padding"]), tuple(syn["dilation"]), int(syn["groups"]))
@@ -373,10 +373,18 @@ class _Tap:
 
 
 def _int_csr(matrix, what: str):
-    """A CSR matrix with int64 entries (each checked to be an exact integer), a new matrix."""
+    """``matrix`` as a CSR matrix with int64 entries: itself when it is one (the runtime makes them,
+    checked, in the parent), else a new one whose entries are checked to be exact integers."""
+    if matrix.format == "csr" and matrix.dtype == np.int64:
+        return matrix
     m = matrix.tocsr(copy=True)
     m.data = exact_int64(m.data, what)
     return m
+
+
+def _as_int64(a, what: str) -> np.ndarray:
+    """``a`` itself when it is an int64 array, else :func:`exact_int64` of it (checked)."""
+    return a if isinstance(a, np.ndarray) and a.dtype == np.int64 else exact_int64(a, what)
 
 
 def _conv_bound(kernel: np.ndarray) -> float:
@@ -1190,7 +1198,7 @@ class PyConvSynapseFixed(PyConvSynapseFloat):
         if self.kernel is None:  # the Var holds its (int64) value once the model is built
             import torch  # noqa: PLC0415
 
-            w = exact_int64(self.weight, "convolution kernel")
+            w = _as_int64(self.weight, "convolution kernel")
             self.bound = _conv_bound(w)
             self.kernel = torch.from_numpy(w.astype(np.float64))
             self.a_buf = self.a_buf.astype(np.int64)
