@@ -15,12 +15,18 @@ deterministically from scikit-image's photographs, ground truth by construction)
    per branch, a fraction of a second per frame):
    boxes, OTB success/precision against the ground truth, per-frame agreement of every target with
    the PyTorch model and of the Lava spike counts with the reference's, layer by layer;
-5. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
+5. **fixed point**: the tracker in Loihi 2 number formats (8-bit weight mantissas, 24-bit state;
+   :mod:`spikedeploy.passes.quantize`) on the whole clip, in Lava's ``fixed_pt`` simulator and the
+   fixed-point reference: their boxes and per-layer spike counts must be identical on every frame;
+   the box IoU against the float tracker per frame and both AUCs are measured and shown;
+6. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
 
 Everything goes into one directory, replaced atomically, with ``index.html`` linking every report.
 The verdict (exit code 0) needs: every verification stage passed, the ONNX, reference and Lava
-boxes identical to the PyTorch model's on every frame they tracked, and the Lava spike counts equal
-to the reference's on every frame.
+boxes identical to the PyTorch model's on every frame they tracked, the Lava spike counts equal
+to the reference's on every frame, and the Lava fixed_pt run identical to the fixed-point
+reference (boxes and spike counts). What quantization costs (IoU against float, AUC) is reported,
+not judged.
 """
 
 from __future__ import annotations
@@ -34,11 +40,14 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["DEMO_MODEL", "DEMO_TARGETS", "DemoResult", "run_demo"]
+__all__ = ["DEMO_MODEL", "DEMO_TARGETS", "DEMO_FIXED_TARGETS", "DemoResult", "run_demo"]
 
 DEMO_MODEL = "spiketrack-tiny128-t1"
 #: tracking targets of the demo; the first is the reference point of the box agreement
 DEMO_TARGETS = ("torch64", "reference-graded", "onnx", "lava-graded")
+#: the fixed-point step: the fixed-point reference first (the exactness reference of lava-fixed),
+#: the float tracker last (its agreement with the first is the IoU fixed vs float per frame)
+DEMO_FIXED_TARGETS = ("reference-fixed", "lava-fixed", "reference-graded")
 _EXPORTS = (("onnx", "onnx", None), ("nir", "nir", "binary"), ("lava", "lava", "graded"))
 
 
@@ -160,7 +169,31 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
         step(f"tracking ({', '.join(t.split('-')[0] for t in targets)})", ok, t0, "; ".join(parts + tr.notes),
              "track/report.html")
 
-        # 5. every neuron type on the test model
+        # 5. fixed point
+        t0 = time.perf_counter()
+        fixed_targets = [t for t in DEMO_FIXED_TARGETS if lava or not t.startswith("lava")]
+        fx = api.track(DEMO_MODEL, clip=frames, clip_label="the bundled clip (clip.npy, groundtruth.txt)",
+                       ground_truth=gt, targets=fixed_targets, checkpoint=ckpt,
+                       frame_limits={"lava-fixed": lava_frames} if lava and lava_frames else None,
+                       output=tmp / "track-fixed", progress=progress)
+        parts, ok = [], True
+        lav = fx.agreement.get("lava-fixed")
+        if lav is not None:
+            ok = lav["all_boxes_identical"] and lav["all_spikes_identical"] is True
+            parts.append(f"lava-fixed (Lava fixed_pt) vs reference-fixed over {lav['frames']} frames: boxes "
+                         f"{'identical' if lav['all_boxes_identical'] else 'DIFFER'}, spike counts "
+                         f"{spike_summary(lav) or 'not compared'}, {fx.runs['lava-fixed'].seconds_per_frame:.2f} s/frame")
+        flo = fx.agreement["reference-graded"]
+        iou = np.asarray(flo["iou"][1:], dtype=np.float64)
+        if iou.size:
+            parts.append(f"fixed vs float box IoU per frame: mean {iou.mean():.3f}, min {iou.min():.3f}, "
+                         f"{(iou >= 0.9).mean():.0%} of frames >= 0.9")
+        parts.append(f"AUC fixed {fx.scores['reference-fixed']['auc']:.3f} vs float "
+                     f"{fx.scores['reference-graded']['auc']:.3f}")
+        step("fixed point (Loihi 2 formats, 8-bit weights)", ok, t0, "; ".join(parts + fx.notes),
+             "track-fixed/report.html")
+
+        # 6. every neuron type on the test model
         t0 = time.perf_counter()
         code = api.neuron_demo(tmp / "neurons", num_inputs=neuron_inputs, progress=progress, quiet=True)
         step("lowering of every neuron type (SDT-v3-style test model)", code == 0, t0,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spikedeploy.demo import DEMO_TARGETS, run_demo
+from spikedeploy.demo import DEMO_FIXED_TARGETS, DEMO_TARGETS, run_demo
 
 pytestmark = pytest.mark.slow
 
@@ -16,7 +16,8 @@ def test_demo_on_a_few_frames(tmp_path, capsys):
     result = run_demo(out, num_frames=4, lava_frames=3, crops=2, neuron_inputs=2, progress=False)
     printed = capsys.readouterr().out
     assert result.passed, printed
-    assert [s.name.split(" ")[0] for s in result.steps] == ["export", "equivalence", "op-count", "tracking", "lowering"]
+    assert [s.name.split(" ")[0] for s in result.steps] == ["export", "equivalence", "op-count", "tracking", "fixed",
+                                                            "lowering"]
     for branch in ("template", "search"):
         for ext in ("onnx", "nir", "lava"):
             assert (out / "exports" / f"{branch}.{ext}").exists(), (branch, ext)
@@ -29,9 +30,16 @@ def test_demo_on_a_few_frames(tmp_path, capsys):
     assert all(n > 0 for n in report["runs"]["lava-graded"]["spike_total"][1:]), "Lava fired no spikes"
     assert report["agreement"]["onnx"]["all_boxes_identical"] is True
     assert "lava-graded tracked the first 3 of 4 frames" in " ".join(report["notes"])
+    fixed = json.loads((out / "track-fixed" / "report.json").read_text())
+    assert list(fixed["runs"]) == list(DEMO_FIXED_TARGETS)
+    lf = fixed["agreement"]["lava-fixed"]  # Lava fixed_pt against the fixed-point reference: exact
+    assert lf["against"] == "reference-fixed" and lf["frames"] == 3 and lf["all_boxes_identical"] is True
+    assert lf["spikes_against"] == "reference-fixed" and lf["all_spikes_identical"] is True
+    assert all(n > 0 for n in fixed["runs"]["lava-fixed"]["spike_total"][1:]), "Lava fixed_pt fired no spikes"
+    assert "fixed vs float box IoU per frame" in printed and "AUC fixed" in printed
     index = (out / "index.html").read_text()
     for link in ("track/report.html", "verify/report.html", "audit/report.html", "neurons/report.html",
-                 "track/track.gif"):
+                 "track/track.gif", "track-fixed/report.html"):
         assert link in index and (out / link).exists(), link
     assert ".md" not in index  # every report is linked as HTML
     assert "nilif/report.html" in (out / "neurons" / "report.html").read_text()
