@@ -392,6 +392,30 @@ class _CapturedNetwork(TrackerNetwork):
     def _record(self, what: str, t0: float) -> None:
         self.timings[what].append(time.perf_counter() - t0)
 
+    def _init_precision(self, precision: str, weight_bits: int, calibration, fixed) -> None:
+        """``precision="fixed"``: replace the lowered branches (``template_graph``, the search
+        base) by their quantization (``fixed``, or :func:`quantize_branches` of them);
+        ``self.fixed`` holds it (None in float), ``memory_clipped`` counts clipped memory cells
+        over every bind."""
+        self.precision, self.weight_bits = precision, int(weight_bits)
+        self.memory_clipped = 0
+        if precision == "fixed":
+            if fixed is None:
+                fixed = quantize_branches(self.template_graph, self._search_base, weight_bits=weight_bits,
+                                          calibration=calibration)
+            self.template_graph, self._search_base = fixed.template, fixed.search
+            self.weight_bits = fixed.weight_bits
+        self.fixed = fixed
+
+    def _bind_memory(self, memory) -> Graph:
+        """The search base with ``memory`` written into its MemoryReads (fixed point: as integer
+        mantissas, clipped cells counted)."""
+        if self.precision == "fixed":
+            graph, clipped = set_fixed_memory(self._search_base, memory)
+            self.memory_clipped += clipped
+            return graph
+        return set_memory(self._search_base, memory)
+
 
 # ---------------------------------------------------------------------------------------------
 # reference interpreter backend
@@ -412,7 +436,13 @@ class ReferenceNetwork(_CapturedNetwork):
     and returns the memory dict; ``search()`` runs the search graph whose MemoryRead weights were
     rewritten with that memory (:func:`set_memory`, redone only when the memory object changes).
     ``last_run`` keeps the latest search :class:`~spikedeploy.reference.RunResult` (per-neuron
-    spike counts)."""
+    spike counts).
+
+    ``precision="fixed"``: the lowered branches quantized to Loihi 2 formats
+    (:func:`quantize_branches` with ``weight_bits`` and ``calibration``, or the given ``fixed``
+    branches) and run in integer arithmetic; outputs are decoded to real values, each new memory
+    is written as integer mantissas (:func:`set_fixed_memory`, clipped cells in
+    ``memory_clipped``)."""
 
     def __init__(self, model=None, *, mode: str = "binary", dtype: torch.dtype = torch.float64,
                  graphs: Optional[SpikeTrackGraphs] = None, precision: str = "float", weight_bits: int = 8,
@@ -437,15 +467,7 @@ class ReferenceNetwork(_CapturedNetwork):
             lower = ExpandSpikes(mode)
             self.template_graph, self._search_base = lower.apply(graphs.template), lower.apply(graphs.search)
         memory_read_map(self._search_base)  # fail now if the search graph is not SpikeTrack's
-        self.precision, self.weight_bits = precision, int(weight_bits)
-        self.memory_clipped = 0  #: fixed point: memory cells clipped to the weight width, all binds
-        if precision == "fixed":
-            if fixed is None:
-                fixed = quantize_branches(self.template_graph, self._search_base, weight_bits=weight_bits,
-                                          calibration=calibration)
-            self.template_graph, self._search_base = fixed.template, fixed.search
-            self.weight_bits = fixed.weight_bits
-        self.fixed = fixed  #: the quantized branches (fixed point), else None
+        self._init_precision(precision, weight_bits, calibration, fixed)
         self.search_graph: Optional[Graph] = None  #: the search graph with the current memory
         self.last_run = None
 
@@ -470,11 +492,7 @@ class ReferenceNetwork(_CapturedNetwork):
         :func:`set_fixed_memory`, unless it is the memory of the previous call)."""
         if self.search_graph is None or memory is not self._bound:
             t0 = time.perf_counter()
-            if self.precision == "fixed":
-                self.search_graph, clipped = set_fixed_memory(self._search_base, memory)
-                self.memory_clipped += clipped
-            else:
-                self.search_graph = set_memory(self._search_base, memory)
+            self.search_graph = self._bind_memory(memory)
             self._bound = memory
             self._record("rebuild", t0)
         return self.search_graph
@@ -610,7 +628,10 @@ class LavaNetwork(_CapturedNetwork):
     ``bundle_dir`` (optional: the template bundle and every search bundle are also written there
     with :func:`~spikedeploy.exporters.lava.export`, as ``template.lava`` and ``search-<n>.lava``);
     ``partitions`` (``"auto"``, the default, ``"per-layer"`` or N: the Lava processes each branch
-    runs in, :mod:`spikedeploy.exporters.lava_placement`; recorded in the bundles, same spikes).
+    runs in, :mod:`spikedeploy.exporters.lava_placement`; recorded in the bundles, same spikes);
+    ``precision`` (``"float"``, or ``"fixed"``: both branches in Loihi 2 formats, run with
+    ``fixed_pt``; ``weight_bits``, ``calibration`` and ``fixed`` as in :class:`ReferenceNetwork`,
+    whose fixed-point run it equals exactly).
 
     Attributes after a call: ``last_spikes`` (``Dict[str, torch.Tensor]``: neuron node name of the
     lowered search graph -> spike counts q ``[1, 1, *s]`` of the last ``search``; compare with
@@ -640,15 +661,7 @@ class LavaNetwork(_CapturedNetwork):
         lower = ExpandSpikes(encoding)
         self.template_graph, self._search_base = lower.apply(graphs.template), lower.apply(graphs.search)
         memory_read_map(self._search_base)  # fail now if the search graph is not SpikeTrack's
-        self.precision, self.weight_bits = precision, int(weight_bits)
-        self.memory_clipped = 0  #: fixed point: memory cells clipped to the weight width, all binds
-        if precision == "fixed":
-            if fixed is None:
-                fixed = quantize_branches(self.template_graph, self._search_base, weight_bits=weight_bits,
-                                          calibration=calibration)
-            self.template_graph, self._search_base = fixed.template, fixed.search
-            self.weight_bits = fixed.weight_bits
-        self.fixed = fixed  #: the quantized branches (fixed point: a fixed_pt Lava run), else None
+        self._init_precision(precision, weight_bits, calibration, fixed)
         self.template_bundle = self._compile(self.template_graph, "template")
         self.search_graph: Optional[Graph] = None  #: the lowered search graph with the current memory
         self.search_bundle = None
@@ -710,11 +723,7 @@ class LavaNetwork(_CapturedNetwork):
             from spikedeploy.exporters.lava import with_memory
 
             t0 = time.perf_counter()
-            if self.precision == "fixed":
-                self.search_graph, clipped = set_fixed_memory(self._search_base, memory)
-                self.memory_clipped += clipped
-            else:
-                self.search_graph = set_memory(self._search_base, memory)
+            self.search_graph = self._bind_memory(memory)
             if self.search_bundle is None or self.bundle_dir is not None:
                 self.search_bundle = self._compile(self.search_graph, f"search-{self._rebuilds}")
             else:
