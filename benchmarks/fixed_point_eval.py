@@ -13,6 +13,11 @@ synthetic sequences of :func:`spikedeploy.tracking_eval.heldout_sequences` (the 
   ``QuantizeFixedPoint`` with N-bit weight mantissas, calibrated on 8 demo-clip crops; Lava
   ``fixed_pt`` computes the same spikes exactly, tests/runtimes/test_lava_fixed.py),
 
+* ``float-noise-E`` (controls, ``--noise``): the float tracker with every weight multiplied by
+  ``1 + E * N(0, 1)`` (seeded): how far a perturbation far below any quantization step moves the
+  boxes of this network (its spikes are a discontinuous function of the weights; a flip spreads
+  through the linear attention to every token),
+
 and writes ``fixed_point.json`` (pooled AUC / P@20 per configuration, per-sequence AUC, the box
 IoU of each fixed run against the float run per frame: mean, share of frames >= 0.9), a Markdown
 table and a plot of AUC and agreement against the weight width into ``--out``
@@ -41,9 +46,17 @@ def main(argv=None) -> int:
     p.add_argument("--sequences", type=int, default=12, help="held-out sequences (default: %(default)s)")
     p.add_argument("--frames", type=int, default=60, help="frames per sequence (default: %(default)s)")
     p.add_argument("--bits", default="4,6,8", help="weight widths, comma-separated (default: %(default)s)")
+    p.add_argument("--noise", default="1e-7,1e-5", help="relative weight noise of the float controls, comma-separated, "
+                   "empty for none (default: %(default)s)")
     p.add_argument("--out", default="benchmarks/results/fixed_point", help="output folder (default: %(default)s)")
+    p.add_argument("--replot", action="store_true", help="only redraw the plot from --out's fixed_point.json")
     args = p.parse_args(argv)
     bits = [int(b) for b in args.bits.split(",")]
+    if args.replot:
+        record = json.loads((Path(args.out) / "fixed_point.json").read_text())
+        _plot(record["results"], bits, Path(args.out) / "weight_bits.png")
+        return 0
+    noises = [float(e) for e in args.noise.split(",") if e.strip()]
 
     from spikedeploy.metrics import box_iou
     from spikedeploy.models.spiketrack import bundled_model, demo_clip
@@ -59,6 +72,8 @@ def main(argv=None) -> int:
     seqs = heldout_sequences(args.sequences, args.frames)
     frames, gt = demo_clip()
     configs = {"float": ReferenceNetwork(mode="graded", graphs=graphs)}
+    for e in noises:
+        configs[f"float-noise-{e:g}"] = ReferenceNetwork(mode="graded", graphs=_perturbed(graphs, e))
     plans = {}
     for b in bits:
         fixed = quantize_branches(template, search, weight_bits=b)
@@ -80,8 +95,8 @@ def main(argv=None) -> int:
             continue
         ious = np.concatenate([box_iou(a[1:], f[1:]) for a, f in zip(boxes[name], boxes["float"])])
         clip_iou = box_iou(demo[name], demo["float"])[1:]
-        layers = plans[name].search.meta_dict()["fixed_point"]["layers"]
-        werr = [v["weight_error_rms"] for v in layers.values() if "weight_error_rms" in v]
+        layers = plans[name].search.meta_dict()["fixed_point"]["layers"] if name in plans else {}
+        werr = [v["weight_error_rms"] for v in layers.values() if "weight_error_rms" in v] or [float("nan")]
         results[name].update({
             "auc_drop": results["float"]["auc"] - results[name]["auc"],
             "iou_vs_float_mean": float(ious.mean()), "iou_vs_float_share_ge_0.9": float((ious >= 0.9).mean()),
@@ -101,6 +116,10 @@ def main(argv=None) -> int:
     for name, r in results.items():
         if name == "float":
             lines.append(f"| float (float64 reference) | {r['auc']:.4f} | {r['precision20']:.4f} | | | | |")
+        elif name.startswith("float-noise"):
+            lines.append(f"| control: float, weights x (1 + {name[12:]} N(0,1)) | {r['auc']:.4f} | {r['precision20']:.4f} | "
+                         f"{r['auc_drop']:+.4f} | {r['iou_vs_float_mean']:.3f} | {r['iou_vs_float_share_ge_0.9']:.1%} | "
+                         f"{r['demo_clip_iou_vs_float_share_ge_0.9']:.1%} |")
         else:
             lines.append(f"| {name} | {r['auc']:.4f} | {r['precision20']:.4f} | {r['auc_drop']:+.4f} | "
                          f"{r['iou_vs_float_mean']:.3f} | {r['iou_vs_float_share_ge_0.9']:.1%} | "
@@ -111,32 +130,50 @@ def main(argv=None) -> int:
     return 0
 
 
+def _perturbed(graphs, rel: float, seed: int = 0):
+    """``graphs`` with every synapse weight multiplied by ``1 + rel * N(0, 1)`` (seeded)."""
+    import dataclasses
+
+    from spikedeploy.ir import ops as O
+
+    rng = np.random.default_rng(seed)
+
+    def perturb(graph):
+        nodes = []
+        for n in graph.nodes:
+            op = n.op
+            if isinstance(op, (O.Conv2d, O.Conv1d, O.Linear)):
+                w = np.asarray(op.weight)
+                op = dataclasses.replace(op, weight=O.as_param(w * (1 + rel * rng.standard_normal(w.shape))))
+            nodes.append(dataclasses.replace(n, op=op))
+        return graph.replace_nodes(nodes)
+
+    return dataclasses.replace(graphs, template=perturb(graphs.template), search=perturb(graphs.search))
+
+
 def _plot(results, bits, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    auc = [results[f"fixed-w{b}"]["auc"] for b in bits]
-    a1.plot(bits, auc, "o-", label="fixed point")
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(13, 4.6))
+    a1.plot(bits, [results[f"fixed-w{b}"]["auc"] for b in bits], "o-", label="fixed point")
     a1.axhline(results["float"]["auc"], color="gray", ls="--", label="float")
-    a1.set_xlabel("weight mantissa bits")
-    a1.set_ylabel("success AUC (held-out)")
-    a1.set_xticks(bits)
-    a1.legend()
-    a1.set_title("Tracking accuracy")
-    a2.plot(bits, [results[f"fixed-w{b}"]["iou_vs_float_mean"] for b in bits], "o-", label="mean IoU vs float")
+    a1.set(xlabel="weight mantissa bits", ylabel="success AUC (held-out)", xticks=bits, title="Tracking accuracy")
+    a1.legend(loc="lower right")
+    a2.plot(bits, [results[f"fixed-w{b}"]["iou_vs_float_mean"] for b in bits], "o-", label="fixed: mean IoU vs float")
     a2.plot(bits, [results[f"fixed-w{b}"]["iou_vs_float_share_ge_0.9"] for b in bits], "s-",
-            label="frames with IoU >= 0.9")
-    a2.plot(bits, [results[f"fixed-w{b}"]["search_weight_error_rms_mean"] * 10 for b in bits], "^-",
-            label="weight error (rms rel.) x10")
-    a2.set_xlabel("weight mantissa bits")
-    a2.set_xticks(bits)
-    a2.set_ylim(0, 1.05)
-    a2.legend()
-    a2.set_title("Agreement with the float tracker")
-    fig.suptitle("SpikeTrack-TINY128-T1 in Loihi 2 fixed point")
+            label="fixed: frames with IoU >= 0.9")
+    for k, style in zip([k for k in results if k.startswith("float-noise")], (":", "-.")):
+        a2.axhline(results[k]["iou_vs_float_share_ge_0.9"], color="gray", ls=style,
+                   label=f"float, weights x (1 + {k[12:]} N(0,1)): frames >= 0.9")
+    a2.set(xlabel="weight mantissa bits", xticks=bits, ylim=(0, 1.0), title="Agreement with the float tracker")
+    a2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
+    a3.semilogy(bits, [results[f"fixed-w{b}"]["search_weight_error_rms_mean"] for b in bits], "^-", color="C2")
+    a3.set(xlabel="weight mantissa bits", xticks=bits, ylabel="rms weight error / rms weight (mean of layers)",
+           title="Weight error (search branch)")
+    fig.suptitle("SpikeTrack-TINY128-T1 in Loihi 2 fixed point (12 held-out sequences)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
