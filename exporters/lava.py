@@ -591,10 +591,10 @@ def _check_integer_arrays(procs: List[dict], arrays: Dict[str, np.ndarray]) -> N
     from spikedeploy.errors import UnsupportedOpError
     from spikedeploy.exporters.lava_validate import fixed_array_fields
 
-    for proc, node, field, key in fixed_array_fields(procs):
+    for proc, node, name, key in fixed_array_fields(procs):
         a = np.asarray(arrays[key])
         if a.dtype.kind == "f" and a.size and not bool(np.all(a == np.round(a))):
-            raise UnsupportedOpError(f"target {TARGET!r}: node {node!r} (process {proc!r}): {field} is not an integer "
+            raise UnsupportedOpError(f"target {TARGET!r}: node {node!r} (process {proc!r}): {name} is not an integer "
                                      "in a fixed-point graph (an op the fixed-point export cannot compose exactly)")
 
 
@@ -1207,8 +1207,8 @@ def fuse_processes(procs: List[dict], connections: List[dict]) -> Tuple[List[dic
     for spec in tapped.values():
         for taps in spec.values():
             for t in taps:
-                for s, sp, _, _ in t["sources"]:
-                    tap_users[(s, sp)] = tap_users.get((s, sp), 0) + 1
+                for s, port, _, _ in t["sources"]:
+                    tap_users[(s, port)] = tap_users.get((s, port), 0) + 1
     # drop delay lines no one reads any more (iterate: chains)
     while True:
         plain_users: Dict[Tuple[str, str], int] = {}
