@@ -18,6 +18,11 @@ synthetic sequences of :func:`spikedeploy.tracking_eval.heldout_sequences` (the 
   boxes of this network (its spikes are a discontinuous function of the weights; a flip spreads
   through the linear attention to every token),
 
+* ``float-on-grid-w8`` (control): the float tracker whose device weights, biases and memories are
+  the 8-bit fixed-point values themselves (what a perfect quantization-aware training could
+  give the float model), compared with ``fixed-w8``: what is left is the state's rounding, the
+  host boundary and the decay's truncation,
+
 and writes ``fixed_point.json`` (pooled AUC / P@20 per configuration, per-sequence AUC, the box
 IoU of each fixed run against the float run per frame: mean, share of frames >= 0.9), a Markdown
 table and a plot of AUC and agreement against the weight width into ``--out``
@@ -79,6 +84,8 @@ def main(argv=None) -> int:
         fixed = quantize_branches(template, search, weight_bits=b)
         plans[f"fixed-w{b}"] = fixed
         configs[f"fixed-w{b}"] = ReferenceNetwork(mode="graded", graphs=graphs, precision="fixed", fixed=fixed)
+    if 8 in bits:
+        configs["float-on-grid-w8"] = _on_grid(graphs, template, search, plans["fixed-w8"])
     results, boxes, demo = {}, {}, {}
     for name, net in configs.items():
         t0 = time.perf_counter()
@@ -93,11 +100,13 @@ def main(argv=None) -> int:
     for name in configs:
         if name == "float":
             continue
-        ious = np.concatenate([box_iou(a[1:], f[1:]) for a, f in zip(boxes[name], boxes["float"])])
-        clip_iou = box_iou(demo[name], demo["float"])[1:]
+        against = "fixed-w8" if name == "float-on-grid-w8" else "float"
+        ious = np.concatenate([box_iou(a[1:], f[1:]) for a, f in zip(boxes[name], boxes[against])])
+        clip_iou = box_iou(demo[name], demo[against])[1:]
         layers = plans[name].search.meta_dict()["fixed_point"]["layers"] if name in plans else {}
         werr = [v["weight_error_rms"] for v in layers.values() if "weight_error_rms" in v] or [float("nan")]
         results[name].update({
+            "compared_with": against,
             "auc_drop": results["float"]["auc"] - results[name]["auc"],
             "iou_vs_float_mean": float(ious.mean()), "iou_vs_float_share_ge_0.9": float((ious >= 0.9).mean()),
             "demo_clip_iou_vs_float_mean": float(clip_iou.mean()),
@@ -116,6 +125,10 @@ def main(argv=None) -> int:
     for name, r in results.items():
         if name == "float":
             lines.append(f"| float (float64 reference) | {r['auc']:.4f} | {r['precision20']:.4f} | | | | |")
+        elif name == "float-on-grid-w8":
+            lines.append(f"| control: float with the 8-bit grid's weights, biases, memories, **vs fixed-w8** | {r['auc']:.4f} | "
+                         f"{r['precision20']:.4f} | {r['auc_drop']:+.4f} | {r['iou_vs_float_mean']:.3f} | "
+                         f"{r['iou_vs_float_share_ge_0.9']:.1%} | {r['demo_clip_iou_vs_float_share_ge_0.9']:.1%} |")
         elif name.startswith("float-noise"):
             lines.append(f"| control: float, weights x (1 + {name[12:]} N(0,1)) | {r['auc']:.4f} | {r['precision20']:.4f} | "
                          f"{r['auc_drop']:+.4f} | {r['iou_vs_float_mean']:.3f} | {r['iou_vs_float_share_ge_0.9']:.1%} | "
@@ -128,6 +141,49 @@ def main(argv=None) -> int:
     _plot(results, bits, out / "weight_bits.png")
     print("\n".join(lines))
     return 0
+
+
+def _on_grid(graphs, template, search, fixed):
+    """A float ReferenceNetwork whose lowered branches carry the fixed-point graphs' device weights
+    and biases decoded to real values (exact), and whose memories are snapped to the MemoryReads'
+    8-bit grid at every bind."""
+    import dataclasses
+
+    from spikedeploy.ir import ops as O
+    from spikedeploy.passes.quantize import quantize_memory
+    from spikedeploy.tracker_backends import ReferenceNetwork, memory_read_map, set_memory
+
+    def decoded(float_graph, fixed_graph):
+        plan = fixed_graph.meta_dict()["fixed_point"]["layers"]
+        nodes = []
+        for n in float_graph.nodes:
+            op, info = n.op, plan.get(n.name)
+            if info and isinstance(op, (O.Conv2d, O.Conv1d, O.Linear)):
+                q = fixed_graph.node(n.name).op
+                kw = {"weight": O.as_param(np.asarray(q.weight) * 2.0 ** (info["in_exponent"] - info["out_exponent"]))}
+                if op.bias is not None:
+                    kw["bias"] = O.as_param(np.asarray(q.bias) * 2.0 ** -info["out_exponent"])
+                op = dataclasses.replace(op, **kw)
+            nodes.append(dataclasses.replace(n, op=op))
+        return float_graph.replace_nodes(nodes)
+
+    reads = set(memory_read_map(search))
+    exps = fixed.search.meta_dict()["fixed_point"]["memory"]
+
+    class OnGrid(ReferenceNetwork):
+        def _bind_memory(self, memory):
+            g = set_memory(self._search_base, memory)
+            nodes = []
+            for n in g.nodes:
+                if n.name in reads:
+                    m, _ = quantize_memory(fixed.search, n.name, np.asarray(n.op.memory))
+                    n = dataclasses.replace(n, op=dataclasses.replace(n.op, memory=O.as_param(m * 2.0 ** -exps[n.name])))
+                nodes.append(n)
+            return g.replace_nodes(nodes)
+
+    net = OnGrid(mode="graded", graphs=graphs)
+    net.template_graph, net._search_base = decoded(template, fixed.template), decoded(search, fixed.search)
+    return net
 
 
 def _perturbed(graphs, rel: float, seed: int = 0):
@@ -168,10 +224,13 @@ def _plot(results, bits, path: Path) -> None:
     for k, style in zip([k for k in results if k.startswith("float-noise")], (":", "-.")):
         a2.axhline(results[k]["iou_vs_float_share_ge_0.9"], color="gray", ls=style,
                    label=f"float, weights x (1 + {k[12:]} N(0,1)): frames >= 0.9")
+    if "float-on-grid-w8" in results:
+        a2.plot([8], [results["float-on-grid-w8"]["iou_vs_float_share_ge_0.9"]], "kx", ms=9,
+                label="float on the 8-bit grid vs fixed-w8: frames >= 0.9")
     a2.set(xlabel="weight mantissa bits", xticks=bits, ylim=(0, 1.0), title="Agreement with the float tracker")
     a2.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=8, frameon=False)
     a3.semilogy(bits, [results[f"fixed-w{b}"]["search_weight_error_rms_mean"] for b in bits], "^-", color="C2")
-    a3.set(xlabel="weight mantissa bits", xticks=bits, ylabel="rms weight error / rms weight (mean of layers)",
+    a3.set(xlabel="weight mantissa bits", xticks=bits, ylabel="rms error / rms weight, mean of layers",
            title="Weight error (search branch)")
     fig.suptitle("SpikeTrack-TINY128-T1 in Loihi 2 fixed point (12 held-out sequences)")
     fig.tight_layout()
