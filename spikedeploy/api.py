@@ -521,6 +521,10 @@ def verify(
 
     bar.set_postfix_str("fold+fuse")
     folded = default_pipeline().apply(graph)
+    if bits is not None:  # an op without a fixed-point form: refused before the float stages run
+        from spikedeploy.passes.quantize import check_quantizable
+
+        check_quantizable(folded)
     r_raw = execute(graph, x, "integer", dtype=dt)
     r_fold = execute(folded, x, "integer", dtype=dt)
     r_fold_tf = run(folded, x, dtype=dt, teacher=r_raw)

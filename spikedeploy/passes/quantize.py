@@ -76,7 +76,7 @@ from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, Node
 from spikedeploy.passes.base import Pass
 
-__all__ = ["QuantizeFixedPoint", "FixedPointError", "WEIGHT_BITS", "BIAS_MANTISSA_BITS", "BIAS_EXPONENT_MAX",
+__all__ = ["QuantizeFixedPoint", "FixedPointError", "check_quantizable", "WEIGHT_BITS", "BIAS_MANTISSA_BITS", "BIAS_EXPONENT_MAX",
            "decode_outputs", "quantize_memory", "fixed_plan", "quantize_graph"]
 
 #: Loihi 2 synaptic weights: 8-bit signed mantissa (lava-nc ``Dense``/``Sparse`` ``num_weight_bits``)
@@ -97,6 +97,19 @@ _UNSUPPORTED = (O.DynamicIntegerLIF, O.RepeatTime, O.SelectStep, O.StackSteps, O
 
 class FixedPointError(SpikedeployError):
     """A graph that cannot be put in fixed point (the message names the node and the reason)."""
+
+
+def check_quantizable(graph: Graph) -> None:
+    """Refuse, before any work, a graph with a device op that has no fixed-point form yet
+    (UnsupportedOpError naming the node): the check the pass makes, without its calibration run.
+    A device op is one downstream of a neuron (host ops before the first neuron stay float)."""
+    device: set = set()
+    for n in graph.nodes:
+        if n.op.is_neuron or any(i in device for i in n.inputs):
+            device.add(n.name)
+            if isinstance(n.op, _UNSUPPORTED):
+                raise UnsupportedOpError(f"node {n.name!r}: op {n.op.kind} has no fixed-point form yet; export it "
+                                         "with --precision float")
 
 
 def fixed_plan(graph: Graph) -> dict:

@@ -241,3 +241,13 @@ def test_a_large_bias_lowers_the_layer_exponent_instead_of_clipping():
     assert 3.0 * 2 ** info["out_exponent"] <= 4095 * 128
     ref, fx = run(g, x), run(gq, x)
     assert torch.equal(ref.records["n"].q, fx.records["n"].q) and float(fx.records["n"].q.sum()) > 0
+
+
+def test_check_quantizable_refuses_before_any_run():
+    from spikedeploy.passes.quantize import check_quantizable
+
+    g, x = _sdt("dilif")
+    with pytest.raises(UnsupportedOpError, match="DynamicIntegerLIF has no fixed-point form"):
+        check_quantizable(g)
+    ok, _ = _sdt("nilif")
+    check_quantizable(ok)  # a host BatchNorm/stem before the first neuron is fine
