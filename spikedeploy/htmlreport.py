@@ -409,6 +409,45 @@ def _row_label(name: str, prefix: List[str]) -> str:
     return _short(".".join(comps[k:]))
 
 
+def _stage_figure(n: int):
+    """The frame of a per-stage figure: ``n`` layer rows, two panels sharing them (left 3/5,
+    right 2/5). Returns ``(fig, left, right)``."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, 1.25 + ROW_HEIGHT_IN * n), layout="constrained")
+    ax, ar = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2])
+    return fig, ax, ar
+
+
+def _shade_row(axes, i: int, color: str) -> None:
+    for a in axes:
+        a.axhspan(i - 0.5, i + 0.5, color=color, lw=0, zorder=0)
+
+
+def _style_stage_axes(ax, ar, labels: Sequence[str], left_label: str, right_label: str) -> None:
+    """Row labels top to bottom, axis labels, light x grids, x ticks repeated on top of tall figures."""
+    n = len(labels)
+    ax.set_yticks(range(n))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_xlabel(left_label, fontsize=8)
+    ar.set_xlabel(right_label, fontsize=8)
+    for a in (ax, ar):
+        a.grid(axis="x", color="#eaeef2")
+        a.set_axisbelow(True)
+        a.tick_params(axis="x", labelsize=8, labeltop=n > 12, top=n > 12)
+    ar.tick_params(axis="y", left=False)
+
+
+def _stage_title(fig, gi: int, groups, label: str, single: str, prefix: List[str]) -> str:
+    """Set the figure's title (stage k of n, or ``single`` for one stage; the common name prefix
+    the row labels omit) and return it without the prefix note."""
+    where = ".".join(prefix)
+    title = f"Stage {gi + 1}/{len(groups)}: {label}" if len(groups) > 1 else single
+    fig.suptitle(title + (f"   (names below {where}.)" if where else ""), fontsize=10, x=0.01, ha="left")
+    return title
+
+
 def audit_figures(report) -> List[Tuple[object, str]]:
     """The audit plots as (matplotlib Figure, caption), each drawn to be shown at its native size
     (:data:`FIGURE_WIDTH_IN` x :data:`FIGURE_DPI` px wide, :data:`ROW_HEIGHT_IN` per layer row):
@@ -458,8 +497,7 @@ def audit_figures(report) -> List[Tuple[object, str]]:
         sub = [rows[i] for i in idx]
         prefix = _common_prefix([_components(l.name) for l in sub])
         n = len(sub)
-        fig = Figure(figsize=(FIGURE_WIDTH_IN, 1.25 + ROW_HEIGHT_IN * n), layout="constrained")
-        ax, ar = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2])
+        fig, ax, ar = _stage_figure(n)
         y = np.arange(n)
         theo = np.array([ops_of(l)[0] for l in sub])
         meas = np.array([ops_of(l)[1] for l in sub])
@@ -468,29 +506,16 @@ def audit_figures(report) -> List[Tuple[object, str]]:
         ax.barh(y + h / 2, np.where(meas > 0, meas, np.nan), h, color="#1f6feb", label="measured (SynOps; host: MACs)")
         for i, l in enumerate(sub):
             if l.host:
-                for a in (ax, ar):
-                    a.axhspan(i - 0.5, i + 0.5, color="#fbeec4", lw=0, zorder=0)
+                _shade_row((ax, ar), i, "#fbeec4")
         if np.any(theo > 0) or np.any(meas > 0):
             ax.set_xscale("log")
-        ax.set_yticks(y)
-        ax.set_yticklabels([_row_label(l.name, prefix) + ("  [host]" if l.host else "") for l in sub], fontsize=8)
-        ax.set_ylim(n - 0.5, -0.5)
-        ax.set_xlabel("ops per frame (log scale)", fontsize=8)
-        ax.grid(axis="x", which="major", color="#eaeef2")
-        ax.set_axisbelow(True)
-        ax.tick_params(axis="x", labelsize=8, labeltop=n > 12, top=n > 12)
+        _style_stage_axes(ax, ar, [_row_label(l.name, prefix) + ("  [host]" if l.host else "") for l in sub],
+                          "ops per frame (log scale)", "firing rate of the source neuron (mean integer q)")
         w = 0.8 / T
         for t in range(T):
             vals = [l.rates_per_step[t] if (not l.host and t < len(l.rates_per_step)) else np.nan for l in sub]
             ar.barh(y - 0.4 + w * (t + 0.5), vals, w, color=step_colors[t % len(step_colors)], label=f"T{t + 1}")
-        ar.set_xlabel("firing rate of the source neuron (mean integer q)", fontsize=8)
-        ar.grid(axis="x", color="#eaeef2")
-        ar.set_axisbelow(True)
-        ar.tick_params(axis="x", labelsize=8, labeltop=n > 12, top=n > 12)
-        ar.tick_params(axis="y", left=False)
-        where = ".".join(prefix)
-        title = f"Stage {gi + 1}/{len(groups)}: {label}" if len(groups) > 1 else "Per-layer ops and firing rates"
-        fig.suptitle(title + (f"   (names below {where}.)" if where else ""), fontsize=10, x=0.01, ha="left")
+        title = _stage_title(fig, gi, groups, label, "Per-layer ops and firing rates", prefix)
         handles = ax.get_legend_handles_labels()
         rh = ar.get_legend_handles_labels()
         fig.legend(handles[0] + (rh[0] if T > 1 else []), handles[1] + (rh[1] if T > 1 else []),
@@ -529,7 +554,6 @@ def precision_figures(report) -> List[Tuple[object, str]]:
     largest relative weight error of the ops feeding the layer (right); rows with saturation events
     are shaded red. Drawn for native size, like :func:`audit_figures`."""
     import numpy as np
-    from matplotlib.figure import Figure
 
     rows = list(report.layers)
     groups = layer_groups([l.name for l in rows])
@@ -538,8 +562,7 @@ def precision_figures(report) -> List[Tuple[object, str]]:
         sub = [rows[i] for i in idx]
         prefix = _common_prefix([_components(l.name) for l in sub])
         n = len(sub)
-        fig = Figure(figsize=(FIGURE_WIDTH_IN, 1.25 + ROW_HEIGHT_IN * n), layout="constrained")
-        ax, ar = fig.subplots(1, 2, sharey=True, width_ratios=[3, 2])
+        fig, ax, ar = _stage_figure(n)
         y = np.arange(n)
         el = np.array([max(l.elements, 1) for l in sub], dtype=float)
         tf = 100.0 * np.array([l.mismatches_tf for l in sub]) / el
@@ -549,25 +572,12 @@ def precision_figures(report) -> List[Tuple[object, str]]:
         ax.barh(y + h / 2, fr, h, color="#9ec5f4", label="free-running")
         for i, l in enumerate(sub):
             if l.saturated or l.target_saturated:
-                for a in (ax, ar):
-                    a.axhspan(i - 0.5, i + 0.5, color="#ffd8d3", lw=0, zorder=0)
-        ax.set_yticks(y)
-        ax.set_yticklabels([_row_label(l.name, prefix) + ("  [saturated]" if l.saturated else "") for l in sub],
-                           fontsize=8)
-        ax.set_ylim(n - 0.5, -0.5)
-        ax.set_xlabel("q mismatches vs float [% of the layer's values]", fontsize=8)
-        ax.grid(axis="x", color="#eaeef2")
-        ax.set_axisbelow(True)
-        ax.tick_params(axis="x", labelsize=8, labeltop=n > 12, top=n > 12)
+                _shade_row((ax, ar), i, "#ffd8d3")
         ar.barh(y, [100.0 * l.weight_error_max for l in sub], 0.6, color="#f0883e", label="weight error max")
-        ar.set_xlabel("largest weight error, max|W - W_q| / max|W| [%]", fontsize=8)
-        ar.grid(axis="x", color="#eaeef2")
-        ar.set_axisbelow(True)
-        ar.tick_params(axis="x", labelsize=8, labeltop=n > 12, top=n > 12)
-        ar.tick_params(axis="y", left=False)
-        where = ".".join(prefix)
-        title = (f"Stage {gi + 1}/{len(groups)}: {label}" if len(groups) > 1 else "Per-layer quantization error")
-        fig.suptitle(title + (f"   (names below {where}.)" if where else ""), fontsize=10, x=0.01, ha="left")
+        _style_stage_axes(ax, ar, [_row_label(l.name, prefix) + ("  [saturated]" if l.saturated else "") for l in sub],
+                          "q mismatches vs float [% of the layer's values]",
+                          "largest weight error, max|W - W_q| / max|W| [%]")
+        title = _stage_title(fig, gi, groups, label, "Per-layer quantization error", prefix)
         hl = ax.get_legend_handles_labels()
         fig.legend(hl[0], hl[1], loc="outside upper right", ncol=2, fontsize=8, frameon=False)
         first, last = idx[0] + 1, idx[-1] + 1
