@@ -29,6 +29,8 @@ from spikedeploy.ir.graph import Graph
 from spikedeploy.passes import default_pipeline
 from spikedeploy.reference import execute, run
 from spikedeploy.passes import ExpandSpikes
+from spikedeploy.passes.quantize import WEIGHT_BITS, check_weight_bits
+from spikedeploy.targets import PRECISIONS  # float or fixed
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 SPIKE_MODES = ("binary", "graded")
@@ -152,9 +154,8 @@ def make_inputs(loaded: LoadedModel, *, timesteps: int, num_inputs: int, seed: i
 # precision: float or Loihi 2 fixed point (spikedeploy.passes.quantize)
 # ---------------------------------------------------------------------------------------------
 
-PRECISIONS = ("float", "fixed")
 #: the default weight mantissa width of --precision fixed (Loihi 2's synapses hold 8 bits)
-DEFAULT_WEIGHT_BITS = 8
+DEFAULT_WEIGHT_BITS = WEIGHT_BITS
 
 
 def check_precision(precision: str, weight_bits: Optional[int] = None, calibration=None, *,
@@ -173,9 +174,7 @@ def check_precision(precision: str, weight_bits: Optional[int] = None, calibrati
         if calibration is not None:
             raise ConfigError("--calibration applies to --precision fixed only")
         return None
-    bits = DEFAULT_WEIGHT_BITS if weight_bits is None else weight_bits
-    if isinstance(bits, bool) or not isinstance(bits, int) or not 2 <= bits <= 16:
-        raise ConfigError(f"--weight-bits must be an integer in 2..16 (Loihi 2 holds 8), got {weight_bits!r}")
+    bits = check_weight_bits(DEFAULT_WEIGHT_BITS if weight_bits is None else weight_bits)
     for t in targets:
         target_precision(t, precision)
     if calibration is not None and not Path(calibration).is_file():
@@ -1020,8 +1019,7 @@ def track(
     lava_options = _lava_partitions("lava", partitions)
     from spikedeploy.trackrun import FIXED_TARGETS
 
-    if isinstance(weight_bits, bool) or not isinstance(weight_bits, int) or not 2 <= weight_bits <= 16:
-        raise ConfigError(f"--weight-bits must be an integer in 2..16 (Loihi 2: 8), got {weight_bits!r}")
+    check_weight_bits(weight_bits)
     if weight_bits != 8 and not any(t in FIXED_TARGETS for t in targets):
         raise ConfigError("--weight-bits applies to the fixed-point targets only (reference-fixed, lava-fixed)")
     if lava_options and not any(t.startswith("lava") for t in targets):

@@ -70,14 +70,11 @@ class DemoResult:
 
 
 def _search_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) -> np.ndarray:
-    """Search-branch inputs ``[1, count, 3, S, S]`` (float32): the tracker's 4x-context crops around
-    the ground-truth boxes of ``count`` frames spread over the clip, normalized as the tracker does."""
-    from spikedeploy.models.spiketrack import normalize_images
-    from spikedeploy.tracker import SEARCH_FACTOR, crop_with_context
+    """Search-branch inputs ``[1, count, 3, S, S]`` (float32):
+    :func:`spikedeploy.tracker.context_crops` of the clip."""
+    from spikedeploy.tracker import context_crops
 
-    idx = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
-    crops = [crop_with_context(frames[i], boxes[i].tolist(), SEARCH_FACTOR, size)[0] for i in idx]
-    return normalize_images(np.stack(crops)).numpy()[None].astype(np.float32)
+    return context_crops(frames, boxes, size, count)[None].astype(np.float32)
 
 
 def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames: Optional[int] = None, crops: int = 8,

@@ -68,6 +68,7 @@ __all__ = [
     "TEMPLATE_FACTOR",
     "CLIP_MARGIN",
     "crop_with_context",
+    "context_crops",
     "resize_bilinear_u8",
     "map_box_back",
     "clip_box",
@@ -219,6 +220,17 @@ def crop_with_context(frame: np.ndarray, box: Sequence[float], factor: float, ou
         return out
 
     return _resize_u8(sample, side, side, output_size, output_size), output_size / side
+
+
+def context_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) -> np.ndarray:
+    """HOST: the tracker's normalized search crops (:data:`SEARCH_FACTOR` context, ``size``
+    pixels) around the ground-truth ``boxes`` of ``count`` frames spread evenly over ``frames``:
+    float32 ``[count, 3, S, S]`` (sample inputs of a branch: verification, calibration)."""
+    from spikedeploy.models.spiketrack import normalize_images
+
+    idx = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
+    crops = [crop_with_context(frames[i], boxes[i].tolist(), SEARCH_FACTOR, size)[0] for i in idx]
+    return normalize_images(np.stack(crops)).numpy()
 
 
 def map_box_back(prev_box: Sequence[float], pred_box: Sequence[float], resize_factor: float, size: int

@@ -43,14 +43,15 @@ import dataclasses
 import re
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from spikedeploy.errors import CaptureError, ConfigError, SpikedeployError
+from spikedeploy.errors import CaptureError, ConfigError
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph
+from spikedeploy.targets import PRECISIONS  # float or fixed
 from spikedeploy.tracker import TrackerError, TrackerNetwork
 
 __all__ = [
@@ -257,8 +258,6 @@ def set_memory(graph: Graph, memories) -> Graph:
 # fixed point (Loihi 2 formats: spikedeploy.passes.quantize)
 # ---------------------------------------------------------------------------------------------
 
-#: the numeric precision of a graph-based backend
-PRECISIONS = ("float", "fixed")
 #: calibration crops taken from the bundled demo clip by default (frames spread over the clip)
 CALIBRATION_CROPS = 8
 
@@ -269,13 +268,10 @@ def calibration_crops(size: int, templates: int, count: int = CALIBRATION_CROPS)
     clip, normalized as the tracker does), as template input ``[templates, count, 3, S, S]``
     (the template branch takes T crops; the same crops serve every template slot) and search input
     ``[1, count, 3, S, S]``. The demo clip is the project's own synthetic sample data."""
-    from spikedeploy.models.spiketrack import demo_clip, normalize_images
-    from spikedeploy.tracker import SEARCH_FACTOR, crop_with_context
+    from spikedeploy.models.spiketrack import demo_clip
+    from spikedeploy.tracker import context_crops
 
-    frames, boxes = demo_clip()
-    idx = np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round().astype(int)
-    crops = [crop_with_context(frames[i], boxes[i].tolist(), SEARCH_FACTOR, size)[0] for i in idx]
-    x = normalize_images(np.stack(crops)).to(torch.float64)[None]
+    x = torch.from_numpy(context_crops(*demo_clip(), size, count)).to(torch.float64)[None]
     return x.expand(int(templates), *x.shape[1:]).contiguous(), x
 
 
@@ -337,8 +333,9 @@ def set_fixed_memory(graph: Graph, memories) -> Tuple[Graph, int]:
 def _check_precision(who: str, precision: str, weight_bits: int) -> None:
     if precision not in PRECISIONS:
         raise ConfigError(f"{who}: unknown precision {precision!r}; expected one of {PRECISIONS}")
-    if isinstance(weight_bits, bool) or not isinstance(weight_bits, int) or not 2 <= weight_bits <= 16:
-        raise ConfigError(f"{who}: weight_bits must be an integer in 2..16 (Loihi 2: 8), got {weight_bits!r}")
+    from spikedeploy.passes.quantize import check_weight_bits
+
+    check_weight_bits(weight_bits, f"{who}: weight_bits")
 
 
 # ---------------------------------------------------------------------------------------------

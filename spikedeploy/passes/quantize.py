@@ -71,7 +71,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spikedeploy.errors import SpikedeployError, UnsupportedOpError
+from spikedeploy.errors import ConfigError, UnsupportedOpError
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, Node
 from spikedeploy.passes.base import Pass
@@ -95,21 +95,37 @@ _UNSUPPORTED = (O.DynamicIntegerLIF, O.RepeatTime, O.SelectStep, O.StackSteps, O
                 O.TemplateGate, O.BatchNorm)
 
 
-class FixedPointError(SpikedeployError):
-    """A graph that cannot be put in fixed point (the message names the node and the reason)."""
+class FixedPointError(ConfigError):
+    """A graph or option that cannot be put in fixed point (the message names the node and the
+    reason; bad input: exit code 2)."""
 
 
-def check_quantizable(graph: Graph) -> None:
-    """Refuse, before any work, a graph with a device op that has no fixed-point form yet
-    (UnsupportedOpError naming the node): the check the pass makes, without its calibration run.
-    A device op is one downstream of a neuron (host ops before the first neuron stay float)."""
+def check_weight_bits(bits, name: str = "--weight-bits") -> int:
+    """``bits`` if it is a valid weight mantissa width (an integer in 2..16), else a one-line
+    FixedPointError naming the option ``name``."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 16:
+        raise FixedPointError(f"{name} must be an integer in 2..16 (Loihi 2 holds 8), got {bits!r}")
+    return int(bits)
+
+
+def _device_nodes(graph: Graph) -> set:
+    """The nodes of a float graph that fixed point puts on the device: the neurons and everything
+    downstream of them (the ops before the first neuron, e.g. the stem on pixels, stay host float)."""
     device: set = set()
     for n in graph.nodes:
         if n.op.is_neuron or any(i in device for i in n.inputs):
             device.add(n.name)
-            if isinstance(n.op, _UNSUPPORTED):
-                raise UnsupportedOpError(f"node {n.name!r}: op {n.op.kind} has no fixed-point form yet; export it "
-                                         "with --precision float")
+    return device
+
+
+def check_quantizable(graph: Graph) -> None:
+    """Refuse, before any work, a graph with a device op that has no fixed-point form yet
+    (UnsupportedOpError naming the node); :class:`QuantizeFixedPoint` makes this check first."""
+    device = _device_nodes(graph)
+    for n in graph.nodes:
+        if n.name in device and isinstance(n.op, _UNSUPPORTED):
+            raise UnsupportedOpError(f"node {n.name!r}: op {n.op.kind} has no fixed-point form yet; export it "
+                                     "with --precision float")
 
 
 def fixed_plan(graph: Graph) -> dict:
@@ -208,9 +224,9 @@ class _Builder:
     ``A'_v`` of each float value (module docstring)."""
 
     def __init__(self, graph: Graph, allowed: Dict[str, int], bits: int, state_bits: int, spikes: set, host: set,
-                 shapes):
+                 shifts: Dict[str, Tuple[int, str]]):
         self.graph, self.allowed, self.bits, self.state_bits = graph, allowed, bits, state_bits
-        self.spikes, self.host, self.shapes = spikes, host, shapes
+        self.spikes, self.host, self.shifts = spikes, host, shifts
         self.nodes: List[Node] = []
         self.exp: Dict[str, int] = {}
         self.origin: Dict[str, str] = {}  # new value -> the float graph's value it carries (scaled)
@@ -338,23 +354,19 @@ class _Builder:
             if f < f_min:
                 src, f = self.align(n.inputs[0], f_min), f_min
             unit = 1 << f
-            leak = None
-            if stateful:
-                leak = (tuple(int(round(min(max(x, 0.0), 1.0) * 4096)) for x in op.leak) if isinstance(op.leak, tuple)
-                        else int(round(min(max(op.leak, 0.0), 1.0) * 4096)))
-                leak = tuple(leak) if isinstance(op.leak, tuple) else leak
-                for x in (op.leak if isinstance(op.leak, tuple) else (op.leak,)):
-                    if not 0.0 <= x <= 1.0:
-                        raise FixedPointError(f"node {n.name!r} ({op.label}): leak {x} is outside [0, 1]; a 12-bit "
-                                              "decay fraction cannot represent it")
+            lk = op.leak if isinstance(op.leak, tuple) else ((op.leak,) if stateful else ())
+            for x in lk:
+                if not 0.0 <= x <= 1.0:
+                    raise FixedPointError(f"node {n.name!r} ({op.label}): leak {x} is outside [0, 1]; a 12-bit "
+                                          "decay fraction cannot represent it")
+            lq = tuple(int(round(x * 4096)) for x in lk)
+            leak = lq if isinstance(op.leak, tuple) else (lq[0] if stateful else None)
             reset = int(round(unit / r))
             try:
                 new = O.FixedIntegerLIF(d=op.d, unit=unit, reset=reset, leak=leak, rounding=op.rounding, label=op.label,
                                         encoding=op.encoding, norm=op.norm, state_bits=self.state_bits)
             except ValueError as e:
                 raise FixedPointError(f"node {n.name!r} ({op.label}): {e}") from None
-            lk = op.leak if isinstance(op.leak, tuple) else ((op.leak,) if stateful else ())
-            lq = leak if isinstance(leak, tuple) else ((leak,) if stateful else ())
             self.layers[n.name] = {"kind": op.kind, "label": op.label, "in_exponent": f, "unit": unit, "reset": reset,
                                    "reset_error": abs(reset / unit - 1.0 / r), "leak": list(lq),
                                    "leak_error_max": max((abs(a / 4096 - b) for a, b in zip(lq, lk)), default=0.0)}
@@ -378,13 +390,10 @@ class _Builder:
         if n.name in self.host:
             self.nodes.append(n)
             return
-        if isinstance(op, _UNSUPPORTED):
-            raise UnsupportedOpError(f"node {n.name!r}: op {op.kind} has no fixed-point form yet; export it with "
-                                     "--precision float")
         if isinstance(op, (O.Conv2d, O.Conv1d, O.Linear)):
             self.weighted(n)
         elif isinstance(op, (O.AvgPool2d, O.MeanReduce, O.Upsample)):
-            self.dyadic(n, *_dyadic_shift(n, self.shapes))
+            self.dyadic(n, *self.shifts[n.name])
         elif isinstance(op, O.Scale):
             src, f = self.read(n.inputs[0])
             self.scale_const(n, op.factor / op.divisor, src, f, lambda m: O.Scale(factor=m))
@@ -443,8 +452,7 @@ class QuantizeFixedPoint(Pass):
 
     def __init__(self, calibration, *, weight_bits: int = WEIGHT_BITS, state_bits: int = O.STATE_BITS,
                  headroom: float = HEADROOM):
-        if isinstance(weight_bits, bool) or not isinstance(weight_bits, int) or not 2 <= weight_bits <= 16:
-            raise FixedPointError(f"--weight-bits must be an integer in 2..16 (Loihi 2: 8), got {weight_bits!r}")
+        weight_bits = check_weight_bits(weight_bits)
         if not headroom >= 1:
             raise FixedPointError(f"headroom must be >= 1, got {headroom}")
         self.calibration, self.bits, self.state_bits = calibration, weight_bits, state_bits
@@ -460,6 +468,11 @@ class QuantizeFixedPoint(Pass):
             if n.op.encoding is None:
                 raise FixedPointError(f"node {n.name!r}: lower the graph to spikes (ExpandSpikes) before "
                                       "QuantizeFixedPoint")
+        check_quantizable(graph)
+        device = _device_nodes(graph)
+        shapes = graph.shapes()
+        shifts = {n.name: _dyadic_shift(n, shapes) for n in graph.nodes
+                  if n.name in device and isinstance(n.op, (O.AvgPool2d, O.MeanReduce, O.Upsample))}
         cal = run_reference(graph, self.calibration, dtype=torch.float64)
         ranges: Dict[str, float] = {}
         for name, rec in cal.records.items():
@@ -473,14 +486,7 @@ class QuantizeFixedPoint(Pass):
             x = cal.records[i].value if i in cal.records else torch.as_tensor(cal_inputs[i], dtype=torch.float64)
             ranges[f"{n.name}#state"] = float(x.abs().sum(0).max()) + float(n.op.d) if x.numel() else float(n.op.d)
         spikes = {name for name, rec in cal.records.items() if rec.spikes is not None}
-        host, device = set(), set()
-        for n in graph.nodes:
-            if n.op.is_neuron or any(i in device for i in n.inputs):
-                device.add(n.name)
-            else:
-                host.add(n.name)
-        host |= {s.name for s in graph.inputs}
-        shapes = graph.shapes()
+        host = {n.name for n in graph.nodes if n.name not in device} | {s.name for s in graph.inputs}
 
         limit = ((1 << (self.state_bits - 1)) - 1) / self.headroom
 
@@ -506,7 +512,7 @@ class QuantizeFixedPoint(Pass):
             if isinstance(op, (O.Add, O.Concat, O.Reshape, O.Permute)):
                 bound = allowed.get(n.name, MAX_EXPONENT)
             elif isinstance(op, (O.AvgPool2d, O.MeanReduce, O.Upsample)):
-                bound = allowed.get(n.name, MAX_EXPONENT) - _dyadic_shift(n, shapes)[0]
+                bound = allowed.get(n.name, MAX_EXPONENT) - shifts[n.name][0]
             elif op.is_neuron:
                 unit_cap = (self.state_bits - 1) - math.ceil(math.log2(op.d + 2))
                 bound = min(allowed[f"{n.name}#state"], unit_cap)
@@ -515,7 +521,7 @@ class QuantizeFixedPoint(Pass):
             for i in n.inputs:
                 if i not in spikes and i in allowed:
                     allowed[i] = min(allowed[i], bound)
-        b = _Builder(graph, allowed, self.bits, self.state_bits, spikes, host, shapes)
+        b = _Builder(graph, allowed, self.bits, self.state_bits, spikes, host, shifts)
         for n in graph.nodes:
             b.node(n)
         violations = []

@@ -251,3 +251,16 @@ def test_check_quantizable_refuses_before_any_run():
         check_quantizable(g)
     ok, _ = _sdt("nilif")
     check_quantizable(ok)  # a host BatchNorm/stem before the first neuron is fine
+
+
+def test_fixed_point_errors_are_bad_input_exit_2():
+    """A graph or option fixed point cannot take is the user's input: exit code 2, one check of the
+    weight width for every command and backend."""
+    from spikedeploy.errors import ConfigError
+    from spikedeploy.passes.quantize import check_weight_bits
+
+    assert issubclass(FixedPointError, ConfigError) and FixedPointError("x").exit_code == 2
+    assert check_weight_bits(8) == 8 and check_weight_bits(np.int64(4)) == 4
+    for bad in (1, 17, True, 8.0, None):
+        with pytest.raises(FixedPointError, match="must be an integer in 2..16"):
+            check_weight_bits(bad)
