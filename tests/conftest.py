@@ -121,3 +121,15 @@ def _restore_torch_threads():
 def _trim_heap_after_module():
     yield
     _release_freed_heap()
+
+
+@pytest.fixture(scope="session")
+def lava_test_graphs():
+    """The graph builders of ``tests/runtimes/test_lava.py`` (``_sdt``, ``time_axis_graph``) for the
+    other Lava runtime tests, loaded once (tests are not importable modules under
+    ``--import-mode=importlib``)."""
+    path = Path(__file__).with_name("runtimes") / "test_lava.py"
+    spec = importlib.util.spec_from_file_location("lava_runtime_test_graphs", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

@@ -9,7 +9,6 @@ nothing left behind, and the next run starts a new one.
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing
 import os
 from pathlib import Path
@@ -24,14 +23,6 @@ from spikedeploy.runtimes import lava as lava_run
 from spikedeploy.runtimes.lava_live import LiveRuntime
 
 
-def _runtime_tests():
-    spec = importlib.util.spec_from_file_location("lava_runtime_tests_live", Path(__file__).with_name("test_lava.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-RT = _runtime_tests()
 
 
 def assert_same_run(live, fresh):
@@ -51,8 +42,8 @@ def _records(root: str) -> set:
 
 
 @pytest.mark.parametrize("encoding", ["binary", "graded"])
-def test_every_live_run_equals_a_fresh_run(encoding):
-    graph, x = RT._sdt("ilif", 1, 2)  # attention, two samples streamed per run
+def test_every_live_run_equals_a_fresh_run(lava_test_graphs, encoding):
+    graph, x = lava_test_graphs._sdt("ilif", 1, 2)  # attention, two samples streamed per run
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, encoding))
     inputs = [x * s for s in (1.0, 0.5, 1.7, 1.0)]  # the last repeats the first: no state carried over
     with LiveRuntime(bundle, partitions=2) as live:
@@ -73,10 +64,10 @@ def test_every_live_run_equals_a_fresh_run(encoding):
 
 
 @pytest.mark.parametrize("encoding", ["binary", "graded"])
-def test_time_axis_graph_live_and_a_new_memory(encoding):
+def test_time_axis_graph_live_and_a_new_memory(lava_test_graphs, encoding):
     """T = 3 with every time-axis op and a time-varying MemoryRead: live runs equal fresh runs,
     and set_memory equals a fresh run of with_memory (and changes the outputs)."""
-    graph = RT.time_axis_graph()
+    graph = lava_test_graphs.time_axis_graph()
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, encoding))
     reads = [p for p in bundle.description["processes"] if p["type"] == "memory_read"]
     assert len(reads) == 1
@@ -97,8 +88,8 @@ def test_time_axis_graph_live_and_a_new_memory(encoding):
             "the new memory changed nothing: the test would prove nothing"
 
 
-def test_per_layer_and_other_shapes_are_refused():
-    graph, x = RT._sdt("ilif", 1, 2)
+def test_per_layer_and_other_shapes_are_refused(lava_test_graphs):
+    graph, x = lava_test_graphs._sdt("ilif", 1, 2)
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "graded"))
     with pytest.raises(ConfigError, match="per-layer.*cannot stay alive"):
         LiveRuntime(bundle, partitions="per-layer")
@@ -109,13 +100,13 @@ def test_per_layer_and_other_shapes_are_refused():
         assert live.alive  # a refused input does not end the runtime
 
 
-def test_a_failed_frame_ends_the_runtime_and_the_next_run_starts_again(monkeypatch):
+def test_a_failed_frame_ends_the_runtime_and_the_next_run_starts_again(lava_test_graphs, monkeypatch):
     """A partition that cannot read its next frame raises in its Lava process: the run fails with
     one error naming it, every child is ended, the record directory removed; then a run starts a
     new runtime and is exact again."""
     from spikedeploy.lava_compat import LavaProcessError
 
-    graph, x = RT._sdt("ilif", 1, 1)
+    graph, x = lava_test_graphs._sdt("ilif", 1, 1)
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "graded"))
     root = lava_run._record_root() or "/tmp"
     before = _records(root)
@@ -142,10 +133,10 @@ def test_a_failed_frame_ends_the_runtime_and_the_next_run_starts_again(monkeypat
     assert not multiprocessing.active_children() and _records(root) == before
 
 
-def test_use_bundle_takes_the_runtimes_own_bundle_with_other_memories_only():
+def test_use_bundle_takes_the_runtimes_own_bundle_with_other_memories_only(lava_test_graphs):
     """use_bundle (what LavaNetwork calls after with_memory) equals set_memory; a separately
     compiled bundle is refused (it would need other processes)."""
-    graph = RT.time_axis_graph()
+    graph = lava_test_graphs.time_axis_graph()
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "graded"))
     read = next(p for p in bundle.description["processes"] if p["type"] == "memory_read")
     new = np.random.default_rng(4).normal(size=bundle.array(read["memory"]).shape) * 2

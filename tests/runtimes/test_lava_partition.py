@@ -12,7 +12,6 @@ during a run. The CLI and API options and their bad values are at the end.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -35,15 +34,6 @@ ENCODINGS = ("binary", "graded")
 PLACEMENTS = ("per-layer", 1, 2)
 
 
-def _runtime_tests():
-    """The graph builders of tests/runtimes/test_lava.py (time_axis_graph, _sdt)."""
-    spec = importlib.util.spec_from_file_location("lava_runtime_tests", Path(__file__).with_name("test_lava.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-RT = _runtime_tests()
 
 
 def _lava_children() -> int:
@@ -120,8 +110,8 @@ def assert_placements_identical(graph, x, encoding, bundle, placements=PLACEMENT
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_sdt_model_partitioned_equals_per_layer(encoding):
-    graph, x = RT._sdt("ilif", 1, 2)  # two samples streamed through one run
+def test_sdt_model_partitioned_equals_per_layer(lava_test_graphs, encoding):
+    graph, x = lava_test_graphs._sdt("ilif", 1, 2)  # two samples streamed through one run
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, encoding))
     runs = assert_placements_identical(graph, x, encoding, bundle, ("per-layer", 1, 2, 5))
     assert runs[1].info["attention_pair_events"] and all(v > 0 for v in runs[1].info["attention_pair_events"].values())
@@ -129,10 +119,10 @@ def test_sdt_model_partitioned_equals_per_layer(encoding):
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_time_axis_graph_partitioned_equals_per_layer(encoding):
+def test_time_axis_graph_partitioned_equals_per_layer(lava_test_graphs, encoding):
     """T = 3 with every time-axis op (SelectStep, RepeatTime, time-varying MemoryRead, StackSteps,
     GateLinear, the host softmax and TemplateGate)."""
-    graph = RT.time_axis_graph()
+    graph = lava_test_graphs.time_axis_graph()
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, encoding))
     kinds = bundle.description["process_counts"]
     assert kinds["host_softmax"] == 1 and kinds["template_gate"] == 1 and kinds["memory_read"] == 1
@@ -177,12 +167,12 @@ def test_unfused_graph_partitioned_equals_per_layer(encoding):
     assert_placements_identical(graph, x, encoding, bundle)
 
 
-def test_a_port_summing_three_streams_runs_per_layer():
+def test_a_port_summing_three_streams_runs_per_layer(lava_test_graphs):
     """The unfused T = 3 graph sums three streams in one port: Lava's InPort adds them in the
     order its compiler lists the processes, which a partition cannot reproduce, so an explicit
     partition count is refused and auto runs it per-layer (exact, as tests/runtimes/test_lava.py
     shows)."""
-    graph = RT.time_axis_graph()
+    graph = lava_test_graphs.time_axis_graph()
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "graded", fuse=False))
     assert bundle.description["placement"]["groups"] is None
     assert "more than two streams" in bundle.description["placement"]["rule"]
@@ -191,8 +181,8 @@ def test_a_port_summing_three_streams_runs_per_layer():
         lava_run.run(bundle, x, partitions=1)
 
 
-def test_fewer_os_processes_counted_in_proc():
-    graph, x = RT._sdt("ilif", 1, 2)
+def test_fewer_os_processes_counted_in_proc(lava_test_graphs):
+    graph, x = lava_test_graphs._sdt("ilif", 1, 2)
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "graded"))
     n = len(bundle.description["processes"])
     per_layer, seen_per_layer = run_counting(bundle, x, "per-layer")
@@ -213,8 +203,8 @@ def test_fewer_os_processes_counted_in_proc():
         assert torch.equal(one.spike_counts[name], q) and torch.equal(two.spike_counts[name], q)
 
 
-def test_bundle_placement_is_the_default_and_a_run_may_place_again(tmp_path):
-    graph, x = RT._sdt("ilif", 1, 1)
+def test_bundle_placement_is_the_default_and_a_run_may_place_again(lava_test_graphs, tmp_path):
+    graph, x = lava_test_graphs._sdt("ilif", 1, 1)
     path = lava_export.export(graph, tmp_path / "m.lava", encoding="graded", partitions=3)
     bundle = lava_export.load(path)
     assert bundle.description["placement"]["partitions"] == 3
@@ -231,12 +221,12 @@ def test_bundle_placement_is_the_default_and_a_run_may_place_again(tmp_path):
         lava_run.run(bundle, x, partitions="none")
 
 
-def test_a_model_that_cannot_be_hosted(monkeypatch):
+def test_a_model_that_cannot_be_hosted(lava_test_graphs, monkeypatch):
     """A process model that is not registered as hostable: an explicit partition count is refused
     naming the process (before Lava starts); auto runs per-layer and says why."""
     from spikedeploy.runtimes import lava_partition
 
-    graph, x = RT._sdt("ilif", 1, 1)
+    graph, x = lava_test_graphs._sdt("ilif", 1, 1)
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "graded"))
     monkeypatch.setattr(lava_partition, "hostable_models", lambda: (lava_partition.PyPartitionModel,))
     with pytest.raises(PlacementError, match=r"process '.+': its model \w+ cannot be hosted.*per-layer"):
