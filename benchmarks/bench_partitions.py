@@ -40,7 +40,8 @@ from timing import best_of  # benchmarks/timing.py
 
 def _tiny_search(frames: int):
     from spikedeploy.demo import _search_crops
-    from spikedeploy.models.spiketrack import default_tracker_checkpoint, demo_clip
+    from spikedeploy.models.spiketrack import default_tracker_checkpoint
+    from spikedeploy.tracking.synth import demo_clip
 
     loaded = api.build_model("spiketrack-tiny128-t1:search", checkpoint=str(default_tracker_checkpoint()))
     clip, gt = demo_clip()

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                                              f"{args.lava_inputs} input(s)")
         if args.spiketrack_tiny:
             from spikedeploy.models.spiketrack import SpikeTrack, SpikeTrackConfig, init_spiketrack_for_spiking
-            from spikedeploy.tracker_backends import capture_spiketrack
+            from spikedeploy.tracking.backends import capture_spiketrack
 
             cfg = SpikeTrackConfig(family="s", embed_dims=(8, 16, 32, 48), head_channels=16, resolution=64,
                                    templates=1)

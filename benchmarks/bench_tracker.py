@@ -5,7 +5,7 @@ frame as ratios to the PyTorch integer model measured in the same run. Not a tes
         [--targets torch,torch64,reference-graded,reference-binary,onnx,lava] [--partitions auto]
         [--json FILE]
 
-It is ``spikedeploy track`` (:func:`spikedeploy.trackrun.track_clip`, as ``api.track`` calls it)
+It is ``spikedeploy track`` (:func:`spikedeploy.tracking.run.track_clip`, as ``api.track`` calls it)
 with the bundled weights and the demo clip (``demo_clip``, held-out sequence 0): each target tracks
 the clip from the same first box, so the times include the host steps (crops, window, decoding)
 and, for Lava, the per-frame simulator start. Also printed: each target's agreement with the
@@ -26,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from spikedeploy.models.spiketrack import default_tracker_checkpoint, demo_clip, load_spiketrack_checkpoint, spiketrack
-from spikedeploy.trackrun import canonical_target, make_network, spike_summary, track_clip
+from spikedeploy.models.spiketrack import default_tracker_checkpoint, load_spiketrack_checkpoint, spiketrack
+from spikedeploy.tracking.synth import demo_clip
+from spikedeploy.tracking.run import canonical_target, make_network, spike_summary, track_clip
 
 
 def main(argv=None) -> int:
@@ -50,12 +51,12 @@ def main(argv=None) -> int:
     load_spiketrack_checkpoint(model, str(ckpt))
     nets, captured = {}, {}
 
-    def factory(net, target):  # trackrun's default factory, keeping the networks
+    def factory(net, target):  # tracking.run's default factory, keeping the networks
         if target.startswith("torch"):
             nets[target] = make_network(net, target)
         else:
             if "graphs" not in captured:
-                from spikedeploy.tracker_backends import capture_spiketrack
+                from spikedeploy.tracking.backends import capture_spiketrack
 
                 captured["graphs"] = capture_spiketrack(net)
             opts = {"partitions": args.partitions} if target.startswith("lava") else None

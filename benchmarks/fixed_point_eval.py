@@ -4,7 +4,7 @@ float, and the error against the weight width. Not a test: run it by hand,
     .venv/bin/python benchmarks/fixed_point_eval.py [--sequences 12] [--bits 4,6,8] [--out DIR]
 
 For SpikeTrack-TINY128-T1 with the bundled weights it tracks the ``--sequences`` held-out
-synthetic sequences of :func:`spikedeploy.tracking_eval.heldout_sequences` (the split
+synthetic sequences of :func:`spikedeploy.tracking.evaluation.heldout_sequences` (the split
 ``tracking_eval`` scores the bundled weights on) with
 
 * ``float``: the float64 reference of the lowered graphs (graded spikes; it tracks exactly as the
@@ -41,7 +41,7 @@ import numpy as np
 
 
 def _run(network, sequences):
-    from spikedeploy.tracking_eval import evaluate_model
+    from spikedeploy.tracking.evaluation import evaluate_model
 
     return evaluate_model(None, sequences, network=network)
 
@@ -63,12 +63,13 @@ def main(argv=None) -> int:
         return 0
     noises = [float(e) for e in args.noise.split(",") if e.strip()]
 
-    from spikedeploy.metrics import box_iou
-    from spikedeploy.models.spiketrack import bundled_model, demo_clip
+    from spikedeploy.tracking.metrics import box_iou
+    from spikedeploy.models.spiketrack import bundled_model
+    from spikedeploy.tracking.synth import demo_clip
     from spikedeploy.passes import ExpandSpikes
-    from spikedeploy.tracker import SpikeTrackTracker
-    from spikedeploy.tracker_backends import ReferenceNetwork, capture_spiketrack, quantize_branches
-    from spikedeploy.tracking_eval import heldout_sequences, track_boxes
+    from spikedeploy.tracking.tracker import SpikeTrackTracker
+    from spikedeploy.tracking.backends import ReferenceNetwork, capture_spiketrack, quantize_branches
+    from spikedeploy.tracking.evaluation import heldout_sequences, track_boxes
 
     model = bundled_model(1)
     graphs = capture_spiketrack(model)
@@ -151,7 +152,7 @@ def _on_grid(graphs, template, search, fixed):
 
     from spikedeploy.ir import ops as O
     from spikedeploy.passes.quantize import quantize_memory
-    from spikedeploy.tracker_backends import ReferenceNetwork, memory_read_map, set_memory
+    from spikedeploy.tracking.backends import ReferenceNetwork, memory_read_map, set_memory
 
     def decoded(float_graph, fixed_graph):
         plan = fixed_graph.meta_dict()["fixed_point"]["layers"]

@@ -15,7 +15,7 @@ import argparse
 import sys
 
 from spikedeploy.errors import SpikedeployError
-from spikedeploy.training import add_train_arguments, run_train
+from spikedeploy.tracking.training import add_train_arguments, run_train
 
 
 def main(argv=None) -> int:

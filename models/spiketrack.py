@@ -42,7 +42,7 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -77,8 +77,6 @@ __all__ = [
     "BUNDLED_FAMILY",
     "default_tracker_checkpoint",
     "bundled_model",
-    "bundled_tracker",
-    "demo_clip",
     "load_spiketrack_state_dict",
     "load_spiketrack_checkpoint",
     "spiketrack_from_checkpoint",
@@ -665,7 +663,7 @@ BUNDLED_FAMILY = "tiny128"  #: the variant family whose trained weights ship in 
 def default_tracker_checkpoint(templates: int = 1):
     """Path of the bundled trained weights of SpikeTrack-TINY128-T``templates`` (a file
     ``{"net": state_dict}`` in the official layout inside the installed package, trained by
-    :func:`spikedeploy.training.train_tracker` on synthetic sequences; see
+    :func:`spikedeploy.tracking.training.train_tracker` on synthetic sequences; see
     ``spikedeploy/data/*_train.json`` for how). Raises CheckpointError when the package ships no
     weights for that number of templates."""
     from importlib import resources
@@ -684,26 +682,6 @@ def bundled_model(templates: int = 1) -> SpikeTrack:
     """SpikeTrack-TINY128-T``templates`` with the bundled trained weights (float32, eval mode)."""
     return spiketrack_from_checkpoint(default_tracker_checkpoint(templates), variant=BUNDLED_FAMILY,
                                       templates=templates).float()
-
-
-def bundled_tracker(templates: int = 1, **tracker_kwargs):
-    """A ready :class:`spikedeploy.tracker.SpikeTrackTracker` around the bundled trained model
-    (:func:`bundled_model`, PyTorch integer network). ``tracker_kwargs`` go to the tracker
-    (``preset``, ``update_interval``, ...)."""
-    from spikedeploy.tracker import SpikeTrackTracker, TorchNetwork
-
-    return SpikeTrackTracker(TorchNetwork(bundled_model(templates)), **tracker_kwargs)
-
-
-def demo_clip(num_frames: int = 60, seed: int = 0, frame_size: Tuple[int, int] = (240, 320)):
-    """A deterministic test clip for the bundled tracker: held-out synthetic sequence ``seed``
-    (photographs never used in training; :mod:`spikedeploy.data.synth_tracking`). Returns
-    ``(frames uint8 [N, H, W, 3] RGB, boxes float64 [N, 4] x, y, w, h)``; ``boxes[0]`` is the
-    initial box."""
-    from spikedeploy.data.synth_tracking import generate_sequence
-
-    seq = generate_sequence(seed, "heldout", num_frames, frame_size)
-    return seq.frames, seq.boxes
 
 
 # ---------------------------------------------------------------------------------------------

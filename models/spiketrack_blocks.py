@@ -29,7 +29,7 @@ their evaluation order does not matter.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -37,8 +37,8 @@ def main(argv=None) -> int:
     from spikedeploy.errors import SpikedeployError
     from spikedeploy.fsutil import atomic_write_bytes
     from spikedeploy.models.spiketrack import spiketrack_from_checkpoint
-    from spikedeploy.tracking_eval import heldout_evaluation, write_heldout_evaluation
-    from spikedeploy.training import bundle_weights
+    from spikedeploy.tracking.evaluation import heldout_evaluation, write_heldout_evaluation
+    from spikedeploy.tracking.training import bundle_weights
 
     run, dest = Path(args.run), Path(args.dest)
     try:

@@ -103,7 +103,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -1092,7 +1092,7 @@ def audit(
     weight_bits: Optional[int] = None,
     calibration=None,
 ) -> AuditReport:
-    """Build ``model`` (as :func:`spikedeploy.api.build_model`), run it on ``num_inputs`` random
+    """Build ``model`` (as :func:`spikedeploy.loading.build_model`), run it on ``num_inputs`` random
     inputs (seed ``seed + 1``, as ``verify``) or the .npy ``input_file``, and audit the spike run of
     the ``encoding``-lowered graph with the energy ``profile``. Writes report.md/.json/.html
     atomically into the directory ``output`` when given. Bad options fail before any work.
@@ -1104,13 +1104,14 @@ def audit(
 
     ``precision="fixed"``: the lowered graph is quantized to Loihi 2 fixed point
     (``weight_bits``-bit weight mantissas, default 8; exponents calibrated on the ``calibration``
-    .npy file, else on the audited inputs: :func:`spikedeploy.api.calibration_inputs`) and the
+    .npy file, else on the audited inputs: :func:`spikedeploy.loading.calibration_inputs`) and the
     fixed graph's own spike run is audited (reference, or Lava checked against the fixed
     reference); the report says so and counts the saturation events of the run."""
-    from spikedeploy import api, resources
+    from spikedeploy import loading
+    from spikedeploy import resources
     from spikedeploy.fsutil import check_output_dir
 
-    bits = api.check_precision(precision, weight_bits, calibration, targets=("lava",) if runtime == "lava" else ())
+    bits = loading.check_precision(precision, weight_bits, calibration, targets=("lava",) if runtime == "lava" else ())
     prof = get_profile(profile)
     if runtime not in AUDIT_RUNTIMES:
         raise ConfigError(f"unknown audit runtime {runtime!r}; expected one of {AUDIT_RUNTIMES}")
@@ -1121,20 +1122,20 @@ def audit(
     inputs = (checkpoint, input_file, calibration)
     if output is not None:
         check_output_dir(output, overwrite=overwrite, inputs=inputs)
-    loaded = api.build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
+    loaded = loading.build_model(model, neuron=neuron, timesteps=timesteps, checkpoint=checkpoint,
                              checkpoint_key=checkpoint_key, seed=seed, input_shape=input_shape,
                              model_kwargs=model_kwargs)
     resources.guard_model(loaded, "audit", timesteps=timesteps, num_inputs=num_inputs, input_file=input_file,
                           run_itemsizes=resources.audit_run_itemsizes(runtime), max_memory=max_memory)
-    x = api.make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=seed + 1, input_file=input_file)
+    x = loading.make_inputs(loaded, timesteps=timesteps, num_inputs=num_inputs, seed=seed + 1, input_file=input_file)
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise AuditError(f"empty input set: {input_file or 'inputs'} holds no input (shape {list(x.shape)})")
-    graph = api.prepare_graph(loaded, timesteps=int(x.shape[0]), encoding="integer")
+    graph = loading.prepare_graph(loaded, timesteps=int(x.shape[0]), encoding="integer")
     if bits is not None:
         from spikedeploy.passes import ExpandSpikes
 
-        cal, cal_text = api.calibration_inputs(loaded, x, timesteps=int(x.shape[0]), calibration=calibration)
-        graph = api.to_fixed(ExpandSpikes(encoding).apply(graph), cal, bits, cal_text)
+        cal, cal_text = loading.calibration_inputs(loaded, x, timesteps=int(x.shape[0]), calibration=calibration)
+        graph = loading.to_fixed(ExpandSpikes(encoding).apply(graph), cal, bits, cal_text)
     counts, sat = _lava_counts(graph, x, encoding) if runtime == "lava" else (None, None)
     report = audit_graph(graph, x, encoding=encoding, profile=prof, model=loaded.name + (f" (neuron={neuron})" if neuron else ""),
                          weights=loaded.weights, spike_counts=counts, runtime=runtime, saturated=sat)
@@ -1214,7 +1215,7 @@ def audit_artifact(
     which has no spikes to count: audit their model, or its NIR/Lava export. ``precision``: None
     audits the artifact in its own precision (a fixed-point Lava bundle: its fixed graph); "float"
     or "fixed" must match it."""
-    from spikedeploy import api
+    from spikedeploy import loading
     from spikedeploy.fsutil import check_output_dir
     from spikedeploy.reference import graph_mode
     from spikedeploy.targets import get_target
@@ -1230,16 +1231,16 @@ def audit_artifact(
     if output is not None:
         check_output_dir(output, overwrite=overwrite, inputs=inputs)
     if precision is not None:
-        api.check_precision(precision, targets=(spec.name,))
+        loading.check_precision(precision, targets=(spec.name,))
     artifact = spec.exporter_module().load(path)
-    own = api.artifact_precision(artifact)
+    own = loading.artifact_precision(artifact)
     if precision is not None and precision != own:
         raise ConfigError(f"artifact {path} holds a {'fixed-point' if own == 'fixed' else 'float'} graph, not "
                           f"{'fixed-point' if precision == 'fixed' else 'float'}; "
                           + ("export the model with --precision fixed" if own == "float" else "leave --precision out"))
     graph = artifact.graph
     if input_file is not None:
-        x = api.load_input_file(input_file).to(torch.float32)
+        x = loading.load_input_file(input_file).to(torch.float32)
     else:
         if isinstance(num_inputs, bool) or not isinstance(num_inputs, int) or num_inputs < 1:
             raise AuditError(f"empty input set: --inputs must be a positive integer, got {num_inputs!r}")

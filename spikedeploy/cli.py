@@ -12,7 +12,6 @@ import argparse
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import List, Optional
 
@@ -322,7 +321,7 @@ def _build_parser() -> argparse.ArgumentParser:
                                     "sequences (OTB success AUC, precision at 20 px, the static-box baseline). "
                                     "Writes the weights ({'net': state_dict}, official layout), loss curves (CSV, "
                                     "PNG), the training config and the evaluation (JSON, PNG).")
-    from spikedeploy.training import add_train_arguments
+    from spikedeploy.tracking.training import add_train_arguments
 
     add_train_arguments(tr)
 
@@ -503,7 +502,7 @@ def _cmd_audit(args) -> int:
 def _cmd_track(args) -> int:
     from spikedeploy import api
     from spikedeploy.errors import ConfigError
-    from spikedeploy.trackrun import canonical_target, spike_summary
+    from spikedeploy.tracking.run import canonical_target, spike_summary
 
     if args.init_box is not None and len(args.init_box) != 4:
         raise ConfigError(f"--init-box needs X,Y,W,H, got {len(args.init_box)} numbers")
@@ -537,7 +536,7 @@ def _cmd_track(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from spikedeploy.training import run_train
+    from spikedeploy.tracking.training import run_train
 
     run_train(args)
     return 0

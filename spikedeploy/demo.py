@@ -71,8 +71,8 @@ class DemoResult:
 
 def _search_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) -> np.ndarray:
     """Search-branch inputs ``[1, count, 3, S, S]`` (float32):
-    :func:`spikedeploy.tracker.context_crops` of the clip."""
-    from spikedeploy.tracker import context_crops
+    :func:`spikedeploy.tracking.tracker.context_crops` of the clip."""
+    from spikedeploy.tracking.tracker import context_crops
 
     return context_crops(frames, boxes, size, count)[None].astype(np.float32)
 
@@ -84,12 +84,15 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
     :class:`DemoResult` (``passed``) and prints a summary and where ``index.html`` is.
     ``num_frames``: track only the first frames of the clip; ``lava=False`` leaves Lava out of the
     tracking (its export is still made)."""
-    from spikedeploy import api
+    from spikedeploy.exporting import export
+    from spikedeploy.tracking.run import track
+    from spikedeploy.verification import DEMO_CASES, neuron_demo, verify
     from spikedeploy.audit import audit
     from spikedeploy.fsutil import atomic_directory, check_output_dir
     from spikedeploy.htmlreport import COLUMN_PX, HtmlPage, Markup
-    from spikedeploy.models.spiketrack import VARIANT_CONFIGS, default_tracker_checkpoint, demo_clip
-    from spikedeploy.trackrun import spike_summary
+    from spikedeploy.models.spiketrack import VARIANT_CONFIGS, default_tracker_checkpoint
+    from spikedeploy.tracking.synth import demo_clip
+    from spikedeploy.tracking.run import spike_summary
 
     check_output_dir(output, overwrite=overwrite)
     result = DemoResult()
@@ -116,7 +119,7 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
         made = []
         for branch in ("template", "search"):
             for target, ext, enc in _EXPORTS:
-                res = api.export(f"{DEMO_MODEL}:{branch}", checkpoint=ckpt, target=target, encoding=enc,
+                res = export(f"{DEMO_MODEL}:{branch}", checkpoint=ckpt, target=target, encoding=enc,
                                  output=tmp / "exports" / f"{branch}.{ext}")
                 made.append(f"{branch}.{ext} ({res.encoding}, {res.neuron_layers} neuron layers, {res.seconds:.1f} s)")
         step("export", True, t0, "; ".join(made), "exports/")
@@ -125,7 +128,7 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
         t0 = time.perf_counter()
         x = _search_crops(frames, gt, size, crops)
         np.save(tmp / "search_crops.npy", x)
-        rep = api.verify(f"{DEMO_MODEL}:search", checkpoint=ckpt, input_file=tmp / "search_crops.npy",
+        rep = verify(f"{DEMO_MODEL}:search", checkpoint=ckpt, input_file=tmp / "search_crops.npy",
                          num_inputs=x.shape[1], targets=["onnx", "nir"], target_inputs=2, output=tmp / "verify",
                          progress=progress)
         stages = ", ".join(f"{s.name} {'ok' if s.passed else 'FAIL'}" for s in rep.stages)
@@ -144,7 +147,7 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
         # 4. tracking
         t0 = time.perf_counter()
         targets = [t for t in DEMO_TARGETS if lava or not t.startswith("lava")]
-        tr = api.track(DEMO_MODEL, clip=frames, clip_label="the bundled clip (clip.npy, groundtruth.txt)",
+        tr = track(DEMO_MODEL, clip=frames, clip_label="the bundled clip (clip.npy, groundtruth.txt)",
                        ground_truth=gt, targets=targets, checkpoint=ckpt,
                        frame_limits={"lava-graded": lava_frames} if lava and lava_frames else None,
                        output=tmp / "track",
@@ -169,7 +172,7 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
         # 5. fixed point
         t0 = time.perf_counter()
         fixed_targets = [t for t in DEMO_FIXED_TARGETS if lava or not t.startswith("lava")]
-        fx = api.track(DEMO_MODEL, clip=frames, clip_label="the bundled clip (clip.npy, groundtruth.txt)",
+        fx = track(DEMO_MODEL, clip=frames, clip_label="the bundled clip (clip.npy, groundtruth.txt)",
                        ground_truth=gt, targets=fixed_targets, checkpoint=ckpt,
                        frame_limits={"lava-fixed": lava_frames} if lava and lava_frames else None,
                        output=tmp / "track-fixed", progress=progress)
@@ -192,9 +195,9 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
 
         # 6. every neuron type on the test model
         t0 = time.perf_counter()
-        code = api.neuron_demo(tmp / "neurons", num_inputs=neuron_inputs, progress=progress, quiet=True)
+        code = neuron_demo(tmp / "neurons", num_inputs=neuron_inputs, progress=progress, quiet=True)
         step("lowering of every neuron type (SDT-v3-style test model)", code == 0, t0,
-             f"{len(api.DEMO_CASES)} neuron types, {neuron_inputs} random inputs each", "neurons/report.html")
+             f"{len(DEMO_CASES)} neuron types, {neuron_inputs} random inputs each", "neurons/report.html")
 
         # index
         page = HtmlPage("spikedeploy demo")

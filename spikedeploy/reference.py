@@ -23,9 +23,8 @@ to ~1e-16 relative error, so only values within a tiny epsilon of a rounding bou
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Callable, Dict, Mapping, Optional, Tuple, Type, Union
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional, Type, Union
 
 import numpy as np
 import torch
@@ -691,7 +690,7 @@ def execute(graph: Graph, inputs, mode: str = "integer", *, dtype=torch.float64,
     if current != mode:
         if current != "integer":
             raise SpikedeployError(f"graph is already lowered to {current!r}; cannot run it as {mode!r}")
-        from spikedeploy.passes import ExpandSpikes
+        from spikedeploy.passes.expand import ExpandSpikes
 
         lowered = ExpandSpikes(mode).apply(graph)
         result = run(lowered, inputs, dtype=dtype, teacher=teacher, mode=mode)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 
@@ -94,7 +94,7 @@ class Graph:
 
     def summary(self) -> str:
         shapes = self.shapes()
-        lines = [f"inputs: " + ", ".join(f"{s.name}{list(s.shape)}" for s in self.inputs)]
+        lines = ["inputs: " + ", ".join(f"{s.name}{list(s.shape)}" for s in self.inputs)]
         for n in self.nodes:
             lines.append(f"  {n.name:<40} {n.op.kind:<20} {list(shapes[n.name])} <- {', '.join(n.inputs)}")
         lines.append("outputs: " + ", ".join(self.outputs))

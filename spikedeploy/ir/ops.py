@@ -17,7 +17,7 @@ The reference semantics of each op live in :mod:`spikedeploy.reference` (one rul
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import ClassVar, Optional, Tuple, Union
 
 import numpy as np

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph

@@ -9,7 +9,7 @@ import numpy as np
 
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, Node
-from spikedeploy.passes.base import Pass, rename_inputs, single_consumer
+from spikedeploy.passes.base import Pass, single_consumer
 
 
 def _dense(w: np.ndarray, groups: int) -> np.ndarray:

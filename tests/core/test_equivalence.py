@@ -4,7 +4,6 @@ from dataclasses import replace
 
 import json
 import numpy as np
-import pytest
 import torch
 
 from spikedeploy.equivalence import compare_runs, tie_epsilons, verify_modes

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from spikedeploy import htmlreport as H
-from spikedeploy import trackrun as TR
-from spikedeploy.metrics import score_tracking
+from spikedeploy.tracking import run as TR
+from spikedeploy.tracking.metrics import score_tracking
 
 # ---------------------------------------------------------------------------------------------
 # audit plots and tables

@@ -18,7 +18,7 @@ from spikedeploy.checkpoint import apply_state_dict, load_checkpoint
 from spikedeploy.errors import (ArtifactError, CheckpointError, GraphValidationError, InputError,
                                 SpikedeployError)
 from spikedeploy.ir import Graph, Node, TensorSpec, ops as O
-from spikedeploy.trackrun import load_boxes, load_frames
+from spikedeploy.tracking.run import load_boxes, load_frames
 
 
 def _one_line(exc) -> str:
@@ -355,7 +355,7 @@ def test_malformed_ground_truth_files(tmp_path):
 
 
 def test_init_box_checks():
-    from spikedeploy.tracker import InvalidBoxError, SpikeTrackTracker
+    from spikedeploy.tracking.tracker import InvalidBoxError, SpikeTrackTracker
 
     check = SpikeTrackTracker._check_box
     assert check([10, 20, 30, 40], 100, 200) == [10.0, 20.0, 30.0, 40.0]

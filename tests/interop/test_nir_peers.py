@@ -14,7 +14,6 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 nir = pytest.importorskip("nir")

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 from spikedeploy.models.spiketrack import IMAGE_MEAN, IMAGE_STD, MEMORY_KEYS, decode_boxes, head_maps, normalize_images
-from spikedeploy.tracker import SpikeTrackTracker, TorchNetwork
+from spikedeploy.tracking.tracker import SpikeTrackTracker, TorchNetwork
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "spiketrack"

@@ -8,6 +8,8 @@ from spikedeploy.errors import CheckpointError, ConfigError
 from spikedeploy.models import BUILTIN_MODELS, get_model
 from spikedeploy.models import spiketrack as st
 from spikedeploy.models.neurons import NILIF
+from spikedeploy.tracking.synth import demo_clip
+from spikedeploy.tracking.tracker import bundled_tracker
 
 
 def test_tiny_variants_are_registered_next_to_the_official_six():
@@ -81,8 +83,8 @@ def test_bundled_weights_load_strictly_in_the_official_layout():
 
 
 def test_demo_clip_is_deterministic_held_out_data():
-    f1, b1 = st.demo_clip(num_frames=5)
-    f2, b2 = st.demo_clip(num_frames=5)
+    f1, b1 = demo_clip(num_frames=5)
+    f2, b2 = demo_clip(num_frames=5)
     assert f1.dtype == np.uint8 and f1.shape == (5, 240, 320, 3) and b1.shape == (5, 4)
     assert np.array_equal(f1, f2) and np.array_equal(b1, b2)
 
@@ -92,8 +94,8 @@ def test_bundled_tracker_beats_the_static_box_on_held_out_clips(templates):
     """The shipped weights track held-out sequences (photographs never seen in training) far
     better than a box that stays where it started (60 frames of held-out seeds 12..15, sequences
     that the shipped evaluation records do not use)."""
-    tracker = st.bundled_tracker(templates)
-    from spikedeploy.tracking_eval import heldout_sequences, pooled_score, static_boxes, track_boxes
+    tracker = bundled_tracker(templates)
+    from spikedeploy.tracking.evaluation import heldout_sequences, pooled_score, static_boxes, track_boxes
 
     torch.set_num_threads(1)
     seqs = heldout_sequences(4, 60, first_seed=12)
@@ -117,7 +119,7 @@ def test_bundled_evaluation_record_reproduces(templates):
     import json
     from importlib import resources
 
-    from spikedeploy.tracking_eval import evaluate_model, heldout_sequences
+    from spikedeploy.tracking.evaluation import evaluate_model, heldout_sequences
 
     model = st.bundled_model(templates)
     name = f"spiketrack-tiny128-t{templates}_eval.json"

@@ -262,7 +262,8 @@ def test_s256_t1_search_frame_fixed_lava_equals_the_fixed_reference(s256_model, 
 def tiny_tracker_fixed():
     from spikedeploy import api
     from spikedeploy.demo import _search_crops
-    from spikedeploy.models.spiketrack import default_tracker_checkpoint, demo_clip
+    from spikedeploy.models.spiketrack import default_tracker_checkpoint
+    from spikedeploy.tracking.synth import demo_clip
 
     ckpt = str(default_tracker_checkpoint())
     frames, gt = demo_clip(num_frames=12)

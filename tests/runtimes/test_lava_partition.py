@@ -255,7 +255,8 @@ def test_hostable_registry_rejects_duplicates():
 def tiny_tracker():
     from spikedeploy import api
     from spikedeploy.demo import _search_crops
-    from spikedeploy.models.spiketrack import default_tracker_checkpoint, demo_clip
+    from spikedeploy.models.spiketrack import default_tracker_checkpoint
+    from spikedeploy.tracking.synth import demo_clip
 
     ckpt = str(default_tracker_checkpoint())
     frames, gt = demo_clip()
@@ -270,7 +271,7 @@ def tiny_tracker():
 def test_tiny_tracker_branches_partitioned_equal_per_layer(tiny_tracker, branch, encoding):
     """The bundled tracker's branches: P = 1 and 2 equal the reference exactly in every layer (all
     fire) and, where per-layer runs too (not the binary search branch, 50 s: it equals the
-    reference as well in tests/core/test_tracker_backends.py's tracking), the per-layer run bit
+    reference as well in tests/tracking/test_tracker_backends.py's tracking), the per-layer run bit
     for bit."""
     from spikedeploy import api
 
@@ -340,9 +341,10 @@ def test_cli_bad_partitions_exit_2_with_one_line(cli_bundle, tmp_path, capsys, a
 def test_lava_network_places_both_branches(tmp_path):
     """``LavaNetwork(partitions=)`` (``track --partitions``): both branches' bundles record it and
     run in it; the tracker's result is the same as with auto."""
-    from spikedeploy.models.spiketrack import default_tracker_checkpoint, demo_clip, load_spiketrack_checkpoint, spiketrack
-    from spikedeploy.tracker import SpikeTrackTracker
-    from spikedeploy.tracker_backends import LavaNetwork, capture_spiketrack
+    from spikedeploy.models.spiketrack import default_tracker_checkpoint, load_spiketrack_checkpoint, spiketrack
+    from spikedeploy.tracking.synth import demo_clip
+    from spikedeploy.tracking.tracker import SpikeTrackTracker
+    from spikedeploy.tracking.backends import LavaNetwork, capture_spiketrack
 
     model = spiketrack("tiny128", 1)
     load_spiketrack_checkpoint(model, str(default_tracker_checkpoint()))
@@ -368,7 +370,7 @@ def test_lava_network_places_both_branches(tmp_path):
 
 
 def test_cli_track_with_partitions(tmp_path):
-    from spikedeploy.models.spiketrack import demo_clip
+    from spikedeploy.tracking.synth import demo_clip
 
     frames, gt = demo_clip(num_frames=2)
     np.save(tmp_path / "clip.npy", frames)

@@ -100,7 +100,8 @@ def test_tiny128_t3_tracker_branches_in_lava_on_demo_crops(tmp_path, branch, enc
     the template branch on three template crops, the search branch (memory from the model's own
     template input) on one search crop. (T = 1: tests/runtimes/test_lava_partition.py.)"""
     from spikedeploy.demo import _search_crops
-    from spikedeploy.models.spiketrack import default_tracker_checkpoint, demo_clip
+    from spikedeploy.models.spiketrack import default_tracker_checkpoint
+    from spikedeploy.tracking.synth import demo_clip
 
     frames, boxes = demo_clip()
     if branch == "template":

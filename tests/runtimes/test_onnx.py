@@ -3,7 +3,6 @@ reproduces the reference integer execution exactly, for every neuron kind."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

@@ -1,11 +1,11 @@
 """Evaluating a SpikeTrack tracker on synthetic held-out sequences (OTB success AUC and precision
-at 20 px, :mod:`spikedeploy.metrics`), next to the trivial *static* baseline that keeps the
+at 20 px, :mod:`spikedeploy.tracking.metrics`), next to the trivial *static* baseline that keeps the
 initial box in every frame.
 
 ::
 
     from spikedeploy.models.spiketrack import bundled_model
-    from spikedeploy.tracking_eval import evaluate_model, heldout_sequences
+    from spikedeploy.tracking.evaluation import evaluate_model, heldout_sequences
     report = evaluate_model(bundled_model(), heldout_sequences(12))
     report["tracker"].auc, report["tracker"].precision20, report["static"].auc
 """
@@ -37,15 +37,15 @@ HELDOUT_EVAL_SEEDS = tuple(range(100))
 def heldout_sequences(count: int = 12, num_frames: int = 60, *, first_seed: int = 0,
                       frame_size=(240, 320)) -> list:
     """``count`` held-out synthetic sequences (seeds ``first_seed ..``) of ``num_frames`` frames."""
-    from spikedeploy.data.synth_tracking import generate_sequence
+    from spikedeploy.tracking.synth import generate_sequence
 
     return [generate_sequence(first_seed + i, "heldout", num_frames, frame_size) for i in range(int(count))]
 
 
 def pooled_score(preds: Sequence, gts: Sequence, *, skip_first: bool = True):
-    """:func:`spikedeploy.metrics.score_tracking` over several sequences, every frame weighted
+    """:func:`spikedeploy.tracking.metrics.score_tracking` over several sequences, every frame weighted
     equally (the first frame of *each* sequence left out with ``skip_first``)."""
-    from spikedeploy.metrics import score_tracking
+    from spikedeploy.tracking.metrics import score_tracking
 
     if len(preds) != len(gts) or not preds:
         raise ValueError(f"pooled_score: need the same, non-zero number of sequences, got {len(preds)} and {len(gts)}")
@@ -61,9 +61,9 @@ def static_boxes(gt) -> np.ndarray:
 
 
 def track_boxes(tracker, frames, init_box) -> np.ndarray:
-    """Run ``tracker`` (a :class:`~spikedeploy.tracker.SpikeTrackTracker`) over ``frames``;
+    """Run ``tracker`` (a :class:`~spikedeploy.tracking.tracker.SpikeTrackTracker`) over ``frames``;
     returns ``[N, 4]`` boxes (the first is ``init_box``)."""
-    from spikedeploy.tracker import track_sequence
+    from spikedeploy.tracking.tracker import track_sequence
 
     return np.asarray(track_sequence(tracker, frames, list(map(float, init_box))), dtype=np.float64)
 
@@ -71,18 +71,18 @@ def track_boxes(tracker, frames, init_box) -> np.ndarray:
 def evaluate_model(model, sequences: Sequence, *, progress: bool = False, tracker_kwargs: Optional[dict] = None,
                    network=None) -> Dict[str, object]:
     """Track every sequence with ``SpikeTrackTracker(TorchNetwork(model))`` (the integer model;
-    ``network``: another :class:`~spikedeploy.tracker.TrackerNetwork`, e.g. a fixed-point
+    ``network``: another :class:`~spikedeploy.tracking.tracker.TrackerNetwork`, e.g. a fixed-point
     ``ReferenceNetwork``) and score it. Returns ``{"tracker": TrackingScore, "static":
     TrackingScore, "per_sequence": [{"seed", "auc", "precision20", "static_auc"}], "boxes": [pred
     arrays]}``."""
     from tqdm.auto import tqdm
 
-    from spikedeploy.tracker import SpikeTrackTracker, TorchNetwork
+    from spikedeploy.tracking.tracker import SpikeTrackTracker, TorchNetwork
 
     tracker = SpikeTrackTracker(network if network is not None else TorchNetwork(model), **(tracker_kwargs or {}))
     preds: List[np.ndarray] = []
     per_seq = []
-    from spikedeploy.metrics import score_tracking
+    from spikedeploy.tracking.metrics import score_tracking
 
     for seq in tqdm(sequences, desc="evaluate", unit="seq", disable=not progress):
         boxes = track_boxes(tracker, seq.frames, seq.boxes[0])
@@ -119,7 +119,7 @@ def heldout_evaluation(model, count: int = 12, num_frames: int = 60, *, progress
         "variant": model.config.variant, **extra, "split": "heldout", "sequences": len(seqs),
         "seeds": [s.seed for s in seqs], "frames_per_sequence": int(num_frames), "frames_scored": trk.frames,
         "protocol": HELDOUT_PROTOCOL,
-        "tracker": "spikedeploy.tracker.SpikeTrackTracker(TorchNetwork(model)), preset default",
+        "tracker": "spikedeploy.tracking.tracker.SpikeTrackTracker(TorchNetwork(model)), preset default",
         "auc": trk.auc, "precision20": trk.precision20, "mean_iou": trk.mean_iou,
         "static_auc": static.auc, "static_precision20": static.precision20,
         "success_curve": [float(v) for v in trk.success], "precision_curve": [float(v) for v in trk.precision],
@@ -137,7 +137,7 @@ def write_heldout_evaluation(record: Dict[str, object], out_dir, stem: str) -> D
 
     from spikedeploy.fsutil import atomic_write_bytes, atomic_write_text
     from spikedeploy.htmlreport import figure_png
-    from spikedeploy.metrics import PRECISION_DISTANCES, SUCCESS_THRESHOLDS
+    from spikedeploy.tracking.metrics import PRECISION_DISTANCES, SUCCESS_THRESHOLDS
 
     out = Path(out_dir)
     files = {"json": str(out / f"{stem}_eval.json"), "png": str(out / f"{stem}_eval.png")}

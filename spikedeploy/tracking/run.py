@@ -1,10 +1,10 @@
 """Tracking a clip on one or several targets, and the tracking report (``spikedeploy track``).
 
-:func:`track_clip` runs the SpikeTrack tracker (:mod:`spikedeploy.tracker`) over a clip once per
+:func:`track_clip` runs the SpikeTrack tracker (:mod:`spikedeploy.tracking.tracker`) over a clip once per
 target — the network part on the PyTorch model, the reference executor, onnxruntime or Lava, the
 host part (crops, window, decoding) the same Python code every time — and compares:
 
-- with ground truth (when given): OTB success AUC and precision at 20 px (:mod:`spikedeploy.metrics`);
+- with ground truth (when given): OTB success AUC and precision at 20 px (:mod:`spikedeploy.tracking.metrics`);
 - between targets, frame by frame: IoU of the boxes against the first target and whether they are
   identical; and, for targets that expose per-layer spike counts (reference and Lava backends),
   whether every layer's counts are identical to those of the first such target (compared by a
@@ -194,13 +194,13 @@ def load_boxes(path, num_frames: Optional[int] = None) -> np.ndarray:
 
 def make_network(model, target: str, *, lava_options: Optional[Mapping] = None, graphs=None,
                  fixed_options: Optional[Mapping] = None, fixed=None):
-    """The :class:`~spikedeploy.tracker.TrackerNetwork` of ``target`` for the SpikeTrack ``model``.
-    ``graphs``: the model's captured branches (:func:`spikedeploy.tracker_backends.capture_spiketrack`)
+    """The :class:`~spikedeploy.tracking.tracker.TrackerNetwork` of ``target`` for the SpikeTrack ``model``.
+    ``graphs``: the model's captured branches (:func:`spikedeploy.tracking.backends.capture_spiketrack`)
     to share between graph-based targets (reference, onnx, lava) instead of capturing again.
     ``fixed_options``: ``weight_bits`` / ``calibration`` of the fixed-point targets; ``fixed``: their
-    quantized branches (:func:`~spikedeploy.tracker_backends.quantize_branches`) to share."""
-    from spikedeploy import tracker_backends as TB
-    from spikedeploy.tracker import TorchNetwork
+    quantized branches (:func:`~spikedeploy.tracking.backends.quantize_branches`) to share."""
+    from spikedeploy.tracking import backends as TB
+    from spikedeploy.tracking.tracker import TorchNetwork
 
     target = canonical_target(target)
     if target in FIXED_TARGETS:
@@ -355,7 +355,7 @@ def _track_frames(tracker, frames: np.ndarray, init_box, target: str, limit: int
 def _agreement(a: TargetTrack, b: TargetTrack, spikes_from: Optional[TargetTrack]) -> dict:
     """``b`` against the primary ``a`` (boxes) and against ``spikes_from`` (the first target that
     exposes per-layer spike counts; None: no comparison)."""
-    from spikedeploy.metrics import box_iou
+    from spikedeploy.tracking.metrics import box_iou
 
     n = min(a.frames, b.frames)
     iou = box_iou(np.asarray(b.boxes[:n]), np.asarray(a.boxes[:n])).tolist()
@@ -386,8 +386,8 @@ def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[floa
     ``frame_limits``: at most that many frames (including the first) for a target, e.g.
     ``{"lava-graded": 5}``; the others track all frames. ``fixed_options``: see :func:`make_network`
     (the fixed-point targets share one quantization of the branches)."""
-    from spikedeploy.metrics import score_tracking
-    from spikedeploy.tracker import SpikeTrackTracker
+    from spikedeploy.tracking.metrics import score_tracking
+    from spikedeploy.tracking.tracker import SpikeTrackTracker
 
     targets = [canonical_target(t) for t in targets]
     if not targets:
@@ -404,14 +404,14 @@ def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[floa
         if target.startswith("torch"):
             return make_network(model, target)
         if "graphs" not in captured:  # one capture of both branches for every graph-based target
-            from spikedeploy.tracker_backends import capture_spiketrack
+            from spikedeploy.tracking.backends import capture_spiketrack
 
             captured["graphs"] = capture_spiketrack(model)
         fixed = None
         if target in FIXED_TARGETS:
             if "fixed" not in captured:
                 from spikedeploy.passes import ExpandSpikes
-                from spikedeploy.tracker_backends import quantize_branches
+                from spikedeploy.tracking.backends import quantize_branches
 
                 lower, g = ExpandSpikes("graded"), captured["graphs"]
                 opts = dict(fixed_options or {})
@@ -657,7 +657,7 @@ def _curve_figures(report: TrackReport):
     its label; identical curves get distinct line styles and markers (and say whom they equal)."""
     from matplotlib.figure import Figure
 
-    from spikedeploy.metrics import PRECISION_DISTANCES, SUCCESS_THRESHOLDS
+    from spikedeploy.tracking.metrics import PRECISION_DISTANCES, SUCCESS_THRESHOLDS
 
     fs = Figure(figsize=(5.6, 4.3))
     ax = fs.add_subplot()
@@ -698,7 +698,7 @@ def common_scores(report: TrackReport) -> Optional[dict]:
     """When the targets' scores are over different numbers of frames (a frame limit): every
     target's scores over the first ``frames_tracked`` frames, which all of them tracked
     (``{"frames_tracked": n, "scores": {target: {"auc", "precision20", "frames"}}}``); else None."""
-    from spikedeploy.metrics import score_tracking
+    from spikedeploy.tracking.metrics import score_tracking
 
     if report.ground_truth is None or not report.scores:
         return None
@@ -839,3 +839,118 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
                       '<a href="report.md">report.md</a>'], html=True)
         (tmp / "report.html").write_text(page.render(), encoding="utf-8")
     return output
+
+
+# ---------------------------------------------------------------------------------------------
+# the track command (api.track)
+# ---------------------------------------------------------------------------------------------
+
+
+def track(
+    model: str = "spiketrack-tiny128-t1",
+    *,
+    clip,
+    init_box: Optional[Sequence[float]] = None,
+    targets: Sequence[str] = ("torch",),
+    checkpoint: Optional[str] = None,
+    ground_truth=None,
+    preset: str = "default",
+    seed: int = 0,
+    frame_limits: Optional[Dict[str, int]] = None,
+    output=None,
+    gif: bool = True,
+    progress: bool = False,
+    backend: Optional[str] = None,
+    clip_label: Optional[str] = None,
+    overwrite: bool = False,
+    partitions=None,
+    weight_bits: int = 8,
+):
+    """Track the object in ``init_box`` ([x, y, w, h] in the first frame) through ``clip`` (see
+    :func:`spikedeploy.tracking.run.load_frames`) with SpikeTrack ``model``, once per target in
+    ``targets`` (see :data:`spikedeploy.tracking.run.TRACK_TARGETS`; ``backend=`` is the single-target
+    spelling of earlier versions). ``checkpoint``: an official-layout checkpoint file,
+    ``"bundled"`` (the trained weights shipped for ``spiketrack-tiny128-t1``/``-t3``),
+    ``"random"`` (deterministic random weights, seed ``seed``: they fire, but do not track), or
+    None: bundled for the tiny128 variants, random for the others. ``ground_truth``: boxes ``[N, 4]`` or a file
+    (:func:`~spikedeploy.tracking.run.load_boxes`) for success/precision scores; without ``init_box``
+    its first box is used. ``frame_limits``: at most that many frames for a target (e.g.
+    ``{"lava": 5}``). Writes boxes, reports, plots and an annotated GIF into the directory
+    ``output`` (atomically) when given. ``clip`` may also be an ``N x H x W x 3`` uint8 array;
+    ``clip_label`` names it in the report. ``partitions``: the placement of the Lava targets' bundles
+    (``"auto"``, ``"per-layer"`` or N; see :mod:`spikedeploy.exporters.lava_placement`).
+    ``weight_bits``: the weight mantissa width of the fixed-point targets (``reference-fixed``,
+    ``lava-fixed``). Returns a :class:`spikedeploy.tracking.run.TrackReport`."""
+    from spikedeploy.models.spiketrack import (
+        BUNDLED_FAMILY,
+        default_tracker_checkpoint,
+        init_spiketrack_for_spiking,
+        load_spiketrack_checkpoint,
+        spiketrack,
+    )
+    from spikedeploy.exporting import _lava_partitions
+    from spikedeploy.fsutil import check_output_dir
+    from spikedeploy.passes.quantize import check_weight_bits
+
+    if backend is not None:
+        targets = (backend,)
+    targets = [canonical_target(t) for t in targets]
+    lava_options = _lava_partitions("lava", partitions)
+    check_weight_bits(weight_bits)
+    if weight_bits != 8 and not any(t in FIXED_TARGETS for t in targets):
+        raise ConfigError("--weight-bits applies to the fixed-point targets only (reference-fixed, lava-fixed)")
+    if lava_options and not any(t.startswith("lava") for t in targets):
+        raise ConfigError("--partitions applies to the Lava targets only (lava, lava-binary)")
+    file_inputs = [v for v in (clip, ground_truth, checkpoint) if isinstance(v, (str, Path))
+                   and v not in ("bundled", "random")]
+    if output is not None:
+        check_output_dir(output, overwrite=overwrite, inputs=file_inputs)
+    if isinstance(clip, np.ndarray):
+        frames = clip
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+            raise InputError(f"clip array must be N x H x W x 3 uint8 with N >= 1, got {frames.dtype} {list(frames.shape)}")
+        clip = clip_label or f"array of {len(frames)} frames"
+    else:
+        frames = load_frames(clip)
+        clip = clip_label or str(clip)
+    gt = None
+    if ground_truth is not None:
+        gt = (load_boxes(ground_truth, len(frames)) if isinstance(ground_truth, (str, Path))
+              else np.asarray(ground_truth, dtype=np.float64))
+        if gt.shape != (len(frames), 4):
+            raise InputError(f"ground truth must hold one box per frame ({len(frames)} x 4), got {list(gt.shape)}")
+    if init_box is None:
+        if gt is None:
+            raise ConfigError("track: give the initial box (--init-box X,Y,W,H) or ground truth (--ground-truth)")
+        init_box = gt[0].tolist()
+    if len(init_box) != 4:
+        raise ConfigError(f"the initial box needs X,Y,W,H, got {len(init_box)} numbers")
+    from spikedeploy.tracking.tracker import SpikeTrackTracker
+
+    init_box = SpikeTrackTracker._check_box(init_box, *frames.shape[1:3])  # before any capture
+    try:
+        net = spiketrack(model)
+    except ValueError as e:
+        raise ConfigError(f"--model {model!r} is not a SpikeTrack variant: {e}") from None
+    has_bundled = f"{net.config.family.lower()}{net.config.resolution}" == BUNDLED_FAMILY
+    if checkpoint is None:
+        checkpoint = "bundled" if has_bundled else "random"
+    if checkpoint == "bundled":
+        if not has_bundled:
+            raise ConfigError(f"track: trained weights ship only for spiketrack-{BUNDLED_FAMILY}-t1/-t3, not {model!r}; "
+                              "give --checkpoint FILE or --checkpoint random")
+        path = default_tracker_checkpoint(net.config.templates)
+        load_spiketrack_checkpoint(net, str(path))
+        weights = f"bundled trained weights ({path.name})"
+    elif checkpoint == "random":
+        init_spiketrack_for_spiking(net, seed=seed)
+        weights = f"random (seed {seed})"
+    else:
+        load_spiketrack_checkpoint(net, checkpoint)
+        weights = f"checkpoint {checkpoint}"
+    report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=clip, ground_truth=gt,
+                        preset=preset, frame_limits=frame_limits, progress=progress, lava_options=lava_options,
+                        fixed_options={"weight_bits": weight_bits})
+    if output is not None:
+        write_track_outputs(report, frames, output, gif=gif, overwrite=overwrite, inputs=file_inputs)
+    return report

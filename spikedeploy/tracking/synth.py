@@ -19,7 +19,7 @@ Splits (:data:`SPLIT_IMAGES`): ``"train"`` and ``"heldout"`` use *disjoint* sets
 for targets, distractors, occluders and backgrounds, so a tracker trained on ``"train"`` is
 evaluated on image content it has never seen::
 
-    from spikedeploy.data.synth_tracking import generate_sequence
+    from spikedeploy.tracking.synth import generate_sequence
     seq = generate_sequence(seed=3, split="heldout", num_frames=60)
     seq.frames  # uint8 [60, 240, 320, 3] RGB
     seq.boxes   # float64 [60, 4]  x, y, w, h
@@ -38,6 +38,7 @@ import numpy as np
 from spikedeploy.errors import ConfigError
 
 __all__ = [
+    "demo_clip",
     "SPLIT_IMAGES",
     "SPLITS",
     "SyntheticSequence",
@@ -432,3 +433,12 @@ def generate_sequence(seed: int, split: str = "train", num_frames: int = 60,
 def generate_sequences(seeds: Sequence[int], split: str = "train", **kwargs) -> List[SyntheticSequence]:
     """:func:`generate_sequence` for each seed in ``seeds``."""
     return [generate_sequence(int(s), split, **kwargs) for s in seeds]
+
+
+def demo_clip(num_frames: int = 60, seed: int = 0, frame_size: Tuple[int, int] = (240, 320)):
+    """A deterministic test clip for the bundled tracker: held-out synthetic sequence ``seed``
+    (photographs never used in training; :mod:`spikedeploy.tracking.synth`). Returns
+    ``(frames uint8 [N, H, W, 3] RGB, boxes float64 [N, 4] x, y, w, h)``; ``boxes[0]`` is the
+    initial box."""
+    seq = generate_sequence(seed, "heldout", num_frames, frame_size)
+    return seq.frames, seq.boxes

@@ -4,7 +4,7 @@ Written from the official tracker's conventions (faicaiwawa/SpikeTrack,
 ``lib/test/tracker/spiketrack_inf.py``; facts in ``../shared/fixtures/spiketrack/README.md``)::
 
     from spikedeploy.models.spiketrack import spiketrack
-    from spikedeploy.tracker import SpikeTrackTracker, TorchNetwork, track_sequence
+    from spikedeploy.tracking.tracker import SpikeTrackTracker, TorchNetwork, track_sequence
 
     tracker = SpikeTrackTracker(TorchNetwork(spiketrack("s256", 1, checkpoint="X.pth.tar")))
     tracker.initialize(frames[0], [x, y, w, h])        # HxWx3 uint8 RGB, box in pixels
@@ -55,6 +55,7 @@ import torch
 from spikedeploy.errors import ConfigError, SpikedeployError
 
 __all__ = [
+    "bundled_tracker",
     "TrackerError",
     "InvalidBoxError",
     "InvalidFrameError",
@@ -287,7 +288,7 @@ class TrackerNetwork:
       numpy arrays (any float dtype; converted to float32), F = S / 16. The leading time axis
       may be omitted (``[1, c, F, F]``). The host applies the sigmoid (``head_maps``).
     * ``close()`` (optional): release what the network keeps running between calls (e.g. a live
-      Lava runtime); :func:`spikedeploy.trackrun.track_clip` calls it after a target's last frame.
+      Lava runtime); :func:`spikedeploy.tracking.run.track_clip` calls it after a target's last frame.
     """
 
     size: int
@@ -305,7 +306,7 @@ class TorchNetwork(TrackerNetwork):
     (:class:`~spikedeploy.models.spiketrack.SpikeTrack`): ``template_branch`` and
     ``search_branch`` under ``torch.no_grad()`` in eval mode. The tracker's float32 inputs are cast
     to the model's dtype (``TorchNetwork(model.double())`` runs in float64). Other backends (the
-    reference in integer/binary/graded mode, onnxruntime) are in :mod:`spikedeploy.tracker_backends`."""
+    reference in integer/binary/graded mode, onnxruntime) are in :mod:`spikedeploy.tracking.backends`."""
 
     def __init__(self, model):
         from spikedeploy.models.spiketrack import SpikeTrack
@@ -573,3 +574,12 @@ HOST_STEPS = {
     "map_box_back": map_box_back,
     "clip_box": clip_box,
 }
+
+
+def bundled_tracker(templates: int = 1, **tracker_kwargs):
+    """A ready :class:`SpikeTrackTracker` around the bundled trained model
+    (:func:`spikedeploy.models.spiketrack.bundled_model`, PyTorch integer network). ``tracker_kwargs`` go to the tracker
+    (``preset``, ``update_interval``, ...)."""
+    from spikedeploy.models.spiketrack import bundled_model
+
+    return SpikeTrackTracker(TorchNetwork(bundled_model(templates)), **tracker_kwargs)

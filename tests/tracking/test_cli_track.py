@@ -149,7 +149,7 @@ def test_default_weights_are_the_bundled_ones_for_the_small_tracker(tmp_path, ca
     """Without --checkpoint the small tracker tracks with its shipped trained weights (and says
     so); 'random' still gives random weights; 'bundled' on a variant without shipped weights is a
     clear error."""
-    from spikedeploy.models.spiketrack import demo_clip
+    from spikedeploy.tracking.synth import demo_clip
 
     frames, boxes = demo_clip(num_frames=3)
     clip = tmp_path / "clip.npy"

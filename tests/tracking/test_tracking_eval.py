@@ -1,10 +1,10 @@
-"""Pooled held-out scoring (spikedeploy.tracking_eval) on hand-made boxes."""
+"""Pooled held-out scoring (spikedeploy.tracking.evaluation) on hand-made boxes."""
 
 import numpy as np
 import pytest
 
-from spikedeploy.metrics import score_tracking
-from spikedeploy.tracking_eval import pooled_score, static_boxes
+from spikedeploy.tracking.metrics import score_tracking
+from spikedeploy.tracking.evaluation import pooled_score, static_boxes
 
 
 def test_pooled_score_weights_frames_equally_and_skips_each_first_frame():
@@ -38,7 +38,7 @@ def test_heldout_evaluation_record_and_files(tmp_path):
     import torch
 
     from spikedeploy.models.spiketrack import spiketrack
-    from spikedeploy.tracking_eval import heldout_evaluation, heldout_sequences, write_heldout_evaluation
+    from spikedeploy.tracking.evaluation import heldout_evaluation, heldout_sequences, write_heldout_evaluation
 
     torch.manual_seed(0)
     model = spiketrack("spiketrack-tiny128-t1").eval()

@@ -5,13 +5,13 @@ The network is trained *as it is deployed*: the NI-LIF neurons quantize in the f
 (:class:`spikedeploy.neurons` ``_QuantizeSTE``), so the trained weights run unchanged as an integer
 network and lower exactly to spikes. Inference is not touched.
 
-Training pairs are cut exactly as :class:`spikedeploy.tracker.SpikeTrackTracker` cuts them:
-the template is :func:`~spikedeploy.tracker.crop_with_context` of a frame around its ground-truth
-box (factor :data:`~spikedeploy.tracker.TEMPLATE_FACTOR` = 4, size S), the search region the same
-crop (factor :data:`~spikedeploy.tracker.SEARCH_FACTOR` = 4) of a later frame around a
+Training pairs are cut exactly as :class:`spikedeploy.tracking.tracker.SpikeTrackTracker` cuts them:
+the template is :func:`~spikedeploy.tracking.tracker.crop_with_context` of a frame around its ground-truth
+box (factor :data:`~spikedeploy.tracking.tracker.TEMPLATE_FACTOR` = 4, size S), the search region the same
+crop (factor :data:`~spikedeploy.tracking.tracker.SEARCH_FACTOR` = 4) of a later frame around a
 *simulated previous state* (the previous frame's box, jittered), both normalized with
 :func:`~spikedeploy.models.spiketrack.normalize_images`. Labels follow the tracker's own box mapping
-(:func:`~spikedeploy.tracker.map_box_back` inverted), so a perfect head output maps back to the
+(:func:`~spikedeploy.tracking.tracker.map_box_back` inverted), so a perfect head output maps back to the
 ground truth.
 
 Losses (OSTrack/SpikeTrack center head): a focal loss on the score map against a Gaussian centred
@@ -78,7 +78,7 @@ class TrainConfig:
     their initialization, and BatchNorm calibration is skipped). ``steps`` and/or ``time_limit_s``
     bound the run (whichever comes first; the learning-rate schedule follows ``steps``).
     ``difficulty_min``: each training sequence gets a difficulty drawn uniformly from
-    ``[difficulty_min, 1]`` (:func:`~spikedeploy.data.synth_tracking.generate_sequence`), an easier
+    ``[difficulty_min, 1]`` (:func:`~spikedeploy.tracking.synth.generate_sequence`), an easier
     mix than the held-out evaluation (always difficulty 1); ``wide_jitter_p``: share of search crops
     placed far from the target (re-detection practice).
     """
@@ -321,7 +321,7 @@ class PairSampler:
     def __init__(self, *, size: int, templates: int = 1, split: str = "train", seed: int = 0,
                  pool_sequences: int = 48, sequence_frames: int = 48, frame_size=(240, 320),
                  max_gap: int = 40, wide_jitter_p: float = 0.3, difficulty_min: float = 1.0, seed_offset: int = 0):
-        from spikedeploy.data.synth_tracking import generate_sequence
+        from spikedeploy.tracking.synth import generate_sequence
 
         self._gen = generate_sequence
         self.size, self.templates, self.split = int(size), int(templates), split
@@ -363,7 +363,7 @@ class PairSampler:
 
     def sample(self, batch: int):
         from spikedeploy.models.spiketrack import normalize_images
-        from spikedeploy.tracker import SEARCH_FACTOR, TEMPLATE_FACTOR, crop_with_context
+        from spikedeploy.tracking.tracker import SEARCH_FACTOR, TEMPLATE_FACTOR, crop_with_context
 
         rng, S, T = self.rng, self.size, self.templates
         z_crops, x_crops, targets = [], [], []
@@ -714,7 +714,7 @@ def run_train(args, log: Callable[[str], None] = print) -> Dict[str, object]:
     result = train_tracker(cfg, out, progress=not args.no_progress, log=log)
     summary: Dict[str, object] = {"steps": result.steps, "seconds": round(result.seconds, 1), "files": dict(result.files)}
     if args.eval_sequences:
-        from spikedeploy.tracking_eval import heldout_evaluation, write_heldout_evaluation
+        from spikedeploy.tracking.evaluation import heldout_evaluation, write_heldout_evaluation
 
         ev = heldout_evaluation(result.model, args.eval_sequences, args.eval_frames, progress=not args.no_progress,
                                 weights=f"{result.model.config.variant}.pth (float32, as trained)")

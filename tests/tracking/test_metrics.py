@@ -1,9 +1,9 @@
-"""OTB metrics on hand-made boxes (spikedeploy.metrics)."""
+"""OTB metrics on hand-made boxes (spikedeploy.tracking.metrics)."""
 
 import numpy as np
 import pytest
 
-from spikedeploy import metrics as M
+from spikedeploy.tracking import metrics as M
 
 
 def test_iou_and_center_error_by_hand():

@@ -1,4 +1,4 @@
-"""Training the small SpikeTrack tracker (spikedeploy.training): losses, label mapping, a few
+"""Training the small SpikeTrack tracker (spikedeploy.tracking.training): losses, label mapping, a few
 optimizer steps, the files written, bad options."""
 
 import csv
@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from spikedeploy import training as tr
+from spikedeploy.tracking import training as tr
 from spikedeploy.errors import ConfigError
 from spikedeploy.models.spiketrack import (
     HeadOutputs, identify_variant, load_spiketrack_state_dict, spiketrack,
 )
-from spikedeploy.tracker import map_box_back
+from spikedeploy.tracking.tracker import map_box_back
 
 REPO = Path(__file__).resolve().parents[2]
 

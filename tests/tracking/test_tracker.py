@@ -1,4 +1,4 @@
-"""The SpikeTrack tracker (:mod:`spikedeploy.tracker`): host crop/resize, the official inference
+"""The SpikeTrack tracker (:mod:`spikedeploy.tracking.tracker`): host crop/resize, the official inference
 loop, the template FIFO update, the pluggable network protocol, and bad input.
 
 Agreement with the official tracker (``../shared/fixtures/spiketrack/s256-t1/tracker_trace.npz``
@@ -40,7 +40,7 @@ import torch
 
 from spikedeploy.errors import ConfigError, SpikedeployError
 from spikedeploy.models.spiketrack import HeadOutputs, hann_window, load_spiketrack_state_dict, spiketrack
-from spikedeploy.tracker import (
+from spikedeploy.tracking.tracker import (
     PRESETS,
     InvalidBoxError,
     InvalidFrameError,

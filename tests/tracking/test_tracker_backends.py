@@ -1,4 +1,4 @@
-"""Tracker network backends (:mod:`spikedeploy.tracker_backends`): the reference interpreter
+"""Tracker network backends (:mod:`spikedeploy.tracking.backends`): the reference interpreter
 (integer / binary / graded spikes) and onnxruntime behind the tracker's ``TrackerNetwork``
 protocol, and :func:`set_memory` (the search graph's MemoryRead weights = the template memory).
 
@@ -28,13 +28,11 @@ import numpy as np
 import pytest
 import torch
 
-from spikedeploy.errors import CaptureError
 from spikedeploy.ir import ops as O
 from spikedeploy.models.spiketrack import MEMORY_KEYS, init_spiketrack_for_spiking, normalize_images, spiketrack
 from spikedeploy.reference import run
-from spikedeploy.tracker import SpikeTrackTracker, TorchNetwork, TrackerError
-from spikedeploy.tracker_backends import (
-    BackendCaptureError,
+from spikedeploy.tracking.tracker import SpikeTrackTracker, TorchNetwork, TrackerError
+from spikedeploy.tracking.backends import (
     MemoryMismatchError,
     OnnxNetwork,
     ReferenceNetwork,
@@ -123,7 +121,7 @@ def torch64_track(model64, frames):
 @pytest.fixture(scope="module")
 def memory64(model64, frames):
     """A float64 torch memory of a template crop that is not the capture's placeholder."""
-    from spikedeploy.tracker import TEMPLATE_FACTOR, crop_with_context
+    from spikedeploy.tracking.tracker import TEMPLATE_FACTOR, crop_with_context
 
     crop, _ = crop_with_context(frames[0], INIT_BOX, TEMPLATE_FACTOR, 256)
     with torch.no_grad():
@@ -131,7 +129,7 @@ def memory64(model64, frames):
 
 
 def _search_input(frames, box=INIT_BOX):
-    from spikedeploy.tracker import SEARCH_FACTOR, crop_with_context
+    from spikedeploy.tracking.tracker import SEARCH_FACTOR, crop_with_context
 
     crop, _ = crop_with_context(frames[1], box, SEARCH_FACTOR, 256)
     return normalize_images(crop).unsqueeze(0)  # [1, 1, 3, S, S] float32
@@ -210,7 +208,7 @@ def test_set_memory_rejects_a_wrong_memory(graphs, memory64):
 
 
 def test_reference_template_memory_equals_torch(graphs, memory64, frames):
-    from spikedeploy.tracker import TEMPLATE_FACTOR, crop_with_context
+    from spikedeploy.tracking.tracker import TEMPLATE_FACTOR, crop_with_context
 
     crop, _ = crop_with_context(frames[0], INIT_BOX, TEMPLATE_FACTOR, 256)
     templates = normalize_images(crop).unsqueeze(0)
@@ -356,7 +354,7 @@ def tiny_spiketrack(templates: int = 1):
 
 def test_lava_network_bad_options():
     from spikedeploy.errors import ConfigError
-    from spikedeploy.tracker_backends import LavaNetwork
+    from spikedeploy.tracking.backends import LavaNetwork
 
     with pytest.raises(ConfigError, match="encoding"):
         LavaNetwork(tiny_spiketrack(), encoding="integer")
@@ -369,7 +367,7 @@ def test_lava_network_tracks_like_the_reference_with_equal_spike_counts():
     """The tracker with LavaNetwork (graded spikes, Lava CPU simulator) and with ReferenceNetwork
     in the same mode give identical boxes and scores on a short sequence; every neuron layer of
     the last search frame has the same spike counts, and of the template branch too."""
-    from spikedeploy.tracker_backends import LavaNetwork
+    from spikedeploy.tracking.backends import LavaNetwork
 
     model = tiny_spiketrack()
     graphs = capture_spiketrack(model)
@@ -416,7 +414,7 @@ def test_lava_network_t3_tracks_like_the_reference():
     """T = 3 (three templates): the Lava search bundle has the time axis (repeated query, per-
     template layers, time-varying memory reads, host softmax, template gate); boxes and the spike
     counts of every search layer equal the reference's (graded)."""
-    from spikedeploy.tracker_backends import LavaNetwork
+    from spikedeploy.tracking.backends import LavaNetwork
 
     graphs = capture_spiketrack(tiny_spiketrack(templates=3))
     frames = make_sequence(n=2)

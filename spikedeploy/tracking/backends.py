@@ -1,10 +1,10 @@
-"""Network backends for the SpikeTrack tracker (:mod:`spikedeploy.tracker`): the same captured
+"""Network backends for the SpikeTrack tracker (:mod:`spikedeploy.tracking.tracker`): the same captured
 network run by the reference interpreter, onnxruntime or Lava's CPU simulator, plugged into the tracker's
-:class:`~spikedeploy.tracker.TrackerNetwork` protocol::
+:class:`~spikedeploy.tracking.tracker.TrackerNetwork` protocol::
 
     from spikedeploy.models.spiketrack import spiketrack
-    from spikedeploy.tracker import SpikeTrackTracker, track_sequence
-    from spikedeploy.tracker_backends import LavaNetwork, OnnxNetwork, ReferenceNetwork
+    from spikedeploy.tracking.tracker import SpikeTrackTracker, track_sequence
+    from spikedeploy.tracking.backends import LavaNetwork, OnnxNetwork, ReferenceNetwork
 
     model = spiketrack("s256", 1, checkpoint="X.pth.tar")
     tracker = SpikeTrackTracker(ReferenceNetwork(model, mode="binary"))   # unit spikes
@@ -27,7 +27,7 @@ Memory handles
     ``template()`` returns the memory as the torch model does: a dict ``{"cross_block_k": tensor
     [T, 1, H, C/H, Cv/H]}`` (:data:`~spikedeploy.models.spiketrack.MEMORY_KEYS`); ``search()``
     accepts that dict or a sequence of six tensors, from any backend (e.g. a
-    :class:`~spikedeploy.tracker.TorchNetwork`'s memory). The search graph (or ONNX session) is
+    :class:`~spikedeploy.tracking.tracker.TorchNetwork`'s memory). The search graph (or ONNX session) is
     rebuilt when ``search`` sees a memory object other than the one it was last built for (the
     memory is treated as immutable: do not modify its tensors in place).
 
@@ -52,7 +52,7 @@ from spikedeploy.errors import CaptureError, ConfigError
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph
 from spikedeploy.targets import PRECISIONS  # float or fixed
-from spikedeploy.tracker import TrackerError, TrackerNetwork
+from spikedeploy.tracking.tracker import TrackerError, TrackerNetwork
 
 __all__ = [
     "BackendCaptureError",
@@ -78,7 +78,7 @@ READS_PER_MEMORY = 2  #: each MRM's retriever reads its memory twice (two Memory
 
 
 class BackendCaptureError(TrackerError, CaptureError):
-    """A SpikeTrack model whose branches cannot be captured into IR graphs. Both a :class:`~spikedeploy.tracker.TrackerError` and a
+    """A SpikeTrack model whose branches cannot be captured into IR graphs. Both a :class:`~spikedeploy.tracking.tracker.TrackerError` and a
     :class:`~spikedeploy.errors.CaptureError` (exit code 2)."""
 
 
@@ -145,7 +145,7 @@ def capture_spiketrack(model) -> SpikeTrackGraphs:
                 raise BackendCaptureError(
                     f"{cfg.name}: cannot capture the {branch} branch for the reference/ONNX tracker "
                     f"backends (this variant has T = {T}): {e}. "
-                    "Use spikedeploy.tracker.TorchNetwork for this variant."
+                    "Use spikedeploy.tracking.tracker.TorchNetwork for this variant."
                 ) from None
     finally:
         model.train(was_training)
@@ -268,8 +268,8 @@ def calibration_crops(size: int, templates: int, count: int = CALIBRATION_CROPS)
     clip, normalized as the tracker does), as template input ``[templates, count, 3, S, S]``
     (the template branch takes T crops; the same crops serve every template slot) and search input
     ``[1, count, 3, S, S]``. The demo clip is the project's own synthetic sample data."""
-    from spikedeploy.models.spiketrack import demo_clip
-    from spikedeploy.tracker import context_crops
+    from spikedeploy.tracking.synth import demo_clip
+    from spikedeploy.tracking.tracker import context_crops
 
     x = torch.from_numpy(context_crops(*demo_clip(), size, count)).to(torch.float64)[None]
     return x.expand(int(templates), *x.shape[1:]).contiguous(), x
@@ -420,7 +420,7 @@ class _CapturedNetwork(TrackerNetwork):
 
 
 class ReferenceNetwork(_CapturedNetwork):
-    """:class:`~spikedeploy.tracker.TrackerNetwork` run by the reference interpreter
+    """:class:`~spikedeploy.tracking.tracker.TrackerNetwork` run by the reference interpreter
     (:func:`spikedeploy.reference.run`).
 
     ``mode``: ``"integer"`` (the trained integer network), ``"binary"`` (unit spikes, the graphs
@@ -512,7 +512,7 @@ class ReferenceNetwork(_CapturedNetwork):
 
 
 class OnnxNetwork(_CapturedNetwork):
-    """:class:`~spikedeploy.tracker.TrackerNetwork` run by onnxruntime (the ONNX target:
+    """:class:`~spikedeploy.tracking.tracker.TrackerNetwork` run by onnxruntime (the ONNX target:
     ``spikedeploy.exporters.onnx`` / ``spikedeploy.runtimes.onnx``).
 
     The integer template and search graphs (:func:`capture_spiketrack`) are exported once with
@@ -591,7 +591,7 @@ class OnnxNetwork(_CapturedNetwork):
 
 
 class LavaNetwork(_CapturedNetwork):
-    """:class:`~spikedeploy.tracker.TrackerNetwork` run in Lava's CPU simulator (the Lava target:
+    """:class:`~spikedeploy.tracking.tracker.TrackerNetwork` run in Lava's CPU simulator (the Lava target:
     ``spikedeploy.exporters.lava`` compiles, ``spikedeploy.runtimes.lava`` runs, ``floating_pt``).
 
     Both branches are captured once (:func:`capture_spiketrack`, or ``graphs=``) and lowered once

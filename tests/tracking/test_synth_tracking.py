@@ -1,9 +1,9 @@
-"""Synthetic tracking sequences (spikedeploy.data.synth_tracking): determinism, exact boxes, splits."""
+"""Synthetic tracking sequences (spikedeploy.tracking.synth): determinism, exact boxes, splits."""
 
 import numpy as np
 import pytest
 
-from spikedeploy.data import synth_tracking as st
+from spikedeploy.tracking import synth as st
 from spikedeploy.errors import ConfigError
 
 

@@ -16,7 +16,7 @@ from spikedeploy.reference import is_fixed, run
 @pytest.fixture(scope="module")
 def tiny():
     from spikedeploy.models.spiketrack import bundled_model
-    from spikedeploy.tracker_backends import capture_spiketrack
+    from spikedeploy.tracking.backends import capture_spiketrack
 
     model = bundled_model(1)
     return model, capture_spiketrack(model)
@@ -24,7 +24,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def fixed(tiny):
-    from spikedeploy.tracker_backends import quantize_branches
+    from spikedeploy.tracking.backends import quantize_branches
 
     lower = ExpandSpikes("graded")
     _, graphs = tiny
@@ -32,7 +32,7 @@ def fixed(tiny):
 
 
 def test_calibration_crops_are_demo_clip_crops():
-    from spikedeploy.tracker_backends import calibration_crops
+    from spikedeploy.tracking.backends import calibration_crops
 
     t, s = calibration_crops(128, 3, count=4)
     assert t.shape == (3, 4, 3, 128, 128) and s.shape == (1, 4, 3, 128, 128)
@@ -41,7 +41,7 @@ def test_calibration_crops_are_demo_clip_crops():
 
 
 def test_branches_are_fixed_point_and_memory_reads_hold_8_bit_mantissas(fixed):
-    from spikedeploy.tracker_backends import memory_read_map
+    from spikedeploy.tracking.backends import memory_read_map
 
     assert is_fixed(fixed.template) and is_fixed(fixed.search) and fixed.weight_bits == 8
     plan = fixed.search.meta_dict()["fixed_point"]
@@ -54,7 +54,7 @@ def test_branches_are_fixed_point_and_memory_reads_hold_8_bit_mantissas(fixed):
 
 def test_fixed_memory_rebinds_with_the_static_exponent(tiny, fixed):
     from spikedeploy.passes.quantize import decode_outputs
-    from spikedeploy.tracker_backends import _memory_dict, calibration_crops, set_fixed_memory
+    from spikedeploy.tracking.backends import _memory_dict, calibration_crops, set_fixed_memory
 
     t, _ = calibration_crops(128, 1, count=3)
     res = run(fixed.template, t[:, 2:3])
@@ -72,11 +72,11 @@ def test_fixed_memory_rebinds_with_the_static_exponent(tiny, fixed):
 def test_reference_fixed_tracks_the_demo_clip(tiny, fixed):
     """The fixed-point tracker follows the object (its AUC on these frames stays near the float
     tracker's); its spikes are integers of a fixed graph and every layer fires."""
-    from spikedeploy.metrics import box_iou, score_tracking
-    from spikedeploy.models.spiketrack import demo_clip
-    from spikedeploy.tracker import SpikeTrackTracker
-    from spikedeploy.tracker_backends import ReferenceNetwork
-    from spikedeploy.tracking_eval import track_boxes
+    from spikedeploy.tracking.metrics import box_iou, score_tracking
+    from spikedeploy.tracking.synth import demo_clip
+    from spikedeploy.tracking.tracker import SpikeTrackTracker
+    from spikedeploy.tracking.backends import ReferenceNetwork
+    from spikedeploy.tracking.evaluation import track_boxes
 
     model, graphs = tiny
     frames, gt = demo_clip()
@@ -92,8 +92,8 @@ def test_reference_fixed_tracks_the_demo_clip(tiny, fixed):
 
 
 def test_fixed_options_are_checked(tiny):
-    from spikedeploy.trackrun import FIXED_TARGETS, TRACK_TARGETS, canonical_target
-    from spikedeploy.tracker_backends import ReferenceNetwork
+    from spikedeploy.tracking.run import FIXED_TARGETS, TRACK_TARGETS, canonical_target
+    from spikedeploy.tracking.backends import ReferenceNetwork
 
     _, graphs = tiny
     assert set(FIXED_TARGETS) <= set(TRACK_TARGETS) and canonical_target("lava-fixed") == "lava-fixed"
@@ -107,7 +107,7 @@ def test_fixed_options_are_checked(tiny):
 
 def test_track_cli_runs_the_fixed_reference_and_checks_weight_bits(tmp_path, capsys):
     from spikedeploy.cli import main
-    from spikedeploy.models.spiketrack import demo_clip
+    from spikedeploy.tracking.synth import demo_clip
 
     frames, gt = demo_clip()
     clip, truth = tmp_path / "clip.npy", tmp_path / "gt.txt"
