@@ -846,6 +846,42 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
 # ---------------------------------------------------------------------------------------------
 
 
+def load_tracker_model(model: str, checkpoint: Optional[str] = None, *, seed: int = 0):
+    """The SpikeTrack variant ``model`` with its weights, and a line saying which: ``checkpoint``
+    ``"bundled"`` (the trained weights shipped for the tiny128 variants), ``"random"``
+    (deterministic random weights that fire, seed ``seed``), a checkpoint file in the official
+    layout, or None (bundled where they ship, else random). Bad names are a ConfigError."""
+    from spikedeploy.models.spiketrack import (
+        BUNDLED_FAMILY,
+        default_tracker_checkpoint,
+        init_spiketrack_for_spiking,
+        load_spiketrack_checkpoint,
+        spiketrack,
+    )
+
+    try:
+        net = spiketrack(model)
+    except ValueError as e:
+        raise ConfigError(f"--model {model!r} is not a SpikeTrack variant: {e}") from None
+    has_bundled = f"{net.config.family.lower()}{net.config.resolution}" == BUNDLED_FAMILY
+    if checkpoint is None:
+        checkpoint = "bundled" if has_bundled else "random"
+    if checkpoint == "bundled":
+        if not has_bundled:
+            raise ConfigError(f"track: trained weights ship only for spiketrack-{BUNDLED_FAMILY}-t1/-t3, not {model!r}; "
+                              "give --checkpoint FILE or --checkpoint random")
+        path = default_tracker_checkpoint(net.config.templates)
+        load_spiketrack_checkpoint(net, str(path))
+        weights = f"bundled trained weights ({path.name})"
+    elif checkpoint == "random":
+        init_spiketrack_for_spiking(net, seed=seed)
+        weights = f"random (seed {seed})"
+    else:
+        load_spiketrack_checkpoint(net, checkpoint)
+        weights = f"checkpoint {checkpoint}"
+    return net, weights
+
+
 def track(
     model: str = "spiketrack-tiny128-t1",
     *,
@@ -881,13 +917,6 @@ def track(
     (``"auto"``, ``"per-layer"`` or N; see :mod:`spikedeploy.exporters.lava_placement`).
     ``weight_bits``: the weight mantissa width of the fixed-point targets (``reference-fixed``,
     ``lava-fixed``). Returns a :class:`spikedeploy.tracking.run.TrackReport`."""
-    from spikedeploy.models.spiketrack import (
-        BUNDLED_FAMILY,
-        default_tracker_checkpoint,
-        init_spiketrack_for_spiking,
-        load_spiketrack_checkpoint,
-        spiketrack,
-    )
     from spikedeploy.exporting import _lava_partitions
     from spikedeploy.fsutil import check_output_dir
     from spikedeploy.passes.quantize import check_weight_bits
@@ -928,26 +957,7 @@ def track(
     from spikedeploy.tracking.tracker import SpikeTrackTracker
 
     init_box = SpikeTrackTracker._check_box(init_box, *frames.shape[1:3])  # before any capture
-    try:
-        net = spiketrack(model)
-    except ValueError as e:
-        raise ConfigError(f"--model {model!r} is not a SpikeTrack variant: {e}") from None
-    has_bundled = f"{net.config.family.lower()}{net.config.resolution}" == BUNDLED_FAMILY
-    if checkpoint is None:
-        checkpoint = "bundled" if has_bundled else "random"
-    if checkpoint == "bundled":
-        if not has_bundled:
-            raise ConfigError(f"track: trained weights ship only for spiketrack-{BUNDLED_FAMILY}-t1/-t3, not {model!r}; "
-                              "give --checkpoint FILE or --checkpoint random")
-        path = default_tracker_checkpoint(net.config.templates)
-        load_spiketrack_checkpoint(net, str(path))
-        weights = f"bundled trained weights ({path.name})"
-    elif checkpoint == "random":
-        init_spiketrack_for_spiking(net, seed=seed)
-        weights = f"random (seed {seed})"
-    else:
-        load_spiketrack_checkpoint(net, checkpoint)
-        weights = f"checkpoint {checkpoint}"
+    net, weights = load_tracker_model(model, checkpoint, seed=seed)
     report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=clip, ground_truth=gt,
                         preset=preset, frame_limits=frame_limits, progress=progress, lava_options=lava_options,
                         fixed_options={"weight_bits": weight_bits})
