@@ -636,11 +636,24 @@ def _rates(q: torch.Tensor) -> Tuple[float, Tuple[float, ...]]:
     return total / (per_pos * q.shape[0]), tuple(float(v) / per_pos for v in per_step)
 
 
-def _synapse_counts(op, q: torch.Tensor, in_shape, out_shape):
+def _fanouts(op, in_shape, out_shape, cache: Optional[dict], name: str):
+    """Both fan-out maps of ``op`` (non-zero weights, all weights). ``cache`` (a dict the caller
+    keeps between audits of the same graph, e.g. one per tracked frame) holds them per node; an
+    entry is used only for the very same op object and shapes, so a changed op (a new template
+    memory) is computed again."""
+    key = (tuple(in_shape), tuple(out_shape))
+    hit = cache.get(name) if cache is not None else None
+    if hit is not None and hit[0] is op and hit[1] == key:
+        return hit[2], hit[3]
     f = fanout_map(op, in_shape, out_shape)
     f_all = fanout_map(op, in_shape, out_shape, nonzero_only=False)
-    nd = len(in_shape)
-    dims = tuple(range(1, nd + 2))  # keep T, sum over B and positions
+    if cache is not None:
+        cache[name] = (op, key, f, f_all)
+    return f, f_all
+
+
+def _synapse_counts(op, q: torch.Tensor, in_shape, out_shape, cache: Optional[dict] = None, name: str = ""):
+    f, f_all = _fanouts(op, in_shape, out_shape, cache, name)
     syn = _per_step_sum((q * f))
     graded = _per_step_sum(((q > 0).to(q.dtype) * f))
     syn_all = float((q * f_all).sum())
@@ -717,6 +730,7 @@ def audit_graph(
     model: str = "",
     weights: str = "",
     saturated: Optional[int] = None,
+    fanout_cache: Optional[dict] = None,
 ) -> AuditReport:
     """Audit ``graph`` on inputs ``x`` (``[T, B, *s]`` tensor or dict by input name).
 
@@ -729,7 +743,8 @@ def audit_graph(
     graph in which no neuron feeds a synapse ("nothing to audit"), and ``ConfigError`` for an
     unknown energy profile or encoding. A fixed-point graph's report gives the saturation events of
     the run (counted here for the reference run; ``saturated``: those the runtime of
-    ``spike_counts`` counted).
+    ``spike_counts`` counted). ``fanout_cache``: a dict kept by a caller that audits the same
+    graph many times (a tracker, frame after frame): the static fan-out maps are computed once.
     """
     from spikedeploy.passes import ExpandSpikes
     from spikedeploy.reference import execute, graph_mode
@@ -768,7 +783,7 @@ def audit_graph(
         run_name = f"{runtime}-{encoding}"
         saturated = sum(int(r.saturated) for r in result.records.values())
 
-    rows, accs, uncounted = _count(lowered, shapes, q_of, T, B, encoding, prof)
+    rows, accs, uncounted = _count(lowered, shapes, q_of, T, B, encoding, prof, fanout_cache)
     totals = _totals(rows, accs, T, B, prof)
     meta = lowered.meta_dict()
     fixed = None
@@ -823,7 +838,8 @@ def _display_names(graph: Graph) -> Dict[str, str]:
     return names
 
 
-def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: EnergyProfile):
+def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: EnergyProfile,
+           fanout_cache: Optional[dict] = None):
     spikes, sources = _spike_values(graph, q_of)
     display = _display_names(graph)
     steps = {k: (T if v is None else int(v)) for k, v in value_steps(graph, T).items()}
@@ -844,7 +860,7 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
             flops = layer_flops(op, in_shape, out_shape)
             if src in spikes:
                 q = spikes[src]
-                syn, graded, syn_all = _synapse_counts(op, q, in_shape, out_shape)
+                syn, graded, syn_all = _synapse_counts(op, q, in_shape, out_shape, fanout_cache, n.name)
                 rate, per_step = _rates(q)
                 tv = int(q.shape[0])  # the macro-steps of this layer's input
                 theo = flops * tv * rate

@@ -623,3 +623,34 @@ def test_spike_consumer_without_a_rule_is_named_not_dropped():
     rep = audit_graph(g, None, spike_counts={"n": q})
     assert rep.uncounted == ("node 'odd' (Mystery) reads spikes from n",)
     assert "Not counted" in rep.to_markdown() and json.loads(rep.to_json())["uncounted"]
+
+
+def test_fanout_cache_gives_the_same_audit_and_follows_a_changed_op():
+    """audit_graph(fanout_cache=...) — a tracker audits the same graph every frame — reuses the
+    fan-out maps of unchanged ops only: the report equals the uncached one, also after one op of
+    the graph is replaced (zeroed weights: fewer synapses)."""
+    import dataclasses
+
+    import numpy as np
+
+    from spikedeploy import loading
+    from spikedeploy.audit import audit_graph
+    from spikedeploy.ir import ops as O
+
+    loaded = loading.build_model("sdt-test", neuron="nilif", timesteps=1)
+    graph = loading.prepare_graph(loaded, timesteps=1)
+    x = loading.make_inputs(loaded, timesteps=1, num_inputs=2, seed=3)
+    cache: dict = {}
+    plain = audit_graph(graph, x)
+    first = audit_graph(graph, x, fanout_cache=cache)
+    again = audit_graph(graph, x, fanout_cache=cache)
+    assert cache and plain.totals == first.totals == again.totals and plain.totals["per_frame"]["measured_synops"] > 0
+    conv = next(n for n in graph.nodes if isinstance(n.op, O.Conv2d) and n.inputs[0] in {m.name for m in graph.neurons()})
+    w = np.array(conv.op.weight)
+    w[: w.shape[0] // 2] = 0
+    changed = graph.replace_nodes([dataclasses.replace(n, op=dataclasses.replace(n.op, weight=w)) if n.name == conv.name
+                                   else n for n in graph.nodes])
+    cached = audit_graph(changed, x, fanout_cache=cache)
+    fresh = audit_graph(changed, x)
+    assert cached.totals == fresh.totals
+    assert fresh.totals["per_frame"]["measured_synops"] < plain.totals["per_frame"]["measured_synops"]
