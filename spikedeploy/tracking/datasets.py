@@ -336,6 +336,11 @@ class TrackingSequence:
         """True when every frame has a ground-truth box (False: GOT-10k test, initial box only)."""
         return len(self.ground_truth) == self.num_frames
 
+    def __repr__(self) -> str:
+        return (f"TrackingSequence(name={self.name!r}, num_frames={self.num_frames}, "
+                f"ground_truth=[{len(self.ground_truth)}, 4], absent={'None' if self.absent is None else 'mask'}, "
+                f"attributes={self.attributes!r})")
+
     def image_size(self) -> Tuple[int, int]:
         """``(height, width)`` of the first frame, read from its header (no decoding)."""
         from PIL import Image
@@ -344,8 +349,10 @@ class TrackingSequence:
         try:
             with Image.open(path) as im:
                 w, h = im.size
-        except Exception as e:  # PIL raises many kinds; all mean "unreadable"
-            raise InputError(f"frame {path} of sequence {self.name} cannot be read: {type(e).__name__}: {e}") from None
+        except FileNotFoundError:
+            raise InputError(f"frame {path} of sequence {self.name} does not exist") from None
+        except _unreadable() as e:
+            raise InputError(f"frame {path} of sequence {self.name} cannot be read: {_detail(e)}") from None
         return int(h), int(w)
 
     def load_frame(self, index: int) -> np.ndarray:
@@ -379,6 +386,20 @@ class TrackingSequence:
         return out
 
 
+def _unreadable() -> tuple:
+    """The exceptions PIL raises for a file that is not a readable image (its decompression-bomb
+    guard raises DecompressionBombError, which is not an OSError)."""
+    from PIL import Image
+
+    return (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def _detail(e: BaseException) -> str:
+    from spikedeploy.validate import detail
+
+    return detail(e)
+
+
 def _load_rgb(path: str, seq: str) -> np.ndarray:
     from PIL import Image
 
@@ -387,9 +408,8 @@ def _load_rgb(path: str, seq: str) -> np.ndarray:
             return np.asarray(im.convert("RGB"), dtype=np.uint8)
     except FileNotFoundError:
         raise InputError(f"frame {path} of sequence {seq} does not exist") from None
-    except Exception as e:  # PIL raises OSError, ValueError, DecompressionBombError, SyntaxError...
-        raise InputError(f"frame {path} of sequence {seq} cannot be read: {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    except _unreadable() as e:
+        raise InputError(f"frame {path} of sequence {seq} cannot be read: {_detail(e)}") from None
 
 
 @dataclass(frozen=True, eq=False)
@@ -416,6 +436,9 @@ class TrackingDataset:
     @property
     def names(self) -> Tuple[str, ...]:
         return tuple(s.name for s in self.sequences)
+
+    def __repr__(self) -> str:
+        return f"TrackingDataset(root={str(self.root)!r}, format={self.format!r}, sequences={len(self)})"
 
     def __len__(self) -> int:
         return len(self.sequences)

@@ -584,3 +584,42 @@ def test_got10k_experiment_got10k_reports_our_results(tmp_path, capsys):
         assert w["speed_fps"] == np.mean(1.0 / times[seq.name])  # our times file was read
         assert w["ao"] > 0.99  # the ground truth itself, scored on frames 2.. where cover > 0
     capsys.readouterr()
+
+
+
+_WRITER = """
+import os, sys, time
+import numpy as np
+from spikedeploy.tracking.datasets import write_sequence_results
+results, n, fmt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+write_sequence_results(results, "t", "S", np.full((n, 4), 1.0), np.full(n, 0.01), fmt)
+
+def stalled_fsync(fd):  # the second write stops inside its first file write, data not yet renamed
+    print("writing", flush=True)
+    time.sleep(600)
+
+os.fsync = stalled_fsync
+write_sequence_results(results, "t", "S", np.full((n, 4), 2.0), np.full(n, 0.02), fmt)
+"""
+
+
+@pytest.mark.parametrize("fmt", ["otb", "got10k"])
+def test_sigkill_during_a_write_leaves_the_previous_files(tmp_path, fmt):
+    """A writer killed (SIGKILL) in the middle of rewriting a sequence's results (its new data
+    written to disk, not yet in place) leaves the previous complete files at the results paths."""
+    import signal
+    import subprocess
+    import sys
+
+    n = 1000
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(n), fmt], stdout=subprocess.PIPE,
+                            cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        assert proc.stdout.readline().strip() == b"writing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    boxes, times = D.read_sequence_results(tmp_path, "t", "S", fmt, num_frames=n)
+    assert (boxes == 1.0).all() and (times == 0.01).all()
+    assert D.results_complete(tmp_path, "t", "S", fmt, num_frames=n)
+    assert D.result_trackers(tmp_path, fmt) == ("t",)
