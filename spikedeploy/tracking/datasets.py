@@ -902,7 +902,7 @@ def _save_frame(frame: np.ndarray, path: Path, image_format: str) -> None:
     if image_format == "jpg":
         im.save(path, format="JPEG", quality=95, subsampling=0)  # 4:4:4: no chroma halving at colour edges
     else:
-        im.save(path, format="PNG")
+        im.save(path, format="PNG", compress_level=1)  # 2.3x faster than the default 6, 10 % larger
 
 
 def _write_sequence(root: Path, fmt: str, name: str, seq, image_format: str) -> None:
