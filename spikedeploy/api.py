@@ -35,6 +35,9 @@ from spikedeploy.loading import (
     prepare_graph,
     to_fixed,
 )
+from spikedeploy.tracking.benchmark import evaluate
+from spikedeploy.tracking.benchmark import score_results as score
+from spikedeploy.tracking.datasets import make_dataset, read_dataset
 from spikedeploy.tracking.run import TRACK_TARGETS, load_boxes, load_frames, track
 from spikedeploy.verification import (
     DEMO_CASES,
@@ -54,6 +57,7 @@ __all__ = [
     "to_fixed", "DEMO_CASES", "CaptureCheck", "Stage", "VerificationReport", "check_capture", "inspect",
     "neuron_demo", "stage_result", "verify", "ExportResult", "default_encoding", "export", "run_artifact",
     "TRACK_TARGETS", "TRACK_BACKENDS", "load_boxes", "load_frames", "track", "demo", "budget",
+    "evaluate", "score", "make_dataset", "read_dataset",
 ]
 
 #: kept for callers of earlier versions: the canonical tracking target names

@@ -314,6 +314,88 @@ def _build_parser() -> argparse.ArgumentParser:
     _overwrite_option(t)
     t.add_argument("--no-progress", action="store_true", help="do not show progress bars")
 
+    ev = sub.add_parser("evaluate", help="track every sequence of a benchmark (OTB, LaSOT, GOT-10k layout) on one or "
+                                         "several targets and score it as the toolkits do",
+                        description="Track every sequence of a dataset in its official layout once per target (each "
+                                    "sequence and target one task; with --workers > 1 or --address the tasks run on "
+                                    "Ray), write the boxes in the toolkit's own results layout (results/<model>_"
+                                    "<target>/...) so the official toolkits score them, a record per sequence "
+                                    "(records/<target>/<sequence>.json: boxes, times, spike digests, measured SynOps "
+                                    "and energy per frame), and report.md/.json/.html with success and precision "
+                                    "plots, per-sequence and per-attribute tables, the spike agreement between "
+                                    "targets and fps per target. Every file is written atomically when its task "
+                                    "ends; running the same command again resumes (finished sequences are "
+                                    "skipped). A failing sequence is reported and the others go on (exit code 1).")
+    ev.add_argument("--dataset", required=True, metavar="DIR",
+                    help="the dataset folder: OTB (Seq/img/*.jpg + groundtruth_rect.txt), LaSOT (class/class-N/img/ "
+                         "+ groundtruth.txt, full_occlusion.txt, out_of_view.txt) or GOT-10k (seq/*.jpg + "
+                         "groundtruth.txt, list.txt); 'spikedeploy make-dataset' writes one")
+    ev.add_argument("--format", default="auto", choices=["auto", "otb", "lasot", "got10k"],
+                    help="the dataset layout, which is also the scoring protocol (default: %(default)s: detected)")
+    ev.add_argument("--model", default="spiketrack-tiny128-t1",
+                    help="SpikeTrack variant (default: %(default)s, the small tracker trained by this project)")
+    ev.add_argument("--checkpoint", default=None,
+                    help="'bundled', 'random' or an official-layout checkpoint file (default: bundled for the "
+                         "tiny128 variants, random otherwise)")
+    ev.add_argument("--target", dest="targets", default="torch",
+                    help="comma-separated targets, as for 'spikedeploy track' (torch, torch64, reference-*, onnx, "
+                         "lava, lava-binary, reference-fixed, lava-fixed; default: %(default)s)")
+    ev.add_argument("--max-sequences", action="append", type=_kv, default=[], metavar="TARGET=N",
+                    help="evaluate TARGET on the first N sequences only (e.g. lava=3: the simulator is slow); "
+                         "repeatable. The report scores every target on its own sequences and all of them on "
+                         "the sequences they share")
+    ev.add_argument("--sequences", default=None, metavar="A,B,...", help="evaluate only these sequences")
+    ev.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="tasks at once: N > 1 starts an embedded local Ray with N CPUs (nothing to set up); 1 runs "
+                         "them in this process. Every task uses one PyTorch thread (default: every core)")
+    ev.add_argument("--address", default=None, metavar="HOST:PORT",
+                    help="run the tasks on the Ray cluster at this address (its nodes must see the dataset at the "
+                         "same path); implies Ray")
+    ev.add_argument("--weight-bits", type=int, default=8, metavar="N",
+                    help="reference-fixed / lava-fixed: bits of the weight mantissas (default: %(default)s)")
+    ev.add_argument("--partitions", default=None, metavar="auto|per-layer|N", help="Lava targets: " + _PARTITIONS_HELP)
+    ev.add_argument("--preset", default="default", choices=["default", "lasot"],
+                    help="template update rule of the T = 3 variants (default: %(default)s)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the random weights (--checkpoint random)")
+    ev.add_argument("-o", "--output", default="out/evaluate",
+                    help="output folder; the same command with the same folder resumes (default: %(default)s)")
+    _overwrite_option(ev, help="replace an output folder that holds another evaluation (or files spikedeploy did "
+                               "not write): its records and results are removed first")
+    ev.add_argument("--no-progress", action="store_true", help="do not show the progress bar over sequences")
+
+    sc = sub.add_parser("score", help="score existing results files (anyone's, in a toolkit layout) against a dataset",
+                        description="Read results/<tracker>/... in the dataset's toolkit layout (OTB/LaSOT: "
+                                    "<tracker>/<Seq>.txt; GOT-10k: <tracker>/<seq>/<seq>_001.txt) for every tracker "
+                                    "folder and score them with the dataset's protocol, exactly as 'evaluate' does; "
+                                    "prints the scores and writes report.md/.json/.html with plots when -o is given.")
+    sc.add_argument("--results", required=True, metavar="DIR", help="the folder holding one subfolder per tracker")
+    sc.add_argument("--dataset", required=True, metavar="DIR", help="the dataset folder (as for evaluate)")
+    sc.add_argument("--format", default="auto", choices=["auto", "otb", "lasot", "got10k"],
+                    help="the dataset layout and protocol (default: %(default)s: detected)")
+    sc.add_argument("--tracker", dest="trackers", default=None, metavar="A,B,...",
+                    help="score only these tracker folders (default: all)")
+    sc.add_argument("-o", "--output", default=None, metavar="DIR", help="write the report into this folder")
+    _overwrite_option(sc)
+
+    md = sub.add_parser("make-dataset", help="write a generated tracking benchmark in an official layout (no download)",
+                        description="Render synthetic tracking sequences (objects cut from scikit-image's photographs "
+                                    "moving over photographic backgrounds, with exact ground truth; the held-out "
+                                    "split uses photographs never seen in training) and write them as a dataset in "
+                                    "the OTB (default), LaSOT or GOT-10k layout, with per-sequence attributes, for "
+                                    "'spikedeploy evaluate'. Written atomically.")
+    md.add_argument("-o", "--output", required=True, metavar="DIR", help="the dataset folder to write")
+    md.add_argument("--format", default="otb", choices=["otb", "lasot", "got10k"], help="layout (default: %(default)s)")
+    md.add_argument("--sequences", type=int, default=12, metavar="N", help="number of sequences (default: %(default)s)")
+    md.add_argument("--frames", type=int, default=60, metavar="N", help="frames per sequence (default: %(default)s)")
+    md.add_argument("--first-seed", type=int, default=0, metavar="S",
+                    help="seed of the first sequence; sequence i is seed S+i (default: %(default)s)")
+    md.add_argument("--split", default="heldout", choices=["heldout", "train"],
+                    help="photographs: heldout (never used in training) or train (default: %(default)s)")
+    md.add_argument("--image-format", default="jpg", choices=["jpg", "png"],
+                    help="frame files: jpg (quality 95, as the benchmarks) or png (lossless: the frames exactly as "
+                         "generated) (default: %(default)s)")
+    _overwrite_option(md)
+
     tr = sub.add_parser("train", help="train the small SpikeTrack tracker on generated sequences, then evaluate it",
                         description="Train a SpikeTrack variant (the tiny128 ones fit a CPU) with integer activations "
                                     "on synthetic tracking sequences made from scikit-image's photographs "
@@ -535,6 +617,74 @@ def _cmd_track(args) -> int:
     return 0
 
 
+def _targets(text: str) -> List[str]:
+    from spikedeploy.tracking.run import canonical_target
+
+    return [canonical_target(t.strip()) for t in text.split(",") if t.strip()]
+
+
+def _cmd_evaluate(args) -> int:
+    from spikedeploy import api
+    from spikedeploy.errors import ConfigError
+
+    limits = {}
+    for k, v in args.max_sequences:
+        try:
+            limits[k] = int(v)
+        except ValueError:
+            raise ConfigError(f"--max-sequences {k}={v}: N must be an integer") from None
+    seqs = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
+    rep = api.evaluate(args.dataset, format=args.format, model=args.model, checkpoint=args.checkpoint,
+                       targets=_targets(args.targets), max_sequences=limits, sequences=seqs, workers=args.workers,
+                       address=args.address, weight_bits=args.weight_bits, partitions=args.partitions,
+                       preset=args.preset, seed=args.seed, output=args.output, overwrite=args.overwrite,
+                       progress=not args.no_progress)
+    _print_scores(rep)
+    print(f"report: {Path(args.output) / 'report.html'}")
+    return 0 if rep.passed else 1
+
+
+def _print_scores(rep) -> None:
+    print(f"{len(rep.sequences)} sequences of {rep.dataset} ({rep.format}); protocol {rep.protocol}")
+    for tr in rep.trackers:
+        s = rep.scores.get(tr)
+        head = ", ".join(f"{k} {v:.3f}" for k, v in s["headline"].items()) + f" over {s['frames']} frames" if s else "no scores"
+        fps = rep.fps.get(tr)
+        fails = len(rep.failed.get(tr, {}))
+        print(f"  {tr:<36} {len(rep.tracked.get(tr, [])):>4} sequences, {head}"
+              + (f", {fps:.2f} fps" if fps else "") + (f", {fails} FAILED" if fails else ""))
+    for tr, err in ((tr, e) for tr, v in rep.failed.items() for e in list(v.items())[:3]):
+        print(f"  failed: {tr} {err[0]}: {err[1]}")
+    for note in rep.notes:
+        print(f"  note: {note}")
+
+
+def _cmd_score(args) -> int:
+    from spikedeploy import api
+
+    trackers = [t.strip() for t in args.trackers.split(",") if t.strip()] if args.trackers else None
+    rep = api.score(args.results, args.dataset, format=args.format, trackers=trackers, output=args.output,
+                    overwrite=args.overwrite)
+    _print_scores(rep)
+    if args.output:
+        print(f"report: {Path(args.output) / 'report.html'}")
+    return 0
+
+
+def _cmd_make_dataset(args) -> int:
+    from spikedeploy import api
+    from spikedeploy.errors import ConfigError
+
+    for v, what in ((args.sequences, "--sequences"), (args.frames, "--frames")):
+        if v < 1 if what == "--sequences" else v < 2:
+            raise ConfigError(f"{what} must be at least {1 if what == '--sequences' else 2}, got {v}")
+    ds = api.make_dataset(args.output, format=args.format, count=args.sequences, num_frames=args.frames,
+                          first_seed=args.first_seed, split=args.split, image_format=args.image_format,
+                          overwrite=args.overwrite, progress=True)
+    print(f"{len(ds)} sequences of {args.frames} frames in the {ds.format} layout: {args.output}")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from spikedeploy.tracking.training import run_train
 
@@ -564,7 +714,8 @@ def _cmd_demo(args) -> int:
 
 COMMANDS = {
     "verify": _cmd_verify, "export": _cmd_export, "run": _cmd_run, "audit": _cmd_audit, "track": _cmd_track,
-    "inspect": _cmd_inspect, "demo": _cmd_demo, "train": _cmd_train,
+    "inspect": _cmd_inspect, "demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate,
+    "score": _cmd_score, "make-dataset": _cmd_make_dataset,
 }
 
 

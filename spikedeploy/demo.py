@@ -19,13 +19,19 @@ deterministically from scikit-image's photographs, ground truth by construction)
    :mod:`spikedeploy.passes.quantize`) on the whole clip, in Lava's ``fixed_pt`` simulator and the
    fixed-point reference: their boxes and per-layer spike counts must be identical on every frame;
    the box IoU against the float tracker per frame and both AUCs are measured and shown;
-6. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
+6. **benchmark evaluation**: ``spikedeploy make-dataset`` writes a generated benchmark in the OTB
+   layout (held-out photographs) and ``spikedeploy evaluate`` tracks it — PyTorch and ONNX on every
+   sequence, the reference and Lava on a subset, as Ray tasks on every core — with toolkit-exact
+   scores, results files in the OTB toolkit's layout, box and spike agreement between the targets
+   and measured SynOps per frame;
+7. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
 
 Everything goes into one directory, replaced atomically, with ``index.html`` linking every report.
 The verdict (exit code 0) needs: every verification stage passed, the ONNX, reference and Lava
 boxes identical to the PyTorch model's on every frame they tracked, the Lava spike counts equal
 to the reference's on every frame, and the Lava fixed_pt run identical to the fixed-point
-reference (boxes and spike counts). What quantization costs (IoU against float, AUC) is reported,
+reference (boxes and spike counts), and on the generated benchmark no failed sequence, every
+target's boxes identical to PyTorch's and Lava's spike counts to the reference's. What quantization costs (IoU against float, AUC) is reported,
 not judged.
 """
 
@@ -40,7 +46,7 @@ from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["DEMO_MODEL", "DEMO_TARGETS", "DEMO_FIXED_TARGETS", "DemoResult", "run_demo"]
+__all__ = ["DEMO_MODEL", "DEMO_TARGETS", "DEMO_FIXED_TARGETS", "DEMO_BENCH_TARGETS", "DemoResult", "run_demo"]
 
 DEMO_MODEL = "spiketrack-tiny128-t1"
 #: tracking targets of the demo; the first is the reference point of the box agreement
@@ -48,6 +54,13 @@ DEMO_TARGETS = ("torch64", "reference-graded", "onnx", "lava-graded")
 #: the fixed-point step: the fixed-point reference first (the exactness reference of lava-fixed),
 #: the float tracker last (its agreement with the first is the IoU fixed vs float per frame)
 DEMO_FIXED_TARGETS = ("reference-fixed", "lava-fixed", "reference-graded")
+#: the benchmark step: a generated OTB-layout dataset (held-out photographs), every sequence on the
+#: first two targets, the first DEMO_BENCH_SUBSET on the reference and Lava (spike agreement)
+DEMO_BENCH_TARGETS = ("torch64", "onnx", "reference-graded", "lava-graded")
+DEMO_BENCH_SEQUENCES = 6
+DEMO_BENCH_FRAMES = 30
+DEMO_BENCH_SUBSET = 2
+DEMO_BENCH_FIRST_SEED = 100  #: held-out seeds 100.. (the demo clip is seed 0, the held-out evaluation 0..11)
 _EXPORTS = (("onnx", "onnx", None), ("nir", "nir", "binary"), ("lava", "lava", "graded"))
 
 
@@ -79,12 +92,16 @@ def _search_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) 
 
 def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames: Optional[int] = None, crops: int = 8,
              neuron_inputs: int = 32, progress: bool = True, lava: bool = True,
-             overwrite: bool = False) -> DemoResult:
+             overwrite: bool = False, bench_sequences: int = DEMO_BENCH_SEQUENCES,
+             bench_frames: int = DEMO_BENCH_FRAMES, workers: Optional[int] = None) -> DemoResult:
     """Run the main job into the directory ``output`` (see the module docstring); returns the
     :class:`DemoResult` (``passed``) and prints a summary and where ``index.html`` is.
     ``num_frames``: track only the first frames of the clip; ``lava=False`` leaves Lava out of the
-    tracking (its export is still made)."""
+    tracking (its export is still made); ``bench_sequences`` x ``bench_frames``: the size of the
+    generated benchmark, evaluated with ``workers`` tasks at once (default: every core, on Ray)."""
     from spikedeploy.exporting import export
+    from spikedeploy.tracking.benchmark import evaluate
+    from spikedeploy.tracking.datasets import make_dataset
     from spikedeploy.tracking.run import track
     from spikedeploy.verification import DEMO_CASES, neuron_demo, verify
     from spikedeploy.audit import audit
@@ -193,7 +210,35 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
         step("fixed point (Loihi 2 formats, 8-bit weights)", ok, t0, "; ".join(parts + fx.notes),
              "track-fixed/report.html")
 
-        # 6. every neuron type on the test model
+        # 6. benchmark evaluation on a generated OTB-layout dataset
+        t0 = time.perf_counter()
+        data = make_dataset(tmp / "benchmark", count=bench_sequences, num_frames=bench_frames,
+                            first_seed=DEMO_BENCH_FIRST_SEED)
+        bench_targets = [t for t in DEMO_BENCH_TARGETS if lava or not t.startswith("lava")]
+        subset = {t: DEMO_BENCH_SUBSET for t in bench_targets if t.startswith(("lava", "reference"))}
+        ev = evaluate(data, model=DEMO_MODEL, checkpoint=ckpt, targets=bench_targets, max_sequences=subset,
+                      output=tmp / "evaluate", workers=workers, progress=progress)
+        first = bench_targets[0]
+        ok = not any(ev.failed.values()) and all(b["identical_frames"] == b["compared_frames"] > 0
+                                                 for b in ev.boxes.values())
+        lava_spikes = ev.spikes.get("lava-graded")
+        if lava_spikes is not None:
+            ok = ok and lava_spikes.get("compared_frames", 0) > 0 and \
+                lava_spikes["identical_frames"] == lava_spikes["compared_frames"]
+        head = ev.scores.get(f"{DEMO_MODEL}_{first}", {}).get("headline", {})
+        parts = [f"{len(data)} sequences x {bench_frames} frames (OTB layout, held-out photographs); {first}: "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in head.items())]
+        for t, b in ev.boxes.items():
+            parts.append(f"{t}: boxes identical to {b['against']} on {b['identical_frames']}/{b['compared_frames']} frames")
+        if lava_spikes is not None:
+            parts.append(f"Lava spike counts identical to the reference on {lava_spikes.get('identical_frames', 0)}/"
+                         f"{lava_spikes.get('compared_frames', 0)} frames, {lava_spikes['synops_per_frame']:,.0f} "
+                         "measured SynOps per frame")
+        parts.append(", ".join(f"{t} {ev.fps[f'{DEMO_MODEL}_{t}']:.1f} fps" for t in bench_targets
+                               if ev.fps.get(f"{DEMO_MODEL}_{t}")))
+        step("benchmark evaluation (generated OTB-layout dataset)", ok, t0, "; ".join(parts), "evaluate/report.html")
+
+        # 7. every neuron type on the test model
         t0 = time.perf_counter()
         code = neuron_demo(tmp / "neurons", num_inputs=neuron_inputs, progress=progress, quiet=True)
         step("lowering of every neuron type (SDT-v3-style test model)", code == 0, t0,

@@ -13,11 +13,12 @@ pytestmark = pytest.mark.slow
 
 def test_demo_on_a_few_frames(tmp_path, capsys):
     out = tmp_path / "demo"
-    result = run_demo(out, num_frames=4, lava_frames=3, crops=2, neuron_inputs=2, progress=False)
+    result = run_demo(out, num_frames=4, lava_frames=3, crops=2, neuron_inputs=2, progress=False, bench_sequences=3,
+                      bench_frames=4)
     printed = capsys.readouterr().out
     assert result.passed, printed
     assert [s.name.split(" ")[0] for s in result.steps] == ["export", "equivalence", "op-count", "tracking", "fixed",
-                                                            "lowering"]
+                                                            "benchmark", "lowering"]
     for branch in ("template", "search"):
         for ext in ("onnx", "nir", "lava"):
             assert (out / "exports" / f"{branch}.{ext}").exists(), (branch, ext)
@@ -39,9 +40,15 @@ def test_demo_on_a_few_frames(tmp_path, capsys):
     assert "fixed vs float box IoU per frame" in printed and "AUC fixed" in printed
     index = (out / "index.html").read_text()
     for link in ("track/report.html", "verify/report.html", "audit/report.html", "neurons/report.html",
-                 "track/track.gif", "track-fixed/report.html"):
+                 "track/track.gif", "track-fixed/report.html", "evaluate/report.html"):
         assert link in index and (out / link).exists(), link
     assert ".md" not in index  # every report is linked as HTML
+    ev = json.loads((out / "evaluate" / "report.json").read_text())  # the generated benchmark
+    assert len(ev["sequences"]) == 3 and not any(ev["failed"].values())
+    assert ev["boxes"]["onnx"]["identical_frames"] == ev["boxes"]["onnx"]["compared_frames"] == 3 * 3
+    assert ev["spikes"]["lava-graded"]["identical_frames"] == ev["spikes"]["lava-graded"]["compared_frames"] == 2 * 3
+    assert ev["spikes"]["lava-graded"]["synops_per_frame"] > 0
+    assert (out / "evaluate" / "results" / "spiketrack-tiny128-t1_torch64" / "synthetic-100.txt").is_file()
     assert "nilif/report.html" in (out / "neurons" / "report.html").read_text()
     assert "report: " in printed and "index.html" in printed
     # the number of scored frames beside every score: 3 for the 4 frames, 2 for Lava's 3
