@@ -348,6 +348,9 @@ def _open_folder(out: Path, config: EvaluationConfig, *, overwrite: bool, inputs
             raise OutputPathError(
                 f"{out} holds an evaluation of another configuration (differs in: {', '.join(diff) or 'version'}); "
                 "choose another -o, or pass --overwrite to replace it")
+        for sub in (RECORDS, RESULTS):  # temporary files of writes a SIGKILL interrupted (ours: .<name>.*.tmp)
+            for f in (out / sub).rglob(".*.tmp") if (out / sub).is_dir() else ():
+                f.unlink()
         for f in sorted((out / RECORDS).glob("*/*.json")):
             try:
                 rec = SequenceRecord.from_json(json.loads(f.read_text(encoding="utf-8")), str(f))
@@ -393,6 +396,7 @@ class EvaluationReport:
     boxes: Dict[str, dict] = field(default_factory=dict)  #: target -> box agreement with the first target
     notes: List[str] = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    labels: Dict[str, str] = field(default_factory=dict)  #: tracker -> its name in tables (the target)
     seconds: float = 0.0
 
     @property
@@ -410,6 +414,22 @@ def _headline_text(h: Mapping[str, float], frames: int) -> str:
     return ", ".join(f"{k} {v:.3f}" for k, v in h.items()) + f" ({frames} frames)"
 
 
+def _image_size(seq) -> Tuple[float, float]:
+    """(width, height) of a sequence's frames: GOT-10k's ``meta_info.ini`` resolution, else the
+    first frame's header."""
+    import ast
+
+    res = (seq.meta or {}).get("resolution")
+    if res:
+        try:
+            w, h = ast.literal_eval(str(res))
+            return float(w), float(h)
+        except (ValueError, SyntaxError, TypeError):
+            raise InputError(f"sequence {seq.name}: meta_info.ini resolution {res!r} is not (width, height)") from None
+    h, w = seq.image_size()
+    return float(w), float(h)
+
+
 def _score_trackers(dataset, results: Mapping[str, Mapping[str, np.ndarray]], protocol_name: str):
     """Scores of every tracker: ``results[tracker][sequence] = boxes``. Returns (per tracker
     dataset score dicts, per-sequence headlines, per-attribute headlines, common-subset scores)."""
@@ -422,7 +442,8 @@ def _score_trackers(dataset, results: Mapping[str, Mapping[str, np.ndarray]], pr
         for name, boxes in by_seq.items():
             seq = dataset[name]
             ss[name] = M.score_sequence(np.asarray(boxes, dtype=np.float64), seq.ground_truth, proto,
-                                        absent=seq.absent)
+                                        absent=seq.absent if proto.absent != "refused" else None,
+                                        image_size=_image_size(seq) if proto.clip_to_image else None, name=name)
         seq_scores[tr] = ss
         if not ss:
             continue
@@ -501,7 +522,8 @@ def _box_summary(records: Mapping[str, Mapping[str, SequenceRecord]]) -> Dict[st
 
 
 def build_report(title: str, dataset, results, *, protocol: Optional[str] = None, times=None, failed=None,
-                 records=None, config=None, notes=(), seconds: float = 0.0) -> EvaluationReport:
+                 records=None, config=None, notes=(), seconds: float = 0.0,
+                 labels: Optional[Mapping[str, str]] = None) -> EvaluationReport:
     """The report of ``results[tracker][sequence] = boxes`` on ``dataset``; ``times[tracker][seq]``
     (seconds per frame, the first the initialization) gives fps; ``records`` (target -> seq ->
     :class:`SequenceRecord`) the spike agreement and SynOps."""
@@ -519,7 +541,7 @@ def build_report(title: str, dataset, results, *, protocol: Optional[str] = None
         tracked={tr: [n for n in dataset.names if n in by] for tr, by in results.items()},
         failed={tr: dict((failed or {}).get(tr, {})) for tr in results}, common=common,
         spikes=_spike_summary(records) if records else {}, boxes=_box_summary(records) if records else {},
-        notes=list(notes), config=dict(config or {}),
+        notes=list(notes), labels=dict(labels or {}), config=dict(config or {}),
         seconds=float(seconds))
     unscored = [n for n in dataset.names if len(dataset[n].ground_truth) <= 1]
     if unscored:
@@ -538,28 +560,39 @@ def _f(v, digits: int = 3) -> str:
     return "—" if v is None else f"{v:.{digits}f}"
 
 
-def to_markdown(rep: EvaluationReport) -> str:
-    lines = [f"# {rep.title} — {'SUCCESS' if rep.passed else 'FAIL'}", "",
-             f"Dataset `{rep.dataset}` ({rep.format} layout, {len(rep.sequences)} sequences). "
-             f"Protocol: **{rep.protocol}** — {rep.protocol_title}", ""]
+def _label(rep: EvaluationReport, tracker: str) -> str:
+    """A tracker's name in tables and legends: the target for evaluate's own folders
+    (``<model>_<target>``), else the folder name."""
+    return rep.labels.get(tracker, tracker)
+
+
+def _sections(rep: EvaluationReport) -> List[str]:
+    """The report as Markdown sections: [head and scores, the rest]; the plots go between."""
+    L = lambda tr: _label(rep, tr)  # noqa: E731
+    head = [f"# {rep.title} — {'SUCCESS' if rep.passed else 'FAIL'}", "",
+            f"Dataset `{rep.dataset}` ({rep.format} layout, {len(rep.sequences)} sequences). "
+            f"Protocol: **{rep.protocol}** — {rep.protocol_title}", ""]
     if rep.scores:
         names = list(next(iter(rep.scores.values()))["headline"])
         rows = []
         for tr in rep.trackers:
             s = rep.scores.get(tr)
             h = s["headline"] if s else {}
-            rows.append([tr] + [_f(h.get(k)) for k in names]
+            rows.append([L(tr)] + [_f(h.get(k)) for k in names]
                         + [f"{len(rep.tracked.get(tr, []))}/{len(rep.sequences)}", s["frames"] if s else 0,
                            _f(rep.fps.get(tr), 2), len(rep.failed.get(tr, {}))])
-        lines += ["## Scores", ""] + _table(["tracker"] + names + ["sequences", "frames scored", "fps", "failed"], rows) + [""]
+        head += ["## Scores", "", "Each score is over the frames given beside it (the protocol's rule: "
+                 f"{get_protocol_rule(rep.protocol)}); fps: tracked frames per second of tracking time.", ""]
+        head += _table(["tracker"] + names + ["sequences", "frames scored", "fps", "failed"], rows) + [""]
     if rep.common:
         shared = next(iter(rep.common.values()))["sequences"]
         names = list(next(iter(rep.common.values()))["headline"])
-        lines += [f"## Scores on the {len(shared)} sequences every tracker has", "",
-                  "The trackers above cover different sequences; these rows compare them on the same frames.", ""]
-        lines += _table(["tracker"] + names + ["frames scored"],
-                        [[tr] + [_f(c["headline"].get(k)) for k in names] + [c["frames"]] for tr, c in rep.common.items()])
-        lines.append("")
+        head += [f"## Scores on the {len(shared)} sequences every tracker has", "",
+                 "The trackers above cover different sequences; these rows compare them on the same frames.", ""]
+        head += _table(["tracker"] + names + ["frames scored"],
+                       [[L(tr)] + [_f(c["headline"].get(k)) for k in names] + [c["frames"]] for tr, c in rep.common.items()])
+        head.append("")
+    lines: List[str] = []
     if rep.spikes:
         lines += ["## Spikes: measured SynOps and agreement", "",
                   "Measured synaptic operations per tracked frame of the search branch (spike counts of the run × "
@@ -579,17 +612,17 @@ def to_markdown(rep: EvaluationReport) -> str:
         lines += _table(["target", "against", "identical frames", "smallest IoU"],
                         [[t, d["against"], f"{d['identical_frames']}/{d['compared_frames']}", f"{d['min_iou']:.6f}"]
                          for t, d in rep.boxes.items()]) + [""]
+    key = next(iter(next(iter(rep.scores.values()))["headline"])) if rep.scores else None
     attrs = sorted({a for v in rep.attributes.values() for a in v})
-    if attrs and rep.scores:
-        key = next(iter(next(iter(rep.scores.values()))["headline"]))
+    if attrs and key:
         lines += [f"## Per attribute ({key})", ""]
         rows = []
         for a in attrs:
             some = next((v[a] for v in rep.attributes.values() if a in v), {})
-            rows.append([a, some.get("sequences", 0)] + [_f(rep.attributes.get(tr, {}).get(a, {}).get(key)) for tr in rep.scores])
-        lines += _table(["attribute", "sequences"] + list(rep.scores), rows) + [""]
-    if rep.per_sequence:
-        key = next(iter(next(iter(rep.scores.values()))["headline"])) if rep.scores else "AUC"
+            rows.append([a, some.get("sequences", 0)] + [_f(rep.attributes.get(tr, {}).get(a, {}).get(key))
+                                                          for tr in rep.scores])
+        lines += _table(["attribute", "sequences"] + [L(tr) for tr in rep.scores], rows) + [""]
+    if rep.per_sequence and key:
         trs = list(rep.per_sequence)
         lines += [f"## Per sequence ({key})", ""]
         rows = []
@@ -602,14 +635,31 @@ def to_markdown(rep: EvaluationReport) -> str:
                 p = d["per_sequence"].get(n)
                 row.append(f"{p['identical']}/{p['compared']}" if p else "—")
             rows.append(row)
-        lines += _table(["sequence", "frames"] + trs + [f"spikes {t} = {d['against']}" for t, d in spk.items()], rows) + [""]
-    fails = [(tr, n, e) for tr, v in rep.failed.items() for n, e in v.items()]
+        lines += _table(["sequence", "frames"] + [L(tr) for tr in trs]
+                        + [f"spikes {t} = {d['against']}" for t, d in spk.items()], rows) + [""]
+    fails = [(L(tr), n, e) for tr, v in rep.failed.items() for n, e in v.items()]
     if fails:
-        lines += ["## Failed sequences", ""] + _table(["tracker", "sequence", "error"], fails) + [""]
-    lines += [f"- {n}" for n in rep.notes]
-    if rep.seconds:
-        lines.append(f"\nEvaluation time {rep.seconds:.1f} s.")
-    return "\n".join(lines) + "\n"
+        lines += ["## Failed sequences", "", "A rerun of the same command tries them again.", ""]
+        lines += _table(["tracker", "sequence", "error"], fails) + [""]
+    if rep.notes or rep.seconds:
+        lines += ["## Notes", ""] + [f"- {n}" for n in rep.notes]
+        if rep.seconds:
+            lines.append(f"- evaluation time {rep.seconds:.1f} s")
+    return ["\n".join(head) + "\n", "\n".join(lines) + "\n"]
+
+
+def get_protocol_rule(name: str) -> str:
+    from spikedeploy.tracking.metrics import get_protocol
+
+    return get_protocol(name).frames_rule
+
+
+def to_markdown(rep: EvaluationReport) -> str:
+    return "\n".join(_sections(rep))
+
+
+#: line styles of the curves in order: curves that coincide (identical boxes) stay visible
+_STYLES = (("-", 2.6), ("--", 2.0), (":", 2.2), ("-.", 1.6), ((0, (1, 3)), 1.6), ((0, (5, 2, 1, 2)), 1.4))
 
 
 def _curve_figure(rep: EvaluationReport, key: str, xlabel: str, title: str):
@@ -621,12 +671,14 @@ def _curve_figure(rep: EvaluationReport, key: str, xlabel: str, title: str):
     from spikedeploy.tracking import metrics as M
 
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=100)
-    xs = {"success": M.SUCCESS_THRESHOLDS, "precision": M.PRECISION_DISTANCES}[key]
-    for tr, s in rep.scores.items():
+    proto = M.get_protocol(rep.protocol)
+    xs = np.asarray(proto.success_thresholds if key == "success" else proto.precision_distances, dtype=np.float64)
+    metric = "P@20" if key == "precision" else next(iter(proto.headline))
+    for i, (tr, s) in enumerate(rep.scores.items()):
         h = s["headline"]
-        first = next(iter(h))
-        label = f"{tr} [{first} {h[first]:.3f}, {s['frames']} frames]"
-        ax.plot(xs, s[key], label=label, linewidth=1.6)
+        style, width = _STYLES[i % len(_STYLES)]
+        label = f"{_label(rep, tr)} [{metric} {h.get(metric, float('nan')):.3f}, {s['frames']} frames]"
+        ax.plot(xs, s[key], label=label, linestyle=style, linewidth=width)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of frames")
     ax.set_ylim(0, 1.02)
@@ -639,28 +691,27 @@ def _curve_figure(rep: EvaluationReport, key: str, xlabel: str, title: str):
 
 def write_report(rep: EvaluationReport, out: Path) -> None:
     """report.md/.json/.html and the success/precision plots into ``out`` (each file atomic)."""
-    import io
-
     from spikedeploy.fsutil import atomic_write_bytes, atomic_write_text
-    from spikedeploy.htmlreport import HtmlPage
+    from spikedeploy.htmlreport import HtmlPage, figure_png
 
-    md = to_markdown(rep)
-    atomic_write_text(out / "report.md", md)
+    head, rest = _sections(rep)
+    atomic_write_text(out / "report.md", head + "\n" + rest)
     _write_json(out / "report.json", rep.to_json())
     page = HtmlPage(rep.title)
-    page.markdown(md)
+    page.markdown(head)
     if rep.scores and any(s.get("success") for s in rep.scores.values()):
         import matplotlib.pyplot as plt
 
-        for key, xlabel, title, fname in (
-                ("success", "overlap threshold", "Success plot", "success.png"),
-                ("precision", "location error threshold (px)", "Precision plot", "precision.png")):
+        plots = [("success", "overlap threshold", "Success plot", "success.png")]
+        if any(s.get("precision") for s in rep.scores.values()):
+            plots.append(("precision", "location error threshold (px)", "Precision plot", "precision.png"))
+        for key, xlabel, title, fname in plots:
             fig = _curve_figure(rep, key, xlabel, f"{title} — {rep.protocol}")
-            buf = io.BytesIO()
-            fig.savefig(buf, format="png")
+            png = figure_png(fig)
             plt.close(fig)
-            atomic_write_bytes(out / fname, buf.getvalue())
-            page.image_png(buf.getvalue(), alt=title)
+            atomic_write_bytes(out / fname, png)
+            page.image_png(png, caption=f"{title.lower()}: every tracker over its own sequences", alt=title)
+    page.markdown(rest)
     atomic_write_text(out / "report.html", page.render())
 
 
@@ -761,7 +812,8 @@ def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence
     finally:
         if executor is not None:
             executor.close()
-    notes = [f"model {model}, weights: {weights}, tracker preset {preset}",
+    notes = [f"model {model}, weights: {weights}, tracker preset {preset}; results files in "
+             f"{RESULTS}/{tracker_name(model, '<target>')}/ ({ds.format} toolkit layout)",
              f"{len(tasks)} tasks run now on {executor.name if executor else 'nothing'}"
              + (f" ({executor.workers} workers)" if executor else "") + f", {skipped} finished before (resumed)"]
     for t, k in limits.items():
@@ -773,6 +825,7 @@ def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence
         times={tracker_name(model, t): {n: r.times for n, r in v.items()} for t, v in ok.items()},
         failed={tracker_name(model, t): {n: r.error for n, r in recs.items() if not r.ok} for t, recs in records.items()},
         records={t: v for t, v in ok.items()}, config=dict(asdict(config), targets=targets, weights=weights),
+        labels={tracker_name(model, t): t for t in targets},
         notes=notes, seconds=time.perf_counter() - t_start)
     write_report(rep, out)
     return rep

@@ -222,3 +222,45 @@ def test_sigkill_of_a_ray_worker_fails_only_its_sequence_and_the_rerun_completes
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert _records(out) == _records(whole)
+
+
+class _Stub:
+    """The dataset interface got10k's ExperimentOTB.report reads (its constructor would want OTB100)."""
+
+    def __init__(self, ds):
+        self.ds = ds
+        self.seq_names = list(ds.names)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __iter__(self):
+        return iter([(list(s.frame_paths), np.array(s.ground_truth)) for s in self.ds])
+
+
+def test_got10k_experiments_read_the_results_folder_and_agree(bench, torch_run, tmp_path, capsys):
+    """What evaluate writes is what got10k's experiment classes read, and they score it the same."""
+    from got10k.experiments import ExperimentGOT10k, ExperimentOTB
+
+    out, rep = torch_run
+    tr = B.tracker_name("spiketrack-tiny128-t1", "torch")
+    exp = ExperimentOTB.__new__(ExperimentOTB)
+    exp.dataset = _Stub(DS.read_dataset(bench))
+    exp.result_dir, exp.report_dir, exp.nbins_iou, exp.nbins_ce = str(out / "results"), str(tmp_path / "r"), 21, 51
+    perf = exp.report([tr])[tr]["overall"]
+    h = rep.scores[tr]["headline"]
+    assert h["AUC"] == pytest.approx(perf["success_score"], abs=1e-12)  # mean of means: summation order only
+    assert h["P@20"] == pytest.approx(perf["precision_score"], abs=1e-12)
+    assert h["SR0.5"] == pytest.approx(perf["success_rate"], abs=1e-12)
+
+    gdata = tmp_path / "GOT-10k" / "val"
+    DS.make_dataset(gdata, format="got10k", count=2, num_frames=FRAMES)  # got10k reads *.jpg only
+    grep = B.evaluate(gdata, targets=["torch"], output=tmp_path / "g", workers=1)
+    gexp = ExperimentGOT10k(str(tmp_path / "GOT-10k"), subset="val", result_dir=str(tmp_path / "g" / "results"),
+                            report_dir=str(tmp_path / "gr"))
+    gexp.result_dir = str(tmp_path / "g" / "results")
+    gperf = gexp.report([tr])[tr]["overall"]
+    gh = grep.scores[tr]["headline"]
+    assert grep.protocol == "got10k"
+    assert gh["AO"] == pytest.approx(gperf["ao"], abs=1e-12) and gh["SR0.5"] == pytest.approx(gperf["sr"], abs=1e-12)
+    capsys.readouterr()
