@@ -1,6 +1,12 @@
-"""Evaluating a SpikeTrack tracker on synthetic held-out sequences (OTB success AUC and precision
-at 20 px, :mod:`spikedeploy.tracking.metrics`), next to the trivial *static* baseline that keeps the
-initial box in every frame.
+"""Evaluating a SpikeTrack tracker on synthetic held-out sequences, next to the trivial *static*
+baseline that keeps the initial box in every frame.
+
+Scored with the ``otb`` protocol of :mod:`spikedeploy.tracking.metrics` (the one ``evaluate`` and
+``score`` use): every frame of a sequence counts, the first as the ground-truth box; success AUC,
+precision at 20 px and success rate at IoU 0.5 from the per-sequence curves averaged over the
+sequences (:func:`~spikedeploy.tracking.metrics.score_sequence`,
+:func:`~spikedeploy.tracking.metrics.score_dataset`), so the numbers equal what ``evaluate``
+reports on the same sequences and boxes.
 
 ::
 
@@ -42,16 +48,20 @@ def heldout_sequences(count: int = 12, num_frames: int = 60, *, first_seed: int 
     return [generate_sequence(first_seed + i, "heldout", num_frames, frame_size) for i in range(int(count))]
 
 
-def pooled_score(preds: Sequence, gts: Sequence, *, skip_first: bool = True):
-    """:func:`spikedeploy.tracking.metrics.score_tracking` over several sequences, every frame weighted
-    equally (the first frame of *each* sequence left out with ``skip_first``)."""
-    from spikedeploy.tracking.metrics import score_tracking
+def pooled_score(preds: Sequence, gts: Sequence, *, protocol: str = "otb"):
+    """Several sequences (``preds[i]`` against ``gts[i]``, ``[N_i, 4]`` each) scored as
+    ``protocol`` aggregates them (``otb``: every frame of each sequence, the first as the
+    ground-truth box, per-sequence curves averaged over the sequences; the name stays from when
+    frames were pooled). Returns a :class:`~spikedeploy.tracking.metrics.TrackingScore` whose
+    ``frames`` counts all scored frames."""
+    from spikedeploy.errors import InputError
+    from spikedeploy.tracking.metrics import TrackingScore, score_dataset, score_sequence
 
-    if len(preds) != len(gts) or not preds:
-        raise ValueError(f"pooled_score: need the same, non-zero number of sequences, got {len(preds)} and {len(gts)}")
-    p = [np.asarray(x, dtype=np.float64)[1 if skip_first else 0:] for x in preds]
-    g = [np.asarray(x, dtype=np.float64)[1 if skip_first else 0:] for x in gts]
-    return score_tracking(np.concatenate(p), np.concatenate(g), skip_first=False)
+    if len(preds) != len(gts) or not len(preds):
+        raise InputError(f"pooled_score: need the same, non-zero number of predicted and ground-truth sequences, "
+                         f"got {len(preds)} and {len(gts)}")
+    seqs = [score_sequence(p, g, protocol, name=str(i)) for i, (p, g) in enumerate(zip(preds, gts))]
+    return TrackingScore.of(score_dataset(seqs, protocol))
 
 
 def static_boxes(gt) -> np.ndarray:
@@ -72,9 +82,10 @@ def evaluate_model(model, sequences: Sequence, *, progress: bool = False, tracke
                    network=None) -> Dict[str, object]:
     """Track every sequence with ``SpikeTrackTracker(TorchNetwork(model))`` (the integer model;
     ``network``: another :class:`~spikedeploy.tracking.tracker.TrackerNetwork`, e.g. a fixed-point
-    ``ReferenceNetwork``) and score it. Returns ``{"tracker": TrackingScore, "static":
-    TrackingScore, "per_sequence": [{"seed", "auc", "precision20", "static_auc"}], "boxes": [pred
-    arrays]}``."""
+    ``ReferenceNetwork``) and score it with the ``otb`` protocol (see the module docstring).
+    Returns ``{"tracker": TrackingScore, "static": TrackingScore, "dataset": DatasetScore (the
+    tracker's), "per_sequence": [{"seed", "frames", "auc", "precision20", "success_rate",
+    "static_auc"}], "boxes": [pred arrays]}``."""
     from tqdm.auto import tqdm
 
     from spikedeploy.tracking.tracker import SpikeTrackTracker, TorchNetwork
@@ -82,34 +93,44 @@ def evaluate_model(model, sequences: Sequence, *, progress: bool = False, tracke
     tracker = SpikeTrackTracker(network if network is not None else TorchNetwork(model), **(tracker_kwargs or {}))
     preds: List[np.ndarray] = []
     per_seq = []
-    from spikedeploy.tracking.metrics import score_tracking
+    from spikedeploy.tracking.metrics import TrackingScore, score_dataset, score_sequence
 
+    scores, static = [], []
     for seq in tqdm(sequences, desc="evaluate", unit="seq", disable=not progress):
         boxes = track_boxes(tracker, seq.frames, seq.boxes[0])
         preds.append(boxes)
-        s, b = score_tracking(boxes, seq.boxes), score_tracking(static_boxes(seq.boxes), seq.boxes)
-        per_seq.append({"seed": seq.seed, "auc": s.auc, "precision20": s.precision20, "static_auc": b.auc})
-    gts = [s.boxes for s in sequences]
+        s = score_sequence(boxes, seq.boxes, "otb", name=f"seed {seq.seed}")
+        b = score_sequence(static_boxes(seq.boxes), seq.boxes, "otb", name=f"seed {seq.seed}")
+        scores.append(s)
+        static.append(b)
+        h = s.headline()
+        per_seq.append({"seed": seq.seed, "frames": s.frames, "auc": h["AUC"], "precision20": h["P@20"],
+                        "success_rate": h["SR0.5"], "static_auc": b.headline()["AUC"]})
+    dataset = score_dataset(scores, "otb")
     return {
-        "tracker": pooled_score(preds, gts),
-        "static": pooled_score([static_boxes(g) for g in gts], gts),
+        "tracker": TrackingScore.of(dataset),
+        "static": TrackingScore.of(score_dataset(static, "otb")),
+        "dataset": dataset,
         "per_sequence": per_seq,
         "boxes": preds,
     }
 
 
-#: how the held-out numbers are scored (recorded next to them)
-HELDOUT_PROTOCOL = ("OTB: success AUC over 21 IoU thresholds, precision at 20 px; first frame of each sequence "
-                    "excluded; sequences at full difficulty (1.0)")
+#: the scoring protocol of the held-out numbers (:data:`spikedeploy.tracking.metrics.PROTOCOLS`)
+HELDOUT_PROTOCOL = "otb"
 
 
 def heldout_evaluation(model, count: int = 12, num_frames: int = 60, *, progress: bool = False,
                        **extra) -> Dict[str, object]:
     """Evaluate ``model`` (PyTorch integer network, default tracker preset) on the first ``count``
-    held-out sequences of ``num_frames`` frames. Returns a JSON-ready record: pooled ``auc``,
-    ``precision20``, ``mean_iou``, the success and precision curves, the static baseline, the
-    per-sequence scores, the protocol and ``extra`` (e.g. which weights were evaluated)."""
+    held-out sequences of ``num_frames`` frames (at full difficulty). Returns a JSON-ready record:
+    ``auc``, ``precision20``, ``success_rate`` (IoU > 0.5) and ``mean_iou`` of the ``otb`` protocol
+    (sequence-averaged, every frame scored: ``frames_scored``), its success and precision curves,
+    the static baseline, the per-sequence scores, the protocol (``protocol``, ``protocol_title``)
+    and ``extra`` (e.g. which weights were evaluated)."""
     import time
+
+    from spikedeploy.tracking.metrics import get_protocol
 
     t0 = time.perf_counter()
     seqs = heldout_sequences(count, num_frames)
@@ -118,10 +139,13 @@ def heldout_evaluation(model, count: int = 12, num_frames: int = 60, *, progress
     return {
         "variant": model.config.variant, **extra, "split": "heldout", "sequences": len(seqs),
         "seeds": [s.seed for s in seqs], "frames_per_sequence": int(num_frames), "frames_scored": trk.frames,
-        "protocol": HELDOUT_PROTOCOL,
+        "protocol": HELDOUT_PROTOCOL, "protocol_title": get_protocol(HELDOUT_PROTOCOL).title,
+        "difficulty": 1.0,
         "tracker": "spikedeploy.tracking.tracker.SpikeTrackTracker(TorchNetwork(model)), preset default",
-        "auc": trk.auc, "precision20": trk.precision20, "mean_iou": trk.mean_iou,
+        "auc": trk.auc, "precision20": trk.precision20, "success_rate": trk.headline["SR0.5"],
+        "mean_iou": trk.mean_iou,
         "static_auc": static.auc, "static_precision20": static.precision20,
+        "static_success_rate": static.headline["SR0.5"],
         "success_curve": [float(v) for v in trk.success], "precision_curve": [float(v) for v in trk.precision],
         "static_success_curve": [float(v) for v in static.success],
         "static_precision_curve": [float(v) for v in static.precision],
@@ -148,9 +172,10 @@ def write_heldout_evaluation(record: Dict[str, object], out_dir, stem: str) -> D
         p20 = record[f"{key}precision20"]
         a.plot(SUCCESS_THRESHOLDS, record[f"{key}success_curve"], label=f"{label} [AUC {score:.3f}]")
         b.plot(PRECISION_DISTANCES, record[f"{key}precision_curve"], label=f"{label} [P@20 {p20:.3f}]")
-    title = f"{record['variant']}, {record['sequences']} held-out sequences"
+    title = f"{record['variant']}, {record['sequences']} held-out sequences ({record['frames_scored']} frames)"
     a.set(xlabel="IoU threshold", ylabel="success rate", title=f"success: {title}", ylim=(0, 1.02))
-    b.set(xlabel="center error threshold (px)", ylabel="precision", title="precision", ylim=(0, 1.02))
+    b.set(xlabel="center error threshold (px)", ylabel="precision",
+          title=f"precision ({record.get('protocol', HELDOUT_PROTOCOL)} protocol)", ylim=(0, 1.02))
     a.legend()
     b.legend()
     fig.tight_layout()

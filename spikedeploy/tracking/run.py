@@ -4,16 +4,20 @@
 target — the network part on the PyTorch model, the reference executor, onnxruntime or Lava, the
 host part (crops, window, decoding) the same Python code every time — and compares:
 
-- with ground truth (when given): OTB success AUC and precision at 20 px (:mod:`spikedeploy.tracking.metrics`);
+- with ground truth (when given): the scores of a benchmark protocol (:mod:`spikedeploy.tracking.metrics`;
+  default ``otb``: success AUC, precision at 20 px and success rate at IoU 0.5, every tracked frame
+  scored, the first as the ground-truth box), each beside the number of frames it is over;
 - between targets, frame by frame: IoU of the boxes against the first target and whether they are
   identical; and, for targets that expose per-layer spike counts (reference and Lava backends),
   whether every layer's counts are identical to those of the first such target (compared by a
   SHA-256 digest of the exact integer counts of every layer, so nothing is held across frames).
 
 A slow target (Lava's CPU simulator) can track fewer frames (``frame_limits``); its agreement is
-computed on the frames it tracked. :func:`write_track_outputs` writes ``boxes.json``,
-``report.json``, ``report.md``, ``report.html`` (plots embedded), ``success.png``/``precision.png``
-and an annotated ``track.gif``, all into one directory replaced atomically.
+computed on the frames it tracked, and the scores of every target are also given over the frames
+that all targets tracked (:func:`common_scores`), the only ones on which they compare.
+:func:`write_track_outputs` writes ``boxes.json``, ``report.json``, ``report.md``, ``report.html``
+(plots embedded), ``success.png``/``precision.png`` and an annotated ``track.gif``, all into one
+directory replaced atomically.
 
 Targets (:data:`TRACK_TARGETS`): ``torch`` (the integer model, float32), ``torch64`` (float64),
 ``reference`` (= ``reference-binary``), ``reference-integer|binary|graded``, ``onnx``, ``lava``
@@ -282,8 +286,10 @@ class TargetTrack:
 
 @dataclass
 class TrackReport:
-    """Everything ``spikedeploy track`` reports: the runs per target, OTB scores against ground
-    truth (``scores[target]``, when ground truth was given) and the per-frame agreement of every
+    """Everything ``spikedeploy track`` reports: the runs per target, the scores against ground
+    truth (``scores[target]``: a :class:`~spikedeploy.tracking.metrics.TrackingScore` as a dict,
+    when ground truth was given) under ``protocol`` (a name in
+    :data:`~spikedeploy.tracking.metrics.PROTOCOLS`) and the per-frame agreement of every
     target with the first (``agreement[target]``: ``iou``, ``identical_box`` and
     ``identical_spikes`` lists, the last None where a side does not expose spike counts)."""
 
@@ -296,17 +302,23 @@ class TrackReport:
     scores: Dict[str, dict] = field(default_factory=dict)
     agreement: Dict[str, dict] = field(default_factory=dict)
     notes: List[str] = field(default_factory=list)
+    protocol: str = "otb"
+    image_size: Optional[List[int]] = None  #: (width, height) of the frames, for protocols that clip to the image
 
     @property
     def primary(self) -> str:
         return next(iter(self.runs))
 
     def to_json(self) -> dict:
-        """Everything as JSON-ready data; ``scores[target]["frames"]`` is the number of frames a
-        score is over, also given per run (``runs[target]["scored_frames"]``), and
-        ``scores_common`` the scores over the frames every target tracked when those differ."""
+        """Everything as JSON-ready data; ``protocol``/``protocol_title`` name how the scores were
+        computed, ``scores[target]["frames"]`` is the number of frames a score is over, also given
+        per run (``runs[target]["scored_frames"]``), and ``scores_common`` the scores over the
+        frames every target tracked when those differ."""
+        from spikedeploy.tracking.metrics import get_protocol
+
         d = asdict(self)
         d["primary"] = self.primary
+        d["protocol_title"] = get_protocol(self.protocol).title
         for t, r in d["runs"].items():
             r["frames_tracked"] = len(r["boxes"])
             r["scored_frames"] = self.scores[t]["frames"] if t in self.scores else None
@@ -376,19 +388,32 @@ def _agreement(a: TargetTrack, b: TargetTrack, spikes_from: Optional[TargetTrack
     }
 
 
+def _score_run(report: TrackReport, boxes: Sequence, n: int) -> dict:
+    """The first ``n`` of ``boxes`` scored against the first ``n`` ground-truth boxes under the
+    report's protocol: a :class:`~spikedeploy.tracking.metrics.TrackingScore` as a dict."""
+    from spikedeploy.tracking.metrics import score_tracking
+
+    gt = np.asarray(report.ground_truth, dtype=np.float64)[:n]
+    return asdict(score_tracking(np.asarray(boxes[:n], dtype=np.float64), gt, report.protocol,
+                                 image_size=report.image_size))
+
+
 def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[float], targets: Sequence[str], *,
                weights: str = "", clip: str = "", ground_truth: Optional[np.ndarray] = None, preset: str = "default",
                frame_limits: Optional[Mapping[str, int]] = None, progress: bool = False,
                lava_options: Optional[Mapping] = None, fixed_options: Optional[Mapping] = None,
-               network_factory: Optional[Callable] = None) -> TrackReport:
+               network_factory: Optional[Callable] = None, protocol: str = "otb") -> TrackReport:
     """Track ``frames`` (``N x H x W x 3`` uint8) from ``init_box`` with the SpikeTrack model
     ``net`` once per target in ``targets`` (the first is the reference point of the agreement).
     ``frame_limits``: at most that many frames (including the first) for a target, e.g.
     ``{"lava-graded": 5}``; the others track all frames. ``fixed_options``: see :func:`make_network`
-    (the fixed-point targets share one quantization of the branches)."""
-    from spikedeploy.tracking.metrics import score_tracking
+    (the fixed-point targets share one quantization of the branches). ``protocol``: how the boxes
+    are scored against ``ground_truth`` (:func:`spikedeploy.tracking.metrics.get_protocol`; each
+    target over the frames it tracked)."""
+    from spikedeploy.tracking.metrics import get_protocol
     from spikedeploy.tracking.tracker import SpikeTrackTracker
 
+    proto = get_protocol(protocol)  # an unknown name fails before anything is tracked
     targets = [canonical_target(t) for t in targets]
     if not targets:
         raise ConfigError("track: give at least one target")
@@ -425,7 +450,8 @@ def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[floa
     factory = network_factory or default_factory
     n = len(frames)
     report = TrackReport(model_name, weights, clip, n, {},
-                         ground_truth=None if ground_truth is None else np.asarray(ground_truth).tolist())
+                         ground_truth=None if ground_truth is None else np.asarray(ground_truth).tolist(),
+                         protocol=proto.name, image_size=[int(frames.shape[2]), int(frames.shape[1])])
     for target in targets:
         tracker = SpikeTrackTracker(factory(net, target), preset=preset)
         limit = min(n, limits.get(target, n))
@@ -434,8 +460,7 @@ def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[floa
         report.runs[target] = _track_one(tracker, frames, init_box, target, limit, progress)
     if ground_truth is not None:
         for t, r in report.runs.items():
-            s = score_tracking(np.asarray(r.boxes), np.asarray(ground_truth)[: r.frames])
-            report.scores[t] = asdict(s)
+            report.scores[t] = _score_run(report, r.boxes, r.frames)
     first = report.runs[targets[0]]
     with_spikes = [r for r in report.runs.values() if any(d is not None for d in r.spike_digest)]
     spikes_from = with_spikes[0] if with_spikes else None
@@ -653,35 +678,42 @@ def _curve_groups(report: TrackReport, key: str) -> Dict[str, tuple]:
 
 
 def _curve_figures(report: TrackReport):
-    """The OTB success and precision plots: one curve per target, the number of scored frames in
-    its label; identical curves get distinct line styles and markers (and say whom they equal)."""
+    """The success and precision plots of the report's protocol (``fp`` is None for a protocol
+    without precision, GOT-10k): one curve per target, its headline number and the number of
+    scored frames in its label; identical curves get distinct line styles and markers (and say
+    whom they equal)."""
     from matplotlib.figure import Figure
 
-    from spikedeploy.tracking.metrics import PRECISION_DISTANCES, SUCCESS_THRESHOLDS
+    from spikedeploy.tracking.metrics import get_protocol
 
+    proto = get_protocol(report.protocol)
     fs = Figure(figsize=(5.6, 4.3))
     ax = fs.add_subplot()
-    fp = Figure(figsize=(5.6, 4.3))
-    ap = fp.add_subplot()
+    fp = ap = None
+    panels = [(ax, "success", proto.success_thresholds, "AO" if "AO" in proto.headline else "AUC")]
+    if proto.precision_distances:
+        fp = Figure(figsize=(5.6, 4.3))
+        ap = fp.add_subplot()
+        panels.append((ap, "precision", proto.precision_distances, "P@20"))
     colors = {t: tuple(v / 255 for v in _color(k)) for k, t in enumerate(report.runs)}
-    for axis, key, xs, what in ((ax, "success", SUCCESS_THRESHOLDS, "auc"),
-                                (ap, "precision", PRECISION_DISTANCES, "precision20")):
+    for axis, key, xs, name in panels:
         groups = _curve_groups(report, key)
         for t, s in report.scores.items():
             pos, first, size = groups[t]
             style = dict(_CURVE_STYLES[pos % len(_CURVE_STYLES)]) if size > 1 else dict(ls="-", lw=1.8)
             if "marker" in style:
                 style["markevery"] = (pos % 3, 3)
-            name = "AUC" if what == "auc" else "P@20"
             same = f" = {first}" if pos else ""
             axis.plot(xs, s[key], color=colors.get(t, "k"), zorder=3 + pos,
-                      label=f"{t}{same} [{name} {s[what]:.3f}, {s['frames']} frames]", **style)
-    ax.set(xlabel="overlap threshold (IoU)", ylabel="success rate", title="Success plot", xlim=(0, 1), ylim=(0, 1.02))
-    ap.set(xlabel="location error threshold (px)", ylabel="precision", title="Precision plot", xlim=(0, 50),
-           ylim=(0, 1.02))
-    ap.axvline(20, color="0.6", lw=0.8, ls="--")
+                      label=f"{t}{same} [{name} {_fmt(s['headline'].get(name))}, {s['frames']} frames]", **style)
+    ax.set(xlabel="overlap threshold (IoU)", ylabel="success rate", title=f"Success plot ({proto.name})",
+           xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(loc="lower left", fontsize=7.5)
-    ap.legend(loc="lower right", fontsize=7.5)
+    if ap is not None:
+        ap.set(xlabel="location error threshold (px)", ylabel="precision", title=f"Precision plot ({proto.name})",
+               xlim=(0, 50), ylim=(0, 1.02))
+        ap.axvline(20, color="0.6", lw=0.8, ls="--")
+        ap.legend(loc="lower right", fontsize=7.5)
     return fs, fp
 
 
@@ -695,52 +727,84 @@ def spike_summary(a: dict) -> Optional[str]:
 
 
 def common_scores(report: TrackReport) -> Optional[dict]:
-    """When the targets' scores are over different numbers of frames (a frame limit): every
-    target's scores over the first ``frames_tracked`` frames, which all of them tracked
-    (``{"frames_tracked": n, "scores": {target: {"auc", "precision20", "frames"}}}``); else None."""
-    from spikedeploy.tracking.metrics import score_tracking
-
+    """When the targets' scores are over different numbers of frames (a frame limit), the scores
+    that compare them: every target's boxes on frames ``0 .. frames_tracked - 1``, the frames all
+    of them tracked, scored against the same ground truth under the report's protocol
+    (``{"frames_tracked": n, "protocol": name, "scores": {target: {"frames", "auc", "precision20",
+    "headline"}}}``: identical boxes give identical scores here); None when every score is over the
+    same frames already."""
     if report.ground_truth is None or not report.scores:
         return None
     if len({s["frames"] for s in report.scores.values()}) <= 1:
         return None
     n = min(r.frames for r in report.runs.values())
-    gt = np.asarray(report.ground_truth, dtype=np.float64)[:n]
     out = {}
     for t, r in report.runs.items():
-        s = score_tracking(np.asarray(r.boxes[:n]), gt)
-        out[t] = {"auc": s.auc, "precision20": s.precision20, "frames": s.frames}
-    return {"frames_tracked": n, "scores": out}
+        s = _score_run(report, r.boxes, n)
+        out[t] = {"frames": s["frames"], "auc": s["auc"], "precision20": s["precision20"], "headline": s["headline"]}
+    return {"frames_tracked": n, "protocol": report.protocol, "scores": out}
 
 
-_RUN_HEADERS = ["target", "frames tracked", "ms / frame", "init s", "template updates", "scored frames", "AUC",
-                "P@20"]
-_RUN_ALIGN = "lrrrlrrr"
-_COMMON_HEADERS = ["target", "scored frames", "AUC", "P@20"]
+def _fmt(v) -> str:
+    return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+
+def _score_names(report: TrackReport) -> List[str]:
+    from spikedeploy.tracking.metrics import get_protocol
+
+    return list(get_protocol(report.protocol).headline)
+
+
+def _run_headers(report: TrackReport) -> List[str]:
+    """The run table's columns: the protocol's headline metrics right after "scored frames"."""
+    return ["target", "frames tracked", "ms / frame", "init s", "template updates", "scored frames"] + \
+        _score_names(report)
+
+
+_COMMON_FIXED = ["target", "scored frames"]
 _AGREEMENT_HEADERS = ["target", "frames", "min IoU", "boxes identical", "spike counts identical"]
 
 
 def _run_rows(report: TrackReport) -> List[list]:
+    names = _score_names(report)
     rows = []
     for t, r in report.runs.items():
         s = report.scores.get(t)
         rows.append([t, r.frames, f"{r.seconds_per_frame * 1e3:.1f}", f"{r.init_seconds:.2f}",
-                     ", ".join(map(str, r.template_updates)) or "-", s["frames"] if s else "-",
-                     f"{s['auc']:.3f}" if s else "-", f"{s['precision20']:.3f}" if s else "-"])
+                     ", ".join(map(str, r.template_updates)) or "-", s["frames"] if s else "-"]
+                    + [_fmt(s["headline"].get(k)) if s else "-" for k in names])
     return rows
 
 
+def _protocol_line(report: TrackReport, markdown: bool = True) -> str:
+    from spikedeploy.tracking.metrics import get_protocol
+
+    name = f"`{report.protocol}`" if markdown else report.protocol
+    return f"Scores: protocol {name}, {get_protocol(report.protocol).title}."
+
+
 def _scores_note(report: TrackReport) -> Optional[str]:
+    from spikedeploy.tracking.metrics import get_protocol
+
     frames = {t: s["frames"] for t, s in report.scores.items()}
+    if not frames:
+        return None
+    names = ", ".join(_score_names(report))
     if len(set(frames.values())) <= 1:
-        return (f"Scores (success AUC, precision at 20 px) are over {next(iter(frames.values()))} frames each "
-                "(every tracked frame after the first)." if frames else None)
-    return ("Scores are over different numbers of frames (" + ", ".join(f"{t} {n}" for t, n in frames.items())
-            + "): compare targets only on the frames every target tracked (table below).")
+        return (f"Scores ({names}) are over {next(iter(frames.values()))} frames each "
+                f"({get_protocol(report.protocol).frames_rule}).")
+    return (f"Scores ({names}) are over different numbers of frames ("
+            + ", ".join(f"{t} {n}" for t, n in frames.items())
+            + "), so they do not compare; compare targets on the frames every target tracked (table below).")
 
 
-def _common_rows(common: dict) -> List[list]:
-    return [[t, s["frames"], f"{s['auc']:.3f}", f"{s['precision20']:.3f}"] for t, s in common["scores"].items()]
+def _common_headers(report: TrackReport) -> List[str]:
+    return _COMMON_FIXED + _score_names(report)
+
+
+def _common_rows(common: dict, report: TrackReport) -> List[list]:
+    names = _score_names(report)
+    return [[t, s["frames"]] + [_fmt(s["headline"].get(k)) for k in names] for t, s in common["scores"].items()]
 
 
 def _agreement_rows(report: TrackReport) -> List[list]:
@@ -757,17 +821,29 @@ def _common_heading(common: dict) -> str:
     return f"Scores over the first {common['frames_tracked']} frames (tracked by every target)"
 
 
+def _common_note(common: dict) -> str:
+    n = common["frames_tracked"]
+    return (f"Every target's boxes on frames 0-{n - 1}, the frames all targets tracked, scored against the same "
+            "ground truth: only these scores compare targets (identical boxes give identical scores).")
+
+
+def _align(headers: Sequence[str], fixed: str) -> str:
+    return fixed + "r" * (len(headers) - len(fixed))
+
+
 def to_markdown(report: TrackReport) -> str:
     lines = [f"# Tracking report: {report.model}", "",
              f"- weights: {report.weights}", f"- clip: {report.clip} ({report.num_frames} frames)", ""]
-    lines += _md_table(_RUN_HEADERS, _run_rows(report), _RUN_ALIGN)
+    headers = _run_headers(report)
+    lines += _md_table(headers, _run_rows(report), _align(headers, "lrrrlr"))
     note = _scores_note(report)
     if note:
-        lines += ["", note]
+        lines += ["", note, "", _protocol_line(report)]
     common = common_scores(report)
     if common:
-        lines += ["", f"## {_common_heading(common)}", ""]
-        lines += _md_table(_COMMON_HEADERS, _common_rows(common), "lrrr")
+        lines += ["", f"## {_common_heading(common)}", "", _common_note(common), ""]
+        ch = _common_headers(report)
+        lines += _md_table(ch, _common_rows(common, report), _align(ch, "lr"))
     if report.agreement:
         lines += ["", f"## Agreement (boxes against {report.primary}; spike counts against the first target "
                       f"that exposes them)", ""]
@@ -800,14 +876,18 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
         page = HtmlPage(f"Tracking report: {report.model}")
         page.heading(f"Tracking report: {report.model}", 1)
         page.paragraph(f"weights: {report.weights}; clip: {report.clip} ({report.num_frames} frames)")
-        page.table(_RUN_HEADERS, _run_rows(report), align=_RUN_ALIGN)
+        headers = _run_headers(report)
+        page.table(headers, _run_rows(report), align=_align(headers, "lrrrlr"))
         note = _scores_note(report)
         if note:
             page.paragraph(note)
+            page.paragraph(_protocol_line(report, markdown=False))
         common = common_scores(report)
         if common:
             page.heading(_common_heading(common), 2)
-            page.table(_COMMON_HEADERS, _common_rows(common), align="lrrr")
+            page.paragraph(_common_note(common))
+            ch = _common_headers(report)
+            page.table(ch, _common_rows(common, report), align=_align(ch, "lr"))
         if gif:
             data = annotated_gif(frames, report)
             (tmp / "track.gif").write_bytes(data)
@@ -820,15 +900,18 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
                      '(e.g. "torch = reference-binary")</figcaption></figure>')
         if report.scores:
             fs, fp = _curve_figures(report)
-            ps, pp = figure_png(fs), figure_png(fp)
-            (tmp / "success.png").write_bytes(ps)
-            (tmp / "precision.png").write_bytes(pp)
-            imgs = "".join(f'<img class="native" width="{w}" height="{h}" alt="{alt}" src="{src}"/> '
-                           for (w, h), alt, src in ((png_size(ps), "success plot", "success.png"),
-                                                    (png_size(pp), "precision plot", "precision.png")))
-            page.raw(f'<figure><div class="fig-wrap">{imgs}</div><figcaption>OTB success and precision plots; '
-                     'each label gives the number of scored frames; identical curves are drawn in different '
-                     'line styles and say which target they equal</figcaption></figure>')
+            plots = [(alt, src, fig) for alt, src, fig in (("success plot", "success.png", fs),
+                                                           ("precision plot", "precision.png", fp)) if fig is not None]
+            imgs = ""
+            for alt, src, fig in plots:
+                png = figure_png(fig)
+                (tmp / src).write_bytes(png)
+                w, h = png_size(png)
+                imgs += f'<img class="native" width="{w}" height="{h}" alt="{alt}" src="{src}"/> '
+            page.raw(f'<figure><div class="fig-wrap">{imgs}</div><figcaption>{" and ".join(a for a, _, _ in plots)} '
+                     f'({report.protocol} protocol); each label gives the headline number and the number of scored '
+                     'frames; identical curves are drawn in different line styles and say which target they equal'
+                     '</figcaption></figure>')
         if report.agreement:
             page.heading(f"Agreement with {report.primary}", 2)
             page.table(_AGREEMENT_HEADERS, _agreement_rows(report), align="lrrll")
@@ -901,6 +984,7 @@ def track(
     overwrite: bool = False,
     partitions=None,
     weight_bits: int = 8,
+    protocol: str = "otb",
 ):
     """Track the object in ``init_box`` ([x, y, w, h] in the first frame) through ``clip`` (see
     :func:`spikedeploy.tracking.run.load_frames`) with SpikeTrack ``model``, once per target in
@@ -916,14 +1000,18 @@ def track(
     ``clip_label`` names it in the report. ``partitions``: the placement of the Lava targets' bundles
     (``"auto"``, ``"per-layer"`` or N; see :mod:`spikedeploy.exporters.lava_placement`).
     ``weight_bits``: the weight mantissa width of the fixed-point targets (``reference-fixed``,
-    ``lava-fixed``). Returns a :class:`spikedeploy.tracking.run.TrackReport`."""
+    ``lava-fixed``). ``protocol``: how the boxes are scored against the ground truth
+    (:data:`spikedeploy.tracking.metrics.PROTOCOLS`: ``otb``, ``lasot``, ``got10k``). Returns a
+    :class:`spikedeploy.tracking.run.TrackReport`."""
     from spikedeploy.exporting import _lava_partitions
+    from spikedeploy.tracking.metrics import get_protocol
     from spikedeploy.fsutil import check_output_dir
     from spikedeploy.passes.quantize import check_weight_bits
 
     if backend is not None:
         targets = (backend,)
     targets = [canonical_target(t) for t in targets]
+    protocol = get_protocol(protocol).name
     lava_options = _lava_partitions("lava", partitions)
     check_weight_bits(weight_bits)
     if weight_bits != 8 and not any(t in FIXED_TARGETS for t in targets):
@@ -960,7 +1048,7 @@ def track(
     net, weights = load_tracker_model(model, checkpoint, seed=seed)
     report = track_clip(model, net, frames, init_box, targets, weights=weights, clip=clip, ground_truth=gt,
                         preset=preset, frame_limits=frame_limits, progress=progress, lava_options=lava_options,
-                        fixed_options={"weight_bits": weight_bits})
+                        fixed_options={"weight_bits": weight_bits}, protocol=protocol)
     if output is not None:
         write_track_outputs(report, frames, output, gif=gif, overwrite=overwrite, inputs=file_inputs)
     return report

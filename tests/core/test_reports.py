@@ -229,7 +229,7 @@ def test_curves_of_coinciding_targets_differ_in_style_and_count_frames():
         lines = {l.get_label(): l for l in fig.axes[0].get_lines() if not l.get_label().startswith("_")}
         labels = list(lines)
         assert any(lab.startswith("lava-graded = torch [") for lab in labels), labels
-        assert all(re.search(r", 5 frames\]$", lab) for lab in labels), labels
+        assert all(re.search(r", 6 frames\]$", lab) for lab in labels), labels  # every frame, the first too
         torch = next(l for k, l in lines.items() if k.startswith("torch ["))
         lava = next(l for k, l in lines.items() if k.startswith("lava-graded"))
         assert (torch.get_linestyle(), torch.get_linewidth()) != (lava.get_linestyle(), lava.get_linewidth())
@@ -239,29 +239,31 @@ def test_curves_of_coinciding_targets_differ_in_style_and_count_frames():
 def test_scored_frames_are_beside_every_score_in_tables_and_json(tmp_path):
     frames, rep = _track_report({"lava-graded": 3})
     rows = {r[0]: r for r in TR._run_rows(rep)}
-    i = TR._RUN_HEADERS.index("scored frames")
-    assert TR._RUN_HEADERS[i + 1:i + 3] == ["AUC", "P@20"]
-    assert rows["torch"][i] == 5 and rows["lava-graded"][i] == 2
+    headers = TR._run_headers(rep)
+    i = headers.index("scored frames")
+    assert headers[i + 1:] == ["AUC", "P@20", "SR0.5"]  # the otb protocol's headline numbers
+    assert rows["torch"][i] == 6 and rows["lava-graded"][i] == 3
     md = TR.to_markdown(rep)
     assert "| scored frames | AUC | P@20 |" in md
-    assert "different numbers of frames (torch 5, reference-binary 5, lava-graded 2)" in md
+    assert "different numbers of frames (torch 6, reference-binary 6, lava-graded 3)" in md
+    assert "protocol `otb`, OTB (Wu et al. 2013)" in md
     assert "## Scores over the first 3 frames (tracked by every target)" in md
     common = TR.common_scores(rep)
-    assert common["frames_tracked"] == 3 and {s["frames"] for s in common["scores"].values()} == {2}
+    assert common["frames_tracked"] == 3 and {s["frames"] for s in common["scores"].values()} == {3}
     assert common["scores"]["torch"]["auc"] == common["scores"]["lava-graded"]["auc"]  # identical boxes
     js = rep.to_json()
-    assert js["runs"]["lava-graded"]["scored_frames"] == 2 and js["runs"]["torch"]["frames_tracked"] == 6
-    assert js["scores"]["lava-graded"]["frames"] == 2 and js["scores_common"] == common
+    assert js["runs"]["lava-graded"]["scored_frames"] == 3 and js["runs"]["torch"]["frames_tracked"] == 6
+    assert js["scores"]["lava-graded"]["frames"] == 3 and js["scores_common"] == common and js["protocol"] == "otb"
     out = TR.write_track_outputs(rep, frames, tmp_path / "t")
     html = (out / "report.html").read_text()
     assert "<th class=\"r\">scored frames</th>" in html and "Scores over the first 3 frames" in html
     assert re.search(r'<img class="native pixel" width="\d+" height="\d+" alt="annotated clip"', html)
     boxes = json.loads((out / "boxes.json").read_text())
-    assert boxes["runs"]["lava-graded"]["scored_frames"] == 2
+    assert boxes["runs"]["lava-graded"]["scored_frames"] == 3
     assert json.loads((out / "report.json").read_text())["scores_common"]["frames_tracked"] == 3
     # equal frame counts: one line says how many, and no extra table
     _, same = _track_report()
-    assert "over 5 frames each" in TR.to_markdown(same) and TR.common_scores(same) is None
+    assert "over 6 frames each" in TR.to_markdown(same) and TR.common_scores(same) is None
 
 
 def test_gif_legend_wraps_a_long_group_of_coinciding_targets_inside_the_frame_width():

@@ -175,7 +175,7 @@ def test_bundle_script_ships_float16_weights_and_measures_them(tmp_path):
     assert ck["meta"]["steps"] == 2
     assert all(v.dtype == (torch.float16 if v.is_floating_point() else torch.int64) for v in ck["net"].values())
     rec = json.loads((dest / f"{stem}_eval.json").read_text())
-    assert "as stored, float16" in rec["weights"] and rec["frames_scored"] == 2
+    assert "as stored, float16" in rec["weights"] and rec["frames_scored"] == 3  # otb: every frame, the first too
     # a folder that is not a finished training run
     bad = subprocess.run([sys.executable, str(script), str(tmp_path / "nothing"), "--dest", str(tmp_path / "d2")],
                          capture_output=True, text=True, timeout=120)
