@@ -296,6 +296,10 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-bits", type=int, default=8, metavar="N",
                    help="reference-fixed / lava-fixed: bits of the signed weight mantissas, 2..16 (default: "
                         "%(default)s, Loihi 2's synaptic weight width)")
+    t.add_argument("--protocol", default="otb", choices=["otb", "lasot", "got10k"],
+                   help="how the ground truth scores the track, as that benchmark's toolkit does: otb (AUC, P@20; "
+                        "first frame counted as the ground-truth box), lasot (+ normalized precision), got10k (AO, "
+                        "SR0.5, SR0.75; first frame left out) (default: %(default)s)")
     t.add_argument("--lava-frames", type=int, default=None, metavar="N",
                    help="track only the first N frames on Lava targets (the simulator takes seconds to minutes "
                         "per frame); the report says so")
@@ -601,11 +605,12 @@ def _cmd_track(args) -> int:
                        checkpoint=args.checkpoint, ground_truth=args.ground_truth, preset=args.preset,
                        seed=args.seed, frame_limits=limits, output=args.output, gif=not args.no_gif,
                        progress=not args.no_progress, overwrite=args.overwrite, partitions=args.partitions,
-                       weight_bits=args.weight_bits)
+                       weight_bits=args.weight_bits, protocol=args.protocol)
     print(f"{report.model} ({report.weights}) on {report.num_frames} frames of {report.clip}")
     for t, r in report.runs.items():
         s = report.scores.get(t)
-        score = f"; AUC {s['auc']:.3f}, precision@20px {s['precision20']:.3f} over {s['frames']} frames" if s else ""
+        score = ("; " + ", ".join(f"{k} {v:.3f}" for k, v in s["headline"].items())
+                 + f" over {s['frames']} frames ({report.protocol})") if s else ""
         print(f"  {t:<18} {r.frames:>4} frames, {r.seconds_per_frame * 1e3:8.1f} ms per frame{score}")
     for t, a in report.agreement.items():
         spikes = f", spike counts {spike_summary(a)}" if spike_summary(a) else ""

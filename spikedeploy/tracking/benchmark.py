@@ -107,6 +107,8 @@ class SequenceRecord:
     energy_pj: List[Optional[float]] = field(default_factory=list)
     error: str = ""
     worker: str = ""
+    setup_seconds: float = 0.0  #: building the network in this task (0 when the worker had it already)
+    load_seconds: float = 0.0  #: reading the frames
 
     @property
     def ok(self) -> bool:
@@ -200,8 +202,12 @@ def run_task(config: EvaluationConfig, sequence, target: str, *, threads: int = 
     worker = f"{socket.gethostname()}:{os.getpid()}"
     network = None
     try:
+        t0 = time.perf_counter()
         frames = sequence.load_frames()
+        t_load = time.perf_counter() - t0
+        t0 = time.perf_counter()
         network = _network(config, target)
+        t_setup = time.perf_counter() - t0
         fan = _NETWORKS[(config.fingerprint(), target)][1]
         tracker = SpikeTrackTracker(network, preset=config.preset)
         t0 = time.perf_counter()
@@ -229,7 +235,8 @@ def run_task(config: EvaluationConfig, sequence, target: str, *, threads: int = 
                               fanout_cache=fan)
             synops.append(float(aud.totals["per_frame"]["measured_synops"]))
             energy.append(float(aud.totals["per_frame"]["energy_pj"]))
-        return SequenceRecord(sequence.name, target, "ok", boxes, times, digests, units, synops, energy, worker=worker)
+        return SequenceRecord(sequence.name, target, "ok", boxes, times, digests, units, synops, energy, worker=worker,
+                              setup_seconds=t_setup, load_seconds=t_load)
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # noqa: BLE001 - a failing sequence is reported, the others go on
