@@ -109,6 +109,8 @@ class SequenceRecord:
     worker: str = ""
     setup_seconds: float = 0.0  #: building the network in this task (0 when the worker had it already)
     load_seconds: float = 0.0  #: reading the frames
+    started: float = 0.0  #: wall-clock time (epoch seconds) the task began and ended, for timelines
+    finished: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -200,6 +202,7 @@ def run_task(config: EvaluationConfig, sequence, target: str, *, threads: int = 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(threads)))
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    started = time.time()
     network = None
     try:
         t0 = time.perf_counter()
@@ -236,11 +239,12 @@ def run_task(config: EvaluationConfig, sequence, target: str, *, threads: int = 
             synops.append(float(aud.totals["per_frame"]["measured_synops"]))
             energy.append(float(aud.totals["per_frame"]["energy_pj"]))
         return SequenceRecord(sequence.name, target, "ok", boxes, times, digests, units, synops, energy, worker=worker,
-                              setup_seconds=t_setup, load_seconds=t_load)
+                              setup_seconds=t_setup, load_seconds=t_load, started=started, finished=time.time())
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as e:  # noqa: BLE001 - a failing sequence is reported, the others go on
-        return SequenceRecord(sequence.name, target, "failed", error=_one_line(e), worker=worker)
+        return SequenceRecord(sequence.name, target, "failed", error=_one_line(e), worker=worker, started=started,
+                              finished=time.time())
     finally:
         close = getattr(network, "close", None)
         if close is not None:
@@ -273,6 +277,16 @@ def _ray_task(config, sequence, target):  # the remote function's body (module l
     return run_task(config, sequence, target)
 
 
+def warm_worker() -> None:
+    """Ray's worker set-up hook: import what every task needs (torch, the tracker, the backends,
+    the audit) while the driver is still preparing, not when the first task arrives."""
+    import torch  # noqa: F401
+
+    import spikedeploy.audit  # noqa: F401
+    import spikedeploy.tracking.backends  # noqa: F401
+    import spikedeploy.tracking.tracker  # noqa: F401
+
+
 class RayExecutor:
     """The tasks as Ray tasks (one CPU each): an embedded local Ray with ``workers`` CPUs, or the
     cluster at ``address``. A task whose worker dies is recorded as failed."""
@@ -289,7 +303,8 @@ class RayExecutor:
         self._own = not ray.is_initialized()
         if self._own:
             kw = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                      configure_logging=True)
+                      configure_logging=True,
+                      runtime_env={"worker_process_setup_hook": "spikedeploy.tracking.benchmark.warm_worker"})
             if address:
                 ray.init(address=address, **kw)
             else:
