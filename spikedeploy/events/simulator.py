@@ -233,7 +233,7 @@ def frame_times(num_frames: int, fps: float) -> np.ndarray:
     return np.rint(np.arange(int(num_frames)) * (1e6 / fps)).astype(np.int64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EventSequence:
     """A synthetic event sequence with ground truth: ``events`` (sensor ``(W, H)``) recorded
     while the frames of :func:`spikedeploy.tracking.synth.generate_sequence` were shown at

@@ -51,11 +51,12 @@ def check_sensor_size(sensor_size, source: Optional[str] = None) -> Tuple[int, i
                      f"got {sensor_size!r}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EventStream:
     """``events``: a 1-D array of :data:`EVENT_DTYPE`, sorted by ``t``; ``sensor_size``:
     ``(width, height)``; ``name``: where it came from (a file path, a sequence name), used in
-    every error message. Construction does not copy or check: call :meth:`validate`."""
+    every error message. Construction does not copy or check: call :meth:`validate`. Streams
+    compare by identity (compare ``events`` arrays with ``np.array_equal``)."""
 
     events: np.ndarray
     sensor_size: Tuple[int, int]

@@ -2,8 +2,6 @@
 with the aedat reader; npz; npy; HDF5 in DSEC's and a flat layout), atomic writes, and bad files:
 each a one-line InputError naming the file."""
 
-import os
-import zipfile
 
 import h5py
 import numpy as np
