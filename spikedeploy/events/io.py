@@ -20,8 +20,8 @@ npz        a numpy archive with arrays ``x``, ``y``, ``t``, ``p`` (one value per
 npy        one array, either structured with fields ``x``, ``y``, ``t``, ``p`` (the aliases
            ``timestamp``, ``polarity``/``on`` of dv-processing and aedat are accepted), or a plain
            ``N x 4`` numeric array with the columns in the order **t, x, y, p** (one event a row).
-           An ``N x 4`` array whose column 0 is not sorted, or whose columns 0 and 2 are both
-           sorted (so that it could be x, y, t, p as well), is refused as ambiguous; save a
+           An ``N x 4`` array whose column 0 is not sorted, or whose column 2 is sorted and not
+           constant as well (so that it could be x, y, t, p), is refused as ambiguous; save a
            structured array instead. A ``4 x N`` array is refused (transpose it). An ``.npy``
            file has no room for the sensor size: give ``sensor_size``. Written structured
            (:data:`~spikedeploy.events.stream.EVENT_DTYPE`).
@@ -82,7 +82,7 @@ def _dv():
     try:
         import dv_processing
     except ImportError as e:
-        raise SpikedeployError(f"AEDAT4 files need the 'dv-processing' package ({e}); install it with "
+        raise SpikedeployError(f"writing AEDAT4 files needs the 'dv-processing' package ({e}); install it with "
                                "`pip install dv-processing`") from None
     return dv_processing
 
@@ -240,7 +240,7 @@ def _read_npy(path: Path) -> Tuple[Arrays, Optional[Tuple[int, int]]]:
             raise InputError(f"{what}: column 0 of the N x 4 array is not sorted, so it is not the time column{hint}; "
                              "the accepted column order is t, x, y, p; reorder the columns or save a structured "
                              "array with fields x, y, t, p")
-        if _sorted(y) and not np.array_equal(t, y):
+        if _sorted(y) and y[-1] != y[0] and not np.array_equal(t, y):
             raise InputError(f"{what}: ambiguous N x 4 array: columns 0 and 2 are both sorted, so it could be "
                              "t, x, y, p or x, y, t, p; save a structured array with fields x, y, t, p")
     return (x, y, t, p), None

@@ -34,7 +34,8 @@
     in integer arithmetic, so consecutive windows cover every event in ``[edges[0], edges[-1])``
     exactly once. Where ``n`` divides a window's length the two rules give the same grid.
 
-Counts are accumulated in int64 (``np.bincount``) and returned as ``dtype`` (float32 by default:
+Counts are accumulated in int64 (``np.bincount``, or ``np.unique`` where the grid is much larger than
+the number of events) and returned as ``dtype`` (float32 by default:
 exact up to 2**24 events per pixel and bin).
 """
 
@@ -70,8 +71,14 @@ def _frame_size(stream: EventStream, sensor_size) -> Tuple[int, int]:
 def _accumulate(ev: np.ndarray, bins: np.ndarray, n: int, w: int, h: int, dtype) -> np.ndarray:
     """Counts of the events ``ev`` into ``[n, 2, h, w]`` at the bins ``bins`` (one per event)."""
     flat = ((bins * 2 + ev["p"].astype(np.int64)) * h + ev["y"].astype(np.int64)) * w + ev["x"].astype(np.int64)
-    counts = np.bincount(flat, minlength=n * 2 * h * w)
-    return counts.reshape(n, 2, h, w).astype(dtype)
+    cells = n * 2 * h * w
+    if cells <= 4 * flat.size:
+        return np.bincount(flat, minlength=cells).reshape(n, 2, h, w).astype(dtype)
+    # sparse: count the occupied cells only, so no int64 array of the output's size is made
+    out = np.zeros(cells, dtype)
+    occupied, counts = np.unique(flat, return_counts=True)
+    out[occupied] = counts
+    return out.reshape(n, 2, h, w)
 
 
 def event_frames(stream: EventStream, n_bins: int, *, t_start: Optional[int] = None, t_end: Optional[int] = None,

@@ -1,7 +1,6 @@
-"""Event files (spikedeploy.events.io): exact round trips (AEDAT4 through dv-processing, cross-checked
-with the aedat reader; npz; npy; HDF5 in DSEC's and a flat layout), atomic writes, and bad files:
-each a one-line InputError naming the file."""
-
+"""Event files (spikedeploy.events.io): exact round trips (AEDAT4 written by dv-processing, read by
+aedat and cross-checked with dv-processing's reader; npz; npy; HDF5 in DSEC's and a flat layout),
+atomic writes, and bad files: each a one-line InputError naming the file."""
 
 import h5py
 import numpy as np
@@ -65,6 +64,29 @@ def test_aedat4_cross_checked_with_both_readers(tmp_path):
     assert ev["t"].astype(np.int64).tolist() == s.events["t"].tolist()
     assert np.array_equal(ev["x"], s.events["x"]) and np.array_equal(ev["y"], s.events["y"])
     assert np.array_equal(ev["on"], s.events["p"] == 1)
+
+
+def test_aedat4_davis_recording_reads_the_event_stream(tmp_path):
+    """A DAVIS-style recording (FE108's kind: frames and events in one file, written here with
+    dv-processing's DAVIS configuration): the event stream is read, the frames skipped."""
+    import dv_processing as dv
+
+    s = _stream(n=3000, seed=4, t0=1_000_000)
+    store = dv.EventStore()
+    for t, x, y, p in zip(s.events["t"].tolist(), s.events["x"].tolist(), s.events["y"].tolist(),
+                          (s.events["p"] == 1).tolist()):
+        store.push_back(t, x, y, p)
+    path = tmp_path / "davis.aedat4"
+    writer = dv.io.MonoCameraWriter(str(path), dv.io.MonoCameraWriter.DAVISConfig("DAVIS346_test", (346, 260)))
+    for k in range(3):
+        writer.writeFrame(dv.Frame(1_000_000 + k * 50_000, np.full((260, 346), 40 * k, np.uint8)))
+    writer.writeEvents(store)
+    del writer
+    import aedat
+
+    assert sorted(v["type"] for v in aedat.Decoder(str(path)).id_to_stream().values()) == [
+        "events", "frame", "imus", "triggers"]
+    _same(s, read_events(path))
 
 
 def test_formats_are_sniffed_from_content(tmp_path):
@@ -236,6 +258,9 @@ def test_npy_refuses_other_column_orders(tmp_path):
     with pytest.raises(InputError) as e:
         read_events(p, sensor_size=(64, 48))
     _one_line(e, str(p), "no field y")
+    row = tmp_path / "one_row_sensor.npy"  # y constant (a 1-pixel-high sensor): t, x, y, p, not ambiguous
+    np.save(row, np.array([[0, 3, 0, 1], [5, 1, 0, 0], [9, 2, 0, 1]]))
+    assert read_events(row, sensor_size=(4, 1)).events["x"].tolist() == [3, 1, 2]
     good = tmp_path / "ok.npy"
     np.save(good, np.stack([ev["t"], ev["x"], ev["y"], ev["p"]], axis=1))
     (tmp_path / "trunc.npy").write_bytes(good.read_bytes()[:-100])
