@@ -5,9 +5,9 @@ format     layout
 =========  =====================================================================================
 aedat4     iniVation's AEDAT 4.0 (the format of FE108 and VisEvent recordings). Written with
            dv-processing (``dv.io.MonoCameraWriter``, LZ4-compressed packets), read with the
-           ``aedat`` decoder (Rust): dv-processing's reader never returns on a file whose packets
-           are damaged (measured: 5 of 5 files with flipped bytes hung it), while ``aedat``
-           checks each packet's LZ4 frame and fails at once. The file's one event stream is read
+           ``aedat`` decoder (Rust): dv-processing's reader does not return on a file whose packets
+           are damaged (measured: 5 of 5 files with 20 flipped bytes, none returned within 5 s,
+           one ran 10 minutes), while ``aedat`` checks each packet's LZ4 frame and fails at once. The file's one event stream is read
            (frames, IMU and trigger streams of DAVIS recordings are skipped); the sensor size is
            the stream's width and height. AEDAT4 stores x, y as int16 and t >= 0, so a stream
            written to it needs a sensor of at most 32767 x 32767 pixels and non-negative
