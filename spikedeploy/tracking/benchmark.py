@@ -543,9 +543,21 @@ def _box_summary(records: Mapping[str, Mapping[str, SequenceRecord]]) -> Dict[st
     return out
 
 
+def _shown_path(root, output) -> str:
+    """The dataset as a report names it: relative to the report's folder when both share a parent
+    folder (a dataset beside or inside the output: the name stays right when the folders move
+    together), else absolute."""
+    root = Path(root).resolve()
+    if output is not None:
+        out = Path(output).resolve()
+        if out.parent == root or out.parent in root.parents:
+            return os.path.relpath(root, out)
+    return str(root)
+
+
 def build_report(title: str, dataset, results, *, protocol: Optional[str] = None, times=None, failed=None,
                  records=None, config=None, notes=(), seconds: float = 0.0,
-                 labels: Optional[Mapping[str, str]] = None) -> EvaluationReport:
+                 labels: Optional[Mapping[str, str]] = None, output=None) -> EvaluationReport:
     """The report of ``results[tracker][sequence] = boxes`` on ``dataset``; ``times[tracker][seq]``
     (seconds per frame, the first the initialization) gives fps; ``records`` (target -> seq ->
     :class:`SequenceRecord`) the spike agreement and SynOps."""
@@ -557,7 +569,7 @@ def build_report(title: str, dataset, results, *, protocol: Optional[str] = None
         ts = [t for seq_t in (times or {}).get(tr, {}).values() if seq_t is not None for t in list(seq_t)[1:]]
         fps[tr] = float(len(ts) / sum(ts)) if ts and sum(ts) > 0 else None
     rep = EvaluationReport(
-        title=title, dataset=str(dataset.root), format=dataset.format, protocol=proto.name,
+        title=title, dataset=_shown_path(dataset.root, output), format=dataset.format, protocol=proto.name,
         protocol_title=proto.title, sequences=list(dataset.names), trackers=list(results),
         scores=scores, per_sequence=per_seq, attributes=per_attr, fps=fps,
         tracked={tr: [n for n in dataset.names if n in by] for tr, by in results.items()},
@@ -847,7 +859,7 @@ def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence
         times={tracker_name(model, t): {n: r.times for n, r in v.items()} for t, v in ok.items()},
         failed={tracker_name(model, t): {n: r.error for n, r in recs.items() if not r.ok} for t, recs in records.items()},
         records={t: v for t, v in ok.items()}, config=dict(asdict(config), targets=targets, weights=weights),
-        labels={tracker_name(model, t): t for t in targets},
+        labels={tracker_name(model, t): t for t in targets}, output=out,
         notes=notes, seconds=time.perf_counter() - t_start)
     write_report(rep, out)
     return rep
@@ -892,7 +904,8 @@ def score_results(results, dataset, *, format: str = "auto", trackers: Optional[
             raise InputError(f"{root / tr}: no results file for any of the {len(ds)} sequences of {ds.root}")
     notes = [f"{tr}: no results for {len(v)} of {len(ds)} sequences ({', '.join(v[:5])}{', …' if len(v) > 5 else ''})"
              for tr, v in missing.items()]
-    rep = build_report(f"spikedeploy score — {root.name} on {Path(ds.root).name}", ds, boxes, times=times, notes=notes)
+    rep = build_report(f"spikedeploy score — {root.name} on {Path(ds.root).name}", ds, boxes, times=times, notes=notes,
+                       output=output)
     if output is not None:
         with atomic_directory(output, overwrite=overwrite, command="score") as tmp:
             write_report(rep, Path(tmp))
