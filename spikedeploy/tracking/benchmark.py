@@ -138,47 +138,29 @@ class SequenceRecord:
 # the task: one sequence on one target (runs in a Ray worker or in-process)
 # ---------------------------------------------------------------------------------------------
 
-#: per-process cache: (config fingerprint, target) -> (network, fan-out cache); the model per fingerprint
+#: per-process cache: (config fingerprint, target) -> (network, fan-out cache); fingerprint -> (model, factory)
 _NETWORKS: Dict[Tuple[str, str], tuple] = {}
 _MODELS: Dict[str, tuple] = {}
 
 
 def _network(config: EvaluationConfig, target: str):
-    from spikedeploy.tracking.run import FIXED_TARGETS, make_network
+    """``target``'s network for ``config``'s model, built once per process (the model loaded once,
+    the graph targets sharing one capture and one quantization: :class:`~spikedeploy.tracking.run.NetworkFactory`)."""
+    from spikedeploy.tracking.run import NetworkFactory, load_tracker_model
 
     key = (config.fingerprint(), target)
     if key in _NETWORKS:
         return _NETWORKS[key][0]
     if config.fingerprint() not in _MODELS:
-        from spikedeploy.tracking.run import load_tracker_model
-
         net, _ = load_tracker_model(config.model, config.checkpoint, seed=config.seed)
         _MODELS.clear()  # one model per process at a time
         _NETWORKS.clear()
-        _MODELS[config.fingerprint()] = (net, {})
-    net, shared = _MODELS[config.fingerprint()]
-    if target.startswith("torch"):
-        network = make_network(net, target)
-    else:
-        if "graphs" not in shared:
-            from spikedeploy.tracking.backends import capture_spiketrack
-
-            shared["graphs"] = capture_spiketrack(net)
-        fixed = None
-        if target in FIXED_TARGETS:
-            if "fixed" not in shared:
-                from spikedeploy.passes import ExpandSpikes
-                from spikedeploy.tracking.backends import quantize_branches
-
-                lower, g = ExpandSpikes("graded"), shared["graphs"]
-                shared["fixed"] = quantize_branches(lower.apply(g.template), lower.apply(g.search),
-                                                    weight_bits=config.weight_bits)
-            fixed = shared["fixed"]
-        lava = {"partitions": config.partitions} if config.partitions and target.startswith("lava") else None
-        network = make_network(net, target, lava_options=lava, graphs=shared["graphs"],
-                               fixed_options={"weight_bits": config.weight_bits}, fixed=fixed)
-    _NETWORKS[key] = (network, {})
-    return network
+        lava = {"partitions": config.partitions} if config.partitions else None
+        _MODELS[config.fingerprint()] = (net, NetworkFactory(lava_options=lava,
+                                                             fixed_options={"weight_bits": config.weight_bits}))
+    net, factory = _MODELS[config.fingerprint()]
+    _NETWORKS[key] = (factory(net, target), {})
+    return _NETWORKS[key][0]
 
 
 def _one_line(e: BaseException) -> str:

@@ -42,8 +42,8 @@ import numpy as np
 from spikedeploy.errors import ConfigError, InputError
 
 __all__ = [
-    "TRACK_TARGETS", "TARGET_ALIASES", "load_frames", "load_boxes", "make_network", "TargetTrack",
-    "TrackReport", "track_clip", "write_track_outputs",
+    "TRACK_TARGETS", "TARGET_ALIASES", "load_frames", "load_boxes", "make_network", "NetworkFactory", "TargetTrack",
+    "TrackReport", "track_clip", "write_track_outputs", "load_tracker_model", "track",
 ]
 
 #: canonical target names accepted by :func:`make_network`
@@ -231,6 +231,46 @@ def make_network(model, target: str, *, lava_options: Optional[Mapping] = None, 
         return lava_cls(None if graphs else model, encoding=target.split("-", 1)[1], graphs=graphs,
                         **dict(lava_options or {}))
     raise ConfigError(f"unknown tracking target {target!r}")  # pragma: no cover - canonical_target checked
+
+
+class NetworkFactory:
+    """``factory(model, target)``: :func:`make_network` for one SpikeTrack model and several targets,
+    sharing the work between them: one capture of both branches for every graph-based target
+    (reference, ONNX, Lava) and one quantization for both fixed-point targets. A new model object
+    starts again. ``lava_options``/``fixed_options`` as in :func:`make_network`."""
+
+    def __init__(self, *, lava_options: Optional[Mapping] = None, fixed_options: Optional[Mapping] = None):
+        self.lava_options = dict(lava_options or {})
+        self.fixed_options = dict(fixed_options or {})
+        self._model = None
+        self._shared: Dict[str, object] = {}
+
+    def __call__(self, model, target: str):
+        target = canonical_target(target)
+        if target.startswith("torch"):
+            return make_network(model, target)
+        if model is not self._model:
+            self._model, self._shared = model, {}
+        if "graphs" not in self._shared:
+            from spikedeploy.tracking.backends import capture_spiketrack
+
+            self._shared["graphs"] = capture_spiketrack(model)
+        graphs = self._shared["graphs"]
+        fixed = None
+        if target in FIXED_TARGETS:
+            if "fixed" not in self._shared:
+                from spikedeploy.passes import ExpandSpikes
+                from spikedeploy.tracking.backends import quantize_branches
+
+                lower = ExpandSpikes("graded")
+                self._shared["fixed"] = quantize_branches(
+                    lower.apply(graphs.template), lower.apply(graphs.search),
+                    weight_bits=int(self.fixed_options.get("weight_bits", 8)),
+                    calibration=self.fixed_options.get("calibration"))
+            fixed = self._shared["fixed"]
+        lava = self.lava_options if target.startswith("lava") else None
+        return make_network(model, target, lava_options=lava, graphs=graphs, fixed_options=self.fixed_options,
+                            fixed=fixed)
 
 
 def _last_spikes(network) -> Optional[Dict[str, "object"]]:
@@ -423,30 +463,7 @@ def track_clip(model_name: str, net, frames: np.ndarray, init_box: Sequence[floa
     for t, v in limits.items():
         if v < 1:
             raise ConfigError(f"track: the frame limit of {t} must be at least 1, got {v}")
-    captured = {}
-
-    def default_factory(model, target):
-        if target.startswith("torch"):
-            return make_network(model, target)
-        if "graphs" not in captured:  # one capture of both branches for every graph-based target
-            from spikedeploy.tracking.backends import capture_spiketrack
-
-            captured["graphs"] = capture_spiketrack(model)
-        fixed = None
-        if target in FIXED_TARGETS:
-            if "fixed" not in captured:
-                from spikedeploy.passes import ExpandSpikes
-                from spikedeploy.tracking.backends import quantize_branches
-
-                lower, g = ExpandSpikes("graded"), captured["graphs"]
-                opts = dict(fixed_options or {})
-                captured["fixed"] = quantize_branches(lower.apply(g.template), lower.apply(g.search),
-                                                      weight_bits=int(opts.get("weight_bits", 8)),
-                                                      calibration=opts.get("calibration"))
-            fixed = captured["fixed"]
-        return make_network(model, target, lava_options=lava_options, graphs=captured["graphs"],
-                            fixed_options=fixed_options, fixed=fixed)
-
+    default_factory = NetworkFactory(lava_options=lava_options, fixed_options=fixed_options)
     factory = network_factory or default_factory
     n = len(frames)
     report = TrackReport(model_name, weights, clip, n, {},

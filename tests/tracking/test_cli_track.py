@@ -102,8 +102,9 @@ def test_several_targets_agree_and_report(tmp_path, capsys):
     with Image.open(out / "track.gif") as im:
         assert im.n_frames == 4
     assert "identical to reference-binary's on 3 frames" in text
-    assert text.count("precision@20px") == 4  # scored frames beside scores (agreement lines say "over 4 frames" too)
-    assert text.count("over 4 frames") == 4 + 3 and report["protocol"] == "otb"
+    assert text.count(", P@20 ") == 4  # the protocol's headline beside each target (AUC, P@20, SR0.5)
+    assert text.count("over 4 frames (otb)") == 4 and text.count("over 4 frames") == 4 + 3  # + 3 agreement lines
+    assert report["protocol"] == "otb"
     assert "| scored frames | AUC | P@20 |" in (out / "report.md").read_text()
 
     # a GIF clip reads back as frames; a frame limit per run is reported
