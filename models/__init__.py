@@ -52,6 +52,34 @@ for _name in (
         BUILTIN_MODELS[f"{_name}:{_branch}"] = _spiketrack_branch(_name, _branch)
 
 
+def _spiketrack_event(name: str) -> Callable:
+    def build(**kwargs):
+        """Event SpikeTrack ``name`` (DI-LIF, MSST; see ``spikedeploy.models.spiketrack_event``)."""
+        from .spiketrack_event import spiketrack_event
+
+        return spiketrack_event(name, **kwargs)
+
+    return build
+
+
+def _spiketrack_event_branch(name: str, branch: str) -> Callable:
+    def build(seed: int = 0):
+        """One branch of event SpikeTrack ``name`` as a single-input model (search: T frames on the time axis)."""
+        from .spiketrack_event import spiketrack_event_branch
+
+        return spiketrack_event_branch(name, branch, seed=seed)
+
+    return build
+
+
+for _name in ("spiketrack-event-tiny", "spiketrack-event-full"):  # event camera (issue 16)
+    if _name in BUILTIN_MODELS:
+        raise RuntimeError(f"built-in model {_name!r} registered twice")
+    BUILTIN_MODELS[_name] = _spiketrack_event(_name)
+    for _branch in ("template", "search"):
+        BUILTIN_MODELS[f"{_name}:{_branch}"] = _spiketrack_event_branch(_name, _branch)
+
+
 def get_model(name: str, **kwargs):
     """Build the built-in model ``name`` with ``kwargs``; unknown names raise ConfigError."""
     if name not in BUILTIN_MODELS:
