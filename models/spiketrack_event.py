@@ -71,7 +71,7 @@ from spikedeploy.errors import ConfigError
 
 from .spiketrack import HeadOutputs, decode_boxes, hann_window
 from .spiketrack_event_blocks import (DILIF_SCOPES, EventBlock, EventCenterHead, EventConvBlock, EventDILIF,
-                                      EventDownSampling, leaky_ilif)
+                                      EventDownSampling, StreamingNeuron, leaky_ilif)
 
 __all__ = [
     "EventSpikeTrackConfig",
@@ -80,6 +80,7 @@ __all__ = [
     "PAPER_PARAMETERS",
     "EventSpikeTrackEncoder",
     "EventSpikeTrack",
+    "SearchStream",
     "EventTemplateNet",
     "EventSearchNet",
     "spiketrack_event",
@@ -298,11 +299,54 @@ class EventSpikeTrack(nn.Module):
     def forward(self, template: torch.Tensor, search: torch.Tensor) -> HeadOutputs:
         return self.search_branch(search, self.template_branch(template))
 
+    def search_stream(self, memory) -> "SearchStream":
+        """Frame-by-frame search with the membranes kept between calls (:class:`SearchStream`)."""
+        return SearchStream(self, memory)
+
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     def extra_repr(self):
         return self.config.name
+
+
+class SearchStream:
+    """MSST at inference, frame by frame: ``stream(frames [t, B, 2n, S, S])`` runs the search branch
+    on the next ``t`` frames (t >= 1) with every neuron continuing from its membrane after the
+    previous call (:class:`~spikedeploy.models.spiketrack_event_blocks.StreamingNeuron`), so feeding a
+    clip in pieces gives the outputs of ``search_branch`` on the whole clip: bit for bit in float64;
+    in float32 up to the rounding of convolution kernels that differ with the number of frames per
+    call (measured 1e-6 on the head maps, which can flip a spike at a rounding boundary). The template
+    memory is fixed for the stream. One stream per model at a time (the state lives in the neuron
+    modules); use as a context manager or call :meth:`close`, which returns the neurons to the
+    normal (whole-clip) behaviour."""
+
+    def __init__(self, model: EventSpikeTrack, memory):
+        self.model = model
+        self._neurons = [m for m in model.modules() if isinstance(m, StreamingNeuron)]
+        if any(n.streaming for n in self._neurons):
+            raise ValueError(f"{model.config.name}: a search stream is already open on this model; close it first")
+        self.memory = tuple(memory)
+        self.frames = 0
+        for n in self._neurons:
+            n.start_stream()
+
+    def __call__(self, frames: torch.Tensor) -> HeadOutputs:
+        if not self._neurons or not self._neurons[0].streaming:
+            raise ValueError("SearchStream: the stream is closed")
+        out = self.model.search_branch(frames, self.memory)
+        self.frames += int(frames.shape[0])
+        return out
+
+    def close(self) -> None:
+        for n in self._neurons:
+            n.stop_stream()
+
+    def __enter__(self) -> "SearchStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 class _EventBranchNet(nn.Module):

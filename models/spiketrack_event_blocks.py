@@ -33,6 +33,8 @@ from .spiketrack_blocks import MemoryRead, MemoryWrite
 
 __all__ = [
     "DILIF_SCOPES",
+    "StreamingNeuron",
+    "EventILIF",
     "EventDILIF",
     "FrameMemoryRead",
     "EventSepConv",
@@ -51,7 +53,66 @@ NeuronFactory = Callable[[], SpikingNeuron]
 DILIF_SCOPES = ("sample", "batch")
 
 
-class EventDILIF(DILIF):
+class StreamingNeuron:
+    """Mixin: a leaky integer neuron that can keep its membrane between calls (frame-by-frame
+    inference with MSST state: ``start_stream()``, then each ``trace(x)`` continues from the last
+    step of the previous call; ``stop_stream()`` returns to the stateless-per-call behaviour).
+
+    While streaming, each step continues :func:`spikedeploy.neurons.integer_lif`'s recurrence with
+    its very expression (subtract-q reset, ``reset_norm = 1``)::
+
+        m_t = x_t                                  (first step of the stream)
+        m_t = (m_{t-1} - q_{t-1} / 1.0) * leak + x_t
+        q_t = quantize(m_t, D_t, rounding)
+
+    so a neuron fed its input in pieces gives bit for bit its outputs on the whole input in one call
+    (the whole model: bit for bit in float64, tested).
+    The state is detached (inference)."""
+
+    _stream = None
+
+    def start_stream(self) -> None:
+        self._stream = {}
+
+    def stop_stream(self) -> None:
+        self._stream = None
+
+    @property
+    def streaming(self) -> bool:
+        return self._stream is not None
+
+    def _stream_trace(self, x: torch.Tensor, d) -> sem.NeuronTrace:
+        state = self._stream
+        if isinstance(d, torch.Tensor):
+            d_b = d.reshape(d.shape + (1,) * (x.dim() - d.dim())).to(x.dtype)
+        qs, membranes = [], []
+        for t in range(x.shape[0]):
+            d_t = d_b[t] if isinstance(d, torch.Tensor) else d
+            if "m" not in state:
+                m = x[t]
+            else:
+                m = (state["m"] - state["q"] / 1.0) * self.leak + x[t]
+            q_t = sem.quantize(m, d_t, self.rounding)
+            qs.append(q_t)
+            membranes.append((m.detach(), d_t))
+            state["m"], state["q"] = m.detach(), q_t.detach()
+        q = torch.stack(qs)
+        return sem.NeuronTrace(q=q, value=q / self.norm, d=d, margin_source=lambda: torch.stack(
+            [sem._rounding_margin(mt, dt) for mt, dt in membranes]))
+
+
+class EventILIF(StreamingNeuron, LeakyIntegerLIF):
+    """The event model's I-LIF: :class:`~spikedeploy.models.neurons.LeakyIntegerLIF` (``m_t =
+    (m_{t-1} - q_{t-1}) * leak + x_t``, ``q = round(clamp(m, 0, D))``, emits q; captured by its rule)
+    that can stream (:class:`StreamingNeuron`)."""
+
+    def trace(self, x):
+        if self.streaming:
+            return self._stream_trace(x, self.d)
+        return super().trace(x)
+
+
+class EventDILIF(StreamingNeuron, DILIF):
     """DI-LIF with the seed's optional **batch** scope for training.
 
     ``scope="sample"`` (default; always in eval mode) is :class:`~spikedeploy.models.neurons.DILIF`
@@ -85,6 +146,10 @@ class EventDILIF(DILIF):
         return super().firing_limit(x)
 
     def trace(self, x):
+        if self.streaming:
+            if self.leak is None:
+                raise ValueError("EventDILIF: a stateless DI-LIF (leak=None) has no state to stream")
+            return self._stream_trace(x, self.firing_limit(x))
         if self.scope == "batch" and self.training:
             return sem.integer_lif(x, d=self.firing_limit(x), leaks=self.leak, reset_norm=1.0,
                                    norm=float(self.d_init), rounding=self.rounding)
@@ -309,7 +374,6 @@ class EventCenterHead(nn.Module):
         return self._branch(x, "ctr"), self._branch(x, "size"), self._branch(x, "offset")
 
 
-def leaky_ilif(d: int, leak: float) -> LeakyIntegerLIF:
-    """The event model's I-LIF: leaky integer LIF, ``m_t = (m_{t-1} - q_{t-1}) * leak + x_t``,
-    ``q = round(clamp(m, 0, D))``, emits q."""
-    return LeakyIntegerLIF(d=d, leak=leak)
+def leaky_ilif(d: int, leak: float) -> EventILIF:
+    """The event model's I-LIF (:class:`EventILIF`)."""
+    return EventILIF(d=d, leak=leak)
