@@ -109,15 +109,17 @@ class SepConv(nn.Module):
     """Inverted separable convolution (official ``SepConv_Spike``): neuron -> 1x1 conv + FBN ->
     neuron -> depthwise kxk conv + FBN -> neuron -> 1x1 conv + FBN; expansion 2, no biases."""
 
-    def __init__(self, dim: int, kernel_size: int = 7, padding: int = 3, expansion: int = 2):
+    def __init__(self, dim: int, kernel_size: int = 7, padding: int = 3, expansion: int = 2, *,
+                 neuron: Callable[[], nn.Module] = None, norm: Callable[[int], nn.Module] = FrozenBatchNorm2d):
         super().__init__()
+        neuron = neuron or nilif  # another model's neurons (the event SpikeTrack's I-LIF) and BatchNorm
         med = int(expansion * dim)
-        self.spike1 = nilif()
-        self.pwconv1 = _conv_bn(dim, med, FrozenBatchNorm2d)
-        self.spike2 = nilif()
-        self.dwconv = _conv_bn(med, med, FrozenBatchNorm2d, kernel_size, padding, groups=med)
-        self.spike3 = nilif()
-        self.pwconv2 = _conv_bn(med, dim, FrozenBatchNorm2d)
+        self.spike1 = neuron()
+        self.pwconv1 = _conv_bn(dim, med, norm)
+        self.spike2 = neuron()
+        self.dwconv = _conv_bn(med, med, norm, kernel_size, padding, groups=med)
+        self.spike3 = neuron()
+        self.pwconv2 = _conv_bn(med, dim, norm)
 
     def forward(self, x):
         T, B, C, H, W = x.shape
@@ -540,8 +542,9 @@ class CenterHead(nn.Module):
     (:func:`spikedeploy.models.spiketrack.head_maps`, :func:`~spikedeploy.models.spiketrack.decode_boxes`).
     """
 
-    def __init__(self, inplanes: int, channel: int):
+    def __init__(self, inplanes: int, channel: int, *, neuron: Callable[[], nn.Module] = None):
         super().__init__()
+        neuron = neuron or nilif  # another model's neurons (the event SpikeTrack's I-LIF)
         chans = [inplanes, channel, channel // 2, channel // 4, channel // 8]
         for branch, out in (("ctr", 1), ("offset", 2), ("size", 2)):
             for i in range(4):
@@ -549,8 +552,8 @@ class CenterHead(nn.Module):
             setattr(self, f"conv5_{branch}", nn.Conv2d(chans[4], out, kernel_size=1))
         for branch in ("ctr", "size", "offset"):
             for i in range(4):
-                setattr(self, f"{branch}{i + 1}_spike", nilif())
-        self.spike = nilif()
+                setattr(self, f"{branch}{i + 1}_spike", neuron())
+        self.spike = neuron()
 
     def _branch(self, x, name):
         T, B, C, H, W = x.shape

@@ -29,7 +29,7 @@ from spikedeploy import neurons as sem
 
 from .layers import SpikeLinearAttention
 from .neurons import DILIF, LeakyIntegerLIF, SpikingNeuron
-from .spiketrack_blocks import MemoryRead, MemoryWrite
+from .spiketrack_blocks import CenterHead, MemoryRead, MemoryWrite, SepConv
 
 __all__ = [
     "DILIF_SCOPES",
@@ -37,7 +37,6 @@ __all__ = [
     "EventILIF",
     "EventDILIF",
     "FrameMemoryRead",
-    "EventSepConv",
     "EventConvBlock",
     "EventDownSampling",
     "EventSelfAttention",
@@ -172,48 +171,21 @@ class FrameMemoryRead(MemoryRead):
         return super().forward(q, kv)
 
 
-def _conv_bn(c_in: int, c_out: int, kernel_size: int = 1, stride: int = 1, padding: int = 0,
-             groups: int = 1, bias: bool = False) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size, stride, padding=padding, groups=groups, bias=bias),
-                         nn.BatchNorm2d(c_out))
-
-
 def _linear_bn(c_in: int, c_out: int) -> nn.Sequential:
     """A per-token linear layer (``Conv1d`` k = 1 with bias) + ``BatchNorm1d`` on ``[T*B, C, N]``."""
     return nn.Sequential(nn.Conv1d(c_in, c_out, 1), nn.BatchNorm1d(c_out))
 
 
-class EventSepConv(nn.Module):
-    """The seed's SNN separable convolution: I-LIF -> pointwise 1x1 (C -> 2C) + BN -> I-LIF ->
-    depthwise kxk + BN -> I-LIF -> pointwise 1x1 (2C -> C) + BN ("Pointwise -> Depthwise ->
-    Pointwise, each preceded by an I-LIF layer"); no biases (BN follows)."""
-
-    def __init__(self, dim: int, neuron: NeuronFactory, kernel_size: int = 7, expansion: int = 2):
-        super().__init__()
-        med = int(expansion * dim)
-        self.spike1 = neuron()
-        self.pwconv1 = _conv_bn(dim, med)
-        self.spike2 = neuron()
-        self.dwconv = _conv_bn(med, med, kernel_size, padding=kernel_size // 2, groups=med)
-        self.spike3 = neuron()
-        self.pwconv2 = _conv_bn(med, dim)
-
-    def forward(self, x):
-        T, B, C, H, W = x.shape
-        x = self.spike1(x)
-        x = self.pwconv1(x.flatten(0, 1)).reshape(T, B, -1, H, W)
-        x = self.spike2(x)
-        x = self.dwconv(x.flatten(0, 1)).reshape(T, B, -1, H, W)
-        x = self.spike3(x)
-        return self.pwconv2(x.flatten(0, 1)).reshape(T, B, -1, H, W)
-
-
 class EventConvBlock(nn.Module):
-    """The seed's conv block: ``U' = U + SNNSepConv(U)`` (a membrane shortcut)."""
+    """The seed's conv block: ``U' = U + SNNSepConv(U)`` (a membrane shortcut). SNNSepConv: I-LIF ->
+    pointwise 1x1 (C -> 2C) + BN -> I-LIF -> depthwise kxk + BN -> I-LIF -> pointwise 1x1 (2C -> C) + BN
+    ("Pointwise -> Depthwise -> Pointwise, each preceded by an I-LIF layer"), no biases."""
 
     def __init__(self, dim: int, neuron: NeuronFactory, kernel_size: int = 7):
         super().__init__()
-        self.sepconv = EventSepConv(dim, neuron, kernel_size)
+        # the RGB SpikeTrack's separable conv (PW -> DW -> PW, each after a neuron) with the
+        # event model's I-LIF and trainable BatchNorm
+        self.sepconv = SepConv(dim, kernel_size, kernel_size // 2, neuron=neuron, norm=nn.BatchNorm2d)
 
     def forward(self, x):
         return x + self.sepconv(x)
@@ -337,12 +309,7 @@ class EventBlock(nn.Module):
         return x + self.mlp(x)
 
 
-def _head_conv(c_in: int, c_out: int) -> nn.Sequential:
-    """Conv2d 3x3 with bias + BatchNorm2d (the RGB center head's ``conv``)."""
-    return nn.Sequential(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=True), nn.BatchNorm2d(c_out))
-
-
-class EventCenterHead(nn.Module):
+class EventCenterHead(CenterHead):
     """The I-LIF tracking head: the RGB SpikeTrack center head
     (:class:`~spikedeploy.models.spiketrack_blocks.CenterHead`, same layout and key names) with the
     event model's I-LIF neurons. ``x [T, B, C, H, W]`` -> neuron -> three branches (center score,
@@ -351,27 +318,7 @@ class EventCenterHead(nn.Module):
     one per search frame; sigmoid and box decoding are host steps."""
 
     def __init__(self, inplanes: int, channel: int, neuron: NeuronFactory):
-        super().__init__()
-        chans = [inplanes, channel, channel // 2, channel // 4, channel // 8]
-        for branch, out in (("ctr", 1), ("offset", 2), ("size", 2)):
-            for i in range(4):
-                setattr(self, f"conv{i + 1}_{branch}", _head_conv(chans[i], chans[i + 1]))
-            setattr(self, f"conv5_{branch}", nn.Conv2d(chans[4], out, kernel_size=1))
-        for branch in ("ctr", "size", "offset"):
-            for i in range(4):
-                setattr(self, f"{branch}{i + 1}_spike", neuron())
-        self.spike = neuron()
-
-    def _branch(self, x, name):
-        T, B, C, H, W = x.shape
-        for i in range(1, 5):
-            x = getattr(self, f"conv{i}_{name}")(x.flatten(0, 1)).reshape(T, B, -1, H, W)
-            x = getattr(self, f"{name}{i}_spike")(x)
-        return getattr(self, f"conv5_{name}")(x.flatten(0, 1)).reshape(T, B, -1, H, W)
-
-    def forward(self, x):
-        x = self.spike(x)
-        return self._branch(x, "ctr"), self._branch(x, "size"), self._branch(x, "offset")
+        super().__init__(inplanes, channel, neuron=neuron)
 
 
 def leaky_ilif(d: int, leak: float) -> EventILIF:
