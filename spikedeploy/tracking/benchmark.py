@@ -874,14 +874,10 @@ def score_results(results, dataset, *, format: str = "auto", trackers: Optional[
     for tr in names:
         boxes[tr], times[tr] = {}, {}
         for n in ds.names:
-            try:
-                b, t = DS.read_sequence_results(root, tr, n, ds.format)
-            except InputError as e:
-                if "not found" in str(e) or "does not exist" in str(e) or "missing" in str(e):
-                    missing.setdefault(tr, []).append(n)
-                    continue
-                raise
-            boxes[tr][n], times[tr][n] = b, t
+            if not DS.result_paths(root, tr, n, ds.format)[0].is_file():
+                missing.setdefault(tr, []).append(n)
+                continue
+            boxes[tr][n], times[tr][n] = DS.read_sequence_results(root, tr, n, ds.format)
         if not boxes[tr]:
             raise InputError(f"{root / tr}: no results file for any of the {len(ds)} sequences of {ds.root}")
     notes = [f"{tr}: no results for {len(v)} of {len(ds)} sequences ({', '.join(v[:5])}{', …' if len(v) > 5 else ''})"
