@@ -75,7 +75,7 @@ def test_estimate_is_within_2x_of_the_measured_peak(job, T, N, target):
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = json.loads(proc.stdout.strip().splitlines()[-1])
     ratio = m["estimate"] / m["peak"]
-    # conservative (never below the peak) and not more than twice it (measured 1.2 - 1.4)
+    # conservative (never below the peak) and not more than twice it (measured 1.2 - 1.5 quiet)
     assert 1.0 <= ratio <= 2.0, (m, ratio)
     grown = m["peak"] - m["before"]
     if grown > 200e6:  # the part that grows with T and N, where it dominates
@@ -89,7 +89,7 @@ def test_estimate_is_linear_in_steps_and_inputs():
     e1 = resources.estimate_model_memory(loaded, "export", timesteps=100)
     e2 = resources.estimate_model_memory(loaded, "export", timesteps=1000)
     grown1, grown2 = e1.total - e1.base, e2.total - e2.base
-    assert grown1 == int(resources.CAPTURE_FACTOR * 6 * 100 * p) and abs(grown2 / grown1 - 10) < 1e-6
+    assert grown1 == int(resources.CAPTURE_FACTOR * resources.capture_held_samples(100) * 100 * p) and abs(grown2 / grown1 - 10) < 1e-6
     sizes = resources.verify_run_itemsizes(8, ("binary", "graded"))
     assert sizes == (8, 8) + (8,) * 7
     v = resources.estimate_model_memory(loaded, "verify", timesteps=4, num_inputs=64, run_itemsizes=sizes)
