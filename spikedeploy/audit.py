@@ -315,6 +315,8 @@ class AuditReport:
     precision: str = "float"  #: "fixed": the audited graph is in Loihi 2 fixed point
     #: fixed point: weight_bits, state_bits, saturated (clamps in the reference run; None if not run here)
     fixed_point: Optional[Dict[str, object]] = None
+    #: graphs with DI-LIF: the adaptive spike budget per macro-step (:func:`adaptive_budget`)
+    adaptive: Optional[Dict[str, object]] = None
 
     # -- views --------------------------------------------------------------------------------
     @property
@@ -364,6 +366,7 @@ class AuditReport:
             ],
             "notes": list(self.notes),
             "uncounted": list(self.uncounted),
+            "adaptive": self.adaptive,
         }
 
     def to_json(self) -> str:
@@ -472,11 +475,40 @@ class AuditReport:
         ]
         for name, op, src, rates in self.firing_rate_table():
             lines.append(f"| `{name}` | {op} | {src} | " + " | ".join(f"{r:.4f}" for r in rates) + " |")
+        if self.adaptive:
+            lines += ["", f"## {ADAPTIVE_TITLE}", "", self._adaptive_text(), ""]
+            head, rows = self._adaptive_table()
+            lines += ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+            lines += ["| " + " | ".join(r) + " |" for r in rows]
         if self.uncounted:
             lines += ["", "## Not counted (no counting rule for these spike consumers)", ""]
             lines += [f"- {u}" for u in self.uncounted]
         lines += ["", "## How the counts are made", ""] + [f"- {n}" for n in self.notes] + [""]
         return "\n".join(lines)
+
+    def _adaptive_text(self) -> str:
+        a = self.adaptive
+        ratio = a["fixed_synops_per_frame"] and a["synops_per_frame"] / a["fixed_synops_per_frame"]
+        return (f"{len(a['layers'])} DI-LIF layers choose their firing limit D per macro-step (frame) from their "
+                f"input, D = clamp(round(2·sigmoid(w·mean(x) + b)·D_init), 1, 2·D_init). The same network with D "
+                f"fixed at D_init (every DI-LIF an I-LIF with D = D_init, pass `FixDynamicLimit`) on the same inputs: "
+                f"{_fmt(a['fixed_synops_per_frame'])} SynOps per frame against {_fmt(a['synops_per_frame'])} with "
+                f"DI-LIF (ratio DI-LIF / fixed D = {_fmt(ratio)}). Input density: mean input value per element "
+                f"(for event voxel grids: events per cell and bin); active: share of non-zero input elements. "
+                f"D is averaged over the inputs.")
+
+    def _adaptive_table(self) -> Tuple[List[str], List[List[str]]]:
+        a = self.adaptive
+        head = ["step", "input density", "active input", "mean D", "min D", "max D", "SynOps (DI-LIF)",
+                "SynOps (fixed D)", "DI-LIF / fixed"]
+        d = np.array([a["d_per_step"][n] for n in a["layers"]])  # [layers, T]
+        rows = []
+        for t in range(d.shape[1]):
+            syn, fix = a["synops_per_step"][t], a["fixed_synops_per_step"][t]
+            rows.append([str(t + 1), f"{a['input_density'][t]:.4g}", f"{a['input_active'][t]:.4g}",
+                         f"{d[:, t].mean():.2f}", f"{d[:, t].min():.2f}", f"{d[:, t].max():.2f}", _fmt(syn), _fmt(fix),
+                         _fmt(syn / fix if fix else None)])
+        return head, rows
 
     def to_html(self) -> str:
         from spikedeploy.htmlreport import HtmlPage, audit_figures
@@ -517,6 +549,16 @@ class AuditReport:
         page.table(["layer", "op", "source neuron"] + [f"T{i + 1}" for i in range(self.T)],
                    [[n, op, s] + [f"{r:.4f}" for r in rates] for n, op, s, rates in self.firing_rate_table()],
                    align="nln" + "r" * self.T)
+        if self.adaptive:
+            from spikedeploy.htmlreport import adaptive_budget_figure
+
+            page.heading(ADAPTIVE_TITLE, 2)
+            page.paragraph(self._adaptive_text())
+            page.figure(adaptive_budget_figure(self.adaptive),
+                        "Top: D per DI-LIF layer (rows) and step (columns). Middle: the input's density per step. "
+                        "Bottom: measured SynOps per step, DI-LIF against the same network with D fixed at D_init.")
+            head, rows = self._adaptive_table()
+            page.table(head, rows, align="r" * len(head))
         if self.uncounted:
             page.heading("Not counted (no counting rule for these spike consumers)", 2)
             page.bullets(list(self.uncounted))
@@ -731,6 +773,7 @@ def audit_graph(
     weights: str = "",
     saturated: Optional[int] = None,
     fanout_cache: Optional[dict] = None,
+    compare_fixed_d: bool = True,
 ) -> AuditReport:
     """Audit ``graph`` on inputs ``x`` (``[T, B, *s]`` tensor or dict by input name).
 
@@ -745,6 +788,9 @@ def audit_graph(
     the run (counted here for the reference run; ``saturated``: those the runtime of
     ``spike_counts`` counted). ``fanout_cache``: a dict kept by a caller that audits the same
     graph many times (a tracker, frame after frame): the static fan-out maps are computed once.
+    A graph with DI-LIF layers gets the adaptive spike budget (:func:`adaptive_budget`: D per
+    step, input density, SynOps against the same network with D fixed at D_init) unless
+    ``compare_fixed_d=False`` or ``x`` is not given.
     """
     from spikedeploy.passes import ExpandSpikes
     from spikedeploy.reference import execute, graph_mode
@@ -785,6 +831,11 @@ def audit_graph(
 
     rows, accs, uncounted = _count(lowered, shapes, q_of, T, B, encoding, prof, fanout_cache)
     totals = _totals(rows, accs, T, B, prof)
+    adaptive = None
+    if compare_fixed_d and x is not None and any(isinstance(n.op, O.DynamicIntegerLIF) for n in lowered.nodes):
+        dilif_run = result if spike_counts is None else execute(lowered, x, encoding, dtype=torch.float64)
+        adaptive = adaptive_budget(lowered, x, dilif_run, rows, B, encoding=encoding, profile=prof,
+                                   fanout_cache=fanout_cache)
     meta = lowered.meta_dict()
     fixed = None
     if "fixed_point" in meta:
@@ -805,7 +856,63 @@ def audit_graph(
         uncounted=tuple(uncounted),
         precision="fixed" if fixed is not None else "float",
         fixed_point=fixed,
+        adaptive=adaptive,
     )
+
+
+ADAPTIVE_TITLE = "Adaptive spike budget (DI-LIF against a fixed D)"
+
+
+def _step_synops(rows: Sequence[LayerAudit], T: int) -> List[float]:
+    """Measured SynOps per macro-step summed over the spike-driven layers (per input)."""
+    out = np.zeros(T)
+    for l in rows:
+        if l.kind in ("synapse", "attention") and l.synops_per_step:
+            out += np.asarray(l.synops_per_step, dtype=np.float64)
+    return out.tolist()
+
+
+def adaptive_budget(lowered: Graph, x, run_result, rows: Sequence[LayerAudit], B: int, *, encoding: str,
+                    profile, fanout_cache: Optional[dict] = None) -> Dict[str, object]:
+    """The adaptive spike budget of a graph with DI-LIF layers, per macro-step ``t``: each DI-LIF
+    layer's firing limit D (mean over the inputs), the input's density (mean value per element)
+    and active share (non-zero elements), and the measured SynOps per input of this run against
+    the same network with D fixed at D_init (:class:`~spikedeploy.passes.FixDynamicLimit`, its own
+    reference spike run on the same inputs). ``run_result``: the reference run of ``lowered``."""
+    from spikedeploy.passes import FixDynamicLimit
+    from spikedeploy.reference import execute
+
+    xt = next(iter(x.values())) if isinstance(x, Mapping) else x
+    xt = torch.as_tensor(xt).to(torch.float64)
+    T = int(xt.shape[0])
+    layers = [n.name for n in lowered.nodes if isinstance(n.op, O.DynamicIntegerLIF)]
+    d_per_step = {}
+    d_init = {}
+    for n in lowered.nodes:
+        if isinstance(n.op, O.DynamicIntegerLIF):
+            d = run_result.records[n.name].d
+            d_per_step[n.name] = torch.as_tensor(d, dtype=torch.float64).reshape(T, -1).mean(dim=1).tolist()
+            d_init[n.name] = int(n.op.d_init)
+    fixed = FixDynamicLimit().apply(lowered)
+    shapes = validate(fixed)
+    fres = execute(fixed, x, encoding, dtype=torch.float64)
+    fq = {n.name: fres.records[n.name].q for n in fixed.neurons()}
+    frows, faccs, _ = _count(fixed, shapes, fq, T, B, encoding, profile, fanout_cache)
+    ftotals = _totals(frows, faccs, T, B, profile)
+    syn, fsyn = _step_synops(rows, T), _step_synops(frows, T)
+    flat = xt.reshape(T, -1)
+    return {
+        "layers": layers,
+        "d_init": d_init,
+        "d_per_step": d_per_step,
+        "input_density": flat.mean(dim=1).tolist(),
+        "input_active": (flat != 0).to(torch.float64).mean(dim=1).tolist(),
+        "synops_per_step": syn,
+        "fixed_synops_per_step": fsyn,
+        "synops_per_frame": float(sum(syn)),
+        "fixed_synops_per_frame": float(sum(fsyn)),
+        "fixed_energy_pj_per_frame": float(ftotals["per_frame"]["energy_pj"]),
+    }
 
 
 def _check_auditable(graph: Graph, shapes) -> None:

@@ -585,3 +585,57 @@ def precision_figures(report) -> List[Tuple[object, str]]:
                           "Left: positions whose spike count differs from the float run. Right: the largest relative "
                           "weight error of the quantized ops feeding the layer. Red rows: saturation events."))
     return figs
+
+
+def adaptive_budget_figure(adaptive) -> object:
+    """The adaptive spike budget of a DI-LIF network (``AuditReport.adaptive``), three panels over
+    the macro-steps (frames): D per DI-LIF layer as a heat map (one row per layer, so it stays
+    legible for many layers: its height grows with them), the input density, and the measured
+    SynOps per step with DI-LIF against the same network with D fixed at D_init."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter, MaxNLocator
+
+    names = list(adaptive["layers"])
+    d = np.array([adaptive["d_per_step"][n] for n in names])  # [layers, T]
+    n, T = d.shape
+    prefix = _common_prefix([_components(x) for x in names])
+    heat_h = max(1.2, ROW_HEIGHT_IN * n)
+    fig = Figure(figsize=(FIGURE_WIDTH_IN, 1.6 + heat_h + 2 * 1.6), layout="constrained")
+    axd, axi, axs = fig.subplots(3, 1, sharex=True, height_ratios=[heat_h, 1.6, 1.6])
+    d_max = 2 * max(adaptive["d_init"].values())
+    im = axd.imshow(d, aspect="auto", cmap="viridis", vmin=1, vmax=d_max, interpolation="nearest",
+                    extent=(0.5, T + 0.5, n - 0.5, -0.5))
+    axd.set_yticks(range(n))
+    axd.set_yticklabels([_row_label(x, prefix) for x in names], fontsize=8)
+    cb = fig.colorbar(im, ax=axd, pad=0.01, fraction=0.03)
+    cb.set_label("D (mean over inputs)", fontsize=8)
+    cb.ax.tick_params(labelsize=8)
+    axd.set_title("firing limit D per DI-LIF layer" + (f"   (names below {'.'.join(prefix)}.)" if prefix else ""),
+                  fontsize=9, loc="left")
+    steps = np.arange(1, T + 1)
+    axi.plot(steps, adaptive["input_density"], marker="o", color="#0a7ea4", label="density (mean input per element)")
+    axi.set_ylabel("input density", fontsize=8)
+    ax2 = axi.twinx()
+    ax2.plot(steps, adaptive["input_active"], marker="s", ls="--", color="#bf3989", label="active share (non-zero)")
+    ax2.set_ylabel("active share", fontsize=8)
+    ax2.tick_params(labelsize=8)
+    h1, l1 = axi.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    axi.legend(h1 + h2, l1 + l2, fontsize=8, frameon=False, loc="lower left", bbox_to_anchor=(0, 1), ncol=2,
+               borderaxespad=0.2)
+    w = 0.38
+    axs.bar(steps - w / 2, adaptive["synops_per_step"], w, color="#1f6feb", label="DI-LIF (adaptive D)")
+    axs.bar(steps + w / 2, adaptive["fixed_synops_per_step"], w, color="#9ec5f4", label="fixed D = D_init")
+    axs.set_ylabel("SynOps per step", fontsize=8)
+    axs.yaxis.set_major_formatter(EngFormatter(sep=""))
+    axs.legend(fontsize=8, frameon=False, ncol=2, loc="lower left", bbox_to_anchor=(0, 1), borderaxespad=0.2)
+    axs.set_xlabel("macro-step (frame)", fontsize=8)
+    axs.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for a in (axd, axi, axs):
+        a.tick_params(labelsize=8)
+    for a in (axi, axs):
+        a.grid(axis="y", color="#eaeef2")
+        a.set_axisbelow(True)
+    fig.suptitle("Adaptive spike budget: DI-LIF against a fixed D", fontsize=10, x=0.01, ha="left")
+    return fig

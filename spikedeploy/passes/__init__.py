@@ -7,8 +7,10 @@ from spikedeploy.passes.fold_bn import FoldBatchNorm
 from spikedeploy.passes.fuse import FuseLinearChains
 from spikedeploy.passes.expand import ExpandSpikes
 from spikedeploy.passes.quantize import QuantizeFixedPoint
+from spikedeploy.passes.fix_limit import FixDynamicLimit
 
-__all__ = ["Pass", "PassManager", "FoldBatchNorm", "FuseLinearChains", "ExpandSpikes", "QuantizeFixedPoint", "default_pipeline"]
+__all__ = ["Pass", "PassManager", "FoldBatchNorm", "FuseLinearChains", "ExpandSpikes", "QuantizeFixedPoint", "FixDynamicLimit",
+           "default_pipeline"]
 
 
 def default_pipeline(encoding=None) -> PassManager:
