@@ -19,6 +19,20 @@ What is exported
       (:data:`META_PREFIX`\\* keys, JSON values) together with the spikedeploy version, the IR graph
       outputs, T, the encoding and the precision.
 
+Neuron state as explicit inputs and outputs (``state_io=True``)
+    For frame-by-frame streaming (one call per frame, the membranes kept: MSST) every stateful
+    neuron (:func:`spikedeploy.reference.stateful_neurons`: an integer LIF or DI-LIF with a leak, a
+    binary LIF) gets graph inputs ``state_in_<kind>_<node>`` and outputs ``state_out_<kind>_<node>``
+    of shape ``[batch, *s]`` (one step): ``m`` and ``q`` for the integer LIF family, ``u`` (the
+    soft-reset residual) for the binary LIF. The first unrolled step continues the recurrence
+    ``m_0 = (m_in - q_in / reset_norm) * leak + x_0`` (binary: ``H_0 = beta * u_in + x_0``) and the
+    last step's values are the outputs: a zero state is the fresh start exactly, and T calls of one
+    step each, the state fed back, give bit for bit what one call of T steps gives
+    (:func:`spikedeploy.neurons.integer_lif`'s state semantics). The metadata key ``state`` maps each
+    IR neuron name to ``{"kind": "membrane"|"residual", "inputs": {part: onnx name}, "outputs":
+    {...}}``; :func:`spikedeploy.runtimes.onnx.run` feeds and returns them (``state=``). A neuron
+    with a per-step leak tuple (NI-LIF) cannot carry state (ConfigError naming it).
+
 SpikeTrack ops (integer network, same operation order as :mod:`spikedeploy.reference`)
     * ``MemoryWrite`` (k, v ``[C, N]``): heads split as ``reference.AttentionRule._heads``
       (``Transpose``/``Reshape``/``Transpose``), one ``MatMul`` ``K_h^T V_h`` per head (batched),
@@ -128,7 +142,7 @@ class Builder:
     Every IR value is held as an ONNX tensor in the *merged* layout ``[T*B, *s]`` (``s`` = the
     per-step shape from :func:`spikedeploy.ir.graph.validate`)."""
 
-    def __init__(self, graph: Graph, T: int, precision: str):
+    def __init__(self, graph: Graph, T: int, precision: str, state_io: bool = False):
         onnx = _onnx()
         self.helper = onnx.helper
         self.numpy_helper = onnx.numpy_helper
@@ -145,6 +159,10 @@ class Builder:
         self.initializers: list = []
         self.outputs: list = []  #: ValueInfoProto of graph outputs
         self.neuron_outputs: Dict[str, str] = {}  #: IR neuron name -> ONNX q output name
+        self.state_io = bool(state_io)
+        self.state_inputs: list = []  #: ValueInfoProto of the state inputs
+        #: IR neuron name -> {"kind", "inputs": {part: name}, "outputs": {part: name}} (state_io)
+        self.state_meta: Dict[str, dict] = {}
         self._used: set = set()
         self._const_cache: Dict[tuple, str] = {}
         self.current: Optional[Node] = None
@@ -212,6 +230,28 @@ class Builder:
             self.helper.make_tensor_value_info(name, self.elem_type, [steps or self.T, BATCH_DIM] + list(s))
         )
         return name
+
+    def state_in(self, node: Node, kind: str, parts: Sequence[str]) -> List[str]:
+        """State inputs ``[batch, *s]`` of ``node`` (``parts``: "m", "q" or "u"), returned in the
+        one-step layout ``[1, B, *s]``."""
+        s = self.shapes[node.name]
+        entry = self.state_meta.setdefault(node.name, {"kind": kind, "inputs": {}, "outputs": {}})
+        out = []
+        for part in parts:
+            name = self.fresh(f"state_in_{part}_{node.name}")
+            self.state_inputs.append(self.helper.make_tensor_value_info(name, self.elem_type, [BATCH_DIM] + list(s)))
+            entry["inputs"][part] = name
+            out.append(self.op("Reshape", [name, self.ints([1, -1] + list(s))]))
+        return out
+
+    def state_out(self, node: Node, part: str, one_step: str) -> None:
+        """Expose the one-step tensor ``[1, B, *s]`` as the state output ``part`` of ``node``."""
+        s = self.shapes[node.name]
+        name = self.fresh(f"state_out_{part}_{node.name}")
+        flat = self.op("Reshape", [one_step, self.ints([-1] + list(s))])
+        self.nodes.append(self.helper.make_node("Identity", [flat], [name], name=self.fresh(f"{name}/Identity")))
+        self.outputs.append(self.helper.make_tensor_value_info(name, self.elem_type, [BATCH_DIM] + list(s)))
+        self.state_meta[node.name]["outputs"][part] = name
 
     def neuron_q(self, node: Node, q_tb: str) -> None:
         """Register a neuron's integer activation q (layout ``[T, B, *s]``) as a graph output."""
@@ -442,8 +482,18 @@ def _integer_lif(b: Builder, node: Node, x: str, d_steps: Optional[List[str]], d
         qs = []
         m_prev = q_prev = None
         r = b.const(float(reset_norm), "reset_norm")
+        carry = b.state_io
+        if carry:
+            if isinstance(leak, tuple):
+                raise ConfigError(f"node {node.name!r}: a neuron with per-step leaks ({node.op.label}) cannot carry its "
+                                  "state across calls (the next call's first leak is undefined); export without "
+                                  "state_io")
+            m_in, q_in = b.state_in(node, "membrane", ("m", "q"))
         for t in range(b.T):
-            if t == 0:
+            if t == 0 and carry:
+                reset = b.op("Sub", [m_in, b.op("Div", [q_in, r])])
+                m = b.op("Add", [b.op("Mul", [reset, b.const(float(leak), "leak")]), xs[0]])
+            elif t == 0:
                 m = xs[0]
             else:
                 reset = b.op("Sub", [m_prev, b.op("Div", [q_prev, r])])
@@ -451,6 +501,9 @@ def _integer_lif(b: Builder, node: Node, x: str, d_steps: Optional[List[str]], d
             q_t = _quantize(b, m, d_steps[t] if d_steps is not None else d, rounding)
             qs.append(q_t)
             m_prev, q_prev = m, q_t
+        if carry:
+            b.state_out(node, "m", m_prev)
+            b.state_out(node, "q", q_prev)
     q_tb = b.from_steps(qs)
     b.neuron_q(node, q_tb)
     return b.op("Div", [b.merge(q_tb, s), b.const(float(norm), "norm")])
@@ -487,11 +540,15 @@ def _binary_lif(b: Builder, node: Node, inputs: List[str]) -> str:
     xs = b.to_steps(inputs[0], s)
     beta, th, zero = b.const(float(op.beta), "beta"), b.const(float(op.threshold), "threshold"), b.const(0.0, "zero")
     u, qs = None, []
+    if b.state_io:
+        (u,) = b.state_in(node, "residual", ("u",))
     for t in range(b.T):
         h = xs[t] if u is None else b.op("Add", [b.op("Mul", [beta, u]), xs[t]])
         spike = b.op("Cast", [b.op("Greater", [b.op("Sub", [h, th]), zero])], to=b.elem_type)
         qs.append(spike)
         u = b.op("Sub", [h, b.op("Mul", [th, spike])])
+    if b.state_io:
+        b.state_out(node, "u", u)
     q_tb = b.from_steps(qs)
     b.neuron_q(node, q_tb)
     return b.merge(q_tb, s)  # norm = 1
@@ -722,9 +779,10 @@ def _resolve_T(graph: Graph, timesteps: Optional[int]) -> int:
 
 
 def build_model(graph: Graph, *, timesteps: Optional[int] = None, precision: str = "float64",
-                encoding: str = "integer"):
+                encoding: str = "integer", state_io: bool = False):
     """Translate ``graph`` into an ``onnx.ModelProto`` (see the module docstring); checked with
-    ``onnx.checker.check_model(full_check=True)``."""
+    ``onnx.checker.check_model(full_check=True)``. ``state_io``: every stateful neuron's state as
+    explicit inputs and outputs (module docstring)."""
     onnx = _onnx()
     from spikedeploy.reference import graph_mode
 
@@ -745,7 +803,7 @@ def build_model(graph: Graph, *, timesteps: Optional[int] = None, precision: str
     for node in graph.nodes:  # fail before building anything
         if type(node.op) not in RULES:
             raise unsupported(TARGET, node, "no ONNX rule for this op (exporters/onnx.py RULES)")
-    b = Builder(graph, T, precision)
+    b = Builder(graph, T, precision, state_io=state_io)
     values: Dict[str, str] = {}
     graph_inputs, input_map = [], {}
     for spec in graph.inputs:
@@ -768,7 +826,7 @@ def build_model(graph: Graph, *, timesteps: Optional[int] = None, precision: str
     # graph outputs first, then the neuron q outputs
     outs = sorted(b.outputs, key=lambda v: (v.name not in output_map.values()))
     g = b.helper.make_graph(b.nodes, sanitize(str(graph.meta_dict().get("model", "spikedeploy"))),
-                            graph_inputs, outs, initializer=b.initializers)
+                            graph_inputs + b.state_inputs, outs, initializer=b.initializers)
     model = b.helper.make_model(g, opset_imports=[b.helper.make_opsetid("", OPSET)],
                                 producer_name="spikedeploy", producer_version=_version())
     model.ir_version = min(model.ir_version, 9)  # readable by older onnxruntime builds too
@@ -791,6 +849,7 @@ def build_model(graph: Graph, *, timesteps: Optional[int] = None, precision: str
         "neurons": b.neuron_outputs,
         "neuron_labels": {n.name: getattr(n.op, "label", n.op.kind) for n in graph.neurons()},
         "graph_meta": graph_meta,
+        "state": b.state_meta,
     }
     for k, v in meta.items():
         entry = model.metadata_props.add()
@@ -803,16 +862,18 @@ def build_model(graph: Graph, *, timesteps: Optional[int] = None, precision: str
 
 
 def export(graph: Graph, path: PathLike, *, encoding: str = "integer", timesteps: Optional[int] = None,
-           precision: str = "float64", overwrite: bool = False) -> Path:
+           precision: str = "float64", overwrite: bool = False, state_io: bool = False) -> Path:
     """Write ``graph`` (an integer, folded graph) to ``path`` as an ONNX model, atomically.
 
     ``timesteps``: T the neurons are unrolled over (default: the graph's ``capture_T``).
     ``precision``: ``"float64"`` (default; exact q) or ``"float32"`` (native Conv/AveragePool).
+    ``state_io``: neuron state as explicit inputs/outputs, for streaming one frame per call
+    (module docstring; e.g. ``timesteps=1``).
     ``overwrite``: replace an existing file (else an existing path is an error, checked atomically).
     """
     path = Path(path)
     check_output_file(path, "ONNX model", overwrite=overwrite)
-    model = build_model(graph, timesteps=timesteps, precision=precision, encoding=encoding)
+    model = build_model(graph, timesteps=timesteps, precision=precision, encoding=encoding, state_io=state_io)
     try:
         data = model.SerializeToString()
     except ValueError as e:  # > 2 GiB protobuf limit
@@ -852,6 +913,11 @@ class OnnxArtifact:
     def neurons(self) -> Dict[str, str]:
         """IR neuron name -> ONNX output name of its q ``[T, B, *s]``."""
         return dict(self.metadata["neurons"])
+
+    @property
+    def state(self) -> Dict[str, dict]:
+        """IR neuron name -> its state inputs/outputs (exported with ``state_io``; else empty)."""
+        return dict(self.metadata.get("state") or {})
 
     def serialized(self) -> bytes:
         return self.model.SerializeToString()
@@ -901,6 +967,18 @@ def _check_metadata(model, meta: dict, path: Path) -> None:
         if tt.elem_type != elem or dims != [T, BATCH_DIM, *shape]:
             c.fail(f"{where}", f"graph input {name!r} is {onnx.TensorProto.DataType.Name(tt.elem_type)} {dims}, but the "
                                f"metadata says {precision} {[T, BATCH_DIM, *shape]}")
+    for ir_name, entry in c.dict(meta.get("state") or {}, f"{META_PREFIX}state").items():
+        where = f"{META_PREFIX}state[{ir_name!r}]"
+        c.dict(entry, where)
+        c.str(c.key(entry, "kind", where), f"{where}.kind", ("membrane", "residual"))
+        parts = ("m", "q") if entry["kind"] == "membrane" else ("u",)
+        for side, names in (("inputs", graph_inputs), ("outputs", graph_outputs)):
+            given = c.dict(c.key(entry, side, where), f"{where}.{side}")
+            if sorted(given) != sorted(parts):
+                c.fail(f"{where}.{side}", f"names {sorted(given)}, expected {list(parts)}")
+            for part, onnx_name in given.items():
+                if c.str(onnx_name, f"{where}.{side}.{part}") not in names:
+                    c.fail(f"{where}.{side}.{part}", f"{onnx_name!r} is not an {side[:-1]} of the ONNX graph")
     for key in ("outputs", "neurons"):
         entries = c.dict(meta[key], f"{META_PREFIX}{key}")
         if key == "outputs" and not entries:

@@ -57,8 +57,8 @@ class StreamingNeuron:
     inference with MSST state: ``start_stream()``, then each ``trace(x)`` continues from the last
     step of the previous call; ``stop_stream()`` returns to the stateless-per-call behaviour).
 
-    While streaming, each step continues :func:`spikedeploy.neurons.integer_lif`'s recurrence with
-    its very expression (subtract-q reset, ``reset_norm = 1``)::
+    While streaming, each call is :func:`spikedeploy.neurons.integer_lif` (subtract-q reset,
+    ``reset_norm = 1``) given the ``NeuronState`` the previous call ended with::
 
         m_t = x_t                                  (first step of the stream)
         m_t = (m_{t-1} - q_{t-1} / 1.0) * leak + x_t
@@ -81,23 +81,11 @@ class StreamingNeuron:
         return self._stream is not None
 
     def _stream_trace(self, x: torch.Tensor, d) -> sem.NeuronTrace:
-        state = self._stream
-        if isinstance(d, torch.Tensor):
-            d_b = d.reshape(d.shape + (1,) * (x.dim() - d.dim())).to(x.dtype)
-        qs, membranes = [], []
-        for t in range(x.shape[0]):
-            d_t = d_b[t] if isinstance(d, torch.Tensor) else d
-            if "m" not in state:
-                m = x[t]
-            else:
-                m = (state["m"] - state["q"] / 1.0) * self.leak + x[t]
-            q_t = sem.quantize(m, d_t, self.rounding)
-            qs.append(q_t)
-            membranes.append((m.detach(), d_t))
-            state["m"], state["q"] = m.detach(), q_t.detach()
-        q = torch.stack(qs)
-        return sem.NeuronTrace(q=q, value=q / self.norm, d=d, margin_source=lambda: torch.stack(
-            [sem._rounding_margin(mt, dt) for mt, dt in membranes]))
+        prev = self._stream.get("state")  # None at the first call: the fresh start m_0 = x_0
+        trace = sem.integer_lif(x, d=d, leaks=float(self.leak), reset_norm=1.0, norm=self.norm,
+                                rounding=self.rounding, state=prev)
+        self._stream["state"] = trace.state
+        return trace
 
 
 class EventILIF(StreamingNeuron, LeakyIntegerLIF):

@@ -256,12 +256,24 @@ def _fixed_arrays_checked(bundle) -> None:
             _exact(bundle.array(key), f"process {proc!r} {field}")
 
 
+def neuron_carries_state(neuron: dict) -> bool:
+    """Whether a neuron process record's dynamics (``p["neuron"]``) carry a state across calls: a
+    binary LIF, or an integer LIF with a (non-per-step) leak."""
+    kind = str(neuron.get("kind", ""))
+    if kind in ("binary_lif", "fixed_binary_lif"):
+        return True
+    return neuron.get("leak") is not None and not isinstance(neuron.get("leak"), (list, tuple))
+
+
 def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int, record_dir: Optional[str] = None,
-                   select_tag: Optional[str] = None):
+                   select_tag: Optional[str] = None, carry: bool = False,
+                   neuron_state: Optional[Dict[str, np.ndarray]] = None):
     """The Lava processes of ``bundle`` as :func:`build` makes them, not connected (the partitions
     of :mod:`spikedeploy.runtimes.lava_partition` host them), with the process models of
     ``select_tag`` (None: the bundle's precision, :func:`resolve_select_tag`). Returns ``(procs,
-    model_map, num_steps)``; every connection names processes that exist."""
+    model_map, num_steps)``; every connection names processes that exist. ``carry``: the neurons
+    that carry state (:func:`neuron_carries_state`) start every sample from their ``state_in``
+    (``neuron_state``: process name -> ``[2, B, size]``, default zeros)."""
     from spikedeploy.lava_compat import import_lava
 
     import_lava()
@@ -322,7 +334,8 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
             proc = LP.IntegerNeuron(size=int(p["size"]), bias=bundle.array(p["bias"]), neuron=neuron,
                                     encoding=p["encoding"], window=int(p["window"]), in_start=int(p["in_start"]),
                                     in_len=int(p["in_len"]), sample_steps=n, inputs=inputs, send=send,
-                                    record=record, name=name, **clock)
+                                    record=record, name=name, carry=carry and neuron_carries_state(neuron),
+                                    state_in=(neuron_state or {}).get(name), **clock)
         elif kind == "delay":
             proc = LP.Delay(size=int(p["size"]), delay=int(p["delay"]), name=name)
         elif kind == "junction":

@@ -20,7 +20,7 @@ heads as :class:`spikedeploy.reference.AttentionRule` does (contiguous channel g
 
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -43,17 +43,29 @@ def quantize(m: np.ndarray, d, rounding: str) -> np.ndarray:
     return np.floor(c + 0.5) if rounding == "half_up" else np.round(c)
 
 
-def neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.ndarray]
-                ) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
+def _carry_leak(leak, where: str):
+    """The leak of a sample's first step when it continues a carried state: the neuron's float
+    leak; a per-step leak list has none (refused)."""
+    if isinstance(leak, (list, tuple)):
+        raise ValueError(f"{where}: a neuron with per-step leaks cannot carry its state across calls")
+    return leak
+
+
+def neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.ndarray],
+                start: Optional[Dict[str, np.ndarray]] = None) -> Tuple[np.ndarray, Dict[str, np.ndarray]]:
     """One macro-step of the neuron described by ``params`` (the exporter's neuron rule: ``kind``
     ``integer_lif`` / ``dynamic_integer_lif`` / ``binary_lif`` and its constants) on the
     accumulated input current ``x``; ``t`` is the macro-step within the sample (0 starts from a
     reset state; ``state`` is then not read). Returns ``(q, new_state)``: the integer output (or
     the binary LIF's spikes) and the state the next macro-step needs. ``state`` is not changed. The
-    formulas and their operation order are those of :mod:`spikedeploy.neurons`."""
+    formulas and their operation order are those of :mod:`spikedeploy.neurons`.
+
+    ``start``: the state carried from the previous call (``{"m", "q"}``, binary ``{"u"}``), used at
+    ``t == 0`` instead of the reset state (:class:`spikedeploy.neurons.NeuronState`: ``m_0 = (m - q /
+    reset_norm) * leak + x``); a stateless neuron (leak None) ignores it."""
     kind = params["kind"]
     if kind == "binary_lif":
-        u = np.zeros_like(x) if t == 0 else state["u"]
+        u = (np.zeros_like(x) if start is None else start["u"]) if t == 0 else state["u"]
         h = params["beta"] * u + x
         s = ((h - params["threshold"]) > 0).astype(np.float64)
         return s, {"u": h - params["threshold"] * s}
@@ -66,7 +78,9 @@ def neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.ndarray
     else:  # integer_lif
         d = float(params["d"])
         leak, reset_norm = params["leak"], params["reset_norm"]
-    if leak is None or t == 0:
+    if leak is not None and t == 0 and start is not None:
+        m = (start["m"] - start["q"] / reset_norm) * _carry_leak(leak, "neuron") + x
+    elif leak is None or t == 0:
         m = x
     else:
         lam = leak[t - 1] if isinstance(leak, (list, tuple)) else leak
@@ -296,25 +310,32 @@ def fixed_round(v: np.ndarray, unit: int, rounding: str) -> np.ndarray:
     return base + up.astype(np.int64)
 
 
-def fixed_neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.ndarray]
-                      ) -> Tuple[np.ndarray, Dict[str, np.ndarray], int]:
+def fixed_neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.ndarray],
+                      start: Optional[Dict[str, np.ndarray]] = None) -> Tuple[np.ndarray, Dict[str, np.ndarray], int]:
     """One macro-step of a fixed-point neuron (``kind`` ``fixed_integer_lif`` or
     ``fixed_binary_lif``, the constants of :class:`spikedeploy.ir.ops.FixedIntegerLIF` /
     :class:`~spikedeploy.ir.ops.FixedBinaryLIF`) on the int64 input current ``x`` (the window's
     sum plus the bias); ``t`` is the macro-step within the sample (0: from a reset state).
     Returns ``(q, new_state, saturated)``: the int64 count (or spike), the state for the next
-    macro-step and the number of state elements clamped to ``state_bits`` in this step."""
+    macro-step and the number of state elements clamped to ``state_bits`` in this step.
+    ``start``: the carried integer state (``{"v", "q"}``, binary ``{"u"}``) used at ``t == 0``
+    (:func:`spikedeploy.neurons.fixed_integer_lif`'s ``state``)."""
     x = np.asarray(x)
     if x.dtype != np.int64:
         x = exact_int64(x, "fixed-point neuron input")
     bits = int(params["state_bits"])
     if params["kind"] == "fixed_binary_lif":
-        carried = np.zeros_like(x) if t == 0 else fixed_decay(state["u"], params["beta"])
+        if t == 0:
+            carried = np.zeros_like(x) if start is None else fixed_decay(start["u"], params["beta"])
+        else:
+            carried = fixed_decay(state["u"], params["beta"])
         h, sat = fixed_saturate(carried + x, bits)
         s = (h > int(params["threshold"])).astype(np.int64)
         return s, {"u": h - int(params["threshold"]) * s}, sat
     leak = params["leak"]
-    if leak is None or t == 0:
+    if leak is not None and t == 0 and start is not None:
+        v = fixed_decay(start["v"] - int(params["reset"]) * start["q"], _carry_leak(leak, "fixed-point neuron")) + x
+    elif leak is None or t == 0:
         v = x
     else:
         lam = leak[t - 1] if isinstance(leak, (list, tuple)) else leak

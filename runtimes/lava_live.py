@@ -20,6 +20,16 @@ tiny tracker, one partition: 0.13 s building processes, 0.17 s starting, 0.10 s 
 4. records: each partition writes its members' records (spike counts per macro-step, readouts,
    pair-event counters) into one file in the frame's last step (read and removed).
 
+5. **carried state** (``carry_state=True``; :mod:`spikedeploy.streaming`'s Lava stream): the
+   neurons that carry state (leaky integer LIFs and DI-LIFs, binary LIFs; floating and fixed
+   point) write their state after each sample's last macro-step (``state_out``, in the
+   partition's records file), and the next frame's members start from it (``state_in``, sent in
+   the frame file) instead of fresh: no reset between frames. ``run(x, state=...)`` starts a
+   frame from a given state instead; :attr:`LiveRuntime.state` is the state after the last run
+   (node name -> :class:`~spikedeploy.neurons.NeuronState` ``[B, *s]``), in ``TargetRun.state``
+   too; :meth:`LiveRuntime.reset_state` makes the next frame start fresh. A zero state is the
+   fresh start exactly, so frame by frame the spike counts equal the reference's stream.
+
 So each run computes exactly what :func:`~spikedeploy.runtimes.lava.run` computes for the same
 bundle and input (tested bit for bit, spike counts and outputs), in the same Lava steps per
 frame. Only partitioned placements can stay alive (a per-layer placement is one Lava process per
@@ -85,7 +95,8 @@ class LiveRuntime:
     usual ``info``; ``lava_phase_s`` then holds this run's phases (``frame``: writing the next
     input; ``start`` only in the first)."""
 
-    def __init__(self, bundle, *, partitions="auto", select_tag: Optional[str] = None) -> None:
+    def __init__(self, bundle, *, partitions="auto", select_tag: Optional[str] = None,
+                 carry_state: bool = False) -> None:
         from spikedeploy.exporters.lava_placement import parse_partitions, placement_of
         from spikedeploy.runtimes import lava as L
 
@@ -105,6 +116,16 @@ class LiveRuntime:
         self._runs = 0
         # memory_read process name -> the memory array its partition holds (sent, or built with)
         self._memory_sent: Dict[str, np.ndarray] = {}
+        #: neuron state carried from frame to frame (module docstring, item 5)
+        self.carry_state = bool(carry_state)
+        procs = {p["name"]: p for p in self.bundle.description["processes"]}
+        #: neuron node -> (process name, per-step shape) of the neurons that carry state
+        self._carried = {node: (n["proc"], tuple(n["shape"])) for node, n in self.bundle.description["neurons"].items()
+                         if procs[n["proc"]]["type"] == "neuron" and L.neuron_carries_state(procs[n["proc"]]["neuron"])}
+        self._residual = {node for node, (proc, _) in self._carried.items()
+                          if str(procs[proc]["neuron"].get("kind")) in ("binary_lif", "fixed_binary_lif")}
+        self._state_arrays: Dict[str, np.ndarray] = {}  # process name -> [2, B, size] the next frame starts from
+        self._state = {}
 
     # -- public ------------------------------------------------------------------------------
 
@@ -139,17 +160,84 @@ class LiveRuntime:
         return {p["name"]: self.bundle.array(p["memory"]) for p in self.bundle.description["processes"]
                 if p["type"] == "memory_read"}
 
-    def run(self, x) -> TargetRun:
-        """Run the bundle on ``x`` ``[T, B, *s]`` (the shape of the first run) and return what
-        :func:`spikedeploy.runtimes.lava.run` returns for it."""
+    @property
+    def state(self) -> Dict[str, object]:
+        """Node name -> :class:`~spikedeploy.neurons.NeuronState` after the last run (carried
+        neurons only; empty before the first run or after :meth:`reset_state`)."""
+        return dict(self._state)
+
+    def reset_state(self) -> None:
+        """The next frame starts fresh (zero state, exactly the fresh start)."""
+        self._state = {}
+        self._state_arrays = {}
+
+    def _set_state(self, state, B: int) -> None:
+        """``state`` (node -> NeuronState ``[B, *s]``) as the next frame's start, checked: each
+        problem is an InputError naming the node."""
+        from spikedeploy.neurons import NeuronState
         from spikedeploy.runtimes import lava as L
 
+        fixed = L.is_fixed_bundle(self.bundle)
+        arrays = {}
+        for node, st in state.items():
+            if node not in self._carried:
+                raise InputError(f"neuron state for {node!r}: not a neuron of the bundle that carries state; stateful "
+                                 f"neurons: {', '.join(sorted(self._carried)) or 'none'}")
+            if not isinstance(st, NeuronState):
+                raise InputError(f"neuron state for {node!r}: expected a NeuronState, got {type(st).__name__}")
+            residual = node in self._residual
+            if (st.q is None) != residual:
+                raise InputError(f"neuron state for {node!r}: " + ("a binary LIF state is NeuronState(m=U) without q"
+                                                                    if residual else "an integer LIF state needs q"))
+            proc, shape = self._carried[node]
+            rows = []
+            for part, v in (("m", st.m), ("q", st.q)):
+                if v is None:
+                    rows.append(np.zeros((B, int(np.prod(shape)))))
+                    continue
+                a = np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+                if list(a.shape) != [B, *shape]:
+                    raise InputError(f"neuron state for {node!r}: {part} has shape {list(a.shape)}, expected "
+                                     f"{[B, *shape]} (one step of the neuron)")
+                if not np.isfinite(a).all():
+                    raise InputError(f"neuron state for {node!r}: {part} contains NaN or Inf")
+                rows.append(L._exact(a, f"state of {node!r}") if fixed else a.astype(np.float64))
+                rows[-1] = rows[-1].reshape(B, -1)
+            arrays[proc] = np.stack(rows)
+        self._state_arrays = arrays
+
+    def _read_state(self, dumped: Dict[str, np.ndarray], B: int) -> None:
+        """The carried neurons' ``state_out`` (dumped by their partitions) as the next frame's start."""
+        import torch
+
+        from spikedeploy.neurons import NeuronState
+
+        arrays, state = {}, {}
+        for node, (proc, shape) in self._carried.items():
+            a = np.asarray(dumped[f"{self._index[proc]}.state_out"])
+            arrays[proc] = a
+            m = torch.from_numpy(a[0].reshape((B,) + shape).copy())
+            q = None if node in self._residual else torch.from_numpy(a[1].reshape((B,) + shape).copy())
+            state[node] = NeuronState(m=m, q=q)
+        self._state_arrays, self._state = arrays, state
+
+    def run(self, x, *, state=None) -> TargetRun:
+        """Run the bundle on ``x`` ``[T, B, *s]`` (the shape of the first run) and return what
+        :func:`spikedeploy.runtimes.lava.run` returns for it. With ``carry_state`` the frame starts
+        from the state the last run ended with (zeros at first), or from ``state`` (node name ->
+        NeuronState; a carried neuron left out starts fresh); ``TargetRun.state`` holds the end state."""
+        from spikedeploy.runtimes import lava as L
+
+        if state is not None and not self.carry_state:
+            raise ConfigError("Lava live runtime: a neuron state needs LiveRuntime(..., carry_state=True)")
         t0 = time.perf_counter()
         T, B, host, host_values = L.host_part(self.bundle, x)
         t_host = time.perf_counter() - t0
         if self._shape is not None and self._shape != (T, B):
             raise InputError(f"Lava live runtime: input has [T, B] = {[T, B]}, but the runtime runs "
                              f"[T, B] = {list(self._shape)}; make a new LiveRuntime for another shape")
+        if state is not None:
+            self._set_state(dict(state), B)
         phases = {"start": 0.0, "frame": 0.0, "steps": 0.0, "read": 0.0}
         try:
             if not self._sessions:
@@ -174,6 +262,8 @@ class LiveRuntime:
                 os.unlink(path)  # the next run must write it again
             L.read_records(self._procs, list(self._procs), self._index, self._rdir, rec, pair_events,
                            write_events, hosted=True, dumped=dumped, saturated=saturated)
+            if self.carry_state:
+                self._read_state(dumped, B)
             phases["read"] = time.perf_counter() - t
         except BaseException:
             self.close(force=True)
@@ -200,8 +290,14 @@ class LiveRuntime:
             "lava_phase_s": {k: round(v, 3) for k, v in phases.items()},
             "live": run_index,
             "memory_reads": sum(1 for p in d["processes"] if p["type"] == "memory_read"),
+            "carry_state": self.carry_state,
         }
-        return L.target_run(self.bundle, rec, host, T=T, B=B, info=info)
+        out = L.target_run(self.bundle, rec, host, T=T, B=B, info=info)
+        if self.carry_state:
+            import dataclasses
+
+            out = dataclasses.replace(out, state=self.state)
+        return out
 
     def close(self, force: bool = False) -> None:
         """Stop the runtime (idempotent); the next :meth:`run` starts a new one."""
@@ -211,6 +307,7 @@ class LiveRuntime:
             self._shape = None
             self._runs = 0
             self._memory_sent = {}
+            self.reset_state()
 
     def __enter__(self) -> "LiveRuntime":
         return self
@@ -236,10 +333,13 @@ class LiveRuntime:
         # no record files per process: each partition writes its members' records (q_rec, rec) and
         # pair-event counters into one file in the frame's last step
         procs, models, num_steps = L.make_processes(self.bundle, host_values, T=T, B=B, record_dir=None,
-                                                    select_tag=self.select_tag)
+                                                    select_tag=self.select_tag, carry=self.carry_state,
+                                                    neuron_state=self._state_arrays)
         self._memory_sent = self._memories()
+        carried = {proc for proc, _ in self._carried.values()} if self.carry_state else set()
         dumps = {name: [(v, str(rdir / f"{self._index[name]}.{v}.npy"))
                         for v in L.READ_VARS + (L.SATURATION_VAR,) if hasattr(p, v)]
+                 + ([("state_out", str(rdir / f"{self._index[name]}.state_out.npy"))] if name in carried else [])
                  for name, p in procs.items()}
         frames = [str(rdir / f"frame.{g}.npz") for g in range(len(self.placement.groups))]
         self._dump_files = [str(rdir / f"records.{g}.npz") for g in range(len(self.placement.groups))]
@@ -266,6 +366,9 @@ class LiveRuntime:
             gc.unfreeze()
         self._shape = (T, B)
 
+    def _carried_shape(self, proc: str):
+        return next(shape for p, shape in self._carried.values() if p == proc)
+
     def _write_frame(self, host_values, T: int, B: int) -> None:
         """Each partition's frame file: what its sources inject for ``host_values`` and the
         memories changed since the last run (kept by the partition for later frames)."""
@@ -276,6 +379,14 @@ class LiveRuntime:
             var, value = L.source_var(self.bundle, p, host_values, T=T, B=B)
             g, j = self._where[p["name"]]
             per[g][f"{j}.{var}"] = value
+        if self.carry_state:
+            for proc, _ in self._carried.values():
+                g, j = self._where[proc]
+                a = self._state_arrays.get(proc)
+                if a is None:  # fresh: zeros
+                    size = int(np.prod(self._carried_shape(proc)))
+                    a = np.zeros((2, B, size), np.int64 if L.is_fixed_bundle(self.bundle) else np.float64)
+                per[g][f"{j}.state_in"] = a
         for name, mem in self._memories().items():
             if self._memory_sent.get(name) is mem:
                 continue

@@ -37,6 +37,11 @@ Processes
     reset at every sample boundary) and, starting in the same Lava step, emits q unit spikes in the
     first q sub-steps of its output window (``binary``) or one graded event carrying q (``graded``).
     It records the spikes it emitted per macro-step in the Var ``q_rec`` (``[macro, n]``).
+    State across calls (``carry``; :class:`spikedeploy.runtimes.lava_live.LiveRuntime` with
+    ``carry_state``): the first macro-step of sample b continues from the state in the Var
+    ``state_in[:, b]`` (rows: m and q, the binary LIF's u and 0; zeros = the fresh start) instead
+    of the reset state, and the state after the sample's last macro-step is kept in ``state_out[:,
+    b]`` (always, so a run can be continued).
 ``Delay``
     A delay line of ``delay`` steps (a ring buffer); used by the compiler to balance paths.
 ``SpikeAttention``
@@ -107,7 +112,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa:
 __all__ = ["IntegerNeuron", "ConvSynapse", "MatMulSynapse", "HostSource", "Delay", "Junction", "StepGate", "HostSoftmax",
            "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "MemoryReadSynapse", "Readout", "MODELS",
            "MODELS_BY_TAG", "TAG_TYPES", "ModelSpec", "declare_model", "process_model", "neuron_step",
-           "register_model", "saturation_path", "PySparseModelExact", "PyRingBufferExact", "GRADED_BITS"]
+           "register_model", "saturation_path", "state_keys", "PySparseModelExact", "PyRingBufferExact", "GRADED_BITS"]
 
 
 def _window(step: int, start: int, length: int, period: int, num_macro: int, slots: int = None,
@@ -527,15 +532,25 @@ class IntegerNeuron(_TapProcess):
     proc params: ``neuron`` (dynamics, see :func:`neuron_step`), ``encoding`` ("binary"/"graded"),
     ``window`` (output sub-steps), ``in_start``, ``in_len``, ``period``, ``num_macro``,
     ``sample_steps`` (macro-steps per sample: the state resets every ``sample_steps``), optional
-    ``inputs`` (fused taps of ``a_in``) and ``send`` (windowed ``s_out``)."""
+    ``inputs`` (fused taps of ``a_in``) and ``send`` (windowed ``s_out``); ``carry`` (start each
+    sample from ``state_in``, see the module docstring) and ``state_in`` (``[2, samples, size]``,
+    default zeros)."""
 
     def __init__(self, *, size: int, bias: np.ndarray, neuron: dict, encoding: str, window: int,
                  in_start: int, in_len: int, period: int, num_macro: int, sample_steps: int,
                  inputs: dict = None, send: dict = None, record: dict = None, slots: int = None,
-                 name: str = None):
+                 name: str = None, carry: bool = False, state_in: np.ndarray = None):
         super().__init__(size=size, neuron=neuron, encoding=encoding, window=window,
-                         in_start=in_start, in_len=in_len, sample_steps=sample_steps, name=name,
+                         in_start=in_start, in_len=in_len, sample_steps=sample_steps, name=name, carry=bool(carry),
                          **_clock_params(period, num_macro, inputs, send, record, slots, sample_steps))
+        samples = int(num_macro) // int(sample_steps)
+        if state_in is None:
+            state_in = np.zeros((2, samples, size))
+        elif np.shape(state_in) != (2, samples, size):
+            raise ValueError(f"IntegerNeuron {name!r}: state_in has shape {list(np.shape(state_in))}, expected "
+                             f"{[2, samples, size]}")
+        self.state_in = Var(shape=(2, samples, size), init=np.asarray(state_in))
+        self.state_out = Var(shape=(2, samples, size), init=np.zeros((2, samples, size)))
         self._make_in_ports({"a_in": size}, inputs or {})
         self.s_out = OutPort(shape=(size,))
         bias = np.asarray(bias, dtype=np.float64).reshape(-1, size)  # [1 or steps, size]
@@ -546,7 +561,14 @@ class IntegerNeuron(_TapProcess):
             self.saturated = Var(shape=(num_macro,), init=np.zeros(num_macro))
 
 
-@process_model(IntegerNeuron, ins=("a_in",), outs=("s_out",), vars=("bias", "q_rec"))
+def state_keys(kind: str) -> Tuple[str, ...]:
+    """The state a neuron ``kind`` carries, in the rows of ``state_in``/``state_out``."""
+    if kind in ("binary_lif", "fixed_binary_lif"):
+        return ("u",)
+    return ("v", "q") if kind == "fixed_integer_lif" else ("m", "q")
+
+
+@process_model(IntegerNeuron, ins=("a_in",), outs=("s_out",), vars=("bias", "q_rec", "state_in", "state_out"))
 class PyIntegerNeuronFloat(_TapModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -561,10 +583,27 @@ class PyIntegerNeuronFloat(_TapModel):
         self.acc = np.zeros(self.size, self.dtype)
         self.q = np.zeros(self.size, self.dtype)
         self.state = {}
+        self.carry = bool(p.get("carry", False))
+        self._keys = state_keys(str(self.neuron.get("kind", "")))
+
+    def _start(self, t: int, step: int):
+        """The carried state sample ``t // sample_steps`` starts from (None: the reset state)."""
+        if not self.carry or step != 0:
+            return None
+        b = t // self.sample_steps
+        return {k: np.array(self.state_in[i, b], dtype=self.dtype) for i, k in enumerate(self._keys)}
+
+    def _end(self, t: int, step: int) -> None:
+        """After a sample's last macro-step: its state into ``state_out``."""
+        if step == self.sample_steps - 1:
+            b = t // self.sample_steps
+            for i, k in enumerate(self._keys):
+                self.state_out[i, b] = self.state[k]
 
     def _step(self, t: int, current: np.ndarray, step: int) -> None:
         """The neuron dynamics of macro-step ``t`` (``step`` within the sample)."""
-        self.q, self.state = neuron_step(self.neuron, current, step, self.state)
+        self.q, self.state = neuron_step(self.neuron, current, step, self.state, self._start(t, step))
+        self._end(t, step)
 
     def _output(self, j: int) -> np.ndarray:
         return neuron_output(self.q, j, self.graded)
@@ -1143,7 +1182,8 @@ class _FixedModel:
     fixed = True
 
 
-@declare_model(ModelSpec(IntegerNeuron, ("a_in",), ("s_out",), ("bias", "q_rec", "saturated"), "fixed_pt"))
+@declare_model(ModelSpec(IntegerNeuron, ("a_in",), ("s_out",), ("bias", "q_rec", "state_in", "state_out", "saturated"),
+                         "fixed_pt"))
 class PyIntegerNeuronFixed(_FixedModel, PyIntegerNeuronFloat):
     """The fixed-point neuron (``kind`` ``fixed_integer_lif`` / ``fixed_binary_lif``:
     :func:`~spikedeploy.runtimes.lava_kernels.fixed_neuron_step`); the state elements clamped to
@@ -1157,8 +1197,9 @@ class PyIntegerNeuronFixed(_FixedModel, PyIntegerNeuronFloat):
                              "a bundle of a fixed-point graph)")
 
     def _step(self, t: int, current: np.ndarray, step: int) -> None:
-        self.q, self.state, sat = fixed_neuron_step(self.neuron, current, step, self.state)
+        self.q, self.state, sat = fixed_neuron_step(self.neuron, current, step, self.state, self._start(t, step))
         self.saturated[t] += sat
+        self._end(t, step)
 
     def _output(self, j: int) -> np.ndarray:
         if self.graded:

@@ -24,6 +24,26 @@ with ``Q`` = round half to even (``torch.round``) or round half up (``floor(v + 
 ``lambda_t`` (0 for the stateless MultiSpike, 0.25 for SpikeYOLO's I-LIF, 1 for the integer IF,
 ``sigmoid(a_{t-1})`` for NI-LIF) and reset divisor ``r`` (1 subtracts the integer spike, ``norm``
 subtracts the normalized spike as NI-LIF does).
+
+State carried across calls (MSST streaming: one call per frame, the membranes kept)
+    Every stateful neuron takes an optional ``state`` (a :class:`NeuronState`, tensors of shape
+    ``[B, ...]``: one step's shape) and returns its final state on ``NeuronTrace.state``:
+
+    * integer LIF family with a leak (I-LIF, integer IF, leaky DI-LIF): ``NeuronState(m, q)``, the
+      last membrane and count. The first step of a call then continues the recurrence,
+      ``m_0 = (m_prev - q_prev / r) * lambda + x_0`` with the neuron's (float) leak; a per-step leak
+      tuple (NI-LIF: the leak of step t is indexed by the step within the call) has no leak for "the
+      step after the carried one" and refuses a state (ValueError naming it);
+    * binary LIF: ``NeuronState(m=U, q=None)``, the soft-reset residual (``H_0 = beta * U + x_0``);
+    * fixed point: the same in integers (``v``, ``q`` int64; ``v_0 = sat(decay(v_prev - reset *
+      q_prev) + x_0)``; binary ``u``);
+    * stateless neurons (leak None) carry nothing (``state`` must be None; ``trace.state`` is None).
+
+    DI-LIF's firing limit D of each step comes from that step's input (no state in D). A zero state
+    (m = 0, q = 0 or U = 0) gives exactly the fresh start m_0 = x_0 (0 * lambda + x = x), so "no
+    state" and "zero state" are the same; and running T steps as T calls of one step each, the state
+    carried, gives bit for bit the q and membranes of one call on all T steps (the same expressions
+    in the same order). States are detached (inference).
 """
 
 from __future__ import annotations
@@ -35,6 +55,7 @@ import torch
 
 __all__ = [
     "ROUNDING_MODES",
+    "NeuronState",
     "NeuronTrace",
     "check_firing_limit",
     "quantize",
@@ -54,6 +75,46 @@ ROUNDING_MODES = ("half_even", "half_up")
 
 
 @dataclass(frozen=True)
+class NeuronState:
+    """The state a stateful neuron carries from one call to the next (module docstring), per
+    element, shape ``[B, ...]`` (one step of the neuron's ``[T, B, ...]``):
+
+    * integer LIF (float or fixed point): ``m`` the last membrane (fixed: ``v``, int64), ``q`` the
+      last count; the next call starts ``m_0 = (m - q / r) * leak + x_0``;
+    * binary LIF: ``m`` = U, the residual after the soft reset; ``q`` is None.
+
+    :meth:`NeuronState.zeros` is the fresh start (exactly: see the module docstring)."""
+
+    m: torch.Tensor
+    q: Optional[torch.Tensor] = None
+
+    @staticmethod
+    def zeros(shape, *, dtype=torch.float64, with_q: bool = True) -> "NeuronState":
+        """The fresh start (all zeros) for one step of shape ``[B, ...]``."""
+        z = torch.zeros(tuple(shape), dtype=dtype)
+        return NeuronState(m=z, q=z.clone() if with_q else None)
+
+
+def _check_state(state: Optional["NeuronState"], like: torch.Tensor, where: str, with_q: bool):
+    """``state`` as tensors of ``like``'s shape and dtype (``like`` is one step ``[B, ...]``)."""
+    if not isinstance(state, NeuronState):
+        raise ValueError(f"{where}: state must be a NeuronState, got {type(state).__name__}")
+    parts = {"m": state.m, "q": state.q} if with_q else {"m": state.m}
+    if not with_q and state.q is not None:
+        raise ValueError(f"{where}: a binary LIF state has no q (NeuronState(m=U, q=None))")
+    out = {}
+    for k, v in parts.items():
+        if v is None:
+            raise ValueError(f"{where}: state has no {k!r} (an integer LIF state is NeuronState(m, q))")
+        v = torch.as_tensor(v)
+        if tuple(v.shape) != tuple(like.shape):
+            raise ValueError(f"{where}: state {k} has shape {list(v.shape)}, expected {list(like.shape)} "
+                             "(one step [B, ...] of the neuron)")
+        out[k] = v.detach().to(like.dtype)
+    return out["m"], out.get("q")
+
+
+@dataclass(frozen=True)
 class NeuronTrace:
     """Result of running a neuron over ``T`` steps (see module docstring).
 
@@ -67,6 +128,9 @@ class NeuronTrace:
     d: Union[int, torch.Tensor]
     #: fixed point: how many state updates were clamped to the state width (0 in floating point)
     saturated: int = 0
+    #: the final state (:class:`NeuronState`, detached) to carry into the next call; None for a
+    #: stateless neuron
+    state: Optional[NeuronState] = None
 
     @property
     def margin(self) -> torch.Tensor:
@@ -151,17 +215,29 @@ def integer_lif(
     reset_norm: float = 1.0,
     norm: float,
     rounding: str = "half_even",
+    state: Optional[NeuronState] = None,
 ) -> NeuronTrace:
     """The shared integer LIF recurrence (module docstring).
 
     ``leaks``: None for a stateless neuron (every step quantizes its own input), a float used at
     every step, or a tensor whose entry ``t - 1`` is the leak applied at step ``t`` (length >= T - 1).
     ``d``: int, or a tensor ``[T, B]`` of per-step, per-sample limits (DI-LIF).
+    ``state``: the :class:`NeuronState` carried from the previous call (None: the fresh start
+    ``m_0 = x_0``); then ``m_0 = (state.m - state.q / reset_norm) * leak + x_0``. Only a float leak
+    can carry a state. The trace's ``state`` is the final ``NeuronState(m_{T-1}, q_{T-1})``.
     """
     if x.dim() < 1:
         raise ValueError("neuron input needs a leading time axis [T, ...]")
     T = x.shape[0]
     d_b = _expand_d(d, x)
+    if state is not None:
+        if leaks is None:
+            raise ValueError("integer LIF: a stateless neuron (leak None) carries no state; pass state=None")
+        if isinstance(leaks, torch.Tensor):
+            raise ValueError("integer LIF: a neuron with per-step leaks (a leak per step of the call, e.g. NI-LIF) "
+                             "cannot carry its state into another call: the leak of the next call's first step "
+                             "is undefined")
+        m_in, q_in = _check_state(state, x[0], "integer LIF", with_q=True)
     if leaks is None:
         q = quantize(x, d_b, rounding)
         x_det = x.detach().clone()  # a copy: the caller may change x in place before the margin is asked for
@@ -172,8 +248,10 @@ def integer_lif(
     m_prev = q_prev = None
     for t in range(T):
         d_t = d_b[t] if isinstance(d_b, torch.Tensor) else d_b
-        if t == 0:
+        if t == 0 and state is None:
             m = x[0]
+        elif t == 0:
+            m = (m_in - q_in / reset_norm) * leaks + x[0]
         else:
             lam = leaks[t - 1] if isinstance(leaks, torch.Tensor) else leaks
             m = (m_prev - q_prev.detach() / reset_norm) * lam + x[t]
@@ -182,7 +260,8 @@ def integer_lif(
         membranes.append((m.detach().clone() if t == 0 else m.detach(), d_t))  # m_0 is a view of x
         m_prev, q_prev = m, q_t
     q = torch.stack(qs)
-    return NeuronTrace(q=q, value=q / norm, d=d,
+    final = NeuronState(m=membranes[-1][0], q=q_prev.detach())
+    return NeuronTrace(q=q, value=q / norm, d=d, state=final,
                        margin_source=lambda: torch.stack([_rounding_margin(mt, dt) for mt, dt in membranes]))
 
 
@@ -234,13 +313,14 @@ class _HeavisideSTE(torch.autograd.Function):
         return grad * 4.0 * s * (1 - s)
 
 
-def binary_lif(x, *, beta: float, threshold: float = 1.0) -> NeuronTrace:
+def binary_lif(x, *, beta: float, threshold: float = 1.0, state: Optional[NeuronState] = None) -> NeuronTrace:
     """Binary LIF with soft reset (SpikeVideoFormer): ``H_t = beta * U_{t-1} + X_t``,
-    ``S_t = [H_t > u_th]``, ``U_t = H_t - u_th * S_t``, ``U_{-1} = 0``. D = 1, out = S."""
+    ``S_t = [H_t > u_th]``, ``U_t = H_t - u_th * S_t``, ``U_{-1} = 0`` (or ``state.m``, the
+    residual carried from the previous call). D = 1, out = S; ``trace.state`` = ``NeuronState(U)``."""
     if threshold <= 0:
         raise ValueError(f"binary LIF: threshold must be > 0, got {threshold}")
     qs, membranes = [], []
-    u = torch.zeros_like(x[0])
+    u = torch.zeros_like(x[0]) if state is None else _check_state(state, x[0], "binary LIF", with_q=False)[0]
     for t in range(x.shape[0]):
         h = beta * u + x[t]
         s = _HeavisideSTE.apply(h - threshold)
@@ -248,7 +328,7 @@ def binary_lif(x, *, beta: float, threshold: float = 1.0) -> NeuronTrace:
         membranes.append(h.detach())
         u = h - threshold * s
     q = torch.stack(qs)
-    return NeuronTrace(q=q, value=q, d=1,
+    return NeuronTrace(q=q, value=q, d=1, state=NeuronState(m=u.detach()),
                        margin_source=lambda: torch.stack([(h - threshold).abs() for h in membranes]))
 
 
@@ -279,17 +359,20 @@ def dynamic_firing_limit(x: torch.Tensor, *, d_init: int, gate_w, gate_b) -> tor
 
 
 def dynamic_integer(
-    x, *, d_init: int, gate_w, gate_b, leak: Optional[float] = None, rounding: str = "half_even"
+    x, *, d_init: int, gate_w, gate_b, leak: Optional[float] = None, rounding: str = "half_even",
+    state: Optional[NeuronState] = None,
 ) -> NeuronTrace:
     """DI-LIF (event SpikeTrack): an I-LIF whose limit D[t, b] comes from
     :func:`dynamic_firing_limit`; ``q = Q(clamp(m, 0, D[t, b]))``, ``out = q / D_init`` (a fixed
     Norm, so the 1/Norm factor stays foldable into downstream weights while D varies per frame).
-    ``leak=None`` is stateless; a float makes it leaky with subtract-q reset."""
+    ``leak=None`` is stateless; a float makes it leaky with subtract-q reset. ``state``: the
+    ``NeuronState(m, q)`` carried from the previous call (:func:`integer_lif`); D of every step
+    comes from that step's input alone (D holds no state)."""
     d_init = check_firing_limit(d_init, "DI-LIF")
     if x.dim() < 3:
         raise ValueError("DI-LIF input needs shape [T, B, ...] with at least one feature axis")
     d = dynamic_firing_limit(x, d_init=d_init, gate_w=gate_w, gate_b=gate_b)
-    return integer_lif(x, d=d, leaks=leak, reset_norm=1.0, norm=float(d_init), rounding=rounding)
+    return integer_lif(x, d=d, leaks=leak, reset_norm=1.0, norm=float(d_init), rounding=rounding, state=state)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,19 +413,32 @@ def _round_units(v: torch.Tensor, unit: int, rounding: str) -> torch.Tensor:
 
 
 def fixed_integer_lif(x: torch.Tensor, *, d: int, unit: int, reset: int, leak=None,
-                      rounding: str = "half_even", state_bits: int = 24) -> NeuronTrace:
+                      rounding: str = "half_even", state_bits: int = 24,
+                      state: Optional[NeuronState] = None) -> NeuronTrace:
     """The fixed-point integer LIF (:class:`spikedeploy.ir.ops.FixedIntegerLIF`) on integer input
     ``x`` ``[T, B, ...]`` (int64 arithmetic). ``q`` is returned as float64 counts, ``margin`` is the
     distance of the state to the nearest rounding boundary in membrane units (never 0 except on an
-    exact tie, which the tie rule decides), ``saturated`` the number of clamped state updates."""
+    exact tie, which the tie rule decides), ``saturated`` the number of clamped state updates.
+    ``state``: ``NeuronState(v, q)`` (integers) carried from the previous call, then ``v_0 =
+    sat(decay(v - reset * q) + x_0)`` (an int leak only); ``trace.state`` is the final one (int64)."""
     xi = _as_int64(x, "fixed-point integer LIF")
     T = xi.shape[0]
     if isinstance(leak, (tuple, list)) and len(leak) < T - 1:
         raise ValueError(f"neuron has {len(leak)} per-step leaks but the input has T={T} steps")
+    if state is not None:
+        if leak is None:
+            raise ValueError("fixed-point integer LIF: a stateless neuron (leak None) carries no state; pass state=None")
+        if isinstance(leak, (tuple, list)):
+            raise ValueError("fixed-point integer LIF: a neuron with per-step leaks cannot carry its state into "
+                             "another call (the leak of the next call's first step is undefined)")
+        v_in, q_in = (_as_int64(a, "fixed-point integer LIF state")
+                      for a in _check_state(state, xi[0].to(torch.float64), "fixed-point integer LIF", True))
     qs, states, sat = [], [], 0
     v_prev = q_prev = None
     for t in range(T):
-        if leak is None or t == 0:
+        if leak is not None and t == 0 and state is not None:
+            v = fixed_decay(v_in - reset * q_in, leak) + xi[0]
+        elif leak is None or t == 0:
             v = xi[t]
         else:
             lam = leak[t - 1] if isinstance(leak, (tuple, list)) else leak
@@ -359,15 +455,22 @@ def fixed_integer_lif(x: torch.Tensor, *, d: int, unit: int, reset: int, leak=No
         return _rounding_margin(torch.stack(states).to(torch.float64) / unit, d)
 
     qf = q.to(torch.float64)
-    return NeuronTrace(q=qf, value=qf, margin_source=margin, d=int(d), saturated=sat)
+    final = None if leak is None else NeuronState(m=states[-1].clone(), q=q_prev.clone())
+    return NeuronTrace(q=qf, value=qf, margin_source=margin, d=int(d), saturated=sat, state=final)
 
 
-def fixed_binary_lif(x: torch.Tensor, *, beta: int, threshold: int, state_bits: int = 24) -> NeuronTrace:
+def fixed_binary_lif(x: torch.Tensor, *, beta: int, threshold: int, state_bits: int = 24,
+                     state: Optional[NeuronState] = None) -> NeuronTrace:
     """The fixed-point binary LIF (:class:`spikedeploy.ir.ops.FixedBinaryLIF`): int64, strict
-    threshold, soft reset, Loihi decay; ``saturated`` counts clamped updates."""
+    threshold, soft reset, Loihi decay; ``saturated`` counts clamped updates. ``state``:
+    ``NeuronState(u)`` (integers) carried from the previous call; ``trace.state`` the final one."""
     xi = _as_int64(x, "fixed-point binary LIF")
     qs, hs, sat = [], [], 0
-    u = torch.zeros_like(xi[0])
+    if state is None:
+        u = torch.zeros_like(xi[0])
+    else:
+        u = _as_int64(_check_state(state, xi[0].to(torch.float64), "fixed-point binary LIF", False)[0],
+                      "fixed-point binary LIF state")
     for t in range(xi.shape[0]):
         h, n = _saturate(fixed_decay(u, beta) + xi[t], state_bits)
         sat += n
@@ -376,5 +479,5 @@ def fixed_binary_lif(x: torch.Tensor, *, beta: int, threshold: int, state_bits: 
         hs.append(h)
         u = h - threshold * s
     q = torch.stack(qs).to(torch.float64)
-    return NeuronTrace(q=q, value=q, d=1, saturated=sat,
+    return NeuronTrace(q=q, value=q, d=1, saturated=sat, state=NeuronState(m=u.clone()),
                        margin_source=lambda: torch.stack([(h - threshold).abs().to(torch.float64) for h in hs]))

@@ -19,11 +19,18 @@ concat) move spikes unchanged; any other op receives the decoded count ``q`` (a 
 accumulator). :func:`execute` runs a graph in ``"integer"``, ``"binary"`` or ``"graded"`` mode,
 lowering it first when needed. Float64 is the default dtype: the spike-mode sums are then exact up
 to ~1e-16 relative error, so only values within a tiny epsilon of a rounding boundary can differ.
+
+Neuron state across calls (frame-by-frame streaming, :mod:`spikedeploy.streaming`): ``run`` and
+``execute`` take ``state`` (stateful neuron node name -> :class:`~spikedeploy.neurons.NeuronState`
+``[B, *s]``, in every mode and for fixed-point graphs; a node left out starts fresh, a zero state is
+the fresh start exactly) and return each stateful neuron's final state in ``RunResult.state``
+(:func:`stateful_neurons` says which nodes carry one). T calls of one step each, the state carried,
+give bit for bit the q and outputs of one call on the T steps.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Type, Union
 
 import numpy as np
@@ -31,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from spikedeploy import neurons as N
-from spikedeploy.errors import SpikedeployError, UnsupportedOpError
+from spikedeploy.errors import InputError, SpikedeployError, UnsupportedOpError
 from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, validate
 
@@ -86,6 +93,8 @@ class RunResult:
     dtype: torch.dtype
     records: Dict[str, NodeRecord]
     outputs: Dict[str, torch.Tensor]
+    #: stateful neuron node name -> its final NeuronState (the state to carry into the next call)
+    state: Dict[str, N.NeuronState] = field(default_factory=dict)
 
     def neuron_q(self, name: str) -> torch.Tensor:
         rec = self.records[name]
@@ -264,14 +273,15 @@ class ConcatRule(Rule):
 
 
 class NeuronRule(Rule):
-    """Run the neuron dynamics on the real input current; emit q/norm or spikes."""
+    """Run the neuron dynamics on the real input current (from the carried state ``ctx.state``,
+    if any); emit q/norm or spikes."""
 
-    def dynamics(self, op, x: torch.Tensor) -> N.NeuronTrace:  # pragma: no cover - abstract
+    def dynamics(self, op, x: torch.Tensor, state=None) -> N.NeuronTrace:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def __call__(self, op, inputs, ctx):
         x = decode(inputs[0])
-        trace = self.dynamics(op, x)
+        trace = self.dynamics(op, x, ctx.state)
         ctx.neuron = trace
         if op.encoding is None:
             return trace.value
@@ -279,36 +289,36 @@ class NeuronRule(Rule):
 
 
 class IntegerLIFRule(NeuronRule):
-    def dynamics(self, op, x):
+    def dynamics(self, op, x, state=None):
         leak = op.leak
         if isinstance(leak, tuple):
             leak = torch.tensor(leak, dtype=x.dtype)
         return N.integer_lif(
-            x, d=op.d, leaks=leak, reset_norm=op.reset_norm, norm=op.norm, rounding=op.rounding
+            x, d=op.d, leaks=leak, reset_norm=op.reset_norm, norm=op.norm, rounding=op.rounding, state=state
         )
 
 
 class DynamicIntegerLIFRule(NeuronRule):
-    def dynamics(self, op, x):
+    def dynamics(self, op, x, state=None):
         return N.dynamic_integer(
-            x, d_init=op.d_init, gate_w=op.gate_w, gate_b=op.gate_b, leak=op.leak, rounding=op.rounding
+            x, d_init=op.d_init, gate_w=op.gate_w, gate_b=op.gate_b, leak=op.leak, rounding=op.rounding, state=state
         )
 
 
 class BinaryLIFRule(NeuronRule):
-    def dynamics(self, op, x):
-        return N.binary_lif(x, beta=op.beta, threshold=op.threshold)
+    def dynamics(self, op, x, state=None):
+        return N.binary_lif(x, beta=op.beta, threshold=op.threshold, state=state)
 
 
 class FixedIntegerLIFRule(NeuronRule):
-    def dynamics(self, op, x):
+    def dynamics(self, op, x, state=None):
         return N.fixed_integer_lif(x, d=op.d, unit=op.unit, reset=op.reset, leak=op.leak,
-                                   rounding=op.rounding, state_bits=op.state_bits)
+                                   rounding=op.rounding, state_bits=op.state_bits, state=state)
 
 
 class FixedBinaryLIFRule(NeuronRule):
-    def dynamics(self, op, x):
-        return N.fixed_binary_lif(x, beta=op.beta, threshold=op.threshold, state_bits=op.state_bits)
+    def dynamics(self, op, x, state=None):
+        return N.fixed_binary_lif(x, beta=op.beta, threshold=op.threshold, state_bits=op.state_bits, state=state)
 
 
 class QuantizeRule(Rule):
@@ -549,6 +559,69 @@ class _Ctx:
     node_name: str = ""
     neuron: Optional[N.NeuronTrace] = None
     saturated: int = 0
+    #: the neuron's carried state (None: the fresh start)
+    state: Optional[N.NeuronState] = None
+
+
+#: what a stateful neuron carries: "membrane" (NeuronState(m, q)) or "residual" (NeuronState(U))
+STATE_KINDS = ("membrane", "residual")
+
+
+def stateful_neurons(graph: Graph) -> Dict[str, str]:
+    """The neuron nodes of ``graph`` that carry a state from one call to the next, name -> what
+    they carry (:data:`STATE_KINDS`): integer LIFs with a leak (``NeuronState(m, q)``) and binary
+    LIFs (``NeuronState(U)``). Stateless neurons (leak None) are left out. A neuron whose leak is a
+    per-step tuple (NI-LIF) is refused by :func:`check_state` when given a state (its next call's
+    first leak is undefined)."""
+    out = {}
+    for n in graph.neurons():
+        if isinstance(n.op, (O.BinaryLIF, O.FixedBinaryLIF)):
+            out[n.name] = "residual"
+        elif getattr(n.op, "leak", None) is not None:
+            out[n.name] = "membrane"
+    return out
+
+
+def check_state(graph: Graph, state, batch: Optional[int] = None) -> Dict[str, N.NeuronState]:
+    """``state`` (node name -> NeuronState) checked against ``graph``: every key a stateful neuron
+    (:func:`stateful_neurons`) whose leak is not a per-step tuple, every tensor of shape ``[B, *s]``
+    (``B`` = ``batch`` when given) and finite, ``q`` present exactly for a membrane state. Each
+    problem is an :class:`~spikedeploy.errors.InputError` naming the node."""
+    if state is None:
+        return {}
+    if not isinstance(state, dict):
+        raise InputError(f"neuron state must be a dict of neuron node name -> NeuronState, got {type(state).__name__}")
+    kinds = stateful_neurons(graph)
+    shapes = validate(graph)
+    ops = {n.name: n.op for n in graph.nodes}
+    out = {}
+    for name, st in state.items():
+        if name not in kinds:
+            what = ("a stateless neuron (leak None): it carries no state" if name in ops and ops[name].is_neuron
+                    else "not a neuron of the graph" if name in ops else "not a node of the graph")
+            raise InputError(f"neuron state for {name!r}: {what}; stateful neurons: {', '.join(sorted(kinds)) or 'none'}")
+        if isinstance(getattr(ops[name], "leak", None), tuple):
+            raise InputError(f"neuron state for {name!r}: its leak is per step ({ops[name].label}), so the leak of the "
+                             "next call's first step is undefined; this neuron cannot carry state across calls")
+        if not isinstance(st, N.NeuronState):
+            raise InputError(f"neuron state for {name!r}: expected a NeuronState, got {type(st).__name__}")
+        membrane = kinds[name] == "membrane"
+        if membrane and st.q is None:
+            raise InputError(f"neuron state for {name!r}: an integer LIF state needs q (NeuronState(m, q))")
+        if not membrane and st.q is not None:
+            raise InputError(f"neuron state for {name!r}: a binary LIF state is NeuronState(m=U) without q")
+        parts = [("m", st.m)] + ([("q", st.q)] if membrane else [])
+        for part, v in parts:
+            v = torch.as_tensor(v)
+            expect = list(shapes[name])
+            if v.dim() != len(expect) + 1 or list(v.shape[1:]) != expect or (batch is not None and v.shape[0] != batch):
+                b = batch if batch is not None else "B"
+                raise InputError(f"neuron state for {name!r}: {part} has shape {list(v.shape)}, expected "
+                                 f"[{b}, {', '.join(map(str, expect))}] (one step of the neuron)")
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                raise InputError(f"neuron state for {name!r}: {part} contains NaN or Inf")
+        out[name] = st
+    return out
 
 
 def _as_inputs(graph: Graph, inputs) -> Dict[str, torch.Tensor]:
@@ -586,9 +659,13 @@ def run(
     dtype: torch.dtype = torch.float64,
     teacher: Optional[RunResult] = None,
     mode: str = "",
+    state: Optional[Dict[str, N.NeuronState]] = None,
 ) -> RunResult:
     """Execute ``graph`` as it is (integer or lowered) on ``inputs`` (``[T, B, *s]`` tensor, or a
     dict by input name).
+
+    ``state``: the carried neuron states (module docstring; checked by :func:`check_state`); the
+    result's ``state`` holds every stateful neuron's final state.
 
     ``teacher``: teacher forcing. Wherever a node reads the output of a neuron that the teacher
     run also has (same node name), it reads the teacher's output instead (spikes rebuilt from the
@@ -602,7 +679,10 @@ def run(
         raise SpikedeployError("a fixed-point graph runs in integer arithmetic: use dtype=torch.float64 "
                                "(integers up to 2**53 exactly) for its linear ops")
     values: Dict[str, Value] = {k: v.to(dtype) for k, v in _as_inputs(graph, inputs).items()}
+    B = int(next(iter(values.values())).shape[1]) if values else None
+    carried = check_state(graph, state, B)
     records: Dict[str, NodeRecord] = {}
+    final: Dict[str, N.NeuronState] = {}
     with torch.no_grad():
         for node in graph.nodes:
             rule = RULES.get(type(node.op))
@@ -612,19 +692,27 @@ def run(
                     "register one with spikedeploy.reference.register_rule"
                 )
             args = [_teacher_value(teacher, i, values[i], dtype) for i in node.inputs]
-            ctx = _Ctx(node_name=node.name)
-            out = rule(node.op, args, ctx)
+            ctx = _Ctx(node_name=node.name, state=carried.get(node.name))
+            try:
+                out = rule(node.op, args, ctx)
+            except ValueError as e:
+                if ctx.state is None:
+                    raise
+                raise InputError(f"neuron state for {node.name!r}: {e}") from None
             values[node.name] = out
             rec = NodeRecord(value=decode(out), spikes=out if isinstance(out, SpikeValue) else None,
                              saturated=ctx.saturated)
             if ctx.neuron is not None:
                 rec.q, rec.margin, rec.d = ctx.neuron.q, ctx.neuron.margin, ctx.neuron.d
                 rec.saturated = ctx.neuron.saturated
+                if ctx.neuron.state is not None:
+                    final[node.name] = ctx.neuron.state
             if node.name in device:
                 _check_exact_integers(node, rec.value, dyadic.get(node.name, 0))
             records[node.name] = rec
     outputs = {o: decode(values[o]) for o in graph.outputs}
-    return RunResult(graph=graph, mode=mode or graph_mode(graph), dtype=dtype, records=records, outputs=outputs)
+    return RunResult(graph=graph, mode=mode or graph_mode(graph), dtype=dtype, records=records, outputs=outputs,
+                     state=final)
 
 
 #: integers a float64 linear op computes exactly (the fixed-point reference checks every device value)
@@ -681,9 +769,11 @@ def graph_mode(graph: Graph) -> str:
     return "mixed"
 
 
-def execute(graph: Graph, inputs, mode: str = "integer", *, dtype=torch.float64, teacher=None) -> RunResult:
+def execute(graph: Graph, inputs, mode: str = "integer", *, dtype=torch.float64, teacher=None,
+            state: Optional[Dict[str, N.NeuronState]] = None) -> RunResult:
     """Run ``graph`` in ``mode`` ("integer", "binary" or "graded"), lowering it first if the graph
-    is an integer graph and a spike mode is asked for."""
+    is an integer graph and a spike mode is asked for. ``state``: as :func:`run` (lowering keeps
+    the neuron node names)."""
     if mode not in MODES:
         raise SpikedeployError(f"unknown execution mode {mode!r}; expected one of {MODES}")
     current = graph_mode(graph)
@@ -693,8 +783,8 @@ def execute(graph: Graph, inputs, mode: str = "integer", *, dtype=torch.float64,
         from spikedeploy.passes.expand import ExpandSpikes
 
         lowered = ExpandSpikes(mode).apply(graph)
-        result = run(lowered, inputs, dtype=dtype, teacher=teacher, mode=mode)
+        result = run(lowered, inputs, dtype=dtype, teacher=teacher, mode=mode, state=state)
         # the pass may insert a Scale after an output neuron; report outputs under the original names
         result.outputs = dict(zip(graph.outputs, result.outputs.values()))
         return result
-    return run(graph, inputs, dtype=dtype, teacher=teacher, mode=mode)
+    return run(graph, inputs, dtype=dtype, teacher=teacher, mode=mode, state=state)

@@ -61,6 +61,9 @@ class TargetRun:
     #: :func:`spikedeploy.api.run_artifact`) and ``integer_outputs`` what the target computed
     precision: str = "float"
     integer_outputs: Optional[Dict[str, torch.Tensor]] = None
+    #: stateful neuron node -> its final :class:`~spikedeploy.neurons.NeuronState` after the run
+    #: (targets that carry state across calls: :mod:`spikedeploy.streaming`); None otherwise
+    state: Optional[Dict[str, object]] = None
 
 
 @dataclass(frozen=True)
