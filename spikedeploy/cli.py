@@ -269,16 +269,31 @@ def _build_parser() -> argparse.ArgumentParser:
                                    "targets the report gives their per-frame agreement with the first one (IoU of "
                                    "the boxes, identical boxes, identical per-layer spike counts where both expose "
                                    "them). A progress bar per target shows the frames.")
-    t.add_argument("--model", default="spiketrack-tiny128-t1",
-                   help="SpikeTrack variant: spiketrack-{tiny128,s256,b256,b384}-t{1,3} (default: %(default)s, the "
-                        "small tracker trained by this project)")
+    t.add_argument("--model", default=None,
+                   help="SpikeTrack variant: spiketrack-{tiny128,s256,b256,b384}-t{1,3} (default: "
+                        "spiketrack-tiny128-t1, the small tracker trained by this project); with --events "
+                        "spiketrack-event-{tiny,full} (default: spiketrack-event-tiny)")
     t.add_argument("--checkpoint", default=None,
                    help="the weights: an official-layout checkpoint file (its ['net']), 'bundled' (the trained "
                         "weights shipped for spiketrack-tiny128-t1/-t3) or 'random' (seeded random weights: they "
                         "fire but do not track). Default: bundled for the tiny128 variants, random otherwise")
-    t.add_argument("--clip", required=True,
+    t.add_argument("--clip", default=None,
                    help="the frames: a folder of PNG/JPEG/BMP images (sorted by name), a GIF/TIFF video, or an "
-                        "N x H x W x 3 uint8 .npy file")
+                        "N x H x W x 3 uint8 .npy file (give --clip or --events)")
+    t.add_argument("--events", default=None, metavar="FILE|DIR",
+                   help="track with the event SpikeTrack instead: an event sequence folder (FE108: events.aedat4 + "
+                        "groundtruth_rect.txt, spikedeploy's layout adds frame_times.txt; VisEvent: <seq>.aedat4 + "
+                        "groundtruth.txt) or an event file (AEDAT4, npz, npy, HDF5) with --frame-times (an AEDAT4 "
+                        "recording with APS frames gives its own). Frame i is tracked on the events between the "
+                        "frame times t_(i-1) and t_i, the network state carried from frame to frame; track.gif shows "
+                        "the event frames (ON yellow, OFF blue) with the boxes")
+    t.add_argument("--frame-times", default=None, metavar="FILE",
+                   help="--events: the annotated frames' timestamps, one integer microsecond value per line (or an "
+                        ".npy of integers), on the events' clock")
+    t.add_argument("--sensor-size", default=None, type=_shape, metavar="W,H",
+                   help="--events: the sensor's width and height, for event files that do not state it (.npy)")
+    t.add_argument("--format", default="auto", choices=["auto", "fe108", "visevent"],
+                   help="--events with a folder: its layout (default: %(default)s: detected)")
     t.add_argument("--init-box", default=None, type=_box,
                    metavar="X,Y,W,H", help="the target's box in the first frame, in pixels (default: the first "
                                            "ground-truth box)")
@@ -334,10 +349,14 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="the dataset folder: OTB (Seq/img/*.jpg + groundtruth_rect.txt), LaSOT (class/class-N/img/ "
                          "+ groundtruth.txt, full_occlusion.txt, out_of_view.txt) or GOT-10k (seq/*.jpg + "
                          "groundtruth.txt, list.txt); 'spikedeploy make-dataset' writes one")
-    ev.add_argument("--format", default="auto", choices=["auto", "otb", "lasot", "got10k"],
-                    help="the dataset layout, which is also the scoring protocol (default: %(default)s: detected)")
-    ev.add_argument("--model", default="spiketrack-tiny128-t1",
-                    help="SpikeTrack variant (default: %(default)s, the small tracker trained by this project)")
+    ev.add_argument("--format", default="auto", choices=["auto", "otb", "lasot", "got10k", "fe108", "visevent"],
+                    help="the dataset layout, which is also the scoring protocol (default: %(default)s: detected); "
+                         "fe108/visevent: event sequences (events.aedat4 + groundtruth_rect.txt [+ frame_times.txt], "
+                         "or <seq>/<seq>.aedat4 + groundtruth.txt) tracked by the event SpikeTrack, results in the "
+                         "OTB layout, scored with the OTB protocol")
+    ev.add_argument("--model", default=None,
+                    help="SpikeTrack variant (default: spiketrack-tiny128-t1, the small tracker trained by this "
+                         "project; on event datasets spiketrack-event-tiny)")
     ev.add_argument("--checkpoint", default=None,
                     help="'bundled', 'random' or an official-layout checkpoint file (default: bundled for the "
                          "tiny128 variants, random otherwise)")
@@ -388,14 +407,23 @@ def _build_parser() -> argparse.ArgumentParser:
                                     "the OTB (default), LaSOT or GOT-10k layout, with per-sequence attributes, for "
                                     "'spikedeploy evaluate'. Written atomically.")
     md.add_argument("-o", "--output", required=True, metavar="DIR", help="the dataset folder to write")
-    md.add_argument("--format", default="otb", choices=["otb", "lasot", "got10k"], help="layout (default: %(default)s)")
+    md.add_argument("--format", default=None, choices=["otb", "lasot", "got10k", "fe108"],
+                    help="layout (default: otb; with --events fe108, spikedeploy's FE108-style event layout)")
+    md.add_argument("--events", action="store_true",
+                    help="write event sequences instead: the generated sequences recorded by the event-camera "
+                         "simulator, as <seq>/events.aedat4 + groundtruth_rect.txt + frame_times.txt (for 'spikedeploy "
+                         "track --events' and 'spikedeploy evaluate --format fe108')")
+    md.add_argument("--event-format", default="aedat4", choices=["aedat4", "npz", "hdf5"],
+                    help="--events: the events file (default: %(default)s)")
+    md.add_argument("--fps", type=float, default=30.0,
+                    help="--events: annotated frames per second of the simulated recording (default: %(default)s)")
     md.add_argument("--sequences", type=int, default=12, metavar="N", help="number of sequences (default: %(default)s)")
     md.add_argument("--frames", type=int, default=60, metavar="N", help="frames per sequence (default: %(default)s)")
     md.add_argument("--first-seed", type=int, default=0, metavar="S",
                     help="seed of the first sequence; sequence i is seed S+i (default: %(default)s)")
     md.add_argument("--split", default="heldout", choices=["heldout", "train"],
                     help="photographs: heldout (never used in training) or train (default: %(default)s)")
-    md.add_argument("--image-format", default="jpg", choices=["jpg", "png"],
+    md.add_argument("--image-format", default=None, choices=["jpg", "png"],
                     help="frame files: jpg (quality 95, as the benchmarks) or png (lossless: the frames exactly as "
                          "generated) (default: %(default)s)")
     _overwrite_option(md)
@@ -592,6 +620,15 @@ def _cmd_track(args) -> int:
 
     if args.init_box is not None and len(args.init_box) != 4:
         raise ConfigError(f"--init-box needs X,Y,W,H, got {len(args.init_box)} numbers")
+    if (args.clip is None) == (args.events is None):
+        raise ConfigError("track: give the frames (--clip) or an event recording (--events), one of them")
+    if args.events is not None:
+        return _track_events(args)
+    for given, what in ((args.frame_times, "--frame-times"), (args.sensor_size, "--sensor-size"),
+                        (args.format != "auto" or None, "--format")):
+        if given is not None:
+            raise ConfigError(f"{what} applies to event tracking only (--events)")
+    args.model = args.model or "spiketrack-tiny128-t1"
     targets = [canonical_target(t.strip()) for t in args.targets.split(",") if t.strip()]
     limits = {}
     for n, what in ((args.max_frames, "--max-frames"), (args.lava_frames, "--lava-frames")):
@@ -607,6 +644,51 @@ def _cmd_track(args) -> int:
                        progress=not args.no_progress, overwrite=args.overwrite, partitions=args.partitions,
                        weight_bits=args.weight_bits, protocol=args.protocol)
     print(f"{report.model} ({report.weights}) on {report.num_frames} frames of {report.clip}")
+    for t, r in report.runs.items():
+        s = report.scores.get(t)
+        score = ("; " + ", ".join(f"{k} {v:.3f}" for k, v in s["headline"].items())
+                 + f" over {s['frames']} frames ({report.protocol})") if s else ""
+        print(f"  {t:<18} {r.frames:>4} frames, {r.seconds_per_frame * 1e3:8.1f} ms per frame{score}")
+    for t, a in report.agreement.items():
+        spikes = f", spike counts {spike_summary(a)}" if spike_summary(a) else ""
+        print(f"  {t} vs {report.primary}: min IoU {a['min_iou']:.6f} over {a['frames']} frames, boxes "
+              f"{'identical' if a['all_boxes_identical'] else 'differ'}{spikes}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    print(f"report: {Path(args.output) / 'report.html'}")
+    return 0
+
+
+def _track_events(args) -> int:
+    from spikedeploy.errors import ConfigError
+    from spikedeploy.tracking.event_run import canonical_event_target, track_events
+    from spikedeploy.tracking.run import spike_summary
+
+    if args.preset != "default":
+        raise ConfigError("--preset applies to the RGB tracker's template updates; the event tracker keeps its "
+                          "first template")
+    if args.weight_bits != 8:
+        raise ConfigError("--weight-bits applies to the fixed-point targets, which are not event targets")
+    if args.partitions is not None:
+        raise ConfigError("--partitions is not available for event tracking")
+    if args.sensor_size is not None and len(args.sensor_size) != 2:
+        raise ConfigError(f"--sensor-size needs W,H, got {len(args.sensor_size)} numbers")
+    targets = [canonical_event_target(t.strip()) for t in args.targets.split(",") if t.strip()]
+    limits = {}
+    for n, what in ((args.max_frames, "--max-frames"), (args.lava_frames, "--lava-frames")):
+        if n is not None and n < 2:
+            raise ConfigError(f"{what} must be at least 2 with --events (the first frame is the initial box), got {n}")
+    for t in targets:
+        n = [v for v in (args.max_frames, args.lava_frames if t.startswith("lava") else None) if v is not None]
+        if n:
+            limits[t] = min(n)
+    report = track_events(args.model, events=args.events, frame_times=args.frame_times, init_box=args.init_box,
+                          ground_truth=args.ground_truth, targets=targets, checkpoint=args.checkpoint, seed=args.seed,
+                          frame_limits=limits, output=args.output, gif=not args.no_gif, progress=not args.no_progress,
+                          overwrite=args.overwrite, protocol=args.protocol, format=args.format,
+                          sensor_size=tuple(args.sensor_size) if args.sensor_size else None)
+    print(f"{report.model} ({report.weights}) on {report.num_frames} event frames of {report.clip} "
+          f"(sensor {report.sensor_size[0]} x {report.sensor_size[1]}, {sum(report.events_per_frame[1:])} events)")
     for t, r in report.runs.items():
         s = report.scores.get(t)
         score = ("; " + ", ".join(f"{k} {v:.3f}" for k, v in s["headline"].items())
@@ -683,6 +765,24 @@ def _cmd_make_dataset(args) -> int:
     for v, what in ((args.sequences, "--sequences"), (args.frames, "--frames")):
         if v < 1 if what == "--sequences" else v < 2:
             raise ConfigError(f"{what} must be at least {1 if what == '--sequences' else 2}, got {v}")
+    if args.events:
+        from spikedeploy.tracking.event_datasets import make_event_dataset
+
+        if args.format not in (None, "fe108"):
+            raise ConfigError(f"--events writes spikedeploy's FE108-style event layout, not {args.format}")
+        if args.image_format is not None:
+            raise ConfigError("--image-format applies to frame datasets; event datasets hold no images")
+        ds = make_event_dataset(args.output, count=args.sequences, num_frames=args.frames, first_seed=args.first_seed,
+                                fps=args.fps, split=args.split, event_format=args.event_format,
+                                overwrite=args.overwrite, progress=True)
+        print(f"{len(ds)} event sequences of {args.frames} annotated frames in the fe108 layout: {args.output}")
+        return 0
+    if args.format == "fe108":
+        raise ConfigError("--format fe108 is an event layout; add --events")
+    if args.event_format != "aedat4" or args.fps != 30.0:
+        raise ConfigError("--event-format and --fps apply to event datasets only (--events)")
+    args.format = args.format or "otb"
+    args.image_format = args.image_format or "jpg"
     ds = api.make_dataset(args.output, format=args.format, count=args.sequences, num_frames=args.frames,
                           first_seed=args.first_seed, split=args.split, image_format=args.image_format,
                           overwrite=args.overwrite, progress=True)

@@ -187,6 +187,11 @@ def run_task(config: EvaluationConfig, sequence, target: str, *, threads: int = 
     started = time.time()
     network = None
     try:
+        if getattr(sequence, "kind", "frames") == "events":  # an event sequence: the event tracker's task
+            from spikedeploy.tracking.event_run import event_task
+
+            return SequenceRecord(sequence.name, target, "ok", **event_task(config, sequence, target), worker=worker,
+                                  started=started, finished=time.time())
         t0 = time.perf_counter()
         frames = sequence.load_frames()
         t_load = time.perf_counter() - t0
@@ -747,7 +752,7 @@ def _parse_limits(max_sequences) -> Dict[str, int]:
     return out
 
 
-def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence[str] = ("torch",), output,
+def evaluate(dataset, *, model: Optional[str] = None, targets: Sequence[str] = ("torch",), output,
              format: str = "auto", checkpoint: Optional[str] = None, seed: int = 0, preset: str = "default",
              weight_bits: int = 8, partitions=None, max_sequences: Optional[Mapping[str, int]] = None,
              sequences: Optional[Sequence[str]] = None, workers: Optional[int] = None, address: Optional[str] = None,
@@ -755,6 +760,10 @@ def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence
     """Track every sequence of ``dataset`` (a folder in an official layout, or a
     :class:`~spikedeploy.tracking.datasets.TrackingDataset`) with SpikeTrack ``model`` once per
     target, write results, records and the report into ``output`` and return the report.
+    ``model``: default ``spiketrack-tiny128-t1``; on an event dataset (``format`` ``fe108`` /
+    ``visevent``, or detected: :mod:`spikedeploy.tracking.event_datasets`) the event SpikeTrack
+    (default ``spiketrack-event-tiny``) tracks every sequence with the event tracker, results in
+    the OTB layout, scored with the OTB protocol.
     ``max_sequences``: at most that many sequences (the first ones) for a target, e.g.
     ``{"lava": 3}``; ``sequences``: only these. ``workers``: tasks at once (default: every core);
     1 runs them in this process, more on an embedded local Ray; ``address``: the Ray cluster there. A folder
@@ -764,9 +773,18 @@ def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence
 
     from spikedeploy.passes.quantize import check_weight_bits
     from spikedeploy.tracking import datasets as DS
+    from spikedeploy.tracking import event_datasets as EDS
     from spikedeploy.tracking.run import FIXED_TARGETS, canonical_target, load_tracker_model
 
     t_start = time.perf_counter()
+    events = (isinstance(dataset, EDS.EventTrackingDataset) or format in EDS.EVENT_FORMATS
+              or (format == "auto" and not isinstance(dataset, DS.TrackingDataset) and EDS.is_event_dataset(dataset)))
+    if events:
+        from spikedeploy.tracking.event_run import DEFAULT_EVENT_MODEL, canonical_event_target, load_event_tracker_model
+
+        canonical_target, load_tracker_model = canonical_event_target, load_event_tracker_model  # noqa: F811
+        model = DEFAULT_EVENT_MODEL if model is None else model
+    model = "spiketrack-tiny128-t1" if model is None else model
     targets = [canonical_target(t) for t in targets]
     if not targets:
         raise ConfigError("evaluate: give at least one target")
@@ -786,7 +804,10 @@ def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence
         raise ConfigError(f"--max-sequences names {', '.join(unknown)}, which is not among the targets {targets}")
     if partitions is not None and not any(t.startswith("lava") for t in targets):
         raise ConfigError("--partitions applies to the Lava targets only")
-    ds = dataset if isinstance(dataset, DS.TrackingDataset) else DS.read_dataset(dataset, format)
+    if isinstance(dataset, (DS.TrackingDataset, EDS.EventTrackingDataset)):
+        ds = dataset
+    else:
+        ds = EDS.read_event_dataset(dataset, format) if events else DS.read_dataset(dataset, format)
     if sequences:
         missing = [s for s in sequences if s not in ds.names]
         if missing:
@@ -821,7 +842,8 @@ def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence
                 _write_json(_record_path(out, rec.target, rec.sequence), rec.to_json())
                 if rec.ok:
                     DS.write_sequence_results(out / RESULTS, tracker_name(model, rec.target), rec.sequence,
-                                              np.asarray(rec.boxes), np.asarray(rec.times), ds.format)
+                                              np.asarray(rec.boxes), np.asarray(rec.times),
+                                              getattr(ds, "results_format", ds.format))
                 records[rec.target][rec.sequence] = rec
                 bar.update(1)
                 bar.set_postfix_str(f"{rec.target} {rec.sequence} {rec.status}", refresh=False)
@@ -829,7 +851,7 @@ def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence
         if executor is not None:
             executor.close()
     notes = [f"model {model}, weights: {weights}, tracker preset {preset}; results files in "
-             f"{RESULTS}/{tracker_name(model, '<target>')}/ ({ds.format} toolkit layout)",
+             f"{RESULTS}/{tracker_name(model, '<target>')}/ ({getattr(ds, 'results_format', ds.format)} toolkit layout)",
              f"{len(tasks)} tasks run now on {executor.name if executor else 'nothing'}"
              + (f" ({executor.workers} workers)" if executor else "") + f", {skipped} finished before (resumed)"]
     for t, k in limits.items():
@@ -841,6 +863,7 @@ def evaluate(dataset, *, model: str = "spiketrack-tiny128-t1", targets: Sequence
         times={tracker_name(model, t): {n: r.times for n, r in v.items()} for t, v in ok.items()},
         failed={tracker_name(model, t): {n: r.error for n, r in recs.items() if not r.ok} for t, recs in records.items()},
         records={t: v for t, v in ok.items()}, config=dict(asdict(config), targets=targets, weights=weights),
+        protocol=getattr(ds, "protocol", None),
         labels={tracker_name(model, t): t for t in targets}, output=out,
         notes=notes, seconds=time.perf_counter() - t_start)
     write_report(rep, out)

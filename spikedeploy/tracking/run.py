@@ -871,10 +871,11 @@ def to_markdown(report: TrackReport) -> str:
 
 
 def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif: bool = True,
-                        overwrite: bool = False, inputs=()) -> Path:
+                        overwrite: bool = False, inputs=(), extra_files: Optional[Mapping[str, bytes]] = None) -> Path:
     """Write the report into the directory ``output`` (replaced atomically): ``boxes.json`` (all
     runs), ``report.json``, ``report.md``, ``report.html``, ``track.gif`` and, with ground truth,
-    ``success.png`` and ``precision.png``."""
+    ``success.png`` and ``precision.png``. ``extra_files``: more files (name -> bytes) written into
+    the same folder and linked from the HTML page (the event tracker's per-frame ``frames.json``)."""
     from spikedeploy.fsutil import atomic_directory
     from spikedeploy.htmlreport import COLUMN_PX, HtmlPage, figure_png, png_size
 
@@ -935,8 +936,11 @@ def write_track_outputs(report: TrackReport, frames: np.ndarray, output, *, gif:
         if report.notes:
             page.heading("Notes", 2)
             page.bullets(report.notes)
+        for name, data in dict(extra_files or {}).items():
+            (tmp / name).write_bytes(data)
         page.bullets(['<a href="boxes.json">boxes.json</a>', '<a href="report.json">report.json</a>',
-                      '<a href="report.md">report.md</a>'], html=True)
+                      '<a href="report.md">report.md</a>']
+                     + [f'<a href="{name}">{name}</a>' for name in dict(extra_files or {})], html=True)
         (tmp / "report.html").write_text(page.render(), encoding="utf-8")
     return output
 
