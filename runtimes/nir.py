@@ -5,6 +5,10 @@ which the reference executor runs; so a NIR round trip is checked bit for bit ag
 original graph. (Other NIR consumers run the standard nodes themselves:
 :mod:`spikedeploy.exporters.nir_peers` runs snntorch, norse, sinabs, rockpool and spyx on a file, and
 ``tests/interop/`` holds the peer matrix.)
+
+Neuron state across calls: NIR itself has no notion of state carried between executions; since
+this runtime re-executes the rebuilt IR with the reference, :func:`run` takes the reference's
+``state=`` (:func:`spikedeploy.reference.run`) and returns the final states in ``TargetRun.state``.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ def _inputs(graph, x) -> Dict[str, torch.Tensor]:
     return out
 
 
-def run(artifact, x, *, progress: bool = False, dtype: torch.dtype = torch.float64) -> TargetRun:
+def run(artifact, x, *, progress: bool = False, dtype: torch.dtype = torch.float64, state=None) -> TargetRun:
     """Run ``artifact`` (a :class:`~spikedeploy.exporters.nir.NirArtifact` or a path to a .nir
     file) on ``x`` ``[T, B, *s]`` (or a dict by input name). Returns the graph outputs and the
-    spike counts q of every neuron node."""
+    spike counts q of every neuron node. ``state``: carried neuron states, as the reference's
+    (module docstring); ``TargetRun.state`` holds the final ones."""
     from spikedeploy.exporters.nir import NirArtifact, load
 
     if isinstance(artifact, (str, Path)):
@@ -53,7 +58,7 @@ def run(artifact, x, *, progress: bool = False, dtype: torch.dtype = torch.float
         raise TypeError(f"expected a NirArtifact or a path, got {type(artifact).__name__}")
     xs = _inputs(artifact.graph, x)
     t0 = time.perf_counter()
-    r = reference_run(artifact.graph, xs, dtype=dtype)
+    r = reference_run(artifact.graph, xs, dtype=dtype, state=state)
     spike_counts = {n.name: r.records[n.name].q for n in artifact.graph.neurons()}
     return TargetRun(
         target="nir",
@@ -63,4 +68,5 @@ def run(artifact, x, *, progress: bool = False, dtype: torch.dtype = torch.float
         info={"wall_s": time.perf_counter() - t0, "timesteps": int(next(iter(r.outputs.values())).shape[0]),
               "executor": "spikedeploy reference (IR rebuilt from NIR metadata)",
               "path": str(artifact.path) if artifact.path else None},
+        state=r.state,
     )

@@ -332,3 +332,19 @@ def test_unstreamable_graphs_and_targets_are_refused_by_name():
     s.close()  # idempotent
     with pytest.raises(SpikedeployError, match="closed"):
         s.step(clip()[:1])
+
+
+def test_nir_runtime_takes_the_reference_state(tmp_path):
+    """NIR has no state between calls; its runtime re-executes the IR with the reference, so it
+    takes the same ``state=``."""
+    from spikedeploy.exporters import nir as nir_export
+    from spikedeploy.passes import ExpandSpikes
+    from spikedeploy.runtimes.nir import run as nir_run
+
+    g, x = ExpandSpikes("binary").apply(state_graph()), clip()
+    art = nir_export.load(nir_export.export(g, tmp_path / "m.nir", encoding="binary"))
+    whole = run(g, x)
+    first = nir_run(art, x[:4])
+    rest = nir_run(art, x[4:], state=first.state)
+    for n in NEURONS:
+        assert torch.equal(torch.cat([first.spike_counts[n], rest.spike_counts[n]]), whole.records[n].q), n
