@@ -27,6 +27,7 @@ CORE = (
     "spikedeploy.energy", "spikedeploy.errors", "spikedeploy.fsutil", "spikedeploy.resources",
     "spikedeploy.loading", "spikedeploy.verification", "spikedeploy.exporting", "spikedeploy.hardware",
     "spikedeploy.htmlreport", "spikedeploy.checkpoint", "spikedeploy.exporters", "spikedeploy.runtimes",
+    "spikedeploy.streaming",
 )
 
 
