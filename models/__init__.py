@@ -80,6 +80,23 @@ for _name in ("spiketrack-event-tiny", "spiketrack-event-full"):  # event camera
         BUILTIN_MODELS[f"{_name}:{_branch}"] = _spiketrack_event_branch(_name, _branch)
 
 
+def _spikevideoformer(name: str) -> Callable:
+    def build(**kwargs):
+        """SpikeVideoFormer ``name``, the deployed single-input network (fused RepConvs; options as
+        ``SpikeVideoFormerConfig`` fields; see ``spikedeploy.models.spikevideoformer``)."""
+        from .spikevideoformer import spikevideoformer_net
+
+        return spikevideoformer_net(name, **kwargs)
+
+    return build
+
+
+for _name in ("spikevideoformer-tiny", "spikevideoformer-15m", "spikevideoformer-55m"):  # video (issue 17)
+    if _name in BUILTIN_MODELS:
+        raise RuntimeError(f"built-in model {_name!r} registered twice")
+    BUILTIN_MODELS[_name] = _spikevideoformer(_name)
+
+
 def get_model(name: str, **kwargs):
     """Build the built-in model ``name`` with ``kwargs``; unknown names raise ConfigError."""
     if name not in BUILTIN_MODELS:
