@@ -165,7 +165,7 @@ def make_event_network(model, target: str):
         return TorchEventNetwork(model)
     if target == "torch64":
         return TorchEventNetwork(copy.deepcopy(model).double())
-    return _backends().make_event_network(model, target)  # pragma: no cover - needs the streaming backends
+    return _backends().make_event_network(model, target)
 
 
 class EventNetworkFactory:
@@ -175,14 +175,14 @@ class EventNetworkFactory:
     def __init__(self):
         self._inner = None
         b = _backends()
-        if b is not None and hasattr(b, "EventNetworkFactory"):  # pragma: no cover - needs the backends
+        if b is not None and hasattr(b, "EventNetworkFactory"):
             self._inner = b.EventNetworkFactory()
 
     def __call__(self, model, target: str):
         target = canonical_event_target(target)
         if target in EVENT_TORCH_TARGETS or self._inner is None:
             return make_event_network(model, target)
-        return self._inner(model, target)  # pragma: no cover - needs the backends
+        return self._inner(model, target)
 
 
 # ---------------------------------------------------------------------------------------------
