@@ -18,7 +18,7 @@ PACKAGE_DIRS = {
     "spikedeploy.runtimes": ROOT / "runtimes",
 }
 #: applications and front ends: nothing outside them may import them
-APPLICATIONS = ("spikedeploy.tracking", "spikedeploy.events")
+APPLICATIONS = ("spikedeploy.tracking", "spikedeploy.events", "spikedeploy.video")
 FRONT_ENDS = ("spikedeploy.api", "spikedeploy.cli", "spikedeploy.demo")
 #: the core of the issue's definition: IR, capture, passes, reference, targets and the checks
 CORE = (
