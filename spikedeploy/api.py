@@ -38,6 +38,10 @@ from spikedeploy.loading import (
 from spikedeploy.tracking.benchmark import evaluate
 from spikedeploy.tracking.benchmark import score_results as score
 from spikedeploy.tracking.datasets import make_dataset, read_dataset
+from spikedeploy.tracking.event_backends import EventGraphNetwork, capture_event_branches
+from spikedeploy.tracking.event_datasets import (EventTrackingDataset, EventTrackingSequence, make_event_dataset,
+                                                read_event_dataset, read_event_sequence)
+from spikedeploy.tracking.event_run import EVENT_TARGETS, EventTrackReport, load_event_input, track_events
 from spikedeploy.tracking.run import TRACK_TARGETS, load_boxes, load_frames, track
 from spikedeploy.verification import (
     DEMO_CASES,
@@ -58,6 +62,9 @@ __all__ = [
     "neuron_demo", "stage_result", "verify", "ExportResult", "default_encoding", "export", "run_artifact",
     "TRACK_TARGETS", "TRACK_BACKENDS", "load_boxes", "load_frames", "track", "demo", "budget",
     "evaluate", "score", "make_dataset", "read_dataset",
+    "EVENT_TARGETS", "EventTrackReport", "load_event_input", "track_events", "EventTrackingDataset",
+    "EventTrackingSequence", "make_event_dataset", "read_event_dataset", "read_event_sequence", "EventGraphNetwork",
+    "capture_event_branches",
 ]
 
 #: kept for callers of earlier versions: the canonical tracking target names
