@@ -51,6 +51,9 @@ def test_train_and_test_photographs_are_disjoint():
 
 
 def test_labels_are_balanced():
+    from spikedeploy.models.spikevideoformer import CONFIGS
+
+    assert CONFIGS["tiny"].num_classes == len(MOTIONS) and CONFIGS["tiny"].resolution == 64  # the bundled task
     clips = generate_clips(20, "train", frames=2, size=32)
     counts = Counter(c.label for c in clips)
     assert sorted(counts) == list(range(len(MOTIONS)))
