@@ -45,6 +45,8 @@ __all__ = [
     "photo",
     "generate_sequence",
     "generate_sequences",
+    # the pieces a sequence is made of (also used by spikedeploy.video's clips)
+    "Sprite", "cut_patch", "render_sprite", "resample_patch", "sprite_mask", "tinted",
 ]
 
 #: photographs per split (``skimage.data`` names; ``motorcycle`` is the left stereo image). The two
@@ -123,7 +125,7 @@ def _bilinear(img: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return top * (1 - fy) + bot * fy
 
 
-def _resample(img: np.ndarray, y0: float, x0: float, h: float, w: float, out_h: int, out_w: int) -> np.ndarray:
+def resample_patch(img: np.ndarray, y0: float, x0: float, h: float, w: float, out_h: int, out_w: int) -> np.ndarray:
     """The region ``[y0, y0 + h) x [x0, x0 + w)`` of ``img`` resampled to ``out_h x out_w``
     (box-filtered first when shrinking by more than 2x, to limit aliasing)."""
     factor = min(h / out_h, w / out_w)
@@ -138,7 +140,7 @@ def _resample(img: np.ndarray, y0: float, x0: float, h: float, w: float, out_h: 
     return _bilinear(img, ys[:, None], xs[None, :])
 
 
-def _tinted(img: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
+def tinted(img: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
     """Grayscale photographs get a random colour tint (colour photographs are returned as is)."""
     if name not in _GRAY:
         return img
@@ -147,7 +149,7 @@ def _tinted(img: np.ndarray, name: str, rng: np.random.Generator) -> np.ndarray:
 
 
 @dataclass
-class _Sprite:
+class Sprite:
     """An RGBA patch (float32 colour [h, w, 3] 0..255, alpha [h, w] 0..1) and its trajectory."""
 
     rgb: np.ndarray
@@ -158,7 +160,7 @@ class _Sprite:
     gains: np.ndarray  # [N] brightness factors
 
 
-def _mask(rng: np.random.Generator, h: int, w: int, shape: Optional[str] = None) -> np.ndarray:
+def sprite_mask(rng: np.random.Generator, h: int, w: int, shape: Optional[str] = None) -> np.ndarray:
     shape = shape or str(rng.choice(["ellipse", "rounded", "rect"], p=[0.4, 0.4, 0.2]))
     yy = (np.arange(h) + 0.5) / h * 2 - 1
     xx = (np.arange(w) + 0.5) / w * 2 - 1
@@ -174,7 +176,7 @@ def _mask(rng: np.random.Generator, h: int, w: int, shape: Optional[str] = None)
     return np.clip((1.0 - d) / soft + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-def _cut_patch(rng: np.random.Generator, img: np.ndarray, side: float, aspect: float,
+def cut_patch(rng: np.random.Generator, img: np.ndarray, side: float, aspect: float,
                near: Optional[Tuple[float, float]] = None) -> Tuple[np.ndarray, Tuple[float, float]]:
     """A patch of ``img`` of about ``side`` x ``side`` source pixels with the given aspect (w / h),
     resampled to at most 96 pixels per side. ``near``: take it close to this (cy, cx) source point."""
@@ -189,7 +191,7 @@ def _cut_patch(rng: np.random.Generator, img: np.ndarray, side: float, aspect: f
         cx = float(np.clip(near[1] + rng.uniform(-1.5, 1.5) * w, w / 2, W - w / 2))
     k = min(1.0, 96.0 / max(h, w))
     out_h, out_w = max(8, int(round(h * k))), max(8, int(round(w * k)))
-    return _resample(img, cy - h / 2, cx - w / 2, h, w, out_h, out_w), (cy, cx)
+    return resample_patch(img, cy - h / 2, cx - w / 2, h, w, out_h, out_w), (cy, cx)
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, terms: int = 3) -> np.ndarray:
@@ -231,7 +233,7 @@ def _trajectory(rng: np.random.Generator, n: int, H: int, W: int, margin: float,
     return out
 
 
-def _render(frame: np.ndarray, sp: _Sprite, i: int, *, blur: Optional[Sequence[np.ndarray]] = None
+def render_sprite(frame: np.ndarray, sp: Sprite, i: int, *, blur: Optional[Sequence[np.ndarray]] = None
             ) -> Tuple[int, int, np.ndarray]:
     """Alpha-composite sprite ``sp`` at frame ``i`` into ``frame`` (float32, in place). ``blur``:
     extra centre offsets (motion blur: the average of the renders at those offsets). Returns
@@ -334,7 +336,7 @@ def generate_sequence(seed: int, split: str = "train", num_frames: int = 60,
 
     # background: a crop of one photograph, larger than the frame, panned by the camera
     bg_name = str(rng.choice(names))
-    bg_img = _tinted(photo(bg_name), bg_name, rng)
+    bg_img = tinted(photo(bg_name), bg_name, rng)
     M = 24
     pan = np.stack([_smooth_noise(rng, n), _smooth_noise(rng, n)], axis=1) * M * 0.8 * diff
     BH, BW = bg_img.shape[:2]
@@ -343,18 +345,18 @@ def generate_sequence(seed: int, split: str = "train", num_frames: int = 60,
     region_w = min(BW, region_h * (W + 2 * M) / (H + 2 * M))
     region_h = region_w * (H + 2 * M) / (W + 2 * M)
     by, bx = rng.uniform(0, BH - region_h), rng.uniform(0, BW - region_w)
-    canvas = _resample(bg_img, by, bx, region_h, region_w, H + 2 * M, W + 2 * M)
+    canvas = resample_patch(bg_img, by, bx, region_h, region_w, H + 2 * M, W + 2 * M)
     if rng.random() < 0.3:  # a smoother (defocused) background now and then
         from scipy.ndimage import gaussian_filter
         canvas = gaussian_filter(canvas, sigma=(1.5, 1.5, 0))
 
     # target
     tg_name = str(rng.choice([m for m in names if m != bg_name] if rng.random() < 0.85 else names))
-    tg_img = _tinted(photo(tg_name), tg_name, rng)
+    tg_img = tinted(photo(tg_name), tg_name, rng)
     aspect = float(np.exp(rng.uniform(-0.45, 0.45)))
     src_side = rng.uniform(50, 170)
-    rgb, tg_src_center = _cut_patch(rng, tg_img, src_side, aspect)
-    alpha = _mask(rng, *rgb.shape[:2])
+    rgb, tg_src_center = cut_patch(rng, tg_img, src_side, aspect)
+    alpha = sprite_mask(rng, *rgb.shape[:2])
     base = rng.uniform(24, 50) * math.sqrt(H * W / (240 * 320))  # sqrt(w h) of the target in the frame
     ph, pw = alpha.shape
     s0 = base / math.sqrt(ph * pw)
@@ -364,31 +366,31 @@ def generate_sequence(seed: int, split: str = "train", num_frames: int = 60,
     speed = rng.uniform(0.5, 1.0 + 6.0 * diff)
     margin = 0.5 * base * 1.3
     centers = _trajectory(rng, n, H, W, margin, speed)
-    target = _Sprite(rgb, alpha, centers, scales, angles, gains)
+    target = Sprite(rgb, alpha, centers, scales, angles, gains)
 
     # distractors (behind the target); the first is often cut from the target's own photograph
-    sprites: List[_Sprite] = []
+    sprites: List[Sprite] = []
     n_distractors = int(rng.integers(0, 1 + round(3 * diff))) if diff > 0 else 0
     for k in range(n_distractors):
         same = k == 0 and rng.random() < 0.6
         d_name = tg_name if same else str(rng.choice(names))
-        d_img = tg_img if same else _tinted(photo(d_name), d_name, rng)
-        d_rgb, _ = _cut_patch(rng, d_img, src_side * rng.uniform(0.8, 1.25), aspect * float(np.exp(rng.uniform(-0.2, 0.2))),
+        d_img = tg_img if same else tinted(photo(d_name), d_name, rng)
+        d_rgb, _ = cut_patch(rng, d_img, src_side * rng.uniform(0.8, 1.25), aspect * float(np.exp(rng.uniform(-0.2, 0.2))),
                               near=tg_src_center if same else None)
-        d_alpha = _mask(rng, *d_rgb.shape[:2])
+        d_alpha = sprite_mask(rng, *d_rgb.shape[:2])
         d_s = s0 * math.sqrt(ph * pw / (d_alpha.shape[0] * d_alpha.shape[1])) * rng.uniform(0.8, 1.2)
         d_scales = d_s * np.exp(0.2 * diff * _smooth_noise(rng, n))
-        sprites.append(_Sprite(d_rgb, d_alpha, _trajectory(rng, n, H, W, margin, rng.uniform(0.5, 1.0 + 5 * diff)),
+        sprites.append(Sprite(d_rgb, d_alpha, _trajectory(rng, n, H, W, margin, rng.uniform(0.5, 1.0 + 5 * diff)),
                                d_scales, math.radians(20) * diff * _smooth_noise(rng, n),
                                1.0 + 0.15 * diff * _smooth_noise(rng, n)))
 
     # occluder (in front): crosses the target's path around frame t_mid
-    occluder: Optional[_Sprite] = None
+    occluder: Optional[Sprite] = None
     if n >= 8 and rng.random() < 0.6 * diff:
         o_name = str(rng.choice(names))
-        o_img = _tinted(photo(o_name), o_name, rng)
-        o_rgb, _ = _cut_patch(rng, o_img, rng.uniform(40, 120), float(np.exp(rng.uniform(-0.8, 0.8))))
-        o_alpha = _mask(rng, *o_rgb.shape[:2], shape=str(rng.choice(["rect", "ellipse"])))
+        o_img = tinted(photo(o_name), o_name, rng)
+        o_rgb, _ = cut_patch(rng, o_img, rng.uniform(40, 120), float(np.exp(rng.uniform(-0.8, 0.8))))
+        o_alpha = sprite_mask(rng, *o_rgb.shape[:2], shape=str(rng.choice(["rect", "ellipse"])))
         o_s = base * rng.uniform(0.45, 0.9) / math.sqrt(o_alpha.size)
         t_mid = int(rng.integers(n // 4, max(n // 4 + 1, 3 * n // 4)))
         ang = rng.uniform(0, 2 * math.pi)
@@ -397,7 +399,7 @@ def generate_sequence(seed: int, split: str = "train", num_frames: int = 60,
         side_shift = rng.uniform(-0.4, 0.4) * base * np.array([-math.sin(ang), math.cos(ang)])
         t = np.arange(n) - t_mid
         o_centers = centers[t_mid] + side_shift + t[:, None] * u[None, :]
-        occluder = _Sprite(o_rgb, o_alpha, o_centers, np.full(n, o_s), np.zeros(n), np.ones(n))
+        occluder = Sprite(o_rgb, o_alpha, o_centers, np.full(n, o_s), np.zeros(n), np.ones(n))
 
     blur_p = 0.35 * diff
     noise_sigma = rng.uniform(0.0, 5.0 * diff)
@@ -410,17 +412,17 @@ def generate_sequence(seed: int, split: str = "train", num_frames: int = 60,
         oy = min(max(int(round(M + pan[i, 1])), 0), 2 * M)
         frame = canvas[oy:oy + H, ox:ox + W].copy()
         for sp in sprites:
-            _render(frame, sp, i)
+            render_sprite(frame, sp, i)
         blur = None
         if blur_frames[i] and i > 0:
             vel = centers[i] - centers[i - 1]
             blur = [vel * f for f in np.linspace(-0.75, 0.0, 4)]
-        t_mask = _render(frame, target, i, blur=blur)
+        t_mask = render_sprite(frame, target, i, blur=blur)
         box, area = _box_from_mask(*t_mask)
         if area == 0:  # cannot happen with the margins above; kept as a guard
             raise RuntimeError(f"synthetic sequence {split}/{seed}: target left the frame at {i}")
         if occluder is not None:
-            visible[i] = 1.0 - _covered(t_mask, _render(frame, occluder, i))
+            visible[i] = 1.0 - _covered(t_mask, render_sprite(frame, occluder, i))
         if noise_sigma > 0:
             frame += np.float32(noise_sigma) * rng.standard_normal(size=frame.shape, dtype=np.float32)
         frames[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)

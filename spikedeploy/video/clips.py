@@ -52,7 +52,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from spikedeploy.errors import ConfigError, InputError
-from spikedeploy.tracking.synth import SPLIT_IMAGES, _cut_patch, _mask, _render, _resample, _Sprite, _tinted, photo
+from spikedeploy.tracking.synth import SPLIT_IMAGES, cut_patch, sprite_mask, render_sprite, resample_patch, Sprite, tinted, photo
 
 __all__ = [
     "MOTIONS",
@@ -187,31 +187,31 @@ def generate_clip(index: int, split: str = "train", *, seed: int = 0, frames: in
 
     # background: a crop of one photograph (static camera)
     bg_name = str(rng.choice(names))
-    bg_img = _tinted(photo(bg_name), bg_name, rng)
+    bg_img = tinted(photo(bg_name), bg_name, rng)
     BH, BW = bg_img.shape[:2]
     side = rng.uniform(0.35, 0.9) * min(BH, BW)
     by, bx = rng.uniform(0, BH - side), rng.uniform(0, BW - side)
-    background = _resample(bg_img, by, bx, side, side, size, size)
+    background = resample_patch(bg_img, by, bx, side, side, size, size)
 
     # object: a cut-out of another photograph
     ob_name = str(rng.choice([m for m in names if m != bg_name]))
-    ob_img = _tinted(photo(ob_name), ob_name, rng)
+    ob_img = tinted(photo(ob_name), ob_name, rng)
     aspect = float(np.exp(rng.uniform(-0.4, 0.4)))
-    rgb, _ = _cut_patch(rng, ob_img, rng.uniform(60, 180), aspect)
+    rgb, _ = cut_patch(rng, ob_img, rng.uniform(60, 180), aspect)
     shape = str(rng.choice(["ellipse", "rounded", "rect"], p=[0.3, 0.4, 0.3]))
-    alpha = _mask(rng, *rgb.shape[:2], shape=shape)
+    alpha = sprite_mask(rng, *rgb.shape[:2], shape=shape)
     base = rng.uniform(0.32, 0.45) * size  # sqrt(w h) of the object in the frame
     ph, pw = alpha.shape
     centers, scale_path, angles, params = _motion_path(rng, motion, n, size, base)
     scales = base / math.sqrt(ph * pw) * scale_path
     gain = float(rng.uniform(0.85, 1.15))
-    sprite = _Sprite(rgb, alpha, centers, scales, angles, np.full(n, gain))
+    sprite = Sprite(rgb, alpha, centers, scales, angles, np.full(n, gain))
 
     noise_sigma = float(rng.uniform(0.0, 4.0))
     out = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
         frame = background.copy()
-        _render(frame, sprite, i)
+        render_sprite(frame, sprite, i)
         if noise_sigma > 0:
             frame += np.float32(noise_sigma) * rng.standard_normal(size=frame.shape, dtype=np.float32)
         out[i] = np.clip(np.rint(frame), 0, 255).astype(np.uint8)
