@@ -84,8 +84,8 @@ Fixed point
 A graph quantized by :class:`spikedeploy.passes.quantize.QuantizeFixedPoint` compiles into a
 ``"precision": "fixed"`` bundle (``fixed_point``: weight and state bits, the output exponents; the
 whole plan is in the IR graph's metadata): its neurons are ``fixed_integer_lif`` /
-``fixed_binary_lif`` processes with the integer constants of the IR ops, the ``Quantize`` boundary
-runs in the host part, and each dyadic weight-free op (pooling, mean, upsampling, weights
+``fixed_dynamic_integer_lif`` (DI-LIF: integer gate thresholds) / ``fixed_binary_lif`` processes
+with the integer constants of the IR ops, the ``Quantize`` boundary runs in the host part, and each dyadic weight-free op (pooling, mean, upsampling, weights
 ``k * 2**-s``) is composed with the ``Scale(2**s)`` that follows it into one synapse of integer
 weights, so every array a process computes with is an integer (checked when compiling and loading).
 It runs with ``select_tag="fixed_pt"`` (:mod:`spikedeploy.runtimes.lava`).
@@ -658,6 +658,11 @@ def _neuron_params(op) -> dict:
         leak = list(op.leak) if isinstance(op.leak, tuple) else op.leak
         return {"kind": "fixed_integer_lif", "d": int(op.d), "unit": int(op.unit), "reset": int(op.reset),
                 "leak": leak, "rounding": op.rounding, "state_bits": int(op.state_bits), "label": op.label}
+    if isinstance(op, O.FixedDynamicIntegerLIF):
+        return {"kind": "fixed_dynamic_integer_lif", "d_init": int(op.d_init), "unit": int(op.unit),
+                "reset": int(op.reset), "leak": op.leak, "sign": int(op.sign),
+                "thresholds": [int(v) for v in op.thresholds], "rounding": op.rounding,
+                "state_bits": int(op.state_bits), "label": op.label}
     if isinstance(op, O.FixedBinaryLIF):
         return {"kind": "fixed_binary_lif", "beta": int(op.beta), "threshold": int(op.threshold),
                 "state_bits": int(op.state_bits), "label": op.label}
@@ -1008,6 +1013,7 @@ RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
     O.BinaryLIF: neuron_rule,
     O.FixedIntegerLIF: neuron_rule,
     O.FixedBinaryLIF: neuron_rule,
+    O.FixedDynamicIntegerLIF: neuron_rule,
     O.Conv2d: synapse_rule,
     O.Conv1d: synapse_rule,
     O.Linear: synapse_rule,

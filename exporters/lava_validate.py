@@ -82,7 +82,7 @@ SEND_TYPES = ("neuron", "attention", "memory_write", "junction", "source", "host
               "memory_read")
 #: neuron kinds of :func:`spikedeploy.runtimes.lava_kernels.neuron_step` and (``fixed_*``, a fixed
 #: bundle's) :func:`~spikedeploy.runtimes.lava_kernels.fixed_neuron_step`
-FIXED_NEURON_KINDS = ("fixed_integer_lif", "fixed_binary_lif")
+FIXED_NEURON_KINDS = ("fixed_integer_lif", "fixed_binary_lif", "fixed_dynamic_integer_lif")
 NEURON_KINDS = ("integer_lif", "dynamic_integer_lif", "binary_lif") + FIXED_NEURON_KINDS
 #: ``precision`` of a bundle (absent: "float", every bundle before issue 14)
 PRECISIONS = ("float", "fixed")
@@ -452,7 +452,7 @@ class _Bundle:
 
     def check_fixed_neuron(self, c: FieldChecker, nr: dict, kind: str) -> None:
         """The integer constants of a fixed-point neuron (:class:`spikedeploy.ir.ops.FixedIntegerLIF`,
-        :class:`~spikedeploy.ir.ops.FixedBinaryLIF`)."""
+        :class:`~spikedeploy.ir.ops.FixedDynamicIntegerLIF`, :class:`~spikedeploy.ir.ops.FixedBinaryLIF`)."""
         bits = c.int(c.key(nr, "state_bits", "neuron"), "neuron.state_bits", 2, MAX_STATE_BITS)
         leak_max = 1 << O.LEAK_BITS
         if kind == "fixed_binary_lif":
@@ -460,7 +460,16 @@ class _Bundle:
             c.int(c.key(nr, "threshold", "neuron"), "neuron.threshold", 1, (1 << (bits - 1)) - 1)
             return
         c.str(c.key(nr, "rounding", "neuron"), "neuron.rounding", ROUNDINGS)
-        d = c.int(c.key(nr, "d", "neuron"), "neuron.d", 1, MAX_FIRING_LIMIT)
+        if kind == "fixed_dynamic_integer_lif":  # D_max = 2 d_init; the gate as integer thresholds
+            d = 2 * c.int(c.key(nr, "d_init", "neuron"), "neuron.d_init", 1, MAX_FIRING_LIMIT // 2)
+            c.int(c.key(nr, "sign", "neuron"), "neuron.sign", -1, 1)
+            th = c.list(c.key(nr, "thresholds", "neuron"), "neuron.thresholds", min_len=d - 1, max_len=d - 1)
+            for j, v in enumerate(th):
+                c.int(v, f"neuron.thresholds[{j}]", -O.THRESHOLD_LIMIT, O.THRESHOLD_LIMIT)
+            if any(a > b for a, b in zip(th, th[1:])):
+                c.fail("neuron.thresholds", "must be non-decreasing")
+        else:
+            d = c.int(c.key(nr, "d", "neuron"), "neuron.d", 1, MAX_FIRING_LIMIT)
         unit = c.int(c.key(nr, "unit", "neuron"), "neuron.unit", 2, 1 << (bits - 1))
         if unit & (unit - 1):
             c.fail("neuron.unit", f"must be a power of two, got {unit}")

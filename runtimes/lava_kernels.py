@@ -312,8 +312,9 @@ def fixed_round(v: np.ndarray, unit: int, rounding: str) -> np.ndarray:
 
 def fixed_neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.ndarray],
                       start: Optional[Dict[str, np.ndarray]] = None) -> Tuple[np.ndarray, Dict[str, np.ndarray], int]:
-    """One macro-step of a fixed-point neuron (``kind`` ``fixed_integer_lif`` or
-    ``fixed_binary_lif``, the constants of :class:`spikedeploy.ir.ops.FixedIntegerLIF` /
+    """One macro-step of a fixed-point neuron (``kind`` ``fixed_integer_lif``,
+    ``fixed_dynamic_integer_lif`` (its D from :func:`fixed_dynamic_limit`) or ``fixed_binary_lif``,
+    the constants of :class:`spikedeploy.ir.ops.FixedIntegerLIF` /
     :class:`~spikedeploy.ir.ops.FixedBinaryLIF`) on the int64 input current ``x`` (the window's
     sum plus the bias); ``t`` is the macro-step within the sample (0: from a reset state).
     Returns ``(q, new_state, saturated)``: the int64 count (or spike), the state for the next
@@ -332,6 +333,7 @@ def fixed_neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.n
         h, sat = fixed_saturate(carried + x, bits)
         s = (h > int(params["threshold"])).astype(np.int64)
         return s, {"u": h - int(params["threshold"]) * s}, sat
+    d = int(params["d"]) if params["kind"] == "fixed_integer_lif" else fixed_dynamic_limit(params, x)
     leak = params["leak"]
     if leak is not None and t == 0 and start is not None:
         v = fixed_decay(start["v"] - int(params["reset"]) * start["q"], _carry_leak(leak, "fixed-point neuron")) + x
@@ -341,8 +343,25 @@ def fixed_neuron_step(params: dict, x: np.ndarray, t: int, state: Dict[str, np.n
         lam = leak[t - 1] if isinstance(leak, (list, tuple)) else leak
         v = fixed_decay(state["v"] - int(params["reset"]) * state["q"], lam) + x
     v, sat = fixed_saturate(v, bits)
-    q = np.clip(fixed_round(v, params["unit"], params["rounding"]), 0, int(params["d"]))
+    q = np.clip(fixed_round(v, params["unit"], params["rounding"]), 0, d)
     return q, {"v": v, "q": q}, sat
+
+
+#: a fixed DI-LIF's input sum must stay below this bound (the thresholds' range, 2**53)
+DILIF_SUM_LIMIT = 1 << 53
+
+
+def fixed_dynamic_limit(params: dict, x: np.ndarray) -> int:
+    """The limit D of one macro-step of a fixed DI-LIF layer (``kind`` ``fixed_dynamic_integer_lif``,
+    :class:`spikedeploy.ir.ops.FixedDynamicIntegerLIF`) from its int64 input current ``x`` (one
+    sample: the whole layer): ``S = sum(x)`` exactly in int64, ``D = 1 + #{k : sign * S >=
+    thresholds[k - 2]}`` (integer comparisons, as an accumulator and a compare on Loihi: no
+    sigmoid). A sum that could leave int64 raises ``ValueError``."""
+    xi = np.asarray(x, dtype=np.int64)
+    if xi.size and int(np.abs(xi).max()) * xi.size >= DILIF_SUM_LIMIT:
+        raise ValueError("fixed-point DI-LIF: the input sum may exceed 2**53 (the thresholds' range)")
+    s = int(xi.sum()) * int(params["sign"])
+    return 1 + sum(1 for th in params["thresholds"] if s >= int(th))
 
 
 def fixed_sparse_product(matrix, x: np.ndarray) -> np.ndarray:

@@ -565,7 +565,7 @@ def state_keys(kind: str) -> Tuple[str, ...]:
     """The state a neuron ``kind`` carries, in the rows of ``state_in``/``state_out``."""
     if kind in ("binary_lif", "fixed_binary_lif"):
         return ("u",)
-    return ("v", "q") if kind == "fixed_integer_lif" else ("m", "q")
+    return ("v", "q") if kind in ("fixed_integer_lif", "fixed_dynamic_integer_lif") else ("m", "q")
 
 
 @process_model(IntegerNeuron, ins=("a_in",), outs=("s_out",), vars=("bias", "q_rec", "state_in", "state_out"))
@@ -1185,7 +1185,8 @@ class _FixedModel:
 @declare_model(ModelSpec(IntegerNeuron, ("a_in",), ("s_out",), ("bias", "q_rec", "state_in", "state_out", "saturated"),
                          "fixed_pt"))
 class PyIntegerNeuronFixed(_FixedModel, PyIntegerNeuronFloat):
-    """The fixed-point neuron (``kind`` ``fixed_integer_lif`` / ``fixed_binary_lif``:
+    """The fixed-point neuron (``kind`` ``fixed_integer_lif`` / ``fixed_dynamic_integer_lif`` /
+    ``fixed_binary_lif``:
     :func:`~spikedeploy.runtimes.lava_kernels.fixed_neuron_step`); the state elements clamped to
     the state width are counted per macro-step in ``saturated`` (written next to the record:
     ``<record>.saturated.npy``)."""

@@ -69,6 +69,8 @@ __all__ = [
     "dynamic_integer",
     "fixed_integer_lif",
     "fixed_binary_lif",
+    "fixed_dynamic_limit",
+    "fixed_dynamic_integer_lif",
 ]
 
 ROUNDING_MODES = ("half_even", "half_up")
@@ -376,7 +378,7 @@ def dynamic_integer(
 
 
 # ---------------------------------------------------------------------------------------------
-# fixed point (Loihi-style integers; IR ops FixedIntegerLIF / FixedBinaryLIF)
+# fixed point (Loihi-style integers; IR ops FixedIntegerLIF / FixedBinaryLIF / FixedDynamicIntegerLIF)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -416,13 +418,18 @@ def fixed_integer_lif(x: torch.Tensor, *, d: int, unit: int, reset: int, leak=No
                       rounding: str = "half_even", state_bits: int = 24,
                       state: Optional[NeuronState] = None) -> NeuronTrace:
     """The fixed-point integer LIF (:class:`spikedeploy.ir.ops.FixedIntegerLIF`) on integer input
-    ``x`` ``[T, B, ...]`` (int64 arithmetic). ``q`` is returned as float64 counts, ``margin`` is the
-    distance of the state to the nearest rounding boundary in membrane units (never 0 except on an
-    exact tie, which the tie rule decides), ``saturated`` the number of clamped state updates.
+    ``x`` ``[T, B, ...]`` (int64 arithmetic); ``d`` an int, or (DI-LIF,
+    :func:`fixed_dynamic_integer_lif`) an integer tensor ``[T, B]`` of per-step limits. ``q`` is
+    returned as float64 counts, ``margin`` is the distance of the state to the nearest rounding
+    boundary in membrane units (never 0 except on an exact tie, which the tie rule decides),
+    ``saturated`` the number of clamped state updates.
     ``state``: ``NeuronState(v, q)`` (integers) carried from the previous call, then ``v_0 =
     sat(decay(v - reset * q) + x_0)`` (an int leak only); ``trace.state`` is the final one (int64)."""
     xi = _as_int64(x, "fixed-point integer LIF")
     T = xi.shape[0]
+    d_steps = None  # DI-LIF (fixed_dynamic_integer_lif): an int64 limit per step and sample [T, B]
+    if isinstance(d, torch.Tensor):
+        d_steps = d.to(torch.int64).reshape(tuple(d.shape) + (1,) * (xi.dim() - d.dim()))
     if isinstance(leak, (tuple, list)) and len(leak) < T - 1:
         raise ValueError(f"neuron has {len(leak)} per-step leaks but the input has T={T} steps")
     if state is not None:
@@ -445,18 +452,21 @@ def fixed_integer_lif(x: torch.Tensor, *, d: int, unit: int, reset: int, leak=No
             v = fixed_decay(v_prev - reset * q_prev, lam) + xi[t]
         v, n = _saturate(v, state_bits)
         sat += n
-        q = _round_units(v, unit, rounding).clamp(0, d)
+        q = _round_units(v, unit, rounding).clamp(min=0)
+        q = q.clamp(max=d) if d_steps is None else torch.minimum(q, d_steps[t])
         qs.append(q)
         states.append(v)
         v_prev, q_prev = v, q
     q = torch.stack(qs)
 
     def margin():  # as _rounding_margin, in membrane units
-        return _rounding_margin(torch.stack(states).to(torch.float64) / unit, d)
+        vs = torch.stack(states).to(torch.float64) / unit
+        return _rounding_margin(vs, d if d_steps is None else _expand_d(d_steps[:T], vs))
 
     qf = q.to(torch.float64)
     final = None if leak is None else NeuronState(m=states[-1].clone(), q=q_prev.clone())
-    return NeuronTrace(q=qf, value=qf, margin_source=margin, d=int(d), saturated=sat, state=final)
+    return NeuronTrace(q=qf, value=qf, margin_source=margin, saturated=sat, state=final,
+                       d=int(d) if d_steps is None else d.to(torch.float64))
 
 
 def fixed_binary_lif(x: torch.Tensor, *, beta: int, threshold: int, state_bits: int = 24,
@@ -481,3 +491,45 @@ def fixed_binary_lif(x: torch.Tensor, *, beta: int, threshold: int, state_bits: 
     q = torch.stack(qs).to(torch.float64)
     return NeuronTrace(q=q, value=q, d=1, saturated=sat, state=NeuronState(m=u.clone()),
                        margin_source=lambda: torch.stack([(h - threshold).abs().to(torch.float64) for h in hs]))
+
+
+#: the integer input sum of a fixed DI-LIF stays below this bound (the thresholds' range,
+#: :data:`spikedeploy.ir.ops.THRESHOLD_LIMIT`)
+_SUM_LIMIT = 1 << 53
+
+
+def fixed_dynamic_limit(x: torch.Tensor, *, sign: int, thresholds) -> torch.Tensor:
+    """The fixed DI-LIF's limit per step and sample (:class:`spikedeploy.ir.ops.FixedDynamicIntegerLIF`)::
+
+        S[t, b] = sum_i x[t, b, i]          (the layer's integer input, exact in int64)
+        D[t, b] = 1 + #{k : sign * S[t, b] >= thresholds[k - 2]}
+
+    Returns D as int64 ``[T, B]``. The thresholds stand for the float gate
+    ``clamp(round(2 sigmoid(w S / (N unit) + b) D_init), 1, 2 D_init)``
+    (:func:`spikedeploy.ir.ops.dilif_thresholds`; integer comparisons only, no sigmoid)."""
+    xi = _as_int64(x, "fixed-point DI-LIF")
+    if xi.dim() < 3:
+        raise ValueError("fixed-point DI-LIF input needs shape [T, B, ...] with at least one feature axis")
+    flat = xi.flatten(2)
+    if flat.numel() and int(flat.abs().max()) * flat.shape[2] >= _SUM_LIMIT:
+        raise ValueError("fixed-point DI-LIF: the input sum may exceed 2**53 (the thresholds' range); quantize "
+                         "the graph first")
+    s = flat.sum(dim=2) * int(sign)
+    th = torch.as_tensor([int(v) for v in thresholds], dtype=torch.int64)
+    return 1 + (s.unsqueeze(-1) >= th).sum(dim=-1)
+
+
+def fixed_dynamic_integer_lif(x: torch.Tensor, *, d_init: int, unit: int, reset: int, sign: int, thresholds,
+                              leak=None, rounding: str = "half_even", state_bits: int = 24,
+                              state: Optional[NeuronState] = None) -> NeuronTrace:
+    """The fixed-point DI-LIF (:class:`spikedeploy.ir.ops.FixedDynamicIntegerLIF`): the limit of
+    every step from :func:`fixed_dynamic_limit` (that step's input alone: D holds no state), then
+    :func:`fixed_integer_lif` with that limit. ``state``: ``NeuronState(v, q)`` (integers) carried
+    from the previous call, exactly as :func:`fixed_integer_lif`; ``trace.d`` is D ``[T, B]``
+    (float64 integers, as the float DI-LIF's)."""
+    d_init = check_firing_limit(d_init, "fixed-point DI-LIF")
+    if len(thresholds) != 2 * d_init - 1:
+        raise ValueError(f"fixed-point DI-LIF needs 2 * d_init - 1 = {2 * d_init - 1} thresholds, got {len(thresholds)}")
+    d = fixed_dynamic_limit(x, sign=sign, thresholds=thresholds)
+    return fixed_integer_lif(x, d=d, unit=unit, reset=reset, leak=leak, rounding=rounding, state_bits=state_bits,
+                             state=state)

@@ -316,6 +316,13 @@ class FixedIntegerLIFRule(NeuronRule):
                                    rounding=op.rounding, state_bits=op.state_bits, state=state)
 
 
+class FixedDynamicIntegerLIFRule(NeuronRule):
+    def dynamics(self, op, x, state=None):
+        return N.fixed_dynamic_integer_lif(x, d_init=op.d_init, unit=op.unit, reset=op.reset, sign=op.sign,
+                                           thresholds=op.thresholds, leak=op.leak, rounding=op.rounding,
+                                           state_bits=op.state_bits, state=state)
+
+
 class FixedBinaryLIFRule(NeuronRule):
     def dynamics(self, op, x, state=None):
         return N.fixed_binary_lif(x, beta=op.beta, threshold=op.threshold, state_bits=op.state_bits, state=state)
@@ -545,6 +552,7 @@ for _t, _r in [
     (O.Quantize, QuantizeRule()),
     (O.FixedIntegerLIF, FixedIntegerLIFRule()),
     (O.FixedBinaryLIF, FixedBinaryLIFRule()),
+    (O.FixedDynamicIntegerLIF, FixedDynamicIntegerLIFRule()),
 ]:
     register_rule(_t, _r)
 

@@ -138,8 +138,9 @@ register_target(TargetSpec("onnx", "spikedeploy.exporters.onnx", "spikedeploy.ru
                                       "spikes (FixedIntegerLIF/FixedBinaryLIF neurons)"))
 register_target(TargetSpec("nir", "spikedeploy.exporters.nir", "spikedeploy.runtimes.nir",
                            "NIR graph (nir.write/nir.read), re-executed by the reference", ".nir",
-                           fixed_note="NIR has no node for the fixed-point neurons FixedIntegerLIF/FixedBinaryLIF "
-                                      "(24-bit saturating integer state) or the Quantize host boundary"))
+                           fixed_note="NIR has no node for the fixed-point neurons FixedIntegerLIF/FixedBinaryLIF/"
+                                      "FixedDynamicIntegerLIF (24-bit saturating integer state) or the Quantize host "
+                                      "boundary"))
 register_target(TargetSpec("lava", "spikedeploy.exporters.lava", "spikedeploy.runtimes.lava",
                            "Lava process-graph bundle, run in the CPU simulator (Loihi2SimCfg)", ".lava",
                            precisions=("float", "fixed")))

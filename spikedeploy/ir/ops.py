@@ -586,6 +586,128 @@ class FixedIntegerLIF(Op):
         return tuple(s)
 
 
+#: bound of a DI-LIF threshold and of the integer input sum it is compared with (2**53: exact in
+#: a float64 parameter array; a threshold beyond any possible sum, clipped to it, decides the same)
+THRESHOLD_LIMIT = 1 << 53
+
+
+def dilif_thresholds(d_init: int, gate_w: float, gate_b: float, n_features: int, unit: int
+                     ) -> Tuple[int, Tuple[int, ...]]:
+    """``(sign, thresholds)`` of :class:`FixedDynamicIntegerLIF` for the float DI-LIF gate
+    ``(gate_w, gate_b)`` on ``n_features`` inputs in state units ``unit`` (float64, computed once)::
+
+        z_k     = logit((k - 1/2) / (2 d_init))                           k = 2 .. 2 d_init
+        w != 0: sign = sgn(w),  theta_k = ceil((z_k - b) * n_features * unit / |w|)
+        w == 0: sign = 0,       theta_k = 0 if b >= z_k else 1
+        theta_k clipped to [-THRESHOLD_LIMIT, THRESHOLD_LIMIT]
+
+    so that ``D >= k`` iff ``sign * S >= theta_k`` with ``S`` the integer input sum (``|S| <
+    THRESHOLD_LIMIT``, checked where S is computed, so a clipped threshold decides the same)."""
+    _check_count("DI-LIF d_init", d_init, 1)
+    _check_count("DI-LIF n_features", n_features, 1)
+    w, b = float(gate_w), float(gate_b)
+    sign = (w > 0) - (w < 0)
+    out = []
+    for k in range(2, 2 * int(d_init) + 1):
+        p = (k - 0.5) / (2.0 * d_init)
+        z = math.log(p / (1.0 - p))
+        if sign == 0:
+            out.append(0 if b >= z else 1)
+            continue
+        v = (z - b) * float(n_features) * float(unit) / abs(w)
+        v = min(max(v, -float(THRESHOLD_LIMIT)), float(THRESHOLD_LIMIT))
+        out.append(int(max(-THRESHOLD_LIMIT, min(THRESHOLD_LIMIT, math.ceil(v)))))
+    return sign, tuple(out)
+
+
+@dataclass(frozen=True, eq=False)
+class FixedDynamicIntegerLIF(Op):
+    """DI-LIF (:class:`DynamicIntegerLIF`) in Loihi-style fixed point: a :class:`FixedIntegerLIF`
+    whose limit D[t, b] is a step function of the integer sum of the layer's input, compared with
+    integer thresholds made once at quantization (no sigmoid on the device).
+
+    The float DI-LIF: ``D[t, b] = clamp(round(2 sigmoid(w mu + b) D_init), 1, 2 D_init)`` with
+    ``mu = mean_i x[t, b, i]`` over the layer's N = ``n_features`` features. In fixed point x is an
+    integer in state units (``unit`` state units = 1.0), so with ``S[t, b] = sum_i x[t, b, i]`` (exact,
+    int64) ``mu = S / (N unit)``. For k = 2 .. 2 D_init, ``D >= k`` iff ``2 sigmoid(w mu + b) D_init >=
+    k - 1/2`` (round's boundary; an exact tie there has measure zero in the float model and is
+    decided by the integer rule here), i.e. iff ``w mu + b >= z_k = logit((k - 1/2) / (2 D_init))``:
+    for w > 0 iff ``S >= ceil((z_k - b) N unit / w)``, for w < 0 iff ``S <= floor((z_k - b) N unit /
+    w)``, for w = 0 never or always. In one form (:func:`dilif_thresholds`)::
+
+        D[t, b] = 1 + #{k : sign * S[t, b] >= thresholds[k - 2]}       (thresholds non-decreasing)
+        v_t, q_t as FixedIntegerLIF with d = D[t, b] (reset = unit: DI-LIF subtracts q)
+
+    The one approximation: S is exact, the thresholds are rounded to integers, so D differs from
+    the float model's only when mu lies within one state unit / N of a gate boundary (counted per
+    layer on the calibration inputs in the quantization plan). ``gate_w``/``gate_b`` are kept for
+    reports; ``norm`` (= D_init) likewise (the 1/D_init is in the consumers' weights). Binary
+    encoding uses the static window of ``2 d_init`` sub-steps, like :class:`DynamicIntegerLIF`."""
+
+    is_neuron: ClassVar[bool] = True
+    d_init: int
+    unit: int
+    reset: int
+    n_features: int
+    sign: int
+    thresholds: np.ndarray
+    leak: Optional[int] = None
+    rounding: str = "half_even"
+    gate_w: float = 0.0
+    gate_b: float = 0.0
+    label: str = "DI-LIF"
+    encoding: Optional[str] = "binary"
+    state_bits: int = STATE_BITS
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_int("DI-LIF d_init", self.d_init, 1)
+        _check_int("state unit", self.unit, 2)
+        if self.unit & (self.unit - 1):
+            raise ValueError(f"state unit must be a power of two, got {self.unit}")
+        _check_int("reset", self.reset, 0)
+        _check_int("n_features", self.n_features, 1)
+        if isinstance(self.sign, bool) or self.sign not in (-1, 0, 1):
+            raise ValueError(f"DI-LIF threshold sign must be -1, 0 or 1, got {self.sign!r}")
+        th = self.thresholds
+        if not isinstance(th, np.ndarray) or th.shape != (2 * int(self.d_init) - 1,):
+            raise ValueError(f"DI-LIF needs 2 * d_init - 1 = {2 * int(self.d_init) - 1} thresholds, got "
+                             f"{np.shape(th)}")
+        if not (np.all(th == np.round(th)) and np.all(np.abs(th) <= THRESHOLD_LIMIT)):
+            raise ValueError(f"DI-LIF thresholds must be integers of magnitude <= 2**53, got {th.tolist()}")
+        if np.any(np.diff(th) < 0):
+            raise ValueError(f"DI-LIF thresholds must be non-decreasing, got {th.tolist()}")
+        if self.leak is not None:
+            _check_leak_fraction(self.leak)
+            if isinstance(self.leak, tuple):
+                raise ValueError("DI-LIF has one leak (not a per-step tuple)")
+        _check_rounding(self.rounding)
+        _check_finite("gate_w", self.gate_w)
+        _check_finite("gate_b", self.gate_b)
+        _check_encoding(self.encoding)
+        _check_int("state_bits", self.state_bits, 2)
+        if (self.d + 1) * self.unit >= 1 << (self.state_bits - 1):
+            raise ValueError(f"D_max={self.d} in units of {self.unit} does not fit a {self.state_bits}-bit state")
+
+    @property
+    def norm(self) -> float:
+        return float(self.d_init)
+
+    @property
+    def d(self) -> int:
+        """Static upper bound of the dynamic limit (2 d_init)."""
+        return 2 * int(self.d_init)
+
+    @property
+    def window(self) -> int:
+        return self.d
+
+    def infer_shape(self, s):
+        if not s or math.prod(s) != self.n_features:
+            raise ValueError(f"fixed DI-LIF sums {self.n_features} features per step, got shape {list(s)}")
+        return tuple(s)
+
+
 @dataclass(frozen=True, eq=False)
 class FixedBinaryLIF(Op):
     """The binary LIF with soft reset in Loihi-style fixed point (integers in state units)::
@@ -893,6 +1015,6 @@ ROUTING_OPS = (Reshape, Permute, Concat, RepeatTime, SelectStep, StackSteps)
 TIME_OPS = (RepeatTime, SelectStep, StackSteps, TemplateGate)
 #: ops that run on the host (real values, audited as MACs)
 HOST_OPS = (GateSoftmax,)
-NEURON_OPS = (IntegerLIF, DynamicIntegerLIF, BinaryLIF, FixedIntegerLIF, FixedBinaryLIF)
+NEURON_OPS = (IntegerLIF, DynamicIntegerLIF, BinaryLIF, FixedIntegerLIF, FixedBinaryLIF, FixedDynamicIntegerLIF)
 #: neurons of fixed-point graphs (spikedeploy.passes.quantize)
-FIXED_NEURON_OPS = (FixedIntegerLIF, FixedBinaryLIF)
+FIXED_NEURON_OPS = (FixedIntegerLIF, FixedBinaryLIF, FixedDynamicIntegerLIF)

@@ -56,7 +56,13 @@ exponent, for :func:`quantize_memory` when templates change); ``layers`` (per qu
 exponents, mantissa range, weight/bias errors, clipped parameters); ``range_violations``; ``dyadic`` (the weight-free ops whose value is a multiple of ``2**-s``, made
 an integer by the ``Scale(2**s)`` that follows them).
 
-Not yet in fixed point (refused with the node named): DI-LIF, the time-axis ops of SpikeTrack
+DI-LIF becomes :class:`~spikedeploy.ir.ops.FixedDynamicIntegerLIF`: the I-LIF's formats plus the
+gate as integer thresholds on the layer's integer input sum (:func:`spikedeploy.ir.ops.dilif_thresholds`,
+float64 once here; no sigmoid on the device); its plan entry counts the calibration steps whose D
+from the thresholds differs from the float DI-LIF's (``d_differs`` of ``d_steps``: the thresholds'
+rounding to integers, mu within one state unit / N of a gate boundary).
+
+Not yet in fixed point (refused with the node named): the time-axis ops of SpikeTrack
 T = 3 (RepeatTime, SelectStep, StackSteps, GateLinear, GateSoftmax, TemplateGate), BatchNorm on
 the device (fold it first), pooling/mean/upsampling whose weights are not dyadic fractions.
 """
@@ -76,7 +82,7 @@ from spikedeploy.ir import ops as O
 from spikedeploy.ir.graph import Graph, Node
 from spikedeploy.passes.base import Pass
 
-__all__ = ["QuantizeFixedPoint", "FixedPointError", "check_quantizable", "WEIGHT_BITS", "BIAS_MANTISSA_BITS", "BIAS_EXPONENT_MAX",
+__all__ = ["QuantizeFixedPoint", "FixedPointError", "check_quantizable", "dilif_calibration", "WEIGHT_BITS", "BIAS_MANTISSA_BITS", "BIAS_EXPONENT_MAX",
            "decode_outputs", "quantize_memory", "fixed_plan", "quantize_graph"]
 
 #: Loihi 2 synaptic weights: 8-bit signed mantissa (lava-nc ``Dense``/``Sparse`` ``num_weight_bits``)
@@ -91,7 +97,7 @@ MEMORY_HEADROOM = 2.0
 #: the largest base exponent tried (2**24 state units per membrane unit is more than 24 bits hold)
 MAX_EXPONENT = 24
 
-_UNSUPPORTED = (O.DynamicIntegerLIF, O.RepeatTime, O.SelectStep, O.StackSteps, O.GateLinear, O.GateSoftmax,
+_UNSUPPORTED = (O.RepeatTime, O.SelectStep, O.StackSteps, O.GateLinear, O.GateSoftmax,
                 O.TemplateGate, O.BatchNorm)
 
 
@@ -224,8 +230,9 @@ class _Builder:
     ``A'_v`` of each float value (module docstring)."""
 
     def __init__(self, graph: Graph, allowed: Dict[str, int], bits: int, state_bits: int, spikes: set, host: set,
-                 shifts: Dict[str, Tuple[int, str]]):
+                 shifts: Dict[str, Tuple[int, str]], shapes: Optional[dict] = None):
         self.graph, self.allowed, self.bits, self.state_bits = graph, allowed, bits, state_bits
+        self.shapes = shapes if shapes is not None else graph.shapes()
         self.spikes, self.host, self.shifts = spikes, host, shifts
         self.nodes: List[Node] = []
         self.exp: Dict[str, int] = {}
@@ -347,7 +354,9 @@ class _Builder:
     def neuron(self, n: Node) -> None:
         op = n.op
         src, f = self.read(n.inputs[0])
-        if isinstance(op, O.IntegerLIF):
+        if isinstance(op, O.DynamicIntegerLIF):
+            new, src, f = self.dynamic_neuron(n, src, f)
+        elif isinstance(op, O.IntegerLIF):
             stateful = op.leak is not None
             r = float(op.reset_norm)
             f_min = max(1, math.ceil(math.log2(r))) if stateful and r > 1 else 1
@@ -385,6 +394,34 @@ class _Builder:
         self.checks.append((src, f"{n.name}#state", f))
         self.emit(n.name, new, (src,), n.source, None, n.name)
 
+    def dynamic_neuron(self, n: Node, src: str, f: int) -> Tuple[O.FixedDynamicIntegerLIF, str, int]:
+        """DI-LIF -> FixedDynamicIntegerLIF: the I-LIF's formats (unit 2**f, f >= 1; reset = unit:
+        DI-LIF subtracts q; the leak as a 12-bit fraction) and the gate's integer thresholds."""
+        op = n.op
+        if f < 1:
+            src, f = self.align(n.inputs[0], 1), 1
+        unit = 1 << f
+        leak = None
+        if op.leak is not None:
+            if not 0.0 <= op.leak <= 1.0:
+                raise FixedPointError(f"node {n.name!r} ({op.label}): leak {op.leak} is outside [0, 1]; a 12-bit "
+                                      "decay fraction cannot represent it")
+            leak = int(round(op.leak * 4096))
+        nf = int(math.prod(self.shapes[n.name]))
+        sign, th = O.dilif_thresholds(op.d_init, op.gate_w, op.gate_b, nf, unit)
+        try:
+            new = O.FixedDynamicIntegerLIF(d_init=op.d_init, unit=unit, reset=unit, n_features=nf, sign=sign,
+                                           thresholds=np.array(th, dtype=np.float64), leak=leak, rounding=op.rounding, gate_w=float(op.gate_w),
+                                           gate_b=float(op.gate_b), label=op.label, encoding=op.encoding,
+                                           state_bits=self.state_bits)
+        except ValueError as e:
+            raise FixedPointError(f"node {n.name!r} ({op.label}): {e}") from None
+        self.layers[n.name] = {"kind": op.kind, "label": op.label, "in_exponent": f, "unit": unit, "reset": unit,
+                               "reset_error": 0.0, "leak": [] if leak is None else [leak],
+                               "leak_error_max": 0.0 if leak is None else abs(leak / 4096 - op.leak),
+                               "n_features": nf, "gate_sign": sign, "thresholds": [int(v) for v in th]}
+        return new, src, f
+
     def node(self, n: Node) -> None:
         op = n.op
         if n.name in self.host:
@@ -413,7 +450,7 @@ class _Builder:
         elif isinstance(op, (O.Reshape, O.Permute)):
             src, f = self.read(n.inputs[0])
             self.emit(n.name, op, (src,), n.source, None if n.inputs[0] in self.spikes else f, n.name)
-        elif isinstance(op, (O.IntegerLIF, O.BinaryLIF)):
+        elif isinstance(op, (O.IntegerLIF, O.BinaryLIF, O.DynamicIntegerLIF)):
             if op.encoding is None:
                 raise FixedPointError(f"node {n.name!r}: lower the graph to spikes (ExpandSpikes) before QuantizeFixedPoint")
             self.neuron(n)
@@ -521,9 +558,15 @@ class QuantizeFixedPoint(Pass):
             for i in n.inputs:
                 if i not in spikes and i in allowed:
                     allowed[i] = min(allowed[i], bound)
-        b = _Builder(graph, allowed, self.bits, self.state_bits, spikes, host, shifts)
+        b = _Builder(graph, allowed, self.bits, self.state_bits, spikes, host, shifts, shapes)
         for n in graph.nodes:
             b.node(n)
+        built = {m.name: m.op for m in b.nodes}
+        for n in graph.neurons():
+            if isinstance(n.op, O.DynamicIntegerLIF):
+                i = n.inputs[0]
+                x = cal.records[i].value if i in cal.records else torch.as_tensor(cal_inputs[i], dtype=torch.float64)
+                b.layers[n.name].update(dilif_calibration(built[n.name], x, cal.records[n.name].d))
         violations = []
         for name, origin, f in b.checks:
             mx = ranges.get(origin, 0.0)
@@ -538,6 +581,19 @@ class QuantizeFixedPoint(Pass):
         }
         out = Graph(inputs=graph.inputs, nodes=tuple(b.nodes), outputs=graph.outputs, meta=graph.meta)
         return out.with_meta(fixed_point=plan)
+
+
+def dilif_calibration(op: O.FixedDynamicIntegerLIF, x: torch.Tensor, d_float: torch.Tensor) -> dict:
+    """How often the fixed DI-LIF's thresholds give another D than the float DI-LIF on the float
+    input current ``x`` ``[T, B, ...]`` (the calibration run): the thresholds applied to the real sum
+    ``S = unit * sum_i x[t, b, i]`` (the integer rule at the float model's own mu) against the float
+    model's ``d_float`` ``[T, B]``. A difference means mu lies within one state unit / N of a gate
+    boundary (the thresholds' rounding to integers). Returns ``d_steps`` and ``d_differs``."""
+    s = x.to(torch.float64).flatten(2).sum(dim=2) * float(op.unit) * float(op.sign)
+    th = torch.tensor([float(v) for v in op.thresholds], dtype=torch.float64)
+    d_table = 1 + (s.unsqueeze(-1) >= th).sum(dim=-1)
+    d_float = torch.as_tensor(d_float).to(torch.float64).reshape(d_table.shape)
+    return {"d_steps": int(d_table.numel()), "d_differs": int((d_table.to(torch.float64) != d_float).sum())}
 
 
 def quantize_graph(graph: Graph, calibration, *, weight_bits: int = WEIGHT_BITS, **kw) -> Graph:

@@ -182,8 +182,8 @@ def _one_line_error(capsys, argv, needle) -> str:
     (["audit", "--artifact", "a.lava", "--target", "lava", "--weight-bits", "4"], "do not apply to --artifact"),
     (["run", "--target", "onnx", "--precision", "fixed", "m.onnx", "--input", "x.npy"],
      "target 'onnx' cannot hold a fixed-point graph"),
-    (["verify", "--neuron", "dilif", "-T", "2", "--inputs", "2", "--precision", "fixed", "--no-progress"],
-     "op DynamicIntegerLIF has no fixed-point form yet"),
+    (["verify", "--model", "spiketrack-tiny128-t3:search", "--inputs", "1", "--precision", "fixed", "--no-progress"],
+     "node 'repeat': op RepeatTime has no fixed-point form yet"),
 ])
 def test_bad_precision_options_exit_2_with_one_line(tmp_path, capsys, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)

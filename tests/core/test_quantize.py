@@ -185,11 +185,19 @@ def test_plan_round_trips_through_json(nilif_graphs):
         assert torch.equal(a.records[n.name].q, b.records[n.name].q)
 
 
+def _device_batchnorm():
+    """A BatchNorm after a neuron (on the device: fixed point has no form for it; fold it first)."""
+    one = O.as_param(np.ones(2))
+    return Graph(inputs=(TensorSpec("x", (2, 3)),),
+                 nodes=(Node("n", O.IntegerLIF(d=4, norm=4.0, encoding="binary"), ("x",)),
+                        Node("bn", O.BatchNorm(mean=one * 0, var=one, weight=one, bias=one * 0), ("n",))),
+                 outputs=("bn",))
+
+
 def test_refuses_what_it_cannot_represent():
-    g, x = _sdt("dilif")
-    with pytest.raises(UnsupportedOpError, match="DynamicIntegerLIF"):
-        quantize_graph(g, x)
-    gi, _ = _sdt("nilif", encoding="binary")
+    with pytest.raises(UnsupportedOpError, match="node 'bn': op BatchNorm"):
+        quantize_graph(_device_batchnorm(), torch.ones(1, 1, 2, 3))
+    gi, x = _sdt("nilif", encoding="binary")
     integer = default_pipeline().apply(capture(SDTTestNet(neuron="ilif", time_steps=4).eval(), x[:, :1]))
     with pytest.raises(FixedPointError, match="lower the graph"):
         quantize_graph(integer, x)
@@ -246,10 +254,10 @@ def test_a_large_bias_lowers_the_layer_exponent_instead_of_clipping():
 def test_check_quantizable_refuses_before_any_run():
     from spikedeploy.passes.quantize import check_quantizable
 
-    g, x = _sdt("dilif")
-    with pytest.raises(UnsupportedOpError, match="DynamicIntegerLIF has no fixed-point form"):
-        check_quantizable(g)
+    with pytest.raises(UnsupportedOpError, match="op BatchNorm has no fixed-point form"):
+        check_quantizable(_device_batchnorm())
     ok, _ = _sdt("nilif")
+    check_quantizable(_sdt("dilif")[0])  # DI-LIF has one (FixedDynamicIntegerLIF)
     check_quantizable(ok)  # a host BatchNorm/stem before the first neuron is fine
 
 

@@ -5,8 +5,8 @@ with a DI-LIF limit D that changes from frame to frame and the membrane carried 
 lowered to binary and graded spikes with zero mismatches; the targets on those frames: ONNX (the
 integer network, state unrolled over the frames), Lava's CPU simulator (binary and graded spikes,
 floating point, per-layer spike counts identical to the reference), NIR (round trip, extension
-nodes for what NIR cannot express); and what is refused: NIR without extensions, fixed point
-(DI-LIF has no fixed-point form)."""
+nodes for what NIR cannot express); what is refused: NIR without extensions; and that fixed point
+takes the DI-LIF layers (FixedDynamicIntegerLIF)."""
 
 from __future__ import annotations
 
@@ -371,11 +371,17 @@ def test_nir_round_trip_keeps_what_nir_cannot_express_as_extensions(folded, tiny
         nir_export.to_bytes(ExpandSpikes("binary").apply(folded), encoding="binary", extensions=False)
 
 
-def test_fixed_point_is_refused_naming_dilif(folded):
-    from spikedeploy.passes.quantize import check_quantizable
+def test_fixed_point_takes_the_dilif_layers(folded, tiny_search):
+    """DI-LIF has a fixed-point form (FixedDynamicIntegerLIF; the Lava fixed_pt checks over 10 frames
+    are in tests/runtimes/test_lava_fixed_dilif.py): the search branch quantizes, every DI-LIF layer
+    becomes one (calibrated here on one frame, to keep this quick)."""
+    from spikedeploy.passes.quantize import check_quantizable, quantize_graph
 
-    with pytest.raises(UnsupportedOpError, match="DynamicIntegerLIF has no fixed-point form"):
-        check_quantizable(ExpandSpikes("binary").apply(folded))
+    lowered = ExpandSpikes("binary").apply(folded)
+    check_quantizable(lowered)
+    gq = quantize_graph(lowered, tiny_search["search"][:1].double())
+    kinds = [n.op.kind for n in gq.neurons()]
+    assert kinds.count("FixedDynamicIntegerLIF") == 14 and kinds.count("FixedIntegerLIF") == 29
 
 
 @pytest.mark.slow
