@@ -184,8 +184,9 @@ def test_zero_state_is_the_fresh_start():
 
 
 def test_fixed_point_stream_equals_one_run():
-    """A fixed-point graph (leaky I-LIF, stateless I-LIF and binary LIF; DI-LIF has no fixed-point
-    form): integer state (v, q) / u carried exactly."""
+    """A fixed-point graph (leaky I-LIF, stateless I-LIF and binary LIF; the fixed DI-LIF's stream is
+    in tests/core/test_fixed_dilif.py and tests/runtimes/test_lava_fixed_dilif.py): integer state
+    (v, q) / u carried exactly."""
     from spikedeploy.passes import ExpandSpikes
     from spikedeploy.passes.quantize import quantize_graph
 
