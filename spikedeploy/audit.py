@@ -832,7 +832,7 @@ def audit_graph(
     rows, accs, uncounted = _count(lowered, shapes, q_of, T, B, encoding, prof, fanout_cache)
     totals = _totals(rows, accs, T, B, prof)
     adaptive = None
-    if compare_fixed_d and x is not None and any(isinstance(n.op, O.DynamicIntegerLIF) for n in lowered.nodes):
+    if compare_fixed_d and x is not None and any(isinstance(n.op, _DILIF_OPS) for n in lowered.nodes):
         dilif_run = result if spike_counts is None else execute(lowered, x, encoding, dtype=torch.float64)
         adaptive = adaptive_budget(lowered, x, dilif_run, rows, B, encoding=encoding, profile=prof,
                                    fanout_cache=fanout_cache)
@@ -861,6 +861,8 @@ def audit_graph(
 
 
 ADAPTIVE_TITLE = "Adaptive spike budget (DI-LIF against a fixed D)"
+#: neurons whose firing limit adapts per step (float and fixed point)
+_DILIF_OPS = (O.DynamicIntegerLIF, O.FixedDynamicIntegerLIF)
 
 
 def _step_synops(rows: Sequence[LayerAudit], T: int) -> List[float]:
@@ -885,11 +887,11 @@ def adaptive_budget(lowered: Graph, x, run_result, rows: Sequence[LayerAudit], B
     xt = next(iter(x.values())) if isinstance(x, Mapping) else x
     xt = torch.as_tensor(xt).to(torch.float64)
     T = int(xt.shape[0])
-    layers = [n.name for n in lowered.nodes if isinstance(n.op, O.DynamicIntegerLIF)]
+    layers = [n.name for n in lowered.nodes if isinstance(n.op, _DILIF_OPS)]
     d_per_step = {}
     d_init = {}
     for n in lowered.nodes:
-        if isinstance(n.op, O.DynamicIntegerLIF):
+        if isinstance(n.op, _DILIF_OPS):
             d = run_result.records[n.name].d
             d_per_step[n.name] = torch.as_tensor(d, dtype=torch.float64).reshape(T, -1).mean(dim=1).tolist()
             d_init[n.name] = int(n.op.d_init)

@@ -12,7 +12,9 @@ which is exactly the DI-LIF with its gate at ``w = 0, b = 0`` (``2 sigmoid(0) D_
 the membrane recurrence, the subtract-q reset and the 1/D_init output normalization are the
 same, only the clamp differs. It applies to integer graphs and to lowered ones (a binary window
 then shrinks from 2 D_init to D_init sub-steps; the consumers' 1/norm factors are unchanged since
-norm stays D_init). Other nodes are kept as they are.
+norm stays D_init). In fixed point a :class:`~spikedeploy.ir.ops.FixedDynamicIntegerLIF` becomes the
+:class:`~spikedeploy.ir.ops.FixedIntegerLIF` with ``d = D_init`` and the same unit, reset, leak and
+state width (the fixed DI-LIF is that neuron with d = D[t, b]). Other nodes are kept as they are.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ class FixDynamicLimit(Pass):
             if isinstance(op, O.DynamicIntegerLIF):
                 op = O.IntegerLIF(d=int(op.d_init), norm=float(op.d_init), leak=op.leak, reset_norm=1.0,
                                   rounding=op.rounding, label="I-LIF (D = D_init)", encoding=op.encoding)
+                n = replace(n, op=op)
+            elif isinstance(op, O.FixedDynamicIntegerLIF):
+                op = O.FixedIntegerLIF(d=int(op.d_init), unit=op.unit, reset=op.reset, leak=op.leak,
+                                       rounding=op.rounding, label="I-LIF (D = D_init)", encoding=op.encoding,
+                                       norm=float(op.d_init), state_bits=op.state_bits)
                 n = replace(n, op=op)
             nodes.append(n)
         return replace(graph, nodes=tuple(nodes))

@@ -102,3 +102,26 @@ def test_no_adaptive_section_without_dilif_or_when_off(event_graph):
     fixed = FixDynamicLimit().apply(g)
     rep = audit_graph(fixed, x)
     assert rep.adaptive is None and "Adaptive spike budget" not in rep.to_markdown()
+
+
+def test_fixed_point_graph_gets_the_adaptive_budget_too(event_graph):
+    """Loihi 2 fixed point: FixedDynamicIntegerLIF's D per step from its integer thresholds, against the
+    FixedIntegerLIF with d = D_init (FixDynamicLimit on the fixed graph)."""
+    from spikedeploy.passes.quantize import quantize_graph
+
+    g, x = event_graph
+    gq = quantize_graph(ExpandSpikes("graded").apply(g), x)
+    fixed_dilif = [n for n in gq.nodes if isinstance(n.op, O.FixedDynamicIntegerLIF)]
+    assert len(fixed_dilif) == 14
+    fq = FixDynamicLimit().apply(gq)
+    assert not any(isinstance(n.op, O.FixedDynamicIntegerLIF) for n in fq.nodes)
+    assert all(isinstance(fq.node(n.name).op, O.FixedIntegerLIF) and fq.node(n.name).op.d == n.op.d_init
+               for n in fixed_dilif)
+    rep = audit_graph(gq, x, encoding="graded")
+    a = rep.adaptive
+    assert rep.precision == "fixed" and a is not None and len(a["layers"]) == 14
+    d = np.array([a["d_per_step"][n] for n in a["layers"]])
+    assert any(len(np.unique(row)) > 1 for row in d)
+    ref = audit_graph(fq, x, encoding="graded")
+    assert ref.adaptive is None and ref.totals["per_frame"]["measured_synops"] > 0
+    assert a["fixed_synops_per_frame"] == pytest.approx(ref.totals["per_frame"]["measured_synops"], rel=1e-12)
