@@ -24,15 +24,23 @@ deterministically from scikit-image's photographs, ground truth by construction)
    sequence, the reference and Lava on a subset, as Ray tasks on every core — with toolkit-exact
    scores, results files in the OTB toolkit's layout, box and spike agreement between the targets
    and measured SynOps per frame;
-7. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
+7. **event tracking**: the bundled event tracker (``spiketrack-event-tiny``, DI-LIF, MSST) on a
+   generated held-out event sequence (``make-dataset --events``: the simulator's events of a
+   synthetic sequence), frame by frame with every membrane carried, on the PyTorch model (float64),
+   onnxruntime (state as explicit inputs and outputs), the reference (graded spikes) and Lava
+   (graded, no reset between frames); then the adaptive spike budget of its search branch on the
+   sequence's crops (D per layer and frame, SynOps against the same network with a fixed D);
+8. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
 
 Everything goes into one directory, replaced atomically, with ``index.html`` linking every report.
 The verdict (exit code 0) needs: every verification stage passed, the ONNX, reference and Lava
 boxes identical to the PyTorch model's on every frame they tracked, the Lava spike counts equal
 to the reference's on every frame, and the Lava fixed_pt run identical to the fixed-point
 reference (boxes and spike counts), and on the generated benchmark no failed sequence, every
-target's boxes identical to PyTorch's and Lava's spike counts to the reference's. What quantization costs (IoU against float, AUC) is reported,
-not judged.
+target's boxes identical to PyTorch's and Lava's spike counts to the reference's; on the event
+sequence ONNX's boxes identical to PyTorch's (the integer network) and Lava's boxes and spike counts
+identical to the reference's (the spike network; the two groups may part at an exact rounding tie,
+reported). What quantization costs (IoU against float, AUC) is reported, not judged.
 """
 
 from __future__ import annotations
@@ -61,6 +69,9 @@ DEMO_BENCH_SEQUENCES = 6
 DEMO_BENCH_FRAMES = 30
 DEMO_BENCH_SUBSET = 2
 DEMO_BENCH_FIRST_SEED = 100  #: held-out seeds 100.. (the demo clip is seed 0, the held-out evaluation 0..11)
+DEMO_EVENT_TARGETS = ("torch64", "onnx", "reference-graded", "lava-graded")
+DEMO_EVENT_FRAMES = 40
+DEMO_EVENT_SEED = 200  #: a held-out event sequence outside the held-out evaluation's seeds
 _EXPORTS = (("onnx", "onnx", None), ("nir", "nir", "binary"), ("lava", "lava", "graded"))
 
 
@@ -90,15 +101,80 @@ def _search_crops(frames: np.ndarray, boxes: np.ndarray, size: int, count: int) 
     return context_crops(frames, boxes, size, count)[None].astype(np.float32)
 
 
+def _event_step(tmp: Path, *, lava: bool, lava_frames: Optional[int], progress: bool, frames: int = DEMO_EVENT_FRAMES):
+    """Step 7: track a generated event sequence on every target, then audit the search branch's
+    adaptive spike budget on the sequence's crops. Returns ``(passed, summary parts)``."""
+    import torch
+
+    from spikedeploy.audit import audit_graph
+    from spikedeploy.tracking.event_backends import EventGraphNetwork, capture_event_branches, set_event_memory
+    from spikedeploy.tracking.event_crops import EVENT_SEARCH_FACTOR, EVENT_TEMPLATE_FACTOR, event_crop
+    from spikedeploy.tracking.event_datasets import make_event_dataset
+    from spikedeploy.tracking.event_run import load_event_tracker_model, track_events
+    from spikedeploy.tracking.event_tracker import grid_input
+
+    data = make_event_dataset(tmp / "events", count=1, num_frames=frames, first_seed=DEMO_EVENT_SEED)
+    seq = data.sequences[0]
+    folder = Path(seq.events_path).parent
+    times, gt, ev = seq.load_frame_times(), np.asarray(seq.ground_truth, dtype=np.float64), seq.load_events()
+    targets = [t for t in DEMO_EVENT_TARGETS if lava or not t.startswith("lava")]
+    tr = track_events(events=folder, targets=targets, output=tmp / "track-events", progress=progress,
+                      frame_limits={"lava-graded": lava_frames} if lava and lava_frames else None,
+                      clip_label=f"generated event sequence {seq.name} (events/{seq.name})")
+    runs = tr.runs
+
+    def same(a: str, b: str, spikes: bool) -> Optional[bool]:
+        if a not in runs or b not in runs:
+            return None
+        n = min(runs[a].frames, runs[b].frames)
+        boxes = runs[a].boxes[:n] == runs[b].boxes[:n]
+        if not spikes:
+            return boxes
+        da, db = runs[a].spike_digest[1:n], runs[b].spike_digest[1:n]
+        return boxes and all(x is not None for x in da) and da == db
+
+    onnx_ok, lava_ok = same("torch64", "onnx", False), same("reference-graded", "lava-graded", True)
+    ok = onnx_ok is not False and lava_ok is not False
+    sc = tr.scores.get("torch64", {})
+    parts = [f"{seq.name}: {len(times)} frames, {len(ev):,} events; torch64 AUC "
+             f"{sc.get('auc', float('nan')):.3f}, P@20 {sc.get('precision20', float('nan')):.3f} ({tr.weights})",
+             f"onnx boxes {'identical to' if onnx_ok else 'DIFFER from'} torch64's"]
+    if lava_ok is not None:
+        parts.append(f"lava-graded boxes and spike counts {'identical to' if lava_ok else 'DIFFER from'} "
+                     f"reference-graded's on {runs['lava-graded'].frames} frames, "
+                     f"{runs['lava-graded'].seconds_per_frame:.2f} s/frame")
+    cross = same("torch64", "reference-graded", False)
+    parts.append(f"spike vs integer targets: boxes {'identical' if cross else 'part (an exact rounding tie)'}")
+    # the adaptive spike budget on the crops around the ground truth
+    net, _ = load_event_tracker_model(None, None)
+    graphs = capture_event_branches(net)
+    ref = EventGraphNetwork(graphs, "reference-integer")
+    tpl = event_crop(ev, times[0], times[1], gt[0], EVENT_TEMPLATE_FACTOR, graphs.template_size, graphs.n_bins)[0]
+    memory = ref.template(grid_input(tpl))
+    search = set_event_memory(graphs.search, memory, graphs.depth)
+    n = min(len(times), 11)
+    x = torch.cat([grid_input(event_crop(ev, times[i - 1], times[i], gt[i - 1], EVENT_SEARCH_FACTOR, graphs.size,
+                                         graphs.n_bins)[0]) for i in range(1, n)]).to(torch.float64)
+    rep = audit_graph(search, x, encoding="graded", model=f"{graphs.name}:search on {seq.name}", weights=tr.weights)
+    rep.write(tmp / "audit-events")
+    a = rep.adaptive
+    parts.append(f"adaptive spike budget over {n - 1} frames (audit-events/report.html): "
+                 f"{a['synops_per_frame'] / (n - 1):,.0f} SynOps per frame with DI-LIF vs "
+                 f"{a['fixed_synops_per_frame'] / (n - 1):,.0f} with D fixed at D_init")
+    return ok and rep.spikes_occurred, parts
+
+
 def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames: Optional[int] = None, crops: int = 8,
              neuron_inputs: int = 32, progress: bool = True, lava: bool = True,
              overwrite: bool = False, bench_sequences: int = DEMO_BENCH_SEQUENCES,
-             bench_frames: int = DEMO_BENCH_FRAMES, workers: Optional[int] = None) -> DemoResult:
+             bench_frames: int = DEMO_BENCH_FRAMES, workers: Optional[int] = None,
+             event_frames: int = DEMO_EVENT_FRAMES) -> DemoResult:
     """Run the main job into the directory ``output`` (see the module docstring); returns the
     :class:`DemoResult` (``passed``) and prints a summary and where ``index.html`` is.
     ``num_frames``: track only the first frames of the clip; ``lava=False`` leaves Lava out of the
     tracking (its export is still made); ``bench_sequences`` x ``bench_frames``: the size of the
-    generated benchmark, evaluated with ``workers`` tasks at once (default: every core, on Ray)."""
+    generated benchmark, evaluated with ``workers`` tasks at once (default: every core, on Ray);
+    ``event_frames``: the length of the generated event sequence."""
     from spikedeploy.exporting import export
     from spikedeploy.tracking.benchmark import evaluate
     from spikedeploy.tracking.datasets import make_dataset
@@ -238,7 +314,13 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
                                if ev.fps.get(f"{DEMO_MODEL}_{t}")))
         step("benchmark evaluation (generated OTB-layout dataset)", ok, t0, "; ".join(parts), "evaluate/report.html")
 
-        # 7. every neuron type on the test model
+        # 7. event tracking and the adaptive spike budget
+        t0 = time.perf_counter()
+        ok, parts = _event_step(tmp, lava=lava, lava_frames=lava_frames, progress=progress, frames=event_frames)
+        step("event tracking (event SpikeTrack, DI-LIF, state across frames)", ok, t0, "; ".join(parts),
+             "track-events/report.html")
+
+        # 8. every neuron type on the test model
         t0 = time.perf_counter()
         code = neuron_demo(tmp / "neurons", num_inputs=neuron_inputs, progress=progress, quiet=True)
         step("lowering of every neuron type (SDT-v3-style test model)", code == 0, t0,

@@ -14,11 +14,11 @@ pytestmark = pytest.mark.slow
 def test_demo_on_a_few_frames(tmp_path, capsys):
     out = tmp_path / "demo"
     result = run_demo(out, num_frames=4, lava_frames=3, crops=2, neuron_inputs=2, progress=False, bench_sequences=3,
-                      bench_frames=4)
+                      bench_frames=4, event_frames=5)
     printed = capsys.readouterr().out
     assert result.passed, printed
     assert [s.name.split(" ")[0] for s in result.steps] == ["export", "equivalence", "op-count", "tracking", "fixed",
-                                                            "benchmark", "lowering"]
+                                                            "benchmark", "event", "lowering"]
     for branch in ("template", "search"):
         for ext in ("onnx", "nir", "lava"):
             assert (out / "exports" / f"{branch}.{ext}").exists(), (branch, ext)
@@ -40,7 +40,7 @@ def test_demo_on_a_few_frames(tmp_path, capsys):
     assert "fixed vs float box IoU per frame" in printed and "AUC fixed" in printed
     index = (out / "index.html").read_text()
     for link in ("track/report.html", "verify/report.html", "audit/report.html", "neurons/report.html",
-                 "track/track.gif", "track-fixed/report.html", "evaluate/report.html"):
+                 "track/track.gif", "track-fixed/report.html", "evaluate/report.html", "track-events/report.html"):
         assert link in index and (out / link).exists(), link
     assert ".md" not in index  # every report is linked as HTML
     ev = json.loads((out / "evaluate" / "report.json").read_text())  # the generated benchmark
@@ -56,3 +56,15 @@ def test_demo_on_a_few_frames(tmp_path, capsys):
     assert "lava-graded: 3 frames" in printed and "over 3 scored frames" in printed
     assert "torch64: AUC" in printed and "over 4 scored frames" in printed
     assert report["runs"]["lava-graded"]["scored_frames"] == 3 and report["scores_common"]["frames_tracked"] == 3
+    # the event tracker: ONNX = PyTorch (the integer network), Lava = the reference (the spike network), state
+    # carried from frame to frame; the adaptive spike budget audited on the sequence's crops
+    evr = json.loads((out / "track-events" / "report.json").read_text())
+    assert list(evr["runs"]) == ["torch64", "onnx", "reference-graded", "lava-graded"]
+    assert evr["runs"]["onnx"]["boxes"] == evr["runs"]["torch64"]["boxes"]
+    assert evr["runs"]["lava-graded"]["boxes"] == evr["runs"]["reference-graded"]["boxes"][:3]
+    lava_d = evr["runs"]["lava-graded"]["spike_digest"][1:]
+    assert lava_d and lava_d == evr["runs"]["reference-graded"]["spike_digest"][1:3]
+    assert all(n > 0 for n in evr["runs"]["lava-graded"]["spike_total"][1:]), "Lava fired no spikes on events"
+    aud = json.loads((out / "audit-events" / "report.json").read_text())
+    assert aud["adaptive"] and aud["adaptive"]["synops_per_frame"] > 0 and len(aud["adaptive"]["layers"]) > 0
+    assert "adaptive spike budget over 4 frames" in printed
