@@ -1000,6 +1000,13 @@ def host_only_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
                       "a device value (quantize the float graph with QuantizeFixedPoint)")
 
 
+def space_time_attention_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
+    """SpikeVideoFormer's SDHA / dot-product attention over space-time tokens: no Lava process yet
+    (refused by name; issue 17 step 3 adds one)."""
+    raise unsupported(TARGET, node, f"no Lava process for {node.op.kind} yet (a k·v pair counter and q row reads "
+                                    f"over {node.op.tokens} token groups; use the reference or onnx target)")
+
+
 RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
     O.Quantize: host_only_rule,
     O.RepeatTime: repeat_time_rule,
@@ -1027,6 +1034,8 @@ RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
     O.Permute: permute_rule,
     O.Concat: concat_rule,
     O.SpikeLinearAttention: attention_rule,
+    O.SpikeHammingAttention: space_time_attention_rule,
+    O.SpikeDotAttention: space_time_attention_rule,
     O.Upsample: upsample_rule,
     O.MemoryRead: memory_read_rule,
     O.MemoryWrite: memory_write_rule,

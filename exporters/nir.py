@@ -93,7 +93,9 @@ Upsample                extension node (NIR 1.0 has no interpolation node; summa
 ======================  ==========================================================================
 
 **Extension nodes** (no NIR equivalent): ``SpikeLinearAttention`` (spike x spike product),
-``MemoryWrite``, ``MemoryRead``, ``Upsample`` (SpikeTrack), ``DynamicIntegerLIF`` (D chosen per input), ``IntegerLIF`` with a per-step leak (NI-LIF),
+``MemoryWrite``, ``MemoryRead``, ``Upsample`` (SpikeTrack), ``SpikeHammingAttention`` /
+``SpikeDotAttention`` (SpikeVideoFormer; summary ``score``, ``tokens``, ``num_heads``, ``scale``,
+``mixes_steps``: joint/temporal tokens make step t depend on every step), ``DynamicIntegerLIF`` (D chosen per input), ``IntegerLIF`` with a per-step leak (NI-LIF),
 ``MeanReduce``, ``AddConstant``, ``Permute``, ``Concat``, non-flattening ``Reshape`` and
 ``Linear`` on multi-dimensional values. Each **cuts** the standard graph: its result is a
 ``nir.Input`` named like the IR node (declaring the op's output shape) whose metadata carries the
@@ -496,6 +498,20 @@ def _upsample(node: Node, ctx: _Ctx) -> _Lowered:
     return lowered
 
 
+def _space_time_attention(node: Node, ctx: _Ctx) -> _Lowered:
+    """SpikeVideoFormer's SDHA / dot-product attention over space-time token groups: an extension
+    node (a spike x spike product, and with joint/temporal tokens NIR step t would need the keys
+    and values of later steps: no NIR node, no causal NIR graph)."""
+    op = node.op
+    lowered = _extension(node, ctx, (
+        f"{op.kind} is a spike x spike product over {op.tokens} token groups (NIR has no attention node"
+        + ("; its output at step t depends on the keys/values of every step, which a NIR graph run step by step "
+           "cannot see" if op.mixes_steps else "") + ")"))
+    lowered.summary.update(score=op.score, tokens=op.tokens, num_heads=int(op.num_heads), scale=float(op.scale),
+                           mixes_steps=bool(op.mixes_steps))
+    return lowered
+
+
 def _time_axis_rule(reason: str) -> Callable[[Node, _Ctx], _Lowered]:
     """Ops that change the number of macro-steps (SpikeTrack T > 1): never exported, not even as
     extension nodes. One NIR time step is one IR macro-step of the whole graph, so a value with
@@ -531,6 +547,8 @@ RULES: Dict[type, Callable[[Node, _Ctx], _Lowered]] = {
     O.MemoryWrite: _memory_write,
     O.MemoryRead: _memory_read,
     O.Upsample: _upsample,
+    O.SpikeHammingAttention: _space_time_attention,
+    O.SpikeDotAttention: _space_time_attention,
     O.RepeatTime: _time_axis_rule("RepeatTime repeats a one-step value over several macro-steps"),
     O.SelectStep: _time_axis_rule("SelectStep takes one macro-step of a multi-step value"),
     O.StackSteps: _time_axis_rule("StackSteps stacks one-step values into several macro-steps"),

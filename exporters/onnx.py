@@ -47,6 +47,11 @@ SpikeTrack ops (integer network, same operation order as :mod:`spikedeploy.refer
       float64 interpolation matrices (onnxruntime's CPU provider has no double ``Resize``), along
       W then H as PyTorch: equal to PyTorch's float64 result up to rounding order (~1e-16).
 
+SpikeVideoFormer ops (``SpikeHammingAttention``, ``SpikeDotAttention``: space-time token groups)
+    Integer ``MatMul`` on the spike counts per head block and token group, in the reference's
+    counting form (``M = 2 K^T V - 1^T V``, ``Y = 2 Q M - 1^T M``; dot: ``Q (K^T V)``); groups by
+    ``Reshape``/``Transpose`` of the merged layout (joint: ``[B, H, T*N, d]``). Exact in float64.
+
 Time-axis ops (SpikeTrack T > 1)
     Every value keeps the merged layout ``[T_v*B, *s]`` with its own number of macro-steps T_v
     (:func:`spikedeploy.ir.graph.value_steps`; neurons are unrolled over their own T_v):
@@ -580,6 +585,77 @@ def _attention(b: Builder, node: Node, inputs: List[str]) -> str:
     y = b.op("Reshape", [y, b.ints([-1, n, cv])])
     return b.op("Transpose", [y], perm=[0, 2, 1])  # [TB, Cv, N]
 
+
+# ---------------------------------------------------------------------------------------------
+# SpikeVideoFormer's space-time attention (SDHA, seed Eq. 10; dot product, Eq. 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def _st_groups(b: Builder, x: str, c_total: int, lo: int, hi: int, h: int, n: int, grouping: str) -> str:
+    """reference.space_time_groups on the merged layout for channels ``[lo, hi)`` (``h`` heads):
+    ``[TB, C, N]`` -> spatial ``[T, B, h, N, c]``, temporal ``[B, h, N, T, c]``, joint ``[B, h, T*N, c]``."""
+    if (lo, hi) != (0, c_total):
+        x = b.op("Slice", [x, b.ints([lo], "starts"), b.ints([hi], "ends"), b.ints([1], "axes")])
+    c = (hi - lo) // h
+    t = b.op("Reshape", [x, b.ints([b.T, -1, h, c, n])])
+    t = b.op("Transpose", [t], perm=[0, 1, 2, 4, 3])  # [T, B, h, N, c]
+    if grouping == "spatial":
+        return t
+    if grouping == "temporal":
+        return b.op("Transpose", [t], perm=[1, 2, 3, 0, 4])
+    t = b.op("Transpose", [t], perm=[1, 2, 0, 3, 4])  # [B, h, T, N, c]
+    return b.op("Reshape", [t, b.ints([0, 0, b.T * n, c])])
+
+
+def _st_ungroup(b: Builder, y: str, n: int, cv: int, grouping: str) -> str:
+    """-> ``[T, B, h, N, cv]`` (reference.space_time_ungroup)."""
+    if grouping == "spatial":
+        return y
+    if grouping == "temporal":
+        return b.op("Transpose", [y], perm=[3, 0, 1, 2, 4])
+    y = b.op("Reshape", [y, b.ints([0, 0, b.T, n, cv])])
+    return b.op("Transpose", [y], perm=[2, 0, 1, 3, 4])
+
+
+def _space_time_attention(b: Builder, node: Node, inputs: List[str]) -> str:
+    """reference.SpaceTimeAttentionRule, integer MatMuls on the spike counts (exact in float64 and,
+    below 2**24, in float32): per head block and token group ``KV = K^T V``; Hamming:
+    ``M = 2 KV - ReduceSum_L(V)``, ``Y = 2 (Q M) - ReduceSum_d(M)``; dot: ``Y = Q KV``; heads
+    concatenated along channels; ``Mul`` by ``scale`` only when it is not 1."""
+    from spikedeploy.reference import head_blocks
+
+    op = node.op
+    (c_all, n), (cv_all, _) = b.shapes[node.inputs[0]], b.shapes[node.inputs[2]]
+    H = int(op.num_heads)
+    c, cv = c_all // H, cv_all // H
+    two = b.const(2.0, "two")
+    outs = []
+    for grouping, h0, h1 in head_blocks(op):
+        hh = h1 - h0
+        qg = _st_groups(b, inputs[0], c_all, h0 * c, h1 * c, hh, n, grouping)
+        kg = _st_groups(b, inputs[1], c_all, h0 * c, h1 * c, hh, n, grouping)
+        vg = _st_groups(b, inputs[2], cv_all, h0 * cv, h1 * cv, hh, n, grouping)
+        rank = 4 if grouping == "joint" else 5
+        perm = list(range(rank - 2)) + [rank - 1, rank - 2]
+        kv = b.op("MatMul", [b.op("Transpose", [kg], perm=perm), vg])  # [..., c, cv]
+        if op.score == "hamming":
+            col_v = b.op("ReduceSum", [vg, b.ints([rank - 2], "axes")], keepdims=1)  # 1^T V
+            mem = b.op("Sub", [b.op("Mul", [kv, two]), col_v])
+            col_m = b.op("ReduceSum", [mem, b.ints([rank - 2], "axes")], keepdims=1)  # 1^T M
+            y = b.op("Sub", [b.op("Mul", [b.op("MatMul", [qg, mem]), two]), col_m])
+        else:
+            y = b.op("MatMul", [qg, kv])
+        outs.append(_st_ungroup(b, y, n, cv, grouping))
+    y = outs[0] if len(outs) == 1 else b.op("Concat", outs, axis=2)  # [T, B, H, N, cv]
+    y = b.op("Transpose", [y], perm=[0, 1, 2, 4, 3])
+    y = b.op("Reshape", [y, b.ints([-1, cv_all, n])])
+    if float(op.scale) != 1.0:
+        y = b.op("Mul", [y, b.const(float(op.scale), "scale")])
+    return y
+
+
+register_rule(O.SpikeHammingAttention)(_space_time_attention)
+register_rule(O.SpikeDotAttention)(_space_time_attention)
 
 # ---------------------------------------------------------------------------------------------
 # SpikeTrack memory ops and upsampling

@@ -16,6 +16,7 @@ them whole.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "SCORES",
     "SpikeHammingAttention",
     "SpikeDotAttention",
+    "FoldedScaleLIF",
     "RepConv",
     "SepConv",
     "ChannelConv",
@@ -176,11 +178,25 @@ class SpikeHammingAttention(_SpikeAttentionCore):
     ``(2Q - 1)`` and ``(2K - 1)`` are +-1 maps: a spike-driven implementation counts the spikes of
     ``K^T V`` and subtracts the column sums of V (``(2K - 1)^T V = 2 K^T V - 1^T V``), no multiply.
 
+    ``scaled=False`` (what :class:`SpatiotemporalAttention` builds): the module returns the
+    integer bracket itself and the neuron after it is a :class:`FoldedScaleLIF` with threshold
+    ``2d u_th`` -- seed Eq. 10's ``SN_2D`` -- so the deployed network computes exactly (integers and
+    dyadic membranes in float64) whatever d is; with the scale applied here, ``scale * X`` rounds
+    for d not a power of two (d = 20: 1/40) and a membrane that equals the threshold exactly can
+    fire in float and not in exact arithmetic (measured: 342 of 1.6 M binary LIF steps on random
+    even brackets, none for d = 16).
+
     Attributes read by a capture rule: ``num_heads`` (int), ``tokens`` (str), ``score``
-    ("hamming"); the scale is ``1 / (2 d)`` with ``d = C / num_heads`` of the q input.
+    ("hamming"), ``scaled`` (bool); the scale is ``1 / (2 d)`` with ``d = C / num_heads`` of the q
+    input, or 1 when not ``scaled``.
     """
 
     score = "hamming"
+
+    def __init__(self, num_heads: int, tokens: str = "joint", order: str = "linear", scaled: bool = True):
+        super().__init__(num_heads, tokens, order)
+        #: False: return the integer bracket; the next neuron holds the scale (FoldedScaleLIF)
+        self.scaled = bool(scaled)
 
     def _q_map(self, q):
         return 2.0 * q - 1.0
@@ -189,7 +205,10 @@ class SpikeHammingAttention(_SpikeAttentionCore):
         return 2.0 * k - 1.0
 
     def _scale(self, d: int) -> float:
-        return 1.0 / (2.0 * d)
+        return 1.0 / (2.0 * d) if self.scaled else 1.0
+
+    def extra_repr(self):
+        return super().extra_repr() + ("" if self.scaled else ", scaled=False")
 
 
 class SpikeDotAttention(_SpikeAttentionCore):
@@ -214,6 +233,51 @@ class SpikeDotAttention(_SpikeAttentionCore):
 
     def extra_repr(self):
         return super().extra_repr() + f", scale={self.scale:g}"
+
+
+class FoldedScaleLIF(BinaryLIF):
+    """``SN(scale * X)`` computed as ``SN_2D(X)``: the binary LIF of SDHA's output (seed Eq. 10),
+    the scale ``1/factor`` (``factor = 2d``) folded into its threshold ``factor * u_th``.
+
+    Forward: :class:`BinaryLIF` with ``threshold = factor * u_th`` on the unscaled input ``X``
+    (the integer Hamming bracket). Its spikes are those of ``BinaryLIF(threshold=u_th)`` on
+    ``X / factor`` -- **proof** (s = 1/factor > 0): with ``U_{-1} = U'_{-1} = 0``, suppose
+    ``U_{t-1} = s U'_{t-1}``; then ``H_t = beta U_{t-1} + s X_t = s (beta U'_{t-1} + X_t) = s H'_t``
+    (the leak multiplies the residual: linear, no rest potential or additive leak),
+    ``S_t = [s H'_t > u_th] = [H'_t > u_th / s] = S'_t`` (s > 0) and ``U_t = s H'_t - u_th S_t =
+    s (H'_t - (u_th / s) S'_t) = s U'_t`` (subtractive reset by the threshold, which scales with
+    it); by induction the spikes agree at every step and the residuals differ by the factor s.
+    A carried state must be scaled too (``U' = U / s``); a non-homogeneous leak (Loihi's truncating
+    fixed-point decay, a rest potential, a clamp) would break it -- the fixed-point form is
+    quantized on the folded neuron itself. In float64 the folded form is exact (integer inputs,
+    dyadic ``beta = 1/2`` and an integer threshold keep every membrane a short dyadic rational),
+    while ``X / factor`` rounds for factor not a power of two.
+
+    Training: the surrogate gradient is the unfolded neuron's -- the backward pass runs
+    ``BinaryLIF(u_th)`` on ``X / factor`` (its value is added and subtracted, so the forward value
+    is the folded neuron's exactly) -- so training is that of ``SN(X / (2d))``.
+
+    Attributes: ``factor`` (int), ``u_th`` (the unfolded threshold), ``threshold`` (``factor *
+    u_th``, what the IR's binary LIF gets), ``beta``.
+    """
+
+    def __init__(self, beta: float = 0.5, threshold: float = 1.0, factor: int = 1):
+        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
+            raise ValueError(f"FoldedScaleLIF: factor must be an int >= 1, got {factor!r}")
+        super().__init__(beta=beta, threshold=float(threshold) * factor)
+        self.factor = factor
+        self.u_th = float(threshold)
+
+    def trace(self, x):
+        tr = super().trace(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            soft = BinaryLIF(beta=self.beta, threshold=self.u_th).trace(x / self.factor).q
+            q = tr.q.detach() + (soft - soft.detach())
+            tr = dataclasses.replace(tr, q=q, value=q)
+        return tr
+
+    def extra_repr(self):
+        return f"beta={self.beta:g}, threshold={self.threshold:g} (= {self.factor} x {self.u_th:g})"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,8 +467,9 @@ class SpatiotemporalAttention(nn.Module):
 
     ``core`` = :class:`SpikeHammingAttention` (``score="hamming"``) or :class:`SpikeDotAttention`
     (``"dot"``, scale ``dot_scale``), over the token groups ``tokens`` (joint / spatial / temporal /
-    factorized). ``neuron`` builds every binary LIF (the core's output neuron too: the SDHA scale
-    1/(2d) sits in the core, see :class:`SpikeHammingAttention`)."""
+    factorized). ``neuron`` builds every binary LIF; after SDHA the neuron is
+    ``SN_2D`` = :class:`FoldedScaleLIF` with the same beta and u_th and the scale 1/(2d) folded into
+    its threshold (the core returns the integer bracket, ``scaled=False``)."""
 
     def __init__(self, dim: int, num_heads: int, neuron: NeuronFactory, tokens: str = "joint",
                  score: str = "hamming", dot_scale: float = 0.125):
@@ -421,11 +486,13 @@ class SpatiotemporalAttention(nn.Module):
         self.q_spike = neuron()
         self.k_spike = neuron()
         self.v_spike = neuron()
-        if score == "hamming":
-            self.attn = SpikeHammingAttention(num_heads, tokens)
+        if score == "hamming":  # SN_2D: the 1/(2d) scale folded into the neuron's threshold (FoldedScaleLIF)
+            self.attn = SpikeHammingAttention(num_heads, tokens, scaled=False)
+            probe = neuron()
+            self.attn_spike = FoldedScaleLIF(probe.beta, probe.threshold, 2 * (dim // num_heads))
         else:
             self.attn = SpikeDotAttention(num_heads, tokens, scale=dot_scale)
-        self.attn_spike = neuron()
+            self.attn_spike = neuron()
         self.proj_conv = nn.Sequential(RepConv(dim, dim), nn.BatchNorm2d(dim))
 
     def qkv(self, x):

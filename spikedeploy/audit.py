@@ -32,6 +32,27 @@ same in both encodings (the lowering is exact), so binary and graded runs give t
   - ``[q·kv]`` memory reads: each q unit spike reads one row of its head's memory, ``Cv/H``
     accumulates: ``sum q * Cv/H`` (graded: non-zero q entries x ``Cv/H``).
 
+* **Space-time attention** (SpikeVideoFormer: :class:`~spikedeploy.ir.ops.SpikeHammingAttention`,
+  SDHA ``(2Q − 1)[(2K − 1)ᵀV]``, and :class:`~spikedeploy.ir.ops.SpikeDotAttention`, ``Q(KᵀV)``,
+  over joint / spatial / temporal / factorized token groups). What the counting form of the op
+  does, event by event (:func:`space_time_attention_events`; checked against a brute-force
+  enumeration of every spike of every token group in ``tests/core/test_sdha.py``):
+
+  - ``[kᵀv]``: one memory-cell increment per co-occurring pair of a k unit spike and a v unit spike
+    of the same head on the same token (the grouping decides which memory, not how many pairs);
+  - ``[1ᵀv]`` (SDHA): one counter increment per v unit spike (the column counts that turn
+    ``2kᵀv`` into ``(2K − 1)ᵀV``);
+  - ``[q·M]`` (SDHA) / ``[q·kv]``: each q unit spike reads one row of its group's memory, ``dv =
+    Cv/H`` accumulates;
+  - ``[M, 1ᵀM]`` (SDHA): the spike-independent accumulates, ``2·d·dv`` per head and token group
+    (forming ``M = 2kᵀv − 1ᵀv`` and its column sums ``1ᵀM``; the doubling is a shift) and one
+    subtraction of ``1ᵀM`` per output element and step (``Cv·N``) -- the same in both columns.
+
+  FLOPs per macro-step of each product (``K'ᵀV``, ``Q'M`` in the linear order of Eq. 10) are
+  ``C·Cv·N/H`` (summed over the token groups of a joint attention this is still per frame: linear
+  in T), and ``Cv·N`` for ``1ᵀv``; theoretical = FLOPs × T × rate (k's rate for kᵀv, v's for 1ᵀv,
+  q's for q·M). Graded events: pairs of non-zero entries / non-zero counts (× dv for reads).
+
 * **Template memory write** (:class:`~spikedeploy.ir.ops.MemoryWrite`, SpikeTrack's template
   branch, ``kv[h] = sum_n K_h[n]ᵀ V_h[n]``, a graph output): pair events as attention ``[kv]``:
   ``sum_t sum_tokens sum_heads k_count(h, n) * v_count(h, n)`` — each co-occurring pair of a k unit
@@ -118,7 +139,7 @@ from spikedeploy.ir.graph import Graph, numel, validate, value_steps
 
 __all__ = [
     "AuditError", "LayerAudit", "AuditReport", "audit_graph", "audit", "fanout_map", "layer_flops",
-    "upsample_axis_matrices", "ENCODINGS",
+    "upsample_axis_matrices", "ENCODINGS", "space_time_attention_events",
 ]
 
 ENCODINGS = ("binary", "graded")
@@ -927,7 +948,8 @@ def _check_auditable(graph: Graph, shapes) -> None:
             spiking.add(n.name)
     fed = [n.name for n in graph.nodes
            if (isinstance(n.op, O.SYNAPTIC_OPS) and n.inputs[0] in spiking)
-           or (isinstance(n.op, (O.SpikeLinearAttention, O.MemoryWrite)) and all(i in spiking for i in n.inputs))
+           or (isinstance(n.op, (O.SpikeLinearAttention, O.MemoryWrite) + O.SPACE_TIME_ATTENTION_OPS)
+               and all(i in spiking for i in n.inputs))
            or (isinstance(n.op, O.TemplateGate) and n.inputs[0] in spiking)]
     if not fed:
         raise AuditError(
@@ -1022,6 +1044,9 @@ def _count(graph: Graph, shapes, q_of, T: int, B: int, encoding: str, prof: Ener
             else:
                 add(_host_row(n, op.kind, 2 * flops, steps[n.name], B, prof, ", ".join(n.inputs), graph),
                     _Acc(zeros, zeros, macs=2 * flops * steps[n.name] * B))
+        elif isinstance(op, O.SPACE_TIME_ATTENTION_OPS):
+            for row, acc in _space_time_attention_rows(n, shapes, spikes, sources, steps, B, prof, graph, zeros):
+                add(row, acc)
         elif isinstance(op, O.MemoryWrite):
             kn, vn = n.inputs
             c, ntok = shapes[kn]
@@ -1163,6 +1188,104 @@ def _attention_rows(n, q, k, v, sources, flops, T, B, prof):
             synops_per_step=tuple(float(x) / B for x in syn), explanation=expl,
         ), _Acc(syn, graded)))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# space-time spike attention (SpikeVideoFormer: SDHA, Eq. 10; dot product, Eq. 3)
+# ---------------------------------------------------------------------------------------------
+
+
+def space_time_attention_events(op: O.SpaceTimeAttention, q: torch.Tensor, k: torch.Tensor,
+                                v: torch.Tensor) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """The spike events of one space-time attention (counts ``[T, B, C, N]``), per macro-step:
+    ``{part: (unit events [T], graded events [T])}`` (module docstring, "Space-time attention").
+
+    * ``"kv"``: co-occurring k·v unit-spike pairs (same head, same token): each increments one cell
+      of ``K^T V``. A token's pairs are charged to its own step (that is when its spikes arrive).
+    * ``"v"`` (Hamming only): v unit spikes, each increments its channel's column count ``1^T V``.
+    * ``"qm"``: each q unit spike reads one row of its group's memory (``M``, Hamming; ``K^T V``,
+      dot): ``dv`` accumulates.
+    * ``"dense"`` (Hamming only): arithmetic that does not depend on spikes -- per head and token
+      group ``M = 2 K^T V - 1^T V`` and ``1^T M`` (``2 d dv``, charged to the group's last step:
+      all its keys and values are in), and per output element the subtraction of ``1^T M``
+      (``Cv`` per token and step). Graded = unit.
+    """
+    T, B, C, Nt = k.shape
+    h = op.num_heads
+    d, dv = C // h, v.shape[2] // h
+    pairs, pairs_g = _pair_counts(k, v, h)
+    reads = _per_step_sum(q) * dv
+    reads_g = _per_step_sum((q > 0).to(q.dtype)) * dv
+    out = {"kv": (pairs, pairs_g), "qm": (reads, reads_g)}
+    if op.score == "hamming":
+        out["v"] = (_per_step_sum(v), _per_step_sum((v > 0).to(v.dtype)))
+        dense = np.full(T, B * Nt * h * dv, dtype=np.int64)  # the offset subtraction, every output element
+        for grouping in op.head_groupings():
+            if grouping == "spatial":  # one group per step
+                dense += B * 2 * d * dv
+            else:  # joint: one group per sample, temporal: one per position; complete at the last step
+                dense[-1] += B * (1 if grouping == "joint" else Nt) * 2 * d * dv
+        out["dense"] = (dense, dense.copy())
+    return out
+
+
+def _space_time_attention_rows(n, shapes, spikes, sources, steps, B, prof, graph, zeros):
+    """Audit rows of a SpikeHammingAttention / SpikeDotAttention node (module docstring)."""
+    op = n.op
+    qn, kn, vn = n.inputs
+    c, ntok = shapes[qn]
+    cv = shapes[vn][0]
+    h = op.num_heads
+    product = c * cv * ntok // h  # FLOPs per macro-step of each product (K'^T V, Q' M), linear order
+    label = "SDHA" if op.score == "hamming" else "SDSA"
+    tv = steps[n.name]
+    if not all(i in spikes for i in (qn, kn, vn)):
+        flops = 2 * product + (2 * cv * ntok if op.score == "hamming" else 0)
+        return [(_host_row(n, op.kind, flops, tv, B, prof, ", ".join(n.inputs), graph),
+                 _Acc(zeros, zeros, macs=flops * tv * B))]
+    q, k, v = spikes[qn], spikes[kn], spikes[vn]
+    ev = space_time_attention_events(op, q, k, v)
+    src_kv = f"{', '.join(sources[kn])} × {', '.join(sources[vn])}"
+    parts = [("kv", "[kᵀv]", src_kv, k, product,
+              "spike × spike: only co-occurring k·v unit-spike pairs (same head, same token) increment a memory "
+              f"cell; {op.tokens} token groups; the papers' estimate treats v as dense (ratio ≈ v's firing rate)")]
+    if op.score == "hamming":
+        parts.append(("v", "[1ᵀv]", ", ".join(sources[vn]), v, cv * ntok,
+                      "the −1 of (2K − 1)ᵀV: each v unit spike increments its channel's column count (no multiply)"))
+    parts.append(("qm", "[q·M]" if op.score == "hamming" else "[q·kv]", ", ".join(sources[qn]), q, product,
+                  f"each q unit spike reads one memory row of dv = {cv // h} cells"
+                  + (" of M = 2kᵀv − 1ᵀv" if op.score == "hamming" else "")))
+    rows = []
+    for key, suffix, src, drive, flops, expl in parts:
+        syn, graded = ev[key]
+        rate, per_step = _rates(drive)
+        theo = flops * tv * rate
+        measured = float(syn.sum()) / B
+        unit = int(syn.sum())
+        if unit:
+            expl += f"; integer spikes: {int(graded.sum()) / unit:.3f} graded events per unit spike"
+        rows.append((LayerAudit(
+            name=f"{n.name} {suffix}", op=f"{op.kind} {suffix}", kind="attention", host=False, source=src,
+            flops=float(flops), firing_rate=rate, rates_per_step=per_step, theoretical_ops=theo,
+            measured_synops=measured, graded_events=float(graded.sum()) / B, unit_equivalent=measured, macs=0.0,
+            neuron_updates=0.0, ratio=measured / theo if theo > 0 else None,
+            energy_pj=prof.energy_pj(synops=measured), theoretical_energy_pj=prof.e_ac_pj * theo,
+            synops_per_step=tuple(float(x) / B for x in syn), explanation=expl,
+        ), _Acc(syn, graded)))
+    if "dense" in ev:
+        syn, graded = ev["dense"]
+        measured = float(syn.sum()) / B
+        rows.append((LayerAudit(
+            name=f"{n.name} [M, 1ᵀM]", op=f"{op.kind} [M, 1ᵀM]", kind="attention", host=False,
+            source=", ".join(n.inputs), flops=measured / tv, firing_rate=1.0, rates_per_step=(),
+            theoretical_ops=measured, measured_synops=measured, graded_events=measured, unit_equivalent=measured,
+            macs=0.0, neuron_updates=0.0, ratio=1.0, energy_pj=prof.energy_pj(synops=measured),
+            theoretical_energy_pj=prof.e_ac_pj * measured, synops_per_step=tuple(float(x) / B for x in syn),
+            explanation=f"{label}'s spike-independent accumulates: M = 2kᵀv − 1ᵀv and 1ᵀM once per head and token "
+                        "group (2·d·dv), and the −1ᵀM of (2Q − 1)M once per output element; not spike-driven, "
+                        "the same in both columns",
+        ), _Acc(syn, graded)))
+    return rows
 
 
 def _totals(rows: List[LayerAudit], accs: List[_Acc], T: int, B: int, prof: EnergyProfile) -> Dict[str, Dict[str, float]]:

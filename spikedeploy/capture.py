@@ -881,5 +881,23 @@ def _register_model_rules():
     def _frozen_bn(ctx, m, where, args, kwargs, out):
         return _bn(ctx, m, where, args, out, frozen=True)
 
+    # SpikeVideoFormer's space-time attention cores (issue 17): SDHA (Eq. 10) and the dot product (Eq. 3)
+    from spikedeploy.models import spikevideoformer_blocks as SVB
+
+    def _space_time_attention(ctx, m, where, args, kwargs, out):
+        q, k, v = (list(args) + [kwargs[n] for n in ("q", "k", "v")[len(args):]])[:3]
+        for t in (q, k, v):
+            if not isinstance(t, CValue) or t.layout != TB or not t.name or len(t.shape) != 4:
+                raise CaptureError(f"{where}: space-time attention inputs must be [T, B, C, N] activations")
+        d = q.shape[2] // int(m.num_heads)
+        if isinstance(m, SVB.SpikeHammingAttention):
+            op = O.SpikeHammingAttention(num_heads=int(m.num_heads), tokens=str(m.tokens), scale=float(m._scale(d)))
+        else:
+            op = O.SpikeDotAttention(num_heads=int(m.num_heads), tokens=str(m.tokens), scale=float(m._scale(d)))
+        return ctx.emit(where, op, [q, k, v], source=where, layout=TB, shape=_shape_of(out))
+
+    register_module_rule(SVB.SpikeHammingAttention)(_space_time_attention)
+    register_module_rule(SVB.SpikeDotAttention)(_space_time_attention)
+
 
 _register_model_rules()

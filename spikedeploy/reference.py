@@ -558,6 +558,97 @@ for _t, _r in [
 
 
 # ---------------------------------------------------------------------------------------------
+# space-time spike attention (SpikeVideoFormer: SDHA and the dot product over token groups)
+# ---------------------------------------------------------------------------------------------
+
+
+def space_time_groups(x: torch.Tensor, num_heads: int, grouping: str) -> torch.Tensor:
+    """``[T, B, C, N]`` -> token groups ``[..., L, C/H]`` of one head grouping (the model's layout,
+    :class:`~spikedeploy.models.spikevideoformer_blocks.SpikeHammingAttention`): heads are
+    contiguous channel groups; ``spatial`` -> ``[T, B, H, N, c]``, ``temporal`` ->
+    ``[B, H, N, T, c]``, ``joint`` -> ``[B, H, T*N, c]`` (tokens in order t, n)."""
+    T, B, C, Nt = x.shape
+    h = num_heads
+    xh = x.reshape(T, B, h, C // h, Nt).transpose(-1, -2)  # [T, B, H, N, c]
+    if grouping == "spatial":
+        return xh
+    if grouping == "temporal":
+        return xh.permute(1, 2, 3, 0, 4)
+    return xh.permute(1, 2, 0, 3, 4).reshape(B, h, T * Nt, C // h)
+
+
+def space_time_ungroup(y: torch.Tensor, T: int, grouping: str) -> torch.Tensor:
+    """Inverse of :func:`space_time_groups` for one head grouping: -> ``[T, B, H, N, c]``."""
+    if grouping == "spatial":
+        return y
+    if grouping == "temporal":
+        return y.permute(3, 0, 1, 2, 4)
+    B, h, L, c = y.shape
+    return y.reshape(B, h, T, L // T, c).permute(2, 0, 1, 3, 4)
+
+
+def head_blocks(op: O.SpaceTimeAttention):
+    """``[(grouping, first head, last head + 1), ...]``: one block of consecutive heads per grouping
+    (factorized: the spatial half, then the temporal half)."""
+    out, start = [], 0
+    kinds = op.head_groupings()
+    for i in range(1, len(kinds) + 1):
+        if i == len(kinds) or kinds[i] != kinds[start]:
+            out.append((kinds[start], start, i))
+            start = i
+    return out
+
+
+class SpaceTimeAttentionRule(Rule):
+    """:class:`~spikedeploy.ir.ops.SpikeHammingAttention` / ``SpikeDotAttention`` per head block
+    and token group, in the counting form of the op docstrings::
+
+        hamming:  M = 2 (K^T V) - 1^T V;   Y = 2 (Q M) - 1^T M          dot:  Y = Q (K^T V)
+        y = Y (scale 1) or Y * scale (once, after the integer Y)
+
+    On real inputs (integer mode) the formulas run on the values; for spikes (binary LIF outputs)
+    every term is an integer, so the result equals PyTorch's ``(2Q-1)((2K-1)^T V)`` bit for bit
+    (any summation order of integers below 2**53 is exact). Spike modes: ``K^T V`` from the k and
+    v counts (co-occurring unit-spike pairs), the q unit spikes read rows of ``M`` sub-step by
+    sub-step (binary) or with their counts (graded); the ``-1`` terms once per macro-step."""
+
+    def __call__(self, op, inputs, ctx):
+        q, k, v = inputs
+        spiking = all(isinstance(t, SpikeValue) for t in inputs)
+        kc, vc = decode(k), decode(v)
+        T = int(kc.shape[0])
+        outs = []
+        for grouping, h0, h1 in head_blocks(op):
+            c, cv = kc.shape[2] // op.num_heads, vc.shape[2] // op.num_heads
+            sl = slice(h0 * c, h1 * c)
+            kg = space_time_groups(kc[:, :, sl], h1 - h0, grouping)
+            vg = space_time_groups(vc[:, :, h0 * cv:h1 * cv], h1 - h0, grouping)
+            kv = kg.transpose(-2, -1) @ vg  # [..., c, cv]: k.v pair counts
+            if op.score == "hamming":
+                mem = 2.0 * kv - vg.sum(dim=-2, keepdim=True)  # (2K - 1)^T V
+                offset = mem.sum(dim=-2, keepdim=True)  # 1^T M: what the -1 of (2Q - 1) subtracts
+            else:
+                mem, offset = kv, None
+            if spiking and q.encoding == "binary":
+                acc = None
+                for s_k in q.substeps():
+                    term = space_time_groups(s_k[:, :, sl], h1 - h0, grouping) @ mem
+                    acc = term if acc is None else acc + term
+            else:
+                acc = space_time_groups(decode(q)[:, :, sl], h1 - h0, grouping) @ mem
+            y = acc if offset is None else 2.0 * acc - offset
+            outs.append(space_time_ungroup(y, T, grouping))
+        out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]  # [T, B, H, N, cv]
+        Tn, B, h, Nt, cv = out.shape
+        out = out.transpose(-1, -2).reshape(Tn, B, h * cv, Nt)
+        return out if op.scale == 1.0 else out * op.scale
+
+
+register_rule(O.SpikeHammingAttention, SpaceTimeAttentionRule())
+register_rule(O.SpikeDotAttention, SpaceTimeAttentionRule())
+
+
+# ---------------------------------------------------------------------------------------------
 # executor
 # ---------------------------------------------------------------------------------------------
 

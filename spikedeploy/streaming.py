@@ -37,7 +37,9 @@ Targets:
 
 Graphs that cannot stream are refused when the stream opens (:class:`~spikedeploy.errors.ConfigError`
 naming the node): a neuron whose leak is a per-step tuple (NI-LIF: the leak of the next call's
-first step is undefined) and inputs with a fixed number of steps (time-axis ops). A wrong state
+first step is undefined), inputs with a fixed number of steps (time-axis ops) and ops whose output
+steps depend on other steps (:class:`StepMixingError`: SpikeVideoFormer's joint / temporal /
+factorized space-time attention -- frame t's output reads the keys and values of every frame). A wrong state
 (an unknown node, a stateless node, a wrong shape) is an :class:`~spikedeploy.errors.InputError`
 naming the node.
 """
@@ -55,7 +57,12 @@ from spikedeploy.ir.graph import Graph
 from spikedeploy.neurons import NeuronState
 from spikedeploy.targets import TargetRun
 
-__all__ = ["STREAM_TARGETS", "Stream", "open_stream", "check_streamable"]
+__all__ = ["STREAM_TARGETS", "Stream", "open_stream", "check_streamable", "StepMixingError"]
+
+
+class StepMixingError(ConfigError):
+    """A graph holds an op whose output steps depend on other steps' inputs (space-time attention
+    over the frames, :attr:`spikedeploy.ir.ops.SpaceTimeAttention.mixes_steps`): it cannot stream."""
 
 #: targets a stream runs on (NIR: see the module docstring)
 STREAM_TARGETS = ("reference", "onnx", "lava")
@@ -72,6 +79,12 @@ def check_streamable(graph: Graph) -> None:
         if isinstance(getattr(n.op, "leak", None), tuple):
             raise ConfigError(f"stream: neuron {n.name!r} ({n.op.label}) has a per-step leak, so the leak of the next "
                               "call's first step is undefined; it cannot carry state across calls")
+    for n in graph.nodes:
+        if getattr(n.op, "mixes_steps", False):
+            raise StepMixingError(
+                f"stream: node {n.name!r} ({n.op.kind}, tokens={n.op.tokens!r}) attends over the tokens of every "
+                "frame, so step t's output needs the keys and values of later frames; it cannot run one frame per "
+                "call (run the whole clip in one call, or use tokens='spatial' attention)")
 
 
 class _ReferenceBackend:

@@ -848,6 +848,119 @@ class Upsample(Op):
 
 
 # ---------------------------------------------------------------------------------------------
+# Space-time spike attention (SpikeVideoFormer: SDHA, seed Eq. 10, and dot-product attention, Eq. 3)
+# ---------------------------------------------------------------------------------------------
+
+#: token groupings of a space-time attention on ``[T, B, C, N]`` (T frames of N tokens each):
+#: ``joint`` one group of the T*N tokens of a sample, ``spatial`` one group of N tokens per frame,
+#: ``temporal`` one group of T tokens per position, ``factorized`` the first half of the heads
+#: spatial and the second half temporal
+TOKEN_GROUPINGS = ("joint", "spatial", "temporal", "factorized")
+
+
+@dataclass(frozen=True, eq=False)
+class SpaceTimeAttention:
+    """Fields and shape rules shared by the two space-time spike attentions (a mixin, not an op:
+    :class:`SpikeHammingAttention` and :class:`SpikeDotAttention` are the ops): q, k ``[C, N]`` and
+    v ``[Cv, N]`` per step.
+
+    Channels split into ``num_heads`` contiguous groups (``d = C/H``, ``dv = Cv/H``); within each
+    head the tokens of all T macro-steps are grouped by ``tokens`` (:data:`TOKEN_GROUPINGS`); each
+    group ``G`` of ``L`` tokens is one attention (``Q_G, K_G [L, d]``, ``V_G [L, dv]``); the result
+    of token ``(t, n)`` is written back to step t, position n. Output ``[Cv, N]``, as many
+    macro-steps as the inputs.
+
+    **Time axis.** The number of macro-steps does not change (so this is not one of
+    :data:`TIME_OPS`), but with ``tokens`` joint, temporal or factorized step t's output depends on
+    the k and v of *every* step of the group (:attr:`mixes_steps`): the op needs all T frames before
+    it can emit the first, so a graph holding one cannot run one frame per call
+    (:func:`spikedeploy.streaming.check_streamable` refuses it, naming the node) and a stepwise
+    backend must buffer the whole clip. ``spatial`` groups lie inside one step: it streams.
+    """
+
+    arity: ClassVar[Optional[int]] = 3
+    score: ClassVar[str] = "?"
+    num_heads: int
+    tokens: str = "joint"
+    scale: float = 1.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_count(f"{self.kind} num_heads", self.num_heads, 1)
+        if self.tokens not in TOKEN_GROUPINGS:
+            raise ValueError(f"{self.kind} tokens must be one of {TOKEN_GROUPINGS}, got {self.tokens!r}")
+        if self.tokens == "factorized" and self.num_heads % 2:
+            raise ValueError(f"{self.kind}: factorized attention needs an even num_heads, got {self.num_heads}")
+        _check_finite("scale", self.scale)
+        if self.scale == 0:
+            raise ValueError(f"{self.kind} scale must not be 0")
+
+    @property
+    def mixes_steps(self) -> bool:
+        """True when an output step depends on other steps' inputs (every grouping but spatial)."""
+        return self.tokens != "spatial"
+
+    def head_groupings(self) -> Tuple[str, ...]:
+        """The grouping (spatial / temporal / joint) of every head."""
+        h = self.num_heads
+        if self.tokens == "factorized":
+            return ("spatial",) * (h // 2) + ("temporal",) * (h - h // 2)
+        return (self.tokens,) * h
+
+    def infer_shape(self, q, k, v):
+        if len(q) != 2 or tuple(q) != tuple(k) or len(v) != 2 or v[1] != q[1]:
+            raise ValueError(f"{self.kind} needs q, k [C, N] and v [Cv, N]; got {list(q)}, {list(k)}, {list(v)}")
+        if q[0] % self.num_heads or v[0] % self.num_heads:
+            raise ValueError(f"channels {q[0]}/{v[0]} not divisible by {self.num_heads} heads")
+        return tuple(v)
+
+
+@dataclass(frozen=True, eq=False)
+class SpikeHammingAttention(SpaceTimeAttention, Op):
+    """Spike-driven Hamming attention (SDHA, SpikeVideoFormer Eq. 10) without its neuron::
+
+        per head and token group (SpaceTimeAttention):
+            M = (2K - 1)^T V  = 2 K^T V - 1_d (1_L^T V)        [d, dv]
+            Y = (2Q - 1) M    = 2 Q M   - 1_L (1_d^T M)        [L, dv]
+        y = scale * Y
+
+    For binary spikes ``q, k, v in {0, 1}`` (binary LIF outputs, D = 1) row i of ``Y`` is
+    ``sum_j (d - 2 Hamming(q_i, k_j)) v_j``: an **integer** (``|Y| <= d L``). The ±1 maps are
+    realized by counting, never by multiplying spikes: ``K^T V`` counts co-occurring k·v unit-spike
+    pairs (same head, same token), ``1^T V`` counts each v channel's spikes, ``M`` is a doubling
+    and a subtraction of those counts; each q unit spike reads one row of ``M`` (dv accumulates),
+    the row sum doubles and ``1^T M`` (the column sums of ``M``, once per group) is subtracted.
+
+    Integer counts (``q in {0..D}``, D > 1): the same formula on the counts -- the map ``2x - 1``
+    of a count, linear in Q and in K separately, so spike lowering reads Q and K as the sums of
+    their unit spikes (sub-step by sub-step) and adds the ``-1`` terms once per macro-step. It is a
+    Hamming similarity only for binary spikes; the SpikeVideoFormer feeds it binary LIFs.
+
+    ``scale``: SpikeVideoFormer's ``1/(2d)`` is *not* kept here: the model folds it into the
+    threshold of the binary LIF that follows (threshold ``2d u_th``, exactly the same spikes, see
+    :class:`~spikedeploy.models.spikevideoformer_blocks.FoldedScaleLIF`), so the op emits the integer
+    ``Y`` (``scale = 1``). A captured stand-alone SDHA that multiplies by its scale keeps it here,
+    applied once after ``Y`` (the module's own rounding).
+    """
+
+    score: ClassVar[str] = "hamming"
+
+
+@dataclass(frozen=True, eq=False)
+class SpikeDotAttention(SpaceTimeAttention, Op):
+    """Dot-product spike attention over space-time tokens (SDSA, SpikeVideoFormer Eq. 3), the
+    comparison op of :class:`SpikeHammingAttention`::
+
+        per head and token group:  Y = Q (K^T V);   y = scale * Y
+
+    ``K^T V`` counts co-occurring k·v unit-spike pairs; each q unit spike reads one row of it.
+    For binary spikes ``Y`` is an integer; ``scale`` (Meta-SpikeFormer: 0.125) is applied once
+    after it. ``tokens = "spatial"`` is :class:`SpikeLinearAttention` (one attention per step)."""
+
+    score: ClassVar[str] = "dot"
+
+
+# ---------------------------------------------------------------------------------------------
 # Time-axis ops: the output has another number of macro-steps than the input (SpikeTrack T > 1:
 # the search query repeated over the T templates, per-template layers, the template gate)
 # ---------------------------------------------------------------------------------------------
@@ -1018,3 +1131,6 @@ HOST_OPS = (GateSoftmax,)
 NEURON_OPS = (IntegerLIF, DynamicIntegerLIF, BinaryLIF, FixedIntegerLIF, FixedBinaryLIF, FixedDynamicIntegerLIF)
 #: neurons of fixed-point graphs (spikedeploy.passes.quantize)
 FIXED_NEURON_OPS = (FixedIntegerLIF, FixedBinaryLIF, FixedDynamicIntegerLIF)
+#: space-time spike attentions (SpikeVideoFormer); an instance's ``mixes_steps`` says whether its
+#: output steps depend on other steps
+SPACE_TIME_ATTENTION_OPS = (SpikeHammingAttention, SpikeDotAttention)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spikedeploy.capture import capture
-from spikedeploy.errors import CaptureError, ConfigError, InputError
+from spikedeploy.errors import ConfigError, InputError
 from spikedeploy.models import BUILTIN_MODELS, get_model
 from spikedeploy.models.neurons import BinaryLIF, MultiSpike
 from spikedeploy.models.spikevideoformer import (CONFIGS, PAPER_PARAMETERS, SpikeVideoFormer, SpikeVideoFormerNet,
@@ -57,7 +57,9 @@ def test_table7_layout():
     assert all(isinstance(getattr(tb.attn, n)[0], RepConv) for n in ("q_conv", "k_conv", "v_conv", "proj_conv"))
     assert tb.mlp.hidden == 4 * 64
     neurons = [x for x in m.modules() if isinstance(x, (BinaryLIF, MultiSpike))]
-    assert all(isinstance(x, BinaryLIF) and x.beta == 0.5 and x.threshold == 1.0 for x in neurons)
+    assert all(isinstance(x, BinaryLIF) and x.beta == 0.5 and getattr(x, "u_th", x.threshold) == 1.0 for x in neurons)
+    # SN_2D after each SDHA: the 1/(2d) scale folded into the threshold (d = 16 at 8C = 64 channels, 4 heads)
+    assert tb.attn.attn.scaled is False and tb.attn.attn_spike.threshold == 2 * 16 * 1.0
     # every neuron of the tiny model: 4 per CNN block, 4 downsamplings, 7 per transformer block, the head
     assert len(neurons) == 4 * 3 + 4 + 7 * 2 + 1
 
@@ -295,9 +297,16 @@ def test_capture_up_to_sdha_is_exact():
         assert 0 < float(e.mean()) < 1
 
 
-@pytest.mark.xfail(strict=True, raises=CaptureError, reason="SDHA capture rule: issue 17 step 2")
 def test_capture_whole_network():
+    """The whole tiny network captures (issue 17 step 2): one SDHA op per attention, the 1/(2d)
+    scale folded into the next binary LIF's threshold (bit-exactness: test_spikevideoformer_lowering)."""
+    from spikedeploy.ir import ops as O
     from spikedeploy.loading import build_model
 
     loaded = build_model("spikevideoformer-tiny", timesteps=8)
-    capture(loaded.module, torch.zeros((8, 1) + loaded.input_shape))
+    graph = capture(loaded.module, torch.zeros((8, 1) + loaded.input_shape))
+    attn = [n for n in graph.nodes if isinstance(n.op, O.SpikeHammingAttention)]
+    assert [(n.op.tokens, n.op.num_heads, n.op.scale) for n in attn] == [("joint", 4, 1.0)] * 2
+    consumers = graph.consumers()
+    thresholds = [consumers[n.name][0].op.threshold for n in attn]
+    assert thresholds == [2.0 * d for d in CONFIGS["tiny"].head_dims()]  # 2d u_th: 32 and 40
