@@ -396,3 +396,29 @@ def test_streaming_refuses_step_mixing_attention():
     with open_stream(g, "reference", mode="binary") as stream:
         steps = [stream.step({s: x[s][t:t + 1] for s in "qkv"}).outputs["attn"] for t in range(T)]
     assert torch.equal(torch.cat(steps), whole.outputs["attn"]) and whole.outputs["attn"].abs().sum() > 0
+
+
+def test_fold_attention_scale_pass():
+    """A captured stand-alone SDHA that multiplies by 1/(2d) (here 1/20) followed by a binary LIF:
+    the pass makes the op emit the integer and the neuron's threshold 20 u_th exactly; the folded
+    graph equals the folded PyTorch form (FoldedScaleLIF) bit for bit. An attention read by
+    anything but binary LIFs keeps its scale."""
+    from spikedeploy.passes.fold_scale import FoldAttentionScale
+
+    T, B, C, N, heads = 6, 2, 20, 7, 2
+    x = torch.randn(T, B, C, N, generator=torch.Generator().manual_seed(17), dtype=torch.float64)
+    scaled = _Block(SDHAModule(heads, "joint"), BinaryLIF(0.5, 1.0)).eval()
+    folded_torch = _Block(SDHAModule(heads, "joint", scaled=False), FoldedScaleLIF(0.5, 1.0, 20)).eval()
+    g = capture(scaled, torch.zeros(T, 1, C, N, dtype=torch.float64))
+    f = FoldAttentionScale().apply(g)
+    attn = [n for n in f.nodes if isinstance(n.op, O.SpikeHammingAttention)][0]
+    lif = f.consumers()[attn.name][0].op
+    assert attn.op.scale == 1.0 and lif.threshold == 20.0
+    with torch.no_grad():
+        expect = folded_torch(x)
+    for mode in ("integer", "binary"):
+        assert torch.equal(execute(f, x, mode).outputs[f.outputs[0]], expect)
+    assert 0 < float(expect.mean()) < 1
+    # read by something else (a graph output): unchanged
+    g2 = _graph(O.SpikeHammingAttention(2, "joint", scale=0.05), 4, 4, 3)
+    assert FoldAttentionScale().apply(g2).node("attn").op.scale == 0.05
