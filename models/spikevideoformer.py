@@ -44,8 +44,10 @@ every neuron integrates over the video, and the joint SDHA additionally mixes al
   each; factorized: shared q/k/v, half the heads spatial, half temporal
   (:class:`~spikedeploy.models.spikevideoformer_blocks.TransformerBlock`);
 * neuron constants: ``beta = 0.5`` (spikingjelly's tau = 2 LIF as Meta-SpikeFormer, its 1/tau
-  input factor absorbed by the BatchNorms), ``threshold = 1.0`` (u_th; the SDHA neuron too, its
-  input scaled by 1/(2d));
+  input factor absorbed by the BatchNorms), ``threshold = 1.0`` (u_th); the neuron after each SDHA is
+  seed Eq. 10's ``SN_2D``: the integer bracket against threshold ``2d u_th``
+  (:class:`~spikedeploy.models.spikevideoformer_blocks.FoldedScaleLIF`, the same spikes as
+  u_th on the bracket times 1/(2d), but exact in float64 for every d);
 * the head: spikes averaged over positions then a linear layer (the average is linear on spikes,
   a synapse), per-frame logits, the mean over frames on the host. ``head_neuron="ilif"``: the
   head's neuron is an Integer-LIF with D = 4 (:class:`~spikedeploy.models.neurons.MultiSpike`,

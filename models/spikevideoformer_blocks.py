@@ -168,11 +168,13 @@ class SpikeHammingAttention(_SpikeAttentionCore):
     ``scale * (2q_i - 1).(2k_j - 1) = f_H(q_i, k_j) - 1/2`` (seed Eqs. 6, 8: the normalized
     Hamming similarity without its constant 1/2).
 
-    This module returns ``scale * (2Q - 1)[(2K - 1)^T V]``; the neuron SN is the block's next
-    module. **Where the 1/(2d) goes**: the bracket is an integer (``|.| <= d * L`` for ``L``
-    tokens); this module multiplies it by ``scale`` once, as the last operation (a power of two
-    for d = 2^k, so then exact). In the IR the scale is folded into the threshold of the binary
-    LIF that follows (seed: ``SN_2D``, threshold ``2d u_th``): that neuron is homogeneous --
+    This module returns ``scale * (2Q - 1)[(2K - 1)^T V]`` (``scaled=True``, the default); the
+    neuron SN is the block's next module. **Where the 1/(2d) goes**: the bracket is an integer
+    (``|.| <= d * L`` for ``L`` tokens); this module multiplies it by ``scale`` once, as the last
+    operation (a power of two for d = 2^k, so then exact). The deployed blocks fold the scale into
+    the threshold of the binary LIF that follows (seed: ``SN_2D``, threshold ``2d u_th``;
+    ``scaled=False`` below, and ``spikedeploy.passes.fold_scale`` for captured graphs that keep
+    the scale): that neuron is homogeneous --
     ``H = beta U + X``, ``S = [H > th]``, ``U = H - th S`` give the same spikes for ``(c X, c th)``
     as for ``(X, th)`` -- so it integrates the integer bracket against threshold ``u_th / scale``.
     ``(2Q - 1)`` and ``(2K - 1)`` are +-1 maps: a spike-driven implementation counts the spikes of
