@@ -8,8 +8,9 @@ from spikedeploy.passes.fuse import FuseLinearChains
 from spikedeploy.passes.expand import ExpandSpikes
 from spikedeploy.passes.quantize import QuantizeFixedPoint
 from spikedeploy.passes.fix_limit import FixDynamicLimit
+from spikedeploy.passes.fold_scale import FoldAttentionScale
 
-__all__ = ["Pass", "PassManager", "FoldBatchNorm", "FuseLinearChains", "ExpandSpikes", "QuantizeFixedPoint", "FixDynamicLimit",
+__all__ = ["Pass", "PassManager", "FoldBatchNorm", "FuseLinearChains", "ExpandSpikes", "QuantizeFixedPoint", "FixDynamicLimit", "FoldAttentionScale",
            "default_pipeline"]
 
 
