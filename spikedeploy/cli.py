@@ -609,6 +609,11 @@ def _cmd_audit(args) -> int:
     print(f"{report.model}: {report.runtime} run, {report.encoding} spikes{fixed}, energy profile {report.profile.name}")
     print(f"per frame: measured SynOps {t['measured_synops']:,.0f}, papers' estimate {t['theoretical_ops']:,.0f} "
           f"(ratio {t['ratio']:.3f}), host MACs {t['host_macs']:,.0f}")
+    a = getattr(report, "adaptive", None)
+    if a:
+        print(f"DI-LIF ({len(a['layers'])} layers): {a['synops_per_frame']:,.0f} SynOps against "
+              f"{a['fixed_synops_per_frame']:,.0f} with D fixed at D_init (ratio "
+              f"{a['synops_per_frame'] / max(a['fixed_synops_per_frame'], 1):.3f}); D per layer and step in the report")
     print(f"report: {Path(args.output) / 'report.html'}")
     return 0
 
