@@ -1000,11 +1000,58 @@ def host_only_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
                       "a device value (quantize the float graph with QuantizeFixedPoint)")
 
 
+def _clip_steps(c: "Compiler", node: Node) -> int:
+    """The fixed number of frames T a step-mixing attention is compiled for: the graph input's fixed
+    steps, else the graph metadata ``timesteps`` (set by capture's callers: ``prepare_graph``,
+    verify); refused by name without one."""
+    n = c.vsteps.get(node.name)
+    if n is None:
+        n = c.graph.meta_dict().get("timesteps")
+    if n is None:
+        raise unsupported(TARGET, node, f"{node.op.kind} over {node.op.tokens} token groups waits for all T frames, "
+                          "so the bundle is compiled for one T: give the graph a fixed T (graph metadata "
+                          "'timesteps', as spikedeploy export -T sets it)")
+    return int(n)
+
+
 def space_time_attention_rule(c: Compiler, node: Node, ins: List[Val]) -> Val:
-    """SpikeVideoFormer's SDHA / dot-product attention over space-time tokens: no Lava process yet
-    (refused by name; issue 17 step 3 adds one)."""
-    raise unsupported(TARGET, node, f"no Lava process for {node.op.kind} yet (a k·v pair counter and q row reads "
-                                    f"over {node.op.tokens} token groups; use the reference or onnx target)")
+    """SpikeVideoFormer's SDHA / dot-product attention over space-time tokens: one
+    ``st_attention`` process (:class:`~spikedeploy.runtimes.lava_procs.SpaceTimeAttention`) that
+    counts the k·v pairs and v spikes of each token group as they arrive and, once a group is
+    complete, freezes its memory ``M = 2K^T V - 1^T V`` (dot: ``K^T V``); q spikes read its rows
+    and ``1^T M`` is subtracted once per macro-step; the result is one real-valued event in the q
+    window's last step (the reference's integers, then the scale).
+
+    Timing: with spatial groups only, q is read right after its own k/v window (as
+    ``SpikeAttention``). A step-mixing grouping (joint, temporal, factorized's temporal heads)
+    makes step t's output depend on every step of the sample, so q is delayed until after the
+    k/v window of the sample's last step: ``q_start >= kv_start + (T - 1) * period + kv_len``
+    (delay lines fused into the process's taps); the downstream streams are balanced as usual.
+    The bundle is then compiled for that T (``timesteps`` of the process; the runtime refuses
+    another)."""
+    op = node.op
+    if not all(v.spike for v in ins):
+        raise unsupported(TARGET, node, f"{op.kind} needs spike inputs q, k, v (lower the graph; real-valued "
+                          "attention has no spike-driven form)")
+    if c.slots is not None:
+        raise unsupported(TARGET, node, f"{op.kind} in a graph with time-axis ops (macro-step slots) is not mapped")
+    q, k, v = ins
+    (C, N), (Cv, _) = q.shape, v.shape
+    T = _clip_steps(c, node) if op.mixes_steps else None
+    name = c.add_proc("st_attention", node.name, node=node.name, channels=int(C), v_channels=int(Cv), tokens=int(N),
+                      heads=int(op.num_heads), groupings=list(op.head_groupings()), score=op.score,
+                      scale=float(op.scale), timesteps=T, steps=c.vsteps.get(node.name))
+    kv_start, kv_len = c.connect_streams(
+        [c.streams_of(k, node.name + ".k"), c.streams_of(v, node.name + ".v")],
+        [(name, "k_in"), (name, "v_in")])
+    wait = (T - 1) * c.period if T is not None else 0
+    q_start, q_len = c.connect_streams([c.streams_of(q, node.name + ".q")], [(name, "q_in")],
+                                       min_start=kv_start + wait + kv_len)
+    fire = q_start + q_len - 1
+    c.proc_index[name].update(kv_start=kv_start, kv_len=kv_len, q_start=q_start, q_len=q_len, fire=fire)
+    shape = c.shapes[node.name]
+    out = c.mark(Stream(name, "a_out", int(Cv) * int(N), fire, 1, "real"), c.vsteps.get(node.name))
+    return Val(shape, False, [Term(out, _arange(shape))], None, False)
 
 
 RULES: Dict[type, Callable[[Compiler, Node, List[Val]], Val]] = {
@@ -1052,6 +1099,7 @@ TAP_CONSUMERS: Dict[str, Dict[str, Tuple[str, str]]] = {
     "neuron": {"a_in": ("in_start", "in_len")},
     "readout": {"a_in": ("start", "length")},
     "attention": {"q_in": ("q_start", "q_len"), "k_in": ("kv_start", "kv_len"), "v_in": ("kv_start", "kv_len")},
+    "st_attention": {"q_in": ("q_start", "q_len"), "k_in": ("kv_start", "kv_len"), "v_in": ("kv_start", "kv_len")},
     "memory_write": {"k_in": ("kv_start", "kv_len"), "v_in": ("kv_start", "kv_len")},
     "junction": {"a_in": ("in_start", "in_len")},
     "host_softmax": {"a_in": ("in_start", "in_len")},
@@ -1073,7 +1121,7 @@ def _out_size(p: dict) -> int:
         return int(math.prod(p["out_shape"]))
     if t == "matmul":
         return int(p["rows"]) * int(p["out_features"])
-    if t == "attention":
+    if t in ("attention", "st_attention"):
         return int(p["v_channels"]) * int(p["tokens"])
     if t == "memory_write":
         return int(p["channels"]) * int(p["v_channels"]) // int(p["heads"])
@@ -1100,7 +1148,7 @@ def _send_window(p: dict) -> Optional[Tuple[str, int, int, Optional[int]]]:
         return "s_out", p["start"], 1, n
     if t in ("host_softmax", "template_gate"):
         return "a_out", p["fire"], 1, 1 if n is not None else None
-    if t == "memory_read":
+    if t in ("memory_read", "st_attention"):
         return "a_out", p["fire"], 1, n
     return None
 
@@ -1443,7 +1491,7 @@ def compile_graph(graph: Graph, encoding: str, *, unroll_limit: Optional[int] = 
             ends.append(p["q_start"] + p["q_len"] - 1)
         elif p["type"] == "memory_write":
             ends.append(p["kv_start"] + p["kv_len"] - 1)
-        elif p["type"] in ("host_softmax", "template_gate", "memory_read"):
+        elif p["type"] in ("host_softmax", "template_gate", "memory_read", "st_attention"):
             ends.append(p["fire"])
     procs, connections = c.procs, c.connections
     fusion = None

@@ -67,6 +67,7 @@ PROCESS_TYPES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
     "delay": (("a_in",), ("a_out",)),
     "junction": (("a_in",), ("a_out",)),
     "attention": (("q_in", "k_in", "v_in"), ("a_out",)),
+    "st_attention": (("q_in", "k_in", "v_in"), ("a_out",)),
     "memory_write": (("k_in", "v_in"), ("a_out",)),
     "readout": (("a_in",), ()),
     "step_gate": (("a_in",), ("a_out",)),
@@ -75,10 +76,10 @@ PROCESS_TYPES: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {
     "memory_read": (("q_in",), ("a_out",)),
 }
 #: process types whose input ports can hold fused taps (``inputs``)
-TAP_TYPES = ("neuron", "readout", "attention", "memory_write", "junction", "host_softmax", "template_gate",
+TAP_TYPES = ("neuron", "readout", "attention", "st_attention", "memory_write", "junction", "host_softmax", "template_gate",
              "memory_read")
 #: process types that may send only inside a window (``send``)
-SEND_TYPES = ("neuron", "attention", "memory_write", "junction", "source", "host_softmax", "template_gate",
+SEND_TYPES = ("neuron", "attention", "st_attention", "memory_write", "junction", "source", "host_softmax", "template_gate",
               "memory_read")
 #: neuron kinds of :func:`spikedeploy.runtimes.lava_kernels.neuron_step` and (``fixed_*``, a fixed
 #: bundle's) :func:`~spikedeploy.runtimes.lava_kernels.fixed_neuron_step`
@@ -336,7 +337,7 @@ class _Bundle:
             n = self.size(c, p)
             self.timing(c, p, "in_start", "in_len")
             sizes = {"a_in": n, "a_out": n}
-        elif kind in ("attention", "memory_write", "memory_read"):
+        elif kind in ("attention", "st_attention", "memory_write", "memory_read"):
             C = c.int(c.key(p, "channels", ""), "channels", 1, MAX_DIM_SIZE)
             Cv = c.int(c.key(p, "v_channels", ""), "v_channels", 1, MAX_DIM_SIZE)
             N = c.int(c.key(p, "tokens", ""), "tokens", 1, MAX_DIM_SIZE)
@@ -348,6 +349,8 @@ class _Bundle:
             c.number(c.key(p, "scale", ""), "scale")
             if kind == "memory_read":
                 sizes = self.check_memory_read(c, p, C, Cv, N, H, steps)
+            elif kind == "st_attention":
+                sizes = self.check_st_attention(c, p, C, Cv, N, H)
             elif kind == "attention":
                 self.timing(c, p, "kv_start", "kv_len")
                 self.timing(c, p, "q_start", "q_len")
@@ -416,6 +419,31 @@ class _Bundle:
             c.fail("fire", f"is {p['fire']}, but a memory read sends one step after its q window "
                            f"(q_start + q_len = {p['q_start'] + p['q_len']})")
         return {"q_in": C * N, "a_out": Cv * N}
+
+    def check_st_attention(self, c: FieldChecker, p: dict, C: int, Cv: int, N: int, H: int) -> Dict[str, int]:
+        """A ``SpaceTimeAttention``: a grouping per head (``factorized``: spatial heads, then temporal
+        ones), the score, and its timing: q read after the k/v window of the group's last step
+        (``q_start >= kv_start + (T - 1) * period + kv_len`` with step-mixing groups, ``T`` the
+        ``timesteps`` it was compiled for; spatial only: ``T = 1``), the result sent in the q
+        window's last step (``fire``)."""
+        groupings = c.list(c.key(p, "groupings", ""), "groupings", min_len=H, max_len=H)
+        for j, g in enumerate(groupings):
+            c.str(g, f"groupings[{j}]", tuple(t for t in O.TOKEN_GROUPINGS if t != "factorized"))
+        c.str(c.key(p, "score", ""), "score", ("hamming", "dot"))
+        mixes = any(g != "spatial" for g in groupings)
+        T = c.opt_int(p.get("timesteps"), "timesteps", 1, MAX_TIMESTEPS)
+        if mixes and T is None:
+            c.fail("timesteps", "a step-mixing grouping needs the number of frames it was compiled for")
+        self.timing(c, p, "kv_start", "kv_len")
+        self.timing(c, p, "q_start", "q_len")
+        self.timing(c, p, "fire")
+        first = p["kv_start"] + ((T - 1) * self.period if mixes else 0) + p["kv_len"]
+        if p["q_start"] < first:
+            c.fail("q_start", f"is {p['q_start']}, before the k/v of its groups are complete (step {first})")
+        if p["fire"] != p["q_start"] + p["q_len"] - 1:
+            c.fail("fire", f"is {p['fire']}, but the attention sends in the last step of its q window "
+                           f"({p['q_start'] + p['q_len'] - 1})")
+        return {"q_in": C * N, "k_in": C * N, "v_in": Cv * N, "a_out": Cv * N}
 
     def window(self, c: FieldChecker, w, field: str) -> None:
         """A sender's window ``[start, length]`` or ``[start, length, steps]``."""
@@ -744,7 +772,7 @@ class _Bundle:
                 ends.append(p["q_start"] + p["q_len"] - 1)
             elif k == "memory_write":
                 ends.append(p["kv_start"] + p["kv_len"] - 1)
-            elif k in ("host_softmax", "template_gate", "memory_read"):
+            elif k in ("host_softmax", "template_gate", "memory_read", "st_attention"):
                 ends.append(p["fire"])
         if max(ends) != self.end_step:
             self.top.fail("end_step", f"is {self.end_step}, but its processes' last step of macro-step 0 is {max(ends)}")

@@ -346,6 +346,18 @@ def make_processes(bundle, host_values: Dict[str, np.ndarray], *, T: int, B: int
                                      tokens=int(p["tokens"]), heads=int(p["heads"]), scale=float(p["scale"]),
                                      kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]), q_start=int(p["q_start"]),
                                      q_len=int(p["q_len"]), inputs=inputs, send=send, steps=n, name=name, **clock)
+        elif kind == "st_attention":
+            compiled = p.get("timesteps")
+            if compiled is not None and int(compiled) != n:
+                raise ConfigError(f"Lava bundle: {p['node']!r} ({p['score']} attention over all frames) was compiled "
+                                  f"for T = {compiled} frames, not {n}; run it with T = {compiled} or export again "
+                                  f"with -T {n}")
+            proc = LP.SpaceTimeAttention(channels=int(p["channels"]), v_channels=int(p["v_channels"]),
+                                         tokens=int(p["tokens"]), heads=int(p["heads"]), groupings=p["groupings"],
+                                         score=p["score"], scale=float(p["scale"]), sample_steps=n,
+                                         kv_start=int(p["kv_start"]), kv_len=int(p["kv_len"]),
+                                         q_start=int(p["q_start"]), q_len=int(p["q_len"]), inputs=inputs, send=send,
+                                         steps=n, name=name, **clock)
         elif kind == "memory_write":
             proc = LP.MemoryWriter(channels=int(p["channels"]), v_channels=int(p["v_channels"]),
                                    tokens=int(p["tokens"]), heads=int(p["heads"]), scale=float(p["scale"]),

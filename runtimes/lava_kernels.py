@@ -28,7 +28,7 @@ __all__ = ["quantize", "neuron_step", "neuron_output", "sparse_product", "matmul
            "heads", "merge_heads", "kv_pairs", "attention_read", "read_rows", "scaled_memory", "softmax_over_steps",
            "template_gate_sum", "exact_int64", "fixed_saturate", "fixed_decay", "fixed_round", "fixed_neuron_step",
            "fixed_sparse_product", "fixed_matmul_product", "fixed_conv_product", "fixed_attention_read",
-           "fixed_read_rows"]
+           "fixed_read_rows", "st_pairs", "st_memory", "st_read", "st_output"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +208,78 @@ def scaled_memory(kv: np.ndarray, scale: float) -> np.ndarray:
     """A completed memory as it is sent: ``scale * kv`` flat (``kv`` itself when the scale is 1,
     as :class:`spikedeploy.reference.MemoryWriteRule`), a new array."""
     return (kv * scale if scale != 1.0 else np.array(kv, dtype=np.float64)).reshape(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# space-time attention (SpikeVideoFormer's SDHA and dot product over token groups)
+# ---------------------------------------------------------------------------------------------
+
+def st_blocks(groupings) -> Tuple[Tuple[str, int, int], ...]:
+    """``((grouping, first head, last head + 1), ...)``: one block of consecutive heads per grouping
+    of the per-head ``groupings`` (:meth:`spikedeploy.ir.ops.SpaceTimeAttention.head_groupings`),
+    as :func:`spikedeploy.reference.head_blocks` splits them (the process's layout, not arithmetic:
+    not in ``__all__``)."""
+    kinds = tuple(groupings)
+    out, start = [], 0
+    for i in range(1, len(kinds) + 1):
+        if i == len(kinds) or kinds[i] != kinds[start]:
+            out.append((kinds[start], start, i))
+            start = i
+    return tuple(out)
+
+
+def st_pairs(k: np.ndarray, v: np.ndarray, ck: np.ndarray, cv: np.ndarray, grouping: str
+             ) -> Tuple[np.ndarray, np.ndarray]:
+    """One sub-step of a space-time attention's memory write for one head block: the k spikes
+    ``k`` ``[h, N, d]`` and v spikes ``v`` ``[h, N, dv]`` of this sub-step (unit spikes or graded
+    counts, head layout) pair with each other and with the earlier sub-steps of the same
+    macro-step window (``ck``, ``cv``: their sums so far), on the same token only. Returns
+    ``(kv, vs)``, the increments of the group's pair counts and v column counts::
+
+        spatial, joint:  kv [h, 1, d, dv] = sum_n k_n^T (cv_n + v_n) + ck_n^T v_n;   vs [h, 1, dv] = sum_n v_n
+        temporal:        kv [h, N, d, dv] per token n (one group per position);        vs [h, N, dv] = v
+
+    Over a group's windows the increments add up to ``K_G^T V_G`` and ``1^T V_G`` of its counts
+    (exact integers): :class:`spikedeploy.reference.SpaceTimeAttentionRule`'s ``kv`` and
+    ``vg.sum(-2)``. Which windows form one group (one step: spatial; the sample's T steps: joint,
+    temporal) is the caller's clock."""
+    k, v = np.asarray(k, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    later = cv + v
+    if grouping == "temporal":
+        kv = np.einsum("hnc,hne->hnce", k, later) + np.einsum("hnc,hne->hnce", ck, v)
+        return kv, v.copy()
+    kv = k.transpose(0, 2, 1) @ later + np.asarray(ck).transpose(0, 2, 1) @ v
+    return kv[:, None], v.sum(axis=1)[:, None]
+
+
+def st_memory(kv: np.ndarray, vs: np.ndarray, score: str) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """A completed group's memory and the term its q reads subtract: ``(M, 1^T M)`` with
+    ``M = 2 K^T V - 1^T V`` (``score="hamming"``: ``(2K - 1)^T V``, the column counts subtracted
+    from every row) and ``1^T M`` its column sums ``[h, G, dv]`` (what the ``-1`` of ``(2Q - 1)``
+    subtracts), or ``(K^T V, None)`` (``"dot"``). ``kv`` ``[h, G, d, dv]``, ``vs`` ``[h, G, dv]``;
+    new arrays."""
+    if score == "dot":
+        return np.array(kv, dtype=np.float64), None
+    m = 2.0 * kv - vs[:, :, None, :]
+    return m, m.sum(axis=2)
+
+
+def st_read(q: np.ndarray, memory: np.ndarray, grouping: str) -> np.ndarray:
+    """The q spikes ``q`` ``[h, N, d]`` of one sub-step (or their counts) read their group's memory
+    rows: ``[h, N, dv]`` = ``q_n @ M`` (spatial, joint: ``memory`` ``[h, 1, d, dv]``) or
+    ``q_n @ M_n`` (temporal: ``[h, N, d, dv]``, one memory per position)."""
+    q = np.asarray(q, dtype=np.float64)
+    if grouping == "temporal":
+        return np.einsum("hnc,hnce->hne", q, memory)
+    return q @ memory[:, 0]
+
+
+def st_output(acc: np.ndarray, offset: Optional[np.ndarray], scale: float) -> np.ndarray:
+    """A token's result from its rows read over the q window (``acc`` ``[h, N, dv]``):
+    ``Y = 2 acc - 1^T M`` (Hamming; ``offset`` ``[h, 1 or N, dv]``, once per macro-step) or ``acc``
+    (dot), times ``scale`` once when it is not 1 -- the reference's order (integers until the scale)."""
+    y = acc if offset is None else 2.0 * acc - offset
+    return y * scale if scale != 1.0 else np.array(y, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------

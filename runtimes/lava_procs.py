@@ -50,6 +50,13 @@ Processes
     counts, and the pair count is their product); at the end of the window the memory is frozen for
     the q window, in which each q spike reads its row: ``out = scale * q_j @ kv`` (sent in the same
     step, as a real-valued graded event).
+``SpaceTimeAttention``
+    SpikeVideoFormer's SDHA (``M = 2K^T V - 1^T V``, ``Y = 2QM - 1^T M``) or dot-product attention
+    over token groups of space and time: the k/v pairs and v spikes of a group are counted as they
+    arrive (per step for spatial heads, over the sample's T steps for joint / temporal ones), the
+    group's memory is frozen when its last k/v window completes (kept per sample, so the next
+    sample's k/v may arrive meanwhile); the compiler delays q until then, and each q spike reads
+    its memory row; the result is sent once per macro-step in the q window's last step.
 ``MemoryWriter``
     The write half of ``SpikeAttention`` alone (``MemoryWrite``, SpikeTrack's template memory):
     counts co-occurring k/v unit-spike pairs over the k/v window and, in the step the window
@@ -93,9 +100,10 @@ import numpy as np
 from spikedeploy.lava_compat import import_lava
 from spikedeploy.runtimes.lava_kernels import (attention_read, conv_product, exact_int64, fixed_attention_read,
                                                fixed_conv_product, fixed_matmul_product, fixed_neuron_step,
-                                               fixed_read_rows, fixed_sparse_product, kv_pairs, matmul_product,
-                                               neuron_output, neuron_step, read_rows, scaled_memory,
-                                               softmax_over_steps, sparse_product, template_gate_sum)
+                                               fixed_read_rows, heads, fixed_sparse_product, kv_pairs, matmul_product,
+                                               merge_heads, neuron_output, neuron_step, read_rows, scaled_memory,
+                                               softmax_over_steps, sparse_product, st_blocks, st_memory, st_output,
+                                               st_pairs, st_read, template_gate_sum)
 
 import_lava()
 
@@ -110,7 +118,7 @@ from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
 __all__ = ["IntegerNeuron", "ConvSynapse", "MatMulSynapse", "HostSource", "Delay", "Junction", "StepGate", "HostSoftmax",
-           "TemplateGateSynapse", "SpikeAttention", "MemoryWriter", "MemoryReadSynapse", "Readout", "MODELS",
+           "TemplateGateSynapse", "SpikeAttention", "SpaceTimeAttention", "MemoryWriter", "MemoryReadSynapse", "Readout", "MODELS",
            "MODELS_BY_TAG", "TAG_TYPES", "ModelSpec", "declare_model", "process_model", "neuron_step",
            "register_model", "saturation_path", "state_keys", "PySparseModelExact", "PyRingBufferExact", "GRADED_BITS"]
 
@@ -822,6 +830,138 @@ class PySpikeAttentionFloat(_TapModel):
                 self.kv = self.kv_acc.copy()
         if send:
             self._send("a_out", out)
+
+
+class SpaceTimeAttention(_TapProcess):
+    """SpikeVideoFormer's space-time spike attention (SDHA, ``score="hamming"``, or the dot product)
+    on q, k ``[C, N]`` and v ``[Cv, N]`` per macro-step (row-major flat ports).
+
+    proc params: ``heads``, ``groupings`` (the token grouping of every head: spatial / temporal /
+    joint), ``score``, ``scale``, ``channels`` (C), ``v_channels`` (Cv), ``tokens`` (N),
+    ``sample_steps`` (T: the macro-steps of one sample), ``kv_start``, ``kv_len`` (the aligned k/v
+    windows), ``q_start``, ``q_len`` (the q window: the compiler delays q until the k/v of every
+    step its group needs are in), ``period``, ``num_macro``, optional ``inputs``/``send``."""
+
+    def __init__(self, *, channels: int, v_channels: int, tokens: int, heads: int, groupings, score: str,
+                 scale: float, sample_steps: int, kv_start: int, kv_len: int, q_start: int, q_len: int,
+                 period: int, num_macro: int, inputs: dict = None, send: dict = None, slots: int = None,
+                 steps: int = None, name: str = None):
+        super().__init__(channels=channels, v_channels=v_channels, tokens=tokens, heads=heads,
+                         groupings=list(groupings), score=score, scale=scale, sample_steps=sample_steps,
+                         kv_start=kv_start, kv_len=kv_len, q_start=q_start, q_len=q_len, name=name,
+                         **_clock_params(period, num_macro, inputs, send, None, slots, steps))
+        self._make_in_ports({"q_in": channels * tokens, "k_in": channels * tokens, "v_in": v_channels * tokens},
+                            inputs or {})
+        self.a_out = OutPort(shape=(v_channels * tokens,))
+        #: co-occurring k·v unit-spike pairs counted into the memories, per macro-step
+        self.pair_events = Var(shape=(num_macro,), init=np.zeros(num_macro))
+
+
+@process_model(SpaceTimeAttention, ins=("q_in", "k_in", "v_in"), outs=("a_out",), vars=("pair_events",))
+class PySpaceTimeAttentionFloat(_TapModel):
+    """The clock of :class:`SpaceTimeAttention`; every number from the ``st_*`` kernels.
+
+    Per head block (:func:`~spikedeploy.runtimes.lava_kernels.st_blocks`) the pair and column
+    counts of a token group accumulate under the group's key: the macro-step (spatial) or the
+    sample (joint, temporal: all T steps of it). When the k/v window of a group's last step
+    completes, the group is frozen into ``(M, 1^T M)`` (``st_memory``), kept by key -- the k/v of
+    the next sample may arrive while the q of this one are still read (the batch pipelines). In
+    the q window of macro-step m every sub-step's q spikes read rows of their group's memory
+    (``st_read``, summed over the window); in its last step the block's result ``2 acc - 1^T M``
+    (``st_output``, the scale once) is sent as one real-valued event, and a memory whose last q
+    read is done is dropped."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        p = self.proc_params
+        self.h, self.scale, self.score = int(p["heads"]), float(p["scale"]), str(p["score"])
+        self.c, self.cv, self.n = int(p["channels"]), int(p["v_channels"]), int(p["tokens"])
+        self.T = int(p["sample_steps"])
+        self.sched = {k: int(p[k]) for k in ("kv_start", "kv_len", "q_start", "q_len")}
+        self.blocks = st_blocks(p["groupings"])
+        self.d, self.dv = self.c // self.h, self.cv // self.h
+        self.ck = np.zeros((self.h, self.n, self.d), self.dtype)
+        self.cvs = np.zeros((self.h, self.n, self.dv), self.dtype)
+        self.counts = [dict() for _ in self.blocks]  # block -> key -> [kv, vs] (being counted)
+        self.frozen = [dict() for _ in self.blocks]  # block -> key -> (M, 1^T M)
+        self.qacc = None
+
+    def _key(self, grouping: str, m: int) -> int:
+        return m if grouping == "spatial" else m // self.T
+
+    def _last(self, grouping: str, m: int) -> bool:
+        """Whether macro-step m is the last step of its group."""
+        return grouping == "spatial" or m % self.T == self.T - 1
+
+    def _write(self, m: int, j: int, k, v) -> None:
+        if j == 0:
+            self.ck[:] = 0
+            self.cvs[:] = 0
+            for b, (g, h0, h1) in enumerate(self.blocks):
+                if g == "spatial" or m % self.T == 0:
+                    ng = self.n if g == "temporal" else 1
+                    self.counts[b][self._key(g, m)] = [np.zeros((h1 - h0, ng, self.d, self.dv), self.dtype),
+                                                       np.zeros((h1 - h0, ng, self.dv), self.dtype)]
+        if k is not None or v is not None:
+            kh = heads(_zeros_if_none(k, self.c * self.n, self.dtype), self.h, self.c, self.n)
+            vh = heads(_zeros_if_none(v, self.cv * self.n, self.dtype), self.h, self.cv, self.n)
+            for b, (g, h0, h1) in enumerate(self.blocks):
+                kv, vs = st_pairs(kh[h0:h1], vh[h0:h1], self.ck[h0:h1], self.cvs[h0:h1], g)
+                acc = self.counts[b][self._key(g, m)]
+                acc[0] += kv
+                acc[1] += vs
+                self.pair_events[m] += kv.sum()
+            self.ck += kh
+            self.cvs += vh
+        if j == self.sched["kv_len"] - 1:  # the window of macro-step m is complete
+            for b, (g, _, _) in enumerate(self.blocks):
+                if self._last(g, m):
+                    key = self._key(g, m)
+                    self.frozen[b][key] = self._memory(*self.counts[b].pop(key))
+
+    def _memory(self, kv, vs):
+        return st_memory(kv, vs, self.score)
+
+    def _read(self, q, memory, grouping):
+        return st_read(q, memory, grouping)
+
+    def _result(self, acc, offset):
+        return st_output(acc, offset, self.scale)
+
+    def _query(self, m: int, j: int, q) -> np.ndarray:
+        """Sub-step j of macro-step m's q window; the result ``[Cv*N]`` in the window's last step."""
+        if j == 0:
+            self.qacc = [np.zeros((h1 - h0, self.n, self.dv), self.dtype) for _, h0, h1 in self.blocks]
+        if q is not None and q.any():
+            qh = heads(q, self.h, self.c, self.n)
+            for b, (g, h0, h1) in enumerate(self.blocks):
+                self.qacc[b] = self.qacc[b] + self._read(qh[h0:h1], self.frozen[b][self._key(g, m)][0], g)
+        if j != self.sched["q_len"] - 1:
+            return None
+        ys = []
+        for b, (g, _, _) in enumerate(self.blocks):
+            key = self._key(g, m)
+            ys.append(self._result(self.qacc[b], self.frozen[b][key][1]))
+            if self._last(g, m):  # its last read: the group's memory is no longer needed
+                del self.frozen[b][key]
+        return merge_heads(np.concatenate(ys, axis=0) if len(ys) > 1 else ys[0])
+
+    def run_spk(self):
+        s = self.sched
+        step = self.time_step
+        self._receive(step)
+        qwin = self._win(step, s["q_start"], s["q_len"])
+        kvwin = self._win(step, s["kv_start"], s["kv_len"])
+        q = self._input("q_in", step, qwin is not None)
+        k = self._input("k_in", step, kvwin is not None)
+        v = self._input("v_in", step, kvwin is not None)
+        if kvwin is not None:
+            self._write(*kvwin, k, v)
+        out = None
+        if qwin is not None:
+            out = self._query(*qwin, q)
+        if self._active("a_out", step):
+            self._send("a_out", out if out is not None else np.zeros(self.cv * self.n, self.dtype))
 
 
 class MemoryWriter(_TapProcess):

@@ -70,6 +70,14 @@ def _kernel_calls():
         "scaled_memory": (K.scaled_memory, (mem, 1.0)),
         "softmax_over_steps": (K.softmax_over_steps, (rng.normal(size=(3, 4)),)),
         "template_gate_sum": (K.template_gate_sum, (_spikes(rng, (3, 4, 8), 1), rng.random(12), 4, 0.5, False)),
+        "st_pairs": (K.st_pairs, (_spikes(rng, (h, n, 2), 1), _spikes(rng, (h, n, 3), 1), _spikes(rng, (h, n, 2), 2),
+                                  _spikes(rng, (h, n, 3), 2), "joint")),
+        "st_pairs[temporal]": (K.st_pairs, (_spikes(rng, (h, n, 2), 1), _spikes(rng, (h, n, 3), 1),
+                                            _spikes(rng, (h, n, 2), 2), _spikes(rng, (h, n, 3), 2), "temporal")),
+        "st_memory": (K.st_memory, (_spikes(rng, (h, 1, 2, 3), 5), _spikes(rng, (h, 1, 3), 5), "hamming")),
+        "st_read": (K.st_read, (_spikes(rng, (h, n, 2), 1), _spikes(rng, (h, 1, 2, 3), 5), "joint")),
+        "st_read[temporal]": (K.st_read, (_spikes(rng, (h, n, 2), 1), _spikes(rng, (h, n, 2, 3), 5), "temporal")),
+        "st_output": (K.st_output, (_spikes(rng, (h, n, 3), 9), _spikes(rng, (h, 1, 3), 9), 1.0)),
         # fixed point (int64)
         "exact_int64": (K.exact_int64, (_spikes(rng, 8, 4), "x")),
         "fixed_saturate": (K.fixed_saturate, (rng.integers(-300, 300, 8), 9)),
@@ -335,6 +343,8 @@ def _one_of_each_process():
         LP.MatMulSynapse(weight=z((2, 3)), rows=1),
         LP.SpikeAttention(kv_start=1, kv_len=1, q_start=2, q_len=1, **att, **clock),
         LP.MemoryWriter(kv_start=1, kv_len=1, **att, **clock),
+        LP.SpaceTimeAttention(kv_start=1, kv_len=1, q_start=2, q_len=1, groupings=["joint"], score="hamming",
+                              sample_steps=1, **att, **clock),
         LP.HostSource(values=z((1, 2)), start=1, period=1),
         LP.Readout(size=2, offset=z(2), start=1, length=1, **clock),
         LP.StepGate(size=2, start=1, accept=[0], **clock),
@@ -495,7 +505,8 @@ def test_every_project_process_has_a_fixed_model_or_is_refused_by_quantization()
     from spikedeploy.runtimes import lava_procs as LP
 
     fixed = LP.MODELS_BY_TAG["fixed_pt"]
-    assert set(LP.MODELS) - set(fixed) == {LP.HostSoftmax, LP.TemplateGateSynapse}
+    # SpaceTimeAttention: QuantizeFixedPoint refuses SDHA / dot-product attention for now
+    assert set(LP.MODELS) - set(fixed) == {LP.HostSoftmax, LP.TemplateGateSynapse, LP.SpaceTimeAttention}
     assert O.GateSoftmax in _UNSUPPORTED and O.TemplateGate in _UNSUPPORTED
     for proc, model in fixed.items():
         assert model.tags == ["fixed_pt"], model.__name__
