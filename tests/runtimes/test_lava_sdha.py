@@ -243,3 +243,54 @@ def test_bundle_validation_of_the_attention_process():
                     (dict(timesteps=None), "timesteps"), (dict(groupings=["joint"]), "groupings")]:
         with pytest.raises(ArtifactError, match=msg):
             validate_bundle(broken(**kw), arrays, "b")
+
+
+# ---------------------------------------------------------------------------------------------
+# the tiny SpikeVideoFormer over T = 8 frames
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tiny_spikevideoformer_on_lava_equals_reference_over_8_frames():
+    """The tiny SpikeVideoFormer (random weights that fire; two joint SDHA blocks), binary and
+    graded spikes, two clips of T = 8 frames in one Lava run: every one of the 31 binary LIF
+    layers = the reference spike for spike, and the logits = the reference's = PyTorch's (float64,
+    bit for bit: tests/models/test_spikevideoformer_lowering.py shows torch = reference)."""
+    from spikedeploy.capture import capture
+    from spikedeploy.loading import build_model
+    from spikedeploy.passes import ExpandSpikes
+
+    T = 8
+    loaded = build_model("spikevideoformer-tiny", timesteps=T)
+    net, shape = loaded.module.double().eval(), loaded.input_shape
+    graph = capture(net, torch.zeros((T, 1) + shape, dtype=torch.float64)).with_meta(timesteps=T)
+    x = torch.randn((T, 2) + shape, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    with torch.no_grad():
+        logits = net(x)
+    for encoding in ("binary", "graded"):
+        low = ExpandSpikes(encoding).apply(graph)
+        desc, arrays = lava_export.compile_graph(low, encoding)
+        attn = [p for p in desc["processes"] if p["type"] == "st_attention"]
+        assert len(attn) == 2 and all(p["groupings"] == ["joint"] * p["heads"] and p["timesteps"] == T for p in attn)
+        r = lava_run.run(lava_export.LavaBundle(None, desc, arrays), x)
+        ref = execute(low, x, encoding)
+        neurons = [n.name for n in ref.graph.neurons()]
+        assert len(neurons) == 31 and sorted(r.spike_counts) == sorted(neurons)
+        for name in neurons:
+            q_ref = ref.neuron_q(name)
+            assert int(q_ref.sum()) > 0, name
+            assert torch.equal(r.spike_counts[name], q_ref), f"{encoding}: {name}"
+        (out,) = graph.outputs
+        assert torch.equal(r.outputs[out], ref.outputs[out]) and torch.equal(r.outputs[out], logits)
+        assert all(v > 0 for v in r.info["attention_pair_events"].values())
+
+
+@pytest.mark.slow
+def test_verify_with_lava_passes(tmp_path):
+    """``spikedeploy verify --model spikevideoformer-tiny -T 8 --inputs 2 --targets
+    reference,onnx,lava``: every stage passes, Lava's included (~25 s)."""
+    from spikedeploy.verification import verify
+
+    rep = verify("spikevideoformer-tiny", timesteps=8, num_inputs=2, targets=("reference", "onnx", "lava"),
+                 target_inputs=2)
+    assert rep.passed
+    assert [s.name for s in rep.stages] == ["capture", "fold+fuse", "binary", "graded", "onnx", "lava"]
