@@ -43,6 +43,9 @@ Process graph (what runs where)
 * **Own processes** (:mod:`spikedeploy.runtimes.lava_procs`): ``IntegerNeuron`` (integer LIF
   family, DI-LIF, binary LIF; integrates its whole input window, fires once per macro-step),
   ``SpikeAttention`` (kv memory from co-occurring k/v unit spikes, q spikes read rows),
+  ``SpaceTimeAttention`` (SpikeVideoFormer's SDHA / dot product over spatial, temporal or joint
+  token groups: pair and column counts per group, ``M = 2K^T V - 1^T V`` frozen per sample when
+  the group is complete, q rows read, ``1^T M`` subtracted; see :func:`space_time_attention_rule`),
   ``MemoryWriter`` (``MemoryWrite``: the same pair counting alone, the memory sent as one real
   event when the k/v window completes), ``Delay`` (path balancing) and ``Readout`` (graph outputs).
 * **SpikeTrack's memory ops**: ``Upsample`` is a weight-free ``Sparse`` whose weights are PyTorch's
@@ -94,7 +97,8 @@ Delays
 ------
 Each ``Sparse`` adds one step (it sends at step k what it received at k - 1); a neuron emits its
 output window starting in the step its input window completes; ``SpikeAttention`` reads q in a
-window that starts right after the k/v window. The compiler propagates the start step of every
+window that starts right after the k/v window (``SpaceTimeAttention`` with step-mixing groups:
+after the k/v window of the sample's last step). The compiler propagates the start step of every
 stream through the graph; wherever several streams meet in one port (residual adds, k and v of
 an attention) it aligns them to the latest one by inserting ``Delay`` processes (shared as a
 chain per stream: a stream needed with delays 3 and 7 gets ``Delay(3) -> Delay(4)``). The neuron

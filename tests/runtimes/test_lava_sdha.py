@@ -213,6 +213,21 @@ def test_process_graded_and_unfused(tokens):
     assert any(p["type"] == "delay" for p in desc["processes"])
 
 
+def test_per_layer_placement_equals_one_partition():
+    """Each process its own Lava (OS) process: the same spikes and outputs as the hosted run."""
+    graph = sdha_graph("factorized").with_meta(timesteps=3)
+    x = torch.randn(3, 2, 6, 3, generator=torch.Generator().manual_seed(13)) * 1.5
+    bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, "binary"))
+    hosted, per_layer = lava_run.run(bundle, x), lava_run.run(bundle, x, partitions="per-layer")
+    assert per_layer.info["placement"]["requested"] == "per-layer"
+    assert per_layer.info["os_processes"] > hosted.info["os_processes"]
+    assert per_layer.spike_counts.keys() == hosted.spike_counts.keys()
+    for name, q in hosted.spike_counts.items():
+        assert torch.equal(per_layer.spike_counts[name], q), name
+    assert torch.equal(per_layer.outputs["out"], hosted.outputs["out"])
+    assert per_layer.info["attention_pair_events"] == hosted.info["attention_pair_events"]
+
+
 def test_compile_needs_a_fixed_T_and_the_runtime_refuses_another():
     graph = sdha_graph("joint")
     with pytest.raises(UnsupportedOpError, match="attn.*timesteps"):
