@@ -435,9 +435,32 @@ def _build_parser() -> argparse.ArgumentParser:
                                     "sequences (OTB success AUC, precision at 20 px, the static-box baseline). "
                                     "Writes the weights ({'net': state_dict}, official layout), loss curves (CSV, "
                                     "PNG), the training config and the evaluation (JSON, PNG).")
-    from spikedeploy.tracking.training import add_train_arguments
+    from spikedeploy.video.training import add_train_arguments
 
     add_train_arguments(tr)
+
+    cl = sub.add_parser("classify", help="classify video clips by motion with the trained tiny SpikeVideoFormer on "
+                                         "several targets",
+                        description="Classify clips (a clip folder with labels.csv, a folder of clips, a folder of "
+                                    "frames or one .npy/GIF clip) with spikevideoformer-tiny on each target (torch, "
+                                    "reference = the folded graph in binary spikes, onnx, lava) and write "
+                                    "report.md/.json/.html with the class per clip and target, each target's agreement "
+                                    "with the reference and, with labels, top-1 accuracy (chance beside it) and "
+                                    "confusion matrices. Frames: -T evenly spaced frames per clip, centre square crop, "
+                                    "bilinear resize to 64 x 64.")
+    cl.add_argument("--video", required=True, metavar="FILE|DIR", help="a clip file or a clip folder")
+    cl.add_argument("--labels", default=None, metavar="CSV",
+                    help="labels file 'file,label[,class]' naming the clips (replaces a clip folder's labels.csv)")
+    cl.add_argument("--target", "--targets", dest="targets", default="torch,reference,onnx",
+                    help="comma-separated targets from torch, reference, onnx, lava (default: %(default)s)")
+    cl.add_argument("-T", "--frames", type=int, default=8, help="frames per clip (default: %(default)s, as trained)")
+    cl.add_argument("--checkpoint", default="bundled",
+                    help="the weights: 'bundled' (trained by this project), 'random' (random weights that fire) or a "
+                         "checkpoint file {'net': state_dict} (default: %(default)s)")
+    cl.add_argument("--seed", type=int, default=0, help="seed of --checkpoint random (default: %(default)s)")
+    cl.add_argument("-o", "--output", required=True, help="report folder")
+    cl.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _overwrite_option(cl)
 
     i = sub.add_parser("inspect", help="print the IR graph of a model before and after the passes",
                        description="Capture the model and print its IR graph, then the graph after BatchNorm "
@@ -796,9 +819,40 @@ def _cmd_make_dataset(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from spikedeploy.tracking.training import run_train
+    if str(args.model).strip().lower() == "spikevideoformer-tiny":
+        from spikedeploy.video.training import run_train as run_video_train
+
+        run_video_train(args)
+        return 0
+    if args.eval_clips is not None:
+        from spikedeploy.errors import ConfigError
+
+        raise ConfigError("train: --eval-clips applies to spikevideoformer-tiny only; trackers use --eval-sequences")
+    from spikedeploy.tracking.event_training import run_train
 
     run_train(args)
+    return 0
+
+
+def _cmd_classify(args) -> int:
+    from spikedeploy.video.classify import classify
+
+    report = classify(args.video, labels=args.labels, targets=args.targets, frames=args.frames,
+                      checkpoint=args.checkpoint, seed=args.seed, output=args.output, overwrite=args.overwrite,
+                      progress=not args.no_progress)
+    n = len(report.clips)
+    print(f"{report.model} ({report.weights}) on {n} clip{'s' if n != 1 else ''} of {report.frames} frames")
+    for s in report.targets:
+        if s.status == "refused":
+            print(f"  {s.target}: refused: {s.error}")
+            continue
+        acc = (f"top-1 {100 * s.top1:.1f} % ({s.correct}/{n}; chance {100 * report.chance:.1f} %)"
+               if s.top1 is not None else "no labels")
+        agree = ("" if s.target == "reference" else
+                 f"; vs reference: same class {s.same_class}/{n}, identical logits {s.identical_logits}/{n}, "
+                 f"spike mismatches {s.spike_mismatches}")
+        print(f"  {s.target}: {acc}{agree}")
+    print(f"report: {args.output}")
     return 0
 
 
@@ -825,7 +879,7 @@ def _cmd_demo(args) -> int:
 COMMANDS = {
     "verify": _cmd_verify, "export": _cmd_export, "run": _cmd_run, "audit": _cmd_audit, "track": _cmd_track,
     "inspect": _cmd_inspect, "demo": _cmd_demo, "train": _cmd_train, "evaluate": _cmd_evaluate,
-    "score": _cmd_score, "make-dataset": _cmd_make_dataset,
+    "score": _cmd_score, "make-dataset": _cmd_make_dataset, "classify": _cmd_classify,
 }
 
 
