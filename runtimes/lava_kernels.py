@@ -242,8 +242,9 @@ def st_pairs(k: np.ndarray, v: np.ndarray, ck: np.ndarray, cv: np.ndarray, group
     Over a group's windows the increments add up to ``K_G^T V_G`` and ``1^T V_G`` of its counts
     (exact integers): :class:`spikedeploy.reference.SpaceTimeAttentionRule`'s ``kv`` and
     ``vg.sum(-2)``. Which windows form one group (one step: spatial; the sample's T steps: joint,
-    temporal) is the caller's clock."""
-    k, v = np.asarray(k, dtype=np.float64), np.asarray(v, dtype=np.float64)
+    temporal) is the caller's clock. The dtype follows the inputs (float64; int64 in fixed point:
+    the same integers)."""
+    k, v = np.asarray(k), np.asarray(v)
     later = cv + v
     if grouping == "temporal":
         kv = np.einsum("hnc,hne->hnce", k, later) + np.einsum("hnc,hne->hnce", ck, v)
@@ -257,10 +258,10 @@ def st_memory(kv: np.ndarray, vs: np.ndarray, score: str) -> Tuple[np.ndarray, O
     ``M = 2 K^T V - 1^T V`` (``score="hamming"``: ``(2K - 1)^T V``, the column counts subtracted
     from every row) and ``1^T M`` its column sums ``[h, G, dv]`` (what the ``-1`` of ``(2Q - 1)``
     subtracts), or ``(K^T V, None)`` (``"dot"``). ``kv`` ``[h, G, d, dv]``, ``vs`` ``[h, G, dv]``;
-    new arrays."""
+    new arrays of their dtype."""
     if score == "dot":
-        return np.array(kv, dtype=np.float64), None
-    m = 2.0 * kv - vs[:, :, None, :]
+        return np.array(kv), None
+    m = 2 * np.asarray(kv) - np.asarray(vs)[:, :, None, :]
     return m, m.sum(axis=2)
 
 
@@ -268,7 +269,7 @@ def st_read(q: np.ndarray, memory: np.ndarray, grouping: str) -> np.ndarray:
     """The q spikes ``q`` ``[h, N, d]`` of one sub-step (or their counts) read their group's memory
     rows: ``[h, N, dv]`` = ``q_n @ M`` (spatial, joint: ``memory`` ``[h, 1, d, dv]``) or
     ``q_n @ M_n`` (temporal: ``[h, N, d, dv]``, one memory per position)."""
-    q = np.asarray(q, dtype=np.float64)
+    q = np.asarray(q)
     if grouping == "temporal":
         return np.einsum("hnc,hnce->hne", q, memory)
     return q @ memory[:, 0]
@@ -277,9 +278,10 @@ def st_read(q: np.ndarray, memory: np.ndarray, grouping: str) -> np.ndarray:
 def st_output(acc: np.ndarray, offset: Optional[np.ndarray], scale: float) -> np.ndarray:
     """A token's result from its rows read over the q window (``acc`` ``[h, N, dv]``):
     ``Y = 2 acc - 1^T M`` (Hamming; ``offset`` ``[h, 1 or N, dv]``, once per macro-step) or ``acc``
-    (dot), times ``scale`` once when it is not 1 -- the reference's order (integers until the scale)."""
-    y = acc if offset is None else 2.0 * acc - offset
-    return y * scale if scale != 1.0 else np.array(y, dtype=np.float64)
+    (dot), times ``scale`` once when it is not 1 -- the reference's order (integers until the scale;
+    fixed point: ``scale`` is the graph's integer factor and everything stays int64)."""
+    y = np.asarray(acc) if offset is None else 2 * np.asarray(acc) - offset
+    return y * scale if scale != 1 else np.array(y)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1402,6 +1402,16 @@ class PyMatMulSynapseFixed(PyMatMulSynapseFloat):
         self.a_buf = fixed_matmul_product(self.weight, x, self.rows) if x.any() else np.zeros_like(self.a_buf)
 
 
+@declare_model(PySpaceTimeAttentionFloat.model_spec.with_tag("fixed_pt"))
+class PySpaceTimeAttentionFixed(_FixedModel, PySpaceTimeAttentionFloat):
+    """The float model's clock and ``st_*`` kernels in int64 (the counts, ``M`` and ``Y`` are
+    integers; ``scale`` is the fixed-point graph's integer factor)."""
+
+    def __init__(self, proc_params):
+        super().__init__(proc_params)
+        self.scale = _exact_int(self.proc_params["scale"], "attention scale")
+
+
 @declare_model(PySpikeAttentionFloat.model_spec.with_tag("fixed_pt"))
 class PySpikeAttentionFixed(_FixedModel, PySpikeAttentionFloat):
     def __init__(self, proc_params):

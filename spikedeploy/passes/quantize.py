@@ -454,7 +454,7 @@ class _Builder:
             if op.encoding is None:
                 raise FixedPointError(f"node {n.name!r}: lower the graph to spikes (ExpandSpikes) before QuantizeFixedPoint")
             self.neuron(n)
-        elif isinstance(op, (O.SpikeLinearAttention, O.MemoryWrite)):
+        elif isinstance(op, (O.SpikeLinearAttention, O.MemoryWrite, O.SpikeHammingAttention, O.SpikeDotAttention)):
             for i in n.inputs:
                 if i not in self.spikes:
                     raise FixedPointError(f"node {n.name!r} ({op.kind}): input {i!r} is not a spike train")

@@ -505,8 +505,7 @@ def test_every_project_process_has_a_fixed_model_or_is_refused_by_quantization()
     from spikedeploy.runtimes import lava_procs as LP
 
     fixed = LP.MODELS_BY_TAG["fixed_pt"]
-    # SpaceTimeAttention: QuantizeFixedPoint refuses SDHA / dot-product attention for now
-    assert set(LP.MODELS) - set(fixed) == {LP.HostSoftmax, LP.TemplateGateSynapse, LP.SpaceTimeAttention}
+    assert set(LP.MODELS) - set(fixed) == {LP.HostSoftmax, LP.TemplateGateSynapse}
     assert O.GateSoftmax in _UNSUPPORTED and O.TemplateGate in _UNSUPPORTED
     for proc, model in fixed.items():
         assert model.tags == ["fixed_pt"], model.__name__

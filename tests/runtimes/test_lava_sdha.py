@@ -8,6 +8,7 @@
   a residual around it) equals the reference spike for spike on every layer, for every grouping,
   both scores, binary and graded, with a batch of two samples pipelined;
 * the compiler's timing (q delayed until the sample's last k/v window) and the bundle validation;
+* fixed point: a quantized graph's attention on Lava ``fixed_pt`` (int64) = the fixed reference;
 * the tiny SpikeVideoFormer (random weights that fire) over T = 8 frames on Lava = the reference,
   every layer and the logits (slow), and ``verify --targets reference,onnx,lava`` (slow).
 
@@ -258,6 +259,39 @@ def test_bundle_validation_of_the_attention_process():
                     (dict(timesteps=None), "timesteps"), (dict(groupings=["joint"]), "groupings")]:
         with pytest.raises(ArtifactError, match=msg):
             validate_bundle(broken(**kw), arrays, "b")
+
+
+# ---------------------------------------------------------------------------------------------
+# fixed point (Lava fixed_pt: int64 counts, M and Y; the graph's integer scale)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tokens, score, encoding", [(g, "hamming", "binary") for g in GROUPINGS]
+                         + [("joint", "dot", "graded"), ("factorized", "hamming", "graded")])
+def test_fixed_point_equals_the_fixed_reference(tokens, score, encoding):
+    """QuantizeFixedPoint keeps the attention (its scale becomes the integer 2**f of the output's
+    exponent); the fixed bundle's SpaceTimeAttention runs in int64 and equals the fixed
+    reference exactly: every layer's q, the integer output, the saturation counts."""
+    from spikedeploy.passes import ExpandSpikes
+    from spikedeploy.passes.quantize import quantize_graph
+    from spikedeploy.reference import run as ref_run
+
+    x = torch.randn(4, 2, 6, 3, generator=torch.Generator().manual_seed(11)).double() * 1.5
+    gq = quantize_graph(ExpandSpikes(encoding).apply(sdha_graph(tokens, score)).with_meta(timesteps=4), x)
+    (attn,) = [n for n in gq.nodes if isinstance(n.op, O.SpaceTimeAttention)]
+    assert attn.op.scale == round(attn.op.scale) and attn.op.scale >= 1
+    bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(gq, encoding))
+    assert bundle.description["precision"] == "fixed"
+    r = lava_run.run(bundle, x)
+    ref = ref_run(gq, x)
+    assert r.info["select_tag"] == "fixed_pt"
+    for n in gq.neurons():
+        q = ref.records[n.name].q
+        assert float(q.sum()) > 0, n.name
+        assert torch.equal(r.spike_counts[n.name], q), n.name
+        assert r.info["saturated"][n.name] == ref.records[n.name].saturated, n.name
+    for name, y in ref.outputs.items():
+        assert torch.equal(r.outputs[name], y), name
 
 
 # ---------------------------------------------------------------------------------------------
