@@ -24,8 +24,15 @@ cuts its crops (:func:`~spikedeploy.tracking.event_crops.event_crop`, then
     template    = event_crop([t_i, t_{i+1}), box_i, EVENT_TEMPLATE_FACTOR, St)      (as initialize())
     search k    = event_crop([t_{k-1}, t_k), prev_k, EVENT_SEARCH_FACTOR, S),  k = j .. j+T-1
     prev_k      = box_{k-1} jittered (PairSampler._prev_box: N(0, 0.15) sqrt(wh) shift and
-                  exp(N(0, 0.08)) scale, or with probability wide_jitter_p a wide U(-1.2, 1.2) shift)
+                  exp(N(0, 0.08)) scale, or with probability wide_jitter_p a wide U(-1.2, 1.2)
+                  sqrt(wh) shift and exp(U(-0.35, 0.35)) scale per side)
     label k     = _crop_targets(box_k, prev_k, S)    (map_box_back of it gives box_k)
+
+The wide share matters more than for RGB: with wide_jitter_p = 0.15 (a first run, 1000 steps)
+the size head learned the prior (a target about 1/4 of the crop) instead of measuring the target,
+and the tracked box grew by a few per cent a frame (crop and box scale together) until it lost
+the target: held-out AUC 0.20, below the static box's 0.26. 0.5 (the RGB default) shows the
+network targets of every scale in the crop.
 
 The T search crops are consecutive time steps of one run (``model(template, search [T, B, ...])``):
 the membranes carry from frame to frame as at inference, where the tracker keeps the state over
@@ -49,7 +56,8 @@ Outputs (``train_event_tracker(cfg, DIR)`` or ``spikedeploy train --model spiket
 ``_loss.csv``, ``_loss.png``, ``_train.json``; ``run_train`` adds the held-out evaluation
 (``_eval.json``, ``_eval.png``; :mod:`spikedeploy.tracking.event_evaluation`).
 
-The bundled model: :func:`bundled_event_model` / :func:`bundled_event_tracker`.
+The bundled model: :func:`bundled_event_model` / :func:`bundled_event_tracker` (``track --events``
+loads the same file through :func:`spikedeploy.tracking.event_run.load_event_tracker_model`).
 """
 
 from __future__ import annotations
@@ -93,7 +101,6 @@ __all__ = [
     "default_event_checkpoint",
     "bundled_event_model",
     "bundled_event_tracker",
-    "load_event_tracker_model",
 ]
 
 #: the trainable (and bundled) event variant
@@ -116,7 +123,7 @@ class EventTrainConfig(TrainConfig):
     DI-LIF gates' data-dependent initialization (:func:`calibrate_dilif_gates`)."""
 
     variant: str = EVENT_VARIANT
-    steps: int = 2000
+    steps: int = 1300
     batch_size: int = 8
     clip_frames: int = 6
     lr: float = 2e-3
@@ -124,7 +131,7 @@ class EventTrainConfig(TrainConfig):
     pool_sequences: int = 48
     sequence_frames: int = 48
     max_gap: int = 30
-    wide_jitter_p: float = 0.15
+    wide_jitter_p: float = 0.5
     difficulty_min: float = 0.0
     difficulty_max: float = 0.6
     calibration_batch: int = 16
@@ -196,7 +203,7 @@ class EventClipSampler(PairSampler):
 
     def __init__(self, *, size: int, template_size: int, n_bins: int, clip_frames: int, split: str = "train",
                  seed: int = 0, pool_sequences: int = 48, sequence_frames: int = 48, frame_size=(240, 320),
-                 max_gap: int = 30, wide_jitter_p: float = 0.15, difficulty_min: float = 0.0,
+                 max_gap: int = 30, wide_jitter_p: float = 0.5, difficulty_min: float = 0.0,
                  difficulty_max: float = 0.6, seed_offset: int = 0):
         self.template_size, self.n_bins, self.clip_frames = int(template_size), int(n_bins), int(clip_frames)
         self.difficulty_max = float(difficulty_max)
@@ -332,29 +339,6 @@ def bundled_event_tracker(**tracker_kwargs):
     from spikedeploy.tracking.event_tracker import EventTracker, TorchEventNetwork
 
     return EventTracker(TorchEventNetwork(bundled_event_model()), **tracker_kwargs)
-
-
-def load_event_tracker_model(model: str = EVENT_VARIANT, checkpoint: Optional[str] = None, *, seed: int = 0):
-    """``(model, weights line)`` for an event variant, as :func:`spikedeploy.tracking.run.load_tracker_model`
-    for RGB: ``checkpoint`` ``"bundled"`` (shipped for ``spiketrack-event-tiny``), ``"random"``
-    (:func:`~spikedeploy.models.spiketrack_event.init_event_spiketrack_for_spiking`, seed ``seed``),
-    a file ``{"net": ...}``, or None (bundled where they ship, else random)."""
-    from spikedeploy.models.spiketrack_event import init_event_spiketrack_for_spiking, spiketrack_event
-
-    net = spiketrack_event(model)
-    has_bundled = net.config.variant == EVENT_VARIANT
-    if checkpoint is None:
-        checkpoint = "bundled" if has_bundled else "random"
-    if checkpoint == "bundled":
-        if not has_bundled:
-            raise ConfigError(f"trained event weights ship only for {EVENT_VARIANT}, not {model!r}; "
-                              "give --checkpoint FILE or --checkpoint random")
-        path = default_event_checkpoint()
-        return load_event_weights(path, net.config.variant), f"bundled trained weights ({path.name})"
-    if checkpoint == "random":
-        init_event_spiketrack_for_spiking(net, seed=seed)
-        return net.eval(), f"random (seed {seed})"
-    return load_event_weights(checkpoint, net.config.variant), f"checkpoint {checkpoint}"
 
 
 # ---------------------------------------------------------------------------------------------
