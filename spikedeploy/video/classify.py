@@ -506,10 +506,19 @@ def _markdown(report: ClassifyReport) -> str:
 def _confusion_figure(report: ClassifyReport):
     from matplotlib.figure import Figure
 
-    ran = [s for s in report.targets if s.confusion is not None]
-    fig = Figure(figsize=(4.2 * max(1, len(ran)), 4.2))
-    axes = fig.subplots(1, max(1, len(ran)), squeeze=False)[0]
-    for ax, s in zip(axes, ran):
+    groups: List[Tuple[List[str], TargetSummary]] = []  # targets with identical matrices drawn once
+    for s in report.targets:
+        if s.confusion is None:
+            continue
+        for names, first in groups:
+            if first.confusion == s.confusion:
+                names.append(s.target)
+                break
+        else:
+            groups.append(([s.target], s))
+    fig = Figure(figsize=(4.2 * max(1, len(groups)), 4.2))
+    axes = fig.subplots(1, max(1, len(groups)), squeeze=False)[0]
+    for ax, (names, s) in zip(axes, groups):
         m = np.asarray(s.confusion)
         ax.imshow(m, cmap="Blues", vmin=0)
         ax.set_xticks(range(len(report.classes)), report.classes, rotation=45, ha="right", fontsize=8)
@@ -521,7 +530,7 @@ def _confusion_figure(report: ClassifyReport):
                 if m[i, j]:
                     ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
                             color="white" if m[i, j] > m.max() / 2 else "black")
-        ax.set_title(f"{s.target}: top-1 {_pct(s.top1)} (chance {_pct(report.chance)})", fontsize=9)
+        ax.set_title(f"{' = '.join(names)}: top-1 {_pct(s.top1)} (chance {_pct(report.chance)})", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -553,7 +562,8 @@ def write_classify_outputs(report: ClassifyReport, output: PathLike, *, overwrit
             w, h = png_size(png)
             page.raw(f'<figure><div class="fig-wrap"><img class="native" width="{w}" height="{h}" '
                      f'alt="confusion matrices" src="confusion.png"/></div><figcaption>confusion matrix per target '
-                     '(rows: true class, columns: predicted)</figcaption></figure>')
+                     '(rows: true class, columns: predicted); targets with identical matrices share one, named '
+                     'together (e.g. "reference = onnx")</figcaption></figure>')
         shown = [s.target for s in report.targets if s.status == "ran"]
         page.heading("Clips", 2)
         rows = []

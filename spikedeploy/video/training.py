@@ -108,24 +108,24 @@ class VideoTrainConfig:
     """
 
     variant: str = VIDEO_VARIANT
-    steps: int = 700
+    steps: int = 2400
     batch_size: int = 16
     frames: int = 8
-    lr: float = 3e-3
+    lr: float = 2e-3
     weight_decay: float = 0.01
-    warmup_steps: int = 30
+    warmup_steps: int = 100
     grad_clip: float = 2.0
-    label_smoothing: float = 0.05
+    label_smoothing: float = 0.0
     seed: int = 0
-    threads: int = 2
+    threads: int = 1
     pool_clips: int = 384
-    refresh_count: int = 4
+    refresh_count: int = 2
     augment: bool = True
     calibration_batch: int = 32
-    bn_freeze_fraction: float = 0.85
+    bn_freeze_fraction: float = 0.9
     bn_recompute_batches: int = 8
     log_every: int = 10
-    save_every: int = 100
+    save_every: int = 250
     eval_clips: int = 120
     eval_seed: int = 0
 
