@@ -80,8 +80,7 @@ from torch import nn
 from spikedeploy.errors import ConfigError, InputError
 
 from .neurons import MultiSpike
-from .spikevideoformer_blocks import (SCORES, CNNBlock, DownSampling, RepConv, SpatiotemporalAttention,
-                                      TransformerBlock, binary_lif)
+from .spikevideoformer_blocks import (SCORES, CNNBlock, DownSampling, RepConv, TransformerBlock, binary_lif)
 
 __all__ = [
     "SpikeVideoFormerConfig",

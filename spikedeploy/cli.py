@@ -417,6 +417,10 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="--events: the events file (default: %(default)s)")
     md.add_argument("--fps", type=float, default=30.0,
                     help="--events: annotated frames per second of the simulated recording (default: %(default)s)")
+    md.add_argument("--difficulty", type=float, default=None, metavar="X",
+                    help="--events: difficulty in [0, 1] of the generated sequences (scale change, distractors, "
+                         "occlusion, camera pan; the pan floods the background with events) (default: 0.3, the "
+                         "bundled event tracker's held-out evaluation)")
     md.add_argument("--sequences", type=int, default=12, metavar="N", help="number of sequences (default: %(default)s)")
     md.add_argument("--frames", type=int, default=60, metavar="N", help="frames per sequence (default: %(default)s)")
     md.add_argument("--first-seed", type=int, default=0, metavar="S",
@@ -800,9 +804,14 @@ def _cmd_make_dataset(args) -> int:
             raise ConfigError(f"--events writes spikedeploy's FE108-style event layout, not {args.format}")
         if args.image_format is not None:
             raise ConfigError("--image-format applies to frame datasets; event datasets hold no images")
+    elif args.difficulty is not None:
+        raise ConfigError("--difficulty applies to event datasets (--events); frame datasets are generated at "
+                          "full difficulty, as the held-out evaluation")
+    if args.events:
         ds = make_event_dataset(args.output, count=args.sequences, num_frames=args.frames, first_seed=args.first_seed,
                                 fps=args.fps, split=args.split, event_format=args.event_format,
-                                overwrite=args.overwrite, progress=True)
+                                overwrite=args.overwrite, progress=True,
+                                **({} if args.difficulty is None else {"difficulty": args.difficulty}))
         print(f"{len(ds)} event sequences of {args.frames} annotated frames in the fe108 layout: {args.output}")
         return 0
     if args.format == "fe108":

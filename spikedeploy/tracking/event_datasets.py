@@ -79,6 +79,9 @@ EVENT_FORMATS = ("fe108", "visevent")
 #: the events file of an FE108-style sequence, in the order looked for
 EVENT_FILE_NAMES = ("events.aedat4", "events.npz", "events.h5", "events.hdf5")
 FRAME_TIMES_FILE = "frame_times.txt"
+#: difficulty of the generated held-out event sequences (the camera pan grows with it and floods the
+#: background with events; :mod:`spikedeploy.tracking.event_evaluation` explains the choice)
+EVENT_HELDOUT_DIFFICULTY = 0.3
 _GT_FILES = {"fe108": "groundtruth_rect.txt", "visevent": "groundtruth.txt"}
 _WRITE_FORMATS = {"aedat4": "events.aedat4", "npz": "events.npz", "hdf5": "events.h5"}
 
@@ -511,7 +514,7 @@ spikedeploy.tracking.event_datasets.make_event_dataset).
 Sequences: {count} ({names}), {num_frames} annotated frames each at {fps:g} fps, sensor
 {width}x{height} pixels (W x H). Sequence synthetic-<seed> is
 spikedeploy.events.synthetic_event_sequence(seed, split={split!r}, num_frames={num_frames},
-frame_size=({height}, {width}), fps={fps:g}), seed = {first_seed}..{last_seed}: the synthetic tracking
+frame_size=({height}, {width}), fps={fps:g}, difficulty={difficulty:g}), seed = {first_seed}..{last_seed}: the synthetic tracking
 sequence of spikedeploy.tracking.synth (split "heldout": photographs never used in training)
 recorded by spikedeploy's event-camera simulator (log-intensity crossings with reference reset,
 threshold mismatch, refractory period, noise; each sequence its own simulated camera).
@@ -531,7 +534,7 @@ spikedeploy evaluate --dataset FOLDER --format fe108.
 def make_event_dataset(output: PathLike, *, count: int = 12, num_frames: int = 60, first_seed: int = 0,
                        frame_size: Tuple[int, int] = (240, 320), fps: float = 30.0, split: str = "heldout",
                        event_format: str = "aedat4", overwrite: bool = False,
-                       progress: bool = False) -> EventTrackingDataset:
+                       progress: bool = False, difficulty: float = EVENT_HELDOUT_DIFFICULTY) -> EventTrackingDataset:
     """Write ``count`` synthetic event sequences (seeds ``first_seed..first_seed+count-1`` of
     ``split``, :func:`spikedeploy.events.synthetic_event_sequence`) into the folder ``output`` in
     spikedeploy's layout (module docstring), named ``synthetic-<seed>``, with a ``README.txt``, and
@@ -555,15 +558,17 @@ def make_event_dataset(output: PathLike, *, count: int = 12, num_frames: int = 6
     seeds = list(range(first_seed, first_seed + count))
     names = [f"synthetic-{s}" for s in seeds]
     H, W = int(frame_size[0]), int(frame_size[1])
+    if isinstance(difficulty, bool) or not isinstance(difficulty, (int, float)) or not 0.0 <= float(difficulty) <= 1.0:
+        raise ConfigError(f"make-dataset --events: difficulty must be a number in [0, 1], got {difficulty!r}")
     synthetic_event_sequence(seeds[0], split, 2, (H, W), fps)  # bad size / fps: fail before the folder is touched
     with atomic_directory(output, overwrite=overwrite, command="make-dataset --events") as tmp:
         for seed, name in tqdm(list(zip(seeds, names)), desc="make-dataset --events", unit="sequence",
                                disable=not progress):
-            es = synthetic_event_sequence(seed, split, num_frames, (H, W), fps)
+            es = synthetic_event_sequence(seed, split, num_frames, (H, W), fps, difficulty=float(difficulty))
             write_event_sequence(tmp / name, es.events, es.frame_times, es.boxes, event_format=event_format,
                                  attributes=synthetic_attributes(es.boxes, es.visible, (H, W)))
         (tmp / "README.txt").write_text(_README.format(
             version=__version__, count=count, names=_some(names, 3), num_frames=num_frames, fps=float(fps), width=W,
-            height=H, split=split, first_seed=first_seed, last_seed=seeds[-1],
+            height=H, split=split, first_seed=first_seed, last_seed=seeds[-1], difficulty=float(difficulty),
             events_name=_WRITE_FORMATS[event_format]), encoding="utf-8")
     return read_event_dataset(output, "fe108")

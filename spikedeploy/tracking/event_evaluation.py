@@ -38,10 +38,14 @@ import copy
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
+
+#: difficulty of the held-out event sequences (module docstring; defined with the generated datasets,
+#: so that ``make-dataset --events`` writes the sequences this evaluation scores)
+from spikedeploy.tracking.event_datasets import EVENT_HELDOUT_DIFFICULTY
 
 __all__ = [
     "EVENT_HELDOUT_DIFFICULTY",
@@ -56,8 +60,6 @@ __all__ = [
     "write_event_evaluation",
 ]
 
-#: difficulty of the held-out event sequences (module docstring)
-EVENT_HELDOUT_DIFFICULTY = 0.3
 #: scoring protocol (:data:`spikedeploy.tracking.metrics.PROTOCOLS`)
 EVENT_HELDOUT_PROTOCOL = "otb"
 
@@ -205,7 +207,7 @@ def heldout_event_evaluation(model, count: int = 12, num_frames: int = 60, *, pr
         rep_fixed = evaluate_event_model(fixed_d_model(model), seqs, progress=progress) if fixed_d else None
     finally:
         torch.set_num_threads(saved)
-    trk, static = rep["tracker"], rep["static"]
+    static = rep["static"]
     per_seq = rep["per_sequence"]
     if rep_fixed is not None:
         for row, fx in zip(per_seq, rep_fixed["per_sequence"]):

@@ -15,7 +15,7 @@ from spikedeploy.capture import capture
 from spikedeploy.errors import ConfigError, InputError
 from spikedeploy.models import BUILTIN_MODELS, get_model
 from spikedeploy.models.neurons import BinaryLIF, MultiSpike
-from spikedeploy.models.spikevideoformer import (CONFIGS, PAPER_PARAMETERS, SpikeVideoFormer, SpikeVideoFormerNet,
+from spikedeploy.models.spikevideoformer import (CONFIGS, PAPER_PARAMETERS, SpikeVideoFormerNet,
                                                  clip_logits, init_spikevideoformer_for_spiking, spikevideoformer)
 from spikedeploy.models.spikevideoformer_blocks import (RepConv, SpikeDotAttention, SpikeHammingAttention,
                                                         TransformerBlock, binary_lif)

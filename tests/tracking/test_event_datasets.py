@@ -5,6 +5,7 @@ errors for every bad sequence folder, also through the CLI (exit code 2)."""
 import numpy as np
 import pytest
 
+from spikedeploy.tracking.event_datasets import EVENT_HELDOUT_DIFFICULTY
 from spikedeploy.cli import main
 from spikedeploy.errors import InputError, OutputPathError
 from spikedeploy.events import from_arrays, synthetic_event_sequence, write_events
@@ -37,7 +38,7 @@ def test_make_then_read_gives_the_generated_events_boxes_and_times_exactly(gener
     again = read_event_dataset(out)  # format detected
     assert again.names == ds.names and detect_event_format(out) == "fe108"
     for seed, seq in zip((3, 4), again):
-        es = synthetic_event_sequence(seed, "heldout", FRAMES, SIZE)
+        es = synthetic_event_sequence(seed, "heldout", FRAMES, SIZE, difficulty=EVENT_HELDOUT_DIFFICULTY)
         ev = seq.load_events()
         assert np.array_equal(ev.events, es.events.events) and ev.sensor_size == (SIZE[1], SIZE[0])
         assert np.array_equal(seq.ground_truth, es.boxes) and seq.ground_truth.dtype == np.float64
@@ -62,7 +63,7 @@ def test_make_keeps_files_it_did_not_write_and_writes_npz(tmp_path):
     make_event_dataset(foreign, count=1, num_frames=3, frame_size=SIZE, overwrite=True)
     assert (foreign / "notes.txt").read_text() == "mine" and (foreign / "synthetic-0" / "events.aedat4").is_file()
     ds = make_event_dataset(tmp_path / "npz", count=1, num_frames=3, frame_size=SIZE, event_format="npz")
-    es = synthetic_event_sequence(0, "heldout", 3, SIZE)
+    es = synthetic_event_sequence(0, "heldout", 3, SIZE, difficulty=EVENT_HELDOUT_DIFFICULTY)
     assert ds[0].events_path.endswith("events.npz")
     assert np.array_equal(ds[0].load_events().events, es.events.events)
 

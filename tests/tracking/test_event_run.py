@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
+from spikedeploy.tracking.event_datasets import EVENT_HELDOUT_DIFFICULTY
 from spikedeploy.cli import main
 from spikedeploy.errors import CheckpointError, ConfigError
 from spikedeploy.events import synthetic_event_sequence, write_events
 from spikedeploy.tracking.datasets import read_sequence_results
-from spikedeploy.tracking.event_datasets import make_event_dataset
 from spikedeploy.tracking.event_run import (EVENT_BACKGROUND, EVENT_OFF_COLOR, EVENT_ON_COLOR,
                                             canonical_event_target, load_event_tracker_model,
                                             render_event_frames, track_events)
@@ -36,7 +36,7 @@ def test_cli_make_dataset_events_writes_the_default_sensor(dataset):
 
     ds = read_event_dataset(dataset)
     assert ds.names == ("synthetic-5", "synthetic-6")
-    es = synthetic_event_sequence(5, "heldout", FRAMES)  # the CLI's defaults: 240 x 320 at 30 fps
+    es = synthetic_event_sequence(5, "heldout", FRAMES, difficulty=EVENT_HELDOUT_DIFFICULTY)  # the CLI's defaults: 240 x 320 at 30 fps
     assert np.array_equal(ds[0].load_events().events, es.events.events)
     assert np.array_equal(ds[0].load_frame_times(), es.frame_times)
 
@@ -55,7 +55,7 @@ def test_track_events_cli_end_to_end(dataset, tmp_path, capsys):
     gt = np.loadtxt(seq / "groundtruth_rect.txt", delimiter=",")
     # the CLI's boxes are the host loop's own (float64 model: exactly)
     net, _ = load_event_tracker_model(None, "random", seed=0)
-    es = synthetic_event_sequence(5, "heldout", FRAMES)
+    es = synthetic_event_sequence(5, "heldout", FRAMES, difficulty=EVENT_HELDOUT_DIFFICULTY)
     direct = track_event_sequence(EventTracker(TorchEventNetwork(net.double())), es.events, es.frame_times, gt[0])
     assert boxes["runs"]["torch64"]["boxes"] == direct
     assert boxes["runs"]["torch"]["boxes"][0] == gt[0].tolist() and len(boxes["runs"]["torch"]["boxes"]) == FRAMES

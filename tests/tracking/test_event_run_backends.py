@@ -9,7 +9,6 @@ count and the tracks part, which the report shows as disagreement."""
 
 import json
 
-import numpy as np
 import pytest
 
 from spikedeploy.cli import main
