@@ -43,6 +43,9 @@ from spikedeploy.tracking.event_datasets import (EventTrackingDataset, EventTrac
                                                 read_event_dataset, read_event_sequence)
 from spikedeploy.tracking.event_run import EVENT_TARGETS, EventTrackReport, load_event_input, track_events
 from spikedeploy.tracking.run import TRACK_TARGETS, load_boxes, load_frames, track
+from spikedeploy.video.classify import CLASSIFY_TARGETS, ClassifyReport, classify
+from spikedeploy.video.training import bundled_video_model, load_video_model, train_video_model
+from spikedeploy.video.training import heldout_evaluation as video_heldout_evaluation
 from spikedeploy.verification import (
     DEMO_CASES,
     CaptureCheck,
@@ -64,7 +67,8 @@ __all__ = [
     "evaluate", "score", "make_dataset", "read_dataset",
     "EVENT_TARGETS", "EventTrackReport", "load_event_input", "track_events", "EventTrackingDataset",
     "EventTrackingSequence", "make_event_dataset", "read_event_dataset", "read_event_sequence", "EventGraphNetwork",
-    "capture_event_branches",
+    "capture_event_branches", "CLASSIFY_TARGETS", "ClassifyReport", "classify", "bundled_video_model",
+    "load_video_model", "train_video_model", "video_heldout_evaluation",
 ]
 
 #: kept for callers of earlier versions: the canonical tracking target names

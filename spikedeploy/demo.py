@@ -30,7 +30,11 @@ deterministically from scikit-image's photographs, ground truth by construction)
    onnxruntime (state as explicit inputs and outputs), the reference (graded spikes) and Lava
    (graded, no reset between frames); then the adaptive spike budget of its search branch on the
    sequence's crops (D per layer and frame, SynOps against the same network with a fixed D);
-8. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
+8. **video classification**: the bundled trained SpikeVideoFormer-tiny (binary LIF, SDHA) on 12
+   generated held-out motion clips (``spikedeploy classify``) on PyTorch, the reference (binary
+   spikes), onnxruntime and Lava: ONNX and Lava spike for spike identical to the reference, top-1
+   against the labels with chance beside it;
+9. **lowering of every neuron type** on the SDT-v3-style test model (the earlier demo).
 
 Everything goes into one directory, replaced atomically, with ``index.html`` linking every report.
 The verdict (exit code 0) needs: every verification stage passed, the ONNX, reference and Lava
@@ -40,7 +44,9 @@ reference (boxes and spike counts), and on the generated benchmark no failed seq
 target's boxes identical to PyTorch's and Lava's spike counts to the reference's; on the event
 sequence ONNX's boxes identical to PyTorch's (the integer network) and Lava's boxes and spike counts
 identical to the reference's (the spike network; the two groups may part at an exact rounding tie,
-reported). What quantization costs (IoU against float, AUC) is reported, not judged.
+reported); on the video clips ONNX's and Lava's logits bit-identical to the reference's with no
+spike differing, and PyTorch's class on every clip the reference's. What quantization costs (IoU
+against float, AUC) and the accuracies are reported, not judged.
 """
 
 from __future__ import annotations
@@ -72,6 +78,9 @@ DEMO_BENCH_FIRST_SEED = 100  #: held-out seeds 100.. (the demo clip is seed 0, t
 DEMO_EVENT_TARGETS = ("torch64", "onnx", "reference-graded", "lava-graded")
 DEMO_EVENT_FRAMES = 40
 DEMO_EVENT_SEED = 200  #: a held-out event sequence outside the held-out evaluation's seeds
+DEMO_VIDEO_TARGETS = ("torch", "reference", "onnx", "lava")
+DEMO_VIDEO_CLIPS = 12  #: held-out generated clips, 2 per class
+DEMO_VIDEO_SEED = 7  #: outside the bundled evaluation's clips (seed 0)
 _EXPORTS = (("onnx", "onnx", None), ("nir", "nir", "binary"), ("lava", "lava", "graded"))
 
 
@@ -164,17 +173,49 @@ def _event_step(tmp: Path, *, lava: bool, lava_frames: Optional[int], progress: 
     return ok and rep.spikes_occurred, parts
 
 
+def _video_step(tmp: Path, *, lava: bool, clips: int):
+    """Step 8: classify generated held-out clips on every target. Returns ``(passed, summary parts)``."""
+    from spikedeploy.video.classify import classify
+    from spikedeploy.video.clips import generate_clips, write_clips
+
+    write_clips(tmp / "video-clips", generate_clips(clips, "test", seed=DEMO_VIDEO_SEED))
+    targets = [t for t in DEMO_VIDEO_TARGETS if lava or t != "lava"]
+    rep = classify(tmp / "video-clips", targets=targets, output=tmp / "classify")
+    n = len(rep.clips)
+    ref = rep.summary("reference")
+    parts = [f"{n} held-out clips ({rep.weights}); reference top-1 {ref.top1:.1%} (chance {rep.chance:.1%})"]
+    ok = ref.status == "ran"
+    for t in targets:
+        if t == "reference":
+            continue
+        s = rep.summary(t)
+        if s.status != "ran":
+            ok = False
+            parts.append(f"{t} refused: {s.error}")
+            continue
+        if t == "torch":
+            good = s.same_class == n
+            parts.append(f"torch: the reference's class on {s.same_class}/{n} clips, top-1 {s.top1:.1%}")
+        else:
+            good = s.identical_logits == n and s.spike_mismatches == 0
+            parts.append(f"{t}: logits identical to the reference on {s.identical_logits}/{n} clips, "
+                         f"{s.spike_mismatches:,} of {s.spikes_compared:,} spikes differ")
+        ok = ok and good
+    return ok, parts
+
+
 def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames: Optional[int] = None, crops: int = 8,
              neuron_inputs: int = 32, progress: bool = True, lava: bool = True,
              overwrite: bool = False, bench_sequences: int = DEMO_BENCH_SEQUENCES,
              bench_frames: int = DEMO_BENCH_FRAMES, workers: Optional[int] = None,
-             event_frames: int = DEMO_EVENT_FRAMES) -> DemoResult:
+             event_frames: int = DEMO_EVENT_FRAMES, video_clips: int = DEMO_VIDEO_CLIPS) -> DemoResult:
     """Run the main job into the directory ``output`` (see the module docstring); returns the
     :class:`DemoResult` (``passed``) and prints a summary and where ``index.html`` is.
     ``num_frames``: track only the first frames of the clip; ``lava=False`` leaves Lava out of the
     tracking (its export is still made); ``bench_sequences`` x ``bench_frames``: the size of the
     generated benchmark, evaluated with ``workers`` tasks at once (default: every core, on Ray);
-    ``event_frames``: the length of the generated event sequence."""
+    ``event_frames``: the length of the generated event sequence; ``video_clips``: how many held-out
+    clips the video step classifies."""
     from spikedeploy.exporting import export
     from spikedeploy.tracking.benchmark import evaluate
     from spikedeploy.tracking.datasets import make_dataset
@@ -320,7 +361,12 @@ def run_demo(output="out/demo", *, lava_frames: Optional[int] = None, num_frames
         step("event tracking (event SpikeTrack, DI-LIF, state across frames)", ok, t0, "; ".join(parts),
              "track-events/report.html")
 
-        # 8. every neuron type on the test model
+        # 8. video classification
+        t0 = time.perf_counter()
+        ok, parts = _video_step(tmp, lava=lava, clips=video_clips)
+        step("video classification (SpikeVideoFormer-tiny, SDHA)", ok, t0, "; ".join(parts), "classify/report.html")
+
+        # 9. every neuron type on the test model
         t0 = time.perf_counter()
         code = neuron_demo(tmp / "neurons", num_inputs=neuron_inputs, progress=progress, quiet=True)
         step("lowering of every neuron type (SDT-v3-style test model)", code == 0, t0,

@@ -14,11 +14,11 @@ pytestmark = pytest.mark.slow
 def test_demo_on_a_few_frames(tmp_path, capsys):
     out = tmp_path / "demo"
     result = run_demo(out, num_frames=4, lava_frames=3, crops=2, neuron_inputs=2, progress=False, bench_sequences=3,
-                      bench_frames=4, event_frames=5)
+                      bench_frames=4, event_frames=5, video_clips=6)
     printed = capsys.readouterr().out
     assert result.passed, printed
     assert [s.name.split(" ")[0] for s in result.steps] == ["export", "equivalence", "op-count", "tracking", "fixed",
-                                                            "benchmark", "event", "lowering"]
+                                                            "benchmark", "event", "video", "lowering"]
     for branch in ("template", "search"):
         for ext in ("onnx", "nir", "lava"):
             assert (out / "exports" / f"{branch}.{ext}").exists(), (branch, ext)
@@ -40,7 +40,7 @@ def test_demo_on_a_few_frames(tmp_path, capsys):
     assert "fixed vs float box IoU per frame" in printed and "AUC fixed" in printed
     index = (out / "index.html").read_text()
     for link in ("track/report.html", "verify/report.html", "audit/report.html", "neurons/report.html",
-                 "track/track.gif", "track-fixed/report.html", "evaluate/report.html", "track-events/report.html"):
+                 "track/track.gif", "track-fixed/report.html", "evaluate/report.html", "track-events/report.html", "classify/report.html"):
         assert link in index and (out / link).exists(), link
     assert ".md" not in index  # every report is linked as HTML
     ev = json.loads((out / "evaluate" / "report.json").read_text())  # the generated benchmark
@@ -68,3 +68,10 @@ def test_demo_on_a_few_frames(tmp_path, capsys):
     aud = json.loads((out / "audit-events" / "report.json").read_text())
     assert aud["adaptive"] and aud["adaptive"]["synops_per_frame"] > 0 and len(aud["adaptive"]["layers"]) > 0
     assert "adaptive spike budget over 4 frames" in printed
+    # the video model: ONNX and Lava spike for spike the reference's, PyTorch its classes
+    cls = json.loads((out / "classify" / "report.json").read_text())
+    by = {t["target"]: t for t in cls["targets"]}
+    assert set(by) == {"torch", "reference", "onnx", "lava"} and all(t["status"] == "ran" for t in by.values())
+    for t in ("onnx", "lava"):
+        assert by[t]["identical_logits"] == 6 and by[t]["spike_mismatches"] == 0 and by[t]["spikes_compared"] > 0
+    assert by["torch"]["same_class"] == 6
