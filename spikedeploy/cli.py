@@ -645,10 +645,28 @@ def _cmd_audit(args) -> int:
     return 0
 
 
+def _print_track_runs(report, output) -> None:
+    """The per-target lines of a track report (RGB or event): frames, time, scores, agreement, notes."""
+    from spikedeploy.tracking.run import spike_summary
+
+    for t, r in report.runs.items():
+        s = report.scores.get(t)
+        score = ("; " + ", ".join(f"{k} {v:.3f}" for k, v in s["headline"].items())
+                 + f" over {s['frames']} frames ({report.protocol})") if s else ""
+        print(f"  {t:<18} {r.frames:>4} frames, {r.seconds_per_frame * 1e3:8.1f} ms per frame{score}")
+    for t, a in report.agreement.items():
+        spikes = f", spike counts {spike_summary(a)}" if spike_summary(a) else ""
+        print(f"  {t} vs {report.primary}: min IoU {a['min_iou']:.6f} over {a['frames']} frames, boxes "
+              f"{'identical' if a['all_boxes_identical'] else 'differ'}{spikes}")
+    for note in report.notes:
+        print(f"  note: {note}")
+    print(f"report: {Path(output) / 'report.html'}")
+
+
 def _cmd_track(args) -> int:
     from spikedeploy import api
     from spikedeploy.errors import ConfigError
-    from spikedeploy.tracking.run import canonical_target, spike_summary
+    from spikedeploy.tracking.run import canonical_target
 
     if args.init_box is not None and len(args.init_box) != 4:
         raise ConfigError(f"--init-box needs X,Y,W,H, got {len(args.init_box)} numbers")
@@ -676,25 +694,13 @@ def _cmd_track(args) -> int:
                        progress=not args.no_progress, overwrite=args.overwrite, partitions=args.partitions,
                        weight_bits=args.weight_bits, protocol=args.protocol)
     print(f"{report.model} ({report.weights}) on {report.num_frames} frames of {report.clip}")
-    for t, r in report.runs.items():
-        s = report.scores.get(t)
-        score = ("; " + ", ".join(f"{k} {v:.3f}" for k, v in s["headline"].items())
-                 + f" over {s['frames']} frames ({report.protocol})") if s else ""
-        print(f"  {t:<18} {r.frames:>4} frames, {r.seconds_per_frame * 1e3:8.1f} ms per frame{score}")
-    for t, a in report.agreement.items():
-        spikes = f", spike counts {spike_summary(a)}" if spike_summary(a) else ""
-        print(f"  {t} vs {report.primary}: min IoU {a['min_iou']:.6f} over {a['frames']} frames, boxes "
-              f"{'identical' if a['all_boxes_identical'] else 'differ'}{spikes}")
-    for note in report.notes:
-        print(f"  note: {note}")
-    print(f"report: {Path(args.output) / 'report.html'}")
+    _print_track_runs(report, args.output)
     return 0
 
 
 def _track_events(args) -> int:
     from spikedeploy.errors import ConfigError
     from spikedeploy.tracking.event_run import canonical_event_target, track_events
-    from spikedeploy.tracking.run import spike_summary
 
     if args.preset != "default":
         raise ConfigError("--preset applies to the RGB tracker's template updates; the event tracker keeps its "
@@ -721,18 +727,7 @@ def _track_events(args) -> int:
                           sensor_size=tuple(args.sensor_size) if args.sensor_size else None)
     print(f"{report.model} ({report.weights}) on {report.num_frames} event frames of {report.clip} "
           f"(sensor {report.sensor_size[0]} x {report.sensor_size[1]}, {sum(report.events_per_frame[1:])} events)")
-    for t, r in report.runs.items():
-        s = report.scores.get(t)
-        score = ("; " + ", ".join(f"{k} {v:.3f}" for k, v in s["headline"].items())
-                 + f" over {s['frames']} frames ({report.protocol})") if s else ""
-        print(f"  {t:<18} {r.frames:>4} frames, {r.seconds_per_frame * 1e3:8.1f} ms per frame{score}")
-    for t, a in report.agreement.items():
-        spikes = f", spike counts {spike_summary(a)}" if spike_summary(a) else ""
-        print(f"  {t} vs {report.primary}: min IoU {a['min_iou']:.6f} over {a['frames']} frames, boxes "
-              f"{'identical' if a['all_boxes_identical'] else 'differ'}{spikes}")
-    for note in report.notes:
-        print(f"  note: {note}")
-    print(f"report: {Path(args.output) / 'report.html'}")
+    _print_track_runs(report, args.output)
     return 0
 
 
