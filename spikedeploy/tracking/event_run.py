@@ -26,6 +26,11 @@ run :class:`~spikedeploy.tracking.event_tracker.TorchEventNetwork`. The graph ta
 (``spikedeploy.tracking.event_backends`` on ``spikedeploy.streaming``); where this version lacks
 them they are refused with one line naming them. The fixed-point targets are not event targets.
 
+**Measured SynOps** (:func:`event_frame_audit`): in ``evaluate``'s task (:func:`event_task`) every
+search frame of a graph target that exposes its spike counts (reference, ONNX, Lava) is audited as
+``spikedeploy audit`` does -- the frame's counts on the search graph with the sequence's template
+memory bound -- so the evaluation report's "measured SynOps" section covers event datasets.
+
 **Weights** (:func:`load_event_tracker_model`): ``bundled`` (``spikedeploy/data/
 spiketrack-event-tiny.pth``, a ``{"net": state_dict}`` file, when the package ships it),
 ``random`` (:func:`~spikedeploy.models.spiketrack_event.init_event_spiketrack_for_spiking`: every
@@ -51,7 +56,7 @@ __all__ = [
     "canonical_event_target", "available_event_targets", "bundled_event_checkpoint", "load_event_tracker_model",
     "make_event_network", "EventNetworkFactory", "EventInput", "load_event_input", "EventTrackReport",
     "track_event_clip", "render_event_frames", "event_frames_json", "write_event_track_outputs", "track_events",
-    "event_task", "EVENT_ON_COLOR", "EVENT_OFF_COLOR", "EVENT_BACKGROUND",
+    "event_task", "event_frame_audit", "EVENT_ON_COLOR", "EVENT_OFF_COLOR", "EVENT_BACKGROUND",
 ]
 
 DEFAULT_EVENT_MODEL = "spiketrack-event-tiny"
@@ -481,9 +486,38 @@ def track_events(model: Optional[str] = None, *, events, frame_times=None, init_
 # the evaluation task (spikedeploy evaluate on event datasets)
 # ---------------------------------------------------------------------------------------------
 
-#: per-process caches: fingerprint -> (model, factory); (fingerprint, target) -> network
+#: per-process caches: fingerprint -> (model, factory); (fingerprint, target) -> network; (fingerprint,
+#: target) -> the audit's fan-out cache (:func:`event_frame_audit`), shared by that target's sequences
 _EVENT_MODELS: Dict[str, tuple] = {}
 _EVENT_NETWORKS: Dict[Tuple[str, str], object] = {}
+_EVENT_FANOUTS: Dict[Tuple[str, str], dict] = {}
+
+#: the spike encoding a graph target's counts are audited in: graded targets send one event per non-zero
+#: count; the others (binary, and the integer-semantics reference-integer and ONNX, whose counts q are
+#: exactly what the binary lowering fires) are audited as unit spikes
+_AUDIT_ENCODING = {"reference-graded": "graded", "lava-graded": "graded"}
+
+
+def event_frame_audit(network, fanout_cache: Optional[dict] = None):
+    """The measured op-count audit (:func:`spikedeploy.audit.audit_graph`) of ``network``'s last
+    search frame, or None where the network exposes no spike counts (the PyTorch targets):
+    ``network.search_graph`` (the search graph with this sequence's template memory bound) with
+    the frame's per-layer spike counts (``last_spikes``), in the target's encoding
+    (:data:`_AUDIT_ENCODING`; the measured SynOps -- unit spikes x real fan-out -- are the same in
+    both encodings, the graded events differ), energies at the 45 nm profile.
+    ``totals["per_frame"]``: ``measured_synops``, ``energy_pj`` = E_AC * SynOps + E_MAC * host
+    MACs (the first convolution on the real-valued voxel grid). ``fanout_cache``: a dict kept
+    between frames and sequences of one target (the static fan-out maps computed once; a new
+    template memory's are computed again)."""
+    from spikedeploy.audit import audit_graph
+    from spikedeploy.tracking.run import _last_spikes
+
+    spikes = _last_spikes(network)
+    graph = getattr(network, "search_graph", None)
+    if not spikes or graph is None:
+        return None
+    encoding = _AUDIT_ENCODING.get(getattr(network, "target", ""), "binary")
+    return audit_graph(graph, spike_counts=spikes, encoding=encoding, runtime="reference", fanout_cache=fanout_cache)
 
 
 def _event_network(config, target: str):
@@ -494,9 +528,11 @@ def _event_network(config, target: str):
         net, _ = load_event_tracker_model(config.model, config.checkpoint, seed=config.seed)
         _EVENT_MODELS.clear()  # one model per process at a time
         _EVENT_NETWORKS.clear()
+        _EVENT_FANOUTS.clear()
         _EVENT_MODELS[config.fingerprint()] = (net, EventNetworkFactory())
     net, factory = _EVENT_MODELS[config.fingerprint()]
     _EVENT_NETWORKS[key] = factory(net, target)
+    _EVENT_FANOUTS[key] = {}
     return _EVENT_NETWORKS[key]
 
 
@@ -505,9 +541,11 @@ def event_task(config, sequence, target: str) -> dict:
     with ``target`` for ``config`` (an :class:`~spikedeploy.tracking.benchmark.EvaluationConfig`):
     the fields of a :class:`~spikedeploy.tracking.benchmark.SequenceRecord` -- ``boxes`` (row 0
     the initial box), ``times`` (seconds per frame, the first the initialization), per-frame
-    ``spike_digest``/``unit_spikes`` and measured ``synops``/``energy_pj`` (None where the
-    target exposes no spike counts), ``setup_seconds``, ``load_seconds``. Raises on failure (the
-    engine records it)."""
+    ``spike_digest``/``unit_spikes`` and measured ``synops``/``energy_pj`` per frame
+    (:func:`event_frame_audit` of the search frame, a fan-out cache shared per config and target;
+    None for frame 0 -- the initialization -- and where the target exposes no spike counts:
+    torch, torch64), ``setup_seconds``, ``load_seconds``. Raises on failure (the engine records
+    it)."""
     from spikedeploy.tracking.event_tracker import EventTracker
     from spikedeploy.tracking.run import _digest, _last_spikes
 
@@ -517,7 +555,9 @@ def event_task(config, sequence, target: str) -> dict:
     _check_events_cover(events, times_us, f"event sequence {sequence.name}")
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
-    network = _event_network(config, canonical_event_target(target))
+    target = canonical_event_target(target)
+    network = _event_network(config, target)
+    fan = _EVENT_FANOUTS.setdefault((config.fingerprint(), target), {})
     t_setup = time.perf_counter() - t0
     tracker = EventTracker(network)
     try:
@@ -527,6 +567,8 @@ def event_task(config, sequence, target: str) -> dict:
         boxes = [[float(v) for v in tracker.state]]
         digests: List[Optional[str]] = [None]
         units: List[Optional[int]] = [None]
+        synops: List[Optional[float]] = [None]
+        energy: List[Optional[float]] = [None]
         for i in range(1, len(times_us)):
             t0 = time.perf_counter()
             result = tracker.track(events, int(times_us[i - 1]), int(times_us[i]))
@@ -536,7 +578,10 @@ def event_task(config, sequence, target: str) -> dict:
             d, n = _digest(spikes) if spikes is not None else (None, None)
             digests.append(d)
             units.append(None if n is None else int(n))
+            aud = event_frame_audit(network, fan) if spikes is not None else None
+            synops.append(None if aud is None else float(aud.totals["per_frame"]["measured_synops"]))
+            energy.append(None if aud is None else float(aud.totals["per_frame"]["energy_pj"]))
     finally:
         tracker.close()
-    return dict(boxes=boxes, times=times, spike_digest=digests, unit_spikes=units, synops=[None] * len(boxes),
-                energy_pj=[None] * len(boxes), setup_seconds=t_setup, load_seconds=t_load)
+    return dict(boxes=boxes, times=times, spike_digest=digests, unit_spikes=units, synops=synops,
+                energy_pj=energy, setup_seconds=t_setup, load_seconds=t_load)
