@@ -11,7 +11,8 @@ Preprocessing (:func:`prepare_clip`), per clip: ``T`` frames evenly spaced over 
 indices ``round(linspace(0, n - 1, T))``; a clip of exactly T frames is used as it is; fewer
 frames than T is an error), each frame centre-cropped to a square of its shorter side and resized
 to the model's S x S (64 x 64) with PIL's bilinear filter (a frame already S x S is untouched),
-then :func:`~spikedeploy.video.clips.clip_tensor`'s normalization.
+then :func:`~spikedeploy.video.clips.clip_tensor` in the model's input encoding (the bundled
+model's: ``luma-events``, luminance and ON/OFF temporal contrast).
 
 Targets (each gives per-frame logits ``[T, B, 6]``; the clip's class is the argmax of their mean
 over T, :func:`~spikedeploy.models.spikevideoformer.clip_logits`, on the host):
@@ -43,10 +44,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -367,7 +367,7 @@ def classify(video: PathLike, *, labels: Optional[PathLike] = None, targets=("to
         from spikedeploy.reference import execute
 
         for idx in chunks:
-            x = clip_tensor([prepared[i] for i in idx])
+            x = clip_tensor([prepared[i] for i in idx], net.config.input_encoding)
             x64 = x.double()
             t0 = time.perf_counter()
             ref = execute(binary, x64, "binary")

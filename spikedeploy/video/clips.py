@@ -34,7 +34,14 @@ Clip folder layout (:func:`write_clips`, :func:`read_clips`)::
 
 :func:`read_clips` also takes a single clip (a ``.npy`` file, a multi-frame GIF/TIFF/APNG, or a
 folder of frame images) and a folder of clips without ``labels.csv`` (then the labels are
-unknown). :func:`clip_tensor` turns clips into the network input ``[T, B, 3, H, W]``.
+unknown). :func:`clip_tensor` turns clips into the network input ``[T, B, 3, H, W]`` in one of the
+model's input encodings (:data:`~spikedeploy.models.spikevideoformer.INPUT_ENCODINGS`):
+
+* ``rgb``: ``(pixel / 255 - INPUT_MEAN) / INPUT_STD`` per colour channel;
+* ``luma-events``: with ``L_t = (0.299 R + 0.587 G + 0.114 B) / 255`` of frame t, channel 0 is
+  ``(L_t - LUMA_MEAN) / LUMA_STD``, channels 1 and 2 the ON and OFF temporal contrast
+  ``EVENT_GAIN max(+-(L_t - L_{t-1}), 0) / LUMA_STD`` (zero at the first frame): what an event
+  camera's two polarities count, so a frame shows where and which way the image changed.
 """
 
 from __future__ import annotations
@@ -61,6 +68,10 @@ __all__ = [
     "LABELS_FILE",
     "INPUT_MEAN",
     "INPUT_STD",
+    "LUMA_WEIGHTS",
+    "LUMA_MEAN",
+    "LUMA_STD",
+    "EVENT_GAIN",
     "VideoClip",
     "ClipRecord",
     "generate_clip",
@@ -84,6 +95,11 @@ INFO_FILE = "info.json"
 #: the network input is ``(pixel / 255 - INPUT_MEAN) / INPUT_STD`` (about -2 .. 2)
 INPUT_MEAN = 0.5
 INPUT_STD = 0.25
+#: ``luma-events``: luminance weights (ITU-R BT.601), its normalization, and the gain of the contrast channels
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+LUMA_MEAN = 0.45
+LUMA_STD = 0.25
+EVENT_GAIN = 4.0
 #: the smallest frame side a clip can be rendered at
 MIN_SIZE = 16
 
@@ -235,11 +251,16 @@ def generate_clips(count: int, split: str = "train", *, seed: int = 0, frames: i
 # ---------------------------------------------------------------------------------------------
 
 
-def clip_tensor(clips: Sequence[Union[np.ndarray, VideoClip, ClipRecord]]):
-    """The network input of one batch: ``(pixel / 255 - INPUT_MEAN) / INPUT_STD`` as a float32
-    tensor ``[T, B, 3, H, W]`` (time first), from clips (``VideoClip``, ``ClipRecord`` or uint8
-    arrays ``[T, H, W, 3]``) that all have the same T, H and W."""
+def clip_tensor(clips: Sequence[Union[np.ndarray, VideoClip, ClipRecord]], encoding: str = "rgb"):
+    """The network input of one batch as a float32 tensor ``[T, B, 3, H, W]`` (time first), from
+    clips (``VideoClip``, ``ClipRecord`` or uint8 arrays ``[T, H, W, 3]``) that all have the same
+    T, H and W, in the input ``encoding`` (module docstring: ``rgb`` or ``luma-events``)."""
     import torch
+
+    from spikedeploy.models.spikevideoformer import INPUT_ENCODINGS
+
+    if encoding not in INPUT_ENCODINGS:
+        raise ConfigError(f"clip_tensor: encoding must be one of {INPUT_ENCODINGS}, got {encoding!r}")
 
     arrays = [c.frames if isinstance(c, (VideoClip, ClipRecord)) else np.asarray(c) for c in clips]
     if not arrays:
@@ -250,9 +271,17 @@ def clip_tensor(clips: Sequence[Union[np.ndarray, VideoClip, ClipRecord]]):
         if a.shape != arrays[0].shape:
             raise InputError(f"clip {k} has shape {list(a.shape)} but clip 0 has {list(arrays[0].shape)}; "
                              "a batch needs clips of one length and frame size")
-    x = np.stack(arrays, axis=1).astype(np.float32)  # [T, B, H, W, 3]
-    x = (x / np.float32(255.0) - np.float32(INPUT_MEAN)) / np.float32(INPUT_STD)
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3)))
+    x = np.stack(arrays, axis=1).astype(np.float32) / np.float32(255.0)  # [T, B, H, W, 3]
+    if encoding == "rgb":
+        x = (x - np.float32(INPUT_MEAN)) / np.float32(INPUT_STD)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3)))
+    luma = x @ np.asarray(LUMA_WEIGHTS, np.float32)  # [T, B, H, W]
+    change = np.zeros_like(luma)
+    change[1:] = luma[1:] - luma[:-1]
+    gain = np.float32(EVENT_GAIN / LUMA_STD)
+    out = np.stack([(luma - np.float32(LUMA_MEAN)) / np.float32(LUMA_STD), np.maximum(change, 0) * gain,
+                    np.maximum(-change, 0) * gain], axis=2)
+    return torch.from_numpy(np.ascontiguousarray(out))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,7 +26,9 @@ thread count.
 
 BatchNorm (as the RGB/event recipes): statistics initialized from data
 (:func:`~spikedeploy.models.spikevideoformer.init_spikevideoformer_for_spiking` on a calibration
-batch: every neuron fires), batch statistics while training, and at ``bn_freeze_fraction`` of the
+batch, BatchNorm weights ``init_gain`` U(0.6, 1.4): every neuron fires; with the tests' gain 2
+the gradient at the stem was ~6000x the head's and the firing rates 0.3-0.4, with gain 1 they are
+within 5x and the rates 0.15-0.2), batch statistics while training, and at ``bn_freeze_fraction`` of the
 run the running statistics are recomputed over ``bn_recompute_batches`` pool batches ("precise
 BatchNorm") and frozen: the rest of the run trains the network exactly as deployed (eval-mode
 BatchNorm).
@@ -41,16 +43,14 @@ spikevideoformer-tiny``), :func:`bundle_video_weights` (``scripts/bundle_video_m
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import numbers
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -58,6 +58,7 @@ from torch import nn
 
 from spikedeploy.errors import ConfigError
 from spikedeploy.fsutil import atomic_write_bytes, atomic_write_text
+from spikedeploy.tracking.training import batchnorm_modules, write_run_records
 from spikedeploy.video.clips import MOTIONS, clip_tensor, generate_clip
 
 __all__ = [
@@ -108,7 +109,7 @@ class VideoTrainConfig:
     """
 
     variant: str = VIDEO_VARIANT
-    steps: int = 2400
+    steps: int = 2000
     batch_size: int = 16
     frames: int = 8
     lr: float = 2e-3
@@ -128,6 +129,7 @@ class VideoTrainConfig:
     save_every: int = 250
     eval_clips: int = 120
     eval_seed: int = 0
+    init_gain: float = 1.0
 
     def validate(self) -> "VideoTrainConfig":
         if self.variant != VIDEO_VARIANT:
@@ -139,12 +141,12 @@ class VideoTrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < lo:
                 raise ConfigError(f"train: {name} must be an integer >= {lo}, got {v!r}")
-        for name in ("lr", "weight_decay", "grad_clip", "label_smoothing", "bn_freeze_fraction"):
+        for name in ("lr", "weight_decay", "grad_clip", "label_smoothing", "bn_freeze_fraction", "init_gain"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"train: {name} must be a finite number >= 0, got {v!r}")
-        if self.lr <= 0:
-            raise ConfigError(f"train: lr must be > 0, got {self.lr!r}")
+        if self.lr <= 0 or self.init_gain <= 0:
+            raise ConfigError(f"train: lr and init_gain must be > 0, got {self.lr!r} and {self.init_gain!r}")
         if self.label_smoothing >= 1 or self.bn_freeze_fraction > 1:
             raise ConfigError("train: label_smoothing must be below 1 and bn_freeze_fraction at most 1, got "
                               f"{self.label_smoothing!r} and {self.bn_freeze_fraction!r}")
@@ -202,12 +204,14 @@ class ClipPool:
     """A pool of ``size`` generated ``split`` clips (clip indices ``0 .. size-1`` of seed
     ``seed``); :meth:`refresh` replaces the ``count`` oldest by the next indices. :meth:`sample`
     draws ``batch`` clips (without replacement) with its own generator (seed ``seed``), augmented
-    when ``augment``: returns ``(x [T, B, 3, H, W], labels [B])``. Deterministic in its arguments
+    when ``augment``: returns ``(x [T, B, 3, H, W], labels [B])``, ``x`` in the input ``encoding``
+    (:func:`~spikedeploy.video.clips.clip_tensor`). Deterministic in its arguments
     and the call sequence."""
 
     def __init__(self, size: int, *, split: str = "train", seed: int = 0, frames: int = 8, resolution: int = 64,
-                 augment: bool = True):
+                 augment: bool = True, encoding: str = "rgb"):
         self.split, self.seed, self.frames, self.resolution, self.augment = split, seed, frames, resolution, augment
+        self.encoding = encoding
         self.rng = np.random.default_rng(np.random.SeedSequence([7331, seed]))
         self.next_index = 0
         self.clips = [self._new() for _ in range(size)]
@@ -233,7 +237,7 @@ class ClipPool:
                 frames, label = augment_clip(frames, label, hflip=h, vflip=v, reverse=r)
             arrays.append(frames)
             labels.append(label)
-        return clip_tensor(arrays), torch.tensor(labels, dtype=torch.long)
+        return clip_tensor(arrays, self.encoding), torch.tensor(labels, dtype=torch.long)
 
 
 def clip_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> Dict[str, torch.Tensor]:
@@ -330,13 +334,14 @@ def heldout_evaluation(net: nn.Module, clips: int = 120, *, seed: int = 0, frame
 
     net.eval()
     res = net.config.resolution if hasattr(net, "config") else 64
+    encoding = net.config.input_encoding if hasattr(net, "config") else "rgb"
     k = len(MOTIONS)
     confusion = np.zeros((k, k), dtype=np.int64)
     rows = []
     for start in range(first, first + clips, batch):
         chunk = [generate_clip(i, "test", seed=seed, frames=frames, size=res)
                  for i in range(start, min(first + clips, start + batch))]
-        scores = clip_logits(net(clip_tensor(chunk)))
+        scores = clip_logits(net(clip_tensor(chunk, encoding)))
         pred = scores.argmax(dim=1)
         for c, p, s in zip(chunk, pred.tolist(), scores.tolist()):
             confusion[c.label, p] += 1
@@ -419,10 +424,6 @@ def _plot(history: List[Dict[str, float]], path: Path, title: str) -> Path:
     return path
 
 
-def _batchnorms(model: nn.Module):
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 def train_video_model(config: Optional[VideoTrainConfig] = None, output_dir=None, *, progress: bool = False,
                       log: Optional[Callable[[str], None]] = None) -> VideoTrainResult:
     """Train the tiny SpikeVideoFormer (module docstring). With ``output_dir``: ``<variant>.pth``
@@ -439,10 +440,10 @@ def train_video_model(config: Optional[VideoTrainConfig] = None, output_dir=None
     net = spikevideoformer_net(cfg.variant)
     model = net.model
     pool = ClipPool(cfg.pool_clips, seed=cfg.seed, frames=cfg.frames, resolution=model.config.resolution,
-                    augment=cfg.augment)
+                    augment=cfg.augment, encoding=model.config.input_encoding)
     x_cal, _ = pool.sample(cfg.calibration_batch)
-    init_spikevideoformer_for_spiking(model, seed=cfg.seed, example=x_cal)
-    say(f"initialized {len(_batchnorms(model))} BatchNorms from a calibration batch of {x_cal.shape[1]} clips")
+    init_spikevideoformer_for_spiking(model, seed=cfg.seed, example=x_cal, gain=cfg.init_gain)
+    say(f"initialized {len(batchnorm_modules(model))} BatchNorms from a calibration batch of {x_cal.shape[1]} clips")
     decay, no_decay = [], []
     for _, p in model.named_parameters():
         (no_decay if p.dim() <= 1 else decay).append(p)
@@ -459,12 +460,12 @@ def train_video_model(config: Optional[VideoTrainConfig] = None, output_dir=None
     def set_modes():
         model.train()
         if frozen:
-            for m in _batchnorms(model):
+            for m in batchnorm_modules(model):
                 m.eval()
 
     @torch.no_grad()
     def precise_bn():
-        bns = _batchnorms(model)
+        bns = batchnorm_modules(model)
         saved = [m.momentum for m in bns]
         for m in bns:
             m.reset_running_stats()
@@ -499,16 +500,9 @@ def train_video_model(config: Optional[VideoTrainConfig] = None, output_dir=None
         if not frozen:
             model.load_state_dict(saved)
             set_modes()
-        table = io.StringIO(newline="")
-        w = csv.DictWriter(table, fieldnames=list(history[0].keys()) if history else ["step"], lineterminator="\n")
-        w.writeheader()
-        w.writerows(history)
-        files["csv"] = str(atomic_write_text(out / f"{stem}_loss.csv", table.getvalue()))
-        if history:
-            files["png"] = str(_plot(history, out / f"{stem}_loss.png",
-                                     f"{stem}: {step} steps, batch {cfg.batch_size} x {cfg.frames} frames"))
-        files["json"] = str(atomic_write_text(out / f"{stem}_train.json",
-                                              json.dumps({"config": asdict(cfg), **meta}, indent=2) + "\n"))
+        files.update(write_run_records(out, stem, history, meta, cfg, _plot,
+                                       f"{stem}: {step} steps, batch {cfg.batch_size} x {cfg.frames} frames",
+                                       lineterminator="\n"))
 
     from tqdm.auto import tqdm
 

@@ -64,6 +64,18 @@ def test_table7_layout():
     assert len(neurons) == 4 * 3 + 4 + 7 * 2 + 1
 
 
+def test_input_encoding_is_part_of_the_configuration():
+    """The seed's models take colour frames; the tiny one luminance + ON/OFF contrast (the same
+    3-channel network); anything else is refused by name."""
+    from spikedeploy.errors import ConfigError
+
+    assert CONFIGS["15m"].input_encoding == CONFIGS["55m"].input_encoding == "rgb"
+    assert CONFIGS["tiny"].input_encoding == "luma-events" and CONFIGS["tiny"].input_shape == (3, 64, 64)
+    assert spikevideoformer("tiny", input_encoding="rgb").config.input_encoding == "rgb"
+    with pytest.raises(ConfigError, match="input_encoding must be one of"):
+        spikevideoformer("tiny", input_encoding="gray")
+
+
 def test_registered_and_built_by_the_loader():
     from spikedeploy.loading import build_model
 

@@ -153,3 +153,29 @@ def test_clip_tensor():
     assert float(x.min()) >= -2.0 and float(x.max()) <= 2.0
     with pytest.raises(InputError, match="one length and frame size"):
         clip_tensor([clips[0].frames, clips[1].frames[:2]])
+
+
+def test_clip_tensor_luma_events():
+    """``luma-events``: channel 0 the normalized luminance, 1 and 2 the ON / OFF change from the
+    previous frame (zero at the first), computed here in float64 from the formula; a static clip
+    has no events, time reversal swaps ON and OFF."""
+    from spikedeploy.video.clips import EVENT_GAIN, LUMA_MEAN, LUMA_STD, LUMA_WEIGHTS
+
+    clips = generate_clips(2, "train", frames=5, size=32)
+    x = clip_tensor(clips, "luma-events").double().numpy()
+    assert x.shape == (5, 2, 3, 32, 32)
+    f = np.stack([c.frames for c in clips], axis=1).astype(np.float64) / 255.0
+    luma = f @ np.asarray(LUMA_WEIGHTS)
+    change = np.concatenate([np.zeros_like(luma[:1]), np.diff(luma, axis=0)])
+    want = np.stack([(luma - LUMA_MEAN) / LUMA_STD, EVENT_GAIN * np.maximum(change, 0) / LUMA_STD,
+                     EVENT_GAIN * np.maximum(-change, 0) / LUMA_STD], axis=2)
+    assert np.abs(x - want).max() < 1e-5  # float32 arithmetic of values up to ~16
+    assert (x[0, :, 1:] == 0).all() and (x[1:, :, 1:] > 0).mean() > 0.02  # the object moves: events
+    assert ((x[:, :, 1] > 0) & (x[:, :, 2] > 0)).sum() == 0  # a pixel is ON or OFF, not both
+    still = np.repeat(clips[0].frames[:1], 4, axis=0)
+    assert (clip_tensor([still], "luma-events")[:, :, 1:] == 0).all()
+    back = clip_tensor([clips[0].frames[::-1].copy()], "luma-events").numpy()
+    fwd = x[:, :1].astype(np.float32)
+    assert np.array_equal(back[1:, 0, 1], fwd[::-1][:-1, 0, 2]) and np.array_equal(back[1:, 0, 2], fwd[::-1][:-1, 0, 1])
+    with pytest.raises(ConfigError, match="encoding must be one of"):
+        clip_tensor(clips, "events")

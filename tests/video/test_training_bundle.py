@@ -1,7 +1,7 @@
 """The bundled trained tiny SpikeVideoFormer (spikedeploy/data/spikevideoformer-tiny*): the weights
 load strictly with ``weights_only=True``, the record is complete, the shipped weights reproduce the
-record's per-clip predictions on held-out clips exactly, and the recorded held-out accuracy beats
-chance by a wide margin."""
+record's per-clip predictions on held-out clips exactly, and the recorded held-out accuracy reaches
+the issue's goal (top-1 >= 80 %; chance 1/6)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_bundle_files_and_record():
 def test_bundled_weights_reproduce_the_record():
     """The first 24 held-out clips: every prediction equals the record's (logits to the record's
     1e-4 rounding, with a tolerance for float32 summation order across thread counts), and those
-    clips alone beat chance (1/6) by a wide margin."""
+    clips alone reach the goal too."""
     ev = _record("_eval.json")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -50,5 +50,6 @@ def test_bundled_weights_reproduce_the_record():
     for got, want in zip(now["predictions"], ev["predictions"][:REEVALUATED]):
         assert (got["index"], got["label"], got["predicted"]) == (want["index"], want["label"], want["predicted"])
         assert got["logits"] == pytest.approx(want["logits"], abs=2e-3)
-    assert now["top1"] >= 2 * now["chance"]
-    assert ev["top1"] >= 2 * ev["chance"]
+    assert now["top1"] >= 0.8 and now["correct"] == sum(p["label"] == p["predicted"] for p in ev["predictions"][:REEVALUATED])
+    # the issue's goal on all the record's 120 held-out clips: top-1 >= 80 % (chance 1/6)
+    assert ev["top1"] >= 0.8 and ev["top1"] == ev["correct"] / ev["clips"] and ev["chance"] == pytest.approx(1 / 6)
