@@ -62,13 +62,10 @@ loads the same file through :func:`spikedeploy.tracking.event_run.load_event_tra
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import numbers
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -77,11 +74,11 @@ import torch
 from torch import nn
 
 from spikedeploy.errors import CheckpointError, ConfigError
-from spikedeploy.fsutil import atomic_write_text
 from spikedeploy.tracking.event_crops import EVENT_SEARCH_FACTOR, EVENT_TEMPLATE_FACTOR, event_crop
 from spikedeploy.tracking.training import (PairSampler, TrainConfig, TrainResult, _crop_targets, _lr_at, _plot,
-                                           calibrate_batchnorm, init_head_biases, recompute_batchnorm_statistics,
-                                           tracking_loss, use_batch_statistics)
+                                           batchnorm_modules, calibrate_batchnorm, init_head_biases,
+                                           recompute_batchnorm_statistics, tracking_loss, use_batch_statistics,
+                                           write_run_records)
 
 __all__ = [
     "EVENT_VARIANT",
@@ -123,7 +120,7 @@ class EventTrainConfig(TrainConfig):
     DI-LIF gates' data-dependent initialization (:func:`calibrate_dilif_gates`)."""
 
     variant: str = EVENT_VARIANT
-    steps: int = 1300
+    steps: int = 2000
     batch_size: int = 8
     clip_frames: int = 6
     lr: float = 2e-3
@@ -390,10 +387,6 @@ def calibrate_dilif_gates(model: nn.Module, run: Callable[[], object], *, spread
     return sum(1 for m in layers if id(m) in seen)
 
 
-def _batchnorm_modules(model: nn.Module) -> List[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
 def _progress(step: int, cfg: EventTrainConfig, elapsed: float) -> float:
     p = step / max(1, cfg.steps)
     if cfg.time_limit_s:
@@ -436,7 +429,7 @@ def train_event_tracker(config: Optional[EventTrainConfig] = None, output_dir=No
         g = calibrate_dilif_gates(model, lambda: model(z, x), spread=cfg.gate_spread)
         say(f"calibrated {n} BatchNorms and {g} DI-LIF gates on {z.shape[1]} clips of {x.shape[0]} frames")
     use_batch_statistics(model)  # no frozen BatchNorms in the event model; kept for the RGB symmetry
-    bns = _batchnorm_modules(model)
+    bns = batchnorm_modules(model)
     dilifs = [m for m in model.modules() if isinstance(m, EventDILIF)]
     frozen = cfg.batchnorm == "frozen"
 
@@ -486,17 +479,8 @@ def train_event_tracker(config: Optional[EventTrainConfig] = None, output_dir=No
         meta = {"variant": stem, "steps": step, "seconds": round(time.perf_counter() - t0, 1), "final": final,
                 "bn_frozen_at_step": freeze_step}
         files["weights"] = str(save_event_weights(model, out / f"{stem}.pth", meta=meta))
-        table = io.StringIO(newline="")
-        w = csv.DictWriter(table, fieldnames=list(history[0].keys()) if history else ["step"])
-        w.writeheader()
-        w.writerows(history)
-        atomic_write_text(out / f"{stem}_loss.csv", table.getvalue())
-        files["csv"] = str(out / f"{stem}_loss.csv")
-        if history:
-            files["png"] = str(_plot(history, out / f"{stem}_loss.png",
-                                     f"{c.name}: {step} steps, batch {cfg.batch_size} x {cfg.clip_frames} frames (MSST)"))
-        atomic_write_text(out / f"{stem}_train.json", json.dumps({"config": asdict(cfg), **meta}, indent=2) + "\n")
-        files["json"] = str(out / f"{stem}_train.json")
+        files.update(write_run_records(out, stem, history, meta, cfg, _plot, f"{c.name}: {step} steps, batch "
+                                       f"{cfg.batch_size} x {cfg.clip_frames} frames (MSST)"))
 
     from tqdm.auto import tqdm
 

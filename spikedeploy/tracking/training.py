@@ -62,6 +62,8 @@ __all__ = [
     "tracking_loss",
     "export_state_dict",
     "save_tracker_weights",
+    "batchnorm_modules",
+    "write_run_records",
     "train_tracker",
     "bundle_weights",
     "add_train_arguments",
@@ -156,10 +158,35 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------
 
 
-def _batchnorms(model: nn.Module):
+def batchnorm_modules(model: nn.Module) -> List[nn.Module]:
+    """Every BatchNorm of ``model`` (torch's and the frozen official-layout one), in module order:
+    what the recipes calibrate, switch between batch and running statistics, and recompute."""
     from spikedeploy.models.layers import _FrozenBatchNorm
 
-    return [m for m in model.modules() if isinstance(m, (_FrozenBatchNorm, nn.BatchNorm1d, nn.BatchNorm2d))]
+    return [m for m in model.modules() if isinstance(m, (_FrozenBatchNorm, nn.modules.batchnorm._BatchNorm))]
+
+
+_batchnorms = batchnorm_modules
+
+
+def write_run_records(out: Path, stem: str, history: Sequence[Dict[str, float]], meta: Dict[str, object], config,
+                      plot: Callable[[Sequence[Dict[str, float]], Path, str], Path], plot_title: str,
+                      *, lineterminator: str = "\r\n") -> Dict[str, str]:
+    """The records every training recipe keeps next to its weights, each written atomically:
+    ``<stem>_loss.csv`` (one row per logged step, columns of ``history``), ``<stem>_loss.png``
+    (``plot(history, path, plot_title)``, when there is a row) and ``<stem>_train.json``
+    (``{"config": asdict(config), **meta}``). Returns ``{"csv", "png", "json"}`` -> path."""
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=list(history[0].keys()) if history else ["step"],
+                       lineterminator=lineterminator)
+    w.writeheader()
+    w.writerows(history)
+    files = {"csv": str(atomic_write_text(out / f"{stem}_loss.csv", table.getvalue()))}
+    if history:
+        files["png"] = str(plot(history, out / f"{stem}_loss.png", plot_title))
+    files["json"] = str(atomic_write_text(out / f"{stem}_train.json",
+                                          json.dumps({"config": asdict(config), **meta}, indent=2) + "\n"))
+    return files
 
 
 def prepare_for_training(model: nn.Module) -> nn.Module:
@@ -590,17 +617,8 @@ def train_tracker(config: Optional[TrainConfig] = None, output_dir=None, *, prog
         finalize_batchnorm()
         meta = {"variant": stem, "steps": step, "seconds": round(time.perf_counter() - t0, 1), "final": final}
         files["weights"] = str(save_tracker_weights(model, out / f"{stem}.pth", meta=meta))
-        table = io.StringIO(newline="")
-        w = csv.DictWriter(table, fieldnames=list(history[0].keys()) if history else ["step"])
-        w.writeheader()
-        w.writerows(history)
-        atomic_write_text(out / f"{stem}_loss.csv", table.getvalue())
-        files["csv"] = str(out / f"{stem}_loss.csv")
-        if history:
-            files["png"] = str(_plot(history, out / f"{stem}_loss.png",
-                                     f"{model.config.name}: {step} steps, batch {cfg.batch_size}"))
-        atomic_write_text(out / f"{stem}_train.json", json.dumps({"config": asdict(cfg), **meta}, indent=2) + "\n")
-        files["json"] = str(out / f"{stem}_train.json")
+        files.update(write_run_records(out, stem, history, meta, cfg, _plot,
+                                       f"{model.config.name}: {step} steps, batch {cfg.batch_size}"))
 
     try:
         while step < cfg.steps:
