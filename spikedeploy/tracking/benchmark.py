@@ -221,8 +221,9 @@ def run_task(config: EvaluationConfig, sequence, target: str, *, threads: int = 
             digests.append(d)
             units.append(int(n))
             graph = getattr(network, "search_graph", None)
-            aud = audit_graph(graph, spike_counts=spikes, encoding=graph_mode(graph), runtime="reference",
-                              fanout_cache=fan)
+            mode = graph_mode(graph)  # an integer graph's counts q are what its binary lowering fires
+            aud = audit_graph(graph, spike_counts=spikes, encoding="binary" if mode == "integer" else mode,
+                              runtime="reference", fanout_cache=fan)
             synops.append(float(aud.totals["per_frame"]["measured_synops"]))
             energy.append(float(aud.totals["per_frame"]["energy_pj"]))
         return SequenceRecord(sequence.name, target, "ok", boxes, times, digests, units, synops, energy, worker=worker,

@@ -86,11 +86,13 @@ def test_rerun_resumes_and_another_configuration_is_refused(bench, torch_run, tm
 
 
 def test_several_targets_spike_agreement_synops_and_common_sequences(bench, tmp_path):
-    rep = B.evaluate(bench, targets=["torch", "reference-graded", "reference-binary"], output=tmp_path / "e",
-                     max_sequences={"reference-binary": 1}, workers=1)
+    rep = B.evaluate(bench, targets=["torch", "reference-graded", "reference-binary", "reference-integer"],
+                     output=tmp_path / "e", max_sequences={"reference-binary": 1, "reference-integer": 1}, workers=1)
     assert rep.passed
     sp = rep.spikes
-    assert set(sp) == {"reference-graded", "reference-binary"}
+    assert set(sp) == {"reference-graded", "reference-binary", "reference-integer"}
+    # the integer graph's counts are what the binary lowering fires: the same SynOps on the same sequence
+    assert sp["reference-integer"]["synops_per_frame"] == sp["reference-binary"]["synops_per_frame"] > 0
     assert sp["reference-graded"]["synops_per_frame"] > 0 and sp["reference-graded"]["energy_uj_per_frame"] > 0
     b = sp["reference-binary"]
     assert b["against"] == "reference-graded" and b["compared_frames"] == FRAMES - 1
