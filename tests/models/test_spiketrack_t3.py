@@ -9,6 +9,8 @@ templates (RepeatTime), reads the 3 memories (MemoryRead, T_mem = 3), runs the p
 GateLinear, host GateSoftmax, TemplateGate).
 """
 
+import os
+
 import pytest
 import torch
 
@@ -21,7 +23,9 @@ from spikedeploy.models.spiketrack import init_spiketrack_for_spiking, spiketrac
 from spikedeploy.passes import default_pipeline
 from spikedeploy.reference import execute, run
 
-HEAVY_T3 = ("spiketrack-b256-t3", "spiketrack-b384-t3")
+#: B384-T3 (60 s more) only with SPIKEDEPLOY_FULL_TESTS=1: B256-T3 has the same layers, and B384's
+#: search branch is exact in Lava (tests/runtimes/test_lava_spiketrack.py)
+HEAVY_T3 = ("spiketrack-b256-t3",) + (("spiketrack-b384-t3",) if os.environ.get("SPIKEDEPLOY_FULL_TESTS") == "1" else ())
 #: neuron layers: template as T = 1; search = T = 1's 171 + per MRM the gate MLP's and the gate's neuron
 TEMPLATE_NEURONS, SEARCH_NEURONS = 122, 171 + 6 * 2
 
