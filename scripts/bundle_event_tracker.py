@@ -1,7 +1,7 @@
 """Ship the trained event tracker: copy a training run's weights into the package (float32) with its
 loss curves and training record, then measure the *shipped* weights on the held-out event sequences.
 
-    spikedeploy train --model spiketrack-event-tiny -o out/train-event --time-limit 2640
+    spikedeploy train --model spiketrack-event-tiny -o out/train-event --threads 1
     python scripts/bundle_event_tracker.py out/train-event    # -> spikedeploy/data/spiketrack-event-tiny*
 
 The run folder is what ``spikedeploy train --model spiketrack-event-tiny -o RUN`` wrote

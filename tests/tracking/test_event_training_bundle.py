@@ -64,8 +64,10 @@ def test_bundled_evaluation_record_reproduces(record):
 
 
 def test_bundled_tracker_beats_the_static_box(record):
-    """On all the record's held-out sequences (pooled, OTB) and on the majority of them one by one
-    (measured: 8 of 12)."""
+    """On all the record's held-out sequences (pooled, OTB) it reaches the issue's goal (AUC >= 0.5,
+    P@20 >= 0.6; measured 0.650 / 0.918, the static box 0.261 / 0.376) and beats the static box on
+    the majority of them one by one."""
+    assert record["auc"] >= 0.5 and record["precision20"] >= 0.6, (record["auc"], record["precision20"])
     assert record["auc"] > record["static_auc"] + 0.1 and record["precision20"] > record["static_precision20"] + 0.1
     wins = sum(r["auc"] > r["static_auc"] for r in record["per_sequence"])
     assert wins > len(record["per_sequence"]) / 2
