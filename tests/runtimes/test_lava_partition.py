@@ -273,15 +273,16 @@ def tiny_tracker():
                                               ("search", "binary")])
 def test_tiny_tracker_branches_partitioned_equal_per_layer(tiny_tracker, branch, encoding):
     """The bundled tracker's branches: P = 1 and 2 equal the reference exactly in every layer (all
-    fire) and, on the binary template branch, the per-layer run bit for bit (per-layer runs take
-    50-100 s on the other branches: SPIKEDEPLOY_FULL_TESTS=1 adds them but the binary search
-    branch's, which equals the reference in tests/tracking/test_tracker_backends.py's tracking)."""
+    fire). With SPIKEDEPLOY_FULL_TESTS=1 the per-layer run too, bit for bit (50-100 s per branch;
+    not the binary search branch's, which equals the reference in
+    tests/tracking/test_tracker_backends.py's tracking); per-layer = partitioned is tested by
+    default on the sdt, time-axis and unfused graphs above."""
     from spikedeploy import api
 
     loaded, x = tiny_tracker[branch]
     graph = api.prepare_graph(loaded, timesteps=1, encoding=encoding)
     bundle = lava_export.LavaBundle(None, *lava_export.compile_graph(graph, encoding))
-    per_layer = (branch, encoding) == ("template", "binary") or (FULL and (branch, encoding) != ("search", "binary"))
+    per_layer = FULL and (branch, encoding) != ("search", "binary")
     placements = ("per-layer", 1, 2) if per_layer else (1, 2)
     runs = assert_placements_identical(graph, x, encoding, bundle, placements)
     assert runs[1].info["os_processes"] == 3 and len(bundle.description["processes"]) > 100

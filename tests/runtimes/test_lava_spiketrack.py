@@ -94,7 +94,13 @@ def test_spiketrack_frame_in_lava_matches_reference_spike_counts(tmp_path, varia
                  ("--max-memory", "40" if need else MAX_MEMORY_GB))
 
 
-@pytest.mark.parametrize("branch,encoding", [("template", "graded"), ("template", "binary"), ("search", "graded")])
+#: the T = 3 tiny tracker's branches: the search branch by default (tests/tracking/test_tracker_backends.py
+#: tracks with the T = 3 Lava network too); both templates with SPIKEDEPLOY_FULL_TESTS=1
+TINY_T3_CASES = ([("template", "graded"), ("template", "binary"), ("search", "graded")]
+                 if os.environ.get("SPIKEDEPLOY_FULL_TESTS") == "1" else [("search", "graded")])
+
+
+@pytest.mark.parametrize("branch,encoding", TINY_T3_CASES)
 def test_tiny128_t3_tracker_branches_in_lava_on_demo_crops(tmp_path, branch, encoding):
     """The bundled trained SpikeTrack-TINY128-T3 (its shipped weights) on crops of the demo clip:
     the template branch on three template crops, the search branch (memory from the model's own
