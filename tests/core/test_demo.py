@@ -75,3 +75,27 @@ def test_demo_on_a_few_frames(tmp_path, capsys):
     for t in ("onnx", "lava"):
         assert by[t]["identical_logits"] == 6 and by[t]["spike_mismatches"] == 0 and by[t]["spikes_compared"] > 0
     assert by["torch"]["same_class"] == 6
+
+
+def test_integer_targets_first_part_at_an_exact_rounding_tie():
+    """The demo's event sequence: ONNX and the reference (both integer semantics in float64, summed
+    in different orders) are identical until one attention value exactly on a rounding boundary
+    is rounded apart (frame 1 with the bundled weights): a tie, not a mismatch. The demo's event
+    step passes on this and says so, and would fail on a mismatch."""
+    import numpy as np
+
+    from spikedeploy.demo import DEMO_EVENT_FRAMES, DEMO_EVENT_SEED, first_integer_divergence
+    from spikedeploy.tracking.event_backends import capture_event_branches
+    from spikedeploy.tracking.event_datasets import make_event_dataset
+    from spikedeploy.tracking.event_run import load_event_tracker_model
+
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        seq = make_event_dataset(Path(d) / "events", count=1, num_frames=DEMO_EVENT_FRAMES,
+                                 first_seed=DEMO_EVENT_SEED).sequences[0]
+        events, times = seq.load_events(), seq.load_frame_times()
+    graphs = capture_event_branches(load_event_tracker_model(None, None)[0])
+    frame, verdict, ties = first_integer_divergence(graphs, events, times[:4], np.asarray(seq.ground_truth))
+    assert (frame, verdict) == (1, "tie-cascade") and ties >= 1
