@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import os
 import platform
@@ -68,20 +67,13 @@ from spikedeploy.tracking.event_run import (EVENT_TORCH_TARGETS, bundled_event_c
                                             event_frame_audit, load_event_tracker_model, make_event_network)
 from spikedeploy.tracking.event_tracker import EventTracker
 from spikedeploy.tracking.evaluation import static_boxes
+from spikedeploy.tracking.benchmark import _file_digest
 from spikedeploy.tracking.metrics import TrackingScore, score_dataset, score_sequence
 from spikedeploy.tracking.run import _digest, _last_spikes
 
 STEM = "event_budget"
 VARIANTS = ("dilif", "fixed_d")
 TITLES = {"dilif": "DI-LIF (trained gates)", "fixed_d": "fixed D = D_init"}
-
-
-def _sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dilif_fed_synops(aud, dilif: set) -> float:
@@ -335,7 +327,7 @@ def main(argv=None) -> int:
                                                                                     else argv))
     rec = {
         "config": {"model": args.model, "weights": weights, "checkpoint": str(ckpt),
-                   "checkpoint_sha256": _sha256(ckpt), "target": target, "sequences": len(seqs),
+                   "checkpoint_sha256": _file_digest(ckpt), "target": target, "sequences": len(seqs),
                    "frames": int(args.frames), "seeds": [int(s.seed) for s in seqs], "split": "heldout",
                    "difficulty": float(args.difficulty), "protocol": EVENT_HELDOUT_PROTOCOL,
                    "d_init": int(model.config.d_init), "energy_profile": "45nm", "torch_threads": 1},

@@ -47,8 +47,8 @@ teacher-forced on the reference-integer track identical to it until a frame whos
 is an exact rounding tie (:func:`first_integer_divergence`: onnxruntime and PyTorch sum an
 attention value that lies exactly on a rounding boundary in different orders; the bundled weights
 meet one at frame 1 of the demo sequence) -- and Lava's boxes and spike counts identical to the
-reference's (the spike network; the two groups may part at an exact rounding tie, reported); on the video clips ONNX's and Lava's logits bit-identical to the reference's with no
-spike differing, and PyTorch's class on every clip the reference's. What quantization costs (IoU
+reference's (the spike network; the two groups may part at an exact rounding tie, reported); on
+the video clips ONNX's and Lava's logits bit-identical to the reference's with no spike differing, and PyTorch's class on every clip the reference's. What quantization costs (IoU
 against float, AUC) and the accuracies are reported, not judged.
 """
 
@@ -196,8 +196,8 @@ def _event_step(tmp: Path, *, lava: bool, lava_frames: Optional[int], progress: 
         onnx_ok = div is not None and div[1] == "tie-cascade" and div[0] <= apart
         onnx_line = (f"onnx boxes identical to torch64's on frames 0..{apart - 1}, apart from frame {apart}: "
                      + (f"teacher-forced, onnx = reference-integer exactly until frame {div[0]}, where they round "
-                        f"an exact tie apart ({div[2]} boundary tie{'s' if div[2] != 1 else ''}, 0 mismatches; both right in "
-                        f"float64)"
+                        f"an exact tie apart ({div[2]} boundary tie{'s' if div[2] != 1 else ''}, 0 mismatches; "
+                        "both right in float64)"
                         if onnx_ok else f"NOT explained by a rounding tie ({div})"))
     ok = onnx_ok is not False and lava_ok is not False
     sc = tr.scores.get("torch64", {})

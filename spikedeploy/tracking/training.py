@@ -166,9 +166,6 @@ def batchnorm_modules(model: nn.Module) -> List[nn.Module]:
     return [m for m in model.modules() if isinstance(m, (_FrozenBatchNorm, nn.modules.batchnorm._BatchNorm))]
 
 
-_batchnorms = batchnorm_modules
-
-
 def write_run_records(out: Path, stem: str, history: Sequence[Dict[str, float]], meta: Dict[str, object], config,
                       plot: Callable[[Sequence[Dict[str, float]], Path, str], Path], plot_title: str,
                       *, lineterminator: str = "\r\n") -> Dict[str, str]:
@@ -266,7 +263,7 @@ def calibrate_batchnorm(model: nn.Module, run: Callable[[], object]) -> int:
         module.running_var.copy_(x.var(dim=dims, unbiased=False).clamp_min(1e-4))
         done.add(id(module))
 
-    for m in _batchnorms(model):
+    for m in batchnorm_modules(model):
         hooks.append(m.register_forward_pre_hook(pre_hook))
     try:
         run()
